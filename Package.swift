@@ -1,0 +1,94 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "tern",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tern", targets: ["tern"]),
+        .library(name: "TernCore", targets: ["TernCore"]),
+        .library(name: "TernONNX", targets: ["TernONNX"]),
+        .library(name: "TernHTTP", targets: ["TernHTTP"]),
+        .library(name: "TernServer", targets: ["TernServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // Our own declarations of the ONNX Runtime C ABI subset Tern calls. No ONNX Runtime header
+        // or library is needed at build time: the library is opened with dlopen at run time.
+        .target(name: "CONNXRuntime"),
+        .target(
+            name: "TernCore",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TernONNX",
+            dependencies: [
+                "TernCore", "CONNXRuntime",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TernHTTP",
+            dependencies: [
+                "TernCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TernServer",
+            dependencies: [
+                "TernCore", "TernONNX", "TernHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "tern",
+            dependencies: [
+                "TernServer", "TernONNX", "TernCore", "TernHTTP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Fixture paths, golden data and comparisons shared by the test targets.
+        .target(name: "TernTestSupport", dependencies: ["TernCore", "TernONNX"], path: "Tests/TernTestSupport"),
+        .testTarget(name: "TernCoreTests", dependencies: ["TernCore"], swiftSettings: strict),
+        .testTarget(
+            name: "TernONNXTests",
+            dependencies: ["TernONNX", "TernCore", "TernTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TernHTTPTests",
+            dependencies: [
+                "TernHTTP", "TernServer", "TernONNX", "TernCore", "TernTestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TernServerTests",
+            dependencies: ["TernServer", "TernCore", "TernONNX", "TernTestSupport"],
+            swiftSettings: strict
+        ),
+    ]
+)

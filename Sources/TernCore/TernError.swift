@@ -1,0 +1,61 @@
+/// The one error type of Tern's core.
+///
+/// It knows nothing of HTTP or gRPC: each front-end maps ``Code`` to its own status codes. The code is a
+/// struct wrapping a private enum so that new codes can be added without breaking callers.
+public struct TernError: Error, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Wrapped: Hashable, Sendable {
+            case invalidArgument, notFound, unavailable, resourceExhausted, payloadTooLarge, internalError,
+                runtimeNotFound
+        }
+        private let wrapped: Wrapped
+        private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+        /// The request is malformed or does not match the model's signature.
+        public static let invalidArgument = Code(.invalidArgument)
+        /// The model, version or named tensor does not exist.
+        public static let notFound = Code(.notFound)
+        /// The server or model is not ready (loading, unloading, shutting down).
+        public static let unavailable = Code(.unavailable)
+        /// A queue or limit is full; retry later.
+        public static let resourceExhausted = Code(.resourceExhausted)
+        /// The request body is larger than the configured limit.
+        public static let payloadTooLarge = Code(.payloadTooLarge)
+        /// A real fault inside Tern or the model runtime.
+        public static let internalError = Code(.internalError)
+        /// The ONNX Runtime library could not be found or opened.
+        public static let runtimeNotFound = Code(.runtimeNotFound)
+
+        public var description: String {
+            switch wrapped {
+            case .invalidArgument: "invalid argument"
+            case .notFound: "not found"
+            case .unavailable: "unavailable"
+            case .resourceExhausted: "resource exhausted"
+            case .payloadTooLarge: "payload too large"
+            case .internalError: "internal error"
+            case .runtimeNotFound: "runtime not found"
+            }
+        }
+    }
+
+    public var code: Code
+    public var message: String
+    /// The underlying error, where there was one.
+    public var cause: (any Error)?
+
+    public init(_ code: Code, _ message: String, cause: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
+    public var description: String { message }
+
+    public static func invalidArgument(_ message: String) -> TernError { TernError(.invalidArgument, message) }
+    public static func notFound(_ message: String) -> TernError { TernError(.notFound, message) }
+    public static func unavailable(_ message: String) -> TernError { TernError(.unavailable, message) }
+    public static func internalError(_ message: String, cause: (any Error)? = nil) -> TernError {
+        TernError(.internalError, message, cause: cause)
+    }
+}

@@ -1,0 +1,60 @@
+/// Checks a request against a model's signature before anything runs.
+///
+/// Every error names the input or output at fault and what was expected, so a client can fix its request
+/// from the message alone.
+public enum RequestValidator {
+    /// Validates `request` and returns it with its inputs in the signature's order and the output names
+    /// resolved (all outputs when none were asked for).
+    public static func validate(
+        _ request: InferenceRequest, against signature: ModelSignature, maxBatchSize: Int = 0
+    ) throws(TernError) -> (inputs: [Tensor], outputs: [String]) {
+        var byName: [String: Tensor] = [:]
+        byName.reserveCapacity(request.inputs.count)
+        for tensor in request.inputs {
+            guard signature.input(named: tensor.name) != nil else {
+                let expected = signature.inputs.map(\.name).joined(separator: ", ")
+                throw .invalidArgument("unknown input '\(tensor.name)'; the model's inputs are: \(expected)")
+            }
+            guard byName.updateValue(tensor, forKey: tensor.name) == nil else {
+                throw .invalidArgument("input '\(tensor.name)' is given more than once")
+            }
+        }
+        var ordered: [Tensor] = []
+        ordered.reserveCapacity(signature.inputs.count)
+        for spec in signature.inputs {
+            guard let tensor = byName[spec.name] else {
+                throw .invalidArgument(
+                    "missing input '\(spec.name)' (\(spec.datatype) \(spec.shape)); the model needs: "
+                        + signature.inputs.map(\.name).joined(separator: ", "))
+            }
+            guard tensor.datatype == spec.datatype else {
+                throw .invalidArgument(
+                    "input '\(spec.name)' has datatype \(tensor.datatype) but the model expects \(spec.datatype)")
+            }
+            guard spec.accepts(shape: tensor.shape) else {
+                throw .invalidArgument(
+                    "input '\(spec.name)' has shape \(tensor.shape) but the model expects \(spec.shape) "
+                        + "(-1 = any size)")
+            }
+            if maxBatchSize > 0, let batch = tensor.shape.first, batch > maxBatchSize {
+                throw .invalidArgument(
+                    "input '\(spec.name)' has batch size \(batch), above the model's max_batch_size \(maxBatchSize)")
+            }
+            ordered.append(tensor)
+        }
+        var outputs: [String] = []
+        if request.outputs.isEmpty {
+            outputs = signature.outputs.map(\.name)
+        } else {
+            var seen = Set<String>()
+            for name in request.outputs {
+                guard signature.output(named: name) != nil else {
+                    let known = signature.outputs.map(\.name).joined(separator: ", ")
+                    throw .invalidArgument("unknown output '\(name)'; the model's outputs are: \(known)")
+                }
+                if seen.insert(name).inserted { outputs.append(name) }
+            }
+        }
+        return (ordered, outputs)
+    }
+}

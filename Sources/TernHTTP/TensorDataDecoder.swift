@@ -1,0 +1,201 @@
+import NIOCore
+import TernCore
+
+/// Decodes a V2 JSON `data` value (flat or nested arrays) straight into a tensor's typed buffer.
+enum TensorDataDecoder {
+    static func decode(
+        _ bytes: UnsafeRawBufferPointer, range: Range<Int>, datatype: DataType, count: Int, name: String
+    ) throws(TernError) -> TensorContents {
+        // Each element takes at least one byte of JSON: a larger count cannot be satisfied, and checking
+        // first keeps a huge declared shape from allocating anything.
+        var reader = JSONReader(bytes, range: range)
+        guard count <= range.count else {
+            var found = 0
+            try leaves(&reader, depth: 0, name: name) { (r: inout JSONReader) throws(TernError) in
+                try r.skipValue()
+                found += 1
+            }
+            throw tooFew(name, count, found)
+        }
+        switch datatype {
+        case .bool: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Bool in
+            try r.readBool()
+        })
+        case .uint8: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> UInt8 in
+            try integer(&r, datatype: datatype, name: name)
+        })
+        case .uint16: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> UInt16 in
+            try integer(&r, datatype: datatype, name: name)
+        })
+        case .uint32: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> UInt32 in
+            try integer(&r, datatype: datatype, name: name)
+        })
+        case .uint64: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> UInt64 in
+            try integer(&r, datatype: datatype, name: name)
+        })
+        case .int8: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Int8 in
+            try integer(&r, datatype: datatype, name: name)
+        })
+        case .int16: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Int16 in
+            try integer(&r, datatype: datatype, name: name)
+        })
+        case .int32: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Int32 in
+            try integer(&r, datatype: datatype, name: name)
+        })
+        case .int64: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Int64 in
+            try integer(&r, datatype: datatype, name: name)
+        })
+        case .fp16: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Float16 in
+            Float16(try number(&r, name: name))
+        })
+        case .fp32: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Float in
+            Float(try number(&r, name: name))
+        })
+        case .fp64: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Double in
+            try number(&r, name: name)
+        })
+        case .bytes:
+            var elements: [[UInt8]] = []
+            elements.reserveCapacity(count)
+            try leaves(&reader, depth: 0, name: name) { (r: inout JSONReader) throws(TernError) in
+                guard elements.count < count else { throw tooMany(name, count) }
+                guard r.peek() == UInt8(ascii: "\"") else {
+                    throw .invalidArgument("input '\(name)': BYTES data must be strings")
+                }
+                elements.append(try r.readStringBytes())
+            }
+            guard elements.count == count else { throw tooFew(name, count, elements.count) }
+            return .strings(elements)
+        }
+    }
+
+    /// Visits every non-array value of a (possibly nested) array, in row-major order.
+    private static func leaves(
+        _ reader: inout JSONReader, depth: Int, name: String, _ visit: (inout JSONReader) throws(TernError) -> Void
+    ) throws(TernError) {
+        guard depth < 32 else { throw .invalidArgument("input '\(name)': data is nested too deeply") }
+        if reader.peek() == UInt8(ascii: "[") {
+            try reader.readArray { (r: inout JSONReader) throws(TernError) in
+                try leaves(&r, depth: depth + 1, name: name, visit)
+            }
+        } else {
+            try visit(&reader)
+        }
+    }
+
+    /// Reads `count` fixed-size elements into one contiguous buffer, in a single pass.
+    private static func fixed<T: BitwiseCopyable>(
+        _ reader: inout JSONReader, count: Int, name: String, _ read: (inout JSONReader) throws(TernError) -> T
+    ) throws(TernError) -> [UInt8] {
+        let stride = MemoryLayout<T>.stride
+        var failure: TernError?
+        let bytes = [UInt8](unsafeUninitializedCapacity: count * stride) { buffer, initialized in
+            let raw = UnsafeMutableRawBufferPointer(buffer)
+            var written = 0
+            do throws(TernError) {
+                try leaves(&reader, depth: 0, name: name) { (r: inout JSONReader) throws(TernError) in
+                    guard written < count else { throw tooMany(name, count) }
+                    raw.storeBytes(of: try read(&r), toByteOffset: written * stride, as: T.self)
+                    written += 1
+                }
+                guard written == count else { throw tooFew(name, count, written) }
+                initialized = count * stride
+            } catch {
+                failure = error
+                initialized = 0
+            }
+        }
+        if let failure { throw failure }
+        try reader.expectEnd()
+        return bytes
+    }
+
+    private static func integer<T: FixedWidthInteger>(_ reader: inout JSONReader, datatype: DataType, name: String)
+        throws(TernError) -> T
+    {
+        let (magnitude, negative) = try reader.readInteger()
+        if negative {
+            guard T.isSigned, magnitude <= UInt64(T.max) + 1 else {
+                throw .invalidArgument("input '\(name)': value -\(magnitude) is out of range for \(datatype)")
+            }
+            return T(truncatingIfNeeded: 0 &- magnitude)
+        }
+        guard magnitude <= UInt64(T.max) else {
+            throw .invalidArgument("input '\(name)': value \(magnitude) is out of range for \(datatype)")
+        }
+        return T(truncatingIfNeeded: magnitude)
+    }
+
+    private static func number(_ reader: inout JSONReader, name: String) throws(TernError) -> Double {
+        do {
+            return try reader.readDouble()
+        } catch {
+            throw .invalidArgument("input '\(name)': \(error.message)")
+        }
+    }
+
+    private static func tooMany(_ name: String, _ count: Int) -> TernError {
+        .invalidArgument("input '\(name)': 'data' holds more than the \(count) elements its shape needs")
+    }
+
+    private static func tooFew(_ name: String, _ count: Int, _ found: Int) -> TernError {
+        .invalidArgument("input '\(name)': its shape needs \(count) elements but 'data' holds \(found)")
+    }
+}
+
+/// Triton's binary tensor data: fixed-size elements little-endian and contiguous; BYTES elements each
+/// preceded by a 4-byte little-endian length.
+enum BinaryTensorCodec {
+    static func decode(_ bytes: UnsafeRawBufferPointer, datatype: DataType, count: Int, name: String) throws(TernError)
+        -> TensorContents
+    {
+        guard let size = datatype.byteSize else {
+            var elements: [[UInt8]] = []
+            elements.reserveCapacity(min(count, bytes.count / 4))
+            var offset = 0
+            while offset < bytes.count {
+                guard offset + 4 <= bytes.count else {
+                    throw .invalidArgument("input '\(name)': binary BYTES data ends inside a length prefix")
+                }
+                let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+                offset += 4
+                guard length <= bytes.count - offset else {
+                    throw .invalidArgument("input '\(name)': binary BYTES element \(elements.count) declares "
+                        + "\(length) bytes but only \(bytes.count - offset) remain")
+                }
+                elements.append(Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)])))
+                offset += length
+            }
+            guard elements.count == count else {
+                throw .invalidArgument("input '\(name)': its shape needs \(count) elements but the binary data "
+                    + "holds \(elements.count)")
+            }
+            return .strings(elements)
+        }
+        guard bytes.count == count * size else {
+            throw .invalidArgument("input '\(name)': binary_data_size is \(bytes.count) bytes but its shape and "
+                + "\(datatype) need \(count * size)")
+        }
+        return .raw(Array(bytes))
+    }
+
+    /// The size of a tensor's binary form.
+    static func binarySize(_ tensor: Tensor) -> Int {
+        switch tensor.contents {
+        case .raw(let bytes): bytes.count
+        case .strings(let elements): elements.reduce(0) { $0 + 4 + $1.count }
+        }
+    }
+
+    /// Appends a tensor's binary form to `buffer`.
+    static func encode(_ tensor: Tensor, into buffer: inout ByteBuffer) {
+        switch tensor.contents {
+        case .raw(let bytes): buffer.writeBytes(bytes)
+        case .strings(let elements):
+            for element in elements {
+                buffer.writeInteger(UInt32(element.count), endianness: .little)
+                buffer.writeBytes(element)
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import TernCore
+
+/// Settings of the HTTP front-end.
+public struct HTTPFrontEndConfiguration: Sendable {
+    /// The largest request body accepted, in bytes (64 MiB by default; Hummingbird's own default is 2 MiB,
+    /// too small for tensors).
+    public var maxRequestBytes: Int
+
+    public init(maxRequestBytes: Int = 64 << 20) {
+        self.maxRequestBytes = maxRequestBytes
+    }
+}
+
+extension HTTPField.Name {
+    /// Triton's binary tensor data extension: the length of the JSON part of a body.
+    static let inferenceHeaderContentLength = Self("Inference-Header-Content-Length")!
+}
+
+/// The Open Inference Protocol v2 REST surface: health, server and model metadata, readiness, inference.
+///
+/// A thin translation between HTTP and ``InferenceService``: decode, call the core, encode.
+public struct V2Routes: Sendable {
+    let service: InferenceService
+    let configuration: HTTPFrontEndConfiguration
+
+    /// Extensions advertised by `GET /v2`.
+    static let extensions = ["binary_tensor_data", "model_configuration"]
+
+    public init(service: InferenceService, configuration: HTTPFrontEndConfiguration = .init()) {
+        self.service = service
+        self.configuration = configuration
+    }
+
+    /// Adds the routes, and the error middleware that gives every error a JSON body, to `router`.
+    public func register<Context: RequestContext>(on router: Router<Context>) {
+        router.middlewares.add(ErrorMiddleware<Context>())
+        router.get("/v2/health/live") { _, _ in json(.ok, "{\"live\":true}") }
+        router.get("/v2/health/ready") { _, _ in
+            service.isReady ? json(.ok, "{\"ready\":true}") : json(.serviceUnavailable, "{\"ready\":false}")
+        }
+        router.get("/v2") { _, _ in serverMetadata() }
+        router.get("/v2/models/{model}") { _, context in try modelMetadata(context, version: nil) }
+        router.get("/v2/models/{model}/versions/{version}") { _, context in
+            try modelMetadata(context, version: context.parameters.require("version"))
+        }
+        router.get("/v2/models/{model}/ready") { _, context in try modelReady(context, version: nil) }
+        router.get("/v2/models/{model}/versions/{version}/ready") { _, context in
+            try modelReady(context, version: context.parameters.require("version"))
+        }
+        router.get("/v2/models/{model}/config") { _, context in try modelConfig(context, version: nil) }
+        router.get("/v2/models/{model}/versions/{version}/config") { _, context in
+            try modelConfig(context, version: context.parameters.require("version"))
+        }
+        router.post("/v2/models/{model}/infer") { request, context in
+            try await infer(request, context, version: nil)
+        }
+        router.post("/v2/models/{model}/versions/{version}/infer") { request, context in
+            try await infer(request, context, version: context.parameters.require("version"))
+        }
+    }
+
+    // MARK: - Handlers
+
+    private func serverMetadata() -> Response {
+        var writer = JSONWriter()
+        writer.raw("{\"name\":")
+        writer.string(TernVersion.name)
+        writer.raw(",\"version\":")
+        writer.string(TernVersion.version)
+        writer.raw(",\"extensions\":[")
+        for (index, name) in Self.extensions.enumerated() {
+            if index > 0 { writer.byte(UInt8(ascii: ",")) }
+            writer.string(name)
+        }
+        writer.raw("]}")
+        return json(.ok, writer.buffer)
+    }
+
+    private func modelMetadata(_ context: some RequestContext, version: String?) throws -> Response {
+        let served = try service.catalog.resolve(name: context.parameters.require("model"), version: version)
+        var writer = JSONWriter()
+        writer.raw("{\"name\":")
+        writer.string(served.name)
+        writer.raw(",\"versions\":[")
+        for (index, number) in service.catalog.versions(of: served.name).enumerated() {
+            if index > 0 { writer.byte(UInt8(ascii: ",")) }
+            writer.string(String(number))
+        }
+        writer.raw("],\"platform\":")
+        writer.string(served.platform)
+        writer.raw(",\"inputs\":")
+        tensorSpecs(served.model.signature.inputs, into: &writer)
+        writer.raw(",\"outputs\":")
+        tensorSpecs(served.model.signature.outputs, into: &writer)
+        writer.byte(UInt8(ascii: "}"))
+        return json(.ok, writer.buffer)
+    }
+
+    private func tensorSpecs(_ specs: [TensorSpec], into writer: inout JSONWriter) {
+        writer.byte(UInt8(ascii: "["))
+        for (index, spec) in specs.enumerated() {
+            if index > 0 { writer.byte(UInt8(ascii: ",")) }
+            writer.raw("{\"name\":")
+            writer.string(spec.name)
+            writer.raw(",\"datatype\":")
+            writer.string(spec.datatype.rawValue)
+            writer.raw(",\"shape\":")
+            writer.integers(spec.shape)
+            writer.byte(UInt8(ascii: "}"))
+        }
+        writer.byte(UInt8(ascii: "]"))
+    }
+
+    private func modelReady(_ context: some RequestContext, version: String?) throws -> Response {
+        let served = try service.catalog.resolve(name: context.parameters.require("model"), version: version)
+        var writer = JSONWriter()
+        writer.raw("{\"name\":")
+        writer.string(served.name)
+        writer.raw(",\"version\":")
+        writer.string(String(served.version))
+        writer.raw(service.isReady ? ",\"ready\":true}" : ",\"ready\":false}")
+        return json(service.isReady ? .ok : .serviceUnavailable, writer.buffer)
+    }
+
+    /// Triton's model configuration (`GET .../config`), which tritonclient's `get_model_config` reads.
+    private func modelConfig(_ context: some RequestContext, version: String?) throws -> Response {
+        let served = try service.catalog.resolve(name: context.parameters.require("model"), version: version)
+        var writer = JSONWriter()
+        writer.raw("{\"name\":")
+        writer.string(served.name)
+        writer.raw(",\"platform\":")
+        writer.string(served.platform)
+        writer.raw(",\"backend\":\"onnxruntime\",\"max_batch_size\":")
+        writer.integer(served.config.maxBatchSize)
+        for (key, specs) in [("input", served.model.signature.inputs), ("output", served.model.signature.outputs)] {
+            writer.raw(",\"")
+            writer.buffer.writeString(key)
+            writer.raw("\":[")
+            for (index, spec) in specs.enumerated() {
+                if index > 0 { writer.byte(UInt8(ascii: ",")) }
+                writer.raw("{\"name\":")
+                writer.string(spec.name)
+                writer.raw(",\"data_type\":")
+                writer.string("TYPE_" + (spec.datatype == .bytes ? "STRING" : spec.datatype.rawValue))
+                writer.raw(",\"dims\":")
+                writer.integers(spec.shape)
+                writer.byte(UInt8(ascii: "}"))
+            }
+            writer.byte(UInt8(ascii: "]"))
+        }
+        writer.byte(UInt8(ascii: "}"))
+        return json(.ok, writer.buffer)
+    }
+
+    private func infer(_ request: Request, _ context: some RequestContext, version: String?) async throws -> Response {
+        let served = try service.resolve(model: context.parameters.require("model"), version: version)
+        var headerLength: Int?
+        if let value = request.headers[.inferenceHeaderContentLength] {
+            guard let length = Int(value.trimmingCharacters(in: .whitespaces)), length >= 0 else {
+                throw TernError.invalidArgument("Inference-Header-Content-Length must be a non-negative integer, got '\(value)'")
+            }
+            headerLength = length
+        }
+        if let encoding = request.headers[.contentEncoding], encoding.lowercased() != "identity" {
+            throw TernError.invalidArgument("Content-Encoding '\(encoding)' is not supported; send the body uncompressed")
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: configuration.maxRequestBytes)
+        } catch is NIOTooManyBytesError {
+            throw TernError(.payloadTooLarge, "the request body is larger than the limit of "
+                + "\(configuration.maxRequestBytes) bytes (raise it with --max-request-size)")
+        }
+        let (inferRequest, encoding) = try V2RequestDecoder.decode(body: body, headerLength: headerLength)
+        let response = try await service.infer(served, request: inferRequest)
+        let (buffer, jsonLength) = V2ResponseEncoder.encode(response, encoding: encoding)
+        var headers: HTTPFields = [:]
+        if let jsonLength {
+            headers[.contentType] = "application/octet-stream"
+            headers[.inferenceHeaderContentLength] = String(jsonLength)
+        } else {
+            headers[.contentType] = "application/json"
+        }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: buffer))
+    }
+}
+
+private func json(_ status: HTTPResponse.Status, _ text: String) -> Response {
+    json(status, ByteBuffer(string: text))
+}
+
+private func json(_ status: HTTPResponse.Status, _ buffer: ByteBuffer) -> Response {
+    Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
+}

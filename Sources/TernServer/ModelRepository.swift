@@ -1,0 +1,146 @@
+import Foundation
+import TernCore
+import Yams
+
+/// A model found in a repository folder: its configuration and version folders.
+public struct RepositoryModel: Sendable, Equatable {
+    public var name: String
+    public var config: ModelConfig
+    /// Version number -> path of its `model.onnx`, for every version folder found.
+    public var versions: [Int: String]
+
+    /// The versions the config's policy selects, ascending.
+    public var selectedVersions: [Int] { config.versionPolicy.select(from: Array(versions.keys)) }
+}
+
+/// A Triton-style model repository folder:
+///
+/// ```
+/// models/
+///   credit-risk/
+///     config.yaml        # optional
+///     1/model.onnx
+///     2/model.onnx
+/// ```
+///
+/// `config.yaml` keys: `version_policy` (`{latest: N}`, `all`, or `{specific: [1, 3]}`; default latest 1),
+/// `max_batch_size` (0 = no limit), `instances` (sessions per version, default 1).
+public struct ModelRepository: Sendable {
+    public let root: String
+
+    public init(root: String) {
+        self.root = root
+    }
+
+    /// Reads every model folder.
+    ///
+    /// - Throws: ``TernError`` `invalidArgument` naming the folder or file at fault: a missing root, a model
+    ///   folder without version folders, a bad `config.yaml`.
+    public func discover() throws(TernError) -> [RepositoryModel] {
+        let fileManager = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fileManager.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw .invalidArgument("model repository '\(root)' is not a folder")
+        }
+        let names: [String]
+        do {
+            names = try fileManager.contentsOfDirectory(atPath: root).sorted()
+        } catch {
+            throw .invalidArgument("cannot read model repository '\(root)': \(error.localizedDescription)")
+        }
+        var models: [RepositoryModel] = []
+        for name in names where !name.hasPrefix(".") {
+            let folder = root + "/" + name
+            guard fileManager.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else { continue }
+            models.append(try readModel(name: name, folder: folder))
+        }
+        return models
+    }
+
+    private func readModel(name: String, folder: String) throws(TernError) -> RepositoryModel {
+        let fileManager = FileManager.default
+        var config = ModelConfig()
+        for file in ["config.yaml", "config.yml"] where fileManager.fileExists(atPath: folder + "/" + file) {
+            config = try Self.parseConfig(path: folder + "/" + file)
+        }
+        var versions: [Int: String] = [:]
+        let entries = (try? fileManager.contentsOfDirectory(atPath: folder)) ?? []
+        for entry in entries {
+            guard let number = Int(entry), number > 0 else { continue }
+            let path = "\(folder)/\(entry)/model.onnx"
+            guard fileManager.fileExists(atPath: path) else {
+                throw .invalidArgument("version folder '\(folder)/\(entry)' has no model.onnx")
+            }
+            versions[number] = path
+        }
+        guard !versions.isEmpty else {
+            throw .invalidArgument("model folder '\(folder)' has no version folders; expected '\(folder)/1/model.onnx'")
+        }
+        let model = RepositoryModel(name: name, config: config, versions: versions)
+        if model.selectedVersions.isEmpty {
+            throw .invalidArgument("the version_policy in '\(folder)' selects none of the versions found ("
+                + versions.keys.sorted().map(String.init).joined(separator: ", ") + ")")
+        }
+        return model
+    }
+
+    /// Parses a model's `config.yaml`.
+    public static func parseConfig(path: String) throws(TernError) -> ModelConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw .invalidArgument("cannot read '\(path)': \(error.localizedDescription)")
+        }
+        return try parseConfig(yaml: text, source: path)
+    }
+
+    public static func parseConfig(yaml text: String, source: String) throws(TernError) -> ModelConfig {
+        let node: Any?
+        do {
+            node = try Yams.load(yaml: text)
+        } catch {
+            throw .invalidArgument("'\(source)' is not valid YAML: \(error)")
+        }
+        var config = ModelConfig()
+        guard let node else { return config }
+        guard let map = node as? [String: Any] else {
+            throw .invalidArgument("'\(source)' must be a mapping of settings")
+        }
+        func int(_ key: String, _ value: Any, minimum: Int) throws(TernError) -> Int {
+            guard let number = value as? Int, number >= minimum else {
+                throw .invalidArgument("'\(source)': \(key) must be an integer >= \(minimum)")
+            }
+            return number
+        }
+        for (key, value) in map {
+            switch key {
+            case "max_batch_size": config.maxBatchSize = try int(key, value, minimum: 0)
+            case "instances": config.instances = try int(key, value, minimum: 1)
+            case "version_policy": config.versionPolicy = try versionPolicy(value, source: source)
+            default:
+                throw .invalidArgument("'\(source)': unknown setting '\(key)'; known: version_policy, "
+                    + "max_batch_size, instances")
+            }
+        }
+        return config
+    }
+
+    private static func versionPolicy(_ value: Any, source: String) throws(TernError) -> VersionPolicy {
+        let usage = "'\(source)': version_policy must be 'all', {latest: N} or {specific: [versions]}"
+        if let word = value as? String, word == "all" { return .all }
+        guard let map = value as? [String: Any], map.count == 1, let (kind, argument) = map.first else {
+            throw .invalidArgument(usage)
+        }
+        switch kind {
+        case "all": return .all
+        case "latest":
+            guard let count = argument as? Int, count >= 1 else { throw .invalidArgument(usage) }
+            return .latest(count)
+        case "specific":
+            guard let versions = argument as? [Int], !versions.isEmpty else { throw .invalidArgument(usage) }
+            return .specific(versions)
+        default: throw .invalidArgument(usage)
+        }
+    }
+}

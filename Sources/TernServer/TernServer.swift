@@ -1,0 +1,76 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+import TernCore
+import TernHTTP
+import TernONNX
+
+/// Everything `tern serve` needs, parsed at the edge (CLI flags) and passed in.
+public struct ServerConfiguration: Sendable {
+    public var modelsDirectory: String
+    public var host: String = "0.0.0.0"
+    /// HTTP port; 0 picks a free one (tests).
+    public var httpPort: Int = 8000
+    public var http = HTTPFrontEndConfiguration()
+    public var sessionOptions = SessionOptions()
+    /// Threads that run models; by default one per core.
+    public var runnerThreads: Int = ProcessInfo.processInfo.activeProcessorCount
+    /// How long a graceful shutdown may take to drain in-flight requests.
+    public var drainTimeout: Duration = .seconds(30)
+
+    public init(modelsDirectory: String) {
+        self.modelsDirectory = modelsDirectory
+    }
+}
+
+/// A Tern server: models loaded from a repository folder, served over the Open Inference Protocol v2 REST.
+///
+/// ```swift
+/// let server = TernServer(configuration: config, runtime: runtime, logger: logger)
+/// try await server.run()   // until SIGINT/SIGTERM, then drains
+/// ```
+public struct TernServer: Sendable {
+    public let configuration: ServerConfiguration
+    public let service: InferenceService
+    let runtime: ONNXRuntime
+    let logger: Logger
+
+    public init(configuration: ServerConfiguration, runtime: ONNXRuntime, logger: Logger) {
+        self.configuration = configuration
+        self.runtime = runtime
+        self.logger = logger
+        self.service = InferenceService()
+    }
+
+    /// The HTTP router with every route Tern serves.
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        V2Routes(service: service, configuration: configuration.http).register(on: router)
+        return router
+    }
+
+    /// Runs until a signal (or, with `signals: []`, until the task is cancelled); `onHTTPReady` receives the
+    /// bound HTTP port.
+    public func run(
+        signals: [UnixSignal] = [.sigterm, .sigint], onHTTPReady: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) async throws {
+        let pool = RunnerPool(threads: configuration.runnerThreads)
+        let loader = ModelLoader(
+            repository: ModelRepository(root: configuration.modelsDirectory), service: service, runtime: runtime,
+            pool: pool, sessionOptions: configuration.sessionOptions, logger: logger)
+        let app = Application(
+            router: router(),
+            configuration: .init(
+                address: .hostname(configuration.host, port: configuration.httpPort), serverName: "tern"),
+            onServerRunning: { channel in await onHTTPReady(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [.init(service: loader), .init(service: app)], gracefulShutdownSignals: signals, logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.drainTimeout
+        // Services stop in reverse order: HTTP drains first, then the loader stops the runner threads.
+        try await ServiceGroup(configuration: groupConfiguration).run()
+    }
+}

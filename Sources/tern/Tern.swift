@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TernCore
+import TernONNX
+
+@main
+struct Tern: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tern",
+        abstract: "Serve ONNX models over the Open Inference Protocol v2 (KServe/Triton), fast, on a CPU.",
+        discussion: """
+            Put each model in a folder, one sub-folder per version:
+
+              models/credit-risk/1/model.onnx
+              models/credit-risk/2/model.onnx
+              models/credit-risk/config.yaml      (optional)
+
+            then serve it and call it with any v2 client (tritonclient, kserve, curl):
+
+              tern serve --models models
+              curl localhost:8000/v2/models/credit-risk/infer -d @request.json
+
+            ONNX Runtime is found from --onnxruntime, then TERN_ONNXRUNTIME_LIB,
+            then .tern/onnxruntime (scripts/install-onnxruntime.sh), then the
+            system loader.
+            """,
+        version: TernVersion.version,
+        subcommands: [Serve.self, Predict.self, Inspect.self]
+    )
+}
+
+/// Options every command that runs a model shares.
+struct RuntimeOptions: ParsableArguments {
+    @Option(name: .customLong("onnxruntime"), help: ArgumentHelp("Path of libonnxruntime.so to use.", valueName: "path"))
+    var libraryPath: String?
+
+    @Option(help: "Threads one model run may use (intra-op). 1 suits serving many requests at once.")
+    var intraOpThreads: Int = 1
+
+    @Option(help: ArgumentHelp("Graph optimisation level: disabled, basic, extended or all.", valueName: "level"))
+    var graphOptimization: String = "all"
+
+    func sessionOptions() throws -> SessionOptions {
+        guard let level = SessionOptions.GraphOptimization(rawValue: graphOptimization) else {
+            throw ValidationError("--graph-optimization must be one of: disabled, basic, extended, all")
+        }
+        guard intraOpThreads >= 1 else { throw ValidationError("--intra-op-threads must be at least 1") }
+        return SessionOptions(intraOpThreads: intraOpThreads, graphOptimization: level)
+    }
+
+    /// Opens ONNX Runtime, or exits 1 with one line saying how to install it.
+    func openRuntime() -> ONNXRuntime {
+        var directories = [FileManager.default.currentDirectoryPath + "/.tern/onnxruntime/lib"]
+        // Also next to the executable's project: .build/debug/tern -> <project>/.tern/onnxruntime/lib.
+        if let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            var url = URL(fileURLWithPath: executable).deletingLastPathComponent()
+            for _ in 0..<5 {
+                directories.append(url.path + "/.tern/onnxruntime/lib")
+                url.deleteLastPathComponent()
+            }
+        }
+        let candidates = ONNXRuntime.candidates(
+            explicitPath: libraryPath, environmentPath: ProcessInfo.processInfo.environment["TERN_ONNXRUNTIME_LIB"],
+            localInstallDirectories: directories)
+        do {
+            return try ONNXRuntime.open(candidates: candidates)
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            Foundation.exit(1)
+        }
+    }
+}
+
+/// Prints a core error as one line and exits with status 1.
+func fail(_ error: any Error) -> Never {
+    let message = (error as? TernError)?.message ?? "\(error)"
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    Foundation.exit(1)
+}

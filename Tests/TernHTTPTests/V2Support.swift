@@ -1,0 +1,132 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import TernCore
+import TernONNX
+import TernTestSupport
+
+@testable import TernHTTP
+
+/// A service with the named fixture models loaded (each as version 1), ready.
+func fixtureService(_ names: [String] = Fixtures.modelNames, ready: Bool = true) throws -> InferenceService {
+    let service = InferenceService()
+    for name in names {
+        let model = try ONNXModel(path: Fixtures.modelPath(name), runtime: Fixtures.runtime, pool: Fixtures.pool)
+        service.catalog.add(ServedModel(name: name, version: 1, model: model, config: ModelConfig(), platform: "onnxruntime_onnx"))
+    }
+    service.isReady = ready
+    return service
+}
+
+/// Runs `body` against a live HTTP server (real sockets on a free port) serving `service`.
+func withLiveServer(
+    _ service: InferenceService, maxRequestBytes: Int = 64 << 20,
+    _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void
+) async throws {
+    let router = Router(context: BasicRequestContext.self)
+    V2Routes(service: service, configuration: .init(maxRequestBytes: maxRequestBytes)).register(on: router)
+    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+    try await app.test(.live) { client in try await body(client) }
+}
+
+/// The raw JSON text of each golden case's `inputs` array, exactly as Python's json module wrote it.
+func rawGoldenInputs(_ name: String) throws -> [String] {
+    let data = try Fixtures.goldenData(name)
+    return try data.withUnsafeBytes { bytes in
+        var ranges: [Range<Int>] = []
+        var reader = JSONReader(bytes)
+        try reader.readObject { (reader: inout JSONReader, key: String) throws(TernError) in
+            guard key == "cases" else { try reader.skipValue(); return }
+            try reader.readArray { (reader: inout JSONReader) throws(TernError) in
+                try reader.readObject { (reader: inout JSONReader, key: String) throws(TernError) in
+                    let range = try reader.skipValue()
+                    if key == "inputs" { ranges.append(range) }
+                }
+            }
+        }
+        return ranges.map { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0]), as: UTF8.self) }
+    }
+}
+
+/// A decoded V2 JSON response.
+struct V2Response: Decodable {
+    var model_name: String
+    var model_version: String
+    var id: String?
+    var outputs: [GoldenTensor]
+}
+
+/// The JSON part of a response carrying binary outputs.
+struct V2BinaryHeader: Decodable {
+    struct Output: Decodable {
+        struct Parameters: Decodable { var binary_data_size: Int }
+        var name: String
+        var datatype: String
+        var shape: [Int]
+        var parameters: Parameters
+    }
+    var model_name: String
+    var outputs: [Output]
+}
+
+extension HTTPField.Name {
+    static let headerLength = HTTPField.Name("Inference-Header-Content-Length")!
+}
+
+/// A request whose inputs all travel as binary data, asking for binary outputs.
+func binaryRequest(_ inputs: [Tensor], binaryOutput: Bool = true) -> (ByteBuffer, HTTPFields) {
+    var json = JSONWriter()
+    json.raw("{\"inputs\":[")
+    for (index, tensor) in inputs.enumerated() {
+        if index > 0 { json.byte(UInt8(ascii: ",")) }
+        json.raw("{\"name\":")
+        json.string(tensor.name)
+        json.raw(",\"datatype\":")
+        json.string(tensor.datatype.rawValue)
+        json.raw(",\"shape\":")
+        json.integers(tensor.shape)
+        json.raw(",\"parameters\":{\"binary_data_size\":")
+        json.integer(BinaryTensorCodec.binarySize(tensor))
+        json.raw("}}")
+    }
+    json.raw("]")
+    if binaryOutput { json.raw(",\"parameters\":{\"binary_data_output\":true}") }
+    json.raw("}")
+    let headerLength = json.buffer.readableBytes
+    var body = json.buffer
+    for tensor in inputs { BinaryTensorCodec.encode(tensor, into: &body) }
+    return (body, [.headerLength: String(headerLength)])
+}
+
+/// Splits a binary response into tensors.
+func decodeBinaryResponse(_ response: TestResponse) throws -> [Tensor] {
+    let headerValue = try #require(response.headers[.headerLength])
+    let headerLength = try #require(Int(headerValue))
+    var body = response.body
+    guard let json = body.readBytes(length: headerLength) else { throw TernError.invalidArgument("short response") }
+    let header = try JSONDecoder().decode(V2BinaryHeader.self, from: Data(json))
+    var tensors: [Tensor] = []
+    for output in header.outputs {
+        let datatype = try #require(DataType(rawValue: output.datatype))
+        guard let bytes = body.readBytes(length: output.parameters.binary_data_size) else {
+            throw TernError.invalidArgument("short binary output \(output.name)")
+        }
+        let contents = try bytes.withUnsafeBytes { raw in
+            try BinaryTensorCodec.decode(raw, datatype: datatype, count: output.shape.reduce(1, *), name: output.name)
+        }
+        tensors.append(try Tensor(name: output.name, datatype: datatype, shape: output.shape, contents: contents))
+    }
+    #expect(body.readableBytes == 0)
+    return tensors
+}
+
+import Testing
+
+func expectMatches(_ outputs: [Tensor], _ golden: GoldenCase, _ label: String) {
+    #expect(outputs.map(\.name) == golden.outputs.map(\.name), "\(label)")
+    for (actual, expected) in zip(outputs, golden.outputs) {
+        #expect(difference(actual, expected.tensor) == nil, "\(label): \(difference(actual, expected.tensor) ?? "")")
+    }
+}

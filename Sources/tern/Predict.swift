@@ -14,7 +14,8 @@ struct Predict: AsyncParsableCommand {
               rows JSON         [[41, 52000, ...], [35, 61000, ...]]        (models with one input)
               CSV               one row per line; a header row naming the model's inputs maps each
                                 column to one input, otherwise all columns form the one input's rows
-            Datatypes come from the model; shapes from the data.
+            Datatypes come from the model; shapes from the data. Text that starts with '-' must be
+            passed as --input=TEXT.
 
             Example:
               tern predict --model examples/models/credit-risk/2/model.onnx \\
@@ -156,9 +157,8 @@ struct InputParser {
         guard !rows.isEmpty else { throw TernError.invalidArgument("the CSV input has no rows") }
         let names = Set(signature.inputs.map(\.name))
         var header: [String]?
-        if rows[0].contains(where: { Double($0) == nil }) && rows.count > 1 {
-            header = rows.removeFirst()
-        } else if rows[0].allSatisfy(names.contains) {
+        // A header row holds names only; a row mixing names and numbers is data (and its bad cell an error).
+        if rows[0].allSatisfy({ Double($0) == nil }) && (rows.count > 1 || rows[0].allSatisfy(names.contains)) {
             header = rows.removeFirst()
         }
         let width = rows[0].count

@@ -114,3 +114,33 @@ struct ONNXModelTests {
         #expect(Fixtures.runtime.version == "1.31.1")
     }
 }
+
+@Suite("ONNX Runtime backend: memory")
+struct ONNXMemoryTests {
+    /// Resident set size in bytes, from /proc/self/statm.
+    func residentBytes() throws -> Int {
+        let statm = try String(contentsOfFile: "/proc/self/statm", encoding: .utf8).split(separator: " ")
+        return Int(statm[1])! * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    @Test("100,000 runs (numeric, string and ZipMap models) do not grow memory")
+    func noLeak() throws {
+        let models = try ["gbc", "gbc_zipmap", "pipeline_categorical"].map { name in
+            (try ONNXModel(path: Fixtures.modelPath(name), runtime: Fixtures.runtime, pool: Fixtures.pool),
+             try Fixtures.golden(name)[0])
+        }
+        func runs(_ count: Int) throws {
+            for index in 0..<count {
+                let (model, golden) = models[index % models.count]
+                let outputs = try model.runBlocking(inputs: golden.inputs.map(\.tensor), outputs: golden.outputs.map(\.name))
+                precondition(outputs.count == golden.outputs.count)
+            }
+        }
+        try runs(20_000)  // warm up arenas and caches
+        let before = try residentBytes()
+        try runs(100_000)
+        let growth = try residentBytes() - before
+        // A leak of even 40 bytes per run would show as 4 MB.
+        #expect(growth < 4 << 20, "RSS grew by \(growth) bytes over 100,000 runs")
+    }
+}

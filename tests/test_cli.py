@@ -1,0 +1,158 @@
+"""The tern command line: predict, inspect, serve's failure modes and graceful shutdown."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import requests
+
+from conftest import BINARY, FIXTURES, ROOT, Server, assert_matches, golden
+
+
+def tern(*args, env=None, input=None):
+    return subprocess.run([BINARY, *args], capture_output=True, text=True, cwd=ROOT, env=env, input=input, timeout=60)
+
+
+def outputs(stdout):
+    response = json.loads(stdout)
+    return {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in response["outputs"]}
+
+
+def test_help_names_every_command():
+    result = tern("--help")
+    assert result.returncode == 0
+    for command in ("serve", "predict", "inspect"):
+        assert command in result.stdout
+    serve = tern("serve", "--help")
+    assert "--models" in serve.stdout and "--http-port" in serve.stdout and "SIGTERM" in serve.stdout
+
+
+def test_predict_json_rows_matches_onnxruntime():
+    case = golden("gbc")[1]
+    rows = case["inputs"][0][2].tolist()
+    result = tern("predict", "--model", os.path.join(FIXTURES, "gbc", "model.onnx"), "--input", json.dumps(rows))
+    assert result.returncode == 0, result.stderr
+    got = outputs(result.stdout)
+    assert_matches(got["probabilities"].astype(np.float32), case["outputs"][1][2], "predict rows")
+    np.testing.assert_array_equal(got["label"], case["outputs"][0][2])
+
+
+def test_predict_v2_and_named_json():
+    case = golden("logreg")[0]
+    row = case["inputs"][0][2].tolist()
+    v2 = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10], "data": row[0]}]})
+    named = json.dumps({"features": row})
+    for text in (v2, named):
+        result = tern("predict", "--model", os.path.join(FIXTURES, "logreg", "model.onnx"), "--input", text,
+                      "--output", "probabilities")
+        assert result.returncode == 0, result.stderr
+        got = outputs(result.stdout)
+        assert list(got) == ["probabilities"]
+        assert_matches(got["probabilities"].astype(np.float32), case["outputs"][1][2], "predict JSON")
+
+
+def test_predict_csv_file_with_header_per_input(tmp_path):
+    case = golden("pipeline_categorical")[1]
+    inputs = {name: array for name, _, array in case["inputs"]}
+    path = tmp_path / "rows.csv"
+    with open(path, "w") as f:
+        f.write("income,age,purpose\n")
+        for i in range(len(inputs["age"])):
+            f.write(f"{float(inputs['income'][i][0])!r},{float(inputs['age'][i][0])!r},{inputs['purpose'][i][0].decode()}\n")
+    result = tern("predict", "--model", os.path.join(FIXTURES, "pipeline_categorical", "model.onnx"), "--input", str(path))
+    assert result.returncode == 0, result.stderr
+    assert_matches(outputs(result.stdout)["probabilities"].astype(np.float32), case["outputs"][1][2], "predict CSV")
+
+
+def test_predict_csv_without_header():
+    case = golden("mlp")[1]
+    text = "\n".join(",".join(repr(float(v)) for v in row) for row in case["inputs"][0][2])
+    result = tern("predict", "--model", os.path.join(FIXTURES, "mlp", "model.onnx"), f"--input={text}", "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    assert_matches(outputs(result.stdout)["probabilities"].astype(np.float32), case["outputs"][1][2], "predict CSV rows")
+
+
+def test_predict_errors_are_one_clear_line():
+    model = os.path.join(FIXTURES, "logreg", "model.onnx")
+    for args, words in [
+        (["--input", "[[1,2,3]]"], ["features", "[1, 3]", "[-1, 10]"]),
+        (["--input", "{\"nope\": [[1]]}"], ["unknown input 'nope'"]),
+        (["--input", "{bad json"], ["not valid JSON"]),
+        (["--input", "1,2,x,4,5,6,7,8,9,10\n1,2,3,4,5,6,7,8,9,10"], ["not a valid FP32"]),
+    ]:
+        result = tern("predict", "--model", model, *args)
+        assert result.returncode != 0
+        assert result.stderr.startswith("error: "), result.stderr
+        for word in words:
+            assert word in result.stderr, (args, result.stderr)
+    missing = tern("predict", "--model", "/nonexistent.onnx", "--input", "[[1]]")
+    assert missing.returncode == 1 and "model file not found" in missing.stderr
+
+
+def test_inspect_shows_signature_and_metadata():
+    result = tern("inspect", os.path.join(FIXTURES, "all_types", "model.onnx"))
+    assert result.returncode == 0, result.stderr
+    assert "producer:    tern-fixtures" in result.stdout
+    assert "version:     7" in result.stdout
+    assert "x_fp16  FP16  [-1, 3]" in result.stdout
+    assert "y_bytes  BYTES  [-1, 3]" in result.stdout
+    zipmap = tern("inspect", os.path.join(FIXTURES, "gbc_zipmap", "model.onnx"))
+    assert "output_probability  FP32  [-1, -1]" in zipmap.stdout
+    assert "feature_names: age,income" in zipmap.stdout
+
+
+def test_missing_onnxruntime_exits_1_with_install_hint(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TERN_ONNXRUNTIME_LIB"}
+    result = tern("inspect", os.path.join(FIXTURES, "logreg", "model.onnx"), "--onnxruntime", str(tmp_path / "none.so"), env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "install-onnxruntime.sh" in lines[0]
+    env["TERN_ONNXRUNTIME_LIB"] = str(tmp_path / "also-none.so")
+    result = tern("serve", "--models", "examples/models", "--http-port", "0", env=env)
+    assert result.returncode == 1 and "ONNX Runtime not found" in result.stderr
+
+
+def test_serve_refuses_a_broken_repository(tmp_path):
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "model.onnx").write_bytes(b"not onnx")
+    result = tern("serve", "--models", str(tmp_path), "--http-port", "0")
+    assert result.returncode == 1
+    assert "cannot load model" in result.stderr and "m/1/model.onnx" in result.stderr
+    bad_flag = tern("serve", "--models", str(tmp_path), "--max-request-size", "lots")
+    assert bad_flag.returncode != 0 and "not a size" in bad_flag.stderr
+
+
+def test_sigterm_drains_a_request_in_flight(repository):
+    server = Server(repository)
+    try:
+        body = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10],
+                                       "data": golden("logreg")[0]["inputs"][0][2].tolist()[0]}]}).encode()
+        with socket.create_connection(("127.0.0.1", server.port)) as connection:
+            head = (f"POST /v2/models/logreg/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                    "Content-Type: application/json\r\n\r\n").encode()
+            connection.sendall(head + body[:20])  # the request is now in flight
+            time.sleep(0.2)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            assert server.process.poll() is None, "the server exited with a request in flight"
+            # New connections are refused while draining.
+            try:
+                refused = requests.get(f"http://{server.url}/v2/health/live", timeout=1).status_code != 200
+            except requests.ConnectionError:
+                refused = True
+            assert refused
+            connection.sendall(body[20:])
+            response = b""
+            while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200"), response[:200]
+        assert b"probabilities" in response
+        assert server.process.wait(timeout=30) == 0
+    finally:
+        server.stop()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's second command: installs what the tests need (ONNX Runtime into .tern/, the Python test
+# clients into .venv/), builds, and runs every test: the Swift suites, then the Python client suites that
+# drive a live `tern serve` with tritonclient and kserve's client.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python3}"
+
+scripts/install-onnxruntime.sh
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if ! cmp -s tests/requirements.txt .venv/.requirements 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt .venv/.requirements
+fi
+
+swift build --build-tests
+swift test --skip-build
+TERN_BINARY="$PWD/.build/debug/tern" .venv/bin/python -m pytest -q tests

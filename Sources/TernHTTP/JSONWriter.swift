@@ -99,6 +99,16 @@ struct JSONWriter {
         byte(UInt8(ascii: "]"))
     }
 
+    /// Opens a tensor object: `{"name":...,"datatype":...,"shape":[...]`; the caller adds fields and the `}`.
+    mutating func tensorHeader(name: String, datatype: DataType, shape: [Int]) {
+        raw("{\"name\":")
+        string(name)
+        raw(",\"datatype\":")
+        string(datatype.rawValue)
+        raw(",\"shape\":")
+        integers(shape)
+    }
+
     /// A tensor's elements as a flat JSON array.
     mutating func tensorData(_ tensor: Tensor) {
         byte(UInt8(ascii: "["))

@@ -26,12 +26,7 @@ enum V2ResponseEncoder {
         var binary: [Tensor] = []
         for (index, output) in response.outputs.enumerated() {
             if index > 0 { json.byte(UInt8(ascii: ",")) }
-            json.raw("{\"name\":")
-            json.string(output.name)
-            json.raw(",\"datatype\":")
-            json.string(output.datatype.rawValue)
-            json.raw(",\"shape\":")
-            json.integers(output.shape)
+            json.tensorHeader(name: output.name, datatype: output.datatype, shape: output.shape)
             if encoding.isBinary(output.name) {
                 json.raw(",\"parameters\":{\"binary_data_size\":")
                 json.integer(BinaryTensorCodec.binarySize(output))

@@ -103,12 +103,7 @@ public struct V2Routes: Sendable {
         writer.byte(UInt8(ascii: "["))
         for (index, spec) in specs.enumerated() {
             if index > 0 { writer.byte(UInt8(ascii: ",")) }
-            writer.raw("{\"name\":")
-            writer.string(spec.name)
-            writer.raw(",\"datatype\":")
-            writer.string(spec.datatype.rawValue)
-            writer.raw(",\"shape\":")
-            writer.integers(spec.shape)
+            writer.tensorHeader(name: spec.name, datatype: spec.datatype, shape: spec.shape)
             writer.byte(UInt8(ascii: "}"))
         }
         writer.byte(UInt8(ascii: "]"))

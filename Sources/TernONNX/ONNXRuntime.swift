@@ -140,6 +140,19 @@ public final class ONNXRuntime: @unchecked Sendable {
         }
     }
 
+    /// The element type code and dimensions of a tensor type-and-shape info (-1 for dynamic dimensions).
+    func elementTypeAndShape(_ info: OpaquePointer) throws(TernError) -> (type: Int32, shape: [Int]) {
+        var type: Int32 = 0
+        try check(api.GetTensorElementType(info, &type))
+        var rank = 0
+        try check(api.GetDimensionsCount(info, &rank))
+        var dims = [Int64](repeating: 0, count: rank)
+        try dims.withUnsafeMutableBufferPointer { buffer throws(TernError) in
+            try check(api.GetDimensions(info, buffer.baseAddress, rank))
+        }
+        return (type, dims.map { $0 < 0 ? -1 : Int($0) })
+    }
+
     /// Copies a string ONNX Runtime allocated with the default allocator, and frees it.
     func takeString(_ pointer: UnsafeMutablePointer<CChar>?) -> String {
         guard let pointer else { return "" }

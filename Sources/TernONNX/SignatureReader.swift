@@ -83,15 +83,7 @@ struct SignatureReader {
         var tensorInfo: OpaquePointer?
         try runtime.check(api.CastTypeInfoToTensorInfo(typeInfo, &tensorInfo))
         guard let tensorInfo else { throw .internalError("no tensor information") }
-        var type: Int32 = 0
-        try runtime.check(api.GetTensorElementType(tensorInfo, &type))
-        var rank = 0
-        try runtime.check(api.GetDimensionsCount(tensorInfo, &rank))
-        var dims = [Int64](repeating: 0, count: rank)
-        try dims.withUnsafeMutableBufferPointer { buffer throws(TernError) in
-            try runtime.check(api.GetDimensions(tensorInfo, buffer.baseAddress, rank))
-        }
-        return (type, dims.map { $0 < 0 ? -1 : Int($0) })
+        return try runtime.elementTypeAndShape(tensorInfo)
     }
 
     func metadata() throws(TernError) -> ModelMetadata {

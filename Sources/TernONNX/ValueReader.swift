@@ -11,15 +11,7 @@ struct ValueReader {
         try runtime.check(api.GetTensorTypeAndShape(value, &info))
         guard let info else { throw .internalError("output '\(name)' has no type information") }
         defer { api.ReleaseTensorTypeAndShapeInfo(info) }
-        var type: Int32 = 0
-        try runtime.check(api.GetTensorElementType(info, &type))
-        var rank = 0
-        try runtime.check(api.GetDimensionsCount(info, &rank))
-        var dims = [Int64](repeating: 0, count: rank)
-        try dims.withUnsafeMutableBufferPointer { buffer throws(TernError) in
-            try runtime.check(api.GetDimensions(info, buffer.baseAddress, rank))
-        }
-        let shape = dims.map { Int($0) }
+        let (type, shape) = try runtime.elementTypeAndShape(info)
         let count = shape.reduce(1, *)
         guard let datatype = ElementType.dataType(onnx: type) else {
             throw .internalError("output '\(name)' has element type \(ElementType.name(onnx: type))")

@@ -81,12 +81,7 @@ func binaryRequest(_ inputs: [Tensor], binaryOutput: Bool = true) -> (ByteBuffer
     json.raw("{\"inputs\":[")
     for (index, tensor) in inputs.enumerated() {
         if index > 0 { json.byte(UInt8(ascii: ",")) }
-        json.raw("{\"name\":")
-        json.string(tensor.name)
-        json.raw(",\"datatype\":")
-        json.string(tensor.datatype.rawValue)
-        json.raw(",\"shape\":")
-        json.integers(tensor.shape)
+        json.tensorHeader(name: tensor.name, datatype: tensor.datatype, shape: tensor.shape)
         json.raw(",\"parameters\":{\"binary_data_size\":")
         json.integer(BinaryTensorCodec.binarySize(tensor))
         json.raw("}}")

@@ -13,28 +13,12 @@ The outputs are committed, so Swift tests need no Python. Run again only to chan
 """
 import json
 import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = os.path.join(ROOT, ".venv-fixtures")
-PINS = [
-    "numpy==2.4.6", "pandas==3.1.1", "scikit-learn==1.9.1", "skl2onnx==1.20.0", "onnxmltools==1.16.0",
-    "xgboost==3.2.0", "lightgbm==4.7.0", "onnx==1.23.2", "onnxruntime==1.31.1",
-]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_venv import ROOT, ensure_venv  # noqa: E402
 
-
-def ensure_venv():
-    python = os.path.join(VENV, "bin", "python")
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    if not os.path.exists(python):
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-    subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PINS])
-    os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
-
-
-ensure_venv()
+ensure_venv(__file__)
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402

@@ -40,6 +40,12 @@ public struct InferenceResponse: Sendable {
     }
 }
 
+/// Runs blocking work on threads a backend owns (never an event loop or Swift's cooperative pool).
+public protocol BlockingExecutor: Sendable {
+    /// Queues `job`; returns false if the executor has shut down and will not run it.
+    func execute(_ job: @escaping @Sendable () -> Void) -> Bool
+}
+
 /// Something that runs a loaded model: the boundary between the core and a runtime such as ONNX Runtime.
 ///
 /// Implementations must be safe to call concurrently and must not block the caller's executor: blocking
@@ -49,4 +55,37 @@ public protocol InferenceModel: Sendable {
     var metadata: ModelMetadata { get }
     /// Runs the model on validated inputs and returns the named outputs, in the order asked.
     func run(inputs: [Tensor], outputs: [String]) async throws -> [Tensor]
+    /// As ``run(inputs:outputs:)``, failing if the request waits in a queue longer than `timeout`.
+    func run(inputs: [Tensor], outputs: [String], timeout: Duration?) async throws -> [Tensor]
+}
+
+extension InferenceModel {
+    /// Models without a queue have nothing to time out.
+    public func run(inputs: [Tensor], outputs: [String], timeout: Duration?) async throws -> [Tensor] {
+        try await run(inputs: inputs, outputs: outputs)
+    }
+}
+
+extension InferenceRequest {
+    /// The `timeout` parameter (microseconds), as Triton's clients send it.
+    public var timeout: Duration? {
+        guard case .int(let microseconds) = parameters["timeout"], microseconds > 0 else { return nil }
+        return .microseconds(microseconds)
+    }
+}
+
+/// A model that can also run synchronously, on the executor it names: what the dynamic batcher drives.
+public protocol BlockingInferenceModel: InferenceModel {
+    /// Where runs of this model belong.
+    var executor: any BlockingExecutor { get }
+    /// Runs on the calling thread (one of `executor`'s). Inputs are validated and in signature order.
+    func runBlocking(inputs: [Tensor], outputs: [String]) throws(TernError) -> [Tensor]
+}
+
+extension ModelSignature {
+    /// Whether every input and output has a leading dynamic (batch) dimension, so requests can be merged
+    /// along it and outputs split back.
+    public var hasBatchDimension: Bool {
+        (inputs + outputs).allSatisfy { $0.shape.first == -1 }
+    }
 }

@@ -82,7 +82,7 @@ public final class InferenceService: Sendable {
     public func infer(_ served: ServedModel, request: InferenceRequest) async throws -> InferenceResponse {
         let (inputs, outputs) = try RequestValidator.validate(
             request, against: served.model.signature, maxBatchSize: served.config.maxBatchSize)
-        let tensors = try await served.model.run(inputs: inputs, outputs: outputs)
+        let tensors = try await served.model.run(inputs: inputs, outputs: outputs, timeout: request.timeout)
         return InferenceResponse(
             modelName: served.name, modelVersion: String(served.version), id: request.id, outputs: tensors)
     }

@@ -18,6 +18,40 @@ public enum VersionPolicy: Sendable, Equatable {
     }
 }
 
+/// Dynamic batching settings of a model version (Triton's model): requests queued while the runners are
+/// busy are merged along the batch dimension, run once, and split back.
+public struct DynamicBatching: Sendable, Equatable {
+    /// Most rows in one merged batch.
+    public var maxBatchSize: Int
+    /// Batch sizes to aim for: a batch runs as soon as the queue holds the smallest of them.
+    public var preferredBatchSizes: [Int]
+    /// How long the oldest request may wait for a preferred batch size to fill (0: run what is queued).
+    public var maxQueueDelay: Duration
+    /// Most requests waiting; more are refused with `resourceExhausted` (HTTP 503 + Retry-After).
+    public var maxQueueSize: Int
+    /// How long a request may wait in the queue before it fails (`nil`: no limit).
+    public var defaultTimeout: Duration?
+
+    public init(
+        maxBatchSize: Int = 256, preferredBatchSizes: [Int] = [], maxQueueDelay: Duration = .zero,
+        maxQueueSize: Int = 4096, defaultTimeout: Duration? = nil
+    ) {
+        self.maxBatchSize = maxBatchSize
+        self.preferredBatchSizes = preferredBatchSizes.sorted()
+        self.maxQueueDelay = maxQueueDelay
+        self.maxQueueSize = maxQueueSize
+        self.defaultTimeout = defaultTimeout
+    }
+}
+
+/// Whether a model version batches requests.
+public enum BatchingSetting: Sendable, Equatable {
+    /// On (with no queue delay) for models whose inputs and outputs all have a dynamic batch dimension.
+    case automatic
+    case disabled
+    case enabled(DynamicBatching)
+}
+
 /// Per-model serving configuration (a model folder's `config.yaml`).
 public struct ModelConfig: Sendable, Equatable {
     public var versionPolicy: VersionPolicy = .latest(1)
@@ -25,11 +59,16 @@ public struct ModelConfig: Sendable, Equatable {
     public var maxBatchSize: Int = 0
     /// Runtime sessions per version.
     public var instances: Int = 1
+    public var batching: BatchingSetting = .automatic
 
-    public init(versionPolicy: VersionPolicy = .latest(1), maxBatchSize: Int = 0, instances: Int = 1) {
+    public init(
+        versionPolicy: VersionPolicy = .latest(1), maxBatchSize: Int = 0, instances: Int = 1,
+        batching: BatchingSetting = .automatic
+    ) {
         self.versionPolicy = versionPolicy
         self.maxBatchSize = maxBatchSize
         self.instances = instances
+        self.batching = batching
     }
 }
 

@@ -11,7 +11,7 @@ extension TernError.Code {
         case .invalidArgument: .badRequest
         case .notFound: .notFound
         case .unavailable: .serviceUnavailable
-        case .resourceExhausted: .tooManyRequests
+        case .resourceExhausted: .serviceUnavailable
         case .payloadTooLarge: .contentTooLarge
         default: .internalServerError
         }
@@ -30,7 +30,9 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             if error.code == .internalError {
                 context.logger.error("request failed", metadata: ["error": "\(error.message)", "path": "\(request.uri.path)"])
             }
-            return Self.response(error.code.httpStatus, error.message)
+            var response = Self.response(error.code.httpStatus, error.message)
+            if error.code == .resourceExhausted { response.headers[.retryAfter] = "1" }
+            return response
         } catch let error as HTTPError {
             let message = error.body ?? (error.status == .notFound
                 ? "no route for \(request.method) \(request.uri.path)" : error.status.reasonPhrase)

@@ -5,7 +5,7 @@ import TernCore
 /// A model loaded into ONNX Runtime: one or more sessions, their signature and metadata.
 ///
 /// Runs go to the backend's ``RunnerPool``, so callers never block their executor.
-public final class ONNXModel: InferenceModel, @unchecked Sendable {
+public final class ONNXModel: BlockingInferenceModel, @unchecked Sendable {
     // @unchecked Sendable: all stored properties are `let`; `next` is atomic. ONNX Runtime allows
     // concurrent `Run` calls on one session, and the name buffers are never written after init.
     public let signature: ModelSignature
@@ -85,6 +85,8 @@ public final class ONNXModel: InferenceModel, @unchecked Sendable {
     deinit {
         for session in sessions { runtime.api.ReleaseSession(session) }
     }
+
+    public var executor: any BlockingExecutor { pool }
 
     public func run(inputs: [Tensor], outputs: [String]) async throws -> [Tensor] {
         try await pool.run { [self] in try self.runBlocking(inputs: inputs, outputs: outputs) }

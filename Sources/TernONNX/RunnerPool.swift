@@ -38,6 +38,11 @@ public final class RunnerPool: @unchecked Sendable {
         }
     }
 
+    /// Queues `job` on a runner thread; false once the pool is shut down.
+    public func execute(_ job: @escaping @Sendable () -> Void) -> Bool {
+        enqueue(job)
+    }
+
     private func enqueue(_ job: @escaping @Sendable () -> Void) -> Bool {
         condition.lock()
         defer { condition.unlock() }
@@ -81,6 +86,8 @@ public final class RunnerPool: @unchecked Sendable {
 }
 
 import TernCore
+
+extension RunnerPool: BlockingExecutor {}
 
 enum TernErrorBridge {
     static let shutDown = TernError.unavailable("the model runner is shutting down")

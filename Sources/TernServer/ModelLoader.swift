@@ -32,13 +32,16 @@ public struct ModelLoader: Service {
             options.instances = model.config.instances
             for version in model.selectedVersions {
                 let path = model.versions[version]!
-                let loaded = try ONNXModel(path: path, runtime: runtime, pool: pool, options: options)
+                let onnx = try ONNXModel(path: path, runtime: runtime, pool: pool, options: options)
+                let loaded = try DynamicBatcher.applying(
+                    model.config, to: onnx, maxConcurrentBatches: pool.threadCount, name: model.name)
                 service.catalog.add(
                     ServedModel(name: model.name, version: version, model: loaded, config: model.config,
                         platform: "onnxruntime_onnx"))
                 logger.info(
                     "model loaded",
-                    metadata: ["model": "\(model.name)", "version": "\(version)", "path": "\(path)"])
+                    metadata: ["model": "\(model.name)", "version": "\(version)", "path": "\(path)",
+                               "batching": "\(loaded is DynamicBatcher ? "dynamic" : "off")"])
             }
         }
     }

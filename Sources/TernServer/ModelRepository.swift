@@ -118,12 +118,48 @@ public struct ModelRepository: Sendable {
             case "max_batch_size": config.maxBatchSize = try int(key, value, minimum: 0)
             case "instances": config.instances = try int(key, value, minimum: 1)
             case "version_policy": config.versionPolicy = try versionPolicy(value, source: source)
+            case "dynamic_batching": config.batching = try batching(value, source: source)
             default:
                 throw .invalidArgument("'\(source)': unknown setting '\(key)'; known: version_policy, "
-                    + "max_batch_size, instances")
+                    + "max_batch_size, instances, dynamic_batching")
             }
         }
         return config
+    }
+
+    /// `dynamic_batching: false | true | {preferred_batch_sizes, max_queue_delay_microseconds, max_queue_size,
+    /// default_timeout_microseconds}`.
+    private static func batching(_ value: Any, source: String) throws(TernError) -> BatchingSetting {
+        if let flag = value as? Bool { return flag ? .enabled(DynamicBatching()) : .disabled }
+        guard let map = value as? [String: Any] else {
+            throw .invalidArgument("'\(source)': dynamic_batching must be true, false or a mapping of settings")
+        }
+        var batching = DynamicBatching()
+        func number(_ key: String, _ value: Any, minimum: Int) throws(TernError) -> Int {
+            guard let number = value as? Int, number >= minimum else {
+                throw .invalidArgument("'\(source)': dynamic_batching.\(key) must be an integer >= \(minimum)")
+            }
+            return number
+        }
+        for (key, value) in map {
+            switch key {
+            case "preferred_batch_sizes":
+                guard let sizes = value as? [Int], sizes.allSatisfy({ $0 >= 1 }) else {
+                    throw .invalidArgument("'\(source)': dynamic_batching.preferred_batch_sizes must be a list of positive integers")
+                }
+                batching.preferredBatchSizes = sizes.sorted()
+            case "max_queue_delay_microseconds":
+                batching.maxQueueDelay = .microseconds(try number(key, value, minimum: 0))
+            case "max_queue_size": batching.maxQueueSize = try number(key, value, minimum: 1)
+            case "default_timeout_microseconds":
+                let micros = try number(key, value, minimum: 0)
+                batching.defaultTimeout = micros > 0 ? .microseconds(micros) : nil
+            default:
+                throw .invalidArgument("'\(source)': unknown dynamic_batching setting '\(key)'; known: "
+                    + "preferred_batch_sizes, max_queue_delay_microseconds, max_queue_size, default_timeout_microseconds")
+            }
+        }
+        return .enabled(batching)
     }
 
     private static func versionPolicy(_ value: Any, source: String) throws(TernError) -> VersionPolicy {

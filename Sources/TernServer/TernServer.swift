@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import UnixSignals
 import TernCore
@@ -18,6 +19,8 @@ public struct ServerConfiguration: Sendable {
     public var sessionOptions = SessionOptions()
     /// Threads that run models; by default one per core.
     public var runnerThreads: Int = ProcessInfo.processInfo.activeProcessorCount
+    /// Event loop threads for HTTP; by default one per core.
+    public var httpThreads: Int = ProcessInfo.processInfo.activeProcessorCount
     /// How long a graceful shutdown may take to drain in-flight requests.
     public var drainTimeout: Duration = .seconds(30)
 
@@ -66,6 +69,7 @@ public struct TernServer: Sendable {
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.httpPort), serverName: "tern"),
             onServerRunning: { channel in await onHTTPReady(channel.localAddress?.port ?? 0) },
+            eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.httpThreads))),
             logger: logger)
         var groupConfiguration = ServiceGroupConfiguration(
             services: [.init(service: loader), .init(service: app)], gracefulShutdownSignals: signals, logger: logger)

@@ -30,6 +30,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Threads that run models (default: one per core).")
     var runnerThreads: Int?
 
+    @Option(help: "Event loop threads for HTTP (default: one per core).")
+    var httpThreads: Int?
+
     @Option(help: "Seconds a shutdown may spend draining in-flight requests.")
     var drainTimeout: Int = 30
 
@@ -61,6 +64,7 @@ struct Serve: AsyncParsableCommand {
         configuration.http.maxRequestBytes = try parseSize(maxRequestSize)
         configuration.sessionOptions = try runtimeOptions.sessionOptions()
         if let runnerThreads { configuration.runnerThreads = max(1, runnerThreads) }
+        if let httpThreads { configuration.httpThreads = max(1, httpThreads) }
         configuration.drainTimeout = .seconds(drainTimeout)
         logger.info("onnxruntime", metadata: ["library": "\(runtime.libraryPath)", "version": "\(runtime.version)"])
         do {

@@ -1,0 +1,308 @@
+import DequeModule
+import Foundation
+
+/// Dynamic batching in front of a model version.
+///
+/// Requests join a FIFO queue. While fewer than `maxConcurrentBatches` batches run, a drainer on the
+/// model's executor takes the compatible requests at the head of the queue (same datatypes and non-batch
+/// dimensions, up to `maxBatchSize` rows), merges their inputs along the first dimension, runs the model
+/// once and splits each output back by row counts. A drainer keeps taking batches until the queue is empty,
+/// so under load one thread hand-off serves many requests, and an idle server adds no delay.
+///
+/// A merged batch that fails is run again request by request, so one bad request cannot fail its
+/// neighbours.
+public final class DynamicBatcher: InferenceModel, @unchecked Sendable {
+    // @unchecked Sendable: `queue` and `activeBatches` are only touched while holding `condition`.
+    public var signature: ModelSignature { model.signature }
+    public var metadata: ModelMetadata { model.metadata }
+    public let model: any BlockingInferenceModel
+    public let configuration: DynamicBatching
+    private let maxConcurrentBatches: Int
+    private let condition = NSCondition()
+    private var queue = Deque<Pending>()
+    private var activeBatches = 0
+    private var counts = Statistics()
+
+    /// How much batching happened: model runs and the requests they served.
+    public struct Statistics: Sendable, Equatable {
+        public var batches = 0
+        public var requests = 0
+        public var largestBatchRequests = 0
+    }
+
+    public var statistics: Statistics {
+        condition.lock()
+        defer { condition.unlock() }
+        return counts
+    }
+
+    private struct Pending {
+        var inputs: [Tensor]
+        var outputs: [String]
+        var rows: Int
+        var enqueued: ContinuousClock.Instant
+        var deadline: ContinuousClock.Instant?
+        var continuation: CheckedContinuation<[Tensor], any Error>
+    }
+
+    /// - Parameters:
+    ///   - maxConcurrentBatches: batches that may run at once (the runner threads this model may occupy).
+    /// - Precondition: the model's signature has a batch dimension (``ModelSignature/hasBatchDimension``).
+    public init(model: any BlockingInferenceModel, configuration: DynamicBatching, maxConcurrentBatches: Int) {
+        self.model = model
+        self.configuration = configuration
+        self.maxConcurrentBatches = max(1, maxConcurrentBatches)
+    }
+
+    /// The model as configured: batched when `config.batching` asks (or, `automatic`, when its signature has a
+    /// batch dimension), else the model itself. Merged batches hold up to `max_batch_size` rows (256 when 0).
+    ///
+    /// - Throws: ``TernError`` `invalidArgument` when batching is enabled for a model without a batch dimension.
+    public static func applying(
+        _ config: ModelConfig, to model: any BlockingInferenceModel, maxConcurrentBatches: Int, name: String
+    ) throws(TernError) -> any InferenceModel {
+        let rows = config.maxBatchSize > 0 ? config.maxBatchSize : 256
+        switch config.batching {
+        case .disabled:
+            return model
+        case .automatic:
+            guard model.signature.hasBatchDimension else { return model }
+            return DynamicBatcher(
+                model: model, configuration: DynamicBatching(maxBatchSize: rows), maxConcurrentBatches: maxConcurrentBatches)
+        case .enabled(var batching):
+            guard model.signature.hasBatchDimension else {
+                let spec = (model.signature.inputs + model.signature.outputs).first { $0.shape.first != -1 }!
+                throw .invalidArgument("model '\(name)' sets dynamic_batching, but '\(spec.name)' has shape \(spec.shape) "
+                    + "with no leading dynamic (batch) dimension; remove dynamic_batching")
+            }
+            batching.maxBatchSize = rows
+            if let too = batching.preferredBatchSizes.first(where: { $0 > rows || $0 < 1 }) {
+                throw .invalidArgument("model '\(name)': preferred batch size \(too) is outside 1...\(rows) (max_batch_size)")
+            }
+            return DynamicBatcher(model: model, configuration: batching, maxConcurrentBatches: maxConcurrentBatches)
+        }
+    }
+
+    /// Queues the request and returns its outputs once its batch has run.
+    ///
+    /// - Throws: ``TernError`` `resourceExhausted` when the queue is full; `unavailable` when the request
+    ///   waited past its timeout (`timeout`, when given, overrides the configured default).
+    public func run(inputs: [Tensor], outputs: [String]) async throws -> [Tensor] {
+        try await run(inputs: inputs, outputs: outputs, timeout: nil)
+    }
+
+    public func run(inputs: [Tensor], outputs: [String], timeout: Duration?) async throws -> [Tensor] {
+        let rows = inputs.first?.shape.first ?? 1
+        let now = ContinuousClock.now
+        let limit = timeout ?? configuration.defaultTimeout
+        return try await withCheckedThrowingContinuation { continuation in
+            condition.lock()
+            guard queue.count < configuration.maxQueueSize else {
+                condition.unlock()
+                continuation.resume(throwing: TernError(.resourceExhausted,
+                    "the model's queue is full (\(configuration.maxQueueSize) requests waiting); retry later"))
+                return
+            }
+            queue.append(Pending(
+                inputs: inputs, outputs: outputs, rows: rows, enqueued: now, deadline: limit.map { now + $0 },
+                continuation: continuation))
+            let startDrainer = activeBatches < maxConcurrentBatches
+            if startDrainer {
+                activeBatches += 1
+            } else {
+                condition.signal()  // a drainer waiting for a preferred batch size may now have one
+            }
+            condition.unlock()
+            if startDrainer && !model.executor.execute({ self.drain() }) {
+                failAll(TernError.unavailable("the model runner is shutting down"))
+            }
+        }
+    }
+
+    /// Takes and runs batches until the queue is empty. Runs on the model's executor.
+    private func drain() {
+        while true {
+            condition.lock()
+            guard let batch = takeBatch() else {
+                activeBatches -= 1
+                condition.unlock()
+                return
+            }
+            condition.unlock()
+            execute(batch)
+        }
+    }
+
+    private func failAll(_ error: TernError) {
+        condition.lock()
+        let pending = queue
+        queue.removeAll()
+        activeBatches = 0
+        condition.unlock()
+        for request in pending { request.continuation.resume(throwing: error) }
+    }
+
+    // MARK: - Forming a batch (called holding `condition`)
+
+    private func takeBatch() -> [Pending]? {
+        while true {
+            dropExpired()
+            guard !queue.isEmpty else { return nil }
+            let (count, rows) = compatiblePrefix(limit: configuration.maxBatchSize)
+            let enough = rows >= (configuration.preferredBatchSizes.first ?? configuration.maxBatchSize)
+            let readyAt = queue[0].enqueued + configuration.maxQueueDelay
+            if enough || configuration.maxQueueDelay == .zero || ContinuousClock.now >= readyAt || count == 0 {
+                var take = max(1, count)
+                // Prefer the largest preferred size that the queued rows can fill.
+                if let preferred = configuration.preferredBatchSizes.last(where: { $0 <= rows }), preferred < rows {
+                    take = max(1, compatiblePrefix(limit: preferred).count)
+                }
+                let batch = Array(queue.prefix(take))
+                queue.removeFirst(take)
+                counts.batches += 1
+                counts.requests += take
+                counts.largestBatchRequests = max(counts.largestBatchRequests, take)
+                return batch
+            }
+            let remaining = ContinuousClock.now.duration(to: readyAt)
+            let seconds = Double(remaining.components.seconds) + Double(remaining.components.attoseconds) * 1e-18
+            _ = condition.wait(until: Date(timeIntervalSinceNow: seconds))
+        }
+    }
+
+    /// How many requests at the head of the queue can merge, and their rows, within `limit` rows.
+    private func compatiblePrefix(limit: Int) -> (count: Int, rows: Int) {
+        guard let first = queue.first else { return (0, 0) }
+        var count = 1
+        var rows = first.rows
+        while count < queue.count {
+            let next = queue[count]
+            guard rows + next.rows <= limit, Self.mergeable(first.inputs, next.inputs) else { break }
+            rows += next.rows
+            count += 1
+        }
+        return (count, rows)
+    }
+
+    private static func mergeable(_ a: [Tensor], _ b: [Tensor]) -> Bool {
+        guard a.count == b.count else { return false }
+        for (x, y) in zip(a, b) where x.datatype != y.datatype || x.shape.dropFirst() != y.shape.dropFirst() {
+            return false
+        }
+        return true
+    }
+
+    private func dropExpired() {
+        guard queue.contains(where: { $0.deadline != nil }) else { return }
+        let now = ContinuousClock.now
+        var kept = Deque<Pending>()
+        for request in queue {
+            if let deadline = request.deadline, now >= deadline {
+                let waited = request.enqueued.duration(to: now)
+                request.continuation.resume(throwing: TernError.unavailable(
+                    "the request waited \(waited.formatted(.units(allowed: [.milliseconds]))) in the queue, past its timeout"))
+            } else {
+                kept.append(request)
+            }
+        }
+        queue = kept
+    }
+
+    // MARK: - Running a batch
+
+    private func execute(_ batch: [Pending]) {
+        if batch.count == 1 {
+            let request = batch[0]
+            request.continuation.resume(with: Result { () throws(TernError) in
+                try model.runBlocking(inputs: request.inputs, outputs: request.outputs)
+            })
+            return
+        }
+        do throws(TernError) {
+            let outputs = union(batch.map(\.outputs))
+            let merged = try merge(batch)
+            let results = try model.runBlocking(inputs: merged, outputs: outputs)
+            var offset = 0
+            var split: [[Tensor]] = []
+            split.reserveCapacity(batch.count)
+            for request in batch {
+                var tensors: [Tensor] = []
+                for name in request.outputs {
+                    guard let index = outputs.firstIndex(of: name) else { throw .internalError("output \(name) missing") }
+                    tensors.append(try slice(results[index], rows: offset..<(offset + request.rows)))
+                }
+                split.append(tensors)
+                offset += request.rows
+            }
+            for (request, tensors) in zip(batch, split) { request.continuation.resume(returning: tensors) }
+        } catch {
+            // Isolate the fault: each request alone gets its own answer or its own error.
+            for request in batch { execute([request]) }
+        }
+    }
+
+    /// The outputs any request of the batch asked for, in signature order.
+    private func union(_ lists: [[String]]) -> [String] {
+        if lists.dropFirst().allSatisfy({ $0 == lists[0] }) { return lists[0] }
+        let wanted = Set(lists.joined())
+        return signature.outputs.map(\.name).filter(wanted.contains)
+    }
+
+    private func merge(_ batch: [Pending]) throws(TernError) -> [Tensor] {
+        let totalRows = batch.reduce(0) { $0 + $1.rows }
+        var merged: [Tensor] = []
+        for index in batch[0].inputs.indices {
+            let first = batch[0].inputs[index]
+            let shape = [totalRows] + first.shape.dropFirst()
+            switch first.contents {
+            case .raw:
+                var bytes: [UInt8] = []
+                bytes.reserveCapacity(batch.reduce(0) { $0 + $1.inputs[index].byteCount })
+                for request in batch {
+                    guard case .raw(let part) = request.inputs[index].contents else { throw .internalError("mixed contents") }
+                    bytes.append(contentsOf: part)
+                }
+                merged.append(Tensor(unchecked: first.name, datatype: first.datatype, shape: shape, contents: .raw(bytes)))
+            case .strings:
+                var elements: [[UInt8]] = []
+                for request in batch {
+                    guard case .strings(let part) = request.inputs[index].contents else { throw .internalError("mixed contents") }
+                    elements.append(contentsOf: part)
+                }
+                merged.append(Tensor(unchecked: first.name, datatype: first.datatype, shape: shape, contents: .strings(elements)))
+            }
+        }
+        return merged
+    }
+
+    /// Rows `rows` of a batched output.
+    private func slice(_ tensor: Tensor, rows: Range<Int>) throws(TernError) -> Tensor {
+        guard let total = tensor.shape.first, total > 0 else {
+            throw .internalError("output '\(tensor.name)' has no batch dimension")
+        }
+        let shape = [rows.count] + tensor.shape.dropFirst()
+        switch tensor.contents {
+        case .raw(let bytes):
+            guard bytes.count % total == 0 else { throw .internalError("output '\(tensor.name)' does not split by rows") }
+            let perRow = bytes.count / total
+            guard rows.upperBound <= total else { throw .internalError("output '\(tensor.name)' has too few rows") }
+            return Tensor(unchecked: tensor.name, datatype: tensor.datatype, shape: shape,
+                          contents: .raw(Array(bytes[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
+        case .strings(let elements):
+            guard elements.count % total == 0, rows.upperBound <= total else {
+                throw .internalError("output '\(tensor.name)' does not split by rows")
+            }
+            let perRow = elements.count / total
+            return Tensor(unchecked: tensor.name, datatype: tensor.datatype, shape: shape,
+                          contents: .strings(Array(elements[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
+        }
+    }
+}
+
+extension Tensor {
+    /// Bytes of fixed-size contents (0 for BYTES tensors).
+    var byteCount: Int {
+        if case .raw(let bytes) = contents { return bytes.count }
+        return 0
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import TernCore
+import TernTestSupport
+import Testing
+
+@testable import TernONNX
+
+@Suite("Dynamic batching on real models")
+struct DynamicBatcherTests {
+    /// Rows `rows` of a golden batch-64 input, as a request's inputs.
+    func rows(_ inputs: [Tensor], _ rows: Range<Int>) throws -> [Tensor] {
+        try inputs.map { tensor in
+            let total = tensor.shape[0]
+            let shape = [rows.count] + tensor.shape.dropFirst()
+            switch tensor.contents {
+            case .raw(let bytes):
+                let perRow = bytes.count / total
+                return try Tensor(name: tensor.name, datatype: tensor.datatype, shape: shape,
+                                  contents: .raw(Array(bytes[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
+            case .strings(let elements):
+                let perRow = elements.count / total
+                return try Tensor(name: tensor.name, datatype: tensor.datatype, shape: shape,
+                                  contents: .strings(Array(elements[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
+            }
+        }
+    }
+
+    @Test("64 concurrent clients with distinct inputs and mixed row counts each get the unbatched answer",
+          arguments: ["gbc", "mlp", "pipeline_categorical", "gbc_zipmap", "all_types"])
+    func concurrentClients(name: String) async throws {
+        let pool = RunnerPool(threads: 2, name: "tern.test.batching")
+        defer { pool.shutdown() }
+        let model = try ONNXModel(path: Fixtures.modelPath(name), runtime: Fixtures.runtime, pool: pool)
+        let batcher = DynamicBatcher(
+            model: model, configuration: DynamicBatching(maxBatchSize: 64, maxQueueDelay: .microseconds(300)),
+            maxConcurrentBatches: 2)
+        let inputs = try Fixtures.golden(name)[1].inputs.map(\.tensor)
+        let outputs = model.signature.outputs.map(\.name)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in 0..<64 {
+                group.addTask {
+                    for round in 0..<8 {
+                        // 1 to 4 rows starting at a row of the client's own, different on every round.
+                        let count = 1 + (client + round) % 4
+                        let start = (client + round * 7) % (64 - count)
+                        let request = try rows(inputs, start..<(start + count))
+                        // Some clients ask for a subset of the outputs, so batches mix output lists.
+                        let wanted = client % 3 == 0 ? [outputs.last!] : outputs
+                        let batched = try await batcher.run(inputs: request, outputs: wanted)
+                        let alone = try model.runBlocking(inputs: request, outputs: wanted)
+                        #expect(batched.count == alone.count)
+                        for (a, b) in zip(batched, alone) {
+                            #expect(difference(a, b, tolerance: 1e-6) == nil, "\(name) client \(client) round \(round)")
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let statistics = batcher.statistics
+        #expect(statistics.requests == 64 * 8)
+        #expect(statistics.batches < statistics.requests, "requests were merged: \(statistics)")
+        #expect(statistics.largestBatchRequests > 1)
+    }
+
+    @Test("requests whose non-batch dimensions differ are not merged, and still answered")
+    func incompatibleShapes() async throws {
+        let model = try ONNXModel(path: Fixtures.modelPath("all_types"), runtime: Fixtures.runtime, pool: Fixtures.pool)
+        let batcher = DynamicBatcher(model: model, configuration: DynamicBatching(maxBatchSize: 64), maxConcurrentBatches: 1)
+        let inputs = try Fixtures.golden("all_types")[1].inputs.map(\.tensor)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in 0..<16 {
+                group.addTask {
+                    let request = try rows(inputs, client..<(client + 1 + client % 3))
+                    let batched = try await batcher.run(inputs: request, outputs: ["y_fp64", "y_bytes"])
+                    let alone = try model.runBlocking(inputs: request, outputs: ["y_fp64", "y_bytes"])
+                    #expect(batched == alone)
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+}
+
+/// A stub model for the queue's own behaviour (timing and failures a real model cannot be made to show):
+/// doubles its input, fails on negative values, and can be held to keep requests queued.
+final class StubModel: BlockingInferenceModel, @unchecked Sendable {
+    let signature = ModelSignature(
+        inputs: [TensorSpec(name: "x", datatype: .fp32, shape: [-1, 1])],
+        outputs: [TensorSpec(name: "y", datatype: .fp32, shape: [-1, 1])])
+    let metadata = ModelMetadata()
+    let executor: any BlockingExecutor
+    let gate = NSCondition()
+    var held = false
+    var batchSizes: [Int] = []
+
+    init(executor: any BlockingExecutor) { self.executor = executor }
+
+    func run(inputs: [Tensor], outputs: [String]) async throws -> [Tensor] {
+        try runBlocking(inputs: inputs, outputs: outputs)
+    }
+
+    func runBlocking(inputs: [Tensor], outputs: [String]) throws(TernError) -> [Tensor] {
+        gate.lock()
+        while held { gate.wait() }
+        batchSizes.append(inputs[0].shape[0])
+        gate.unlock()
+        let values = inputs[0].values(as: Float.self)!
+        if values.contains(where: { $0 < 0 }) { throw .invalidArgument("negative input") }
+        return [try Tensor(name: "y", shape: inputs[0].shape, values: values.map { $0 * 2 })]
+    }
+
+    func hold(_ value: Bool) {
+        gate.lock()
+        held = value
+        gate.broadcast()
+        gate.unlock()
+    }
+}
+
+@Suite("Dynamic batching: queue behaviour")
+struct BatchQueueTests {
+    func x(_ value: Float) throws -> [Tensor] { [try Tensor(name: "x", shape: [1, 1], values: [value])] }
+
+    @Test("a bad request in a merged batch fails alone; its neighbours get their answers")
+    func faultIsolation() async throws {
+        let pool = RunnerPool(threads: 1, name: "tern.test.stub")
+        defer { pool.shutdown() }
+        let stub = StubModel(executor: pool)
+        let batcher = DynamicBatcher(model: stub, configuration: DynamicBatching(maxBatchSize: 32), maxConcurrentBatches: 1)
+        stub.hold(true)
+        let results = try await withThrowingTaskGroup(of: (Int, Float?).self) { group in
+            for index in 0..<8 {
+                group.addTask {
+                    let value = index == 5 ? Float(-1) : Float(index)
+                    do {
+                        let output = try await batcher.run(inputs: x(value), outputs: ["y"])
+                        return (index, output[0].values(as: Float.self)![0])
+                    } catch { return (index, nil) }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            stub.hold(false)
+            var results: [Int: Float?] = [:]
+            for try await (index, value) in group { results[index] = value }
+            return results
+        }
+        for index in 0..<8 {
+            #expect(results[index]! == (index == 5 ? nil : Float(index * 2)), "request \(index)")
+        }
+        #expect(stub.batchSizes.contains { $0 > 1 }, "requests were merged: \(stub.batchSizes)")
+    }
+
+    @Test("a full queue refuses with resourceExhausted; a request past its timeout fails with unavailable")
+    func limits() async throws {
+        let pool = RunnerPool(threads: 1, name: "tern.test.stub")
+        defer { pool.shutdown() }
+        let stub = StubModel(executor: pool)
+        let batcher = DynamicBatcher(
+            model: stub, configuration: DynamicBatching(maxBatchSize: 1, maxQueueSize: 2), maxConcurrentBatches: 1)
+        stub.hold(true)
+        async let first = batcher.run(inputs: x(1), outputs: ["y"])  // taken by the drainer, held
+        try await Task.sleep(for: .milliseconds(50))
+        async let second = batcher.run(inputs: x(2), outputs: ["y"], timeout: .milliseconds(20))
+        async let third = batcher.run(inputs: x(3), outputs: ["y"])
+        try await Task.sleep(for: .milliseconds(50))
+        do {
+            _ = try await batcher.run(inputs: x(4), outputs: ["y"])
+            Issue.record("a full queue accepted a request")
+        } catch let error as TernError {
+            #expect(error.code == .resourceExhausted)
+        }
+        stub.hold(false)
+        #expect(try await first[0].values(as: Float.self) == [2])
+        do {
+            _ = try await second
+            Issue.record("a request past its timeout ran")
+        } catch let error as TernError {
+            #expect(error.code == .unavailable)
+            #expect(error.message.contains("timeout"))
+        }
+        #expect(try await third[0].values(as: Float.self) == [6])
+    }
+
+    @Test("with a queue delay, requests wait for a preferred batch size")
+    func preferredSizes() async throws {
+        let pool = RunnerPool(threads: 1, name: "tern.test.stub")
+        defer { pool.shutdown() }
+        let stub = StubModel(executor: pool)
+        let batcher = DynamicBatcher(
+            model: stub,
+            configuration: DynamicBatching(maxBatchSize: 16, preferredBatchSizes: [4], maxQueueDelay: .milliseconds(500)),
+            maxConcurrentBatches: 1)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<4 {
+                group.addTask { _ = try await batcher.run(inputs: x(Float(index)), outputs: ["y"]) }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            try await group.waitForAll()
+        }
+        #expect(stub.batchSizes == [4], "\(stub.batchSizes)")
+    }
+
+    @Test("batching applies to models with a batch dimension, and refuses to be forced on others")
+    func applying() throws {
+        let stub = StubModel(executor: Fixtures.pool)
+        #expect(try DynamicBatcher.applying(ModelConfig(), to: stub, maxConcurrentBatches: 2, name: "s") is DynamicBatcher)
+        #expect(!(try DynamicBatcher.applying(ModelConfig(batching: .disabled), to: stub, maxConcurrentBatches: 2, name: "s") is DynamicBatcher))
+        let lightgbm = try ONNXModel(path: Fixtures.modelPath("lightgbm"), runtime: Fixtures.runtime, pool: Fixtures.pool)
+        #expect(!(try DynamicBatcher.applying(ModelConfig(), to: lightgbm, maxConcurrentBatches: 2, name: "l") is DynamicBatcher))
+        do {
+            _ = try DynamicBatcher.applying(
+                ModelConfig(batching: .enabled(DynamicBatching())), to: lightgbm, maxConcurrentBatches: 2, name: "l")
+            Issue.record("batching forced on a model without a batch dimension")
+        } catch {
+            #expect(error.message.contains("'label' has shape [1]"))
+        }
+        do {
+            _ = try DynamicBatcher.applying(
+                ModelConfig(maxBatchSize: 8, batching: .enabled(DynamicBatching(preferredBatchSizes: [16]))),
+                to: stub, maxConcurrentBatches: 2, name: "s")
+            Issue.record("a preferred size above max_batch_size was accepted")
+        } catch {
+            #expect(error.message.contains("preferred batch size 16"))
+        }
+    }
+}

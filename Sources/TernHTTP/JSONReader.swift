@@ -291,39 +291,91 @@ struct JSONReader {
         return start..<index
     }
 
-    /// Reads a number as a Double (correctly rounded by strtod).
-    mutating func readDouble() throws(TernError) -> Double {
+    /// Reads a number as a Double. With `forFloat32`, the result only needs to round to the right Float
+    /// (or Float16), which allows a faster path for long mantissas.
+    mutating func readDouble(forFloat32: Bool = false) throws(TernError) -> Double {
         guard let first = peek() else { throw error("expected a number, found end of input") }
         guard first == UInt8(ascii: "-") || first == UInt8(ascii: "N") || first == UInt8(ascii: "I")
             || (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9"))
         else { throw error("expected a number, found '\(Self.describe(first))'") }
         let token = try readNumberToken()
-        return Self.parseDouble(bytes, token)
+        return Self.parseDouble(bytes, token, forFloat32: forFloat32)
     }
 
-    static func parseDouble(_ bytes: UnsafeRawBufferPointer, _ token: Range<Int>) -> Double {
-        let count = token.count
-        // Small integers: exact without strtod.
-        if count <= 15 {
-            var value: Int64 = 0
-            var negative = false
-            var isInteger = true
-            for position in token {
-                let byte = bytes[position]
-                if position == token.lowerBound && byte == UInt8(ascii: "-") {
-                    negative = true
-                } else if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
-                    value = value * 10 + Int64(byte - UInt8(ascii: "0"))
+    /// Exact powers of ten as doubles (10^0 ... 10^22).
+    private static let powersOfTen: [Double] = (0...22).map { exponent in
+        var value = 1.0
+        for _ in 0..<exponent { value *= 10 }
+        return value
+    }
+
+    /// Parses a number token (already checked by ``readNumberToken()``).
+    ///
+    /// Fast path (Clinger): a mantissa of at most 19 digits and a decimal exponent within ±22 give
+    /// `mantissa × 10^e` from one rounding of the mantissa and one exact-operand multiply or divide. That is
+    /// correctly rounded when the mantissa fits 53 bits; for longer mantissas (Python writes float32 values
+    /// with 17 digits) the double is within about one ulp, far closer than the half float32 ulp that decides
+    /// the Float, so it is taken only with `forFloat32`. Anything else goes to strtod.
+    static func parseDouble(_ bytes: UnsafeRawBufferPointer, _ token: Range<Int>, forFloat32: Bool = false) -> Double {
+        var position = token.lowerBound
+        let negative = bytes[position] == UInt8(ascii: "-")
+        if negative { position += 1 }
+        var mantissa: UInt64 = 0
+        var digits = 0
+        var exponent = 0
+        var simple = position < token.upperBound && bytes[position] != UInt8(ascii: "N") && bytes[position] != UInt8(ascii: "I")
+        while simple, position < token.upperBound {
+            let byte = bytes[position]
+            if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
+                if digits < 19 {
+                    mantissa = mantissa &* 10 &+ UInt64(byte &- UInt8(ascii: "0"))
+                    if mantissa != 0 { digits += 1 }
                 } else {
-                    isInteger = false
+                    simple = false
+                }
+                position += 1
+            } else {
+                break
+            }
+        }
+        if simple, position < token.upperBound, bytes[position] == UInt8(ascii: ".") {
+            position += 1
+            while position < token.upperBound, bytes[position] >= UInt8(ascii: "0"), bytes[position] <= UInt8(ascii: "9") {
+                if digits < 19 {
+                    mantissa = mantissa &* 10 &+ UInt64(bytes[position] &- UInt8(ascii: "0"))
+                    if mantissa != 0 { digits += 1 }
+                    exponent -= 1
+                } else if bytes[position] != UInt8(ascii: "0") {
+                    simple = false
                     break
                 }
+                position += 1
             }
-            if isInteger { return Double(negative ? -value : value) }
         }
-        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: count + 1) { buffer in
-            for offset in 0..<count { buffer[offset] = CChar(bitPattern: bytes[token.lowerBound + offset]) }
-            buffer[count] = 0
+        if simple, position < token.upperBound, bytes[position] == UInt8(ascii: "e") || bytes[position] == UInt8(ascii: "E") {
+            position += 1
+            var exponentNegative = false
+            if bytes[position] == UInt8(ascii: "-") || bytes[position] == UInt8(ascii: "+") {
+                exponentNegative = bytes[position] == UInt8(ascii: "-")
+                position += 1
+            }
+            var value = 0
+            while position < token.upperBound {
+                value = min(value * 10 + Int(bytes[position] &- UInt8(ascii: "0")), 100_000)
+                position += 1
+            }
+            exponent += exponentNegative ? -value : value
+        }
+        if simple, position == token.upperBound, exponent >= -22, exponent <= 22,
+            mantissa <= (1 << 53) || forFloat32
+        {
+            var value = Double(mantissa)
+            if exponent < 0 { value /= powersOfTen[-exponent] } else if exponent > 0 { value *= powersOfTen[exponent] }
+            return negative ? -value : value
+        }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: token.count + 1) { buffer in
+            for offset in 0..<token.count { buffer[offset] = CChar(bitPattern: bytes[token.lowerBound + offset]) }
+            buffer[token.count] = 0
             return strtod(buffer.baseAddress!, nil)
         }
     }

@@ -46,10 +46,10 @@ enum TensorDataDecoder {
             try integer(&r, datatype: datatype, name: name)
         })
         case .fp16: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Float16 in
-            Float16(try number(&r, name: name))
+            Float16(try number(&r, name: name, forFloat32: true))
         })
         case .fp32: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Float in
-            Float(try number(&r, name: name))
+            Float(try number(&r, name: name, forFloat32: true))
         })
         case .fp64: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Double in
             try number(&r, name: name)
@@ -126,9 +126,9 @@ enum TensorDataDecoder {
         return T(truncatingIfNeeded: magnitude)
     }
 
-    private static func number(_ reader: inout JSONReader, name: String) throws(TernError) -> Double {
+    private static func number(_ reader: inout JSONReader, name: String, forFloat32: Bool = false) throws(TernError) -> Double {
         do {
-            return try reader.readDouble()
+            return try reader.readDouble(forFloat32: forFloat32)
         } catch {
             throw .invalidArgument("input '\(name)': \(error.message)")
         }

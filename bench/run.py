@@ -171,6 +171,34 @@ def load(server, model, rows, concurrency, duration, body, expected, workdir):
     }
 
 
+def nginx_ceiling(duration, workdir):
+    """nginx returning a fixed 200-byte JSON body to the same wrk: what HTTP alone costs on this machine."""
+    if not shutil.which("nginx"):
+        return None
+    port = free_port()
+    config = os.path.join(workdir, "nginx.conf")
+    with open(config, "w") as f:
+        f.write(f"""worker_processes 2; daemon off; pid {workdir}/nginx.pid; error_log {workdir}/nginx.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off; client_body_temp_path {workdir}; proxy_temp_path {workdir}; fastcgi_temp_path {workdir};
+  uwsgi_temp_path {workdir}; scgi_temp_path {workdir};
+  server {{ listen 127.0.0.1:{port}; location / {{ default_type application/json; return 200 '{"x" * 200}'; }} }} }}
+""")
+    process = subprocess.Popen(["nginx", "-c", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        body = os.path.join(workdir, "ceiling.json")
+        with open(body, "w") as f:
+            f.write(request_body("gbc", 1)[1])
+        out = subprocess.run(["wrk", "-t2", "-c64", f"-d{duration}s", "-s", os.path.join(BENCH, "check.lua"),
+                              f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
+                             env={**os.environ, "BENCH_BODY": body, "BENCH_EXPECTED": body})
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))
+    finally:
+        process.terminate()
+        process.wait()
+
+
 def in_process_floor(model, batch, seconds=1.0):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -216,6 +244,7 @@ def main():
     ]
     results, startup, memory = [], {}, {}
     with tempfile.TemporaryDirectory() as workdir:
+        ceiling = nginx_ceiling(args.duration, workdir)
         for name, command, env in servers:
             port = free_port()
             server = Server(name, command + [str(port)], port, env)
@@ -234,10 +263,10 @@ def main():
                 memory[name] = rss_mb(server.process.pid)
             finally:
                 server.stop()
-    write_report(args, results, startup, memory, floors, models, concurrencies)
+    write_report(args, results, startup, memory, floors, models, concurrencies, ceiling)
 
 
-def write_report(args, results, startup, memory, floors, models, concurrencies):
+def write_report(args, results, startup, memory, floors, models, concurrencies, ceiling):
     by = {(r["server"], r["model"], r["rows"], r["concurrency"]): r for r in results}
     lines = [
         "# Performance", "",
@@ -262,6 +291,8 @@ def write_report(args, results, startup, memory, floors, models, concurrencies):
     lines += ["", "| server | start to ready | RSS after the run |", "|---|---|---|"]
     for name in startup:
         lines.append(f"| {name} | {startup[name]:.0f} ms | {memory.get(name, 0):.0f} MB |")
+    if ceiling:
+        lines += ["", f"HTTP ceiling: nginx returning a fixed body to the same wrk (c=64): {ceiling:,.0f} requests/s."]
     lines += ["", "In-process onnxruntime (Python, one thread), the compute floor:", "",
               "| model | batch 1 rows/s | batch 32 rows/s |", "|---|---|---|"]
     for model in models:
@@ -270,7 +301,7 @@ def write_report(args, results, startup, memory, floors, models, concurrencies):
     with open(args.output, "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
-        json.dump({"results": results, "startup_ms": startup, "rss_mb": memory,
+        json.dump({"results": results, "startup_ms": startup, "rss_mb": memory, "nginx_rps": ceiling,
                    "floor_rows_per_s": {f"{m}/{b}": v for (m, b), v in floors.items()}}, f, indent=1)
     print("written", args.output)
 

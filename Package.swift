@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "TernCore", targets: ["TernCore"]),
         .library(name: "TernONNX", targets: ["TernONNX"]),
         .library(name: "TernHTTP", targets: ["TernHTTP"]),
+        .library(name: "TernGRPC", targets: ["TernGRPC"]),
         .library(name: "TernServer", targets: ["TernServer"]),
     ],
     dependencies: [
@@ -23,6 +24,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // Our own declarations of the ONNX Runtime C ABI subset Tern calls. No ONNX Runtime header
@@ -54,9 +59,22 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "TernGRPC",
+            dependencies: [
+                "TernCore",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            exclude: ["Generated/README.md"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "TernServer",
             dependencies: [
-                "TernCore", "TernONNX", "TernHTTP",
+                "TernCore", "TernONNX", "TernHTTP", "TernGRPC",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

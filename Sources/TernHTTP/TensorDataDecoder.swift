@@ -1,4 +1,3 @@
-import NIOCore
 import TernCore
 
 /// Decodes a V2 JSON `data` value (flat or nested arrays) straight into a tensor's typed buffer.
@@ -140,62 +139,5 @@ enum TensorDataDecoder {
 
     private static func tooFew(_ name: String, _ count: Int, _ found: Int) -> TernError {
         .invalidArgument("input '\(name)': its shape needs \(count) elements but 'data' holds \(found)")
-    }
-}
-
-/// Triton's binary tensor data: fixed-size elements little-endian and contiguous; BYTES elements each
-/// preceded by a 4-byte little-endian length.
-enum BinaryTensorCodec {
-    static func decode(_ bytes: UnsafeRawBufferPointer, datatype: DataType, count: Int, name: String) throws(TernError)
-        -> TensorContents
-    {
-        guard let size = datatype.byteSize else {
-            var elements: [[UInt8]] = []
-            elements.reserveCapacity(min(count, bytes.count / 4))
-            var offset = 0
-            while offset < bytes.count {
-                guard offset + 4 <= bytes.count else {
-                    throw .invalidArgument("input '\(name)': binary BYTES data ends inside a length prefix")
-                }
-                let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-                offset += 4
-                guard length <= bytes.count - offset else {
-                    throw .invalidArgument("input '\(name)': binary BYTES element \(elements.count) declares "
-                        + "\(length) bytes but only \(bytes.count - offset) remain")
-                }
-                elements.append(Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)])))
-                offset += length
-            }
-            guard elements.count == count else {
-                throw .invalidArgument("input '\(name)': its shape needs \(count) elements but the binary data "
-                    + "holds \(elements.count)")
-            }
-            return .strings(elements)
-        }
-        guard bytes.count == count * size else {
-            throw .invalidArgument("input '\(name)': binary_data_size is \(bytes.count) bytes but its shape and "
-                + "\(datatype) need \(count * size)")
-        }
-        return .raw(Array(bytes))
-    }
-
-    /// The size of a tensor's binary form.
-    static func binarySize(_ tensor: Tensor) -> Int {
-        switch tensor.contents {
-        case .raw(let bytes): bytes.count
-        case .strings(let elements): elements.reduce(0) { $0 + 4 + $1.count }
-        }
-    }
-
-    /// Appends a tensor's binary form to `buffer`.
-    static func encode(_ tensor: Tensor, into buffer: inout ByteBuffer) {
-        switch tensor.contents {
-        case .raw(let bytes): buffer.writeBytes(bytes)
-        case .strings(let elements):
-            for element in elements {
-                buffer.writeInteger(UInt32(element.count), endianness: .little)
-                buffer.writeBytes(element)
-            }
-        }
     }
 }

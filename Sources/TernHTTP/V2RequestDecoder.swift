@@ -110,7 +110,7 @@ struct V2RequestDecoder {
                         + "\(bytes.count - binaryOffset) remain in the body (truncated?)")
                 }
                 let slice = UnsafeRawBufferPointer(rebasing: bytes[binaryOffset..<(binaryOffset + size)])
-                contents = try BinaryTensorCodec.decode(slice, datatype: datatype, count: count, name: name)
+                contents = try RawTensorEncoding.decode(slice, datatype: datatype, count: count, name: name)
                 binaryOffset += size
             }
             request.inputs.append(try Tensor(name: name, datatype: datatype, shape: shape, contents: contents))

@@ -29,7 +29,7 @@ enum V2ResponseEncoder {
             json.tensorHeader(name: output.name, datatype: output.datatype, shape: output.shape)
             if encoding.isBinary(output.name) {
                 json.raw(",\"parameters\":{\"binary_data_size\":")
-                json.integer(BinaryTensorCodec.binarySize(output))
+                json.integer(RawTensorEncoding.byteCount(output))
                 json.raw("}}")
                 binary.append(output)
             } else {
@@ -42,7 +42,7 @@ enum V2ResponseEncoder {
         guard !binary.isEmpty else { return (json.buffer, nil) }
         let headerLength = json.buffer.readableBytes
         var body = json.buffer
-        for output in binary { BinaryTensorCodec.encode(output, into: &body) }
+        for output in binary { RawTensorEncoding.encode(output) { body.writeBytes($0) } }
         return (body, headerLength)
     }
 }

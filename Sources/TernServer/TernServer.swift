@@ -6,6 +6,7 @@ import NIOPosix
 import ServiceLifecycle
 import UnixSignals
 import TernCore
+import TernGRPC
 import TernHTTP
 import TernONNX
 
@@ -15,6 +16,8 @@ public struct ServerConfiguration: Sendable {
     public var host: String = "0.0.0.0"
     /// HTTP port; 0 picks a free one (tests).
     public var httpPort: Int = 8000
+    /// gRPC port; 0 picks a free one; nil turns gRPC off.
+    public var grpcPort: Int? = 8001
     public var http = HTTPFrontEndConfiguration()
     public var sessionOptions = SessionOptions()
     /// Threads that run models; by default one per core.
@@ -55,10 +58,11 @@ public struct TernServer: Sendable {
         return router
     }
 
-    /// Runs until a signal (or, with `signals: []`, until the task is cancelled); `onHTTPReady` receives the
-    /// bound HTTP port.
+    /// Runs until a signal (or, with `signals: []`, until the task is cancelled); `onHTTPReady` and
+    /// `onGRPCReady` receive the bound ports.
     public func run(
-        signals: [UnixSignal] = [.sigterm, .sigint], onHTTPReady: @escaping @Sendable (Int) async -> Void = { _ in }
+        signals: [UnixSignal] = [.sigterm, .sigint], onHTTPReady: @escaping @Sendable (Int) async -> Void = { _ in },
+        onGRPCReady: @escaping @Sendable (Int) async -> Void = { _ in }
     ) async throws {
         let pool = RunnerPool(threads: configuration.runnerThreads)
         let loader = ModelLoader(
@@ -71,10 +75,36 @@ public struct TernServer: Sendable {
             onServerRunning: { channel in await onHTTPReady(channel.localAddress?.port ?? 0) },
             eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.httpThreads))),
             logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: loader)]
+        if let grpcPort = configuration.grpcPort {
+            let grpc = GRPCFrontEnd(
+                service: service,
+                configuration: GRPCFrontEndConfiguration(
+                    host: configuration.host, port: grpcPort, maxMessageBytes: configuration.http.maxRequestBytes))
+            services.append(.init(service: grpc))
+            services.append(.init(service: PortReporter({ await grpc.port }, onReady: onGRPCReady)))
+        }
+        services.append(.init(service: app))
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: loader), .init(service: app)], gracefulShutdownSignals: signals, logger: logger)
+            services: services, gracefulShutdownSignals: signals, logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = configuration.drainTimeout
-        // Services stop in reverse order: HTTP drains first, then the loader stops the runner threads.
+        // Services stop in reverse order: HTTP, then gRPC drain first, then the loader stops the runner threads.
         try await ServiceGroup(configuration: groupConfiguration).run()
+    }
+}
+
+/// Waits for a front-end to bind, reports its port, then idles until shutdown.
+struct PortReporter: Service {
+    let port: @Sendable () async -> Int?
+    let onReady: @Sendable (Int) async -> Void
+
+    init(_ port: @escaping @Sendable () async -> Int?, onReady: @escaping @Sendable (Int) async -> Void) {
+        self.port = port
+        self.onReady = onReady
+    }
+
+    func run() async throws {
+        if let bound = await port() { await onReady(bound) }
+        try? await gracefulShutdown()
     }
 }

@@ -6,12 +6,13 @@ import TernServer
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve a model repository folder over the Open Inference Protocol v2 (REST).",
+        abstract: "Serve a model repository folder over the Open Inference Protocol v2 (REST and gRPC).",
         discussion: """
             Loads every model under --models at start (models/<name>/<version>/model.onnx), then serves:
               GET  /v2/health/live, /v2/health/ready, /v2
               GET  /v2/models/<name>[/versions/<v>][/ready|/config]
               POST /v2/models/<name>[/versions/<v>]/infer   (JSON, or Triton's binary tensor data)
+            and inference.GRPCInferenceService on --grpc-port (tritonclient.grpc, kserve's gRPC client).
             SIGINT or SIGTERM stops accepting requests, finishes those in flight, then exits.
             """)
 
@@ -23,6 +24,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "HTTP port.")
     var httpPort: Int = 8000
+
+    @Option(help: "gRPC port (Open Inference Protocol v2 over gRPC); -1 turns gRPC off.")
+    var grpcPort: Int = 8001
 
     @Option(help: ArgumentHelp("Largest request body accepted, in bytes or with a K/M/G suffix (MiB etc.).", valueName: "size"))
     var maxRequestSize: String = "64M"
@@ -43,6 +47,9 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         guard (0...65535).contains(httpPort) else { throw ValidationError("--http-port must be 0...65535") }
+        guard grpcPort == -1 || (0...65535).contains(grpcPort) else {
+            throw ValidationError("--grpc-port must be 0...65535, or -1 for no gRPC")
+        }
         _ = try parseSize(maxRequestSize)
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of: trace, debug, info, notice, warning, error, critical")
@@ -61,6 +68,7 @@ struct Serve: AsyncParsableCommand {
         var configuration = ServerConfiguration(modelsDirectory: models)
         configuration.host = host
         configuration.httpPort = httpPort
+        configuration.grpcPort = grpcPort < 0 ? nil : grpcPort
         configuration.http.maxRequestBytes = try parseSize(maxRequestSize)
         configuration.sessionOptions = try runtimeOptions.sessionOptions()
         if let runnerThreads { configuration.runnerThreads = max(1, runnerThreads) }
@@ -68,9 +76,9 @@ struct Serve: AsyncParsableCommand {
         configuration.drainTimeout = .seconds(drainTimeout)
         logger.info("onnxruntime", metadata: ["library": "\(runtime.libraryPath)", "version": "\(runtime.version)"])
         do {
-            try await TernServer(configuration: configuration, runtime: runtime, logger: logger).run { port in
-                logger.info("serving", metadata: ["http": "\(host):\(port)"])
-            }
+            try await TernServer(configuration: configuration, runtime: runtime, logger: logger).run(
+                onHTTPReady: { port in logger.info("serving", metadata: ["http": "\(host):\(port)"]) },
+                onGRPCReady: { port in logger.info("serving", metadata: ["grpc": "\(host):\(port)"]) })
         } catch {
             fail(error)
         }

@@ -83,7 +83,7 @@ func binaryRequest(_ inputs: [Tensor], binaryOutput: Bool = true) -> (ByteBuffer
         if index > 0 { json.byte(UInt8(ascii: ",")) }
         json.tensorHeader(name: tensor.name, datatype: tensor.datatype, shape: tensor.shape)
         json.raw(",\"parameters\":{\"binary_data_size\":")
-        json.integer(BinaryTensorCodec.binarySize(tensor))
+        json.integer(RawTensorEncoding.byteCount(tensor))
         json.raw("}}")
     }
     json.raw("]")
@@ -91,7 +91,7 @@ func binaryRequest(_ inputs: [Tensor], binaryOutput: Bool = true) -> (ByteBuffer
     json.raw("}")
     let headerLength = json.buffer.readableBytes
     var body = json.buffer
-    for tensor in inputs { BinaryTensorCodec.encode(tensor, into: &body) }
+    for tensor in inputs { RawTensorEncoding.encode(tensor) { body.writeBytes($0) } }
     return (body, [.headerLength: String(headerLength)])
 }
 
@@ -109,7 +109,7 @@ func decodeBinaryResponse(_ response: TestResponse) throws -> [Tensor] {
             throw TernError.invalidArgument("short binary output \(output.name)")
         }
         let contents = try bytes.withUnsafeBytes { raw in
-            try BinaryTensorCodec.decode(raw, datatype: datatype, count: output.shape.reduce(1, *), name: output.name)
+            try RawTensorEncoding.decode(raw, datatype: datatype, count: output.shape.reduce(1, *), name: output.name)
         }
         tensors.append(try Tensor(name: output.name, datatype: datatype, shape: output.shape, contents: contents))
     }

@@ -1,0 +1,48 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import ServiceLifecycle
+import TernCore
+
+/// Settings of the gRPC front-end.
+public struct GRPCFrontEndConfiguration: Sendable {
+    public var host: String
+    /// 0 picks a free port.
+    public var port: Int
+    /// The largest request message accepted (64 MiB by default; gRPC's own default of 4 MiB is too small
+    /// for tensors).
+    public var maxMessageBytes: Int
+
+    public init(host: String = "0.0.0.0", port: Int = 8001, maxMessageBytes: Int = 64 << 20) {
+        self.host = host
+        self.port = port
+        self.maxMessageBytes = maxMessageBytes
+    }
+}
+
+/// The Open Inference Protocol v2 over gRPC (HTTP/2, plaintext) as a ServiceLifecycle service: serves until
+/// graceful shutdown, then finishes the RPCs in flight.
+public struct GRPCFrontEnd: Service {
+    private let server: GRPCServer<HTTP2ServerTransport.Posix>
+    private let transport: HTTP2ServerTransport.Posix
+
+    public init(service: InferenceService, configuration: GRPCFrontEndConfiguration) {
+        transport = HTTP2ServerTransport.Posix(
+            address: .ipv4(host: configuration.host, port: configuration.port),
+            transportSecurity: .plaintext,
+            config: .defaults { $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes })
+        server = GRPCServer(transport: transport, services: [InferenceGRPCService(service: service)])
+    }
+
+    /// The port bound, once the server listens.
+    public var port: Int? {
+        get async { try? await transport.listeningAddress.ipv4?.port }
+    }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await server.serve()
+        } onGracefulShutdown: {
+            server.beginGracefulShutdown()
+        }
+    }
+}

@@ -109,6 +109,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "TernGRPCTests",
+            dependencies: [
+                "TernGRPC", "TernCore",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "TernServerTests",
             dependencies: ["TernServer", "TernCore", "TernONNX", "TernTestSupport"],
             swiftSettings: strict

@@ -71,18 +71,22 @@ def make_repository(path):
 class Server:
     def __init__(self, repository, *extra):
         self.port = free_port()
+        self.grpc_port = free_port()
         self.url = f"localhost:{self.port}"
+        self.grpc_url = f"localhost:{self.grpc_port}"
         self.log = open(os.path.join(repository, "..", f"tern-{self.port}.log"), "w+")
         self.process = subprocess.Popen(
-            [BINARY, "serve", "--models", repository, "--host", "127.0.0.1", "--http-port", str(self.port), *extra],
+            [BINARY, "serve", "--models", repository, "--host", "127.0.0.1", "--http-port", str(self.port),
+             "--grpc-port", str(self.grpc_port), *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.time() + 30
         while time.time() < deadline:
             assert self.process.poll() is None, self.output()
             try:
                 if requests.get(f"http://{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
+                    with socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1):
+                        return
+            except (requests.ConnectionError, OSError):
                 pass
             time.sleep(0.05)
         raise RuntimeError("tern serve did not become ready:\n" + self.output())

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import requests
 
-from conftest import BINARY, FIXTURES, ROOT, Server, assert_matches, golden
+from conftest import BINARY, FIXTURES, ROOT, Server, assert_matches, free_port, golden
 
 
 def tern(*args, env=None, input=None):
@@ -156,3 +156,83 @@ def test_sigterm_drains_a_request_in_flight(repository):
         assert server.process.wait(timeout=30) == 0
     finally:
         server.stop()
+
+
+def platform_server(tmp_path, platform, env, extra=()):
+    """tern serve --platform ... with the platform's environment, on a folder holding one model.onnx."""
+    folder = tmp_path / "artifacts"
+    folder.mkdir(exist_ok=True)
+    (folder / "model.onnx").write_bytes(open(os.path.join(FIXTURES, "gbc", "model.onnx"), "rb").read())
+    port = free_port()
+    env = {**os.environ, **{k: v.replace("PORT", str(port)).replace("DIR", str(folder)) for k, v in env.items()}}
+    process = subprocess.Popen([BINARY, "serve", "--platform", platform, "--host", "127.0.0.1", *extra],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env, text=True)
+    return process, port
+
+
+def wait_http(process, url):
+    for _ in range(300):
+        assert process.poll() is None, process.stdout.read()
+        try:
+            if requests.get(url, timeout=0.5).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise AssertionError("not ready")
+
+
+def check_predictions(response, case, rows):
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["label"] for p in predictions] == case["outputs"][0][2][:rows].tolist()
+    assert_matches(np.array([p["probabilities"] for p in predictions], dtype=np.float32),
+                   case["outputs"][1][2][:rows], "platform predictions")
+
+
+def test_platform_vertex_reads_its_environment(tmp_path):
+    case = golden("gbc")[1]
+    process, port = platform_server(tmp_path, "vertex", {
+        "AIP_HTTP_PORT": "PORT", "AIP_HEALTH_ROUTE": "/v1/endpoints/1/deployedModels/2",
+        "AIP_PREDICT_ROUTE": "/v1/endpoints/1/deployedModels/2:predict", "AIP_STORAGE_URI": "DIR"})
+    try:
+        wait_http(process, f"http://127.0.0.1:{port}/v1/endpoints/1/deployedModels/2")
+        response = requests.post(f"http://127.0.0.1:{port}/v1/endpoints/1/deployedModels/2:predict",
+                                 json={"instances": case["inputs"][0][2][:3].tolist()})
+        check_predictions(response, case, 3)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_platform_sagemaker_and_azureml(tmp_path):
+    case = golden("gbc")[1]
+    csv = "\n".join(",".join(repr(float(v)) for v in row) for row in case["inputs"][0][2][:4])
+    process, port = platform_server(tmp_path, "sagemaker", {"SAGEMAKER_BIND_TO_PORT": "PORT"},
+                                    extra=["--models", str(tmp_path / "artifacts")])
+    try:
+        wait_http(process, f"http://127.0.0.1:{port}/ping")
+        response = requests.post(f"http://127.0.0.1:{port}/invocations", data=csv, headers={"Content-Type": "text/csv"})
+        check_predictions(response, case, 4)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    # Azure ML's port is 5001; a free port here, so the test never collides.
+    port = free_port()
+    process = subprocess.Popen([BINARY, "serve", "--platform", "azureml", "--host", "127.0.0.1", "--http-port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, text=True,
+                               env={**os.environ, "AZUREML_MODEL_DIR": str(tmp_path / "artifacts")})
+    try:
+        wait_http(process, f"http://127.0.0.1:{port}/")
+        response = requests.post(f"http://127.0.0.1:{port}/score", json={"instances": case["inputs"][0][2][:2].tolist()})
+        check_predictions(response, case, 2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_platform_without_models_says_what_to_do():
+    result = tern("serve", "--platform", "vertex", env={**os.environ, "AIP_STORAGE_URI": "gs://bucket/model"})
+    assert result.returncode != 0
+    assert "not mounted at /gcs/bucket/model" in result.stderr
+    result = tern("serve")
+    assert result.returncode != 0 and "--models is required" in result.stderr

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Which versions of a model are served.
 public enum VersionPolicy: Sendable, Equatable {
     /// The newest `n` versions.
@@ -60,6 +62,9 @@ public struct ModelConfig: Sendable, Equatable {
     /// Runtime sessions per version.
     public var instances: Int = 1
     public var batching: BatchingSetting = .automatic
+    /// Names of the columns of a model whose one input is [rows, features], in order; when nil, the model's
+    /// `feature_names` metadata (comma-separated) is used.
+    public var featureNames: [String]?
 
     public init(
         versionPolicy: VersionPolicy = .latest(1), maxBatchSize: Int = 0, instances: Int = 1,
@@ -80,6 +85,13 @@ public struct ServedModel: Sendable {
     public var config: ModelConfig
     /// The runtime, named as Triton does ("onnxruntime_onnx").
     public var platform: String
+
+    /// Column names for row formats: the config's, else the model's `feature_names` metadata.
+    public var featureNames: [String]? {
+        if let names = config.featureNames { return names }
+        guard let text = model.metadata.custom["feature_names"], !text.isEmpty else { return nil }
+        return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    }
 
     public init(name: String, version: Int, model: any InferenceModel, config: ModelConfig, platform: String) {
         self.name = name

@@ -24,12 +24,19 @@ public struct RepositoryModel: Sendable, Equatable {
 /// ```
 ///
 /// `config.yaml` keys: `version_policy` (`{latest: N}`, `all`, or `{specific: [1, 3]}`; default latest 1),
-/// `max_batch_size` (0 = no limit), `instances` (sessions per version, default 1).
+/// `max_batch_size` (0 = no limit), `instances` (sessions per version, default 1), `dynamic_batching`,
+/// `feature_names`.
+///
+/// A folder holding `model.onnx` itself (and optionally `config.yaml`) is served as one model, version 1.
 public struct ModelRepository: Sendable {
     public let root: String
+    /// The name given to a folder that holds one `model.onnx` directly (as SageMaker and Vertex AI unpack a
+    /// model's artifacts) rather than model folders.
+    public let singleModelName: String
 
-    public init(root: String) {
+    public init(root: String, singleModelName: String = "model") {
         self.root = root
+        self.singleModelName = singleModelName
     }
 
     /// Reads every model folder.
@@ -41,6 +48,13 @@ public struct ModelRepository: Sendable {
         var isDirectory: ObjCBool = false
         guard fileManager.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw .invalidArgument("model repository '\(root)' is not a folder")
+        }
+        if fileManager.fileExists(atPath: root + "/model.onnx") {
+            var config = ModelConfig()
+            for file in ["config.yaml", "config.yml"] where fileManager.fileExists(atPath: root + "/" + file) {
+                config = try Self.parseConfig(path: root + "/" + file)
+            }
+            return [RepositoryModel(name: singleModelName, config: config, versions: [1: root + "/model.onnx"])]
         }
         let names: [String]
         do {
@@ -119,9 +133,14 @@ public struct ModelRepository: Sendable {
             case "instances": config.instances = try int(key, value, minimum: 1)
             case "version_policy": config.versionPolicy = try versionPolicy(value, source: source)
             case "dynamic_batching": config.batching = try batching(value, source: source)
+            case "feature_names":
+                guard let names = value as? [String], !names.isEmpty, Set(names).count == names.count else {
+                    throw .invalidArgument("'\(source)': feature_names must be a list of distinct column names")
+                }
+                config.featureNames = names
             default:
                 throw .invalidArgument("'\(source)': unknown setting '\(key)'; known: version_policy, "
-                    + "max_batch_size, instances, dynamic_batching")
+                    + "max_batch_size, instances, dynamic_batching, feature_names")
             }
         }
         return config

@@ -16,9 +16,13 @@ public struct ServerConfiguration: Sendable {
     public var host: String = "0.0.0.0"
     /// HTTP port; 0 picks a free one (tests).
     public var httpPort: Int = 8000
+    /// The name of the model when `modelsDirectory` holds one `model.onnx` directly.
+    public var singleModelName = "model"
     /// gRPC port; 0 picks a free one; nil turns gRPC off.
     public var grpcPort: Int? = 8001
     public var http = HTTPFrontEndConfiguration()
+    /// Routes for other platforms' contracts (SageMaker, Vertex AI, Azure ML) and the default model.
+    public var platform = PlatformRoutesConfiguration()
     public var sessionOptions = SessionOptions()
     /// Threads that run models; by default one per core.
     public var runnerThreads: Int = ProcessInfo.processInfo.activeProcessorCount
@@ -55,6 +59,7 @@ public struct TernServer: Sendable {
     public func router() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         V2Routes(service: service, configuration: configuration.http).register(on: router)
+        PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http).register(on: router)
         return router
     }
 
@@ -66,7 +71,8 @@ public struct TernServer: Sendable {
     ) async throws {
         let pool = RunnerPool(threads: configuration.runnerThreads)
         let loader = ModelLoader(
-            repository: ModelRepository(root: configuration.modelsDirectory), service: service, runtime: runtime,
+            repository: ModelRepository(root: configuration.modelsDirectory, singleModelName: configuration.singleModelName),
+            service: service, runtime: runtime,
             pool: pool, sessionOptions: configuration.sessionOptions, logger: logger)
         let app = Application(
             router: router(),

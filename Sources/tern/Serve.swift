@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TernCore
+import TernHTTP
 import TernServer
 
 struct Serve: AsyncParsableCommand {
@@ -12,21 +13,47 @@ struct Serve: AsyncParsableCommand {
               GET  /v2/health/live, /v2/health/ready, /v2
               GET  /v2/models/<name>[/versions/<v>][/ready|/config]
               POST /v2/models/<name>[/versions/<v>]/infer   (JSON, or Triton's binary tensor data)
-            and inference.GRPCInferenceService on --grpc-port (tritonclient.grpc, kserve's gRPC client).
+            inference.GRPCInferenceService on --grpc-port (tritonclient.grpc, kserve's gRPC client), and
+              GET /v1/models/<name>, POST /v1/models/<name>:predict          (KServe v1, TF Serving)
+              GET /ping, POST /invocations                                   (MLflow, SageMaker)
+            plus the platform's own routes with --platform.
             SIGINT or SIGTERM stops accepting requests, finishes those in flight, then exits.
             """)
 
-    @Option(help: ArgumentHelp("The model repository folder.", valueName: "dir"))
-    var models: String
+    @Option(help: ArgumentHelp(
+        "The model repository folder, or a folder holding one model.onnx (required unless --platform names one).",
+        valueName: "dir"))
+    var models: String?
+
+    @Option(help: ArgumentHelp(
+        "Container contract to follow: standalone, sagemaker (port 8080, /opt/ml/model), vertex (AIP_HTTP_PORT, "
+            + "AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE, AIP_STORAGE_URI), azureml (port 5001, /score, AZUREML_MODEL_DIR).",
+        valueName: "name"))
+    var platform: Platform = .standalone
 
     @Option(help: "Address to listen on.")
     var host: String = "0.0.0.0"
 
-    @Option(help: "HTTP port.")
-    var httpPort: Int = 8000
+    @Option(help: "HTTP port (default 8000, or the platform's).")
+    var httpPort: Int?
 
-    @Option(help: "gRPC port (Open Inference Protocol v2 over gRPC); -1 turns gRPC off.")
-    var grpcPort: Int = 8001
+    @Option(help: "gRPC port (Open Inference Protocol v2 over gRPC; default 8001, off with --platform).")
+    var grpcPort: Int?
+
+    @Flag(name: .customLong("no-grpc"), help: "Serve HTTP only.")
+    var noGRPC = false
+
+    @Option(help: "The model that /invocations and the platform predict routes use (default: the only one loaded).")
+    var defaultModel: String?
+
+    @Option(help: ArgumentHelp("An extra prediction route (POST), such as /score. Repeatable.", valueName: "path"))
+    var predictRoute: [String] = []
+
+    @Option(help: ArgumentHelp("An extra health route (GET). Repeatable.", valueName: "path"))
+    var healthRoute: [String] = []
+
+    @Option(help: "The name of the model when --models holds one model.onnx directly.")
+    var modelName: String = "model"
 
     @Option(help: ArgumentHelp("Largest request body accepted, in bytes or with a K/M/G suffix (MiB etc.).", valueName: "size"))
     var maxRequestSize: String = "64M"
@@ -46,9 +73,10 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var runtimeOptions: RuntimeOptions
 
     func validate() throws {
-        guard (0...65535).contains(httpPort) else { throw ValidationError("--http-port must be 0...65535") }
-        guard grpcPort == -1 || (0...65535).contains(grpcPort) else {
-            throw ValidationError("--grpc-port must be 0...65535, or -1 for no gRPC")
+        if let httpPort, !(0...65535).contains(httpPort) { throw ValidationError("--http-port must be 0...65535") }
+        if let grpcPort, !(0...65535).contains(grpcPort) { throw ValidationError("--grpc-port must be 0...65535") }
+        for route in predictRoute + healthRoute where !route.hasPrefix("/") {
+            throw ValidationError("routes must start with '/': \(route)")
         }
         _ = try parseSize(maxRequestSize)
         guard Logger.Level(rawValue: logLevel) != nil else {
@@ -64,11 +92,19 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "tern")
+        let preset = try platform.preset(ProcessInfo.processInfo.environment)
+        guard let modelsDirectory = models ?? preset.models else {
+            throw ValidationError("--models is required: the folder that holds your models")
+        }
         let runtime = runtimeOptions.openRuntime()
-        var configuration = ServerConfiguration(modelsDirectory: models)
+        var configuration = ServerConfiguration(modelsDirectory: modelsDirectory)
         configuration.host = host
-        configuration.httpPort = httpPort
-        configuration.grpcPort = grpcPort < 0 ? nil : grpcPort
+        configuration.httpPort = httpPort ?? preset.httpPort
+        configuration.grpcPort = noGRPC ? nil : grpcPort ?? (preset.grpc ? 8001 : nil)
+        configuration.singleModelName = modelName
+        configuration.platform = PlatformRoutesConfiguration(
+            defaultModel: defaultModel, healthRoutes: preset.healthRoutes + healthRoute,
+            predictRoutes: preset.predictRoutes + predictRoute)
         configuration.http.maxRequestBytes = try parseSize(maxRequestSize)
         configuration.sessionOptions = try runtimeOptions.sessionOptions()
         if let runnerThreads { configuration.runnerThreads = max(1, runnerThreads) }
@@ -77,7 +113,9 @@ struct Serve: AsyncParsableCommand {
         logger.info("onnxruntime", metadata: ["library": "\(runtime.libraryPath)", "version": "\(runtime.version)"])
         do {
             try await TernServer(configuration: configuration, runtime: runtime, logger: logger).run(
-                onHTTPReady: { port in logger.info("serving", metadata: ["http": "\(host):\(port)"]) },
+                onHTTPReady: { port in
+                    logger.info("serving", metadata: ["http": "\(host):\(port)", "platform": "\(platform.rawValue)"])
+                },
                 onGRPCReady: { port in logger.info("serving", metadata: ["grpc": "\(host):\(port)"]) })
         } catch {
             fail(error)

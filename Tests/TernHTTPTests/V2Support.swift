@@ -23,10 +23,12 @@ func fixtureService(_ names: [String] = Fixtures.modelNames, ready: Bool = true)
 /// Runs `body` against a live HTTP server (real sockets on a free port) serving `service`.
 func withLiveServer(
     _ service: InferenceService, maxRequestBytes: Int = 64 << 20,
+    platform: PlatformRoutesConfiguration = .init(),
     _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void
 ) async throws {
     let router = Router(context: BasicRequestContext.self)
     V2Routes(service: service, configuration: .init(maxRequestBytes: maxRequestBytes)).register(on: router)
+    PlatformRoutes(service: service, configuration: platform, http: .init(maxRequestBytes: maxRequestBytes)).register(on: router)
     let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     try await app.test(.live) { client in try await body(client) }
 }

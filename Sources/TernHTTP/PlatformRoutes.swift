@@ -1,0 +1,204 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import TernCore
+
+/// Settings of the platform routes.
+public struct PlatformRoutesConfiguration: Sendable {
+    /// The model `/invocations` and the other single-model routes answer with; when nil, the only loaded model.
+    public var defaultModel: String?
+    /// Extra health routes (GET), such as Vertex AI's `AIP_HEALTH_ROUTE`; `/ping` is always served.
+    public var healthRoutes: [String]
+    /// Extra prediction routes (POST), such as Vertex AI's `AIP_PREDICT_ROUTE` or Azure ML's `/score`;
+    /// `/invocations` is always served.
+    public var predictRoutes: [String]
+
+    public init(defaultModel: String? = nil, healthRoutes: [String] = [], predictRoutes: [String] = []) {
+        self.defaultModel = defaultModel
+        self.healthRoutes = healthRoutes
+        self.predictRoutes = predictRoutes
+    }
+}
+
+/// The other wire formats users' platforms speak, each a thin translation through ``TabularCodec``:
+///
+/// - KServe v1 / TensorFlow Serving: `GET /v1/models/{m}`, `POST /v1/models/{m}[/versions/{v}]:predict` with
+///   `instances` (rows) or `inputs` (columns), answering `{"predictions": [...]}`.
+/// - MLflow scoring server and the SageMaker container contract: `GET /ping`, `POST /invocations` with JSON
+///   `dataframe_split`, `dataframe_records`, `instances` or `inputs`, or a `text/csv` body; answers
+///   `{"predictions": [...]}`, or CSV when the client accepts only `text/csv`.
+/// - Vertex AI and Azure ML custom containers: their health and predict routes (configured), same formats.
+public struct PlatformRoutes: Sendable {
+    let service: InferenceService
+    let configuration: PlatformRoutesConfiguration
+    let http: HTTPFrontEndConfiguration
+
+    public init(service: InferenceService, configuration: PlatformRoutesConfiguration, http: HTTPFrontEndConfiguration = .init()) {
+        self.service = service
+        self.configuration = configuration
+        self.http = http
+    }
+
+    public func register<Context: RequestContext>(on router: Router<Context>) {
+        router.get("/v1/models/{model}") { _, context in try v1Status(context.parameters.require("model")) }
+        // One path node, one parameter name: "{model}" holds "name:predict" here.
+        router.post("/v1/models/{model}") { request, context in
+            let (model, verb) = Self.splitVerb(try context.parameters.require("model"))
+            guard verb == "predict" else { throw HTTPError(.notFound) }
+            return try await predict(request, model: model, version: nil)
+        }
+        router.post("/v1/models/{model}/versions/{version}") { request, context in
+            let (version, verb) = Self.splitVerb(try context.parameters.require("version"))
+            guard verb == "predict" else { throw HTTPError(.notFound) }
+            return try await predict(request, model: try context.parameters.require("model"), version: version)
+        }
+        for route in ["/ping"] + configuration.healthRoutes {
+            router.get(RouterPath(route)) { _, _ in health() }
+        }
+        for route in ["/invocations"] + configuration.predictRoutes {
+            router.post(RouterPath(route)) { request, _ in try await predict(request, model: nil, version: nil) }
+        }
+    }
+
+    /// "credit-risk:predict" -> ("credit-risk", "predict").
+    static func splitVerb(_ component: String) -> (String, String?) {
+        guard let colon = component.lastIndex(of: ":") else { return (component, nil) }
+        return (String(component[..<colon]), String(component[component.index(after: colon)...]))
+    }
+
+    private func health() -> Response {
+        let ready = service.isReady
+        return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(string: ready ? "{\"status\":\"ok\"}" : "{\"status\":\"loading\"}")))
+    }
+
+    /// KServe v1 model status, with TensorFlow Serving's `model_version_status` alongside.
+    private func v1Status(_ model: String) throws -> Response {
+        let served = try service.catalog.resolve(name: model, version: nil)
+        var writer = JSONWriter()
+        writer.raw("{\"name\":")
+        writer.string(served.name)
+        writer.raw(service.isReady ? ",\"ready\":true" : ",\"ready\":false")
+        writer.raw(",\"model_version_status\":[")
+        for (index, version) in service.catalog.versions(of: served.name).enumerated() {
+            if index > 0 { writer.byte(UInt8(ascii: ",")) }
+            writer.raw("{\"version\":")
+            writer.string(String(version))
+            writer.raw(",\"state\":\"AVAILABLE\",\"status\":{\"error_code\":\"OK\",\"error_message\":\"\"}}")
+        }
+        writer.raw("]}")
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: writer.buffer))
+    }
+
+    private func defaultModelName() throws(TernError) -> String {
+        if let name = configuration.defaultModel { return name }
+        let names = service.catalog.modelNames
+        guard names.count == 1 else {
+            throw .invalidArgument(names.isEmpty ? "no model is loaded"
+                : "several models are loaded (\(names.joined(separator: ", "))); choose one with --default-model, "
+                    + "or call /v1/models/{name}:predict")
+        }
+        return names[0]
+    }
+
+    private func predict(_ request: Request, model: String?, version: String?) async throws -> Response {
+        let served = try service.resolve(model: model ?? defaultModelName(), version: version)
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: http.maxRequestBytes)
+        } catch is NIOTooManyBytesError {
+            throw TernError(.payloadTooLarge, "the request body is larger than the limit of \(http.maxRequestBytes) bytes")
+        }
+        let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
+        let contentType = request.headers[.contentType]?.lowercased() ?? ""
+        let inference: InferenceRequest
+        if contentType.hasPrefix("text/csv") {
+            inference = try Self.csvRequest(body, codec: codec)
+        } else {
+            inference = try Self.jsonRequest(body, codec: codec)
+        }
+        let response = try await service.infer(served, request: inference)
+        if let accept = request.headers[.accept]?.lowercased(), accept.hasPrefix("text/csv") {
+            return Response(status: .ok, headers: [.contentType: "text/csv"],
+                            body: .init(byteBuffer: ByteBuffer(string: TabularCodec.csv(response.outputs))))
+        }
+        var writer = JSONWriter()
+        writer.raw("{\"predictions\":")
+        TabularCodec.writePredictions(response.outputs, into: &writer)
+        writer.raw(",\"model_name\":")
+        writer.string(response.modelName)
+        writer.raw(",\"model_version\":")
+        writer.string(response.modelVersion)
+        writer.byte(UInt8(ascii: "}"))
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: writer.buffer))
+    }
+
+    static func jsonRequest(_ body: ByteBuffer, codec: TabularCodec) throws(TernError) -> InferenceRequest {
+        guard body.readableBytes > 0 else { throw .invalidArgument("the request body is empty") }
+        let value: JSONValue = try body.withUnsafeReadableBytes { bytes in
+            Result { () throws(TernError) in try JSONValue.parse(bytes) }
+        }.get()
+        guard case .object = value else {
+            throw .invalidArgument("the request must be a JSON object with one of: instances, inputs, dataframe_split, "
+                + "dataframe_records")
+        }
+        if let split = value["dataframe_split"] {
+            guard case .array(let columns)? = split["columns"], case .array(let data)? = split["data"] else {
+                throw .invalidArgument("dataframe_split needs 'columns' (a list of names) and 'data' (a list of rows)")
+            }
+            var names: [String] = []
+            for column in columns {
+                guard case .string(let name) = column else { throw .invalidArgument("dataframe_split 'columns' must be strings") }
+                names.append(name)
+            }
+            return try codec.request(columns: names, data: data)
+        }
+        if let records = value["dataframe_records"] {
+            guard case .array(let rows) = records else { throw .invalidArgument("dataframe_records must be a list of objects") }
+            return try codec.request(instances: rows)
+        }
+        if let instances = value["instances"] {
+            guard case .array(let rows) = instances else { throw .invalidArgument("'instances' must be a list of rows") }
+            return try codec.request(instances: rows)
+        }
+        if let inputs = value["inputs"] {
+            return try codec.request(columnar: inputs)
+        }
+        throw .invalidArgument("expected one of: instances, inputs, dataframe_split, dataframe_records; got keys: "
+            + value.keys.joined(separator: ", "))
+    }
+
+    /// SageMaker's text/csv: one row per line, no header (a first line of names only is taken as a header).
+    static func csvRequest(_ body: ByteBuffer, codec: TabularCodec) throws(TernError) -> InferenceRequest {
+        let text = String(buffer: body)
+        guard text.utf8.elementsEqual(body.readableBytesView) else { throw .invalidArgument("the CSV body is not valid UTF-8") }
+        var lines = text.split(whereSeparator: \.isNewline).map { line in
+            line.split(separator: ",", omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: .init(charactersIn: "\""))
+            }
+        }.filter { !($0.count == 1 && $0[0].isEmpty) }
+        guard !lines.isEmpty else { throw .invalidArgument("the CSV body has no rows") }
+        func cell(_ text: String) -> JSONValue {
+            if let exact = Int64(text) { return .number(Double(exact), exact) }
+            if let double = Double(text) { return .number(double, nil) }
+            return .string(text)
+        }
+        if lines.count > 1, lines[0].allSatisfy({ Double($0) == nil }) {
+            let header = lines.removeFirst()
+            return try codec.request(columns: header, data: lines.map { .array($0.map(cell)) })
+        }
+        let width = lines[0].count
+        if let bad = lines.firstIndex(where: { $0.count != width }) {
+            throw .invalidArgument("CSV line \(bad + 1) has \(lines[bad].count) values; line 1 has \(width)")
+        }
+        if codec.signature.inputs.count > 1 {
+            // Columns map to the inputs in order.
+            let names = codec.signature.inputs.map(\.name)
+            guard width == names.count else {
+                throw .invalidArgument("CSV lines have \(width) values but the model has \(names.count) inputs (\(names.joined(separator: ", ")))")
+            }
+            return try codec.request(columns: names, data: lines.map { .array($0.map(cell)) })
+        }
+        return try codec.request(instances: lines.map { .array($0.map(cell)) })
+    }
+}

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -59,6 +60,34 @@ def assert_matches(actual, expected, label):
             list(expected.reshape(-1)), label
     else:
         np.testing.assert_array_equal(actual, expected, err_msg=label)
+
+
+def run_concurrently(clients, session):
+    """Runs `session(index)` for each client on its own thread, all released at once after their set-up.
+
+    `session` is a generator: the code before its `yield` sets up (connects), the code after is the load.
+    Failures are collected and reported together.
+    """
+    failures = []
+    barrier = threading.Barrier(clients)
+
+    def run(index):
+        try:
+            steps = session(index)
+            next(steps)
+            barrier.wait()
+            for _ in steps:
+                pass
+        except Exception as error:  # noqa: BLE001 - collected and reported below
+            failures.append(f"client {index}: {error!r}")
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, "\n".join(failures[:5])
 
 
 def make_repository(path):

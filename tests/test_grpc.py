@@ -1,7 +1,6 @@
 """The Open Inference Protocol v2 over gRPC: tritonclient.grpc and kserve's gRPC client, unchanged, against a
 live tern serve; typed contents and malformed requests through the protocol's own stub."""
 import struct
-import threading
 
 import grpc
 import numpy as np
@@ -10,7 +9,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from conftest import MODELS, Server, assert_matches, golden
+from conftest import MODELS, Server, assert_matches, golden, run_concurrently
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +88,18 @@ def typed_request(model, inputs, skip_fp16=True):
     return request, raw
 
 
+def decode_raw(data, datatype, expected):
+    """An output's raw contents as a numpy array shaped like `expected` (BYTES: length-prefixed elements)."""
+    if datatype != "BYTES":
+        return np.frombuffer(data, dtype=expected.dtype).reshape(expected.shape)
+    values, offset = [], 0
+    while offset < len(data):
+        (length,) = struct.unpack_from("<I", data, offset)
+        values.append(data[offset + 4:offset + 4 + length])
+        offset += 4 + length
+    return np.array(values, dtype=np.object_).reshape(expected.shape)
+
+
 def raw_bytes(array, datatype):
     if datatype == "BYTES":
         return b"".join(struct.pack("<I", len(v)) + v for v in array.reshape(-1))
@@ -122,19 +133,10 @@ def test_typed_contents_every_datatype_but_fp16(stub):
     response = stub.ModelInfer(request)
     checked = 0
     for index, (output, datatype, expected) in enumerate(case["outputs"]):
-        data = response.raw_output_contents[index]
         if datatype == "FP16":
             assert list(response.outputs[index].shape) == [0, 3]
             continue
-        if datatype == "BYTES":
-            values, offset = [], 0
-            while offset < len(data):
-                (length,) = struct.unpack_from("<I", data, offset)
-                values.append(data[offset + 4:offset + 4 + length])
-                offset += 4 + length
-            actual = np.array(values, dtype=np.object_).reshape(expected.shape)
-        else:
-            actual = np.frombuffer(data, dtype=expected.dtype).reshape(expected.shape)
+        actual = decode_raw(response.raw_output_contents[index], datatype, expected)
         assert_matches(actual, expected, f"typed all_types {output}")
         checked += 1
     assert checked == 12
@@ -148,16 +150,7 @@ def test_raw_inputs_through_the_stub(stub):
         request.raw_input_contents.append(raw_bytes(array, datatype))
     response = stub.ModelInfer(request)
     for index, (output, datatype, expected) in enumerate(case["outputs"]):
-        data = response.raw_output_contents[index]
-        if datatype == "BYTES":
-            values, offset = [], 0
-            while offset < len(data):
-                (length,) = struct.unpack_from("<I", data, offset)
-                values.append(data[offset + 4:offset + 4 + length])
-                offset += 4 + length
-            actual = np.array(values, dtype=np.object_).reshape(expected.shape)
-        else:
-            actual = np.frombuffer(data, dtype=expected.dtype).reshape(expected.shape)
+        actual = decode_raw(response.raw_output_contents[index], datatype, expected)
         assert_matches(actual, expected, f"raw all_types {output}")
 
 
@@ -235,32 +228,22 @@ def test_undecodable_message(server, client):
 def test_32_concurrent_grpc_clients(server):
     case = golden("gbc")[1]
     features, probabilities = case["inputs"][0][2], case["outputs"][1][2]
-    failures = []
-    start = threading.Barrier(32)
 
-    def run(index):
-        try:
-            client = grpcclient.InferenceServerClient(url=server.grpc_url)
-            start.wait()
-            for round in range(20):
-                count = 1 + (index + round) % 3
-                first = (index + round * 5) % (64 - count)
-                rows = list(range(first, first + count))
-                tensor = grpcclient.InferInput("features", [count, 10], "FP32")
-                tensor.set_data_from_numpy(features[rows])
-                result = client.infer("gbc", [tensor], request_id=f"{index}-{round}")
-                assert result.get_response().id == f"{index}-{round}"
-                assert_matches(result.as_numpy("probabilities"), probabilities[rows], f"client {index}")
-            client.close()
-        except Exception as error:  # noqa: BLE001 - collected below
-            failures.append(f"client {index}: {error!r}")
+    def client_session(index):
+        client = grpcclient.InferenceServerClient(url=server.grpc_url)
+        yield
+        for round in range(20):
+            count = 1 + (index + round) % 3
+            first = (index + round * 5) % (64 - count)
+            rows = list(range(first, first + count))
+            tensor = grpcclient.InferInput("features", [count, 10], "FP32")
+            tensor.set_data_from_numpy(features[rows])
+            result = client.infer("gbc", [tensor], request_id=f"{index}-{round}")
+            assert result.get_response().id == f"{index}-{round}"
+            assert_matches(result.as_numpy("probabilities"), probabilities[rows], f"client {index}")
+        client.close()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(32)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not failures, "\n".join(failures[:5])
+    run_concurrently(32, client_session)
 
 
 def test_message_size_limit_is_configurable(repository):

@@ -121,16 +121,10 @@ public struct ModelRepository: Sendable {
         guard let map = node as? [String: Any] else {
             throw .invalidArgument("'\(source)' must be a mapping of settings")
         }
-        func int(_ key: String, _ value: Any, minimum: Int) throws(TernError) -> Int {
-            guard let number = value as? Int, number >= minimum else {
-                throw .invalidArgument("'\(source)': \(key) must be an integer >= \(minimum)")
-            }
-            return number
-        }
         for (key, value) in map {
             switch key {
-            case "max_batch_size": config.maxBatchSize = try int(key, value, minimum: 0)
-            case "instances": config.instances = try int(key, value, minimum: 1)
+            case "max_batch_size": config.maxBatchSize = try integer(key, value, minimum: 0, source: source)
+            case "instances": config.instances = try integer(key, value, minimum: 1, source: source)
             case "version_policy": config.versionPolicy = try versionPolicy(value, source: source)
             case "dynamic_batching": config.batching = try batching(value, source: source)
             case "feature_names":
@@ -155,10 +149,7 @@ public struct ModelRepository: Sendable {
         }
         var batching = DynamicBatching()
         func number(_ key: String, _ value: Any, minimum: Int) throws(TernError) -> Int {
-            guard let number = value as? Int, number >= minimum else {
-                throw .invalidArgument("'\(source)': dynamic_batching.\(key) must be an integer >= \(minimum)")
-            }
-            return number
+            try integer("dynamic_batching." + key, value, minimum: minimum, source: source)
         }
         for (key, value) in map {
             switch key {
@@ -179,6 +170,13 @@ public struct ModelRepository: Sendable {
             }
         }
         return .enabled(batching)
+    }
+
+    private static func integer(_ key: String, _ value: Any, minimum: Int, source: String) throws(TernError) -> Int {
+        guard let number = value as? Int, number >= minimum else {
+            throw .invalidArgument("'\(source)': \(key) must be an integer >= \(minimum)")
+        }
+        return number
     }
 
     private static func versionPolicy(_ value: Any, source: String) throws(TernError) -> VersionPolicy {

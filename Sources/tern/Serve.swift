@@ -58,7 +58,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Largest request body accepted, in bytes or with a K/M/G suffix (MiB etc.).", valueName: "size"))
     var maxRequestSize: String = "64M"
 
-    @Option(help: "Threads that run models (default: one per core).")
+    @Option(help: "Threads that run models (default: cores / intra-op threads).")
     var runnerThreads: Int?
 
     @Option(help: "Event loop threads for HTTP (default: one per core).")
@@ -107,7 +107,14 @@ struct Serve: AsyncParsableCommand {
             predictRoutes: preset.predictRoutes + predictRoute)
         configuration.http.maxRequestBytes = try parseSize(maxRequestSize)
         configuration.sessionOptions = try runtimeOptions.sessionOptions()
-        if let runnerThreads { configuration.runnerThreads = max(1, runnerThreads) }
+        // Runner threads x intra-op threads should not exceed the cores: by default, divide them.
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        configuration.runnerThreads = max(1, runnerThreads ?? cores / configuration.sessionOptions.intraOpThreads)
+        if configuration.runnerThreads * configuration.sessionOptions.intraOpThreads > cores {
+            logger.warning("runner threads x intra-op threads exceeds the cores; runs will compete for them",
+                           metadata: ["runner-threads": "\(configuration.runnerThreads)",
+                                      "intra-op-threads": "\(configuration.sessionOptions.intraOpThreads)", "cores": "\(cores)"])
+        }
         if let httpThreads { configuration.httpThreads = max(1, httpThreads) }
         configuration.drainTimeout = .seconds(drainTimeout)
         logger.info("onnxruntime", metadata: ["library": "\(runtime.libraryPath)", "version": "\(runtime.version)"])

@@ -39,7 +39,7 @@ public struct PlatformRoutes: Sendable {
         self.http = http
     }
 
-    public func register<Context: RequestContext>(on router: Router<Context>) {
+    public func register(on router: Router<BasicRequestContext>) {
         router.get("/v1/models/{model}") { _, context in try v1Status(context.parameters.require("model")) }
         // One path node, one parameter name: "{model}" holds "name:predict" here.
         router.post("/v1/models/{model}") { request, context in

@@ -34,9 +34,10 @@ public struct V2Routes: Sendable {
         self.configuration = configuration
     }
 
-    /// Adds the routes, and the error middleware that gives every error a JSON body, to `router`.
-    public func register<Context: RequestContext>(on router: Router<Context>) {
-        router.middlewares.add(ErrorMiddleware<Context>())
+    /// Adds the routes, and the error middleware that gives every error a JSON body, to `router`. The context
+    /// type is concrete so that the handlers are specialised (no generic metadata lookups per request).
+    public func register(on router: Router<BasicRequestContext>) {
+        router.middlewares.add(ErrorMiddleware<BasicRequestContext>())
         router.get("/v2/health/live") { _, _ in json(.ok, "{\"live\":true}") }
         router.get("/v2/health/ready") { _, _ in
             service.isReady ? json(.ok, "{\"ready\":true}") : json(.serviceUnavailable, "{\"ready\":false}")

@@ -4,7 +4,8 @@
   python3 bench/run.py [--duration 5] [--quick] [--output docs/performance.md]
 
 For each model (bench/models: logreg, gbc, mlp), rows per request (1, 32) and concurrency (1, 8, 64) it
-loads Tern, then FastAPI with one and with two uvicorn workers, on loopback, for a fixed duration each.
+loads Tern, FastAPI with one and FastAPI with two uvicorn workers back to back (all three started before
+the first load), on loopback, for a fixed duration each.
 Before every load it checks one answer against in-process onnxruntime, and wrk then counts every response
 that is not 200 or whose body differs from that checked answer: any such response fails the run.
 Reports requests/s, rows/s, p50/p99 latency, server CPU per request, RSS, start-to-ready time, and
@@ -45,6 +46,7 @@ import onnxruntime as ort  # noqa: E402
 import requests  # noqa: E402
 
 MODELS = ["gbc", "mlp", "logreg"]
+NOTES_MARKER = "<!-- Notes below this line are kept by bench/run.py. -->"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -245,23 +247,32 @@ def main():
     results, startup, memory = [], {}, {}
     with tempfile.TemporaryDirectory() as workdir:
         ceiling = nginx_ceiling(args.duration, workdir)
-        for name, command, env in servers:
-            port = free_port()
-            server = Server(name, command + [str(port)], port, env)
-            startup[name] = server.ready_ms
-            try:
-                for model in models:
-                    for rows in (1, 32):
-                        sample, body = request_body(model, rows)
-                        expected = check_answer(server, model, sample, body, sessions[model])
-                        for concurrency in concurrencies:
-                            result = load(server, model, rows, concurrency, args.duration, body, expected, workdir)
+        # All servers run side by side; each cell loads them back to back, so the machine's drift over the
+        # run (large on shared VMs) falls on every server alike.
+        running = []
+        try:
+            for name, command, env in servers:
+                port = free_port()
+                server = Server(name, command + [str(port)], port, env)
+                startup[name] = server.ready_ms
+                running.append(server)
+            for model in models:
+                for rows in (1, 32):
+                    sample, body = request_body(model, rows)
+                    expected = {s.name: check_answer(s, model, sample, body, sessions[model]) for s in running}
+                    for concurrency in concurrencies:
+                        for server in running:
+                            result = load(server, model, rows, concurrency, args.duration, body,
+                                          expected[server.name], workdir)
                             results.append(result)
-                            print(f"{name:11} {model:7} rows={rows:<3} c={concurrency:<3} {result['rps']:>9.0f} req/s "
-                                  f"{result['rows_per_s']:>10.0f} rows/s p50 {result['p50_us']:>6} us "
-                                  f"p99 {result['p99_us']:>6} us cpu {result['cpu_us_per_request']:.0f} us/req", flush=True)
-                memory[name] = rss_mb(server.process.pid)
-            finally:
+                            print(f"{server.name:11} {model:7} rows={rows:<3} c={concurrency:<3} "
+                                  f"{result['rps']:>9.0f} req/s {result['rows_per_s']:>10.0f} rows/s "
+                                  f"p50 {result['p50_us']:>6} us p99 {result['p99_us']:>6} us "
+                                  f"cpu {result['cpu_us_per_request']:.0f} us/req", flush=True)
+            for server in running:
+                memory[server.name] = rss_mb(server.process.pid)
+        finally:
+            for server in running:
                 server.stop()
     write_report(args, results, startup, memory, floors, models, concurrencies, ceiling)
 
@@ -271,7 +282,8 @@ def write_report(args, results, startup, memory, floors, models, concurrencies, 
     lines = [
         "# Performance", "",
         "Written by `python3 bench/run.py` (see bench/README.md): Tern against FastAPI + uvicorn + onnxruntime",
-        "speaking the same V2 JSON, loaded by wrk on loopback in one run on one machine. Every response was",
+        "speaking the same V2 JSON, loaded by wrk on loopback in one run on one machine, the servers back to",
+        "back within each cell (all running side by side, idle while another is loaded). Every response was",
         "checked (status 200 and the body of an answer verified against in-process onnxruntime).", "",
         f"Machine: {os.cpu_count()} cores; {args.duration} s per cell; {time.strftime('%Y-%m-%d')}.", "",
         "| model | rows/req | conc | Tern req/s | FastAPI 1w req/s | FastAPI 2w req/s | Tern / 1w | Tern / 2w | Tern rows/s | Tern p50 / p99 µs | 1w p50 / p99 µs | Tern CPU µs/req | 1w CPU µs/req |",
@@ -297,9 +309,16 @@ def write_report(args, results, startup, memory, floors, models, concurrencies, 
               "| model | batch 1 rows/s | batch 32 rows/s |", "|---|---|---|"]
     for model in models:
         lines.append(f"| {model} | {floors[(model, 1)]:,.0f} | {floors[(model, 32)]:,.0f} |")
+    # Hand-written analysis after the marker line survives a new run.
+    kept = ""
+    if os.path.exists(args.output):
+        with open(args.output) as f:
+            previous = f.read()
+        if NOTES_MARKER in previous:
+            kept = "\n" + previous[previous.index(NOTES_MARKER):]
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n" + kept)
     with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
         json.dump({"results": results, "startup_ms": startup, "rss_mb": memory, "nginx_rps": ceiling,
                    "floor_rows_per_s": {f"{m}/{b}": v for (m, b), v in floors.items()}}, f, indent=1)

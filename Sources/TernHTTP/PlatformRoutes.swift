@@ -103,12 +103,7 @@ public struct PlatformRoutes: Sendable {
 
     private func predict(_ request: Request, model: String?, version: String?) async throws -> Response {
         let served = try service.resolve(model: model ?? defaultModelName(), version: version)
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: http.maxRequestBytes)
-        } catch is NIOTooManyBytesError {
-            throw TernError(.payloadTooLarge, "the request body is larger than the limit of \(http.maxRequestBytes) bytes")
-        }
+        let body = try await http.collectBody(request)
         let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
         let contentType = request.headers[.contentType]?.lowercased() ?? ""
         let inference: InferenceRequest

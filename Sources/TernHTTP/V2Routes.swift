@@ -14,6 +14,18 @@ public struct HTTPFrontEndConfiguration: Sendable {
     }
 }
 
+extension HTTPFrontEndConfiguration {
+    /// The whole request body, refused with `payloadTooLarge` (413) past ``maxRequestBytes``.
+    func collectBody(_ request: Request) async throws -> ByteBuffer {
+        do {
+            return try await request.body.collect(upTo: maxRequestBytes)
+        } catch is NIOTooManyBytesError {
+            throw TernError(.payloadTooLarge, "the request body is larger than the limit of \(maxRequestBytes) bytes "
+                + "(raise it with --max-request-size)")
+        }
+    }
+}
+
 extension HTTPField.Name {
     /// Triton's binary tensor data extension: the length of the JSON part of a body.
     static let inferenceHeaderContentLength = Self("Inference-Header-Content-Length")!
@@ -163,13 +175,7 @@ public struct V2Routes: Sendable {
         if let encoding = request.headers[.contentEncoding], encoding.lowercased() != "identity" {
             throw TernError.invalidArgument("Content-Encoding '\(encoding)' is not supported; send the body uncompressed")
         }
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: configuration.maxRequestBytes)
-        } catch is NIOTooManyBytesError {
-            throw TernError(.payloadTooLarge, "the request body is larger than the limit of "
-                + "\(configuration.maxRequestBytes) bytes (raise it with --max-request-size)")
-        }
+        let body = try await configuration.collectBody(request)
         let (inferRequest, encoding) = try V2RequestDecoder.decode(body: body, headerLength: headerLength)
         let response = try await service.infer(served, request: inferRequest)
         let (buffer, jsonLength) = V2ResponseEncoder.encode(response, encoding: encoding)

@@ -17,6 +17,8 @@ public final class ONNXModel: BlockingInferenceModel, @unchecked Sendable {
     private let sessions: [OpaquePointer]
     private let inputNames: CStringTable
     private let outputNames: CStringTable
+    /// Output name -> index into `signature.outputs`, prepared once so runs do not search.
+    private let outputIndex: [String: Int]
     /// How each output is read back: index into `signature.outputs`.
     private let outputKinds: [OutputKind]
     private let next = AtomicCounter()
@@ -80,6 +82,7 @@ public final class ONNXModel: BlockingInferenceModel, @unchecked Sendable {
         self.sessions = sessions
         self.inputNames = CStringTable(signature.inputs.map(\.name))
         self.outputNames = CStringTable(signature.outputs.map(\.name))
+        self.outputIndex = Dictionary(signature.outputs.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
     deinit {
@@ -97,7 +100,7 @@ public final class ONNXModel: BlockingInferenceModel, @unchecked Sendable {
         var outputIndices: [Int] = []
         outputIndices.reserveCapacity(outputs.count)
         for name in outputs {
-            guard let index = signature.outputs.firstIndex(where: { $0.name == name }) else {
+            guard let index = outputIndex[name] else {
                 throw .invalidArgument("unknown output '\(name)'")
             }
             outputIndices.append(index)

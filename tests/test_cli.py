@@ -79,8 +79,8 @@ def test_predict_errors_are_one_clear_line():
     model = os.path.join(FIXTURES, "logreg", "model.onnx")
     for args, words in [
         (["--input", "[[1,2,3]]"], ["features", "[1, 3]", "[-1, 10]"]),
-        (["--input", "{\"nope\": [[1]]}"], ["unknown input 'nope'"]),
-        (["--input", "{bad json"], ["not valid JSON"]),
+        (["--input", "{\"nope\": [[1]]}"], ["unexpected keys: 'nope'", "missing inputs: 'features'"]),
+        (["--input", "{bad json"], ["malformed JSON at byte 1"]),
         (["--input", "1,2,x,4,5,6,7,8,9,10\n1,2,3,4,5,6,7,8,9,10"], ["not a valid FP32"]),
     ]:
         result = tern("predict", "--model", model, *args)

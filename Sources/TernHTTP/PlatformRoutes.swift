@@ -133,6 +133,11 @@ public struct PlatformRoutes: Sendable {
         let value: JSONValue = try body.withUnsafeReadableBytes { bytes in
             Result { () throws(TernError) in try JSONValue.parse(bytes) }
         }.get()
+        return try request(value, codec: codec)
+    }
+
+    /// A request from a parsed body in one of the platform forms.
+    static func request(_ value: JSONValue, codec: TabularCodec) throws(TernError) -> InferenceRequest {
         guard case .object = value else {
             throw .invalidArgument("the request must be a JSON object with one of: instances, inputs, dataframe_split, "
                 + "dataframe_records")
@@ -167,6 +172,10 @@ public struct PlatformRoutes: Sendable {
     static func csvRequest(_ body: ByteBuffer, codec: TabularCodec) throws(TernError) -> InferenceRequest {
         let text = String(buffer: body)
         guard text.utf8.elementsEqual(body.readableBytesView) else { throw .invalidArgument("the CSV body is not valid UTF-8") }
+        return try csvRequest(text, codec: codec)
+    }
+
+    static func csvRequest(_ text: String, codec: TabularCodec) throws(TernError) -> InferenceRequest {
         var lines = text.split(whereSeparator: \.isNewline).map { line in
             line.split(separator: ",", omittingEmptySubsequences: false).map {
                 $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: .init(charactersIn: "\""))

@@ -33,7 +33,7 @@ struct TabularCodec {
 
     /// Columnar format: the whole batch of the one input, or an object of batches keyed by input name.
     func request(columnar value: JSONValue) throws(TernError) -> InferenceRequest {
-        if case .object = value, signature.inputs.count > 1 || value.keys == [signature.inputs[0].name] {
+        if case .object = value {
             try checkKeys(value.keys, expected: signature.inputs.map(\.name), context: "'inputs'", what: "input")
             var inputs: [Tensor] = []
             for spec in signature.inputs { inputs.append(try tensor(spec, batch: value[spec.name]!)) }

@@ -14,3 +14,34 @@ public enum V2JSON {
         return String(buffer: buffer)
     }
 }
+
+/// Every request form Tern's REST front-ends accept, for callers outside HTTP (the CLI's `predict`): a V2
+/// request, the platform forms (`instances`, `inputs`, `dataframe_split`, `dataframe_records`), an object
+/// keyed by input name, a list of rows, or CSV. Datatypes come from the signature, shapes from the data.
+public enum TabularInput {
+    public static func request(json text: String, signature: ModelSignature, featureNames: [String]?)
+        throws(TernError) -> InferenceRequest
+    {
+        let codec = TabularCodec(signature: signature, featureNames: featureNames)
+        let value = try JSONValue.parse(Array(text.utf8))
+        switch value {
+        case .array(let rows):
+            return try codec.request(instances: rows)
+        case .object:
+            if case .array(let inputs)? = value["inputs"], case .object? = inputs.first, inputs.first?["datatype"] != nil {
+                return try V2JSON.decodeRequest(Array(text.utf8))
+            }
+            let forms = ["instances", "inputs", "dataframe_split", "dataframe_records"]
+            if value.keys.contains(where: forms.contains) { return try PlatformRoutes.request(value, codec: codec) }
+            return try codec.request(columnar: value)
+        default:
+            throw .invalidArgument("expected a JSON object or a list of rows")
+        }
+    }
+
+    public static func request(csv text: String, signature: ModelSignature, featureNames: [String]?)
+        throws(TernError) -> InferenceRequest
+    {
+        try PlatformRoutes.csvRequest(text, codec: TabularCodec(signature: signature, featureNames: featureNames))
+    }
+}

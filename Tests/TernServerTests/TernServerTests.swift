@@ -13,17 +13,23 @@ struct TernServerTests {
         var configuration = ServerConfiguration(modelsDirectory: Fixtures.examplesDirectory)
         configuration.host = "127.0.0.1"
         configuration.httpPort = 0
+        configuration.grpcPort = 0  // tests in a suite run in parallel: never a fixed port
         configuration.runnerThreads = 2
         let server = TernServer(configuration: configuration, runtime: Fixtures.runtime, logger: Logger(label: "test"))
-        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let (ports, continuation) = AsyncStream.makeStream(of: (String, Int).self)
         let task = Task {
-            try await server.run(signals: []) { port in continuation.yield(port) }
+            try await server.run(
+                signals: [], onHTTPReady: { continuation.yield(("http", $0)) },
+                onGRPCReady: { continuation.yield(("grpc", $0)) })
         }
-        var iterator = ports.makeAsyncIterator()
-        let port = try #require(await iterator.next())
-        #expect(port > 0)
-        // Loading happens beside the HTTP start-up; wait for ready.
-        for _ in 0..<200 where !server.service.isReady { try await Task.sleep(for: .milliseconds(10)) }
+        var bound: [String: Int] = [:]
+        for await (name, port) in ports {
+            bound[name] = port
+            if bound.count == 2 { break }
+        }
+        #expect(bound["http"]! > 0 && bound["grpc"]! > 0 && bound["http"] != bound["grpc"])
+        // Loading happens beside the front-ends' start-up; wait for ready (a hang guard, not a speed check).
+        for _ in 0..<3000 where !server.service.isReady { try await Task.sleep(for: .milliseconds(10)) }
         #expect(server.service.isReady)
         #expect(server.service.catalog.versions(of: "credit-risk") == [1, 2])
         let request = InferenceRequest(inputs: [
@@ -44,6 +50,7 @@ struct TernServerTests {
         var configuration = ServerConfiguration(modelsDirectory: root)
         configuration.host = "127.0.0.1"
         configuration.httpPort = 0
+        configuration.grpcPort = nil
         let server = TernServer(configuration: configuration, runtime: Fixtures.runtime, logger: Logger(label: "test"))
         do {
             try await server.run(signals: [])

@@ -28,6 +28,12 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation.git", from: "0.9.20"),
+        .package(url: "https://github.com/vapor/sql-kit.git", from: "3.36.0"),
+        .package(url: "https://github.com/vapor/sqlite-kit.git", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/postgres-kit.git", from: "2.17.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // Our own declarations of the ONNX Runtime C ABI subset Tern calls. No ONNX Runtime header
@@ -71,10 +77,33 @@ let package = Package(
             exclude: ["Generated/README.md"],
             swiftSettings: strict
         ),
+        // The bundle format: manifest, archive, reference profile, validation metrics, model card.
+        .target(
+            name: "TernBundle",
+            dependencies: [
+                "TernCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            ],
+            swiftSettings: strict
+        ),
+        // Versions, aliases and the audit trail, in SQLite or PostgreSQL through SQLKit.
+        .target(
+            name: "TernRegistry",
+            dependencies: [
+                "TernCore", "TernBundle",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "SQLiteKit", package: "sqlite-kit"),
+                .product(name: "PostgresKit", package: "postgres-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "TernServer",
             dependencies: [
-                "TernCore", "TernONNX", "TernHTTP", "TernGRPC",
+                "TernCore", "TernONNX", "TernHTTP", "TernGRPC", "TernBundle", "TernRegistry",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -86,8 +115,9 @@ let package = Package(
         .executableTarget(
             name: "tern",
             dependencies: [
-                "TernServer", "TernONNX", "TernCore", "TernHTTP",
+                "TernServer", "TernONNX", "TernCore", "TernHTTP", "TernBundle", "TernRegistry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -119,6 +149,16 @@ let package = Package(
         .testTarget(
             name: "TernServerTests",
             dependencies: ["TernServer", "TernCore", "TernONNX", "TernTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TernBundleTests",
+            dependencies: ["TernBundle", "TernCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TernRegistryTests",
+            dependencies: ["TernRegistry", "TernBundle", "TernCore", .product(name: "PostgresKit", package: "postgres-kit"), .product(name: "SQLKit", package: "sql-kit")],
             swiftSettings: strict
         ),
     ]

@@ -6,7 +6,7 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case invalidArgument, notFound, unavailable, resourceExhausted, payloadTooLarge, internalError,
-                runtimeNotFound
+                runtimeNotFound, conflict
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -23,6 +23,8 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
         public static let payloadTooLarge = Code(.payloadTooLarge)
         /// A real fault inside Tern or the model runtime.
         public static let internalError = Code(.internalError)
+        /// The change contradicts the current state: a duplicate version, deleting a version an alias names.
+        public static let conflict = Code(.conflict)
         /// The ONNX Runtime library could not be found or opened.
         public static let runtimeNotFound = Code(.runtimeNotFound)
 
@@ -35,6 +37,7 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
             case .payloadTooLarge: "payload too large"
             case .internalError: "internal error"
             case .runtimeNotFound: "runtime not found"
+            case .conflict: "conflict"
             }
         }
     }
@@ -54,6 +57,7 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
 
     public static func invalidArgument(_ message: String) -> TernError { TernError(.invalidArgument, message) }
     public static func notFound(_ message: String) -> TernError { TernError(.notFound, message) }
+    public static func conflict(_ message: String) -> TernError { TernError(.conflict, message) }
     public static func unavailable(_ message: String) -> TernError { TernError(.unavailable, message) }
     public static func internalError(_ message: String, cause: (any Error)? = nil) -> TernError {
         TernError(.internalError, message, cause: cause)

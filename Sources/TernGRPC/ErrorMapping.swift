@@ -10,6 +10,7 @@ extension TernError: RPCErrorConvertible {
         case .unavailable: .unavailable
         case .resourceExhausted: .resourceExhausted
         case .payloadTooLarge: .resourceExhausted
+        case .conflict: .failedPrecondition
         default: .internalError
         }
     }

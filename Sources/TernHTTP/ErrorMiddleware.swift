@@ -13,6 +13,7 @@ extension TernError.Code {
         case .unavailable: .serviceUnavailable
         case .resourceExhausted: .serviceUnavailable
         case .payloadTooLarge: .contentTooLarge
+        case .conflict: .conflict
         default: .internalServerError
         }
     }

@@ -1,0 +1,81 @@
+import Foundation
+import TernCore
+
+/// A CSV file with a header row, parsed as RFC 4180 (quoted fields, doubled quotes, CRLF or LF).
+public struct CSVTable: Sendable, Equatable {
+    public var columns: [String]
+    public var rows: [[String]]
+
+    public init(columns: [String], rows: [[String]]) {
+        self.columns = columns
+        self.rows = rows
+    }
+
+    /// - Throws: ``TernError`` `invalidArgument` naming the line: no header, a row of the wrong width, an
+    ///   unclosed quote, duplicate column names.
+    public init(text: String, source: String = "CSV") throws(TernError) {
+        var records: [[String]] = []
+        var field = ""
+        var record: [String] = []
+        var inQuotes = false
+        var line = 1
+        var iterator = text.unicodeScalars.makeIterator()
+        var pending: Unicode.Scalar? = nil
+        func endRecord() {
+            record.append(field)
+            field = ""
+            if !(record.count == 1 && record[0].isEmpty) { records.append(record) }
+            record = []
+        }
+        while let scalar = pending ?? iterator.next() {
+            pending = nil
+            if inQuotes {
+                if scalar == "\"" {
+                    let next = iterator.next()
+                    if next == "\"" { field.unicodeScalars.append("\"") } else { inQuotes = false; pending = next }
+                } else {
+                    if scalar == "\n" { line += 1 }
+                    field.unicodeScalars.append(scalar)
+                }
+                continue
+            }
+            switch scalar {
+            case "\"" where field.isEmpty: inQuotes = true
+            case ",": record.append(field); field = ""
+            case "\r":
+                let next = iterator.next()
+                if next != "\n" { pending = next }
+                endRecord(); line += 1
+            case "\n": endRecord(); line += 1
+            default: field.unicodeScalars.append(scalar)
+            }
+        }
+        if inQuotes { throw .invalidArgument("\(source): a quoted field opened before line \(line) is never closed") }
+        if !field.isEmpty || !record.isEmpty { endRecord() }
+        guard let header = records.first else { throw .invalidArgument("\(source) is empty; expected a header row") }
+        let columns = header.map { $0.trimmingCharacters(in: .whitespaces) }
+        var seen = Set<String>()
+        for name in columns {
+            guard !name.isEmpty else { throw .invalidArgument("\(source): the header has an empty column name") }
+            guard seen.insert(name).inserted else { throw .invalidArgument("\(source): column '\(name)' appears twice in the header") }
+        }
+        let rows = Array(records.dropFirst())
+        if let bad = rows.firstIndex(where: { $0.count != columns.count }) {
+            throw .invalidArgument("\(source): row \(bad + 1) has \(rows[bad].count) values; the header has \(columns.count) columns")
+        }
+        guard !rows.isEmpty else { throw .invalidArgument("\(source) has a header but no rows") }
+        self.columns = columns
+        self.rows = rows
+    }
+
+    public func index(of column: String) -> Int? { columns.firstIndex(of: column) }
+
+    /// The values of one column.
+    public func column(_ index: Int) -> [String] { rows.map { $0[index] } }
+
+    /// The table without some columns.
+    public func dropping(_ names: Set<String>) -> CSVTable {
+        let keep = columns.indices.filter { !names.contains(columns[$0]) }
+        return CSVTable(columns: keep.map { columns[$0] }, rows: rows.map { row in keep.map { row[$0] } })
+    }
+}

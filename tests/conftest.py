@@ -98,14 +98,18 @@ def make_repository(path):
 
 
 class Server:
-    def __init__(self, repository, *extra):
+    """`tern serve` on free ports: a model folder (`repository`), or with `repository=None` whatever `extra`
+    names (a registry's --data/--database); the log goes beside the folder or into `log_dir`."""
+
+    def __init__(self, repository, *extra, log_dir=None):
         self.port = free_port()
         self.grpc_port = free_port()
         self.url = f"localhost:{self.port}"
         self.grpc_url = f"localhost:{self.grpc_port}"
-        self.log = open(os.path.join(repository, "..", f"tern-{self.port}.log"), "w+")
+        self.log = open(os.path.join(log_dir or os.path.join(repository, ".."), f"tern-{self.port}.log"), "w+")
+        source = ["--models", repository] if repository else []
         self.process = subprocess.Popen(
-            [BINARY, "serve", "--models", repository, "--host", "127.0.0.1", "--http-port", str(self.port),
+            [BINARY, "serve", *source, "--host", "127.0.0.1", "--http-port", str(self.port),
              "--grpc-port", str(self.grpc_port), *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.time() + 30

@@ -1,48 +1,92 @@
 import Synchronization
 
-/// The loaded models by name and version. Lookups are lock-protected reads, cheap on the request path.
+/// The loaded models by name and version, with the aliases that name versions. Lookups are lock-protected
+/// reads, cheap on the request path; a registry swaps versions and aliases in one step with ``update(_:)``.
 public final class ModelCatalog: Sendable {
-    private let models = Mutex<[String: [Int: ServedModel]]>([:])
+    /// Everything the catalog holds, replaced as a whole so a request never sees half a change.
+    public struct State: Sendable {
+        public var models: [String: [Int: ServedModel]] = [:]
+        /// Model -> alias -> version.
+        public var aliases: [String: [String: Int]] = [:]
+        /// The version a request without one gets; the newest loaded one when absent.
+        public var defaults: [String: Int] = [:]
+
+        public init() {}
+    }
+
+    private let state = Mutex(State())
 
     public init() {}
 
     /// Adds (or replaces) a loaded version.
     public func add(_ served: ServedModel) {
-        models.withLock { $0[served.name, default: [:]][served.version] = served }
+        state.withLock { $0.models[served.name, default: [:]][served.version] = served }
     }
 
     /// Removes a version; returns it if it was there.
     @discardableResult
     public func remove(name: String, version: Int) -> ServedModel? {
-        models.withLock { models in
-            let removed = models[name]?.removeValue(forKey: version)
-            if models[name]?.isEmpty == true { models[name] = nil }
+        state.withLock { state in
+            let removed = state.models[name]?.removeValue(forKey: version)
+            if state.models[name]?.isEmpty == true { state.models[name] = nil }
             return removed
         }
     }
 
+    /// Changes versions, aliases and defaults atomically; returns what `body` returns.
+    public func update<T>(_ body: (inout State) -> T) -> T {
+        state.withLock { body(&$0) }
+    }
+
+    /// A copy of the whole state.
+    public var current: State { state.withLock { $0 } }
+
     /// Names of the models with at least one loaded version, sorted.
-    public var modelNames: [String] { models.withLock { $0.keys.sorted() } }
+    public var modelNames: [String] { state.withLock { $0.models.keys.sorted() } }
 
     /// Loaded versions of a model, ascending; empty if the model is unknown.
     public func versions(of name: String) -> [Int] {
-        models.withLock { $0[name].map { $0.keys.sorted() } ?? [] }
+        state.withLock { $0.models[name].map { $0.keys.sorted() } ?? [] }
     }
 
-    /// Finds a model version. Without a version, the newest loaded one.
+    /// Finds a model version. `name` may carry a version or alias after `@` (`credit-risk@production`,
+    /// `credit-risk@2`); `version` may be a number or an alias. Without either, the model's default
+    /// version (its `production` alias in a registry), else the newest loaded one.
     ///
-    /// - Throws: ``TernError`` `notFound` naming the model and, for an unknown version, the loaded ones.
+    /// - Throws: ``TernError`` `notFound` naming the model and, for an unknown version or alias, the known ones.
     public func resolve(name: String, version: String?) throws(TernError) -> ServedModel {
-        let found: Result<ServedModel, TernError> = models.withLock { models in
-            guard let versions = models[name], !versions.isEmpty else {
+        var name = name
+        var version = version
+        if let at = name.firstIndex(of: "@") {
+            let reference = String(name[name.index(after: at)...])
+            name = String(name[..<at])
+            if let version, !version.isEmpty, version != reference {
+                throw .invalidArgument("'\(name)@\(reference)' and version '\(version)' name different versions; give one")
+            }
+            version = reference
+        }
+        let found: Result<ServedModel, TernError> = state.withLock { state in
+            guard let versions = state.models[name], !versions.isEmpty else {
                 return .failure(.notFound("unknown model '\(name)'"))
             }
             guard let version, !version.isEmpty else {
+                if let preferred = state.defaults[name], let served = versions[preferred] { return .success(served) }
                 return .success(versions[versions.keys.max()!]!)
             }
-            guard let number = Int(version), let served = versions[number] else {
-                let loaded = versions.keys.sorted().map(String.init).joined(separator: ", ")
-                return .failure(.notFound("model '\(name)' has no version '\(version)'; loaded versions: \(loaded)"))
+            if let number = Int(version) {
+                guard let served = versions[number] else {
+                    let loaded = versions.keys.sorted().map(String.init).joined(separator: ", ")
+                    return .failure(.notFound("model '\(name)' has no loaded version '\(version)'; loaded versions: \(loaded)"))
+                }
+                return .success(served)
+            }
+            let aliases = state.aliases[name] ?? [:]
+            guard let number = aliases[version] else {
+                let known = aliases.keys.sorted().joined(separator: ", ")
+                return .failure(.notFound("model '\(name)' has no alias '\(version)'" + (known.isEmpty ? "" : "; aliases: \(known)")))
+            }
+            guard let served = versions[number] else {
+                return .failure(.unavailable("model '\(name)' alias '\(version)' names version \(number), which is not loaded"))
             }
             return .success(served)
         }

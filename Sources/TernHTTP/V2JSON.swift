@@ -39,6 +39,19 @@ public enum TabularInput {
         }
     }
 
+    /// Rows of text cells under named columns (a parsed CSV file): numbers where a cell reads as one.
+    public static func request(columns: [String], rows: [[String]], signature: ModelSignature, featureNames: [String]?)
+        throws(TernError) -> InferenceRequest
+    {
+        func cell(_ text: String) -> JSONValue {
+            if let exact = Int64(text) { return .number(Double(exact), exact) }
+            if let double = Double(text) { return .number(double, nil) }
+            return .string(text)
+        }
+        let codec = TabularCodec(signature: signature, featureNames: featureNames)
+        return try codec.request(columns: columns, data: rows.map { .array($0.map(cell)) })
+    }
+
     public static func request(csv text: String, signature: ModelSignature, featureNames: [String]?)
         throws(TernError) -> InferenceRequest
     {

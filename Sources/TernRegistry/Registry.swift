@@ -69,6 +69,11 @@ public struct RegistrySnapshot: Sendable, Equatable {
     /// The audit sequence number the snapshot reflects.
     public var seq: Int
     public var models: [ModelRecord]
+
+    public init(seq: Int, models: [ModelRecord]) {
+        self.seq = seq
+        self.models = models
+    }
 }
 
 /// The model registry: immutable versions, movable aliases, and a hash-chained audit trail of every
@@ -84,8 +89,8 @@ public actor Registry {
     public static let defaultAlias = "production"
 
     let database: RegistryDatabase
-    public let location: RegistryLocation
-    public let artifactLocation: ArtifactLocation
+    nonisolated public let location: RegistryLocation
+    nonisolated public let artifactLocation: ArtifactLocation
     private var closed = false
 
     private init(database: RegistryDatabase, location: RegistryLocation, artifacts: ArtifactLocation) {

@@ -9,6 +9,7 @@ import TernCore
 import TernGRPC
 import TernHTTP
 import TernONNX
+import TernRegistry
 
 /// Everything `tern serve` needs, parsed at the edge (CLI flags) and passed in.
 public struct ServerConfiguration: Sendable {
@@ -30,6 +31,8 @@ public struct ServerConfiguration: Sendable {
     public var httpThreads: Int = ProcessInfo.processInfo.activeProcessorCount
     /// How long a graceful shutdown may take to drain in-flight requests.
     public var drainTimeout: Duration = .seconds(30)
+    /// Serve the models of a registry (and its management API) instead of a repository folder.
+    public var registry: RegistryServing?
 
     public init(modelsDirectory: String) {
         self.modelsDirectory = modelsDirectory
@@ -55,11 +58,14 @@ public struct TernServer: Sendable {
         self.service = InferenceService()
     }
 
-    /// The HTTP router with every route Tern serves.
-    public func router() -> Router<BasicRequestContext> {
+    /// The HTTP router with every route Tern serves; with a registry, its management API too.
+    func router(models: RegistryModels?) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         V2Routes(service: service, configuration: configuration.http).register(on: router)
         PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http).register(on: router)
+        if let models {
+            ManagementRoutes(models: models, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0).register(on: router)
+        }
         return router
     }
 
@@ -70,12 +76,24 @@ public struct TernServer: Sendable {
         onGRPCReady: @escaping @Sendable (Int) async -> Void = { _ in }
     ) async throws {
         let pool = RunnerPool(threads: configuration.runnerThreads)
-        let loader = ModelLoader(
-            repository: ModelRepository(root: configuration.modelsDirectory, singleModelName: configuration.singleModelName),
-            service: service, runtime: runtime,
-            pool: pool, sessionOptions: configuration.sessionOptions, logger: logger)
+        let loader: any Service
+        var models: RegistryModels?
+        if let serving = configuration.registry {
+            let registry = try await Registry.open(database: serving.database, artifacts: serving.artifacts, logger: logger)
+            let registryModels = RegistryModels(
+                registry: registry, service: service, runtime: runtime, pool: pool,
+                sessionOptions: configuration.sessionOptions, cacheFolder: serving.cacheFolder, logger: logger)
+            models = registryModels
+            loader = RegistrySyncService(
+                models: registryModels, service: service, pool: pool, pollInterval: serving.pollInterval, logger: logger)
+        } else {
+            loader = ModelLoader(
+                repository: ModelRepository(root: configuration.modelsDirectory, singleModelName: configuration.singleModelName),
+                service: service, runtime: runtime,
+                pool: pool, sessionOptions: configuration.sessionOptions, logger: logger)
+        }
         let app = Application(
-            router: router(),
+            router: router(models: models),
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.httpPort), serverName: "tern"),
             onServerRunning: { channel in await onHTTPReady(channel.localAddress?.port ?? 0) },

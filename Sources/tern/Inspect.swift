@@ -1,19 +1,37 @@
 import ArgumentParser
 import Foundation
+import TernBundle
 import TernCore
 import TernONNX
 
 struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show an ONNX model's inputs, outputs and metadata.",
-        discussion: "Example: tern inspect examples/models/credit-risk/2/model.onnx")
+        abstract: "Show an ONNX model's inputs, outputs and metadata, or everything a bundle holds.",
+        discussion: """
+            Examples:
+              tern inspect examples/models/credit-risk/2/model.onnx
+              tern inspect credit-risk-3.tern            (manifest, files, metrics, profile: the model card)
+              tern inspect credit-risk-3.tern --json     (manifest, metrics and profile as JSON)
+            """)
 
-    @Argument(help: ArgumentHelp("The ONNX model file.", valueName: "file"))
+    @Argument(help: ArgumentHelp("An ONNX model file or a bundle (.tern).", valueName: "file"))
     var file: String
+
+    @Flag(help: "For a bundle: print its manifest, metrics and profile as one JSON object.")
+    var json = false
 
     @OptionGroup var runtimeOptions: RuntimeOptions
 
     func run() async throws {
+        do {
+            let data = try read(file)
+            if data.starts(with: [0x50, 0x4B]) {  // "PK": a zip archive
+                try inspectBundle(try ModelBundle(archive: data), bytes: data.count)
+                return
+            }
+        } catch {
+            fail(error)
+        }
         let runtime = runtimeOptions.openRuntime()
         let pool = RunnerPool(threads: 1, name: "tern.inspect")
         defer { pool.shutdown() }
@@ -37,6 +55,32 @@ struct Inspect: AsyncParsableCommand {
         if !metadata.custom.isEmpty {
             print("metadata:")
             for key in metadata.custom.keys.sorted() { print("  \(key): \(metadata.custom[key]!)") }
+        }
+    }
+
+    private func inspectBundle(_ bundle: ModelBundle, bytes: Int) throws {
+        if json {
+            var object: [String: Any] = [:]
+            for (key, file) in [("manifest", BundleFile.manifest), ("metrics", BundleFile.metrics), ("profile", BundleFile.profile)] {
+                let data = file == BundleFile.manifest ? try JSONEncoder().encode(bundle.manifest) : bundle.files[file]
+                if let data { object[key] = try JSONSerialization.jsonObject(with: data) }
+            }
+            let out = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: out, as: UTF8.self))
+            return
+        }
+        print("bundle:  \(file) (\(bytes) bytes, checksums verified)")
+        print("files:")
+        for (name, entry) in bundle.manifest.files.sorted(by: { $0.key < $1.key }) {
+            print("  \(name)  \(entry.bytes) bytes  sha256 \(entry.sha256)")
+        }
+        print("")
+        if let card = bundle.files[BundleFile.card] {
+            print(String(decoding: card, as: UTF8.self))
+        } else {
+            let profile = try bundle.decoded(ReferenceProfile.self, file: BundleFile.profile)
+            let metrics = try bundle.decoded(ValidationMetrics.self, file: BundleFile.metrics)
+            print(ModelCard.markdown(manifest: bundle.manifest, profile: profile, metrics: metrics))
         }
     }
 

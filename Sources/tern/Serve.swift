@@ -7,16 +7,20 @@ import TernServer
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve a model repository folder over the Open Inference Protocol v2 (REST and gRPC).",
+        abstract: "Serve a model folder or a registry over the Open Inference Protocol v2 (REST and gRPC).",
         discussion: """
-            Loads every model under --models at start (models/<name>/<version>/model.onnx), then serves:
+            Loads every model under --models at start (models/<name>/<version>/model.onnx), or with
+            --data/--database the registry's models (each alias's version and each model's default:
+            its production alias, else its newest version), then serves:
               GET  /v2/health/live, /v2/health/ready, /v2
               GET  /v2/models/<name>[/versions/<v>][/ready|/config]
               POST /v2/models/<name>[/versions/<v>]/infer   (JSON, or Triton's binary tensor data)
             inference.GRPCInferenceService on --grpc-port (tritonclient.grpc, kserve's gRPC client), and
               GET /v1/models/<name>, POST /v1/models/<name>:predict          (KServe v1, TF Serving)
               GET /ping, POST /invocations                                   (MLflow, SageMaker)
-            plus the platform's own routes with --platform.
+            plus the platform's own routes with --platform. With a registry, also its management API
+            (/api/v1/models, /api/v1/bundles, /api/v1/audit) and /v2/repository/index|load|unload;
+            requests may name model@alias or model@version, and alias moves take effect without a restart.
             SIGINT or SIGTERM stops accepting requests, finishes those in flight, then exits.
             """)
 
@@ -24,6 +28,23 @@ struct Serve: AsyncParsableCommand {
         "The model repository folder, or a folder holding one model.onnx (required unless --platform names one).",
         valueName: "dir"))
     var models: String?
+
+    @Option(help: ArgumentHelp(
+        "Serve the registry in this data folder (registry.sqlite, artifacts/, cache/) instead of --models.",
+        valueName: "dir"))
+    var data: String?
+
+    @Option(help: ArgumentHelp("Serve the registry in this database: a postgres:// URL or an SQLite file.", valueName: "url"))
+    var database: String?
+
+    @Flag(help: "With --database: bundle archives live in the database, not in DATA/artifacts.")
+    var artifactsInDatabase = false
+
+    @Option(help: "Seconds between checks for registry changes made by other replicas.")
+    var pollInterval: Double = 1
+
+    @Option(help: ArgumentHelp("Largest bundle a push may upload (K/M/G suffix).", valueName: "size"))
+    var maxBundleSize: String = "2G"
 
     @Option(help: ArgumentHelp(
         "Container contract to follow: standalone, sagemaker (port 8080, /opt/ml/model), vertex (AIP_HTTP_PORT, "
@@ -79,6 +100,11 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("routes must start with '/': \(route)")
         }
         _ = try parseSize(maxRequestSize)
+        _ = try parseSize(maxBundleSize)
+        if models != nil, data != nil || database != nil {
+            throw ValidationError("give --models (a folder of models) or --data/--database (a registry), not both")
+        }
+        guard pollInterval > 0 else { throw ValidationError("--poll-interval must be positive") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of: trace, debug, info, notice, warning, error, critical")
         }
@@ -93,11 +119,22 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "tern")
         let preset = try platform.preset(ProcessInfo.processInfo.environment)
-        guard let modelsDirectory = models ?? preset.models else {
-            throw ValidationError("--models is required: the folder that holds your models")
+        let useRegistry = data != nil || database != nil
+        guard let modelsDirectory = models ?? preset.models ?? (useRegistry ? "" : nil) else {
+            throw ValidationError("give --models (the folder that holds your models) or --data/--database (a registry)")
         }
         let runtime = runtimeOptions.openRuntime()
         var configuration = ServerConfiguration(modelsDirectory: modelsDirectory)
+        if useRegistry {
+            var options = RegistryOptions()
+            options.data = data
+            options.database = database
+            options.artifactsInDatabase = artifactsInDatabase
+            var serving = try options.serving()
+            serving.pollInterval = .milliseconds(Int(pollInterval * 1000))
+            serving.maxBundleBytes = try parseSize(maxBundleSize)
+            configuration.registry = serving
+        }
         configuration.host = host
         configuration.httpPort = httpPort ?? preset.httpPort
         configuration.grpcPort = noGRPC ? nil : grpcPort ?? (preset.grpc ? 8001 : nil)

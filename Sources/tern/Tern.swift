@@ -26,7 +26,7 @@ struct Tern: AsyncParsableCommand {
             system loader.
             """,
         version: TernVersion.version,
-        subcommands: [Serve.self, Predict.self, Inspect.self]
+        subcommands: [Serve.self, Predict.self, Inspect.self, Pack.self, Push.self, Models.self, Audit.self]
     )
 }
 

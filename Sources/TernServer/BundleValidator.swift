@@ -1,0 +1,43 @@
+import Foundation
+import TernBundle
+import TernCore
+import TernONNX
+
+/// Checks a pushed bundle before the registry takes it: the archive and its checksums, the manifest, that
+/// ONNX Runtime loads the model, that the manifest's signature is the model's, and that its config parses.
+public struct BundleValidator: Sendable {
+    let runtime: ONNXRuntime
+    let pool: RunnerPool
+    let scratch: String
+
+    /// - Parameter scratch: a folder for the model file while ONNX Runtime reads it.
+    public init(runtime: ONNXRuntime, pool: RunnerPool, scratch: String) {
+        self.runtime = runtime
+        self.pool = pool
+        self.scratch = scratch
+    }
+
+    /// - Throws: ``TernError`` `invalidArgument` naming what is wrong.
+    public func validate(_ archive: Data) throws(TernError) -> ModelBundle {
+        let bundle = try ModelBundle(archive: archive)
+        if let config = bundle.files[BundleFile.config] {
+            _ = try ModelRepository.parseConfig(yaml: String(decoding: config, as: UTF8.self), source: BundleFile.config)
+        }
+        let path = "\(scratch)/.validate-\(UUID().uuidString).onnx"
+        do {
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            try bundle.model.write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw .internalError("cannot write to \(scratch): \(error.localizedDescription)")
+        }
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let model: ONNXModel
+        do {
+            model = try ONNXModel(path: path, runtime: runtime, pool: pool)
+        } catch {
+            throw .invalidArgument("the bundle's model.onnx does not load: \(error.message.replacingOccurrences(of: path, with: "model.onnx"))")
+        }
+        try bundle.manifest.checkSignature(matches: model.signature)
+        return bundle
+    }
+}

@@ -1,0 +1,262 @@
+import Foundation
+import Logging
+import TernBundle
+import TernCore
+import TernONNX
+import ServiceLifecycle
+import TernRegistry
+
+/// Where a registry-backed server keeps its registry and its unpacked models.
+public struct RegistryServing: Sendable {
+    public var database: RegistryLocation
+    public var artifacts: ArtifactLocation
+    /// Unpacked models by SHA-256, local to this server.
+    public var cacheFolder: String
+    /// How often to look for changes made through other replicas.
+    public var pollInterval: Duration = .seconds(1)
+    /// Largest bundle a push may upload.
+    public var maxBundleBytes: Int = 2 << 30
+
+    public init(database: RegistryLocation, artifacts: ArtifactLocation, cacheFolder: String) {
+        self.database = database
+        self.artifacts = artifacts
+        self.cacheFolder = cacheFolder
+    }
+}
+
+/// One model version.
+public struct VersionKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var model: String
+    public var version: Int
+
+    public init(_ model: String, _ version: Int) {
+        self.model = model
+        self.version = version
+    }
+
+    public static func < (a: Self, b: Self) -> Bool { (a.model, a.version) < (b.model, b.version) }
+    public var description: String { "\(model) v\(version)" }
+}
+
+/// Keeps the served models in step with the registry: loads what aliases and defaults name, each model's
+/// newest version, and what was explicitly loaded; swaps the catalog in one step once new versions are ready, and drops versions no
+/// longer named. A dropped version finishes the requests already running on it before it is freed.
+public actor RegistryModels {
+    public let registry: Registry
+    let service: InferenceService
+    let runtime: ONNXRuntime
+    let pool: RunnerPool
+    let sessionOptions: SessionOptions
+    let cacheFolder: String
+    let logger: Logger
+    public let validator: BundleValidator
+
+    private var seenSeq = -1
+    private var snapshot = RegistrySnapshot(seq: 0, models: [])
+    private var loaded: [VersionKey: ServedModel] = [:]
+    /// Versions loaded through the API, kept whatever the aliases say.
+    private var pinned: Set<VersionKey> = []
+    /// Models unloaded through the API: nothing of them is served until loaded again.
+    private var unloadedModels: Set<String> = []
+    private var failures: [VersionKey: String] = [:]
+
+    public init(
+        registry: Registry, service: InferenceService, runtime: ONNXRuntime, pool: RunnerPool,
+        sessionOptions: SessionOptions, cacheFolder: String, logger: Logger
+    ) {
+        self.registry = registry
+        self.service = service
+        self.runtime = runtime
+        self.pool = pool
+        self.sessionOptions = sessionOptions
+        self.cacheFolder = cacheFolder
+        self.logger = logger
+        self.validator = BundleValidator(runtime: runtime, pool: pool, scratch: cacheFolder)
+    }
+
+    /// Reads the registry if it changed (or always, with `force`) and brings the served models in step.
+    public func refresh(force: Bool = false) async throws(TernError) {
+        let seq = try await registry.headSeq()
+        guard force || seq != seenSeq else { return }
+        snapshot = try await registry.snapshot()
+        seenSeq = snapshot.seq
+        await apply()
+    }
+
+    /// The versions that should be loaded now.
+    private func desired() -> Set<VersionKey> {
+        var wanted: Set<VersionKey> = []
+        for model in snapshot.models {
+            let active = Set(model.versions.filter { $0.state == "active" }.map(\.version))
+            var versions = pinned.filter { $0.model == model.name }.map(\.version)
+            if !unloadedModels.contains(model.name) {
+                versions += Array(model.aliases.values)
+                if let preferred = model.defaultVersion { versions.append(preferred) }
+                // The newest version too, so that it can be tried as model@N before an alias points at it.
+                if let newest = active.max() { versions.append(newest) }
+            }
+            for version in versions where active.contains(version) { wanted.insert(VersionKey(model.name, version)) }
+        }
+        return wanted
+    }
+
+    private func apply() async {
+        let wanted = desired()
+        for key in wanted.subtracting(loaded.keys).sorted() {
+            do {
+                loaded[key] = try await load(key)
+                failures[key] = nil
+                logger.info("model loaded", metadata: ["model": "\(key.model)", "version": "\(key.version)"])
+            } catch {
+                failures[key] = error.message
+                logger.error("model failed to load", metadata: ["model": "\(key.model)", "version": "\(key.version)", "error": "\(error.message)"])
+            }
+        }
+        let dropped = Set(loaded.keys).subtracting(wanted)
+        for key in dropped { loaded[key] = nil }
+        var state = ModelCatalog.State()
+        for (key, served) in loaded { state.models[key.model, default: [:]][key.version] = served }
+        for model in snapshot.models where state.models[model.name] != nil {
+            state.aliases[model.name] = model.aliases
+            if !unloadedModels.contains(model.name), let preferred = model.defaultVersion { state.defaults[model.name] = preferred }
+        }
+        // One step: requests see either the old versions and aliases or the new ones, never a mix.
+        service.catalog.update { $0 = state }
+        for key in dropped.sorted() {
+            logger.info("model unloaded", metadata: ["model": "\(key.model)", "version": "\(key.version)"])
+        }
+    }
+
+    /// Unpacks (once per SHA-256) and loads a version.
+    private func load(_ key: VersionKey) async throws(TernError) -> ServedModel {
+        guard let record = snapshot.models.first(where: { $0.name == key.model })?.versions.first(where: { $0.version == key.version }) else {
+            throw .notFound("\(key) is not in the registry")
+        }
+        let folder = "\(cacheFolder)/\(record.sha256)"
+        let modelPath = folder + "/" + BundleFile.model
+        let configPath = folder + "/" + BundleFile.config
+        if !FileManager.default.fileExists(atPath: modelPath) {
+            let bundle = try ModelBundle(archive: try await registry.archive(key.model, key.version))
+            do {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+                if let config = bundle.files[BundleFile.config] { try config.write(to: URL(fileURLWithPath: configPath), options: .atomic) }
+                try bundle.model.write(to: URL(fileURLWithPath: modelPath), options: .atomic)
+            } catch {
+                throw .internalError("cannot unpack \(key) into \(folder): \(error.localizedDescription)")
+            }
+        }
+        var config = FileManager.default.fileExists(atPath: configPath) ? try ModelRepository.parseConfig(path: configPath) : ModelConfig()
+        if config.featureNames == nil { config.featureNames = record.manifest.featureNames }
+        var options = sessionOptions
+        options.instances = config.instances
+        let onnx = try ONNXModel(path: modelPath, runtime: runtime, pool: pool, options: options)
+        let model = try DynamicBatcher.applying(config, to: onnx, maxConcurrentBatches: pool.threadCount, name: key.model)
+        return ServedModel(name: key.model, version: key.version, model: model, config: config, platform: "onnxruntime_onnx")
+    }
+
+    // MARK: Changes through the API
+
+    /// Validates and registers a bundle, then serves it if an alias or the default names it.
+    public func push(archive: Data, version: Int?, actor: String) async throws(TernError) -> VersionRecord {
+        let bundle = try validator.validate(archive)
+        let record = try await registry.push(archive: archive, bundle: bundle, version: version, actor: actor)
+        try await refresh(force: true)
+        return record
+    }
+
+    /// Loads a model (its default version, or `version`) and keeps it loaded; audited.
+    public func load(model: String, version: Int?, actor: String) async throws(TernError) {
+        try await refresh()
+        guard let record = snapshot.models.first(where: { $0.name == model }) else {
+            throw .notFound("unknown model '\(model)' in the registry")
+        }
+        guard let number = version ?? record.defaultVersion else {
+            throw .notFound("model '\(model)' has no active version to load")
+        }
+        guard let entry = record.versions.first(where: { $0.version == number }) else {
+            throw .notFound("model '\(model)' has no version \(number)")
+        }
+        guard entry.state == "active" else { throw .conflict("\(model) v\(number) is archived and cannot be loaded") }
+        let key = VersionKey(model, number)
+        unloadedModels.remove(model)
+        pinned.insert(key)
+        await apply()
+        if let reason = failures[key] {
+            pinned.remove(key)
+            throw .invalidArgument("\(key) failed to load: \(reason)")
+        }
+        try await registry.record(action: "load", model: model, version: number, actor: actor)
+        seenSeq = try await registry.headSeq()
+    }
+
+    /// Unloads one version, or (without `version`) the whole model; running requests finish first.
+    public func unload(model: String, version: Int?, actor: String) async throws(TernError) {
+        try await refresh()
+        let versions = loaded.keys.filter { $0.model == model && (version == nil || $0.version == version) }
+        guard !versions.isEmpty else {
+            throw .notFound(version.map { "\(model) v\($0) is not loaded" } ?? "model '\(model)' is not loaded")
+        }
+        if let version {
+            pinned.remove(VersionKey(model, version))
+            if desired().contains(VersionKey(model, version)) {
+                throw .conflict("\(model) v\(version) is named by an alias or is the default; move the alias, or unload the model")
+            }
+        } else {
+            pinned = pinned.filter { $0.model != model }
+            unloadedModels.insert(model)
+        }
+        await apply()
+        try await registry.record(action: "unload", model: model, version: version, actor: actor)
+        seenSeq = try await registry.headSeq()
+    }
+
+    /// Every version in the registry with its serving state, as the v2 repository index lists them.
+    public func index() -> [(model: String, version: Int, state: String, reason: String)] {
+        snapshot.models.flatMap { model in
+            model.versions.map { record in
+                let key = VersionKey(model.name, record.version)
+                if loaded[key] != nil { return (model.name, record.version, "READY", "") }
+                if let reason = failures[key] { return (model.name, record.version, "UNAVAILABLE", reason) }
+                if record.state == "archived" { return (model.name, record.version, "UNAVAILABLE", "archived") }
+                return (model.name, record.version, "UNAVAILABLE", "unloaded")
+            }
+        }
+    }
+
+    public func unloadAll() {
+        loaded.removeAll()
+        service.catalog.update { $0 = ModelCatalog.State() }
+    }
+}
+
+/// Loads the registry's models at start, marks the server ready, then follows the registry (changes made
+/// through other replicas show up within a poll interval). On shutdown, once the front-ends have drained,
+/// it stops the runner threads and closes the registry.
+struct RegistrySyncService: Service {
+    let models: RegistryModels
+    let service: InferenceService
+    let pool: RunnerPool
+    let pollInterval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        try await models.refresh(force: true)
+        service.isReady = true
+        logger.info("ready", metadata: ["models": "\(service.catalog.modelNames.joined(separator: ","))",
+                                        "registry": "\(models.registry.location)"])
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: pollInterval)
+                do {
+                    try await models.refresh()
+                } catch {
+                    logger.warning("registry poll failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        service.isReady = false
+        await models.unloadAll()
+        pool.shutdown()
+        await models.registry.close()
+    }
+}

@@ -1,0 +1,233 @@
+import ArgumentParser
+import Foundation
+import TernBundle
+import TernCore
+import TernRegistry
+
+/// Runs a registry command, printing a failure as one line (exit 1).
+func withRegistry(_ options: RegistryOptions, runtime runtimeOptions: RuntimeOptions? = nil,
+                  _ body: (any RegistryClient) async throws -> Void) async throws {
+    let client: any RegistryClient
+    do {
+        let runtimeOptions = runtimeOptions ?? RuntimeOptions()
+        client = try await options.client(runtime: { runtimeOptions.openRuntime() })
+    } catch let error as ValidationError {
+        throw error
+    } catch {
+        fail(error)
+    }
+    do {
+        try await body(client)
+        await client.close()
+    } catch {
+        await client.close()
+        fail(error)
+    }
+}
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+struct Push: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Register a bundle (from tern pack) as a new, immutable version.",
+        discussion: """
+            The bundle's checksums, manifest and model are checked first (the model must load and match the
+            manifest's signature); nothing is registered if any check fails.
+
+            Examples:
+              tern push credit-risk-3.tern --alias staging
+              tern push credit-risk-3.tern --server http://tern.internal:8000
+              tern push credit-risk-3.tern --database postgres://tern@db/tern
+            """)
+
+    @Argument(help: ArgumentHelp("The bundle file.", valueName: "bundle.tern"))
+    var bundle: String
+
+    @Option(help: "The version number (default: the bundle's, else the next one).")
+    var version: Int?
+
+    @Option(help: ArgumentHelp("Point this alias at the new version (e.g. production). Repeatable.", valueName: "alias"))
+    var alias: [String] = []
+
+    @OptionGroup var registry: RegistryOptions
+    @OptionGroup var runtimeOptions: RuntimeOptions
+
+    func run() async throws {
+        try await withRegistry(registry, runtime: runtimeOptions) { client in
+            let record = try await client.push(archive: try read(bundle), version: version)
+            print("pushed \(record.model) v\(record.version) (sha256 \(record.sha256))")
+            for name in alias {
+                try await client.setAlias(model: record.model, alias: name, version: record.version)
+                print("\(record.model)@\(name) -> v\(record.version)")
+            }
+        }
+    }
+}
+
+struct Models: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List and change the registry's models: versions, aliases, archive, delete.",
+        subcommands: [List.self, Show.self, Alias.self, Unalias.self, Archive.self, Delete.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List models with their versions and aliases.")
+        @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var registry: RegistryOptions
+
+        func run() async throws {
+            try await withRegistry(registry) { client in
+                let models = try await client.models()
+                if json { return try printJSON(models) }
+                if models.isEmpty { print("no models; add one with tern push") }
+                for model in models {
+                    let aliases = model.aliases.sorted { $0.key < $1.key }.map { "\($0.key)=v\($0.value)" }.joined(separator: " ")
+                    let versions = model.versions.map { "v\($0.version)" + ($0.state == "archived" ? " (archived)" : "") }
+                    print("\(model.name)  versions: \(versions.joined(separator: ", "))  default: "
+                        + (model.defaultVersion.map { "v\($0)" } ?? "none") + (aliases.isEmpty ? "" : "  aliases: \(aliases)"))
+                }
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a model's versions: manifest, metrics, who pushed them.")
+        @Argument(help: "The model.") var name: String
+        @Option(help: "Only this version.") var version: Int?
+        @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var registry: RegistryOptions
+
+        func run() async throws {
+            try await withRegistry(registry) { client in
+                let model = try await client.model(name)
+                var versions = model.versions
+                if let version {
+                    versions = versions.filter { $0.version == version }
+                    guard !versions.isEmpty else { throw TernError.notFound("model '\(name)' has no version \(version)") }
+                }
+                if json { return try printJSON(version == nil ? AnyEncodable(model) : AnyEncodable(versions[0])) }
+                print("\(model.name)  default: " + (model.defaultVersion.map { "v\($0)" } ?? "none"))
+                for record in versions {
+                    print("")
+                    print("v\(record.version)  \(record.state)" + (record.aliases.isEmpty ? "" : "  aliases: \(record.aliases.joined(separator: ", "))"))
+                    print("  pushed:  \(record.createdAt) by \(record.createdBy)")
+                    print("  bundle:  \(record.bytes) bytes, sha256 \(record.sha256)")
+                    if let owner = record.manifest.owner { print("  owner:   \(owner)") }
+                    if let description = record.manifest.description { print("  about:   \(description)") }
+                    if let metrics = record.metrics { print("  " + Pack.summary(metrics)) }
+                }
+            }
+        }
+    }
+
+    struct Alias: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Point an alias at a version (creating or moving it).",
+            discussion: "Example: tern models alias credit-risk production 3   (roll back: the same with the old version)")
+        @Argument(help: "The model.") var name: String
+        @Argument(help: "The alias (production, staging, canary, ...).") var alias: String
+        @Argument(help: "The version.") var version: Int
+        @OptionGroup var registry: RegistryOptions
+
+        func run() async throws {
+            try await withRegistry(registry) { client in
+                try await client.setAlias(model: name, alias: alias, version: version)
+                print("\(name)@\(alias) -> v\(version)")
+            }
+        }
+    }
+
+    struct Unalias: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete an alias.")
+        @Argument(help: "The model.") var name: String
+        @Argument(help: "The alias.") var alias: String
+        @OptionGroup var registry: RegistryOptions
+
+        func run() async throws {
+            try await withRegistry(registry) { client in
+                try await client.removeAlias(model: name, alias: alias)
+                print("deleted \(name)@\(alias)")
+            }
+        }
+    }
+
+    struct Archive: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Retire a version: kept for the record, no longer served.")
+        @Argument(help: "The model.") var name: String
+        @Argument(help: "The version.") var version: Int
+        @OptionGroup var registry: RegistryOptions
+
+        func run() async throws {
+            try await withRegistry(registry) { client in
+                try await client.archiveVersion(model: name, version: version)
+                print("archived \(name) v\(version)")
+            }
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a version and its bundle (refused while an alias names it).")
+        @Argument(help: "The model.") var name: String
+        @Argument(help: "The version.") var version: Int
+        @OptionGroup var registry: RegistryOptions
+
+        func run() async throws {
+            try await withRegistry(registry) { client in
+                try await client.deleteVersion(model: name, version: version)
+                print("deleted \(name) v\(version)")
+            }
+        }
+    }
+}
+
+struct Audit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read and check the registry's hash-chained audit trail.", subcommands: [Log.self, Verify.self])
+
+    struct Log: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print every change: time, actor, action, before and after.")
+        @Option(help: "Only this model's changes.") var model: String?
+        @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var registry: RegistryOptions
+
+        func run() async throws {
+            try await withRegistry(registry) { client in
+                let entries = try await client.auditLog(model: model)
+                if json { return try printJSON(entries) }
+                for entry in entries {
+                    var line = "\(entry.seq)  \(entry.at)  \(entry.actor)  \(entry.action)  \(entry.model)"
+                    if let version = entry.version { line += " v\(version)" }
+                    if let before = entry.before { line += "  before \(before)" }
+                    if let after = entry.after { line += "  after \(after)" }
+                    print(line)
+                }
+            }
+        }
+    }
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check the chain: exits 1 naming the first edited or missing entry.")
+        @OptionGroup var registry: RegistryOptions
+
+        func run() async throws {
+            try await withRegistry(registry) { client in
+                let result = try await client.verifyAudit()
+                if result.ok {
+                    print("audit trail intact: \(result.entries) entries")
+                } else {
+                    throw TernError.invalidArgument("audit trail broken: \(result.problem ?? "unknown")")
+                }
+            }
+        }
+    }
+}
+
+struct AnyEncodable: Encodable {
+    let value: any Encodable
+    init(_ value: any Encodable) { self.value = value }
+    func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+}

@@ -1,0 +1,236 @@
+import ArgumentParser
+import Foundation
+import TernBundle
+import TernCore
+import TernHTTP
+import TernONNX
+import TernServer
+
+struct Pack: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Package an ONNX model as a versioned bundle: model, manifest, reference profile, metrics, model card.",
+        discussion: """
+            With --reference, the training data's distribution (and the model's outputs on it) is profiled
+            for drift detection. With --holdout, the model is run on labelled rows and scored
+            (classification: accuracy, precision, recall, F1, ROC AUC, log loss, confusion matrix;
+            regression: MAE, RMSE, R2). CSV files need a header row naming the columns.
+
+            Example:
+              tern pack model.onnx --name credit-risk --version 3 \\
+                --reference train.csv --holdout test.csv --label-column default \\
+                --class-labels repaid,defaulted --owner risk-team --tag tabular
+            """)
+
+    @Argument(help: ArgumentHelp("The ONNX model file.", valueName: "model.onnx"))
+    var model: String
+
+    @Option(help: "The model's name in the registry.")
+    var name: String
+
+    @Option(help: "The version number (default: the registry assigns the next one at push).")
+    var version: Int?
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Where to write the bundle (default: NAME[-VERSION].tern).", valueName: "file"))
+    var output: String?
+
+    @Option(help: ArgumentHelp("Training or reference data (CSV with a header) to profile.", valueName: "csv"))
+    var reference: String?
+
+    @Option(help: ArgumentHelp("Labelled holdout data (CSV with a header) to compute validation metrics on.", valueName: "csv"))
+    var holdout: String?
+
+    @Option(help: "The holdout's (and, if present, the reference data's) label column.")
+    var labelColumn: String = "label"
+
+    @Option(help: ArgumentHelp("Column names of a [rows, features] input, comma-separated (default: the model's feature_names metadata).", valueName: "a,b,c"))
+    var featureNames: String?
+
+    @Option(help: ArgumentHelp("Class names in the order of the model's probability columns, comma-separated.", valueName: "a,b"))
+    var classLabels: String?
+
+    @Option(help: ArgumentHelp("classification or regression (default: from the model's outputs).", valueName: "task"))
+    var task: String?
+
+    @Option(help: "A one-line description.")
+    var description: String?
+
+    @Option(help: "Who owns the model (team or person).")
+    var owner: String?
+
+    @Option(name: .customLong("tag"), help: "A tag; repeat for several.")
+    var tags: [String] = []
+
+    @Option(help: ArgumentHelp("A config.yaml to serve the model with (batching, instances).", valueName: "file"))
+    var config: String?
+
+    @OptionGroup var runtimeOptions: RuntimeOptions
+
+    func validate() throws {
+        if let task, task != "classification", task != "regression" {
+            throw ValidationError("--task must be classification or regression")
+        }
+        if let version, version < 1 { throw ValidationError("--version must be at least 1") }
+    }
+
+    func run() async throws {
+        let runtime = runtimeOptions.openRuntime()
+        let pool = RunnerPool(threads: 1, name: "tern.pack")
+        defer { pool.shutdown() }
+        do {
+            try BundleManifest.checkName(name)
+            let onnx = try ONNXModel(path: model, runtime: runtime, pool: pool, options: try runtimeOptions.sessionOptions())
+            var files: [String: Data] = [BundleFile.model: try read(model)]
+            var serveConfig = ModelConfig()
+            if let config {
+                files[BundleFile.config] = try read(config)
+                serveConfig = try ModelRepository.parseConfig(yaml: String(decoding: files[BundleFile.config]!, as: UTF8.self), source: config)
+            }
+            let names = featureNames.map(Self.list) ?? serveConfig.featureNames
+                ?? ServedModel(name: name, version: 1, model: onnx, config: serveConfig, platform: "").featureNames
+            var classes = classLabels.map(Self.list)
+            let runner = TableRunner(model: onnx, featureNames: names)
+
+            var profile: ReferenceProfile?
+            if let reference {
+                let table = try CSVTable(text: String(decoding: try read(reference), as: UTF8.self), source: reference)
+                let features = table.dropping([labelColumn])
+                let outputs = try await runner.run(features, source: reference)
+                profile = ReferenceProfile(table: features, predictions: outputs.profiles(classLabels: classes))
+            }
+            var metrics: ValidationMetrics?
+            var inferredTask = task
+            if let holdout {
+                let table = try CSVTable(text: String(decoding: try read(holdout), as: UTF8.self), source: holdout)
+                guard let labelIndex = table.index(of: labelColumn) else {
+                    throw TernError.invalidArgument("\(holdout) has no column '\(labelColumn)'; name the label column with --label-column (columns: \(table.columns.joined(separator: ", ")))")
+                }
+                let truth = table.column(labelIndex)
+                let outputs = try await runner.run(table.dropping([labelColumn]), source: holdout)
+                inferredTask = task ?? outputs.inferredTask
+                (metrics, classes) = try Self.score(task: inferredTask, truth: truth, outputs: outputs, classes: classes, labelColumn: labelColumn, source: holdout)
+            } else if inferredTask == nil, onnx.signature.outputs.contains(where: { [.int64, .int32, .bytes].contains($0.datatype) }) {
+                inferredTask = "classification"
+            }
+            var manifest = BundleManifest(
+                name: name, version: version, producer: "tern \(TernVersion.version)", description: description,
+                owner: owner, tags: tags, task: inferredTask, featureNames: names, classLabels: classes,
+                signature: onnx.signature)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            if let profile { files[BundleFile.profile] = try encoder.encode(profile) }
+            if let metrics { files[BundleFile.metrics] = try encoder.encode(metrics) }
+            // The card names the model's digest, so build the manifest's file list before writing it.
+            manifest = ModelBundle(manifest: manifest, files: files).manifest
+            files[BundleFile.card] = Data(ModelCard.markdown(manifest: manifest, profile: profile, metrics: metrics).utf8)
+            let bundle = ModelBundle(manifest: manifest, files: files)
+            let archive = try bundle.archive()
+            let path = output ?? (version.map { "\(name)-\($0).tern" } ?? "\(name).tern")
+            try write(archive, to: path)
+            print("wrote \(path) (\(archive.count) bytes, sha256 \(Digest.sha256(archive)))")
+            if let metrics { print(Self.summary(metrics)) }
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            fail(error)
+        }
+    }
+
+    static func list(_ text: String) -> [String] {
+        text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// Scores the holdout; returns the class list used (given, or the labels seen, sorted).
+    static func score(
+        task: String?, truth: [String], outputs: ModelOutputs, classes: [String]?, labelColumn: String, source: String
+    ) throws(TernError) -> (ValidationMetrics, [String]?) {
+        switch task {
+        case "classification":
+            guard let labels = outputs.labels?.labels else {
+                throw .invalidArgument("the model has no label output (an integer or string output with one value per row) to score as a classifier")
+            }
+            let probabilities = outputs.probabilities?.scores
+            let classes = classes ?? Self.sortedClasses(Set(truth).union(labels))
+            if let width = probabilities?.first?.count, width != classes.count {
+                throw .invalidArgument("the model has \(width) probability columns but \(classes.count) classes were found ("
+                    + classes.joined(separator: ", ") + "); name them, in the model's order, with --class-labels")
+            }
+            let metrics = try ValidationMetrics.classification(
+                truth: truth.map { $0.trimmingCharacters(in: .whitespaces) }, predicted: labels,
+                probabilities: probabilities, classes: classes, labelColumn: labelColumn)
+            return (metrics, classes)
+        case "regression":
+            guard let predicted = outputs.regression?.scores?.map({ $0[0] }) else {
+                throw .invalidArgument("the model has no single-valued numeric output to score as a regressor")
+            }
+            var numbers: [Double] = []
+            for (row, text) in truth.enumerated() {
+                guard let value = Double(text.trimmingCharacters(in: .whitespaces)) else {
+                    throw .invalidArgument("\(source) row \(row + 1): label '\(text)' is not a number")
+                }
+                numbers.append(value)
+            }
+            return (ValidationMetrics.regression(truth: numbers, predicted: predicted, labelColumn: labelColumn), nil)
+        default:
+            throw .invalidArgument("cannot tell whether the model classifies or regresses; say so with --task")
+        }
+    }
+
+    /// Integer labels sort numerically, others as text: scikit-learn's `classes_` order.
+    static func sortedClasses(_ labels: Set<String>) -> [String] {
+        let trimmed = Set(labels.map { $0.trimmingCharacters(in: .whitespaces) })
+        if trimmed.allSatisfy({ Int64($0) != nil }) { return trimmed.sorted { Int64($0)! < Int64($1)! } }
+        return trimmed.sorted()
+    }
+
+    static func summary(_ metrics: ValidationMetrics) -> String {
+        let values: [(String, Double?)] = [
+            ("accuracy", metrics.accuracy), ("f1", metrics.f1), ("roc_auc", metrics.rocAuc), ("log_loss", metrics.logLoss),
+            ("mae", metrics.mae), ("rmse", metrics.rmse), ("r2", metrics.r2),
+        ]
+        return "holdout (\(metrics.rows) rows): " + values.compactMap { name, value in
+            value.map { "\(name) \(String(format: "%.4f", $0))" }
+        }.joined(separator: ", ")
+    }
+}
+
+/// Runs a model over a table's rows, in blocks, collecting its outputs.
+struct TableRunner {
+    let model: ONNXModel
+    let featureNames: [String]?
+    static let block = 4096
+
+    func run(_ table: CSVTable, source: String) async throws -> ModelOutputs {
+        do {
+            return try await run(table)
+        } catch let error as TernError where error.code == .invalidArgument {
+            throw TernError.invalidArgument("\(source): \(error.message) (a label column is left out with --label-column)")
+        }
+    }
+
+    private func run(_ table: CSVTable) async throws -> ModelOutputs {
+        var outputs = ModelOutputs()
+        var start = 0
+        while start < table.rows.count {
+            let rows = Array(table.rows[start..<min(start + Self.block, table.rows.count)])
+            let request = try TabularInput.request(columns: table.columns, rows: rows, signature: model.signature, featureNames: featureNames)
+            let (inputs, names) = try RequestValidator.validate(request, against: model.signature, maxBatchSize: 0)
+            try outputs.append(try await model.run(inputs: inputs, outputs: names), rows: rows.count)
+            start += rows.count
+        }
+        return outputs
+    }
+}
+
+func read(_ path: String) throws(TernError) -> Data {
+    guard let data = FileManager.default.contents(atPath: path) else { throw .notFound("cannot read '\(path)'") }
+    return data
+}
+
+/// Writes a file whole or not at all (a temporary file renamed into place).
+func write(_ data: Data, to path: String) throws(TernError) {
+    do {
+        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    } catch {
+        throw .invalidArgument("cannot write '\(path)': \(error.localizedDescription)")
+    }
+}

@@ -1,0 +1,174 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import TernBundle
+import TernCore
+import TernONNX
+import TernRegistry
+import TernServer
+
+/// What the registry commands do, whether on a local data folder / database or through a server's API.
+protocol RegistryClient: Sendable {
+    func models() async throws -> [ModelRecord]
+    func model(_ name: String) async throws -> ModelRecord
+    func push(archive: Data, version: Int?) async throws -> VersionRecord
+    func setAlias(model: String, alias: String, version: Int) async throws
+    func removeAlias(model: String, alias: String) async throws
+    func archiveVersion(model: String, version: Int) async throws
+    func deleteVersion(model: String, version: Int) async throws
+    func auditLog(model: String?) async throws -> [AuditEntry]
+    func verifyAudit() async throws -> AuditVerification
+    func close() async
+}
+
+/// Where the registry commands act: `--server URL`, or a registry opened in-process (`--data`, `--database`).
+struct RegistryOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Data folder: registry.sqlite, artifacts/, cache/ (default: $TERN_DATA, else .tern/data).", valueName: "dir"))
+    var data: String?
+
+    @Option(help: ArgumentHelp("Registry database: a postgres:// URL, or an SQLite file (default: DATA/registry.sqlite).", valueName: "url"))
+    var database: String?
+
+    @Flag(help: "Keep bundle archives in the database rather than in DATA/artifacts (a database-only deployment).")
+    var artifactsInDatabase = false
+
+    @Option(help: ArgumentHelp("Act through a running server's API instead (http://host:8000).", valueName: "url"))
+    var server: String?
+
+    @Option(help: "Who is making the change, for the audit trail (default: $USER).")
+    var actor: String?
+
+    var dataFolder: String {
+        data ?? ProcessInfo.processInfo.environment["TERN_DATA"] ?? FileManager.default.currentDirectoryPath + "/.tern/data"
+    }
+
+    var actorName: String {
+        actor ?? ProcessInfo.processInfo.environment["USER"] ?? "cli"
+    }
+
+    /// The serving settings of this registry.
+    func serving() throws -> RegistryServing {
+        let location = try RegistryLocation(database ?? dataFolder + "/registry.sqlite")
+        return RegistryServing(
+            database: location, artifacts: artifactsInDatabase ? .database : .folder(dataFolder + "/artifacts"),
+            cacheFolder: dataFolder + "/cache")
+    }
+
+    func client(runtime: @escaping @Sendable () -> ONNXRuntime) async throws -> any RegistryClient {
+        if let server {
+            guard let url = URL(string: server), url.scheme == "http" || url.scheme == "https" else {
+                throw ValidationError("--server must be an http:// or https:// URL")
+            }
+            return RemoteRegistry(base: server.hasSuffix("/") ? String(server.dropLast()) : server, actor: actorName)
+        }
+        let serving = try serving()
+        let registry = try await Registry.open(database: serving.database, artifacts: serving.artifacts)
+        let pool = RunnerPool(threads: 1, name: "tern.validate")
+        let scratch = serving.cacheFolder
+        return LocalRegistry(
+            registry: registry, validator: { BundleValidator(runtime: runtime(), pool: pool, scratch: scratch) },
+            pool: pool, actor: actorName)
+    }
+}
+
+struct LocalRegistry: RegistryClient {
+    let registry: Registry
+    /// Made on first push: only pushing needs ONNX Runtime.
+    let validator: @Sendable () -> BundleValidator
+    let pool: RunnerPool
+    let actor: String
+
+    func models() async throws -> [ModelRecord] { try await registry.models() }
+    func model(_ name: String) async throws -> ModelRecord { try await registry.model(name) }
+    func push(archive: Data, version: Int?) async throws -> VersionRecord {
+        try await registry.push(archive: archive, bundle: try validator().validate(archive), version: version, actor: actor)
+    }
+    func setAlias(model: String, alias: String, version: Int) async throws {
+        try await registry.setAlias(model: model, alias: alias, version: version, actor: actor)
+    }
+    func removeAlias(model: String, alias: String) async throws {
+        try await registry.removeAlias(model: model, alias: alias, actor: actor)
+    }
+    func archiveVersion(model: String, version: Int) async throws {
+        try await registry.archiveVersion(model: model, version: version, actor: actor)
+    }
+    func deleteVersion(model: String, version: Int) async throws {
+        try await registry.deleteVersion(model: model, version: version, actor: actor)
+    }
+    func auditLog(model: String?) async throws -> [AuditEntry] { try await registry.auditLog(model: model) }
+    func verifyAudit() async throws -> AuditVerification { try await registry.verifyAudit() }
+    func close() async {
+        pool.shutdown()
+        await registry.close()
+    }
+}
+
+/// The registry commands over a server's management API.
+struct RemoteRegistry: RegistryClient {
+    let base: String
+    let actor: String
+
+    func models() async throws -> [ModelRecord] { try await call("GET", "/api/v1/models") }
+    func model(_ name: String) async throws -> ModelRecord { try await call("GET", "/api/v1/models/\(escape(name))") }
+    func push(archive: Data, version: Int?) async throws -> VersionRecord {
+        try await call("POST", "/api/v1/bundles" + (version.map { "?version=\($0)" } ?? ""), body: archive)
+    }
+    func setAlias(model: String, alias: String, version: Int) async throws {
+        let _: ModelRecord = try await call("PUT", "/api/v1/models/\(escape(model))/aliases/\(escape(alias))",
+                                            body: Data(#"{"version":\#(version)}"#.utf8))
+    }
+    func removeAlias(model: String, alias: String) async throws {
+        let _: ModelRecord = try await call("DELETE", "/api/v1/models/\(escape(model))/aliases/\(escape(alias))")
+    }
+    func archiveVersion(model: String, version: Int) async throws {
+        let _: VersionRecord = try await call("POST", "/api/v1/models/\(escape(model))/versions/\(version)/archive")
+    }
+    func deleteVersion(model: String, version: Int) async throws {
+        _ = try await send("DELETE", "/api/v1/models/\(escape(model))/versions/\(version)", body: nil)
+    }
+    func auditLog(model: String?) async throws -> [AuditEntry] {
+        try await call("GET", "/api/v1/audit" + (model.map { "?model=\(escape($0))" } ?? ""))
+    }
+    func verifyAudit() async throws -> AuditVerification {
+        let (status, body) = try await send("GET", "/api/v1/audit/verify", body: nil, accept: [200, 409])
+        _ = status
+        return try JSONDecoder().decode(AuditVerification.self, from: body)
+    }
+    func close() async {}
+
+    private func escape(_ segment: String) -> String {
+        segment.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(.init(charactersIn: "/"))) ?? segment
+    }
+
+    private func call<T: Decodable>(_ method: String, _ path: String, body: Data? = nil) async throws -> T {
+        let (_, data) = try await send(method, path, body: body)
+        return try JSONDecoder().decode(T.self, from: data)
+    }
+
+    /// Sends a request; a status outside `accept` becomes the server's error message.
+    private func send(_ method: String, _ path: String, body: Data?, accept: Set<Int> = [200, 201, 204]) async throws -> (Int, Data) {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = .init(rawValue: method)
+        request.headers.add(name: "Tern-Actor", value: actor)
+        if let body {
+            request.body = .bytes(ByteBuffer(bytes: body))
+            request.headers.add(name: "Content-Type", value: "application/octet-stream")
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .seconds(600))
+        } catch {
+            throw TernError.unavailable("cannot reach \(base): \(error)")
+        }
+        let buffer = try await response.body.collect(upTo: 1 << 30)
+        let data = Data(buffer: buffer)
+        let status = Int(response.status.code)
+        guard accept.contains(status) else {
+            let message = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["error"] as? String
+                ?? String(decoding: data, as: UTF8.self)
+            throw TernError.invalidArgument("\(base) answered \(status): \(message)")
+        }
+        return (status, data)
+    }
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's second command: installs what the tests need (ONNX Runtime into .tern/, the Python test
-# clients into .venv/), builds, and runs every test: the Swift suites, then the Python client suites that
+# clients into .venv/, PostgreSQL from Debian's packages if missing), builds, and runs every test: the Swift suites, then the Python client suites that
 # drive a live `tern serve` with tritonclient and kserve's client.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,6 +15,12 @@ if ! cmp -s tests/requirements.txt .venv/.requirements 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
   cp tests/requirements.txt .venv/.requirements
 fi
+
+# The registry tests run on SQLite and on a real PostgreSQL server: a private one unless one is named.
+if [ -z "${TERN_TEST_POSTGRES_URL:-}" ]; then
+  TERN_TEST_POSTGRES_URL="$(scripts/start-postgres.sh)"
+fi
+export TERN_TEST_POSTGRES_URL
 
 swift build --build-tests
 swift test --skip-build

@@ -235,4 +235,4 @@ def test_platform_without_models_says_what_to_do():
     assert result.returncode != 0
     assert "not mounted at /gcs/bucket/model" in result.stderr
     result = tern("serve")
-    assert result.returncode != 0 and "--models is required" in result.stderr
+    assert result.returncode != 0 and "give --models" in result.stderr

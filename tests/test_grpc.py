@@ -198,7 +198,7 @@ def bad_requests():
         ("wrong datatype", wrong_dtype, grpc.StatusCode.INVALID_ARGUMENT, "FP64 but the model expects FP32"),
         ("no data", no_data, grpc.StatusCode.INVALID_ARGUMENT, "needs 10 elements"),
         ("unknown model", unknown, grpc.StatusCode.NOT_FOUND, "unknown model 'nope'"),
-        ("unknown version", unknown_version, grpc.StatusCode.NOT_FOUND, "no version '9'"),
+        ("unknown version", unknown_version, grpc.StatusCode.NOT_FOUND, "no loaded version '9'"),
     ]
 
 

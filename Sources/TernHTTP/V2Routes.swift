@@ -8,6 +8,8 @@ public struct HTTPFrontEndConfiguration: Sendable {
     /// The largest request body accepted, in bytes (64 MiB by default; Hummingbird's own default is 2 MiB,
     /// too small for tensors).
     public var maxRequestBytes: Int
+    /// Protocol extensions served beside the built-in ones (`model_repository` with a registry).
+    public var extraExtensions: [String] = []
 
     public init(maxRequestBytes: Int = 64 << 20) {
         self.maxRequestBytes = maxRequestBytes
@@ -84,7 +86,7 @@ public struct V2Routes: Sendable {
         writer.raw(",\"version\":")
         writer.string(TernVersion.version)
         writer.raw(",\"extensions\":[")
-        for (index, name) in Self.extensions.enumerated() {
+        for (index, name) in (Self.extensions + configuration.extraExtensions).enumerated() {
             if index > 0 { writer.byte(UInt8(ascii: ",")) }
             writer.string(name)
         }

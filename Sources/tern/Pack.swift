@@ -45,7 +45,7 @@ struct Pack: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Column names of a [rows, features] input, comma-separated (default: the model's feature_names metadata).", valueName: "a,b,c"))
     var featureNames: String?
 
-    @Option(help: ArgumentHelp("Class names in the order of the model's probability columns, comma-separated.", valueName: "a,b"))
+    @Option(help: ArgumentHelp("The label values (as the data and the model write them) in the order of the model's probability columns, comma-separated (default: the labels seen, sorted).", valueName: "a,b"))
     var classLabels: String?
 
     @Option(help: ArgumentHelp("classification or regression (default: from the model's outputs).", valueName: "task"))
@@ -149,15 +149,21 @@ struct Pack: AsyncParsableCommand {
                 throw .invalidArgument("the model has no label output (an integer or string output with one value per row) to score as a classifier")
             }
             let probabilities = outputs.probabilities?.scores
+            let given = classes
             let classes = classes ?? Self.sortedClasses(Set(truth).union(labels))
             if let width = probabilities?.first?.count, width != classes.count {
                 throw .invalidArgument("the model has \(width) probability columns but \(classes.count) classes were found ("
                     + classes.joined(separator: ", ") + "); name them, in the model's order, with --class-labels")
             }
-            let metrics = try ValidationMetrics.classification(
-                truth: truth.map { $0.trimmingCharacters(in: .whitespaces) }, predicted: labels,
-                probabilities: probabilities, classes: classes, labelColumn: labelColumn)
-            return (metrics, classes)
+            do {
+                let metrics = try ValidationMetrics.classification(
+                    truth: truth.map { $0.trimmingCharacters(in: .whitespaces) }, predicted: labels,
+                    probabilities: probabilities, classes: classes, labelColumn: labelColumn)
+                return (metrics, classes)
+            } catch where given != nil {
+                throw .invalidArgument("\(error.message) (--class-labels lists the label values as the data and the "
+                    + "model write them, in the order of the probability columns)")
+            }
         case "regression":
             guard let predicted = outputs.regression?.scores?.map({ $0[0] }) else {
                 throw .invalidArgument("the model has no single-valued numeric output to score as a regressor")

@@ -36,7 +36,7 @@ struct RegistryOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Act through a running server's API instead (http://host:8000).", valueName: "url"))
     var server: String?
 
-    @Option(help: "Who is making the change, for the audit trail (default: $USER).")
+    @Option(help: "Who is making the change, for the audit trail (default: the user name).")
     var actor: String?
 
     var dataFolder: String {
@@ -44,7 +44,7 @@ struct RegistryOptions: ParsableArguments {
     }
 
     var actorName: String {
-        actor ?? ProcessInfo.processInfo.environment["USER"] ?? "cli"
+        actor ?? ProcessInfo.processInfo.environment["USER"] ?? NSUserName()
     }
 
     /// The serving settings of this registry.

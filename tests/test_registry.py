@@ -380,3 +380,30 @@ def test_kill_during_push_leaves_the_registry_consistent(backend, bundles, tmp_p
         finally:
             server.stop()
     assert manifest(bundles[2])["version"] == 2
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="needs TERN_TEST_POSTGRES_URL")
+def test_server_reconnects_when_postgres_drops_its_connection(bundles, tmp_path):
+    registry = Registry("postgres", tmp_path)
+    registry.cli("push", bundles[1], "--alias", "production")
+    registry.cli("push", bundles[2])
+    server = registry.serve()
+    try:
+        name = registry.database.rsplit("/", 1)[1]
+        # What a database restart or failover does to the server's connection.
+        registry.sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' "
+                     "AND pid <> pg_backend_pid()")
+        # Inference never needed the database; the registry answers again at the latest on the second try.
+        assert probabilities(infer(server, "credit", ROWS))[0] == "1"
+        statuses = []
+        for _ in range(2):
+            response = api(server, "PUT", "/api/v1/models/credit/aliases/production", json={"version": 2})
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                break
+            assert response.status_code == 503, response.text
+        assert statuses[-1] == 200, statuses
+        assert probabilities(infer(server, "credit", ROWS))[0] == "2"
+    finally:
+        server.stop()
+    assert "audit trail intact: 4 entries" in registry.cli("audit", "verify").stdout

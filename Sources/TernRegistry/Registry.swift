@@ -88,13 +88,15 @@ public struct RegistrySnapshot: Sendable, Equatable {
 public actor Registry {
     public static let defaultAlias = "production"
 
-    let database: RegistryDatabase
+    private(set) var database: RegistryDatabase
+    private let logger: Logger
     nonisolated public let location: RegistryLocation
     nonisolated public let artifactLocation: ArtifactLocation
     private var closed = false
 
-    private init(database: RegistryDatabase, location: RegistryLocation, artifacts: ArtifactLocation) {
+    private init(database: RegistryDatabase, location: RegistryLocation, artifacts: ArtifactLocation, logger: Logger) {
         self.database = database
+        self.logger = logger
         self.location = location
         self.artifactLocation = artifacts
     }
@@ -110,7 +112,7 @@ public actor Registry {
             await database.close()
             throw TernError.unavailable("cannot prepare the registry database \(location): \(String(reflecting: error))")
         }
-        return Registry(database: database, location: location, artifacts: artifacts)
+        return Registry(database: database, location: location, artifacts: artifacts, logger: logger)
     }
 
     public func close() async {
@@ -401,7 +403,16 @@ public actor Registry {
         try await run { try await self.database.writeTransaction(body) }
     }
 
+    /// A lost connection is opened again before the next operation; the operation that found it lost failed
+    /// (503) and changed nothing, as its transaction never committed.
+    private func reconnectIfNeeded() async throws(TernError) {
+        guard database.isClosed(), !closed else { return }
+        logger.warning("registry connection lost; reconnecting", metadata: ["database": "\(location)"])
+        database = try await RegistryDatabase.open(location, logger: logger)
+    }
+
     private func run<T>(_ body: () async throws -> T) async throws(TernError) -> T {
+        try await reconnectIfNeeded()
         do {
             return try await body()
         } catch let error as TernError {

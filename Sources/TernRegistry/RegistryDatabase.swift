@@ -51,11 +51,17 @@ final class RegistryDatabase: Sendable {
     let sql: any SQLDatabase
     let kind: Kind
     private let closeConnection: @Sendable () async throws -> Void
+    /// Whether the connection has gone (the server restarted, a failover, an idle timeout).
+    let isClosed: @Sendable () -> Bool
 
-    private init(sql: any SQLDatabase, kind: Kind, close: @escaping @Sendable () async throws -> Void) {
+    private init(
+        sql: any SQLDatabase, kind: Kind, close: @escaping @Sendable () async throws -> Void,
+        isClosed: @escaping @Sendable () -> Bool = { false }
+    ) {
         self.sql = sql
         self.kind = kind
         self.closeConnection = close
+        self.isClosed = isClosed
     }
 
     static func open(_ location: RegistryLocation, logger: Logger) async throws(TernError) -> RegistryDatabase {
@@ -88,9 +94,9 @@ final class RegistryDatabase: Sendable {
                 let connection = try await PostgresConnection.connect(
                     on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration.coreConfiguration,
                     id: 1, logger: logger)
-                return RegistryDatabase(sql: connection.sql(queryLogLevel: nil), kind: .postgres) {
-                    try await connection.close()
-                }
+                return RegistryDatabase(
+                    sql: connection.sql(queryLogLevel: nil), kind: .postgres, close: { try await connection.close() },
+                    isClosed: { connection.isClosed })
             } catch {
                 throw .unavailable("cannot connect to the registry database \(location): \(String(reflecting: error))")
             }

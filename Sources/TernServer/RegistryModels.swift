@@ -147,9 +147,14 @@ public actor RegistryModels {
         }
         var config = FileManager.default.fileExists(atPath: configPath) ? try ModelRepository.parseConfig(path: configPath) : ModelConfig()
         if config.featureNames == nil { config.featureNames = record.manifest.featureNames }
-        var options = sessionOptions
-        options.instances = config.instances
-        let onnx = try ONNXModel(path: modelPath, runtime: runtime, pool: pool, options: options)
+        var sessionOptions = sessionOptions
+        sessionOptions.instances = config.instances
+        let (runtime, pool, options) = (self.runtime, self.pool, sessionOptions)
+        // Creating a session reads and optimises the whole model: seconds for a large one. It runs on a
+        // thread of its own, never on Swift's cooperative pool that the front-ends share.
+        let onnx = try await onOwnThread { () throws(TernError) in
+            try ONNXModel(path: modelPath, runtime: runtime, pool: pool, options: options)
+        }
         let model = try DynamicBatcher.applying(config, to: onnx, maxConcurrentBatches: pool.threadCount, name: key.model)
         return ServedModel(name: key.model, version: key.version, model: model, config: config, platform: "onnxruntime_onnx")
     }
@@ -227,6 +232,22 @@ public actor RegistryModels {
         loaded.removeAll()
         service.catalog.update { $0 = ModelCatalog.State() }
     }
+}
+
+/// Runs blocking work on a new thread and waits for it without holding a cooperative thread.
+func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws(TernError) -> T) async throws(TernError) -> T {
+    let result: Result<T, TernError> = await withCheckedContinuation { continuation in
+        let thread = Thread {
+            do throws(TernError) {
+                continuation.resume(returning: .success(try work()))
+            } catch {
+                continuation.resume(returning: .failure(error))
+            }
+        }
+        thread.name = "tern.load"
+        thread.start()
+    }
+    return try result.get()
 }
 
 /// Loads the registry's models at start, marks the server ready, then follows the registry (changes made

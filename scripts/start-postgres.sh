@@ -5,7 +5,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD/.tern/postgres"
-PORT="${TERN_TEST_POSTGRES_PORT:-55432}"
 
 bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 if [ -z "$(bindir)" ]; then
@@ -25,6 +24,14 @@ fi
 
 mkdir -p "$ROOT"
 [ "$(id -u)" = 0 ] && chown postgres "$ROOT"
+# The port: as asked, else the one this cluster used before, else a free one.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+PORT="${TERN_TEST_POSTGRES_PORT:-$(cat "$ROOT/port" 2>/dev/null || echo 55432)}"
+if ! "${AS[@]}" "$BIN/pg_ctl" -D "$ROOT/data" status >/dev/null 2>&1; then
+  while port_busy "$PORT"; do PORT=$((PORT + 1)); done
+fi
+echo "$PORT" > "$ROOT/port"
+
 if [ ! -f "$ROOT/data/PG_VERSION" ]; then
   "${AS[@]}" "$BIN/initdb" -D "$ROOT/data" -U postgres --auth=trust -E UTF8 >/dev/null
 fi

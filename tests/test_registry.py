@@ -407,3 +407,40 @@ def test_server_reconnects_when_postgres_drops_its_connection(bundles, tmp_path)
     finally:
         server.stop()
     assert "audit trail intact: 4 entries" in registry.cli("audit", "verify").stdout
+
+
+def test_grpc_repository_extension(bundles, tmp_path):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+    registry = Registry("sqlite", tmp_path)
+    registry.cli("push", bundles[1], "--alias", "production")
+    registry.cli("push", bundles[2])
+    server = registry.serve()
+    try:
+        client = grpcclient.InferenceServerClient(url=server.grpc_url)
+        assert "model_repository" in client.get_server_metadata(as_json=True)["extensions"]
+        index = client.get_model_repository_index(as_json=True)["models"]
+        assert {(m["name"], m["version"], m["state"]) for m in index} == {("credit", "1", "READY"), ("credit", "2", "READY")}
+        client.unload_model("credit")
+        with pytest.raises(InferenceServerException) as error:
+            client.is_model_ready("credit")
+        assert "unknown model 'credit'" in error.value.message()
+        assert all(m["state"] == "UNAVAILABLE" for m in client.get_model_repository_index(as_json=True)["models"])
+        client.load_model("credit")
+        assert client.is_model_ready("credit") and client.is_model_ready("credit", "1")
+        with pytest.raises(InferenceServerException) as error:
+            client.load_model("nope")
+        assert "unknown model 'nope'" in error.value.message()
+    finally:
+        server.stop()
+    log = json.loads(registry.cli("audit", "log", "--json").stdout)
+    assert [e["action"] for e in log][-2:] == ["unload", "load"] and log[-1]["actor"].startswith("grpc ")
+
+
+def test_folder_server_lists_its_models_but_cannot_load_or_unload(server):
+    import requests
+    index = requests.post(f"http://{server.url}/v2/repository/index", timeout=10).json()
+    assert {"name": "credit-risk", "version": "2", "state": "READY"} in index
+    response = requests.post(f"http://{server.url}/v2/repository/models/logreg/unload", timeout=10)
+    assert response.status_code == 400 and "needs a registry" in response.json()["error"]
+    assert "model_repository" not in requests.get(f"http://{server.url}/v2", timeout=10).json()["extensions"]

@@ -99,6 +99,13 @@ public final class ModelCatalog: Sendable {
 public final class InferenceService: Sendable {
     public let catalog: ModelCatalog
     private let ready = Mutex(false)
+    private let repositoryControl = Mutex<(any ModelRepositoryControl)?>(nil)
+
+    /// The registry behind the model repository extension; nil for a model folder.
+    public var repository: (any ModelRepositoryControl)? {
+        get { repositoryControl.withLock { $0 } }
+        set { repositoryControl.withLock { $0 = newValue } }
+    }
 
     public init(catalog: ModelCatalog = ModelCatalog()) {
         self.catalog = catalog
@@ -134,5 +141,58 @@ public final class InferenceService: Sendable {
     /// ``resolve(model:version:)`` then ``infer(_:request:)``.
     public func infer(model name: String, version: String?, request: InferenceRequest) async throws -> InferenceResponse {
         try await infer(try resolve(model: name, version: version), request: request)
+    }
+}
+
+/// One version as the protocol's model repository extension lists it.
+public struct RepositoryEntry: Sendable, Equatable {
+    public var name: String
+    public var version: String
+    /// `READY` or `UNAVAILABLE`.
+    public var state: String
+    /// Why a version is unavailable; empty when ready.
+    public var reason: String
+
+    public init(name: String, version: String, state: String, reason: String) {
+        self.name = name
+        self.version = version
+        self.state = state
+        self.reason = reason
+    }
+}
+
+/// What the model repository extension (index, load, unload) acts on: a registry's models. Front-ends
+/// translate their wire formats to these calls.
+public protocol ModelRepositoryControl: Sendable {
+    func index(readyOnly: Bool) async throws -> [RepositoryEntry]
+    /// Loads a model's default version, or `version`, and keeps it loaded.
+    func load(model: String, version: Int?, actor: String) async throws
+    /// Unloads `version`, or every version of the model; running requests finish first.
+    func unload(model: String, version: Int?, actor: String) async throws
+}
+
+extension InferenceService {
+    /// The repository extension of a server without a registry: the loaded models, which cannot be
+    /// loaded or unloaded one by one.
+    public func repositoryIndex(readyOnly: Bool) async throws -> [RepositoryEntry] {
+        if let repository { return try await repository.index(readyOnly: readyOnly) }
+        return catalog.modelNames.flatMap { name in
+            catalog.versions(of: name).map { RepositoryEntry(name: name, version: String($0), state: "READY", reason: "") }
+        }
+    }
+
+    public func repositoryLoad(model: String, version: Int?, actor: String) async throws {
+        guard let repository else { throw Self.noRepository }
+        try await repository.load(model: model, version: version, actor: actor)
+    }
+
+    public func repositoryUnload(model: String, version: Int?, actor: String) async throws {
+        guard let repository else { throw Self.noRepository }
+        try await repository.unload(model: model, version: version, actor: actor)
+    }
+
+    static var noRepository: TernError {
+        .invalidArgument("this server serves a model folder, loaded whole at start; loading and unloading models "
+            + "needs a registry (tern serve --data or --database)")
     }
 }

@@ -37,7 +37,7 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
         var response = Inference_ServerMetadataResponse()
         response.name = TernVersion.name
         response.version = TernVersion.version
-        response.extensions = ["model_configuration"]
+        response.extensions = ["model_configuration"] + (service.repository == nil ? [] : ["model_repository"])
         return response
     }
 
@@ -69,4 +69,50 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
         let inference = try GRPCRequestDecoder.decode(request)
         return GRPCResponseEncoder.encode(try await service.infer(served, request: inference))
     }
+
+    // MARK: The model repository extension
+
+    func repositoryIndex(request: Inference_RepositoryIndexRequest, context: ServerContext) async throws
+        -> Inference_RepositoryIndexResponse
+    {
+        var response = Inference_RepositoryIndexResponse()
+        response.models = try await service.repositoryIndex(readyOnly: request.ready).map { entry in
+            var index = Inference_RepositoryIndexResponse.ModelIndex()
+            index.name = entry.name
+            index.version = entry.version
+            index.state = entry.state
+            index.reason = entry.reason
+            return index
+        }
+        return response
+    }
+
+    func repositoryModelLoad(request: Inference_RepositoryModelLoadRequest, context: ServerContext) async throws
+        -> Inference_RepositoryModelLoadResponse
+    {
+        try await service.repositoryLoad(
+            model: request.modelName, version: try Self.version(request.parameters), actor: Self.actor(context))
+        return Inference_RepositoryModelLoadResponse()
+    }
+
+    func repositoryModelUnload(request: Inference_RepositoryModelUnloadRequest, context: ServerContext) async throws
+        -> Inference_RepositoryModelUnloadResponse
+    {
+        try await service.repositoryUnload(
+            model: request.modelName, version: try Self.version(request.parameters), actor: Self.actor(context))
+        return Inference_RepositoryModelUnloadResponse()
+    }
+
+    /// The optional `version` parameter (a Tern extension): an int64 or a string holding a positive integer.
+    static func version(_ parameters: [String: Inference_ModelRepositoryParameter]) throws(TernError) -> Int? {
+        guard let parameter = parameters["version"] else { return nil }
+        switch parameter.parameterChoice {
+        case .int64Param(let number) where number >= 1: return Int(number)
+        case .stringParam(let text) where (Int(text) ?? 0) >= 1: return Int(text)
+        default: throw .invalidArgument("the 'version' parameter must be a positive integer")
+        }
+    }
+
+    /// gRPC changes are attributed to the peer until authentication names the caller.
+    static func actor(_ context: ServerContext) -> String { "grpc \(context.remotePeer)" }
 }

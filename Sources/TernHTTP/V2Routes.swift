@@ -8,8 +8,6 @@ public struct HTTPFrontEndConfiguration: Sendable {
     /// The largest request body accepted, in bytes (64 MiB by default; Hummingbird's own default is 2 MiB,
     /// too small for tensors).
     public var maxRequestBytes: Int
-    /// Protocol extensions served beside the built-in ones (`model_repository` with a registry).
-    public var extraExtensions: [String] = []
 
     public init(maxRequestBytes: Int = 64 << 20) {
         self.maxRequestBytes = maxRequestBytes
@@ -56,6 +54,7 @@ public struct V2Routes: Sendable {
         router.get("/v2/health/ready") { _, _ in
             service.isReady ? json(.ok, "{\"ready\":true}") : json(.serviceUnavailable, "{\"ready\":false}")
         }
+        RepositoryRoutes(service: service, configuration: configuration).register(on: router)
         router.get("/v2") { _, _ in serverMetadata() }
         router.get("/v2/models/{model}") { _, context in try modelMetadata(context, version: nil) }
         router.get("/v2/models/{model}/versions/{version}") { _, context in
@@ -86,7 +85,7 @@ public struct V2Routes: Sendable {
         writer.raw(",\"version\":")
         writer.string(TernVersion.version)
         writer.raw(",\"extensions\":[")
-        for (index, name) in (Self.extensions + configuration.extraExtensions).enumerated() {
+        for (index, name) in (Self.extensions + (service.repository == nil ? [] : ["model_repository"])).enumerated() {
             if index > 0 { writer.byte(UInt8(ascii: ",")) }
             writer.string(name)
         }

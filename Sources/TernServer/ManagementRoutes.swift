@@ -6,7 +6,7 @@ import TernBundle
 import TernCore
 import TernRegistry
 
-/// The registry's REST API, and the Open Inference Protocol's model repository extension.
+/// The registry's REST API.
 ///
 /// ```
 /// GET    /api/v1/models                                   models, versions, aliases
@@ -21,15 +21,15 @@ import TernRegistry
 /// POST   /api/v1/models/{model}/versions/{version}/load | unload
 /// GET    /api/v1/audit[?model=NAME]                       the audit trail
 /// GET    /api/v1/audit/verify                             checks the hash chain
-/// POST   /v2/repository/index, /v2/repository/models/{model}/load | unload
 /// ```
+///
+/// The protocol's repository extension (`/v2/repository/...`) is served by ``V2Routes`` through
+/// ``ModelRepositoryControl``.
 ///
 /// Changes are attributed to the `Tern-Actor` header (until authentication names the caller).
 struct ManagementRoutes: Sendable {
     let models: RegistryModels
     let maxBundleBytes: Int
-
-    static let actorHeader = HTTPField.Name("Tern-Actor")!
 
     func register(on router: Router<BasicRequestContext>) {
         let api = router.group("/api/v1")
@@ -49,7 +49,7 @@ struct ManagementRoutes: Sendable {
                 guard let number = Int(text), number >= 1 else { throw TernError.invalidArgument("version must be a positive integer, got '\(text)'") }
                 requested = number
             }
-            let record = try await models.push(archive: Data(buffer: archive), version: requested, actor: actor(request))
+            let record = try await models.push(archive: Data(buffer: archive), version: requested, actor: request.ternActor)
             return try encode(record, status: .created)
         }
         api.put("/models/{model}/aliases/{alias}") { request, context in
@@ -59,34 +59,34 @@ struct ManagementRoutes: Sendable {
                 throw TernError.invalidArgument("the body must be {\"version\": N}")
             }
             let model = try context.parameters.require("model")
-            try await registry.setAlias(model: model, alias: try context.parameters.require("alias"), version: number, actor: actor(request))
+            try await registry.setAlias(model: model, alias: try context.parameters.require("alias"), version: number, actor: request.ternActor)
             try await models.refresh(force: true)
             return try encode(try await registry.model(model))
         }
         api.delete("/models/{model}/aliases/{alias}") { request, context in
             let model = try context.parameters.require("model")
-            try await registry.removeAlias(model: model, alias: try context.parameters.require("alias"), actor: actor(request))
+            try await registry.removeAlias(model: model, alias: try context.parameters.require("alias"), actor: request.ternActor)
             try await models.refresh(force: true)
             return try encode(try await registry.model(model))
         }
         api.post("/models/{model}/versions/{version}/archive") { request, context in
             let model = try context.parameters.require("model")
             let number = try version(context)
-            try await registry.archiveVersion(model: model, version: number, actor: actor(request))
+            try await registry.archiveVersion(model: model, version: number, actor: request.ternActor)
             try await models.refresh(force: true)
             return try encode(try await registry.version(model, number))
         }
         api.delete("/models/{model}/versions/{version}") { request, context in
-            try await registry.deleteVersion(model: try context.parameters.require("model"), version: try version(context), actor: actor(request))
+            try await registry.deleteVersion(model: try context.parameters.require("model"), version: try version(context), actor: request.ternActor)
             try await models.refresh(force: true)
             return Response(status: .noContent)
         }
         api.post("/models/{model}/versions/{version}/load") { request, context in
-            try await models.load(model: try context.parameters.require("model"), version: try version(context), actor: actor(request))
+            try await models.load(model: try context.parameters.require("model"), version: try version(context), actor: request.ternActor)
             return json("{}")
         }
         api.post("/models/{model}/versions/{version}/unload") { request, context in
-            try await models.unload(model: try context.parameters.require("model"), version: try version(context), actor: actor(request))
+            try await models.unload(model: try context.parameters.require("model"), version: try version(context), actor: request.ternActor)
             return json("{}")
         }
         api.get("/audit") { request, _ in
@@ -95,29 +95,6 @@ struct ManagementRoutes: Sendable {
         api.get("/audit/verify") { _, _ in
             let result = try await registry.verifyAudit()
             return try encode(result, status: result.ok ? .ok : .conflict)
-        }
-
-        // The Open Inference Protocol's model repository extension (as Triton serves it).
-        router.post("/v2/repository/index") { request, _ in
-            let body = try await body(request)
-            let object = body.readableBytes > 0 ? (try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]) : [:]
-            guard let object else { throw TernError.invalidArgument("the index request body must be a JSON object") }
-            let readyOnly = object["ready"] as? Bool ?? false
-            try await models.refresh()
-            let entries = await models.index().filter { !readyOnly || $0.state == "READY" }.map { entry -> [String: String] in
-                var item = ["name": entry.model, "version": String(entry.version), "state": entry.state]
-                if !entry.reason.isEmpty { item["reason"] = entry.reason }
-                return item
-            }
-            return try jsonObject(entries)
-        }
-        router.post("/v2/repository/models/{model}/load") { request, context in
-            try await models.load(model: try context.parameters.require("model"), version: try repositoryVersion(request), actor: actor(request))
-            return json("{}")
-        }
-        router.post("/v2/repository/models/{model}/unload") { request, context in
-            try await models.unload(model: try context.parameters.require("model"), version: try repositoryVersion(request), actor: actor(request))
-            return json("{}")
         }
     }
 
@@ -135,24 +112,6 @@ struct ManagementRoutes: Sendable {
         let text = try context.parameters.require("version")
         guard let number = Int(text), number >= 1 else { throw TernError.invalidArgument("version must be a positive integer, got '\(text)'") }
         return number
-    }
-
-    /// An optional `{"parameters": {"version": N}}` body names one version (a Tern extension of the request).
-    private func repositoryVersion(_ request: Request) async throws -> Int? {
-        let body = try await body(request)
-        guard body.readableBytes > 0 else { return nil }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
-            throw TernError.invalidArgument("the body must be a JSON object")
-        }
-        guard let parameters = object["parameters"] as? [String: Any], let value = parameters["version"] else { return nil }
-        if let number = value as? Int, number >= 1 { return number }
-        if let text = value as? String, let number = Int(text), number >= 1 { return number }
-        throw TernError.invalidArgument("parameters.version must be a positive integer")
-    }
-
-    private func actor(_ request: Request) -> String {
-        let given = request.headers[Self.actorHeader]?.trimmingCharacters(in: .whitespaces) ?? ""
-        return given.isEmpty ? "anonymous" : String(given.prefix(200))
     }
 }
 

@@ -41,7 +41,7 @@ public struct VersionKey: Hashable, Sendable, Comparable, CustomStringConvertibl
 /// Keeps the served models in step with the registry: loads what aliases and defaults name, each model's
 /// newest version, and what was explicitly loaded; swaps the catalog in one step once new versions are ready, and drops versions no
 /// longer named. A dropped version finishes the requests already running on it before it is freed.
-public actor RegistryModels {
+public actor RegistryModels: ModelRepositoryControl {
     public let registry: Registry
     let service: InferenceService
     let runtime: ONNXRuntime
@@ -216,16 +216,16 @@ public actor RegistryModels {
     }
 
     /// Every version in the registry with its serving state, as the v2 repository index lists them.
-    public func index() -> [(model: String, version: Int, state: String, reason: String)] {
-        snapshot.models.flatMap { model in
+    public func index(readyOnly: Bool) async throws -> [RepositoryEntry] {
+        try await refresh()
+        return snapshot.models.flatMap { model in
             model.versions.map { record in
                 let key = VersionKey(model.name, record.version)
-                if loaded[key] != nil { return (model.name, record.version, "READY", "") }
-                if let reason = failures[key] { return (model.name, record.version, "UNAVAILABLE", reason) }
-                if record.state == "archived" { return (model.name, record.version, "UNAVAILABLE", "archived") }
-                return (model.name, record.version, "UNAVAILABLE", "unloaded")
+                let reason = loaded[key] != nil ? "" : failures[key] ?? (record.state == "archived" ? "archived" : "unloaded")
+                return RepositoryEntry(name: model.name, version: String(record.version),
+                                       state: reason.isEmpty ? "READY" : "UNAVAILABLE", reason: reason)
             }
-        }
+        }.filter { !readyOnly || $0.state == "READY" }
     }
 
     public func unloadAll() {

@@ -61,9 +61,7 @@ public struct TernServer: Sendable {
     /// The HTTP router with every route Tern serves; with a registry, its management API too.
     func router(models: RegistryModels?) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        var http = configuration.http
-        if models != nil { http.extraExtensions.append("model_repository") }
-        V2Routes(service: service, configuration: http).register(on: router)
+        V2Routes(service: service, configuration: configuration.http).register(on: router)
         PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http).register(on: router)
         if let models {
             ManagementRoutes(models: models, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0).register(on: router)
@@ -86,6 +84,7 @@ public struct TernServer: Sendable {
                 registry: registry, service: service, runtime: runtime, pool: pool,
                 sessionOptions: configuration.sessionOptions, cacheFolder: serving.cacheFolder, logger: logger)
             models = registryModels
+            service.repository = registryModels
             loader = RegistrySyncService(
                 models: registryModels, service: service, pool: pool, pollInterval: serving.pollInterval, logger: logger)
         } else {

@@ -105,6 +105,45 @@ internal enum Inference_GRPCInferenceService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "RepositoryIndex" metadata.
+        internal enum RepositoryIndex: Sendable {
+            /// Request type for "RepositoryIndex".
+            internal typealias Input = Inference_RepositoryIndexRequest
+            /// Response type for "RepositoryIndex".
+            internal typealias Output = Inference_RepositoryIndexResponse
+            /// Descriptor for "RepositoryIndex".
+            internal static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "inference.GRPCInferenceService"),
+                method: "RepositoryIndex",
+                type: .unary
+            )
+        }
+        /// Namespace for "RepositoryModelLoad" metadata.
+        internal enum RepositoryModelLoad: Sendable {
+            /// Request type for "RepositoryModelLoad".
+            internal typealias Input = Inference_RepositoryModelLoadRequest
+            /// Response type for "RepositoryModelLoad".
+            internal typealias Output = Inference_RepositoryModelLoadResponse
+            /// Descriptor for "RepositoryModelLoad".
+            internal static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "inference.GRPCInferenceService"),
+                method: "RepositoryModelLoad",
+                type: .unary
+            )
+        }
+        /// Namespace for "RepositoryModelUnload" metadata.
+        internal enum RepositoryModelUnload: Sendable {
+            /// Request type for "RepositoryModelUnload".
+            internal typealias Input = Inference_RepositoryModelUnloadRequest
+            /// Response type for "RepositoryModelUnload".
+            internal typealias Output = Inference_RepositoryModelUnloadResponse
+            /// Descriptor for "RepositoryModelUnload".
+            internal static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "inference.GRPCInferenceService"),
+                method: "RepositoryModelUnload",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "inference.GRPCInferenceService" service.
         internal static let descriptors: [GRPCCore.MethodDescriptor] = [
             ServerLive.descriptor,
@@ -112,7 +151,10 @@ internal enum Inference_GRPCInferenceService: Sendable {
             ModelReady.descriptor,
             ServerMetadata.descriptor,
             ModelMetadata.descriptor,
-            ModelInfer.descriptor
+            ModelInfer.descriptor,
+            RepositoryIndex.descriptor,
+            RepositoryModelLoad.descriptor,
+            RepositoryModelUnload.descriptor
         ]
     }
 }
@@ -246,6 +288,60 @@ extension Inference_GRPCInferenceService {
             request: GRPCCore.StreamingServerRequest<Inference_ModelInferRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Inference_ModelInferResponse>
+
+        /// Handle the "RepositoryIndex" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The model repository extension (served with a registry): every version and its state.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Inference_RepositoryIndexRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Inference_RepositoryIndexResponse` messages.
+        func repositoryIndex(
+            request: GRPCCore.StreamingServerRequest<Inference_RepositoryIndexRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Inference_RepositoryIndexResponse>
+
+        /// Handle the "RepositoryModelLoad" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Loads a model (its default version, or the "version" parameter's).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Inference_RepositoryModelLoadRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Inference_RepositoryModelLoadResponse` messages.
+        func repositoryModelLoad(
+            request: GRPCCore.StreamingServerRequest<Inference_RepositoryModelLoadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Inference_RepositoryModelLoadResponse>
+
+        /// Handle the "RepositoryModelUnload" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Unloads a model (every version, or the "version" parameter's); running requests finish first.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Inference_RepositoryModelUnloadRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Inference_RepositoryModelUnloadResponse` messages.
+        func repositoryModelUnload(
+            request: GRPCCore.StreamingServerRequest<Inference_RepositoryModelUnloadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Inference_RepositoryModelUnloadResponse>
     }
 
     /// Service protocol for the "inference.GRPCInferenceService" service.
@@ -363,6 +459,60 @@ extension Inference_GRPCInferenceService {
             request: GRPCCore.ServerRequest<Inference_ModelInferRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Inference_ModelInferResponse>
+
+        /// Handle the "RepositoryIndex" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The model repository extension (served with a registry): every version and its state.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_RepositoryIndexRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Inference_RepositoryIndexResponse` message.
+        func repositoryIndex(
+            request: GRPCCore.ServerRequest<Inference_RepositoryIndexRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Inference_RepositoryIndexResponse>
+
+        /// Handle the "RepositoryModelLoad" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Loads a model (its default version, or the "version" parameter's).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_RepositoryModelLoadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Inference_RepositoryModelLoadResponse` message.
+        func repositoryModelLoad(
+            request: GRPCCore.ServerRequest<Inference_RepositoryModelLoadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Inference_RepositoryModelLoadResponse>
+
+        /// Handle the "RepositoryModelUnload" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Unloads a model (every version, or the "version" parameter's); running requests finish first.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_RepositoryModelUnloadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Inference_RepositoryModelUnloadResponse` message.
+        func repositoryModelUnload(
+            request: GRPCCore.ServerRequest<Inference_RepositoryModelUnloadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Inference_RepositoryModelUnloadResponse>
     }
 
     /// Simple service protocol for the "inference.GRPCInferenceService" service.
@@ -478,6 +628,60 @@ extension Inference_GRPCInferenceService {
             request: Inference_ModelInferRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Inference_ModelInferResponse
+
+        /// Handle the "RepositoryIndex" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The model repository extension (served with a registry): every version and its state.
+        ///
+        /// - Parameters:
+        ///   - request: A `Inference_RepositoryIndexRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Inference_RepositoryIndexResponse` to respond with.
+        func repositoryIndex(
+            request: Inference_RepositoryIndexRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Inference_RepositoryIndexResponse
+
+        /// Handle the "RepositoryModelLoad" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Loads a model (its default version, or the "version" parameter's).
+        ///
+        /// - Parameters:
+        ///   - request: A `Inference_RepositoryModelLoadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Inference_RepositoryModelLoadResponse` to respond with.
+        func repositoryModelLoad(
+            request: Inference_RepositoryModelLoadRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Inference_RepositoryModelLoadResponse
+
+        /// Handle the "RepositoryModelUnload" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Unloads a model (every version, or the "version" parameter's); running requests finish first.
+        ///
+        /// - Parameters:
+        ///   - request: A `Inference_RepositoryModelUnloadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Inference_RepositoryModelUnloadResponse` to respond with.
+        func repositoryModelUnload(
+            request: Inference_RepositoryModelUnloadRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Inference_RepositoryModelUnloadResponse
     }
 }
 
@@ -551,6 +755,39 @@ extension Inference_GRPCInferenceService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Inference_GRPCInferenceService.Method.RepositoryIndex.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_RepositoryIndexRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_RepositoryIndexResponse>(),
+            handler: { request, context in
+                try await self.repositoryIndex(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Inference_GRPCInferenceService.Method.RepositoryModelLoad.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_RepositoryModelLoadRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_RepositoryModelLoadResponse>(),
+            handler: { request, context in
+                try await self.repositoryModelLoad(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Inference_GRPCInferenceService.Method.RepositoryModelUnload.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_RepositoryModelUnloadRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_RepositoryModelUnloadResponse>(),
+            handler: { request, context in
+                try await self.repositoryModelUnload(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -617,6 +854,39 @@ extension Inference_GRPCInferenceService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Inference_ModelInferResponse> {
         let response = try await self.modelInfer(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    internal func repositoryIndex(
+        request: GRPCCore.StreamingServerRequest<Inference_RepositoryIndexRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Inference_RepositoryIndexResponse> {
+        let response = try await self.repositoryIndex(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    internal func repositoryModelLoad(
+        request: GRPCCore.StreamingServerRequest<Inference_RepositoryModelLoadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Inference_RepositoryModelLoadResponse> {
+        let response = try await self.repositoryModelLoad(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    internal func repositoryModelUnload(
+        request: GRPCCore.StreamingServerRequest<Inference_RepositoryModelUnloadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Inference_RepositoryModelUnloadResponse> {
+        let response = try await self.repositoryModelUnload(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -698,6 +968,45 @@ extension Inference_GRPCInferenceService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Inference_ModelInferResponse> {
         return GRPCCore.ServerResponse<Inference_ModelInferResponse>(
             message: try await self.modelInfer(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    internal func repositoryIndex(
+        request: GRPCCore.ServerRequest<Inference_RepositoryIndexRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Inference_RepositoryIndexResponse> {
+        return GRPCCore.ServerResponse<Inference_RepositoryIndexResponse>(
+            message: try await self.repositoryIndex(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    internal func repositoryModelLoad(
+        request: GRPCCore.ServerRequest<Inference_RepositoryModelLoadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Inference_RepositoryModelLoadResponse> {
+        return GRPCCore.ServerResponse<Inference_RepositoryModelLoadResponse>(
+            message: try await self.repositoryModelLoad(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    internal func repositoryModelUnload(
+        request: GRPCCore.ServerRequest<Inference_RepositoryModelUnloadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Inference_RepositoryModelUnloadResponse> {
+        return GRPCCore.ServerResponse<Inference_RepositoryModelUnloadResponse>(
+            message: try await self.repositoryModelUnload(
                 request: request.message,
                 context: context
             ),
@@ -851,6 +1160,75 @@ extension Inference_GRPCInferenceService {
             deserializer: some GRPCCore.MessageDeserializer<Inference_ModelInferResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_ModelInferResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RepositoryIndex" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The model repository extension (served with a registry): every version and its state.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_RepositoryIndexRequest` message.
+        ///   - serializer: A serializer for `Inference_RepositoryIndexRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_RepositoryIndexResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func repositoryIndex<Result>(
+            request: GRPCCore.ClientRequest<Inference_RepositoryIndexRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_RepositoryIndexRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_RepositoryIndexResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryIndexResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RepositoryModelLoad" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Loads a model (its default version, or the "version" parameter's).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_RepositoryModelLoadRequest` message.
+        ///   - serializer: A serializer for `Inference_RepositoryModelLoadRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_RepositoryModelLoadResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func repositoryModelLoad<Result>(
+            request: GRPCCore.ClientRequest<Inference_RepositoryModelLoadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_RepositoryModelLoadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_RepositoryModelLoadResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryModelLoadResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RepositoryModelUnload" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Unloads a model (every version, or the "version" parameter's); running requests finish first.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_RepositoryModelUnloadRequest` message.
+        ///   - serializer: A serializer for `Inference_RepositoryModelUnloadRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_RepositoryModelUnloadResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func repositoryModelUnload<Result>(
+            request: GRPCCore.ClientRequest<Inference_RepositoryModelUnloadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_RepositoryModelUnloadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_RepositoryModelUnloadResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryModelUnloadResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1073,6 +1451,108 @@ extension Inference_GRPCInferenceService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "RepositoryIndex" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The model repository extension (served with a registry): every version and its state.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_RepositoryIndexRequest` message.
+        ///   - serializer: A serializer for `Inference_RepositoryIndexRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_RepositoryIndexResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        internal func repositoryIndex<Result>(
+            request: GRPCCore.ClientRequest<Inference_RepositoryIndexRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_RepositoryIndexRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_RepositoryIndexResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryIndexResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Inference_GRPCInferenceService.Method.RepositoryIndex.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RepositoryModelLoad" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Loads a model (its default version, or the "version" parameter's).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_RepositoryModelLoadRequest` message.
+        ///   - serializer: A serializer for `Inference_RepositoryModelLoadRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_RepositoryModelLoadResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        internal func repositoryModelLoad<Result>(
+            request: GRPCCore.ClientRequest<Inference_RepositoryModelLoadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_RepositoryModelLoadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_RepositoryModelLoadResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryModelLoadResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Inference_GRPCInferenceService.Method.RepositoryModelLoad.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RepositoryModelUnload" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Unloads a model (every version, or the "version" parameter's); running requests finish first.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Inference_RepositoryModelUnloadRequest` message.
+        ///   - serializer: A serializer for `Inference_RepositoryModelUnloadRequest` messages.
+        ///   - deserializer: A deserializer for `Inference_RepositoryModelUnloadResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        internal func repositoryModelUnload<Result>(
+            request: GRPCCore.ClientRequest<Inference_RepositoryModelUnloadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Inference_RepositoryModelUnloadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Inference_RepositoryModelUnloadResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryModelUnloadResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Inference_GRPCInferenceService.Method.RepositoryModelUnload.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1248,6 +1728,93 @@ extension Inference_GRPCInferenceService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Inference_ModelInferRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_ModelInferResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepositoryIndex" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The model repository extension (served with a registry): every version and its state.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Inference_RepositoryIndexRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func repositoryIndex<Result>(
+        request: GRPCCore.ClientRequest<Inference_RepositoryIndexRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryIndexResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.repositoryIndex(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_RepositoryIndexRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_RepositoryIndexResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepositoryModelLoad" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Loads a model (its default version, or the "version" parameter's).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Inference_RepositoryModelLoadRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func repositoryModelLoad<Result>(
+        request: GRPCCore.ClientRequest<Inference_RepositoryModelLoadRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryModelLoadResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.repositoryModelLoad(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_RepositoryModelLoadRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_RepositoryModelLoadResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepositoryModelUnload" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Unloads a model (every version, or the "version" parameter's); running requests finish first.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Inference_RepositoryModelUnloadRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func repositoryModelUnload<Result>(
+        request: GRPCCore.ClientRequest<Inference_RepositoryModelUnloadRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryModelUnloadResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.repositoryModelUnload(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Inference_RepositoryModelUnloadRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Inference_RepositoryModelUnloadResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1449,6 +2016,105 @@ extension Inference_GRPCInferenceService.ClientProtocol {
             metadata: metadata
         )
         return try await self.modelInfer(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepositoryIndex" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The model repository extension (served with a registry): every version and its state.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func repositoryIndex<Result>(
+        _ message: Inference_RepositoryIndexRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryIndexResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Inference_RepositoryIndexRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.repositoryIndex(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepositoryModelLoad" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Loads a model (its default version, or the "version" parameter's).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func repositoryModelLoad<Result>(
+        _ message: Inference_RepositoryModelLoadRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryModelLoadResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Inference_RepositoryModelLoadRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.repositoryModelLoad(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RepositoryModelUnload" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Unloads a model (every version, or the "version" parameter's); running requests finish first.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    internal func repositoryModelUnload<Result>(
+        _ message: Inference_RepositoryModelUnloadRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Inference_RepositoryModelUnloadResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Inference_RepositoryModelUnloadRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.repositoryModelUnload(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -1,0 +1,82 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import TernCore
+
+/// The Open Inference Protocol's model repository extension, as Triton serves it and tritonclient calls it:
+///
+/// ```
+/// POST /v2/repository/index                     {"ready": true}? -> [{"name", "version", "state", "reason"}]
+/// POST /v2/repository/models/{model}/load       {"parameters": {"version": N}}? (version: a Tern extension)
+/// POST /v2/repository/models/{model}/unload
+/// ```
+struct RepositoryRoutes: Sendable {
+    let service: InferenceService
+    let configuration: HTTPFrontEndConfiguration
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.post("/v2/repository/index") { request, _ in
+            let body = try await object(request)
+            var readyOnly = false
+            if let ready = body?["ready"] {
+                guard case .bool(let flag) = ready else { throw TernError.invalidArgument("'ready' must be true or false") }
+                readyOnly = flag
+            }
+            var writer = JSONWriter()
+            writer.byte(UInt8(ascii: "["))
+            for (index, entry) in try await service.repositoryIndex(readyOnly: readyOnly).enumerated() {
+                if index > 0 { writer.byte(UInt8(ascii: ",")) }
+                writer.raw("{\"name\":")
+                writer.string(entry.name)
+                writer.raw(",\"version\":")
+                writer.string(entry.version)
+                writer.raw(",\"state\":")
+                writer.string(entry.state)
+                if !entry.reason.isEmpty {
+                    writer.raw(",\"reason\":")
+                    writer.string(entry.reason)
+                }
+                writer.byte(UInt8(ascii: "}"))
+            }
+            writer.byte(UInt8(ascii: "]"))
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: writer.buffer))
+        }
+        router.post("/v2/repository/models/{model}/load") { request, context in
+            try await service.repositoryLoad(
+                model: context.parameters.require("model"), version: try await version(request), actor: request.ternActor)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
+        }
+        router.post("/v2/repository/models/{model}/unload") { request, context in
+            try await service.repositoryUnload(
+                model: context.parameters.require("model"), version: try await version(request), actor: request.ternActor)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
+        }
+    }
+
+    /// The body as a JSON object; nil when empty.
+    private func object(_ request: Request) async throws -> JSONValue? {
+        let body = try await configuration.collectBody(request)
+        guard body.readableBytes > 0 else { return nil }
+        let value = try JSONValue.parse(Array(body.readableBytesView))
+        guard case .object = value else { throw TernError.invalidArgument("the request body must be a JSON object") }
+        return value
+    }
+
+    /// The optional `parameters.version`: a positive integer, as a number or a string.
+    private func version(_ request: Request) async throws -> Int? {
+        guard let parameters = try await object(request)?["parameters"], let value = parameters["version"] else { return nil }
+        switch value {
+        case .number(_, let exact?) where exact >= 1: return Int(exact)
+        case .string(let text) where (Int(text) ?? 0) >= 1: return Int(text)
+        default: throw TernError.invalidArgument("parameters.version must be a positive integer")
+        }
+    }
+}
+
+extension Request {
+    /// Who a change is attributed to: the `Tern-Actor` header (until authentication names the caller).
+    public var ternActor: String {
+        let given = headers[HTTPField.Name("Tern-Actor")!]?.trimmingCharacters(in: .whitespaces) ?? ""
+        return given.isEmpty ? "anonymous" : String(given.prefix(200))
+    }
+}

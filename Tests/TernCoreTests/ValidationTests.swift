@@ -120,4 +120,33 @@ struct TensorTests {
         catalog.remove(name: "m", version: 3)
         #expect(catalog.versions(of: "m") == [1, 2])
     }
+
+    @Test("aliases and model@reference resolve; the default wins over the newest")
+    func catalogAliases() throws {
+        struct Stub: InferenceModel {
+            let signature = ModelSignature(inputs: [], outputs: [])
+            let metadata = ModelMetadata()
+            func run(inputs: [Tensor], outputs: [String]) async throws -> [Tensor] { [] }
+        }
+        let catalog = ModelCatalog()
+        catalog.update { state in
+            for version in [1, 2, 3] {
+                state.models["m", default: [:]][version] = ServedModel(name: "m", version: version, model: Stub(), config: ModelConfig(), platform: "p")
+            }
+            state.aliases["m"] = ["production": 2, "canary": 3, "gone": 7]
+            state.defaults["m"] = 2
+        }
+        #expect(try catalog.resolve(name: "m", version: nil).version == 2)
+        #expect(try catalog.resolve(name: "m", version: "").version == 2)
+        #expect(try catalog.resolve(name: "m", version: "canary").version == 3)
+        #expect(try catalog.resolve(name: "m@canary", version: nil).version == 3)
+        #expect(try catalog.resolve(name: "m@1", version: nil).version == 1)
+        #expect(try catalog.resolve(name: "m@1", version: "1").version == 1)
+        #expect { try catalog.resolve(name: "m@1", version: "2") } throws: { ($0 as? TernError)?.code == .invalidArgument }
+        #expect { try catalog.resolve(name: "m@staging", version: nil) } throws: {
+            ($0 as? TernError)?.code == .notFound && "\($0)".contains("aliases: canary, gone, production")
+        }
+        #expect { try catalog.resolve(name: "m", version: "gone") } throws: { ($0 as? TernError)?.code == .unavailable }
+        #expect { try catalog.resolve(name: "x@1", version: nil) } throws: { "\($0)".contains("unknown model 'x'") }
+    }
 }

@@ -199,10 +199,17 @@ def test_archive_delete_and_database_only_artifacts(backend, bundles, tmp_path):
         response = api(server, "POST", "/api/v1/models/credit/versions/2/load")
         assert response.status_code == 409 and "archived" in response.json()["error"]
         assert api(server, "GET", "/api/v1/models/credit/versions/1/bundle").content == open(bundles[1], "rb").read()
+        # Unpacked models of deleted versions are removed from the server's cache.
+        cache = os.path.join(registry.data, "cache")
+        assert os.listdir(cache) == [manifest_sha(server, 1)]
+        assert api(server, "POST", "/api/v1/bundles?version=4", data=open(bundles["xgb"], "rb").read()).status_code == 201
+        assert sorted(os.listdir(cache)) == sorted([manifest_sha(server, 1), manifest_sha(server, 4)])
+        assert api(server, "DELETE", "/api/v1/models/credit/versions/4").status_code == 204
+        assert os.listdir(cache) == [manifest_sha(server, 1)]
     finally:
         server.stop()
     actions = [e["action"] for e in json.loads(registry.cli("audit", "log", "--json").stdout)]
-    assert actions == ["push", "alias", "push", "push", "archive", "delete"]
+    assert actions == ["push", "alias", "push", "push", "archive", "delete", "push", "delete"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -243,6 +250,10 @@ def test_alias_moves_under_load_fail_no_request(backend, bundles, tmp_path):
     assert counts["1"] > 0 and counts["2"] > 0, counts
     aliases = [e for e in json.loads(registry.cli("audit", "log", "--json").stdout) if e["action"] == "alias"]
     assert len(aliases) == 51
+
+
+def manifest_sha(server, version):
+    return api(server, "GET", f"/api/v1/models/credit/versions/{version}").json()["sha256"]
 
 
 def rss_kb(pid):

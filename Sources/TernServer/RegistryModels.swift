@@ -81,6 +81,16 @@ public actor RegistryModels: ModelRepositoryControl {
         snapshot = try await registry.snapshot()
         seenSeq = snapshot.seq
         await apply()
+        pruneCache()
+    }
+
+    /// Removes unpacked models that no version in the registry refers to any more (deleted versions).
+    private func pruneCache() {
+        let referenced = Set(snapshot.models.flatMap { $0.versions.map(\.sha256) })
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: cacheFolder)) ?? []
+        for entry in entries where entry.count == 64 && !referenced.contains(entry) {
+            try? FileManager.default.removeItem(atPath: cacheFolder + "/" + entry)
+        }
     }
 
     /// The versions that should be loaded now.

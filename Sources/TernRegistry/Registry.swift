@@ -93,6 +93,8 @@ public actor Registry {
     nonisolated public let location: RegistryLocation
     nonisolated public let artifactLocation: ArtifactLocation
     private var closed = false
+    /// Held for each operation's whole use of the connection (see ``AsyncLock``).
+    private let connection = AsyncLock()
 
     private init(database: RegistryDatabase, location: RegistryLocation, artifacts: ArtifactLocation, logger: Logger) {
         self.database = database
@@ -118,7 +120,9 @@ public actor Registry {
     public func close() async {
         guard !closed else { return }
         closed = true
+        await connection.lock()
         await database.close()
+        connection.unlock()
     }
 
     private var sql: any SQLDatabase { database.sql }
@@ -412,14 +416,28 @@ public actor Registry {
     }
 
     private func run<T>(_ body: () async throws -> T) async throws(TernError) -> T {
+        await connection.lock()
+        defer { connection.unlock() }
         try await reconnectIfNeeded()
         do {
             return try await body()
         } catch let error as TernError {
             throw error
         } catch {
-            throw .unavailable("registry database error: \(String(reflecting: error))")
+            let text = String(reflecting: error)
+            // A unique key another writer took between our check and our insert.
+            if text.contains("sqlState: 23505") || text.contains("UNIQUE constraint failed") {
+                throw .conflict("the registry changed concurrently: \(Self.firstLine(text)); try again")
+            }
+            throw .unavailable("registry database error: \(text)")
         }
+    }
+
+    private static func firstLine(_ text: String) -> String {
+        if let range = text.range(of: "message: ") {
+            return String(text[range.upperBound...].prefix { $0 != "," })
+        }
+        return String(text.prefix(200))
     }
 
     private func run<T>(_ body: () throws -> T) throws(TernError) -> T {

@@ -139,6 +139,26 @@ private func bundle(_ name: String = "m", version: Int? = nil, model: String = "
         await again.close()
     }
 
+    /// The actor is reentrant: operations awaiting the database must not share its connection's transaction.
+    @Test(arguments: TestDatabases.kinds) func concurrentOperationsInOneProcess(kind: String) async throws {
+        let (registry, _) = try await TestDatabases.fresh(kind)
+        let (archive, read) = try bundle()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for version in 1...12 {
+                group.addTask {
+                    try await registry.push(archive: archive, bundle: read, version: version, actor: "t\(version)")
+                    try await registry.setAlias(model: "m", alias: "a\(version % 3)", version: version, actor: "t")
+                    _ = try await registry.snapshot()
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await registry.model("m").versions.map(\.version) == Array(1...12))
+        let verification = try await registry.verifyAudit()
+        #expect(verification.ok && verification.entries == 24)
+        await registry.close()
+    }
+
     @Test func databaseArgumentParses() throws {
         #expect(try RegistryLocation("postgres://u:secret@h:5432/db") == .postgres(url: "postgres://u:secret@h:5432/db"))
         #expect(try RegistryLocation("data/registry.sqlite") == .sqlite(path: "data/registry.sqlite"))

@@ -43,7 +43,6 @@ let package = Package(
             name: "TernCore",
             dependencies: [
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: strict
         ),

@@ -93,7 +93,8 @@ public actor Registry {
     nonisolated public let location: RegistryLocation
     nonisolated public let artifactLocation: ArtifactLocation
     private var closed = false
-    /// Held for each operation's whole use of the connection (see ``AsyncLock``).
+    /// Held for each operation's whole use of the connection: the actor is reentrant, and two operations
+    /// awaiting the database at once would talk over one connection, inside each other's transactions.
     private let connection = AsyncLock()
 
     private init(database: RegistryDatabase, location: RegistryLocation, artifacts: ArtifactLocation, logger: Logger) {

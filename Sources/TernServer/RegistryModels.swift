@@ -59,6 +59,9 @@ public actor RegistryModels: ModelRepositoryControl {
     /// Models unloaded through the API: nothing of them is served until loaded again.
     private var unloadedModels: Set<String> = []
     private var failures: [VersionKey: String] = [:]
+    /// Held by each operation from its first await to its last: two syncs interleaving across their awaits
+    /// could install one's aliases over the other's loaded versions.
+    private let serial = AsyncLock()
 
     public init(
         registry: Registry, service: InferenceService, runtime: ONNXRuntime, pool: RunnerPool,
@@ -76,6 +79,12 @@ public actor RegistryModels: ModelRepositoryControl {
 
     /// Reads the registry if it changed (or always, with `force`) and brings the served models in step.
     public func refresh(force: Bool = false) async throws(TernError) {
+        await serial.lock()
+        defer { serial.unlock() }
+        try await refreshHoldingLock(force: force)
+    }
+
+    private func refreshHoldingLock(force: Bool = false) async throws(TernError) {
         let seq = try await registry.headSeq()
         guard force || seq != seenSeq else { return }
         snapshot = try await registry.snapshot()
@@ -181,7 +190,9 @@ public actor RegistryModels: ModelRepositoryControl {
 
     /// Loads a model (its default version, or `version`) and keeps it loaded; audited.
     public func load(model: String, version: Int?, actor: String) async throws(TernError) {
-        try await refresh()
+        await serial.lock()
+        defer { serial.unlock() }
+        try await refreshHoldingLock()
         guard let record = snapshot.models.first(where: { $0.name == model }) else {
             throw .notFound("unknown model '\(model)' in the registry")
         }
@@ -206,7 +217,9 @@ public actor RegistryModels: ModelRepositoryControl {
 
     /// Unloads one version, or (without `version`) the whole model; running requests finish first.
     public func unload(model: String, version: Int?, actor: String) async throws(TernError) {
-        try await refresh()
+        await serial.lock()
+        defer { serial.unlock() }
+        try await refreshHoldingLock()
         let versions = loaded.keys.filter { $0.model == model && (version == nil || $0.version == version) }
         guard !versions.isEmpty else {
             throw .notFound(version.map { "\(model) v\($0) is not loaded" } ?? "model '\(model)' is not loaded")
@@ -227,7 +240,9 @@ public actor RegistryModels: ModelRepositoryControl {
 
     /// Every version in the registry with its serving state, as the v2 repository index lists them.
     public func index(readyOnly: Bool) async throws -> [RepositoryEntry] {
-        try await refresh()
+        await serial.lock()
+        defer { serial.unlock() }
+        try await refreshHoldingLock()
         return snapshot.models.flatMap { model in
             model.versions.map { record in
                 let key = VersionKey(model.name, record.version)

@@ -1,10 +1,9 @@
 import DequeModule
 import Synchronization
 
-/// A FIFO lock for async code. The registry's actor is reentrant: while one operation awaits the database,
-/// another may start, and both would then talk over the same connection (and inside each other's
-/// transactions). Every operation holds this lock for its whole conversation with the database.
-final class AsyncLock: Sendable {
+/// A FIFO lock for async code, for actors whose operations must not interleave across their awaits (actors
+/// are reentrant): the registry's one database connection, the server's registry sync.
+public final class AsyncLock: Sendable {
     private struct State {
         var locked = false
         var waiters: Deque<CheckedContinuation<Void, Never>> = []
@@ -12,7 +11,9 @@ final class AsyncLock: Sendable {
 
     private let state = Mutex(State())
 
-    func lock() async {
+    public init() {}
+
+    public func lock() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let acquired = state.withLock { state -> Bool in
                 if state.locked {
@@ -27,7 +28,7 @@ final class AsyncLock: Sendable {
     }
 
     /// Hands the lock to the next waiter, or releases it.
-    func unlock() {
+    public func unlock() {
         let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
             if let next = state.waiters.popFirst() { return next }
             state.locked = false

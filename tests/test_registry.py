@@ -538,3 +538,10 @@ def replace_in_zip(data, name, content):
         for n, d in files.items():
             target.writestr(n, d)
     return out.getvalue()
+
+
+def test_cli_says_when_a_server_has_no_registry(server, tmp_path):
+    result = tern("models", "list", "--server", f"http://{server.url}", check=False)
+    assert result.returncode == 1 and "serves no registry" in result.stderr
+    result = tern("models", "list", "--server", "http://127.0.0.1:1", check=False)
+    assert result.returncode == 1 and "cannot reach http://127.0.0.1:1" in result.stderr

@@ -156,8 +156,12 @@ struct RemoteRegistry: RegistryClient {
             request.headers.add(name: "Content-Type", value: "application/octet-stream")
         }
         let response: HTTPClientResponse
+        // A refused connection is retried until the connect timeout: keep it short for a CLI.
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(
+            timeout: .init(connect: .seconds(5), read: .seconds(600))))
+        defer { _ = client.shutdown() }
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(600))
+            response = try await client.execute(request, timeout: .seconds(600))
         } catch {
             throw TernError.unavailable("cannot reach \(base): \(error)")
         }
@@ -167,6 +171,10 @@ struct RemoteRegistry: RegistryClient {
         guard accept.contains(status) else {
             let message = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["error"] as? String
                 ?? String(decoding: data, as: UTF8.self)
+            if status == 404, message.hasPrefix("no route") {
+                throw TernError.invalidArgument("\(base) serves no registry (it was started with --models; "
+                    + "a registry needs tern serve --data or --database)")
+            }
             throw TernError.invalidArgument("\(base) answered \(status): \(message)")
         }
         return (status, data)

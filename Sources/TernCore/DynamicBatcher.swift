@@ -11,7 +11,7 @@ import Foundation
 ///
 /// A merged batch that fails is run again request by request, so one bad request cannot fail its
 /// neighbours.
-public final class DynamicBatcher: InferenceModel, @unchecked Sendable {
+public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
     // @unchecked Sendable: `queue` and `activeBatches` are only touched while holding `condition`.
     public var signature: ModelSignature { model.signature }
     public var metadata: ModelMetadata { model.metadata }
@@ -42,7 +42,7 @@ public final class DynamicBatcher: InferenceModel, @unchecked Sendable {
         var rows: Int
         var enqueued: ContinuousClock.Instant
         var deadline: ContinuousClock.Instant?
-        var continuation: CheckedContinuation<[Tensor], any Error>
+        var completion: @Sendable (Result<[Tensor], any Error>) -> Void
     }
 
     /// - Parameters:
@@ -92,30 +92,38 @@ public final class DynamicBatcher: InferenceModel, @unchecked Sendable {
     }
 
     public func run(inputs: [Tensor], outputs: [String], timeout: Duration?) async throws -> [Tensor] {
+        try await withCheckedThrowingContinuation { continuation in
+            run(inputs: inputs, outputs: outputs, timeout: timeout) { continuation.resume(with: $0) }
+        }
+    }
+
+    /// Queues the request; `completion` is called once, on a runner thread (or at once when the queue is full).
+    public func run(
+        inputs: [Tensor], outputs: [String], timeout: Duration?,
+        completion: @escaping @Sendable (Result<[Tensor], any Error>) -> Void
+    ) {
         let rows = inputs.first?.shape.first ?? 1
         let now = ContinuousClock.now
         let limit = timeout ?? configuration.defaultTimeout
-        return try await withCheckedThrowingContinuation { continuation in
-            condition.lock()
-            guard queue.count < configuration.maxQueueSize else {
-                condition.unlock()
-                continuation.resume(throwing: TernError(.resourceExhausted,
-                    "the model's queue is full (\(configuration.maxQueueSize) requests waiting); retry later"))
-                return
-            }
-            queue.append(Pending(
-                inputs: inputs, outputs: outputs, rows: rows, enqueued: now, deadline: limit.map { now + $0 },
-                continuation: continuation))
-            let startDrainer = activeBatches < maxConcurrentBatches
-            if startDrainer {
-                activeBatches += 1
-            } else {
-                condition.signal()  // a drainer waiting for a preferred batch size may now have one
-            }
+        condition.lock()
+        guard queue.count < configuration.maxQueueSize else {
             condition.unlock()
-            if startDrainer && !model.executor.execute({ self.drain() }) {
-                failAll(TernError.unavailable("the model runner is shutting down"))
-            }
+            completion(.failure(TernError(.resourceExhausted,
+                "the model's queue is full (\(configuration.maxQueueSize) requests waiting); retry later")))
+            return
+        }
+        queue.append(Pending(
+            inputs: inputs, outputs: outputs, rows: rows, enqueued: now, deadline: limit.map { now + $0 },
+            completion: completion))
+        let startDrainer = activeBatches < maxConcurrentBatches
+        if startDrainer {
+            activeBatches += 1
+        } else {
+            condition.signal()  // a drainer waiting for a preferred batch size may now have one
+        }
+        condition.unlock()
+        if startDrainer && !model.executor.execute({ self.drain() }) {
+            failAll(TernError.unavailable("the model runner is shutting down"))
         }
     }
 
@@ -139,7 +147,7 @@ public final class DynamicBatcher: InferenceModel, @unchecked Sendable {
         queue.removeAll()
         activeBatches = 0
         condition.unlock()
-        for request in pending { request.continuation.resume(throwing: error) }
+        for request in pending { request.completion(.failure(error)) }
     }
 
     // MARK: - Forming a batch (called holding `condition`)
@@ -199,8 +207,8 @@ public final class DynamicBatcher: InferenceModel, @unchecked Sendable {
         for request in queue {
             if let deadline = request.deadline, now >= deadline {
                 let waited = request.enqueued.duration(to: now)
-                request.continuation.resume(throwing: TernError.unavailable(
-                    "the request waited \(waited.formatted(.units(allowed: [.milliseconds]))) in the queue, past its timeout"))
+                request.completion(.failure(TernError.unavailable(
+                    "the request waited \(waited.formatted(.units(allowed: [.milliseconds]))) in the queue, past its timeout")))
             } else {
                 kept.append(request)
             }
@@ -213,9 +221,9 @@ public final class DynamicBatcher: InferenceModel, @unchecked Sendable {
     private func execute(_ batch: [Pending]) {
         if batch.count == 1 {
             let request = batch[0]
-            request.continuation.resume(with: Result { () throws(TernError) in
+            request.completion(Result { () throws(TernError) in
                 try model.runBlocking(inputs: request.inputs, outputs: request.outputs)
-            })
+            }.mapError { $0 as any Error })
             return
         }
         do throws(TernError) {
@@ -234,7 +242,7 @@ public final class DynamicBatcher: InferenceModel, @unchecked Sendable {
                 split.append(tensors)
                 offset += request.rows
             }
-            for (request, tensors) in zip(batch, split) { request.continuation.resume(returning: tensors) }
+            for (request, tensors) in zip(batch, split) { request.completion(.success(tensors)) }
         } catch {
             // Isolate the fault: each request alone gets its own answer or its own error.
             for request in batch { execute([request]) }

@@ -74,8 +74,17 @@ extension InferenceRequest {
     }
 }
 
+/// A model that can also report its outputs through a callback, so that a front-end on an event loop can
+/// run it without a hop through Swift's cooperative pool.
+public protocol CallbackInferenceModel: InferenceModel {
+    /// Runs the model on validated inputs; `completion` is called exactly once, on a thread of the model's.
+    func run(
+        inputs: [Tensor], outputs: [String], timeout: Duration?,
+        completion: @escaping @Sendable (Result<[Tensor], any Error>) -> Void)
+}
+
 /// A model that can also run synchronously, on the executor it names: what the dynamic batcher drives.
-public protocol BlockingInferenceModel: InferenceModel {
+public protocol BlockingInferenceModel: CallbackInferenceModel {
     /// Where runs of this model belong.
     var executor: any BlockingExecutor { get }
     /// Runs on the calling thread (one of `executor`'s). Inputs are validated and in signature order.
@@ -87,5 +96,18 @@ extension ModelSignature {
     /// along it and outputs split back.
     public var hasBatchDimension: Bool {
         (inputs + outputs).allSatisfy { $0.shape.first == -1 }
+    }
+}
+
+extension BlockingInferenceModel {
+    /// Runs on the model's executor (no queue: `timeout` does not apply).
+    public func run(
+        inputs: [Tensor], outputs: [String], timeout: Duration?,
+        completion: @escaping @Sendable (Result<[Tensor], any Error>) -> Void
+    ) {
+        let queued = executor.execute {
+            completion(Result { () throws(TernError) in try runBlocking(inputs: inputs, outputs: outputs) }.mapError { $0 as any Error })
+        }
+        if !queued { completion(.failure(TernError.unavailable("the model runner is shutting down"))) }
     }
 }

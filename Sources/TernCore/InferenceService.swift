@@ -138,6 +138,39 @@ public final class InferenceService: Sendable {
             modelName: served.name, modelVersion: String(served.version), id: request.id, outputs: tensors)
     }
 
+    /// As ``infer(_:request:)``, reporting through `completion` (called once, on a runner thread when the
+    /// model runs, at once when the request is refused): for front-ends that live on an event loop.
+    public func infer(
+        _ served: ServedModel, request: InferenceRequest,
+        completion: @escaping @Sendable (Result<InferenceResponse, any Error>) -> Void
+    ) {
+        let inputs: [Tensor], outputs: [String]
+        do {
+            (inputs, outputs) = try RequestValidator.validate(
+                request, against: served.model.signature, maxBatchSize: served.config.maxBatchSize)
+        } catch {
+            completion(.failure(error))
+            return
+        }
+        let (name, version, id) = (served.name, String(served.version), request.id)
+        let finish: @Sendable (Result<[Tensor], any Error>) -> Void = { result in
+            completion(result.map { InferenceResponse(modelName: name, modelVersion: version, id: id, outputs: $0) })
+        }
+        if let model = served.model as? any CallbackInferenceModel {
+            model.run(inputs: inputs, outputs: outputs, timeout: request.timeout, completion: finish)
+        } else {
+            let model = served.model
+            let timeout = request.timeout
+            Task {
+                do {
+                    finish(.success(try await model.run(inputs: inputs, outputs: outputs, timeout: timeout)))
+                } catch {
+                    finish(.failure(error))
+                }
+            }
+        }
+    }
+
     /// ``resolve(model:version:)`` then ``infer(_:request:)``.
     public func infer(model name: String, version: String?, request: InferenceRequest) async throws -> InferenceResponse {
         try await infer(try resolve(model: name, version: version), request: request)

@@ -165,20 +165,35 @@ public struct V2Routes: Sendable {
     }
 
     private func infer(_ request: Request, _ context: some RequestContext, version: String?) async throws -> Response {
-        let served = try service.resolve(model: context.parameters.require("model"), version: version)
+        let (served, headerLength) = try Self.inferHead(
+            service: service, model: context.parameters.require("model"), version: version, headers: request.headers)
+        let body = try await configuration.collectBody(request)
+        let (inferRequest, encoding) = try V2RequestDecoder.decode(body: body, headerLength: headerLength)
+        let (headers, buffer) = Self.inferAnswer(try await service.infer(served, request: inferRequest), encoding: encoding)
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: buffer))
+    }
+
+    /// What an infer request's head decides before its body is read: the model version (so an unknown one is
+    /// reported first) and the binary extension's JSON length. Shared by this route and ``V2InferFastPath``.
+    static func inferHead(service: InferenceService, model: String, version: String?, headers: HTTPFields)
+        throws(TernError) -> (ServedModel, Int?)
+    {
+        let served = try service.resolve(model: model, version: version)
         var headerLength: Int?
-        if let value = request.headers[.inferenceHeaderContentLength] {
+        if let value = headers[.inferenceHeaderContentLength] {
             guard let length = Int(value.trimmingCharacters(in: .whitespaces)), length >= 0 else {
-                throw TernError.invalidArgument("Inference-Header-Content-Length must be a non-negative integer, got '\(value)'")
+                throw .invalidArgument("Inference-Header-Content-Length must be a non-negative integer, got '\(value)'")
             }
             headerLength = length
         }
-        if let encoding = request.headers[.contentEncoding], encoding.lowercased() != "identity" {
-            throw TernError.invalidArgument("Content-Encoding '\(encoding)' is not supported; send the body uncompressed")
+        if let encoding = headers[.contentEncoding], encoding.lowercased() != "identity" {
+            throw .invalidArgument("Content-Encoding '\(encoding)' is not supported; send the body uncompressed")
         }
-        let body = try await configuration.collectBody(request)
-        let (inferRequest, encoding) = try V2RequestDecoder.decode(body: body, headerLength: headerLength)
-        let response = try await service.infer(served, request: inferRequest)
+        return (served, headerLength)
+    }
+
+    /// The answer's headers and body: JSON, or JSON followed by binary outputs.
+    static func inferAnswer(_ response: InferenceResponse, encoding: V2RequestDecoder.OutputEncoding) -> (HTTPFields, ByteBuffer) {
         let (buffer, jsonLength) = V2ResponseEncoder.encode(response, encoding: encoding)
         var headers: HTTPFields = [:]
         if let jsonLength {
@@ -187,7 +202,7 @@ public struct V2Routes: Sendable {
         } else {
             headers[.contentType] = "application/json"
         }
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: buffer))
+        return (headers, buffer)
     }
 }
 

@@ -93,8 +93,11 @@ public struct TernServer: Sendable {
                 service: service, runtime: runtime,
                 pool: pool, sessionOptions: configuration.sessionOptions, logger: logger)
         }
+        let (service, http) = (service, configuration.http)
         let app = Application(
             router: router(models: models),
+            server: .http1(configuration: .init(
+                additionalChannelHandlers: [V2Routes.inferFastPath(service: service, configuration: http)])),
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.httpPort), serverName: "tern"),
             onServerRunning: { channel in await onHTTPReady(channel.localAddress?.port ?? 0) },

@@ -1,0 +1,257 @@
+import DequeModule
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import NIOHTTPTypes
+import TernCore
+
+/// `POST /v2/models/{m}[/versions/{v}]/infer`, served inside the connection's channel pipeline.
+///
+/// Hummingbird hands each request from the event loop to a Swift task and the response back; for a request
+/// that runs in a fraction of a millisecond, those hand-offs cost more than the inference (see
+/// docs/performance.md). This handler, which Hummingbird's `additionalChannelHandlers` places after its
+/// HTTP codec, takes infer requests itself: it reads the body on the event loop, decodes it, queues the run
+/// on the model's runner threads and writes the answer from the run's completion, back on the event loop.
+/// Every other request (and any infer request it does not take: other methods, percent-encoded paths) goes
+/// on to Hummingbird untouched. Decoding, validation, errors and encoding are the route's own
+/// (``V2Routes/inferHead(service:model:version:headers:)``, ``V2RequestDecoder``, ``V2Routes/inferAnswer``).
+///
+/// Ordering: while a request of its own is in progress, later requests on the connection (HTTP pipelining)
+/// wait here and are handled, in order, once its answer is written; while a request handed to Hummingbird
+/// is unanswered, everything goes to Hummingbird. Shutdown: a quiesce event waits until its request is
+/// answered, so in-flight requests finish.
+final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let service: InferenceService
+    private let configuration: HTTPFrontEndConfiguration
+
+    private enum State {
+        case idle
+        /// Hummingbird's: requests handed on whose answers have not ended.
+        case forwarding(unanswered: Int)
+        /// Ours, its body arriving. `failure` holds an error found at the head; the body is then discarded.
+        case reading(Pending)
+        /// Ours, running.
+        case running
+    }
+
+    private struct Pending {
+        var served: ServedModel?
+        var headerLength: Int?
+        var failure: (any Error)?
+        var body: ByteBuffer
+        var close: Bool
+    }
+
+    private var state = State.idle
+    private var waiting = Deque<HTTPRequestPart>()
+    private var quiesceEvent: Any?
+
+    init(service: InferenceService, configuration: HTTPFrontEndConfiguration) {
+        self.service = service
+        self.configuration = configuration
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        read(context: context, part: unwrapInboundIn(data))
+    }
+
+    private func read(context: ChannelHandlerContext, part: HTTPRequestPart) {
+        switch (state, part) {
+        case (.idle, .head(let head)):
+            if let (model, version) = Self.route(head) {
+                state = .reading(start(head, model: model, version: version))
+            } else {
+                state = .forwarding(unanswered: 1)
+                context.fireChannelRead(wrapInboundOut(part))
+            }
+        case (.idle, _):
+            context.fireChannelRead(wrapInboundOut(part))
+        case (.forwarding(let unanswered), .head):
+            state = .forwarding(unanswered: unanswered + 1)
+            context.fireChannelRead(wrapInboundOut(part))
+        case (.forwarding, _):
+            context.fireChannelRead(wrapInboundOut(part))
+        case (.reading(var pending), .body(var chunk)):
+            if pending.failure == nil {
+                if pending.body.readableBytes + chunk.readableBytes > configuration.maxRequestBytes {
+                    pending.failure = TernError(.payloadTooLarge, "the request body is larger than the limit of "
+                        + "\(configuration.maxRequestBytes) bytes (raise it with --max-request-size)")
+                    pending.body = ByteBuffer()
+                } else {
+                    pending.body.writeBuffer(&chunk)
+                }
+            }
+            state = .reading(pending)
+        case (.reading(let pending), .end):
+            state = .running
+            run(context: context, pending)
+        case (.reading, .head), (.running, _):
+            waiting.append(part)
+        }
+    }
+
+    /// The model and version of an infer request this handler takes; nil for anything else.
+    private static func route(_ head: HTTPRequest) -> (String, String?)? {
+        guard head.method == .post, var path = head.path?.utf8[...], path.starts(with: "/v2/models/".utf8) else { return nil }
+        if let query = path.firstIndex(of: UInt8(ascii: "?")) { path = path[..<query] }
+        guard !path.contains(UInt8(ascii: "%")) else { return nil }
+        let parts = path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        // "", "v2", "models", m, "infer"  or  "", "v2", "models", m, "versions", v, "infer"
+        guard parts.last?.elementsEqual("infer".utf8) == true, !parts[3].isEmpty else { return nil }
+        let model = String(decoding: parts[3], as: UTF8.self)
+        switch parts.count {
+        case 5: return (model, nil)
+        case 7 where parts[4].elementsEqual("versions".utf8) && !parts[5].isEmpty:
+            return (model, String(decoding: parts[5], as: UTF8.self))
+        default: return nil
+        }
+    }
+
+    private func start(_ head: HTTPRequest, model: String, version: String?) -> Pending {
+        let close = head.headerFields[.connection]?.lowercased().contains("close") ?? false
+        do {
+            let (served, headerLength) = try V2Routes.inferHead(
+                service: service, model: model, version: version, headers: head.headerFields)
+            return Pending(served: served, headerLength: headerLength, body: ByteBuffer(), close: close)
+        } catch {
+            return Pending(failure: error, body: ByteBuffer(), close: close)
+        }
+    }
+
+    private func run(context: ChannelHandlerContext, _ pending: Pending) {
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let close = pending.close
+        guard pending.failure == nil, let served = pending.served else {
+            respond(context: context, Self.failure(pending.failure!), close: close || Self.mustClose(pending.failure!))
+            return
+        }
+        let decoded: (InferenceRequest, V2RequestDecoder.OutputEncoding)
+        do {
+            decoded = try V2RequestDecoder.decode(body: pending.body, headerLength: pending.headerLength)
+        } catch {
+            respond(context: context, Self.failure(error), close: close)
+            return
+        }
+        let encoding = decoded.1
+        service.infer(served, request: decoded.0) { result in
+            // On a runner thread: encode here, write on the event loop.
+            let answer: (HTTPResponse, ByteBuffer)
+            switch result {
+            case .success(let response):
+                let (headers, body) = V2Routes.inferAnswer(response, encoding: encoding)
+                answer = (HTTPResponse(status: .ok, headerFields: headers), body)
+            case .failure(let error):
+                answer = Self.failure(error)
+            }
+            loop.execute {
+                let (handler, context) = bound.value
+                handler.respond(context: context, answer, close: close)
+            }
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, _ answer: (HTTPResponse, ByteBuffer), close: Bool) {
+        var (head, body) = answer
+        head.headerFields[.contentLength] = String(body.readableBytes)
+        head.headerFields[.server] = "tern"
+        if close { head.headerFields[.connection] = "close" }
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(body)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        body = ByteBuffer()
+        state = .idle
+        if close {
+            context.close(promise: nil)
+            return
+        }
+        if let event = quiesceEvent {
+            quiesceEvent = nil
+            context.fireUserInboundEventTriggered(event)
+        }
+        replayWaiting(context: context)
+    }
+
+    /// Handles the requests that arrived while one of ours was in progress, in order, until another of ours
+    /// starts (the rest wait for it) or all have gone on to Hummingbird.
+    private func replayWaiting(context: ChannelHandlerContext) {
+        guard !waiting.isEmpty else { return }
+        while let next = waiting.first {
+            if case .reading = state { if case .head = next { break } }
+            if case .running = state { break }
+            waiting.removeFirst()
+            read(context: context, part: next)
+        }
+        // Hummingbird's side delivers what it was given at the end of a read burst.
+        context.fireChannelReadComplete()
+    }
+
+    /// An error as the route's error middleware writes it.
+    private static func failure(_ error: any Error) -> (HTTPResponse, ByteBuffer) {
+        let status: HTTPResponse.Status
+        let message: String
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let error = error as? TernError {
+            status = error.code.httpStatus
+            message = error.message
+            if error.code == .resourceExhausted { headers[.retryAfter] = "1" }
+        } else {
+            status = .internalServerError
+            message = "internal error: \(error)"
+        }
+        var json = JSONWriter(capacity: message.utf8.count + 16)
+        json.raw("{\"error\":")
+        json.string(message)
+        json.byte(UInt8(ascii: "}"))
+        return (HTTPResponse(status: status, headerFields: headers), json.buffer)
+    }
+
+    /// After a body over the limit (read and discarded) the connection closes, as after any refused upload.
+    private static func mustClose(_ error: any Error) -> Bool {
+        (error as? TernError)?.code == .payloadTooLarge
+    }
+
+    // MARK: Outbound (Hummingbird's answers)
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data), case .forwarding(let unanswered) = state {
+            state = unanswered > 1 ? .forwarding(unanswered: unanswered - 1) : .idle
+            context.write(data, promise: promise)
+            if case .idle = state { replayWaiting(context: context) }
+            return
+        }
+        context.write(data, promise: promise)
+    }
+
+    // MARK: Shutdown
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            switch state {
+            case .reading, .running:
+                quiesceEvent = event  // passed on once the request in progress is answered
+                return
+            case .idle, .forwarding:
+                break
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+extension V2Routes {
+    /// The channel handler that serves infer requests on the event loop (``V2InferFastPath``), for Hummingbird's
+    /// `additionalChannelHandlers`: one per connection.
+    public static func inferFastPath(service: InferenceService, configuration: HTTPFrontEndConfiguration)
+        -> any RemovableChannelHandler
+    {
+        V2InferFastPath(service: service, configuration: configuration)
+    }
+}

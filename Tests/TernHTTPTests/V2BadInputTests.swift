@@ -118,7 +118,9 @@ struct V2BadInputTests {
         let service = try fixtureService(["logreg"])
         let golden = try Fixtures.golden("logreg")[1]
         let good = "{\"inputs\":\(try rawGoldenInputs("logreg")[1])}"
-        try await withLiveServer(service) { client in
+        // Infer requests are served in the channel pipeline; the Hummingbird route must answer the same.
+        for fastPath in [true, false] {
+        try await withLiveServer(service, fastPath: fastPath) { client in
             try await client.execute(uri: bad.uri, method: .post, headers: bad.headers, body: ByteBuffer(bytes: bad.body)) { response in
                 #expect(response.status == bad.status, "\(bad.label): \(String(buffer: response.body))")
                 let body = try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any]
@@ -132,6 +134,7 @@ struct V2BadInputTests {
                 let decoded = try JSONDecoder().decode(V2Response.self, from: Data(buffer: response.body))
                 expectMatches(decoded.outputs.map(\.tensor), golden, "after \(bad.label)")
             }
+        }
         }
     }
 
@@ -171,17 +174,19 @@ struct V2BadInputTests {
     func bodyLimit() async throws {
         let service = try fixtureService(["logreg"])
         let good = "{\"inputs\":\(try rawGoldenInputs("logreg")[0])}"
-        try await withLiveServer(service, maxRequestBytes: 4096) { client in
+        for fastPath in [true, false] {
+        try await withLiveServer(service, maxRequestBytes: 4096, fastPath: fastPath) { client in
             let big = String(repeating: " ", count: 10_000) + good
             try await client.execute(uri: "/v2/models/logreg/infer", method: .post, body: ByteBuffer(string: big)) { response in
                 #expect(response.status == .contentTooLarge)
                 #expect(String(buffer: response.body).contains("4096"))
             }
         }
-        try await withLiveServer(service, maxRequestBytes: 4096) { client in
+        try await withLiveServer(service, maxRequestBytes: 4096, fastPath: fastPath) { client in
             try await client.execute(uri: "/v2/models/logreg/infer", method: .post, body: ByteBuffer(string: good)) { response in
                 #expect(response.status == .ok)
             }
+        }
         }
     }
 }

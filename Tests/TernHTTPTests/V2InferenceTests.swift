@@ -15,7 +15,8 @@ struct V2InferenceTests {
         let service = try fixtureService([name])
         let golden = try Fixtures.golden(name)
         let bodies = try rawGoldenInputs(name)
-        try await withLiveServer(service) { client in
+        for fastPath in [true, false] {
+        try await withLiveServer(service, fastPath: fastPath) { client in
             for (golden, inputs) in zip(golden, bodies) {
                 let body = "{\"id\":\"req-\(golden.name)\",\"inputs\":\(inputs)}"
                 try await client.execute(uri: "/v2/models/\(name)/infer", method: .post, body: ByteBuffer(string: body)) { response in
@@ -29,12 +30,14 @@ struct V2InferenceTests {
                 }
             }
         }
+        }
     }
 
     @Test("binary tensor data both ways gets onnxruntime's outputs, batch 1 and 64", arguments: Fixtures.modelNames)
     func binary(name: String) async throws {
         let service = try fixtureService([name])
-        try await withLiveServer(service) { client in
+        for fastPath in [true, false] {
+        try await withLiveServer(service, fastPath: fastPath) { client in
             for golden in try Fixtures.golden(name) {
                 let (body, headers) = binaryRequest(golden.inputs.map(\.tensor))
                 try await client.execute(uri: "/v2/models/\(name)/versions/1/infer", method: .post, headers: headers, body: body) { response in
@@ -43,6 +46,7 @@ struct V2InferenceTests {
                     expectMatches(try decodeBinaryResponse(response), golden, "\(name) \(golden.name) binary")
                 }
             }
+        }
         }
     }
 

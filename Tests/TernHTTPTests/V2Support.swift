@@ -20,16 +20,23 @@ func fixtureService(_ names: [String] = Fixtures.modelNames, ready: Bool = true)
     return service
 }
 
-/// Runs `body` against a live HTTP server (real sockets on a free port) serving `service`.
+/// Runs `body` against a live HTTP server (real sockets on a free port) serving `service`, as `tern serve`
+/// does: infer requests in the channel pipeline (``V2InferFastPath``), unless `fastPath` is false, when they
+/// go through the Hummingbird route.
 func withLiveServer(
     _ service: InferenceService, maxRequestBytes: Int = 64 << 20,
-    platform: PlatformRoutesConfiguration = .init(),
+    platform: PlatformRoutesConfiguration = .init(), fastPath: Bool = true,
     _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void
 ) async throws {
     let router = Router(context: BasicRequestContext.self)
-    V2Routes(service: service, configuration: .init(maxRequestBytes: maxRequestBytes)).register(on: router)
-    PlatformRoutes(service: service, configuration: platform, http: .init(maxRequestBytes: maxRequestBytes)).register(on: router)
-    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+    let http = HTTPFrontEndConfiguration(maxRequestBytes: maxRequestBytes)
+    V2Routes(service: service, configuration: http).register(on: router)
+    PlatformRoutes(service: service, configuration: platform, http: http).register(on: router)
+    let app = Application(
+        router: router,
+        server: .http1(configuration: .init(
+            additionalChannelHandlers: fastPath ? [V2Routes.inferFastPath(service: service, configuration: http)] : [])),
+        configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     try await app.test(.live) { client in try await body(client) }
 }
 

@@ -8,7 +8,7 @@ import TernONNX
 struct Tern: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tern",
-        abstract: "Serve ONNX models over the Open Inference Protocol v2 (KServe/Triton), fast, on a CPU.",
+        abstract: "Package, register and serve ONNX models over the Open Inference Protocol v2 (KServe/Triton), fast, on a CPU.",
         discussion: """
             Put each model in a folder, one sub-folder per version:
 
@@ -20,6 +20,15 @@ struct Tern: AsyncParsableCommand {
 
               tern serve --models models
               curl localhost:8000/v2/models/credit-risk/infer -d @request.json
+
+            Or package each version with its training-data profile and metrics, register
+            it, and move aliases while serving:
+
+              tern pack model.onnx --name credit-risk --reference train.csv \\
+                --holdout test.csv --label-column default
+              tern push credit-risk.tern --alias production
+              tern serve --data .tern/data
+              tern models alias credit-risk production 2 --server http://localhost:8000
 
             ONNX Runtime is found from --onnxruntime, then TERN_ONNXRUNTIME_LIB,
             then .tern/onnxruntime (scripts/install-onnxruntime.sh), then the

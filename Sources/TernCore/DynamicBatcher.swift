@@ -30,6 +30,13 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         public var largestBatchRequests = 0
     }
 
+    /// Requests waiting in the queue (not yet taken into a batch).
+    public var queueDepth: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return queue.count
+    }
+
     public var statistics: Statistics {
         condition.lock()
         defer { condition.unlock() }

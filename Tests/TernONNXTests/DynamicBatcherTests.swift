@@ -93,6 +93,13 @@ final class StubModel: BlockingInferenceModel, @unchecked Sendable {
     let gate = NSCondition()
     var held = false
     var batchSizes: [Int] = []
+    /// Rows of the runs that have begun (including those held at the gate).
+    var startedRows: Int {
+        gate.lock()
+        defer { gate.unlock() }
+        return begunRows
+    }
+    private var begunRows = 0
 
     init(executor: any BlockingExecutor) { self.executor = executor }
 
@@ -102,6 +109,7 @@ final class StubModel: BlockingInferenceModel, @unchecked Sendable {
 
     func runBlocking(inputs: [Tensor], outputs: [String]) throws(TernError) -> [Tensor] {
         gate.lock()
+        begunRows += inputs[0].shape[0]
         while held { gate.wait() }
         batchSizes.append(inputs[0].shape[0])
         gate.unlock()
@@ -118,6 +126,18 @@ final class StubModel: BlockingInferenceModel, @unchecked Sendable {
     }
 }
 
+/// Waits until `queued` requests wait in the queue and the model has begun runs over `taken` rows (30 s at
+/// most); tests wait for states, not for fixed times, as a loaded machine may start tasks late.
+func waitFor(_ batcher: DynamicBatcher, _ stub: StubModel, queued: Int, taken: Int) async throws {
+    let deadline = ContinuousClock.now + .seconds(30)
+    while batcher.queueDepth != queued || stub.startedRows != taken {
+        guard ContinuousClock.now < deadline else {
+            throw TernError.internalError("expected \(queued) queued and \(taken) taken, have \(batcher.queueDepth) and \(stub.startedRows)")
+        }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+}
+
 @Suite("Dynamic batching: queue behaviour")
 struct BatchQueueTests {
     func x(_ value: Float) throws -> [Tensor] { [try Tensor(name: "x", shape: [1, 1], values: [value])] }
@@ -129,6 +149,7 @@ struct BatchQueueTests {
         let stub = StubModel(executor: pool)
         let batcher = DynamicBatcher(model: stub, configuration: DynamicBatching(maxBatchSize: 32), maxConcurrentBatches: 1)
         stub.hold(true)
+        defer { stub.hold(false) }
         let results = try await withThrowingTaskGroup(of: (Int, Float?).self) { group in
             for index in 0..<8 {
                 group.addTask {
@@ -139,7 +160,11 @@ struct BatchQueueTests {
                     } catch { return (index, nil) }
                 }
             }
-            try await Task.sleep(for: .milliseconds(100))
+            // Some requests are held in the model, the rest queued behind them: all eight are in.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while batcher.queueDepth + stub.startedRows != 8 || stub.startedRows == 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
             stub.hold(false)
             var results: [Int: Float?] = [:]
             for try await (index, value) in group { results[index] = value }
@@ -159,11 +184,13 @@ struct BatchQueueTests {
         let batcher = DynamicBatcher(
             model: stub, configuration: DynamicBatching(maxBatchSize: 1, maxQueueSize: 2), maxConcurrentBatches: 1)
         stub.hold(true)
+        defer { stub.hold(false) }  // a failed step must not leave requests held forever
         async let first = batcher.run(inputs: x(1), outputs: ["y"])  // taken by the drainer, held
-        try await Task.sleep(for: .milliseconds(50))
+        try await waitFor(batcher, stub, queued: 0, taken: 1)
         async let second = batcher.run(inputs: x(2), outputs: ["y"], timeout: .milliseconds(20))
         async let third = batcher.run(inputs: x(3), outputs: ["y"])
-        try await Task.sleep(for: .milliseconds(50))
+        try await waitFor(batcher, stub, queued: 2, taken: 1)
+        try await Task.sleep(for: .milliseconds(30))  // second's timeout passes while it waits
         do {
             _ = try await batcher.run(inputs: x(4), outputs: ["y"])
             Issue.record("a full queue accepted a request")
@@ -189,8 +216,11 @@ struct BatchQueueTests {
         let stub = StubModel(executor: pool)
         let batcher = DynamicBatcher(
             model: stub,
-            configuration: DynamicBatching(maxBatchSize: 16, preferredBatchSizes: [4], maxQueueDelay: .milliseconds(500)),
+            // A delay far longer than the requests take to arrive, even on a loaded machine: the batch runs
+            // when the fourth arrives, not when the delay ends.
+            configuration: DynamicBatching(maxBatchSize: 16, preferredBatchSizes: [4], maxQueueDelay: .seconds(20)),
             maxConcurrentBatches: 1)
+        let start = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<4 {
                 group.addTask { _ = try await batcher.run(inputs: x(Float(index)), outputs: ["y"]) }
@@ -199,6 +229,7 @@ struct BatchQueueTests {
             try await group.waitForAll()
         }
         #expect(stub.batchSizes == [4], "\(stub.batchSizes)")
+        #expect(start.duration(to: .now) < .seconds(20), "the batch waited for the delay, not for the fourth request")
     }
 
     @Test("batching applies to models with a batch dimension, and refuses to be forced on others")

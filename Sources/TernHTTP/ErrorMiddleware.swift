@@ -19,6 +19,41 @@ extension TernError.Code {
     }
 }
 
+/// An error as every HTTP answer of Tern carries it, whichever path served the request: the status for its
+/// code, `Retry-After` when a queue is full, and the body `{"error": "..."}`.
+struct ErrorAnswer {
+    var status: HTTPResponse.Status
+    var headers: HTTPFields
+    var body: ByteBuffer
+    /// A fault of Tern's or the runtime's (500), worth a log line; the others are the client's.
+    var isFault: Bool
+
+    init(_ error: any Error) {
+        switch error {
+        case let error as TernError:
+            self.init(status: error.code.httpStatus, message: error.message)
+            if error.code == .resourceExhausted { headers[.retryAfter] = "1" }
+        case is NIOTooManyBytesError:
+            self.init(status: .contentTooLarge, message: "the request body is larger than the server's limit")
+        default:
+            self.init(status: .internalServerError, message: "internal error: \(error)")
+        }
+    }
+
+    init(status: HTTPResponse.Status, message: String) {
+        var json = JSONWriter(capacity: message.utf8.count + 16)
+        json.raw("{\"error\":")
+        json.string(message)
+        json.byte(UInt8(ascii: "}"))
+        self.status = status
+        self.headers = [.contentType: "application/json"]
+        self.body = json.buffer
+        self.isFault = status == .internalServerError
+    }
+
+    var response: Response { Response(status: status, headers: headers, body: .init(byteBuffer: body)) }
+}
+
 /// Turns every error into a JSON body `{"error": "..."}` with the right status, as the Open Inference
 /// Protocol asks. Core errors keep their message; framework errors (unknown route, wrong method) keep theirs.
 struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
@@ -27,30 +62,16 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     {
         do {
             return try await next(request, context)
-        } catch let error as TernError {
-            if error.code == .internalError {
-                context.logger.error("request failed", metadata: ["error": "\(error.message)", "path": "\(request.uri.path)"])
-            }
-            var response = Self.response(error.code.httpStatus, error.message)
-            if error.code == .resourceExhausted { response.headers[.retryAfter] = "1" }
-            return response
         } catch let error as HTTPError {
             let message = error.body ?? (error.status == .notFound
                 ? "no route for \(request.method) \(request.uri.path)" : error.status.reasonPhrase)
-            return Self.response(error.status, message)
-        } catch is NIOTooManyBytesError {
-            return Self.response(.contentTooLarge, "the request body is larger than the server's limit")
+            return ErrorAnswer(status: error.status, message: message).response
         } catch {
-            context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
-            return Self.response(.internalServerError, "internal error: \(error)")
+            let answer = ErrorAnswer(error)
+            if answer.isFault {
+                context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            }
+            return answer.response
         }
-    }
-
-    static func response(_ status: HTTPResponse.Status, _ message: String) -> Response {
-        var json = JSONWriter(capacity: message.utf8.count + 16)
-        json.raw("{\"error\":")
-        json.string(message)
-        json.byte(UInt8(ascii: "}"))
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: json.buffer))
     }
 }

@@ -1,6 +1,7 @@
 import DequeModule
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
 import NIOHTTPTypes
 import TernCore
@@ -159,14 +160,14 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func respond(context: ChannelHandlerContext, _ answer: (HTTPResponse, ByteBuffer), close: Bool) {
-        var (head, body) = answer
+        var head = answer.0
+        let body = answer.1
         head.headerFields[.contentLength] = String(body.readableBytes)
         head.headerFields[.server] = "tern"
         if close { head.headerFields[.connection] = "close" }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(body)), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        body = ByteBuffer()
         state = .idle
         if close {
             context.close(promise: nil)
@@ -193,25 +194,14 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelReadComplete()
     }
 
-    /// An error as the route's error middleware writes it.
+    /// An error as the route's error middleware writes it (faults logged as it logs them).
     private static func failure(_ error: any Error) -> (HTTPResponse, ByteBuffer) {
-        let status: HTTPResponse.Status
-        let message: String
-        var headers: HTTPFields = [.contentType: "application/json"]
-        if let error = error as? TernError {
-            status = error.code.httpStatus
-            message = error.message
-            if error.code == .resourceExhausted { headers[.retryAfter] = "1" }
-        } else {
-            status = .internalServerError
-            message = "internal error: \(error)"
-        }
-        var json = JSONWriter(capacity: message.utf8.count + 16)
-        json.raw("{\"error\":")
-        json.string(message)
-        json.byte(UInt8(ascii: "}"))
-        return (HTTPResponse(status: status, headerFields: headers), json.buffer)
+        let answer = ErrorAnswer(error)
+        if answer.isFault { logger.error("request failed", metadata: ["error": "\(error)", "path": "/v2/models/.../infer"]) }
+        return (HTTPResponse(status: answer.status, headerFields: answer.headers), answer.body)
     }
+
+    private static let logger = Logger(label: "tern.http")
 
     /// After a body over the limit (read and discarded) the connection closes, as after any refused upload.
     private static func mustClose(_ error: any Error) -> Bool {

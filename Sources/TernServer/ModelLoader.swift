@@ -28,20 +28,16 @@ public struct ModelLoader: Service {
     /// Loads every selected version; throws (stopping the server) if any fails, naming the file.
     public func loadAll() throws(TernError) {
         for model in try repository.discover() {
-            var options = sessionOptions
-            options.instances = model.config.instances
             for version in model.selectedVersions {
                 let path = model.versions[version]!
-                let onnx = try ONNXModel(path: path, runtime: runtime, pool: pool, options: options)
-                let loaded = try DynamicBatcher.applying(
-                    model.config, to: onnx, maxConcurrentBatches: pool.threadCount, name: model.name)
-                service.catalog.add(
-                    ServedModel(name: model.name, version: version, model: loaded, config: model.config,
-                        platform: "onnxruntime_onnx"))
+                let served = try ServedModel.loadONNX(
+                    name: model.name, version: version, path: path, config: model.config, runtime: runtime, pool: pool,
+                    sessionOptions: sessionOptions)
+                service.catalog.add(served)
                 logger.info(
                     "model loaded",
                     metadata: ["model": "\(model.name)", "version": "\(version)", "path": "\(path)",
-                               "batching": "\(loaded is DynamicBatcher ? "dynamic" : "off")"])
+                               "batching": "\(served.model is DynamicBatcher ? "dynamic" : "off")"])
             }
         }
     }
@@ -53,5 +49,20 @@ public struct ModelLoader: Service {
         try? await gracefulShutdown()
         service.isReady = false
         pool.shutdown()
+    }
+}
+
+extension ServedModel {
+    /// Loads an ONNX model as `config` says to serve it (sessions per version, dynamic batching): the one way
+    /// a model folder and a registry both load a version.
+    static func loadONNX(
+        name: String, version: Int, path: String, config: ModelConfig, runtime: ONNXRuntime, pool: RunnerPool,
+        sessionOptions: SessionOptions
+    ) throws(TernError) -> ServedModel {
+        var options = sessionOptions
+        options.instances = config.instances
+        let onnx = try ONNXModel(path: path, runtime: runtime, pool: pool, options: options)
+        let model = try DynamicBatcher.applying(config, to: onnx, maxConcurrentBatches: pool.threadCount, name: name)
+        return ServedModel(name: name, version: version, model: model, config: config, platform: "onnxruntime_onnx")
     }
 }

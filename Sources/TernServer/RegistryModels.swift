@@ -164,18 +164,16 @@ public actor RegistryModels: ModelRepositoryControl {
                 throw .internalError("cannot unpack \(key) into \(folder): \(error.localizedDescription)")
             }
         }
-        var config = FileManager.default.fileExists(atPath: configPath) ? try ModelRepository.parseConfig(path: configPath) : ModelConfig()
-        if config.featureNames == nil { config.featureNames = record.manifest.featureNames }
-        var sessionOptions = sessionOptions
-        sessionOptions.instances = config.instances
-        let (runtime, pool, options) = (self.runtime, self.pool, sessionOptions)
+        var parsed = FileManager.default.fileExists(atPath: configPath) ? try ModelRepository.parseConfig(path: configPath) : ModelConfig()
+        if parsed.featureNames == nil { parsed.featureNames = record.manifest.featureNames }
+        let (runtime, pool, sessionOptions, config) = (self.runtime, self.pool, self.sessionOptions, parsed)
         // Creating a session reads and optimises the whole model: seconds for a large one. It runs on a
         // thread of its own, never on Swift's cooperative pool that the front-ends share.
-        let onnx = try await onOwnThread { () throws(TernError) in
-            try ONNXModel(path: modelPath, runtime: runtime, pool: pool, options: options)
+        return try await onOwnThread { () throws(TernError) in
+            try ServedModel.loadONNX(
+                name: key.model, version: key.version, path: modelPath, config: config, runtime: runtime, pool: pool,
+                sessionOptions: sessionOptions)
         }
-        let model = try DynamicBatcher.applying(config, to: onnx, maxConcurrentBatches: pool.threadCount, name: key.model)
-        return ServedModel(name: key.model, version: key.version, model: model, config: config, platform: "onnxruntime_onnx")
     }
 
     // MARK: Changes through the API

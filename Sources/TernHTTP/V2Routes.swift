@@ -17,11 +17,15 @@ public struct HTTPFrontEndConfiguration: Sendable {
 extension HTTPFrontEndConfiguration {
     /// The whole request body, refused with `payloadTooLarge` (413) past ``maxRequestBytes``.
     func collectBody(_ request: Request) async throws -> ByteBuffer {
+        try await Self.collectBody(request, upTo: maxRequestBytes, flag: "--max-request-size")
+    }
+
+    /// A request's whole body, refused with `payloadTooLarge` (413) past `limit`, naming the flag that raises it.
+    public static func collectBody(_ request: Request, upTo limit: Int, flag: String) async throws -> ByteBuffer {
         do {
-            return try await request.body.collect(upTo: maxRequestBytes)
+            return try await request.body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
-            throw TernError(.payloadTooLarge, "the request body is larger than the limit of \(maxRequestBytes) bytes "
-                + "(raise it with --max-request-size)")
+            throw TernError(.payloadTooLarge, "the request body is larger than the limit of \(limit) bytes (raise it with \(flag))")
         }
     }
 }

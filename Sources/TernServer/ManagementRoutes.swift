@@ -4,6 +4,7 @@ import Hummingbird
 import NIOCore
 import TernBundle
 import TernCore
+import TernHTTP
 import TernRegistry
 
 /// The registry's REST API.
@@ -101,11 +102,7 @@ struct ManagementRoutes: Sendable {
     private var registry: Registry { models.registry }
 
     private func body(_ request: Request) async throws -> ByteBuffer {
-        do {
-            return try await request.body.collect(upTo: maxBundleBytes)
-        } catch is NIOTooManyBytesError {
-            throw TernError(.payloadTooLarge, "the body is larger than the limit of \(maxBundleBytes) bytes (raise it with --max-bundle-size)")
-        }
+        try await HTTPFrontEndConfiguration.collectBody(request, upTo: maxBundleBytes, flag: "--max-bundle-size")
     }
 
     private func version(_ context: BasicRequestContext) throws -> Int {

@@ -85,10 +85,11 @@ struct Pack: AsyncParsableCommand {
                 files[BundleFile.config] = try read(config)
                 serveConfig = try ModelRepository.parseConfig(yaml: String(decoding: files[BundleFile.config]!, as: UTF8.self), source: config)
             }
-            let names = featureNames.map(Self.list) ?? serveConfig.featureNames
-                ?? ServedModel(name: name, version: 1, model: onnx, config: serveConfig, platform: "").featureNames
+            if let names = featureNames.map(Self.list) { serveConfig.featureNames = names }
+            let served = ServedModel(name: name, version: 1, model: onnx, config: serveConfig, platform: "onnxruntime_onnx")
+            let names = served.featureNames
             var classes = classLabels.map(Self.list)
-            let runner = TableRunner(model: onnx, featureNames: names)
+            let runner = TableRunner(served: served)
 
             var profile: ReferenceProfile?
             if let reference {
@@ -199,11 +200,11 @@ struct Pack: AsyncParsableCommand {
     }
 }
 
-/// Runs a model over a table's rows, in blocks, collecting its outputs.
+/// Runs a model over a table's rows, in blocks (at most the config's max_batch_size rows), collecting its outputs.
 struct TableRunner {
-    let model: ONNXModel
-    let featureNames: [String]?
-    static let block = 4096
+    let served: ServedModel
+    private let service = InferenceService()
+    private var block: Int { served.config.maxBatchSize > 0 ? served.config.maxBatchSize : 4096 }
 
     func run(_ table: CSVTable, source: String) async throws -> ModelOutputs {
         do {
@@ -217,10 +218,10 @@ struct TableRunner {
         var outputs = ModelOutputs()
         var start = 0
         while start < table.rows.count {
-            let rows = Array(table.rows[start..<min(start + Self.block, table.rows.count)])
-            let request = try TabularInput.request(columns: table.columns, rows: rows, signature: model.signature, featureNames: featureNames)
-            let (inputs, names) = try RequestValidator.validate(request, against: model.signature, maxBatchSize: 0)
-            try outputs.append(try await model.run(inputs: inputs, outputs: names), rows: rows.count)
+            let rows = Array(table.rows[start..<min(start + block, table.rows.count)])
+            let request = try TabularInput.request(
+                columns: table.columns, rows: rows, signature: served.model.signature, featureNames: served.featureNames)
+            try outputs.append(try await service.infer(served, request: request).outputs, rows: rows.count)
             start += rows.count
         }
         return outputs

@@ -156,7 +156,7 @@ public final class InferenceService: Sendable {
         let finish: @Sendable (Result<[Tensor], any Error>) -> Void = { result in
             completion(result.map { InferenceResponse(modelName: name, modelVersion: version, id: id, outputs: $0) })
         }
-        if let model = served.model as? any CallbackInferenceModel {
+        if let model = served.callbackModel {
             model.run(inputs: inputs, outputs: outputs, timeout: request.timeout, completion: finish)
         } else {
             let model = served.model

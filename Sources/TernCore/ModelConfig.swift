@@ -81,7 +81,9 @@ public struct ModelConfig: Sendable, Equatable {
 public struct ServedModel: Sendable {
     public var name: String
     public var version: Int
-    public var model: any InferenceModel
+    public let model: any InferenceModel
+    /// `model` when it can answer through a callback, found once at load rather than cast per request.
+    public let callbackModel: (any CallbackInferenceModel)?
     public var config: ModelConfig
     /// The runtime, named as Triton does ("onnxruntime_onnx").
     public var platform: String
@@ -97,6 +99,7 @@ public struct ServedModel: Sendable {
         self.name = name
         self.version = version
         self.model = model
+        self.callbackModel = model as? any CallbackInferenceModel
         self.config = config
         self.platform = platform
     }

@@ -60,26 +60,22 @@ struct ManagementRoutes: Sendable {
                 throw TernError.invalidArgument("the body must be {\"version\": N}")
             }
             let model = try context.parameters.require("model")
-            try await registry.setAlias(model: model, alias: try context.parameters.require("alias"), version: number, actor: request.ternActor)
-            try await models.refresh(force: true)
+            try await models.setAlias(model: model, alias: try context.parameters.require("alias"), version: number, actor: request.ternActor)
             return try encode(try await registry.model(model))
         }
         api.delete("/models/{model}/aliases/{alias}") { request, context in
             let model = try context.parameters.require("model")
-            try await registry.removeAlias(model: model, alias: try context.parameters.require("alias"), actor: request.ternActor)
-            try await models.refresh(force: true)
+            try await models.removeAlias(model: model, alias: try context.parameters.require("alias"), actor: request.ternActor)
             return try encode(try await registry.model(model))
         }
         api.post("/models/{model}/versions/{version}/archive") { request, context in
             let model = try context.parameters.require("model")
             let number = try version(context)
-            try await registry.archiveVersion(model: model, version: number, actor: request.ternActor)
-            try await models.refresh(force: true)
+            try await models.archiveVersion(model: model, version: number, actor: request.ternActor)
             return try encode(try await registry.version(model, number))
         }
         api.delete("/models/{model}/versions/{version}") { request, context in
-            try await registry.deleteVersion(model: try context.parameters.require("model"), version: try version(context), actor: request.ternActor)
-            try await models.refresh(force: true)
+            try await models.deleteVersion(model: try context.parameters.require("model"), version: try version(context), actor: request.ternActor)
             return Response(status: .noContent)
         }
         api.post("/models/{model}/versions/{version}/load") { request, context in

@@ -178,6 +178,29 @@ public actor RegistryModels: ModelRepositoryControl {
 
     // MARK: Changes through the API
 
+    /// Moves or creates an alias, then serves what it names.
+    public func setAlias(model: String, alias: String, version: Int, actor: String) async throws(TernError) {
+        try await registry.setAlias(model: model, alias: alias, version: version, actor: actor)
+        try await refresh(force: true)
+    }
+
+    public func removeAlias(model: String, alias: String, actor: String) async throws(TernError) {
+        try await registry.removeAlias(model: model, alias: alias, actor: actor)
+        try await refresh(force: true)
+    }
+
+    /// Archives a version; it is no longer served.
+    public func archiveVersion(model: String, version: Int, actor: String) async throws(TernError) {
+        try await registry.archiveVersion(model: model, version: version, actor: actor)
+        try await refresh(force: true)
+    }
+
+    /// Deletes a version; it is no longer served and its unpacked files go.
+    public func deleteVersion(model: String, version: Int, actor: String) async throws(TernError) {
+        try await registry.deleteVersion(model: model, version: version, actor: actor)
+        try await refresh(force: true)
+    }
+
     /// Validates and registers a bundle, then serves it if an alias or the default names it.
     public func push(archive: Data, version: Int?, actor: String) async throws(TernError) -> VersionRecord {
         let bundle = try validator.validate(archive)

@@ -27,11 +27,13 @@ public struct ModelOutputs: Sendable {
                 throw .internalError("the model's outputs changed between runs")
             }
             if let labels = Self.labels(tensor), labels.count == count {
-                columns[index].labels = (columns[index].labels ?? []) + labels
+                columns[index].labels = columns[index].labels ?? []
+                columns[index].labels!.append(contentsOf: labels)
             } else if let values = Self.doubles(tensor), count > 0, values.count % count == 0 {
                 let width = values.count / count
                 let block = (0..<count).map { Array(values[($0 * width)..<(($0 + 1) * width)]) }
-                columns[index].scores = (columns[index].scores ?? []) + block
+                columns[index].scores = columns[index].scores ?? []
+                columns[index].scores!.append(contentsOf: block)
             }
         }
         rows += count

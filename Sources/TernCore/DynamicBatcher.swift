@@ -1,5 +1,6 @@
 import DequeModule
 import Foundation
+import Synchronization
 
 /// Dynamic batching in front of a model version.
 ///
@@ -22,12 +23,20 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
     private var queue = Deque<Pending>()
     private var activeBatches = 0
     private var counts = Statistics()
+    /// Measured cost of a row, in nanoseconds (moving average over runs; 0 until a run has been timed).
+    private let nanosecondsPerRow = Atomic<Int>(0)
+
+    /// Whether a thread of the caller's may run this model's batches (``drainInline(budget:)``): only when
+    /// forming a batch never waits (no queue delay, no preferred sizes).
+    public let runsInline: Bool
 
     /// How much batching happened: model runs and the requests they served.
     public struct Statistics: Sendable, Equatable {
         public var batches = 0
         public var requests = 0
         public var largestBatchRequests = 0
+        /// Batches run by a caller's thread through ``DynamicBatcher/drainInline(budget:)``.
+        public var inlineBatches = 0
     }
 
     /// Requests waiting in the queue (not yet taken into a batch).
@@ -59,6 +68,7 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         self.model = model
         self.configuration = configuration
         self.maxConcurrentBatches = max(1, maxConcurrentBatches)
+        self.runsInline = configuration.maxQueueDelay == .zero && configuration.preferredBatchSizes.isEmpty
     }
 
     /// The model as configured: batched when `config.batching` asks (or, `automatic`, when its signature has a
@@ -109,6 +119,25 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         inputs: [Tensor], outputs: [String], timeout: Duration?,
         completion: @escaping @Sendable (Result<[Tensor], any Error>) -> Void
     ) {
+        enqueue(inputs: inputs, outputs: outputs, timeout: timeout, wakeRunner: true, completion: completion)
+    }
+
+    /// Queues the request without waking a runner: the caller promises to call ``drainInline(budget:)`` soon,
+    /// from a thread that may run a short batch (an event loop, once its current read burst is handled).
+    /// `completion` is called once, on that thread or on a runner's.
+    ///
+    /// - Precondition: ``runsInline``.
+    public func runDeferred(
+        inputs: [Tensor], outputs: [String], timeout: Duration?,
+        completion: @escaping @Sendable (Result<[Tensor], any Error>) -> Void
+    ) {
+        enqueue(inputs: inputs, outputs: outputs, timeout: timeout, wakeRunner: false, completion: completion)
+    }
+
+    private func enqueue(
+        inputs: [Tensor], outputs: [String], timeout: Duration?, wakeRunner: Bool,
+        completion: @escaping @Sendable (Result<[Tensor], any Error>) -> Void
+    ) {
         let rows = inputs.first?.shape.first ?? 1
         let now = ContinuousClock.now
         let limit = timeout ?? configuration.defaultTimeout
@@ -122,7 +151,7 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         queue.append(Pending(
             inputs: inputs, outputs: outputs, rows: rows, enqueued: now, deadline: limit.map { now + $0 },
             completion: completion))
-        let startDrainer = activeBatches < maxConcurrentBatches
+        let startDrainer = wakeRunner && activeBatches < maxConcurrentBatches
         if startDrainer {
             activeBatches += 1
         } else {
@@ -143,6 +172,42 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
                 condition.unlock()
                 return
             }
+            condition.unlock()
+            execute(batch)
+        }
+    }
+
+    /// Runs queued batches on the calling thread while they fit in `budget`, estimated from the measured
+    /// cost of a row; the rest goes to the runner threads. Before any run has been timed, and when the
+    /// request at the head alone would not fit, everything goes to the runners: a slow model never runs here.
+    public func drainInline(budget: Duration) {
+        let started = ContinuousClock.now
+        while true {
+            condition.lock()
+            dropExpired()
+            if queue.isEmpty {
+                condition.unlock()
+                return
+            }
+            let perRow = nanosecondsPerRow.load(ordering: .relaxed)
+            let left = budget - started.duration(to: .now)
+            let rowLimit = perRow == 0 ? 0 : Int(left / .nanoseconds(perRow))
+            let count = compatiblePrefix(limit: min(configuration.maxBatchSize, rowLimit)).count
+            guard count > 0 else {
+                let startDrainer = activeBatches < maxConcurrentBatches
+                if startDrainer { activeBatches += 1 }
+                condition.unlock()
+                if startDrainer && !model.executor.execute({ self.drain() }) {
+                    failAll(TernError.unavailable("the model runner is shutting down"))
+                }
+                return
+            }
+            let batch = Array(queue.prefix(count))
+            queue.removeFirst(count)
+            counts.batches += 1
+            counts.requests += count
+            counts.largestBatchRequests = max(counts.largestBatchRequests, count)
+            counts.inlineBatches += 1
             condition.unlock()
             execute(batch)
         }
@@ -187,7 +252,7 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
 
     /// How many requests at the head of the queue can merge, and their rows, within `limit` rows.
     private func compatiblePrefix(limit: Int) -> (count: Int, rows: Int) {
-        guard let first = queue.first else { return (0, 0) }
+        guard let first = queue.first, first.rows <= limit else { return (0, 0) }
         var count = 1
         var rows = first.rows
         while count < queue.count {
@@ -229,14 +294,18 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         if batch.count == 1 {
             let request = batch[0]
             request.completion(Result { () throws(TernError) in
-                try model.runBlocking(inputs: request.inputs, outputs: request.outputs)
+                try timed(rows: request.rows) { () throws(TernError) in
+                    try model.runBlocking(inputs: request.inputs, outputs: request.outputs)
+                }
             }.mapError { $0 as any Error })
             return
         }
         do throws(TernError) {
             let outputs = union(batch.map(\.outputs))
             let merged = try merge(batch)
-            let results = try model.runBlocking(inputs: merged, outputs: outputs)
+            let results = try timed(rows: merged.first?.shape.first ?? batch.count) { () throws(TernError) in
+                try model.runBlocking(inputs: merged, outputs: outputs)
+            }
             var offset = 0
             var split: [[Tensor]] = []
             split.reserveCapacity(batch.count)
@@ -254,6 +323,16 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
             // Isolate the fault: each request alone gets its own answer or its own error.
             for request in batch { execute([request]) }
         }
+    }
+
+    /// Runs `body`, folding its time per row into the moving average ``drainInline(budget:)`` plans with.
+    private func timed<T>(rows: Int, _ body: () throws(TernError) -> T) throws(TernError) -> T {
+        let start = ContinuousClock.now
+        let result = try body()
+        let sample = max(1, Int(start.duration(to: .now) / .nanoseconds(max(1, rows))))
+        let average = nanosecondsPerRow.load(ordering: .relaxed)
+        nanosecondsPerRow.store(average == 0 ? sample : average + (sample - average) / 8, ordering: .relaxed)
+        return result
     }
 
     /// The outputs any request of the batch asked for, in signature order.

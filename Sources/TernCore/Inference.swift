@@ -111,3 +111,11 @@ extension BlockingInferenceModel {
         if !queued { completion(.failure(TernError.unavailable("the model runner is shutting down"))) }
     }
 }
+
+/// A thread that runs short batches itself instead of handing them to a runner thread: an event loop, between
+/// its read bursts. Two thread hand-offs per batch cost more than a light model's run (docs/performance.md).
+public protocol InlineRunner: AnyObject {
+    /// `batcher` holds requests queued with ``DynamicBatcher/runDeferred(inputs:outputs:timeout:completion:)``:
+    /// call its ``DynamicBatcher/drainInline(budget:)`` soon, on this thread.
+    func needsDrain(_ batcher: DynamicBatcher)
+}

@@ -140,8 +140,11 @@ public final class InferenceService: Sendable {
 
     /// As ``infer(_:request:)``, reporting through `completion` (called once, on a runner thread when the
     /// model runs, at once when the request is refused): for front-ends that live on an event loop.
+    ///
+    /// With `inline`, a batched model's request is queued for that thread to run (``InlineRunner``), and
+    /// `completion` may be called there.
     public func infer(
-        _ served: ServedModel, request: InferenceRequest,
+        _ served: ServedModel, request: InferenceRequest, inline: (any InlineRunner)? = nil,
         completion: @escaping @Sendable (Result<InferenceResponse, any Error>) -> Void
     ) {
         let inputs: [Tensor], outputs: [String]
@@ -156,7 +159,10 @@ public final class InferenceService: Sendable {
         let finish: @Sendable (Result<[Tensor], any Error>) -> Void = { result in
             completion(result.map { InferenceResponse(modelName: name, modelVersion: version, id: id, outputs: $0) })
         }
-        if let model = served.callbackModel {
+        if let inline, let batcher = served.inlineBatcher {
+            batcher.runDeferred(inputs: inputs, outputs: outputs, timeout: request.timeout, completion: finish)
+            inline.needsDrain(batcher)
+        } else if let model = served.callbackModel {
             model.run(inputs: inputs, outputs: outputs, timeout: request.timeout, completion: finish)
         } else {
             let model = served.model

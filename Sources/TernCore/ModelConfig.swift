@@ -84,6 +84,8 @@ public struct ServedModel: Sendable {
     public let model: any InferenceModel
     /// `model` when it can answer through a callback, found once at load rather than cast per request.
     public let callbackModel: (any CallbackInferenceModel)?
+    /// `model` when it is a dynamic batcher whose batches an event loop may run (``DynamicBatcher/runsInline``).
+    public let inlineBatcher: DynamicBatcher?
     public var config: ModelConfig
     /// The runtime, named as Triton does ("onnxruntime_onnx").
     public var platform: String
@@ -100,6 +102,7 @@ public struct ServedModel: Sendable {
         self.version = version
         self.model = model
         self.callbackModel = model as? any CallbackInferenceModel
+        self.inlineBatcher = (model as? DynamicBatcher).flatMap { $0.runsInline ? $0 : nil }
         self.config = config
         self.platform = platform
     }

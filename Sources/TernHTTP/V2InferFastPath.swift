@@ -12,7 +12,8 @@ import TernCore
 /// that runs in a fraction of a millisecond, those hand-offs cost more than the inference (see
 /// docs/performance.md). This handler, which Hummingbird's `additionalChannelHandlers` places after its
 /// HTTP codec, takes infer requests itself: it reads the body on the event loop, decodes it, queues the run
-/// on the model's runner threads and writes the answer from the run's completion, back on the event loop.
+/// (for the event loop itself when the model is light, ``EventLoopRunQueue``; else on the model's runner
+/// threads) and writes the answer from the run's completion, back on the event loop.
 /// Every other request (and any infer request it does not take: other methods, percent-encoded paths) goes
 /// on to Hummingbird untouched. Decoding, validation, errors and encoding are the route's own
 /// (``V2Routes/inferHead(service:model:version:headers:)``, ``V2RequestDecoder``, ``V2Routes/inferAnswer``).
@@ -51,10 +52,16 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var state = State.idle
     private var waiting = Deque<HTTPRequestPart>()
     private var quiesceEvent: Any?
+    /// The event loop's queue of light runs (nil when inline runs are off).
+    private var runQueue: EventLoopRunQueue?
 
     init(service: InferenceService, configuration: HTTPFrontEndConfiguration) {
         self.service = service
         self.configuration = configuration
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        runQueue = EventLoopRunQueue.current(on: context.eventLoop, budget: configuration.inlineRunBudget)
     }
 
     // MARK: Inbound
@@ -142,8 +149,8 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let encoding = decoded.1
-        service.infer(served, request: decoded.0) { result in
-            // On a runner thread: encode here, write on the event loop.
+        service.infer(served, request: decoded.0, inline: runQueue) { result in
+            // On a runner thread or this event loop: encode here, write on the event loop.
             let answer: (HTTPResponse, ByteBuffer)
             switch result {
             case .success(let response):
@@ -152,9 +159,14 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             case .failure(let error):
                 answer = Self.failure(error)
             }
-            loop.execute {
+            if loop.inEventLoop {
                 let (handler, context) = bound.value
                 handler.respond(context: context, answer, close: close)
+            } else {
+                loop.execute {
+                    let (handler, context) = bound.value
+                    handler.respond(context: context, answer, close: close)
+                }
             }
         }
     }

@@ -8,9 +8,13 @@ public struct HTTPFrontEndConfiguration: Sendable {
     /// The largest request body accepted, in bytes (64 MiB by default; Hummingbird's own default is 2 MiB,
     /// too small for tensors).
     public var maxRequestBytes: Int
+    /// How long an event loop may spend running light models' batches itself, per read burst, instead of
+    /// handing them to the runner threads (``EventLoopRunQueue``); zero sends every run to the runners.
+    public var inlineRunBudget: Duration
 
-    public init(maxRequestBytes: Int = 64 << 20) {
+    public init(maxRequestBytes: Int = 64 << 20, inlineRunBudget: Duration = .microseconds(200)) {
         self.maxRequestBytes = maxRequestBytes
+        self.inlineRunBudget = inlineRunBudget
     }
 }
 

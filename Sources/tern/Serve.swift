@@ -85,6 +85,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Event loop threads for HTTP (default: one per core).")
     var httpThreads: Int?
 
+    @Option(help: ArgumentHelp(
+        "Microseconds an HTTP event loop may spend per read burst running light models itself rather than on "
+            + "a runner thread (the estimate comes from each model's measured cost per row); 0: always the runners.",
+        valueName: "us"))
+    var inlineRunBudget: Int = 200
+
     @Option(help: "Seconds a shutdown may spend draining in-flight requests.")
     var drainTimeout: Int = 30
 
@@ -95,6 +101,7 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         if let httpPort, !(0...65535).contains(httpPort) { throw ValidationError("--http-port must be 0...65535") }
+        if inlineRunBudget < 0 { throw ValidationError("--inline-run-budget must be 0 or more microseconds") }
         if let grpcPort, !(0...65535).contains(grpcPort) { throw ValidationError("--grpc-port must be 0...65535") }
         for route in predictRoute + healthRoute where !route.hasPrefix("/") {
             throw ValidationError("routes must start with '/': \(route)")
@@ -143,6 +150,7 @@ struct Serve: AsyncParsableCommand {
             defaultModel: defaultModel, healthRoutes: preset.healthRoutes + healthRoute,
             predictRoutes: preset.predictRoutes + predictRoute)
         configuration.http.maxRequestBytes = try parseSize(maxRequestSize)
+        configuration.http.inlineRunBudget = .microseconds(inlineRunBudget)
         configuration.sessionOptions = try runtimeOptions.sessionOptions()
         // Runner threads x intra-op threads should not exceed the cores: by default, divide them.
         let cores = ProcessInfo.processInfo.activeProcessorCount

@@ -119,8 +119,8 @@ struct V2BadInputTests {
         let golden = try Fixtures.golden("logreg")[1]
         let good = "{\"inputs\":\(try rawGoldenInputs("logreg")[1])}"
         // Infer requests are served in the channel pipeline; the Hummingbird route must answer the same.
-        for fastPath in [true, false] {
-        try await withLiveServer(service, fastPath: fastPath) { client in
+        for path in InferPath.allCases {
+        try await withLiveServer(service, path: path) { client in
             try await client.execute(uri: bad.uri, method: .post, headers: bad.headers, body: ByteBuffer(bytes: bad.body)) { response in
                 #expect(response.status == bad.status, "\(bad.label): \(String(buffer: response.body))")
                 let body = try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any]
@@ -174,15 +174,15 @@ struct V2BadInputTests {
     func bodyLimit() async throws {
         let service = try fixtureService(["logreg"])
         let good = "{\"inputs\":\(try rawGoldenInputs("logreg")[0])}"
-        for fastPath in [true, false] {
-        try await withLiveServer(service, maxRequestBytes: 4096, fastPath: fastPath) { client in
+        for path in InferPath.allCases {
+        try await withLiveServer(service, maxRequestBytes: 4096, path: path) { client in
             let big = String(repeating: " ", count: 10_000) + good
             try await client.execute(uri: "/v2/models/logreg/infer", method: .post, body: ByteBuffer(string: big)) { response in
                 #expect(response.status == .contentTooLarge)
                 #expect(String(buffer: response.body).contains("4096"))
             }
         }
-        try await withLiveServer(service, maxRequestBytes: 4096, fastPath: fastPath) { client in
+        try await withLiveServer(service, maxRequestBytes: 4096, path: path) { client in
             try await client.execute(uri: "/v2/models/logreg/infer", method: .post, body: ByteBuffer(string: good)) { response in
                 #expect(response.status == .ok)
             }

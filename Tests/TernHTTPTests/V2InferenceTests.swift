@@ -15,9 +15,10 @@ struct V2InferenceTests {
         let service = try fixtureService([name])
         let golden = try Fixtures.golden(name)
         let bodies = try rawGoldenInputs(name)
-        for fastPath in [true, false] {
-        try await withLiveServer(service, fastPath: fastPath) { client in
-            for (golden, inputs) in zip(golden, bodies) {
+        for path in InferPath.allCases {
+        try await withLiveServer(service, path: path) { client in
+            // Each case twice: once a model's run has been timed, the event loop may run it (pipelineInline).
+            for (golden, inputs) in Array(zip(golden, bodies)) + Array(zip(golden, bodies)) {
                 let body = "{\"id\":\"req-\(golden.name)\",\"inputs\":\(inputs)}"
                 try await client.execute(uri: "/v2/models/\(name)/infer", method: .post, body: ByteBuffer(string: body)) { response in
                     #expect(response.status == .ok, "\(String(buffer: response.body))")
@@ -26,27 +27,39 @@ struct V2InferenceTests {
                     #expect(decoded.model_name == name)
                     #expect(decoded.model_version == "1")
                     #expect(decoded.id == "req-\(golden.name)")
-                    expectMatches(decoded.outputs.map(\.tensor), golden, "\(name) \(golden.name) JSON")
+                    expectMatches(decoded.outputs.map(\.tensor), golden, "\(name) \(golden.name) JSON \(path)")
                 }
             }
         }
         }
+        try expectRanInline(service, name)
     }
 
     @Test("binary tensor data both ways gets onnxruntime's outputs, batch 1 and 64", arguments: Fixtures.modelNames)
     func binary(name: String) async throws {
         let service = try fixtureService([name])
-        for fastPath in [true, false] {
-        try await withLiveServer(service, fastPath: fastPath) { client in
-            for golden in try Fixtures.golden(name) {
+        for path in InferPath.allCases {
+        try await withLiveServer(service, path: path) { client in
+            for golden in try Fixtures.golden(name) + Fixtures.golden(name) {
                 let (body, headers) = binaryRequest(golden.inputs.map(\.tensor))
                 try await client.execute(uri: "/v2/models/\(name)/versions/1/infer", method: .post, headers: headers, body: body) { response in
                     #expect(response.status == .ok, "\(String(buffer: response.body))")
                     #expect(response.headers[.contentType] == "application/octet-stream")
-                    expectMatches(try decodeBinaryResponse(response), golden, "\(name) \(golden.name) binary")
+                    expectMatches(try decodeBinaryResponse(response), golden, "\(name) \(golden.name) binary \(path)")
                 }
             }
         }
+        }
+        try expectRanInline(service, name)
+    }
+
+    /// A model with a batch dimension had batches run on the event loop (the pipelineInline pass).
+    func expectRanInline(_ service: InferenceService, _ name: String) throws {
+        let served = try service.catalog.resolve(name: name, version: nil)
+        if served.model.signature.hasBatchDimension {
+            #expect(try inlineBatches(service, name) > 0, "\(name) ran on the event loop")
+        } else {
+            #expect(served.inlineBatcher == nil)
         }
     }
 

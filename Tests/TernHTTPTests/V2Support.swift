@@ -9,35 +9,53 @@ import TernTestSupport
 
 @testable import TernHTTP
 
-/// A service with the named fixture models loaded (each as version 1), ready.
+/// A service with the named fixture models loaded (each as version 1), ready; as `tern serve` loads them,
+/// models with a batch dimension are behind a dynamic batcher.
 func fixtureService(_ names: [String] = Fixtures.modelNames, ready: Bool = true) throws -> InferenceService {
     let service = InferenceService()
     for name in names {
-        let model = try ONNXModel(path: Fixtures.modelPath(name), runtime: Fixtures.runtime, pool: Fixtures.pool)
+        let onnx = try ONNXModel(path: Fixtures.modelPath(name), runtime: Fixtures.runtime, pool: Fixtures.pool)
+        let model = try DynamicBatcher.applying(ModelConfig(), to: onnx, maxConcurrentBatches: 2, name: name)
         service.catalog.add(ServedModel(name: name, version: 1, model: model, config: ModelConfig(), platform: "onnxruntime_onnx"))
     }
     service.isReady = ready
     return service
 }
 
+/// Where a live server runs infer requests.
+enum InferPath: CaseIterable {
+    /// Hummingbird's route.
+    case route
+    /// The channel pipeline (``V2InferFastPath``), models run on runner threads.
+    case pipeline
+    /// The channel pipeline, batched models run on the event loop once timed (``EventLoopRunQueue``, with a
+    /// budget large enough for any fixture).
+    case pipelineInline
+}
+
 /// Runs `body` against a live HTTP server (real sockets on a free port) serving `service`, as `tern serve`
-/// does: infer requests in the channel pipeline (``V2InferFastPath``), unless `fastPath` is false, when they
-/// go through the Hummingbird route.
+/// does: infer requests in the channel pipeline, light runs on the event loop (`path` chooses otherwise).
 func withLiveServer(
     _ service: InferenceService, maxRequestBytes: Int = 64 << 20,
-    platform: PlatformRoutesConfiguration = .init(), fastPath: Bool = true,
+    platform: PlatformRoutesConfiguration = .init(), path: InferPath = .pipelineInline,
     _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void
 ) async throws {
     let router = Router(context: BasicRequestContext.self)
-    let http = HTTPFrontEndConfiguration(maxRequestBytes: maxRequestBytes)
+    let http = HTTPFrontEndConfiguration(
+        maxRequestBytes: maxRequestBytes, inlineRunBudget: path == .pipelineInline ? .seconds(1) : .zero)
     V2Routes(service: service, configuration: http).register(on: router)
     PlatformRoutes(service: service, configuration: platform, http: http).register(on: router)
     let app = Application(
         router: router,
         server: .http1(configuration: .init(
-            additionalChannelHandlers: fastPath ? [V2Routes.inferFastPath(service: service, configuration: http)] : [])),
+            additionalChannelHandlers: path == .route ? [] : [V2Routes.inferFastPath(service: service, configuration: http)])),
         configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     try await app.test(.live) { client in try await body(client) }
+}
+
+/// Batches of `name` run on an event loop so far (0 for a model without an inline batcher).
+func inlineBatches(_ service: InferenceService, _ name: String) throws -> Int {
+    try service.catalog.resolve(name: name, version: nil).inlineBatcher?.statistics.inlineBatches ?? 0
 }
 
 /// The raw JSON text of each golden case's `inputs` array, exactly as Python's json module wrote it.

@@ -92,6 +92,8 @@ final class StubModel: BlockingInferenceModel, @unchecked Sendable {
     let executor: any BlockingExecutor
     let gate = NSCondition()
     var held = false
+    /// How long each run takes (a model too slow for an event loop).
+    var delay: TimeInterval = 0
     var batchSizes: [Int] = []
     /// Rows of the runs that have begun (including those held at the gate).
     var startedRows: Int {
@@ -113,6 +115,7 @@ final class StubModel: BlockingInferenceModel, @unchecked Sendable {
         while held { gate.wait() }
         batchSizes.append(inputs[0].shape[0])
         gate.unlock()
+        if delay > 0 { Thread.sleep(forTimeInterval: delay) }
         let values = inputs[0].values(as: Float.self)!
         if values.contains(where: { $0 < 0 }) { throw .invalidArgument("negative input") }
         return [try Tensor(name: "y", shape: inputs[0].shape, values: values.map { $0 * 2 })]
@@ -254,5 +257,101 @@ struct BatchQueueTests {
         } catch {
             #expect(error.message.contains("preferred batch size 16"))
         }
+    }
+}
+
+/// Answers collected from completions, with the thread each ran on.
+final class Answers: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var answers: [Int: (value: Float?, thread: pthread_t)] = [:]
+
+    func completion(_ index: Int) -> @Sendable (Result<[Tensor], any Error>) -> Void {
+        { result in
+            let value = (try? result.get())?.first?.values(as: Float.self)?.first
+            self.condition.lock()
+            self.answers[index] = (value, pthread_self())
+            self.condition.broadcast()
+            self.condition.unlock()
+        }
+    }
+
+    /// Waits (30 s at most) for `count` answers.
+    func wait(for count: Int) -> [Int: (value: Float?, thread: pthread_t)] {
+        condition.lock()
+        defer { condition.unlock() }
+        let deadline = Date(timeIntervalSinceNow: 30)
+        while answers.count < count, condition.wait(until: deadline) {}
+        return answers
+    }
+}
+
+@Suite("Dynamic batching: runs on the caller's thread")
+struct InlineRunTests {
+    func x(_ values: [Float]) throws -> [Tensor] { [try Tensor(name: "x", shape: [values.count, 1], values: values)] }
+
+    @Test("a model not yet timed runs on the runners; once timed, deferred requests run merged on the caller's thread")
+    func timedThenInline() throws {
+        let pool = RunnerPool(threads: 1, name: "tern.test.inline")
+        defer { pool.shutdown() }
+        let stub = StubModel(executor: pool)
+        let batcher = DynamicBatcher(model: stub, configuration: DynamicBatching(maxBatchSize: 32), maxConcurrentBatches: 1)
+        #expect(batcher.runsInline)
+        let caller = pthread_self()
+
+        let first = Answers()
+        for index in 0..<3 { batcher.runDeferred(inputs: try x([Float(index)]), outputs: ["y"], timeout: nil, completion: first.completion(index)) }
+        batcher.drainInline(budget: .seconds(1))
+        let untimed = first.wait(for: 3)
+        #expect(untimed.count == 3)
+        #expect(untimed.values.allSatisfy { pthread_equal($0.thread, caller) == 0 }, "an untimed model went to the runners")
+        #expect(batcher.statistics.inlineBatches == 0)
+
+        let second = Answers()
+        for index in 0..<4 {
+            let values = (0...index).map { Float(10 * index + $0) }  // 1 to 4 rows
+            batcher.runDeferred(inputs: try x(values), outputs: ["y"], timeout: nil, completion: second.completion(index))
+        }
+        batcher.drainInline(budget: .seconds(1))
+        let answered = second.wait(for: 0)  // all answered before drainInline returned
+        #expect(answered.count == 4)
+        for index in 0..<4 {
+            #expect(answered[index]?.value == Float(20 * index), "request \(index) got its own rows back")
+            #expect(answered[index].map { pthread_equal($0.thread, caller) != 0 } == true, "ran on the caller's thread")
+        }
+        #expect(stub.batchSizes.last == 10, "the four requests ran as one batch of 10 rows: \(stub.batchSizes)")
+        #expect(batcher.statistics.inlineBatches == 1)
+    }
+
+    @Test("a model whose measured run exceeds the budget stays on the runners")
+    func slowModelStaysOnRunners() async throws {
+        let pool = RunnerPool(threads: 1, name: "tern.test.inline.slow")
+        defer { pool.shutdown() }
+        let stub = StubModel(executor: pool)
+        stub.delay = 0.005
+        let batcher = DynamicBatcher(model: stub, configuration: DynamicBatching(maxBatchSize: 32), maxConcurrentBatches: 1)
+        _ = try await batcher.run(inputs: x([1]), outputs: ["y"])  // timed: about 5 ms a row
+        let caller = pthread_self()
+        let answers = Answers()
+        for index in 0..<2 { batcher.runDeferred(inputs: try x([Float(index)]), outputs: ["y"], timeout: nil, completion: answers.completion(index)) }
+        batcher.drainInline(budget: .microseconds(500))
+        let answered = answers.wait(for: 2)
+        #expect(answered.count == 2)
+        #expect(answered.values.allSatisfy { pthread_equal($0.thread, caller) == 0 })
+        #expect(answered[1]?.value == 2)
+        #expect(batcher.statistics.inlineBatches == 0)
+    }
+
+    @Test("a queue delay or preferred sizes keep a model off the caller's thread (forming its batch may wait)")
+    func waitingConfigurations() {
+        let pool = RunnerPool(threads: 1, name: "tern.test.inline.config")
+        defer { pool.shutdown() }
+        let stub = StubModel(executor: pool)
+        for configuration in [DynamicBatching(maxQueueDelay: .microseconds(100)), DynamicBatching(preferredBatchSizes: [4])] {
+            let batcher = DynamicBatcher(model: stub, configuration: configuration, maxConcurrentBatches: 1)
+            #expect(!batcher.runsInline)
+            #expect(ServedModel(name: "m", version: 1, model: batcher, config: ModelConfig(), platform: "p").inlineBatcher == nil)
+        }
+        let plain = DynamicBatcher(model: stub, configuration: DynamicBatching(), maxConcurrentBatches: 1)
+        #expect(ServedModel(name: "m", version: 1, model: plain, config: ModelConfig(), platform: "p").inlineBatcher === plain)
     }
 }

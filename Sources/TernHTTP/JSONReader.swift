@@ -298,6 +298,10 @@ struct JSONReader {
         guard first == UInt8(ascii: "-") || first == UInt8(ascii: "N") || first == UInt8(ascii: "I")
             || (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9"))
         else { throw error("expected a number, found '\(Self.describe(first))'") }
+        if let (value, next) = Self.fastDouble(bytes, from: index, to: end, forFloat32: forFloat32) {
+            index = next
+            return value
+        }
         let token = try readNumberToken()
         return Self.parseDouble(bytes, token, forFloat32: forFloat32)
     }
@@ -309,75 +313,88 @@ struct JSONReader {
         return value
     }
 
-    /// Parses a number token (already checked by ``readNumberToken()``).
-    ///
-    /// Fast path (Clinger): a mantissa of at most 19 digits and a decimal exponent within ±22 give
-    /// `mantissa × 10^e` from one rounding of the mantissa and one exact-operand multiply or divide. That is
-    /// correctly rounded when the mantissa fits 53 bits; for longer mantissas (Python writes float32 values
-    /// with 17 digits) the double is within about one ulp, far closer than the half float32 ulp that decides
-    /// the Float, so it is taken only with `forFloat32`. Anything else goes to strtod.
+    /// Parses a number token (already checked by ``readNumberToken()``): ``fastDouble(_:from:to:forFloat32:)``
+    /// when it takes the whole token, else strtod.
     static func parseDouble(_ bytes: UnsafeRawBufferPointer, _ token: Range<Int>, forFloat32: Bool = false) -> Double {
-        var position = token.lowerBound
-        let negative = bytes[position] == UInt8(ascii: "-")
-        if negative { position += 1 }
-        var mantissa: UInt64 = 0
-        var digits = 0
-        var exponent = 0
-        var simple = position < token.upperBound && bytes[position] != UInt8(ascii: "N") && bytes[position] != UInt8(ascii: "I")
-        while simple, position < token.upperBound {
-            let byte = bytes[position]
-            if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
-                if digits < 19 {
-                    mantissa = mantissa &* 10 &+ UInt64(byte &- UInt8(ascii: "0"))
-                    if mantissa != 0 { digits += 1 }
-                } else {
-                    simple = false
-                }
-                position += 1
-            } else {
-                break
-            }
-        }
-        if simple, position < token.upperBound, bytes[position] == UInt8(ascii: ".") {
-            position += 1
-            while position < token.upperBound, bytes[position] >= UInt8(ascii: "0"), bytes[position] <= UInt8(ascii: "9") {
-                if digits < 19 {
-                    mantissa = mantissa &* 10 &+ UInt64(bytes[position] &- UInt8(ascii: "0"))
-                    if mantissa != 0 { digits += 1 }
-                    exponent -= 1
-                } else if bytes[position] != UInt8(ascii: "0") {
-                    simple = false
-                    break
-                }
-                position += 1
-            }
-        }
-        if simple, position < token.upperBound, bytes[position] == UInt8(ascii: "e") || bytes[position] == UInt8(ascii: "E") {
-            position += 1
-            var exponentNegative = false
-            if bytes[position] == UInt8(ascii: "-") || bytes[position] == UInt8(ascii: "+") {
-                exponentNegative = bytes[position] == UInt8(ascii: "-")
-                position += 1
-            }
-            var value = 0
-            while position < token.upperBound {
-                value = min(value * 10 + Int(bytes[position] &- UInt8(ascii: "0")), 100_000)
-                position += 1
-            }
-            exponent += exponentNegative ? -value : value
-        }
-        if simple, position == token.upperBound, exponent >= -22, exponent <= 22,
-            mantissa <= (1 << 53) || forFloat32
+        if let (value, end) = fastDouble(bytes, from: token.lowerBound, to: token.upperBound, forFloat32: forFloat32),
+            end == token.upperBound
         {
-            var value = Double(mantissa)
-            if exponent < 0 { value /= powersOfTen[-exponent] } else if exponent > 0 { value *= powersOfTen[exponent] }
-            return negative ? -value : value
+            return value
         }
         return withUnsafeTemporaryAllocation(of: CChar.self, capacity: token.count + 1) { buffer in
             for offset in 0..<token.count { buffer[offset] = CChar(bitPattern: bytes[token.lowerBound + offset]) }
             buffer[token.count] = 0
             return strtod(buffer.baseAddress!, nil)
         }
+    }
+
+    /// The number `-?digits(.digits)?([eE][+-]?digits)?` starting at `start`, read in one pass, and where it
+    /// ends; nil when it is not of that form or needs strtod.
+    ///
+    /// Fast path (Clinger): a mantissa of at most 19 digits and a decimal exponent within ±22 give
+    /// `mantissa × 10^e` from one rounding of the mantissa and one exact-operand multiply or divide. That is
+    /// correctly rounded when the mantissa fits 53 bits; for longer mantissas (Python writes float32 values
+    /// with 17 digits) the double is within about one ulp, far closer than the half float32 ulp that decides
+    /// the Float, so it is taken only with `forFloat32`.
+    static func fastDouble(
+        _ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int, forFloat32: Bool
+    ) -> (Double, Int)? {
+        var position = start
+        guard position < end else { return nil }
+        let negative = bytes[position] == UInt8(ascii: "-")
+        if negative { position += 1 }
+        var mantissa: UInt64 = 0
+        var digits = 0
+        var exponent = 0
+        let integerStart = position
+        while position < end {
+            let digit = bytes[position] &- UInt8(ascii: "0")
+            guard digit <= 9 else { break }
+            guard digits < 19 else { return nil }
+            mantissa = mantissa &* 10 &+ UInt64(digit)
+            if mantissa != 0 { digits += 1 }
+            position += 1
+        }
+        guard position > integerStart else { return nil }
+        if position < end, bytes[position] == UInt8(ascii: ".") {
+            position += 1
+            let fractionStart = position
+            while position < end {
+                let digit = bytes[position] &- UInt8(ascii: "0")
+                guard digit <= 9 else { break }
+                if digits < 19 {
+                    mantissa = mantissa &* 10 &+ UInt64(digit)
+                    if mantissa != 0 { digits += 1 }
+                    exponent -= 1
+                } else if digit != 0 {
+                    return nil
+                }
+                position += 1
+            }
+            guard position > fractionStart else { return nil }
+        }
+        if position < end, bytes[position] | 0x20 == UInt8(ascii: "e") {
+            position += 1
+            var exponentNegative = false
+            if position < end, bytes[position] == UInt8(ascii: "-") || bytes[position] == UInt8(ascii: "+") {
+                exponentNegative = bytes[position] == UInt8(ascii: "-")
+                position += 1
+            }
+            let exponentStart = position
+            var value = 0
+            while position < end {
+                let digit = bytes[position] &- UInt8(ascii: "0")
+                guard digit <= 9 else { break }
+                value = min(value * 10 + Int(digit), 100_000)
+                position += 1
+            }
+            guard position > exponentStart else { return nil }
+            exponent += exponentNegative ? -value : value
+        }
+        guard exponent >= -22, exponent <= 22, mantissa <= (1 << 53) || forFloat32 else { return nil }
+        var value = Double(mantissa)
+        if exponent < 0 { value /= powersOfTen[-exponent] } else if exponent > 0 { value *= powersOfTen[exponent] }
+        return (negative ? -value : value, position)
     }
 
     /// Reads an integer exactly. A token with a fraction or exponent is accepted only if it is integral.

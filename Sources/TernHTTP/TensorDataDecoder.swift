@@ -2,13 +2,24 @@ import TernCore
 
 /// Decodes a V2 JSON `data` value (flat or nested arrays) straight into a tensor's typed buffer.
 enum TensorDataDecoder {
+    /// Decodes the `data` value in `range` (which must hold nothing else).
     static func decode(
         _ bytes: UnsafeRawBufferPointer, range: Range<Int>, datatype: DataType, count: Int, name: String
     ) throws(TernError) -> TensorContents {
+        var reader = JSONReader(bytes, range: range)
+        let contents = try decode(&reader, datatype: datatype, count: count, name: name)
+        try reader.expectEnd()
+        return contents
+    }
+
+    /// Decodes the `data` value at the reader's position and moves past it: the single pass over a
+    /// request's numbers when its `datatype` and `shape` came before its `data`.
+    static func decode(
+        _ reader: inout JSONReader, datatype: DataType, count: Int, name: String
+    ) throws(TernError) -> TensorContents {
         // Each element takes at least one byte of JSON: a larger count cannot be satisfied, and checking
         // first keeps a huge declared shape from allocating anything.
-        var reader = JSONReader(bytes, range: range)
-        guard count <= range.count else {
+        guard count <= reader.end - reader.index else {
             var found = 0
             try leaves(&reader, depth: 0, name: name) { (r: inout JSONReader) throws(TernError) in
                 try r.skipValue()
@@ -105,7 +116,6 @@ enum TensorDataDecoder {
             }
         }
         if let failure { throw failure }
-        try reader.expectEnd()
         return bytes
     }
 

@@ -21,6 +21,8 @@ struct V2RequestDecoder {
         var datatype: String?
         var shape: [Int]?
         var dataRange: Range<Int>?
+        /// `data`, decoded as it was read when `name`, `datatype` and `shape` came before it.
+        var decoded: TensorContents?
         var binarySize: Int?
     }
 
@@ -99,7 +101,11 @@ struct V2RequestDecoder {
             case (nil, nil):
                 throw .invalidArgument("input '\(name)' has neither 'data' nor 'binary_data_size'")
             case (.some(let range), nil):
-                contents = try TensorDataDecoder.decode(bytes, range: range, datatype: datatype, count: count, name: name)
+                if let decoded = header.decoded {
+                    contents = decoded
+                } else {
+                    contents = try TensorDataDecoder.decode(bytes, range: range, datatype: datatype, count: count, name: name)
+                }
             case (nil, .some(let size)):
                 guard hasBinary else {
                     throw .invalidArgument("input '\(name)' has binary_data_size but the request has no "
@@ -139,7 +145,17 @@ struct V2RequestDecoder {
                 }
                 header.shape = shape
             case "data":
-                header.dataRange = try reader.skipValue()
+                _ = reader.peek()  // past whitespace
+                let start = reader.index
+                if let name = header.name, let typeName = header.datatype, let datatype = DataType(v2Name: typeName),
+                    let shape = header.shape, let count = try? Shape.elementCount(shape, name: name)
+                {
+                    header.decoded = try TensorDataDecoder.decode(&reader, datatype: datatype, count: count, name: name)
+                    header.dataRange = start..<reader.index
+                } else {
+                    header.decoded = nil
+                    header.dataRange = try reader.skipValue()
+                }
             case "parameters":
                 let parameters = try readParameters(&reader, context: "input \(header.name.map { "'\($0)'" } ?? "\(position)")")
                 if let size = parameters["binary_data_size"] {

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import TernCore
 import Testing
 
@@ -63,6 +64,44 @@ struct JSONReaderTests {
         for bad in [Array("\"\\ud83d\"".utf8), Array("\"\\x\"".utf8), [0x22, 0xFF, 0x22], [0x22, 0xC3, 0x22],
                     Array("\"abc".utf8), [0x22, 0x01, 0x22]] {
             #expect(throws: TernError.self) { try read(bad) }
+        }
+    }
+}
+
+@Suite("V2 request decoding")
+struct V2RequestDecoderTests {
+    func decode(_ json: String) throws(TernError) -> InferenceRequest {
+        var body = ByteBuffer()
+        body.writeString(json)
+        return try V2RequestDecoder.decode(body: body, headerLength: nil).0
+    }
+
+    /// One input with its keys in `order`.
+    func input(_ order: [String], data: String = "[[1.5, -2, 3e-3], [4, 5.25, 6]]", shape: String = "[2, 3]") -> String {
+        let fields = ["name": "\"x\"", "datatype": "\"FP32\"", "shape": shape, "data": data]
+        return "{\"inputs\": [{" + order.map { "\"\($0)\": \(fields[$0]!)" }.joined(separator: ", ") + "}]}"
+    }
+
+    @Test("data decodes the same whether it comes after name, datatype and shape (read in one pass) or before them")
+    func keyOrder() throws {
+        let orders = [["name", "datatype", "shape", "data"], ["data", "name", "datatype", "shape"],
+                      ["name", "data", "shape", "datatype"], ["shape", "datatype", "name", "data"]]
+        for order in orders {
+            let tensor = try decode(input(order)).inputs[0]
+            #expect(tensor.shape == [2, 3])
+            #expect(tensor.values(as: Float.self) == [1.5, -2, 0.003, 4, 5.25, 6], "\(order)")
+        }
+        // Bad data is refused with the same message on both paths.
+        for (data, shape, message) in [("[1, 2]", "[2, 3]", "needs 6 elements but 'data' holds 2"),
+                                       ("[1, 2, 3, 4, 5, 6, 7]", "[2, 3]", "more than the 6 elements"),
+                                       ("[1, \"a\", 3, 4, 5, 6]", "[2, 3]", "input 'x'")] {
+            for order in [orders[0], orders[1]] {
+                #expect {
+                    try decode(input(order, data: data, shape: shape))
+                } throws: { error in
+                    (error as? TernError)?.message.contains(message) == true
+                }
+            }
         }
     }
 }

@@ -174,7 +174,8 @@ def load(server, model, rows, concurrency, duration, body, expected, workdir):
 
 
 def nginx_ceiling(duration, workdir):
-    """nginx returning a fixed 200-byte JSON body to the same wrk: what HTTP alone costs on this machine."""
+    """nginx returning a fixed 200-byte JSON body to the same wrk: what HTTP alone costs on this machine, at
+    c=64 (requests/s) and c=8 (requests/s and the latency tail of a server that does no work at all)."""
     if not shutil.which("nginx"):
         return None
     port = free_port()
@@ -192,10 +193,18 @@ http {{ access_log off; client_body_temp_path {workdir}; proxy_temp_path {workdi
         body = os.path.join(workdir, "ceiling.json")
         with open(body, "w") as f:
             f.write(request_body("gbc", 1)[1])
-        out = subprocess.run(["wrk", "-t2", "-c64", f"-d{duration}s", "-s", os.path.join(BENCH, "check.lua"),
-                              f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
-                             env={**os.environ, "BENCH_BODY": body, "BENCH_EXPECTED": body})
-        return float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))
+        ceiling = {}
+        for concurrency in (64, 8):
+            out = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{duration}s", "-s",
+                                  os.path.join(BENCH, "check.lua"), f"http://127.0.0.1:{port}/"],
+                                 capture_output=True, text=True,
+                                 env={**os.environ, "BENCH_BODY": body, "BENCH_EXPECTED": body})
+            ceiling[concurrency] = {
+                "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1)),
+                "p50_us": int(re.search(r"LATENCY_P50_US (\d+)", out.stdout).group(1)),
+                "p99_us": int(re.search(r"LATENCY_P99_US (\d+)", out.stdout).group(1)),
+            }
+        return ceiling
     finally:
         process.terminate()
         process.wait()
@@ -277,6 +286,34 @@ def main():
     write_report(args, results, startup, memory, floors, models, concurrencies, ceiling)
 
 
+def targets(by, floors, startup, memory, ceiling):
+    """Issue 4's targets, as this run measured them (cells a --quick run skips are left out)."""
+    rows = []
+
+    def cell(model, n, c, server="tern"):
+        return by.get((server, model, n, c))
+
+    t, f1, f2 = cell("gbc", 1, 64), cell("gbc", 1, 64, "fastapi-1w"), cell("gbc", 1, 64, "fastapi-2w")
+    if t:
+        rows.append(("gbc, 1 row, c=64: requests/s vs FastAPI 1 worker", "10x", f"{t['rps'] / f1['rps']:.1f}x"))
+        rows.append(("gbc, 1 row, c=64: requests/s vs FastAPI 2 workers", "5x", f"{t['rps'] / f2['rps']:.1f}x"))
+    t, f1 = cell("gbc", 32, 8), cell("gbc", 32, 8, "fastapi-1w")
+    if t:
+        rows.append(("gbc, 32 rows, c=8: rows/s vs FastAPI 1 worker", "8x", f"{t['rows_per_s'] / f1['rows_per_s']:.1f}x"))
+    t = cell("gbc", 1, 8)
+    if t:
+        nginx = f" (nginx, fixed body: {ceiling[8]['p99_us']} µs)" if ceiling else ""
+        rows.append(("gbc, 1 row, c=8: p99 latency", "< 1000 µs", f"{t['p99_us']} µs{nginx}"))
+    t = cell("mlp", 1, 64)
+    if t and ("mlp", 32) in floors:
+        share = t["rows_per_s"] / floors[("mlp", 32)]
+        rows.append(("mlp, 1 row, c=64: rows/s vs in-process batch 32", "60%", f"{share:.0%}"))
+    rows.append(("start to ready", "< 200 ms", f"{startup['tern']:.0f} ms"))
+    rows.append(("RSS with the models loaded", "< 80 MB", f"{memory.get('tern', 0):.0f} MB"))
+    return ["", "Issue 4's targets in this run:", "", "| target | wanted | measured |", "|---|---|---|"] + [
+        f"| {name} | {wanted} | {measured} |" for name, wanted, measured in rows]
+
+
 def write_report(args, results, startup, memory, floors, models, concurrencies, ceiling):
     by = {(r["server"], r["model"], r["rows"], r["concurrency"]): r for r in results}
     lines = [
@@ -304,7 +341,10 @@ def write_report(args, results, startup, memory, floors, models, concurrencies, 
     for name in startup:
         lines.append(f"| {name} | {startup[name]:.0f} ms | {memory.get(name, 0):.0f} MB |")
     if ceiling:
-        lines += ["", f"HTTP ceiling: nginx returning a fixed body to the same wrk (c=64): {ceiling:,.0f} requests/s."]
+        lines += ["", f"HTTP ceiling: nginx returning a fixed body to the same wrk: {ceiling[64]['rps']:,.0f} requests/s "
+                  f"at c=64; {ceiling[8]['rps']:,.0f} requests/s at c=8 with p50 / p99 of {ceiling[8]['p50_us']} / "
+                  f"{ceiling[8]['p99_us']} µs (the latency tail of this machine when wrk keeps both cores busy)."]
+    lines += targets(by, floors, startup, memory, ceiling)
     lines += ["", "In-process onnxruntime (Python, one thread), the compute floor:", "",
               "| model | batch 1 rows/s | batch 32 rows/s |", "|---|---|---|"]
     for model in models:
@@ -320,7 +360,7 @@ def write_report(args, results, startup, memory, floors, models, concurrencies, 
     with open(args.output, "w") as f:
         f.write("\n".join(lines) + "\n" + kept)
     with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
-        json.dump({"results": results, "startup_ms": startup, "rss_mb": memory, "nginx_rps": ceiling,
+        json.dump({"results": results, "startup_ms": startup, "rss_mb": memory, "nginx": ceiling,
                    "floor_rows_per_s": {f"{m}/{b}": v for (m, b), v in floors.items()}}, f, indent=1)
     print("written", args.output)
 

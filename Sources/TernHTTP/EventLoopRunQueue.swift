@@ -25,10 +25,11 @@ final class EventLoopRunQueue: InlineRunner {
         self.budget = budget
     }
 
-    /// The calling event loop's queue (one per event loop thread), or nil when the budget is zero.
+    /// The calling event loop's queue (one per event loop thread and budget: servers in one process may share
+    /// an event loop group), or nil when the budget is zero.
     static func current(on loop: any EventLoop, budget: Duration) -> EventLoopRunQueue? {
         guard budget > .zero, loop.inEventLoop else { return nil }
-        if let queue = perThread.currentValue, queue.loop === loop { return queue }
+        if let queue = perThread.currentValue, queue.loop === loop, queue.budget == budget { return queue }
         let queue = EventLoopRunQueue(loop: loop, budget: budget)
         perThread.currentValue = queue
         return queue
@@ -48,8 +49,8 @@ final class EventLoopRunQueue: InlineRunner {
 
     private func drain() {
         scheduled = false
-        let batchers = pending
-        pending.removeAll(keepingCapacity: true)
+        var batchers: [DynamicBatcher] = []
+        swap(&batchers, &pending)
         let started = ContinuousClock.now
         for batcher in batchers { batcher.drainInline(budget: budget - started.duration(to: .now)) }
     }

@@ -151,14 +151,24 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         queue.append(Pending(
             inputs: inputs, outputs: outputs, rows: rows, enqueued: now, deadline: limit.map { now + $0 },
             completion: completion))
-        let startDrainer = wakeRunner && activeBatches < maxConcurrentBatches
-        if startDrainer {
-            activeBatches += 1
-        } else {
+        let startDrainer = wakeRunner && claimDrainer()
+        if !startDrainer {
             condition.signal()  // a drainer waiting for a preferred batch size may now have one
         }
         condition.unlock()
-        if startDrainer && !model.executor.execute({ self.drain() }) {
+        if startDrainer { launchDrainer() }
+    }
+
+    /// Counts a new drainer if fewer than `maxConcurrentBatches` run. Called holding `condition`.
+    private func claimDrainer() -> Bool {
+        guard activeBatches < maxConcurrentBatches else { return false }
+        activeBatches += 1
+        return true
+    }
+
+    /// Starts a drainer counted by ``claimDrainer()`` on the model's executor.
+    private func launchDrainer() {
+        if !model.executor.execute({ self.drain() }) {
             failAll(TernError.unavailable("the model runner is shutting down"))
         }
     }
@@ -194,19 +204,12 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
             let rowLimit = perRow == 0 ? 0 : Int(left / .nanoseconds(perRow))
             let count = compatiblePrefix(limit: min(configuration.maxBatchSize, rowLimit)).count
             guard count > 0 else {
-                let startDrainer = activeBatches < maxConcurrentBatches
-                if startDrainer { activeBatches += 1 }
+                let startDrainer = claimDrainer()
                 condition.unlock()
-                if startDrainer && !model.executor.execute({ self.drain() }) {
-                    failAll(TernError.unavailable("the model runner is shutting down"))
-                }
+                if startDrainer { launchDrainer() }
                 return
             }
-            let batch = Array(queue.prefix(count))
-            queue.removeFirst(count)
-            counts.batches += 1
-            counts.requests += count
-            counts.largestBatchRequests = max(counts.largestBatchRequests, count)
+            let batch = dequeue(count)
             counts.inlineBatches += 1
             condition.unlock()
             execute(batch)
@@ -237,17 +240,22 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
                 if let preferred = configuration.preferredBatchSizes.last(where: { $0 <= rows }), preferred < rows {
                     take = max(1, compatiblePrefix(limit: preferred).count)
                 }
-                let batch = Array(queue.prefix(take))
-                queue.removeFirst(take)
-                counts.batches += 1
-                counts.requests += take
-                counts.largestBatchRequests = max(counts.largestBatchRequests, take)
-                return batch
+                return dequeue(take)
             }
             let remaining = ContinuousClock.now.duration(to: readyAt)
             let seconds = Double(remaining.components.seconds) + Double(remaining.components.attoseconds) * 1e-18
             _ = condition.wait(until: Date(timeIntervalSinceNow: seconds))
         }
+    }
+
+    /// Takes the first `count` requests as a batch, counting it.
+    private func dequeue(_ count: Int) -> [Pending] {
+        let batch = Array(queue.prefix(count))
+        queue.removeFirst(count)
+        counts.batches += 1
+        counts.requests += count
+        counts.largestBatchRequests = max(counts.largestBatchRequests, count)
+        return batch
     }
 
     /// How many requests at the head of the queue can merge, and their rows, within `limit` rows.

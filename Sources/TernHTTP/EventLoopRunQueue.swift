@@ -18,6 +18,8 @@ final class EventLoopRunQueue: InlineRunner {
     private let loop: any EventLoop
     private let budget: Duration
     private var pending: [DynamicBatcher] = []
+    /// The batchers being drained; swapped with `pending` so that neither list reallocates per burst.
+    private var draining: [DynamicBatcher] = []
     private var scheduled = false
 
     private init(loop: any EventLoop, budget: Duration) {
@@ -49,9 +51,9 @@ final class EventLoopRunQueue: InlineRunner {
 
     private func drain() {
         scheduled = false
-        var batchers: [DynamicBatcher] = []
-        swap(&batchers, &pending)
+        swap(&draining, &pending)  // requests queued while draining go to the next burst's list
         let started = ContinuousClock.now
-        for batcher in batchers { batcher.drainInline(budget: budget - started.duration(to: .now)) }
+        for batcher in draining { batcher.drainInline(budget: budget - started.duration(to: .now)) }
+        draining.removeAll(keepingCapacity: true)
     }
 }

@@ -159,15 +159,11 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             case .failure(let error):
                 answer = Self.failure(error)
             }
-            if loop.inEventLoop {
+            let write: @Sendable () -> Void = {
                 let (handler, context) = bound.value
                 handler.respond(context: context, answer, close: close)
-            } else {
-                loop.execute {
-                    let (handler, context) = bound.value
-                    handler.respond(context: context, answer, close: close)
-                }
             }
+            if loop.inEventLoop { write() } else { loop.execute(write) }
         }
     }
 

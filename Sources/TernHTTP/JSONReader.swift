@@ -302,8 +302,8 @@ struct JSONReader {
             index = next
             return value
         }
-        let token = try readNumberToken()
-        return Self.parseDouble(bytes, token, forFloat32: forFloat32)
+        // Not of the fast form: check the token's grammar (throwing on a malformed one), then strtod.
+        return Self.correctlyRounded(bytes, try readNumberToken())
     }
 
     /// Exact powers of ten as doubles (10^0 ... 10^22).
@@ -321,7 +321,12 @@ struct JSONReader {
         {
             return value
         }
-        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: token.count + 1) { buffer in
+        return correctlyRounded(bytes, token)
+    }
+
+    /// A number token through the C library's correctly rounded `strtod` (NaN and the infinities included).
+    private static func correctlyRounded(_ bytes: UnsafeRawBufferPointer, _ token: Range<Int>) -> Double {
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: token.count + 1) { buffer in
             for offset in 0..<token.count { buffer[offset] = CChar(bitPattern: bytes[token.lowerBound + offset]) }
             buffer[token.count] = 0
             return strtod(buffer.baseAddress!, nil)

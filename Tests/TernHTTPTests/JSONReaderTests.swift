@@ -82,6 +82,22 @@ struct V2RequestDecoderTests {
         return "{\"inputs\": [{" + order.map { "\"\($0)\": \(fields[$0]!)" }.joined(separator: ", ") + "}]}"
     }
 
+    @Test("numbers the one-pass parser leaves to strtod (long mantissas, large exponents, NaN) decode as strtod reads them")
+    func strtodFallback() throws {
+        let texts = ["0.30000000000000004", "9007199254740993", "1e300", "-2.5e-310", "123456789012345678901234", "NaN"]
+        let json = "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP64\", \"shape\": [\(texts.count)], "
+            + "\"data\": [\(texts.joined(separator: ", "))]}]}"
+        let values = try #require(try decode(json).inputs[0].values(as: Double.self))
+        for (value, text) in zip(values, texts) {
+            #expect(value.bitPattern == strtod(text, nil).bitPattern || (value.isNaN && text == "NaN"), "\(text)")
+        }
+        for bad in ["1e", "1.", "-", "1.5e+"] {
+            #expect(throws: TernError.self, "\(bad)") {
+                try decode("{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP64\", \"shape\": [1], \"data\": [\(bad)]}]}")
+            }
+        }
+    }
+
     @Test("data decodes the same whether it comes after name, datatype and shape (read in one pass) or before them")
     func keyOrder() throws {
         let orders = [["name", "datatype", "shape", "data"], ["data", "name", "datatype", "shape"],

@@ -101,7 +101,7 @@ public struct BundleManifest: Codable, Sendable, Equatable {
             throw .invalidArgument("tern.json has format \(format); this Tern reads format \(Self.currentFormat)")
         }
         try Self.checkName(name)
-        if let version, version < 1 { throw .invalidArgument("tern.json: version must be >= 1, got \(version)") }
+        if let version { try ModelVersionNumber.check(version, "tern.json: version") }
         guard files[BundleFile.model] != nil else { throw .invalidArgument("tern.json lists no \(BundleFile.model)") }
         if let task, task != "classification", task != "regression" {
             throw .invalidArgument("tern.json: task must be 'classification' or 'regression', got '\(task)'")

@@ -61,13 +61,15 @@ public final class ModelCatalog: Sendable {
             let reference = String(name[name.index(after: at)...])
             name = String(name[..<at])
             if let version, !version.isEmpty, version != reference {
-                throw .invalidArgument("'\(name)@\(reference)' and version '\(version)' name different versions; give one")
+                throw .invalidArgument("'\(Echo.clip(name + "@" + reference))' and version '\(Echo.clip(version))' name different versions; give one")
             }
             version = reference
         }
         let found: Result<ServedModel, TernError> = state.withLock { state in
             guard let versions = state.models[name], !versions.isEmpty else {
-                return .failure(.notFound("unknown model '\(name)'"))
+                let loaded = state.models.filter { !$0.value.isEmpty }.keys.sorted()
+                return .failure(.notFound("unknown model '\(Echo.clip(name))'; "
+                    + (loaded.isEmpty ? "no model is loaded" : "loaded models: " + loaded.joined(separator: ", "))))
             }
             guard let version, !version.isEmpty else {
                 if let preferred = state.defaults[name], let served = versions[preferred] { return .success(served) }
@@ -76,14 +78,14 @@ public final class ModelCatalog: Sendable {
             if let number = Int(version) {
                 guard let served = versions[number] else {
                     let loaded = versions.keys.sorted().map(String.init).joined(separator: ", ")
-                    return .failure(.notFound("model '\(name)' has no loaded version '\(version)'; loaded versions: \(loaded)"))
+                    return .failure(.notFound("model '\(name)' has no loaded version '\(Echo.clip(version))'; loaded versions: \(loaded)"))
                 }
                 return .success(served)
             }
             let aliases = state.aliases[name] ?? [:]
             guard let number = aliases[version] else {
                 let known = aliases.keys.sorted().joined(separator: ", ")
-                return .failure(.notFound("model '\(name)' has no alias '\(version)'" + (known.isEmpty ? "" : "; aliases: \(known)")))
+                return .failure(.notFound("model '\(name)' has no alias '\(Echo.clip(version))'" + (known.isEmpty ? "" : "; aliases: \(known)")))
             }
             guard let served = versions[number] else {
                 return .failure(.unavailable("model '\(name)' alias '\(version)' names version \(number), which is not loaded"))
@@ -132,7 +134,8 @@ public final class InferenceService: Sendable {
     ///   model's runtime throws.
     public func infer(_ served: ServedModel, request: InferenceRequest) async throws -> InferenceResponse {
         let (inputs, outputs) = try RequestValidator.validate(
-            request, against: served.model.signature, maxBatchSize: served.config.maxBatchSize)
+            request, against: served.model.signature, maxBatchSize: served.config.maxBatchSize,
+            allowNonFinite: served.config.allowNonFinite)
         let tensors = try await served.model.run(inputs: inputs, outputs: outputs, timeout: request.timeout)
         return InferenceResponse(
             modelName: served.name, modelVersion: String(served.version), id: request.id, outputs: tensors)
@@ -150,7 +153,8 @@ public final class InferenceService: Sendable {
         let inputs: [Tensor], outputs: [String]
         do {
             (inputs, outputs) = try RequestValidator.validate(
-                request, against: served.model.signature, maxBatchSize: served.config.maxBatchSize)
+                request, against: served.model.signature, maxBatchSize: served.config.maxBatchSize,
+            allowNonFinite: served.config.allowNonFinite)
         } catch {
             completion(.failure(error))
             return

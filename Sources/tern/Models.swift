@@ -56,6 +56,12 @@ struct Push: AsyncParsableCommand {
     @OptionGroup var registry: RegistryOptions
     @OptionGroup var runtimeOptions: RuntimeOptions
 
+    func validate() throws {
+        if let version, !(1...ModelVersionNumber.maximum).contains(version) {
+            throw ValidationError("--version must be between 1 and \(ModelVersionNumber.maximum)")
+        }
+    }
+
     func run() async throws {
         try await withRegistry(registry, runtime: runtimeOptions) { client in
             let record = try await client.push(archive: try read(bundle), version: version)

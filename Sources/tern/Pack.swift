@@ -69,7 +69,9 @@ struct Pack: AsyncParsableCommand {
         if let task, task != "classification", task != "regression" {
             throw ValidationError("--task must be classification or regression")
         }
-        if let version, version < 1 { throw ValidationError("--version must be at least 1") }
+        if let version, !(1...ModelVersionNumber.maximum).contains(version) {
+            throw ValidationError("--version must be between 1 and \(ModelVersionNumber.maximum)")
+        }
     }
 
     func run() async throws {

@@ -131,7 +131,7 @@ def test_refused_changes_leave_the_registry_unchanged(backend, bundles, tmp_path
 
         def swap_model(files):
             files["model.onnx"] = open(os.path.join(FIXTURES, "xgboost", "model.onnx"), "rb").read()
-        refused(400, "checksum mismatch for model.onnx", "POST", "/api/v1/bundles", data=rewrite_bundle(bundles[2], swap_model))
+        refused(400, "mismatch for model.onnx", "POST", "/api/v1/bundles", data=rewrite_bundle(bundles[2], swap_model))
 
         def contradict(files):
             head = json.loads(files["tern.json"])
@@ -153,9 +153,14 @@ def test_refused_changes_leave_the_registry_unchanged(backend, bundles, tmp_path
             files["run.sh"] = b"rm -rf /"
         refused(400, "unexpected file 'run.sh'", "POST", "/api/v1/bundles", data=rewrite_bundle(bundles[2], extra))
 
-        with open(bundles[1], "rb") as f:
-            refused(409, "already has version 1", "POST", "/api/v1/bundles", data=f.read())
-        refused(400, "version must be a positive integer", "POST", "/api/v1/bundles?version=zero", data=good)
+        def claim_version_1(files):
+            files["tern.json"] = json.dumps({**json.loads(files["tern.json"]), "version": 1}).encode()
+        other_v1 = rewrite_bundle(bundles[2], claim_version_1)
+        refused(409, "already has version 1", "POST", "/api/v1/bundles", data=other_v1)
+        with open(bundles[1], "rb") as f:  # the same archive again: its version, nothing changes
+            again = api(server, "POST", "/api/v1/bundles", data=f.read())
+            assert again.status_code == 200 and again.json()["version"] == 1, again.text
+        refused(400, "version must be a whole number", "POST", "/api/v1/bundles?version=zero", data=good)
         refused(404, "no such version", "PUT", "/api/v1/models/credit/aliases/production", json={"version": 7})
         refused(404, "no such version", "PUT", "/api/v1/models/nope/aliases/production", json={"version": 1})
         refused(400, "the body must be", "PUT", "/api/v1/models/credit/aliases/production", data=b"{")
@@ -164,12 +169,15 @@ def test_refused_changes_leave_the_registry_unchanged(backend, bundles, tmp_path
         refused(409, "alias 'production' points at it", "POST", "/api/v1/models/credit/versions/1/archive")
         refused(404, "has no alias 'canary'", "DELETE", "/api/v1/models/credit/aliases/canary")
         refused(404, "has no version 9", "DELETE", "/api/v1/models/credit/versions/9")
-        refused(400, "version must be a positive integer", "DELETE", "/api/v1/models/credit/versions/x")
+        refused(400, "version must be a whole number", "DELETE", "/api/v1/models/credit/versions/x")
 
         # The CLI says the same, and exits 1.
         result = registry.cli("models", "delete", "credit", "1", check=False)
         assert result.returncode == 1 and "alias 'production' points at it" in result.stderr
-        result = registry.cli("push", bundles[1], "--server", f"http://{server.url}", check=False)
+        conflicting = os.path.join(str(tmp_path), "other-v1.tern")
+        with open(conflicting, "wb") as f:
+            f.write(other_v1)
+        result = registry.cli("push", conflicting, "--server", f"http://{server.url}", check=False)
         assert result.returncode == 1 and "409" in result.stderr and "already has version 1" in result.stderr
         assert state(server) == before
 
@@ -459,7 +467,8 @@ def test_folder_server_lists_its_models_but_cannot_load_or_unload(server):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_concurrent_changes_through_two_servers_keep_one_chain(backend, bundles, tmp_path):
-    """Writers on two servers at once: every push lands once, duplicates get 409, and the audit chain holds."""
+    """Writers on two servers at once: every push lands once, repeats of it get 200 and change nothing, and the
+    audit chain holds."""
     registry = Registry(backend, tmp_path)
     registry.cli("push", bundles[1], "--alias", "production")
     servers = [registry.serve(), registry.serve()]
@@ -477,13 +486,13 @@ def test_concurrent_changes_through_two_servers_keep_one_chain(backend, bundles,
                                         data=body, timeout=60)
                 with lock:
                     statuses.append((version, response.status_code))
-                assert response.status_code in (201, 409), response.text
+                assert response.status_code in (200, 201), response.text
         run_concurrently(4, pusher)
     finally:
         for server in servers:
             server.stop()
     for version in range(10, 16):
-        assert sorted(s for v, s in statuses if v == version) == [201, 409, 409, 409], statuses
+        assert sorted(s for v, s in statuses if v == version) == [200, 200, 200, 201], statuses
     models = json.loads(registry.cli("models", "list", "--json").stdout)
     assert [v["version"] for v in models[0]["versions"]] == [1, 10, 11, 12, 13, 14, 15]
     assert "audit trail intact: 8 entries" in registry.cli("audit", "verify").stdout

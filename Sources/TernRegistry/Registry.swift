@@ -216,12 +216,21 @@ public actor Registry {
     // MARK: Changing
 
     /// Registers a bundle as a new, immutable version. `bundle` must be `archive` read and checked
-    /// (``ModelBundle/init(archive:maxFileBytes:)``) and its signature checked against the model by the caller.
+    /// (``ModelBundle/init(archive:limits:)``) and its signature checked against the model by the caller.
     ///
     /// - Parameter version: overrides the manifest's version; with neither, the next number.
     /// - Throws: ``TernError`` `conflict` if the version exists.
     @discardableResult
     public func push(archive: Data, bundle: ModelBundle, version: Int? = nil, actor: String) async throws(TernError) -> VersionRecord {
+        try await register(archive: archive, bundle: bundle, version: version, actor: actor).record
+    }
+
+    /// ``push(archive:bundle:version:actor:)``, idempotent: the same archive pushed again for the same model
+    /// (with no version, or the version it already has) changes nothing and answers that version with
+    /// `created` false, so a client that lost the answer to a push can simply push again.
+    public func register(archive: Data, bundle: ModelBundle, version: Int? = nil, actor: String) async throws(TernError)
+        -> (record: VersionRecord, created: Bool)
+    {
         let name = bundle.manifest.name
         let sha = Digest.sha256(archive)
         if case .folder(let root) = artifactLocation {
@@ -234,12 +243,44 @@ public actor Registry {
         let metrics = try bundle.decoded(ValidationMetrics.self, file: BundleFile.metrics)
         let metricsJSON = try metrics.map { m throws(TernError) in String(decoding: try run { try encoder.encode(m) }, as: UTF8.self) }
         let requested = version ?? bundle.manifest.version
-        if let requested, requested < 1 { throw .invalidArgument("version must be >= 1, got \(requested)") }
+        if let requested { try ModelVersionNumber.check(requested) }
         let created = BundleManifest.timestamp()
-        let number: Int = try await write {
+        let (number, isNew): (Int, Bool)
+        do {
+            (number, isNew) = try await insertVersion(
+                name: name, sha: sha, archive: archive, requested: requested, manifestJSON: manifestJSON,
+                metricsJSON: metricsJSON, created: created, actor: actor)
+        } catch {
+            // A refused push leaves no file behind (unless another version holds the same archive).
+            if case .folder(let root) = artifactLocation {
+                try? await write {
+                    let used = try await self.sql.raw("SELECT 1 AS one FROM tern_versions WHERE sha256 = \(bind: sha)").first()
+                    if used == nil { FolderArtifacts(root: root).remove(sha) }
+                }
+            }
+            throw error
+        }
+        return (try await self.version(name, number), isNew)
+    }
+
+    private func insertVersion(
+        name: String, sha: String, archive: Data, requested: Int?, manifestJSON: String, metricsJSON: String?,
+        created: String, actor: String
+    ) async throws(TernError) -> (Int, Bool) {
+        try await write {
+            // The same archive again: its version (the one asked for, else the newest holding it), unchanged.
+            let same = try await self.sql.raw("""
+                SELECT MAX(version) AS v FROM tern_versions
+                WHERE model = \(bind: name) AND sha256 = \(bind: sha) AND (\(bind: requested ?? 0) = 0 OR version = \(bind: requested ?? 0))
+                """).first()?.decode(column: "v", as: Int?.self) ?? nil
+            if let same { return (same, false) }
             let newest = try await self.sql.raw("SELECT MAX(version) AS v FROM tern_versions WHERE model = \(bind: name)").first()?
                 .decode(column: "v", as: Int?.self) ?? nil
-            let number = requested ?? ((newest ?? 0) + 1)
+            let next = (newest ?? 0) < ModelVersionNumber.maximum ? (newest ?? 0) + 1 : nil
+            guard let number = requested ?? next else {
+                throw TernError.conflict("model '\(name)' has reached the highest version number, \(ModelVersionNumber.maximum); "
+                    + "push under a new model name")
+            }
             let exists = try await self.sql.raw("SELECT 1 AS one FROM tern_versions WHERE model = \(bind: name) AND version = \(bind: number)").first()
             if exists != nil {
                 throw TernError.conflict("model '\(name)' already has version \(number); versions are immutable: push a new version")
@@ -254,9 +295,8 @@ public actor Registry {
                 """).run()
             try await self.appendAudit(actor: actor, action: "push", model: name, version: number, before: nil,
                                        after: #"{"sha256":"\#(sha)","bytes":\#(archive.count)}"#)
-            return number
+            return (number, true)
         }
-        return try await self.version(name, number)
     }
 
     /// Points `alias` of `model` at `version` (creating or moving it).

@@ -111,8 +111,24 @@ struct RemoteRegistry: RegistryClient {
 
     func models() async throws -> [ModelRecord] { try await call("GET", "/api/v1/models") }
     func model(_ name: String) async throws -> ModelRecord { try await call("GET", "/api/v1/models/\(escape(name))") }
+    /// A push whose connection breaks may still have been registered: the registry is asked, and the user
+    /// told which. Pushing the same archive again is always safe (the server registers an archive once).
     func push(archive: Data, version: Int?) async throws -> VersionRecord {
-        try await call("POST", "/api/v1/bundles" + (version.map { "?version=\($0)" } ?? ""), body: archive)
+        do {
+            return try await call("POST", "/api/v1/bundles" + (version.map { "?version=\($0)" } ?? ""), body: archive)
+        } catch let error as TernError where error.code == .unavailable {
+            let sha = Digest.sha256(archive)
+            guard let registered = try? await models() else {
+                throw TernError.unavailable("\(error.message)\nwhether the bundle was registered is unknown (the server "
+                    + "does not answer); once it does, push again: an archive already registered is not registered twice")
+            }
+            if let record = registered.flatMap(\.versions).first(where: { $0.sha256 == sha }) {
+                FileHandle.standardError.write(Data("the connection broke, but the registry holds this bundle as \(record.model) v\(record.version)\n".utf8))
+                return record
+            }
+            throw TernError.unavailable("\(error.message)\nthe registry holds no version with this bundle (sha256 \(sha)): "
+                + "nothing was registered; pushing again is safe")
+        }
     }
     func setAlias(model: String, alias: String, version: Int) async throws {
         let _: ModelRecord = try await call("PUT", "/api/v1/models/\(escape(model))/aliases/\(escape(alias))",

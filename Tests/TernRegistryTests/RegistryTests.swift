@@ -60,11 +60,15 @@ private func bundle(_ name: String = "m", version: Int? = nil, model: String = "
         #expect(try await registry.push(archive: a2, bundle: b2, actor: "ana").version == 2)
         #expect(try await registry.archive("m", 2) == a2)
 
-        // Duplicate version: refused, nothing changes.
+        // Duplicate version: refused, nothing changes; the same archive again is that version, unchanged.
         let before = try await registry.snapshot()
-        await #expect { try await registry.push(archive: a1, bundle: b1, actor: "ana") } throws: {
+        let (other, otherBundle) = try bundle(version: 1, model: "other")
+        await #expect { try await registry.push(archive: other, bundle: otherBundle, actor: "ana") } throws: {
             ($0 as? TernError)?.code == .conflict && "\($0)".contains("already has version 1")
         }
+        let again = try await registry.register(archive: a1, bundle: b1, actor: "ana")
+        #expect(again.record.version == 1 && !again.created)
+        #expect(try await registry.register(archive: a1, bundle: b1, version: 1, actor: "ana").record.version == 1)
         // Alias to a missing version, a numeric alias: refused.
         await #expect { try await registry.setAlias(model: "m", alias: "production", version: 9, actor: "ana") } throws: {
             ($0 as? TernError)?.code == .notFound

@@ -58,35 +58,73 @@ public struct ModelBundle: Sendable {
     /// recorded size and SHA-256.
     ///
     /// - Throws: ``TernError`` `invalidArgument` saying what is wrong: not a zip (or truncated), no or bad
-    ///   manifest, a missing, unexpected or altered file.
-    public init(archive bytes: Data, maxFileBytes: Int = 4 << 30) throws(TernError) {
+    ///   manifest, a missing, unexpected, duplicate, oversized or altered file.
+    public init(archive bytes: Data, limits: BundleLimits = .init()) throws(TernError) {
         let archive: Archive
         do {
+            guard Self.hasEndRecord(bytes.suffix(Self.endRecordWindow)) else { throw TernError.invalidArgument("") }
             archive = try Archive(data: bytes, accessMode: .read)
         } catch {
             throw .invalidArgument("not a Tern bundle: the data is not a complete zip archive (\(bytes.count) bytes)")
         }
-        var contents: [String: Data] = [:]
+        try self.init(reading: archive, limits: limits)
+    }
+
+    /// Reads and checks an archive file (as ``init(archive:limits:)``), without holding the archive in memory.
+    public init(archiveFile path: String, limits: BundleLimits = .init()) throws(TernError) {
+        let archive: Archive
+        do {
+            let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+            defer { try? handle.close() }
+            let size = try handle.seekToEnd()
+            try handle.seek(toOffset: size - min(size, UInt64(Self.endRecordWindow)))
+            guard Self.hasEndRecord(try handle.readToEnd() ?? Data()) else { throw TernError.invalidArgument("") }
+            archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
+        } catch {
+            throw .invalidArgument("not a Tern bundle: the data is not a complete zip archive")
+        }
+        try self.init(reading: archive, limits: limits)
+    }
+
+    /// A zip ends with its end-of-central-directory record (22 bytes, then a comment of at most 65,535).
+    static let endRecordWindow = 22 + 65_535
+
+    /// Whether `tail` holds the end record's signature. ZIPFoundation looks for it byte by byte from the end
+    /// of the whole archive, with a seek and a read each: 64 MB of junk cost half a minute of CPU. Junk without
+    /// the record in the last 64 KiB is refused here instead.
+    static func hasEndRecord(_ tail: Data) -> Bool {
+        let signature: [UInt8] = [0x50, 0x4B, 0x05, 0x06]
+        return tail.withUnsafeBytes { raw in
+            guard raw.count >= 22 else { return false }
+            for start in stride(from: raw.count - 22, through: 0, by: -1)
+            where raw[start] == signature[0] && raw[start + 1] == signature[1] && raw[start + 2] == signature[2]
+                && raw[start + 3] == signature[3] {
+                return true
+            }
+            return false
+        }
+    }
+
+    /// Nothing is inflated before its size is known to be allowed: the central directory's entries are
+    /// checked first (names, duplicates, sizes per kind of file, compression ratio), then the manifest is
+    /// read, then each file, whose inflated bytes may not pass the size the manifest records.
+    private init(reading archive: Archive, limits: BundleLimits) throws(TernError) {
+        var entries: [String: Entry] = [:]
         for entry in archive {
             let name = entry.path
             guard name == BundleFile.manifest || BundleFile.known.contains(name) else {
-                throw .invalidArgument("bundle holds an unexpected file '\(name)'; allowed: "
+                throw .invalidArgument("bundle holds an unexpected file '\(Echo.clip(name))'; allowed: "
                     + ([BundleFile.manifest] + BundleFile.known.sorted()).joined(separator: ", "))
             }
-            guard entry.type == .file, entry.uncompressedSize <= maxFileBytes else {
-                throw .invalidArgument("bundle entry '\(name)' is not a regular file of at most \(maxFileBytes) bytes")
-            }
-            var data = Data()
-            do {
-                _ = try archive.extract(entry, skipCRC32: false) { data.append($0) }
-            } catch {
-                throw .invalidArgument("bundle entry '\(name)' is corrupt: \(error)")
-            }
-            contents[name] = data
+            guard entries[name] == nil else { throw .invalidArgument("bundle holds \(name) twice") }
+            guard entry.type == .file else { throw .invalidArgument("bundle entry '\(name)' is not a regular file") }
+            try limits.check(name: name, bytes: entry.uncompressedSize, compressed: entry.compressedSize)
+            entries[name] = entry
         }
-        guard let manifestData = contents.removeValue(forKey: BundleFile.manifest) else {
+        guard let manifestEntry = entries.removeValue(forKey: BundleFile.manifest) else {
             throw .invalidArgument("not a Tern bundle: no \(BundleFile.manifest) in the archive")
         }
+        let manifestData = try Self.inflate(archive, manifestEntry, upTo: limits.limit(for: BundleFile.manifest)).data
         let manifest: BundleManifest
         do {
             manifest = try JSONDecoder().decode(BundleManifest.self, from: manifestData)
@@ -94,21 +132,46 @@ public struct ModelBundle: Sendable {
             throw .invalidArgument("\(BundleFile.manifest) is not a valid manifest: \(Self.describe(error))")
         }
         try manifest.validate()
-        for (name, entry) in manifest.files.sorted(by: { $0.key < $1.key }) {
-            guard let data = contents[name] else {
+        if let extra = entries.keys.sorted().first(where: { manifest.files[$0] == nil }) {
+            throw .invalidArgument("bundle holds \(extra), which \(BundleFile.manifest) does not list")
+        }
+        var contents: [String: Data] = [:]
+        for (name, recorded) in manifest.files.sorted(by: { $0.key < $1.key }) {
+            guard let entry = entries[name] else {
                 throw .invalidArgument("bundle is missing \(name), which \(BundleFile.manifest) lists")
             }
-            let digest = Digest.sha256(data)
-            guard digest == entry.sha256, data.count == entry.bytes else {
-                throw .invalidArgument("checksum mismatch for \(name): \(BundleFile.manifest) records sha256 "
-                    + "\(entry.sha256) (\(entry.bytes) bytes), the file has \(digest) (\(data.count) bytes)")
+            guard Int(entry.uncompressedSize) == recorded.bytes else {
+                throw .invalidArgument("size mismatch for \(name): \(BundleFile.manifest) records \(recorded.bytes) bytes, "
+                    + "the archive \(entry.uncompressedSize)")
             }
-        }
-        if let extra = contents.keys.sorted().first(where: { manifest.files[$0] == nil }) {
-            throw .invalidArgument("bundle holds \(extra), which \(BundleFile.manifest) does not list")
+            let (data, digest) = try Self.inflate(archive, entry, upTo: recorded.bytes)
+            guard digest == recorded.sha256, data.count == recorded.bytes else {
+                throw .invalidArgument("checksum mismatch for \(name): \(BundleFile.manifest) records sha256 "
+                    + "\(recorded.sha256) (\(recorded.bytes) bytes), the file has \(digest) (\(data.count) bytes)")
+            }
+            contents[name] = data
         }
         self.manifest = manifest
         self.files = contents
+    }
+
+    /// One entry's bytes and SHA-256, refused as soon as they pass `limit` (a zip may understate a size).
+    private static func inflate(_ archive: Archive, _ entry: Entry, upTo limit: Int) throws(TernError) -> (data: Data, sha256: String) {
+        struct TooLarge: Error {}
+        var data = Data()
+        var hash = SHA256()
+        do {
+            _ = try archive.extract(entry, skipCRC32: false) { chunk in
+                guard data.count + chunk.count <= limit else { throw TooLarge() }
+                data.append(chunk)
+                hash.update(data: chunk)
+            }
+        } catch is TooLarge {
+            throw .invalidArgument("bundle entry '\(entry.path)' inflates past \(limit) bytes, more than it declares")
+        } catch {
+            throw .invalidArgument("bundle entry '\(entry.path)' is corrupt: \(error)")
+        }
+        return (data, hash.finalize().map { String(format: "%02x", $0) }.joined())
     }
 
     private static func describe(_ error: any Error) -> String {
@@ -118,6 +181,44 @@ public struct ModelBundle: Sendable {
             "wrong type at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'"
         case DecodingError.dataCorrupted(let context): context.debugDescription
         default: "\(error)"
+        }
+    }
+}
+
+/// How large each file of a bundle may be, and how far it may inflate: checked before anything is inflated.
+public struct BundleLimits: Sendable {
+    /// `model.onnx` (stored as it is, or deflated).
+    public var modelBytes: Int
+    /// `profile.json`: per-feature statistics and a bounded sample of the reference data.
+    public var profileBytes: Int
+    /// `tern.json`, `metrics.json`, `MODEL_CARD.md`, `config.yaml`.
+    public var smallFileBytes: Int
+    /// Inflated size over compressed size, for entries over 1 MiB: real models and profiles stay far below it.
+    public var maxCompressionRatio: Int
+
+    public init(modelBytes: Int = 4 << 30, profileBytes: Int = 256 << 20, smallFileBytes: Int = 16 << 20, maxCompressionRatio: Int = 100) {
+        self.modelBytes = modelBytes
+        self.profileBytes = profileBytes
+        self.smallFileBytes = smallFileBytes
+        self.maxCompressionRatio = maxCompressionRatio
+    }
+
+    func limit(for name: String) -> Int {
+        switch name {
+        case BundleFile.model: modelBytes
+        case BundleFile.profile: profileBytes
+        default: smallFileBytes
+        }
+    }
+
+    func check(name: String, bytes: UInt64, compressed: UInt64) throws(TernError) {
+        let limit = limit(for: name)
+        guard bytes <= UInt64(limit) else {
+            throw .invalidArgument("bundle entry '\(name)' is \(bytes) bytes; the limit for it is \(limit)")
+        }
+        if bytes > 1 << 20, bytes / max(compressed, 1) > UInt64(maxCompressionRatio) {
+            throw .invalidArgument("bundle entry '\(name)' inflates \(bytes / max(compressed, 1)) times (\(compressed) to "
+                + "\(bytes) bytes); the limit is \(maxCompressionRatio) times")
         }
     }
 }

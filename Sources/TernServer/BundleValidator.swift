@@ -19,7 +19,15 @@ public struct BundleValidator: Sendable {
 
     /// - Throws: ``TernError`` `invalidArgument` naming what is wrong.
     public func validate(_ archive: Data) throws(TernError) -> ModelBundle {
-        let bundle = try ModelBundle(archive: archive)
+        try check(try ModelBundle(archive: archive))
+    }
+
+    /// Validates an archive file (an upload written to disk as it arrived).
+    public func validate(archiveFile path: String) throws(TernError) -> ModelBundle {
+        try check(try ModelBundle(archiveFile: path))
+    }
+
+    private func check(_ bundle: ModelBundle) throws(TernError) -> ModelBundle {
         if let config = bundle.files[BundleFile.config] {
             _ = try ModelRepository.parseConfig(yaml: String(decoding: config, as: UTF8.self), source: BundleFile.config)
         }

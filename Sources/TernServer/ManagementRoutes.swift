@@ -31,6 +31,8 @@ import TernRegistry
 struct ManagementRoutes: Sendable {
     let models: RegistryModels
     let maxBundleBytes: Int
+    /// Where uploads are written while they arrive and are checked.
+    let uploadFolder: String
 
     func register(on router: Router<BasicRequestContext>) {
         let api = router.group("/api/v1")
@@ -44,14 +46,15 @@ struct ManagementRoutes: Sendable {
             return Response(status: .ok, headers: [.contentType: "application/zip"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
         }
         api.post("/bundles") { request, context in
-            let archive = try await body(request)
             var requested: Int?
             if let text = request.uri.queryParameters.get("version") {
-                guard let number = Int(text), number >= 1 else { throw TernError.invalidArgument("version must be a positive integer, got '\(text)'") }
-                requested = number
+                requested = try ModelVersionNumber.parse(text)
             }
-            let record = try await models.push(archive: Data(buffer: archive), version: requested, actor: request.ternActor)
-            return try encode(record, status: .created)
+            let upload = try await receive(request)
+            defer { try? FileManager.default.removeItem(atPath: upload) }
+            let (record, created) = try await models.push(archiveFile: upload, version: requested, actor: request.ternActor)
+            // 200: this archive was already that version (a repeated push changes nothing).
+            return try encode(record, status: created ? .created : .ok)
         }
         api.put("/models/{model}/aliases/{alias}") { request, context in
             let body = try await body(request)
@@ -101,10 +104,35 @@ struct ManagementRoutes: Sendable {
         try await HTTPFrontEndConfiguration.collectBody(request, upTo: maxBundleBytes, flag: "--max-bundle-size")
     }
 
+    /// Writes an uploaded bundle to a file as it arrives (memory stays flat whatever its size), refused by
+    /// its `Content-Length` before anything is read, or as soon as it passes the limit. A client that goes
+    /// away ends the upload; the file is removed.
+    private func receive(_ request: Request) async throws -> String {
+        try HTTPFrontEndConfiguration.refuseByLength(request.headers, upTo: maxBundleBytes, flag: "--max-bundle-size")
+        try FileManager.default.createDirectory(atPath: uploadFolder, withIntermediateDirectories: true)
+        let path = "\(uploadFolder)/upload-\(UUID().uuidString).tern"
+        guard FileManager.default.createFile(atPath: path, contents: nil), let file = FileHandle(forWritingAtPath: path) else {
+            throw TernError.internalError("cannot create a file for the upload in the server's cache folder")
+        }
+        defer { try? file.close() }
+        do {
+            var received = 0
+            for try await chunk in request.body {
+                received += chunk.readableBytes
+                if received > maxBundleBytes {
+                    throw HTTPFrontEndConfiguration.tooLarge(nil, limit: maxBundleBytes, flag: "--max-bundle-size")
+                }
+                try file.write(contentsOf: chunk.readableBytesView)
+            }
+        } catch {
+            try? FileManager.default.removeItem(atPath: path)
+            throw error
+        }
+        return path
+    }
+
     private func version(_ context: BasicRequestContext) throws -> Int {
-        let text = try context.parameters.require("version")
-        guard let number = Int(text), number >= 1 else { throw TernError.invalidArgument("version must be a positive integer, got '\(text)'") }
-        return number
+        try ModelVersionNumber.parse(try context.parameters.require("version"))
     }
 }
 

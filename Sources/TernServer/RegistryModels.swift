@@ -16,6 +16,10 @@ public struct RegistryServing: Sendable {
     public var pollInterval: Duration = .seconds(1)
     /// Largest bundle a push may upload.
     public var maxBundleBytes: Int = 2 << 30
+    /// Where pushes are written while they arrive and are checked: beside the cache folder.
+    public var uploadFolder: String {
+        URL(fileURLWithPath: cacheFolder).deletingLastPathComponent().appendingPathComponent("uploads").path
+    }
 
     public init(database: RegistryLocation, artifacts: ArtifactLocation, cacheFolder: String) {
         self.database = database
@@ -207,6 +211,27 @@ public actor RegistryModels: ModelRepositoryControl {
         let record = try await registry.push(archive: archive, bundle: bundle, version: version, actor: actor)
         try await refresh(force: true)
         return record
+    }
+
+    /// Validates an uploaded archive file on a thread of its own (unpacking and loading a large model takes
+    /// seconds: neither this actor, nor loads, nor inference wait for it), registers it (idempotent: see
+    /// ``Registry/register(archive:bundle:version:actor:)``) and serves it if an alias or the default names it.
+    public nonisolated func push(archiveFile path: String, version: Int?, actor: String) async throws(TernError)
+        -> (record: VersionRecord, created: Bool)
+    {
+        let validator = self.validator
+        let (bundle, archive) = try await onOwnThread { () throws(TernError) in
+            let bundle = try validator.validate(archiveFile: path)
+            do {
+                return (bundle, try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped))
+            } catch {
+                throw .internalError("cannot read the uploaded bundle back: \(error.localizedDescription)")
+            }
+        }
+        if Task.isCancelled { throw .unavailable("the push was cancelled before it was registered") }
+        let result = try await registry.register(archive: archive, bundle: bundle, version: version, actor: actor)
+        if result.created { try await refresh(force: true) }
+        return result
     }
 
     /// Loads a model (its default version, or `version`) and keeps it loaded; audited.

@@ -20,8 +20,8 @@ import TernCore
 ///
 /// Ordering: while a request of its own is in progress, later requests on the connection (HTTP pipelining)
 /// wait here and are handled, in order, once its answer is written; while a request handed to Hummingbird
-/// is unanswered, everything goes to Hummingbird. Shutdown: a quiesce event waits until its request is
-/// answered, so in-flight requests finish.
+/// is unanswered, everything goes to Hummingbird. Timeouts, the connection cap and the shutdown drain are
+/// ``ConnectionGuard``'s, placed before this handler.
 final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -39,6 +39,8 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case reading(Pending)
         /// Ours, running.
         case running
+        /// Answered with `Connection: close`: nothing more is read.
+        case closed
     }
 
     private struct Pending {
@@ -51,7 +53,6 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private var state = State.idle
     private var waiting = Deque<HTTPRequestPart>()
-    private var quiesceEvent: Any?
     /// The event loop's queue of light runs (nil when inline runs are off).
     private var runQueue: EventLoopRunQueue?
 
@@ -72,9 +73,18 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func read(context: ChannelHandlerContext, part: HTTPRequestPart) {
         switch (state, part) {
+        case (.closed, _):
+            return
         case (.idle, .head(let head)):
             if let (model, version) = Self.route(head) {
-                state = .reading(start(head, model: model, version: version))
+                let pending = start(head, model: model, version: version)
+                if let failure = pending.failure, Self.mustClose(failure) {
+                    // Refused by its Content-Length: answered now, the body never read.
+                    state = .running
+                    respond(context: context, Self.failure(failure), close: true)
+                    return
+                }
+                state = .reading(pending)
             } else {
                 state = .forwarding(unanswered: 1)
                 context.fireChannelRead(wrapInboundOut(part))
@@ -87,10 +97,11 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case (.forwarding, _):
             context.fireChannelRead(wrapInboundOut(part))
         case (.reading(var pending), .body(var chunk)):
+            state = .running  // drops the state's reference to the body, so that it grows in place, not by copies
             if pending.failure == nil {
                 if pending.body.readableBytes + chunk.readableBytes > configuration.maxRequestBytes {
-                    pending.failure = TernError(.payloadTooLarge, "the request body is larger than the limit of "
-                        + "\(configuration.maxRequestBytes) bytes (raise it with --max-request-size)")
+                    pending.failure = HTTPFrontEndConfiguration.tooLarge(
+                        nil, limit: configuration.maxRequestBytes, flag: "--max-request-size")
                     pending.body = ByteBuffer()
                 } else {
                     pending.body.writeBuffer(&chunk)
@@ -125,6 +136,8 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private func start(_ head: HTTPRequest, model: String, version: String?) -> Pending {
         let close = head.headerFields[.connection]?.lowercased().contains("close") ?? false
         do {
+            try HTTPFrontEndConfiguration.refuseByLength(
+                head.headerFields, upTo: configuration.maxRequestBytes, flag: "--max-request-size")
             let (served, headerLength) = try V2Routes.inferHead(
                 service: service, model: model, version: version, headers: head.headerFields)
             return Pending(served: served, headerLength: headerLength, body: ByteBuffer(), close: close)
@@ -176,15 +189,13 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(body)), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        state = .idle
         if close {
+            state = .closed
+            waiting.removeAll()
             context.close(promise: nil)
             return
         }
-        if let event = quiesceEvent {
-            quiesceEvent = nil
-            context.fireUserInboundEventTriggered(event)
-        }
+        state = .idle
         replayWaiting(context: context)
     }
 
@@ -226,21 +237,6 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         context.write(data, promise: promise)
-    }
-
-    // MARK: Shutdown
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent {
-            switch state {
-            case .reading, .running:
-                quiesceEvent = event  // passed on once the request in progress is answered
-                return
-            case .idle, .forwarding:
-                break
-            }
-        }
-        context.fireUserInboundEventTriggered(event)
     }
 }
 

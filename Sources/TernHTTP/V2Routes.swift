@@ -11,10 +11,16 @@ public struct HTTPFrontEndConfiguration: Sendable {
     /// How long an event loop may spend running light models' batches itself, per read burst, instead of
     /// handing them to the runner threads (``EventLoopRunQueue``); zero sends every run to the runners.
     public var inlineRunBudget: Duration
+    /// Timeouts, the connection cap and the shutdown drain (``ConnectionGuard``).
+    public var connections: ConnectionLimits
 
-    public init(maxRequestBytes: Int = 64 << 20, inlineRunBudget: Duration = .microseconds(200)) {
+    public init(
+        maxRequestBytes: Int = 64 << 20, inlineRunBudget: Duration = .microseconds(200),
+        connections: ConnectionLimits = .init()
+    ) {
         self.maxRequestBytes = maxRequestBytes
         self.inlineRunBudget = inlineRunBudget
+        self.connections = connections
     }
 }
 
@@ -26,11 +32,29 @@ extension HTTPFrontEndConfiguration {
 
     /// A request's whole body, refused with `payloadTooLarge` (413) past `limit`, naming the flag that raises it.
     public static func collectBody(_ request: Request, upTo limit: Int, flag: String) async throws -> ByteBuffer {
+        try refuseByLength(request.headers, upTo: limit, flag: flag)
         do {
             return try await request.body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
-            throw TernError(.payloadTooLarge, "the request body is larger than the limit of \(limit) bytes (raise it with \(flag))")
+            throw tooLarge(nil, limit: limit, flag: flag)
         }
+    }
+}
+
+extension HTTPFrontEndConfiguration {
+    /// Refuses a body by its declared `Content-Length` before any of it is read (the connection then closes:
+    /// ``ConnectionGuard`` closes after every 413).
+    public static func refuseByLength(_ headers: HTTPFields, upTo limit: Int, flag: String) throws(TernError) {
+        guard let text = headers[.contentLength] else { return }
+        guard let length = Int(text), length >= 0 else {
+            throw .invalidArgument("Content-Length is not a byte count: '\(Echo.clip(text))'")
+        }
+        if length > limit { throw tooLarge(length, limit: limit, flag: flag) }
+    }
+
+    public static func tooLarge(_ length: Int?, limit: Int, flag: String) -> TernError {
+        TernError(.payloadTooLarge, "the request body"
+            + (length.map { " (\($0) bytes)" } ?? "") + " is larger than the limit of \(limit) bytes (raise it with \(flag))")
     }
 }
 

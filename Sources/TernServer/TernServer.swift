@@ -29,6 +29,8 @@ public struct ServerConfiguration: Sendable {
     public var runnerThreads: Int = ProcessInfo.processInfo.activeProcessorCount
     /// Event loop threads for HTTP; by default one per core.
     public var httpThreads: Int = ProcessInfo.processInfo.activeProcessorCount
+    /// Calls one gRPC connection may have open at once (clients queue the rest).
+    public var grpcMaxConcurrentStreams: Int = 256
     /// How long a graceful shutdown may take to drain in-flight requests.
     public var drainTimeout: Duration = .seconds(30)
     /// Serve the models of a registry (and its management API) instead of a repository folder.
@@ -64,7 +66,10 @@ public struct TernServer: Sendable {
         V2Routes(service: service, configuration: configuration.http).register(on: router)
         PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http).register(on: router)
         if let models {
-            ManagementRoutes(models: models, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0).register(on: router)
+            ManagementRoutes(
+                models: models, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0,
+                uploadFolder: configuration.registry?.uploadFolder ?? NSTemporaryDirectory()
+            ).register(on: router)
         }
         return router
     }
@@ -80,6 +85,8 @@ public struct TernServer: Sendable {
         var models: RegistryModels?
         if let serving = configuration.registry {
             let registry = try await Registry.open(database: serving.database, artifacts: serving.artifacts, logger: logger)
+            // Uploads a killed server left half-received or half-checked.
+            try? FileManager.default.removeItem(atPath: serving.uploadFolder)
             let registryModels = RegistryModels(
                 registry: registry, service: service, runtime: runtime, pool: pool,
                 sessionOptions: configuration.sessionOptions, cacheFolder: serving.cacheFolder, logger: logger)
@@ -94,10 +101,14 @@ public struct TernServer: Sendable {
                 pool: pool, sessionOptions: configuration.sessionOptions, logger: logger)
         }
         let (service, http) = (service, configuration.http)
+        let connections = ConnectionCount()
         let app = Application(
             router: router(models: models),
             server: .http1(configuration: .init(
-                additionalChannelHandlers: [V2Routes.inferFastPath(service: service, configuration: http)])),
+                additionalChannelHandlers: [
+                    http.connectionGuard(count: connections),
+                    V2Routes.inferFastPath(service: service, configuration: http),
+                ])),
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.httpPort), serverName: "tern"),
             onServerRunning: { channel in await onHTTPReady(channel.localAddress?.port ?? 0) },
@@ -108,7 +119,9 @@ public struct TernServer: Sendable {
             let grpc = GRPCFrontEnd(
                 service: service,
                 configuration: GRPCFrontEndConfiguration(
-                    host: configuration.host, port: grpcPort, maxMessageBytes: configuration.http.maxRequestBytes))
+                    host: configuration.host, port: grpcPort, maxMessageBytes: configuration.http.maxRequestBytes,
+                    maxConcurrentStreams: configuration.grpcMaxConcurrentStreams,
+                    maxIdleTime: configuration.http.connections.idleTimeout * 5))
             services.append(.init(service: grpc))
             services.append(.init(service: PortReporter({ await grpc.port }, onReady: onGRPCReady)))
         }

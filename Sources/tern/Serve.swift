@@ -94,6 +94,21 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds a shutdown may spend draining in-flight requests.")
     var drainTimeout: Int = 30
 
+    @Option(help: "Seconds from a request's first byte to the end of its headers before the connection closes.")
+    var headerTimeout: Double = 10
+
+    @Option(help: "Seconds of silence while a request body arrives before the connection closes.")
+    var bodyTimeout: Double = 30
+
+    @Option(help: "Seconds an idle keep-alive HTTP connection stays open (gRPC: five times this).")
+    var idleTimeout: Double = 60
+
+    @Option(help: "HTTP connections open at once; past it a connection's request gets a 503.")
+    var maxConnections: Int = 4096
+
+    @Option(help: "Calls one gRPC connection may have in flight (advertised; clients queue the rest).")
+    var grpcMaxStreams: Int = 256
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -112,6 +127,13 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("give --models (a folder of models) or --data/--database (a registry), not both")
         }
         guard pollInterval > 0 else { throw ValidationError("--poll-interval must be positive") }
+        for (flag, seconds) in [("--header-timeout", headerTimeout), ("--body-timeout", bodyTimeout), ("--idle-timeout", idleTimeout)]
+        where !(seconds > 0 && seconds <= 86_400) {
+            throw ValidationError("\(flag) must be between 0 and 86400 seconds")
+        }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard (1...65_536).contains(grpcMaxStreams) else { throw ValidationError("--grpc-max-streams must be 1...65536") }
+        guard (0...3600).contains(drainTimeout) else { throw ValidationError("--drain-timeout must be 0...3600 seconds") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of: trace, debug, info, notice, warning, error, critical")
         }
@@ -162,6 +184,10 @@ struct Serve: AsyncParsableCommand {
         }
         if let httpThreads { configuration.httpThreads = max(1, httpThreads) }
         configuration.drainTimeout = .seconds(drainTimeout)
+        configuration.http.connections = ConnectionLimits(
+            headerTimeout: .milliseconds(Int(headerTimeout * 1000)), bodyTimeout: .milliseconds(Int(bodyTimeout * 1000)),
+            idleTimeout: .milliseconds(Int(idleTimeout * 1000)), maxConnections: maxConnections)
+        configuration.grpcMaxConcurrentStreams = grpcMaxStreams
         logger.info("onnxruntime", metadata: ["library": "\(runtime.libraryPath)", "version": "\(runtime.version)"])
         do {
             try await TernServer(configuration: configuration, runtime: runtime, logger: logger).run(
@@ -187,5 +213,7 @@ func parseSize(_ text: String) throws -> Int {
     guard let value = Int(digits), value > 0 else {
         throw ValidationError("'\(text)' is not a size; use bytes or a K/M/G suffix, such as 64M")
     }
-    return value * multiplier
+    let (bytes, overflow) = value.multipliedReportingOverflow(by: multiplier)
+    guard !overflow, bytes <= 1 << 40 else { throw ValidationError("'\(text)' is larger than 1T") }
+    return bytes
 }

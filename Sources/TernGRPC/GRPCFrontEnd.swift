@@ -11,11 +11,22 @@ public struct GRPCFrontEndConfiguration: Sendable {
     /// The largest request message accepted (64 MiB by default; gRPC's own default of 4 MiB is too small
     /// for tensors).
     public var maxMessageBytes: Int
+    /// Calls one connection may have open at once, advertised in SETTINGS_MAX_CONCURRENT_STREAMS: clients
+    /// queue calls past it. Without it HTTP/2's "safe default" of 100 is enforced unannounced, and a client
+    /// that opens the 101st call loses the whole connection (GOAWAY, PROTOCOL_ERROR).
+    public var maxConcurrentStreams: Int
+    /// A connection with no call for this long is closed (nil: never).
+    public var maxIdleTime: Duration?
 
-    public init(host: String = "0.0.0.0", port: Int = 8001, maxMessageBytes: Int = 64 << 20) {
+    public init(
+        host: String = "0.0.0.0", port: Int = 8001, maxMessageBytes: Int = 64 << 20, maxConcurrentStreams: Int = 256,
+        maxIdleTime: Duration? = .seconds(300)
+    ) {
         self.host = host
         self.port = port
         self.maxMessageBytes = maxMessageBytes
+        self.maxConcurrentStreams = maxConcurrentStreams
+        self.maxIdleTime = maxIdleTime
     }
 }
 
@@ -29,7 +40,12 @@ public struct GRPCFrontEnd: Service {
         transport = HTTP2ServerTransport.Posix(
             address: .ipv4(host: configuration.host, port: configuration.port),
             transportSecurity: .plaintext,
-            config: .defaults { $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes })
+            config: .defaults {
+                $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
+                $0.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
+                $0.connection.maxIdleTime = configuration.maxIdleTime
+                $0.channelDebuggingCallbacks.onAcceptTCPConnection = { GracefulGoAway.install(on: $0) }
+            })
         server = GRPCServer(transport: transport, services: [InferenceGRPCService(service: service)])
     }
 

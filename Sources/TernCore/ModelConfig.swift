@@ -65,6 +65,9 @@ public struct ModelConfig: Sendable, Equatable {
     /// Names of the columns of a model whose one input is [rows, features], in order; when nil, the model's
     /// `feature_names` metadata (comma-separated) is used.
     public var featureNames: [String]?
+    /// Whether float inputs may hold NaN or infinities (a model trained to read NaN as "missing", as tree
+    /// ensembles are); by default such a request is refused, naming the input and the element.
+    public var allowNonFinite = false
 
     public init(
         versionPolicy: VersionPolicy = .latest(1), maxBatchSize: Int = 0, instances: Int = 1,

@@ -6,7 +6,7 @@ public enum RequestValidator {
     /// Validates `request` and returns it with its inputs in the signature's order and the output names
     /// resolved (all outputs when none were asked for).
     public static func validate(
-        _ request: InferenceRequest, against signature: ModelSignature, maxBatchSize: Int = 0
+        _ request: InferenceRequest, against signature: ModelSignature, maxBatchSize: Int = 0, allowNonFinite: Bool = false
     ) throws(TernError) -> (inputs: [Tensor], outputs: [String]) {
         var byName: [String: Tensor] = [:]
         byName.reserveCapacity(request.inputs.count)
@@ -40,6 +40,7 @@ public enum RequestValidator {
                 throw .invalidArgument(
                     "input '\(spec.name)' has batch size \(batch), above the model's max_batch_size \(maxBatchSize)")
             }
+            if !allowNonFinite { try checkFinite(tensor) }
             ordered.append(tensor)
         }
         var outputs: [String] = []
@@ -56,5 +57,28 @@ public enum RequestValidator {
             }
         }
         return (ordered, outputs)
+    }
+
+    /// Refuses NaN and infinities in a float input, naming the first one's position.
+    static func checkFinite(_ tensor: Tensor) throws(TernError) {
+        guard case .raw(let bytes) = tensor.contents else { return }
+        func first<T: BinaryFloatingPoint>(_: T.Type) -> (Int, T)? {
+            bytes.withUnsafeBytes { raw in
+                let values = raw.bindMemory(to: T.self)
+                for index in values.indices where !values[index].isFinite { return (index, values[index]) }
+                return nil
+            }
+        }
+        let found: (Int, String)?
+        switch tensor.datatype {
+        case .fp32: found = first(Float.self).map { ($0.0, "\($0.1)") }
+        case .fp64: found = first(Double.self).map { ($0.0, "\($0.1)") }
+        case .fp16: found = first(Float16.self).map { ($0.0, "\(Float($0.1))") }
+        default: found = nil
+        }
+        if let (index, value) = found {
+            throw .invalidArgument("input '\(tensor.name)' holds \(value) at element \(index); this model takes finite "
+                + "numbers only (allow_non_finite: true in its config.yaml accepts NaN and infinities)")
+        }
     }
 }

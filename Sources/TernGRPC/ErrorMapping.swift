@@ -15,5 +15,8 @@ extension TernError: RPCErrorConvertible {
         }
     }
 
-    public var rpcErrorMessage: String { message }
+    /// A fault's message may name files and internals: the client gets a pointer to the log instead.
+    public var rpcErrorMessage: String {
+        rpcErrorCode == .internalError ? "internal error; the server's log has the details" : message
+    }
 }

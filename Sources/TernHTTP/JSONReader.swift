@@ -57,16 +57,32 @@ struct JSONReader {
         if peek() != nil { throw error("unexpected data after the JSON value") }
     }
 
-    /// Reads an object, calling `body` with each key; `body` must consume the key's value.
+    /// Reads an object, calling `body` with each key; `body` must consume the key's value. A key given twice
+    /// is refused: which of the two values counts is read differently by different parsers.
     mutating func readObject(_ body: (inout JSONReader, String) throws(TernError) -> Void) throws(TernError) {
         try expect(UInt8(ascii: "{"), "'{'")
         if peek() == UInt8(ascii: "}") {
             index += 1
             return
         }
+        var keys: [String] = []  // a few keys: a list is cheapest; many: a set, so a huge object is no quadratic cost
+        var manyKeys: Set<String>?
         while true {
             guard peek() == UInt8(ascii: "\"") else { throw error("expected a string key") }
+            let keyStart = index
             let key = try readString()
+            let repeated: Bool
+            if manyKeys != nil {
+                repeated = !manyKeys!.insert(key).inserted
+            } else {
+                repeated = keys.contains(key)
+                keys.append(key)
+                if keys.count > 16 { manyKeys = Set(keys) }
+            }
+            if repeated {
+                index = keyStart
+                throw error("the key '\(Echo.clip(key))' appears twice in one object")
+            }
             try expect(UInt8(ascii: ":"), "':'")
             try body(&self, key)
             switch peek() {

@@ -174,7 +174,13 @@ struct TabularCodec {
         func floats<T: BinaryFloatingPoint & BitwiseCopyable>(_ type: T.Type) throws(TernError) -> TensorContents {
             var values: [T] = []
             values.reserveCapacity(leaves.count)
-            for (index, leaf) in leaves.enumerated() { values.append(T(try number(index, leaf).0)) }
+            for (index, leaf) in leaves.enumerated() {
+                let double = try number(index, leaf).0
+                let value = T(double)
+                // A finite number too large for the type is refused, never silently made infinite.
+                guard value.isFinite || !double.isFinite else { throw fail(index, leaf) }
+                values.append(value)
+            }
             return .raw(values.withUnsafeBytes { Array($0) })
         }
         switch datatype {

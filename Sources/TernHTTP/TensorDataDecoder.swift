@@ -56,10 +56,10 @@ enum TensorDataDecoder {
             try integer(&r, datatype: datatype, name: name)
         })
         case .fp16: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Float16 in
-            Float16(try number(&r, name: name, forFloat32: true))
+            try narrowed(try number(&r, name: name, forFloat32: true), as: Float16.self, name: name)
         })
         case .fp32: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Float in
-            Float(try number(&r, name: name, forFloat32: true))
+            try narrowed(try number(&r, name: name, forFloat32: true), as: Float.self, name: name)
         })
         case .fp64: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Double in
             try number(&r, name: name)
@@ -141,6 +141,16 @@ enum TensorDataDecoder {
         } catch {
             throw .invalidArgument("input '\(name)': \(error.message)")
         }
+    }
+
+    /// A number in a narrower float type; a finite number too large for it is refused (never silently infinite).
+    @inline(__always)
+    private static func narrowed<T: BinaryFloatingPoint>(_ value: Double, as: T.Type, name: String) throws(TernError) -> T {
+        let narrow = T(value)
+        guard narrow.isFinite || !value.isFinite else {
+            throw .invalidArgument("input '\(name)': \(value) is out of range for \(T.self == Float.self ? "FP32" : "FP16")")
+        }
+        return narrow
     }
 
     private static func tooMany(_ name: String, _ count: Int) -> TernError {

@@ -25,7 +25,7 @@ public struct RepositoryModel: Sendable, Equatable {
 ///
 /// `config.yaml` keys: `version_policy` (`{latest: N}`, `all`, or `{specific: [1, 3]}`; default latest 1),
 /// `max_batch_size` (0 = no limit), `instances` (sessions per version, default 1), `dynamic_batching`,
-/// `feature_names`.
+/// `feature_names`, `allow_non_finite` (NaN and infinities in float inputs; refused by default).
 ///
 /// A folder holding `model.onnx` itself (and optionally `config.yaml`) is served as one model, version 1.
 public struct ModelRepository: Sendable {
@@ -132,9 +132,14 @@ public struct ModelRepository: Sendable {
                     throw .invalidArgument("'\(source)': feature_names must be a list of distinct column names")
                 }
                 config.featureNames = names
+            case "allow_non_finite":
+                guard let flag = value as? Bool else {
+                    throw .invalidArgument("'\(source)': allow_non_finite must be true or false")
+                }
+                config.allowNonFinite = flag
             default:
                 throw .invalidArgument("'\(source)': unknown setting '\(key)'; known: version_policy, "
-                    + "max_batch_size, instances, dynamic_batching, feature_names")
+                    + "max_batch_size, instances, dynamic_batching, feature_names, allow_non_finite")
             }
         }
         return config

@@ -60,6 +60,46 @@ private func tampered(_ archive: Data, file: String, with data: Data) throws -> 
         #expect { try ModelBundle(archive: try bad.archive()) } throws: { "\($0)".contains("model name '../etc'") }
     }
 
+    @Test func duplicateEntriesAreRefused() throws {
+        let target = try Archive(data: try sampleBundle().archive(), accessMode: .update)
+        let other = Data(#"{"name": "other"}"#.utf8)
+        try target.addEntry(with: BundleFile.manifest, type: .file, uncompressedSize: Int64(other.count),
+                            provider: { position, size in other.subdata(in: Int(position)..<Int(position) + size) })
+        #expect { try ModelBundle(archive: target.data!) } throws: { "\($0)".contains("bundle holds tern.json twice") }
+    }
+
+    @Test func oversizedAndHighlyCompressedEntriesAreRefusedBeforeInflating() throws {
+        let card = Data(repeating: UInt8(ascii: "a"), count: 4 << 20)  // 4 MiB of one byte: deflates ~1000 times
+        let archive = try ModelBundle(
+            manifest: sampleBundle().manifest, files: [BundleFile.model: Data("m".utf8), BundleFile.card: card]).archive()
+        #expect { try ModelBundle(archive: archive) } throws: { "\($0)".contains("'MODEL_CARD.md' inflates") }
+        let small = BundleLimits(smallFileBytes: 1 << 20, maxCompressionRatio: 10_000)
+        #expect { try ModelBundle(archive: archive, limits: small) } throws: {
+            "\($0)".contains("'MODEL_CARD.md' is 4194304 bytes; the limit for it is 1048576")
+        }
+        #expect(try ModelBundle(archive: archive, limits: BundleLimits(maxCompressionRatio: 10_000)).files[BundleFile.card] == card)
+    }
+
+    @Test func junkWithoutAnEndRecordIsRefusedAtOnce() throws {
+        let junk = Data(count: 8 << 20)
+        #expect { try ModelBundle(archive: junk) } throws: { "\($0)".contains("not a complete zip archive") }
+        var archive = try sampleBundle().archive()
+        #expect(ModelBundle.hasEndRecord(archive.suffix(ModelBundle.endRecordWindow)))
+        archive.append(Data(count: ModelBundle.endRecordWindow))  // the record pushed out of the last 64 KiB
+        #expect(!ModelBundle.hasEndRecord(archive.suffix(ModelBundle.endRecordWindow)))
+    }
+
+    @Test func versionsAreBounded() throws {
+        var bundle = sampleBundle()
+        bundle.manifest.version = Int.max
+        #expect { try ModelBundle(archive: try bundle.archive()) } throws: { "\($0)".contains("between 1 and 999999999") }
+        #expect(try ModelVersionNumber.parse("999999999") == 999_999_999)
+        #expect(throws: TernError.self) { try ModelVersionNumber.parse("1000000000") }
+        #expect(throws: TernError.self) { try ModelVersionNumber.parse("9223372036854775808") }
+        #expect(Echo.clip(String(repeating: "é", count: 1000)).utf8.count < 160)
+        #expect(Echo.clip("short") == "short")
+    }
+
     @Test func unexpectedFileIsRefused() throws {
         let target = try Archive(data: try sampleBundle().archive(), accessMode: .update)
         let payload = Data("x".utf8)

@@ -62,6 +62,18 @@ struct ValidationTests {
             #expect(error.message.contains(message), "\(error.message)")
         }
     }
+    @Test("NaN and infinities are refused, naming the element, unless the model allows them")
+    func nonFinite() throws {
+        for bad in [Float.nan, .infinity, -.infinity] {
+            let request = InferenceRequest(inputs: [
+                try Tensor(name: "features", shape: [1, 3], values: [1, bad, 2]), try purpose(1),
+            ])
+            #expect { try RequestValidator.validate(request, against: signature) } throws: {
+                "\($0)".contains("input 'features' holds \(bad) at element 1")
+            }
+            #expect(try RequestValidator.validate(request, against: signature, allowNonFinite: true).inputs.count == 2)
+        }
+    }
 }
 
 @Suite("Tensors and shapes")

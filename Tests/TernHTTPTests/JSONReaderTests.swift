@@ -120,4 +120,18 @@ struct V2RequestDecoderTests {
             }
         }
     }
+
+    @Test("a key given twice in one object is refused, in small and large objects")
+    func duplicateKeys() throws {
+        for count in [2, 40] {
+            let keys = (0..<count).map { "\"k\($0)\": \($0)" } + ["\"k0\": 9"]
+            let bytes = Array(("{" + keys.joined(separator: ", ") + "}").utf8)
+            #expect {
+                try bytes.withUnsafeBytes { raw in
+                    var reader = JSONReader(raw, range: 0..<raw.count)
+                    try reader.readObject { (r: inout JSONReader, _: String) throws(TernError) in _ = try r.skipValue() }
+                }
+            } throws: { "\($0)".contains("the key 'k0' appears twice") }
+        }
+    }
 }

@@ -44,7 +44,7 @@ typedef struct TernOrtApi {
     /*   6 */ const void *_Nullable unused6;
     /*   7 */ OrtStatusPtr (*_Nonnull CreateSession)(const OrtEnv *env, const char *modelPath, const OrtSessionOptions *options, OrtSession *_Nullable *_Nonnull out);
     /*   8 */ OrtStatusPtr (*_Nonnull CreateSessionFromArray)(const OrtEnv *env, const void *modelData, size_t modelDataLength, const OrtSessionOptions *options, OrtSession *_Nullable *_Nonnull out);
-    /*   9 */ OrtStatusPtr (*_Nonnull Run)(OrtSession *session, const OrtRunOptions *_Nullable runOptions, const char *_Nullable const *inputNames, const OrtValue *_Nullable const *inputs, size_t inputCount, const char *_Nullable const *outputNames, size_t outputCount, OrtValue *_Nullable *_Nonnull outputs);
+    /*   9 */ OrtStatusPtr (*_Nonnull Run)(OrtSession *session, const OrtRunOptions *_Nullable runOptions, const char *_Nullable const *_Nonnull inputNames, const OrtValue *_Nullable const *_Nonnull inputs, size_t inputCount, const char *_Nullable const *_Nonnull outputNames, size_t outputCount, OrtValue *_Nullable *_Nonnull outputs);
     /*  10 */ OrtStatusPtr (*_Nonnull CreateSessionOptions)(OrtSessionOptions *_Nullable *_Nonnull out);
     /*  11 */ const void *_Nullable unused11;
     /*  12 */ const void *_Nullable unused12;

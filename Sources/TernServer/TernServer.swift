@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Hummingbird
 import Logging
 import NIOCore
@@ -80,6 +83,7 @@ public struct TernServer: Sendable {
         signals: [UnixSignal] = [.sigterm, .sigint], onHTTPReady: @escaping @Sendable (Int) async -> Void = { _ in },
         onGRPCReady: @escaping @Sendable (Int) async -> Void = { _ in }
     ) async throws {
+        try preflight()
         let pool = RunnerPool(threads: configuration.runnerThreads)
         let loader: any Service
         var models: RegistryModels?
@@ -131,6 +135,53 @@ public struct TernServer: Sendable {
         groupConfiguration.maximumGracefulShutdownDuration = configuration.drainTimeout
         // Services stop in reverse order: HTTP, then gRPC drain first, then the loader stops the runner threads.
         try await ServiceGroup(configuration: groupConfiguration).run()
+    }
+}
+
+extension TernServer {
+    /// What can be checked before anything starts, each failure one line naming what to change: the model
+    /// folder (it exists and holds models; their files load later) and the ports (free, and not the same).
+    public func preflight() throws(TernError) {
+        if configuration.registry == nil {
+            let repository = ModelRepository(root: configuration.modelsDirectory, singleModelName: configuration.singleModelName)
+            guard try !repository.discover().isEmpty else {
+                throw .invalidArgument("model repository '\(configuration.modelsDirectory)' holds no models; expected "
+                    + "\(configuration.modelsDirectory)/<name>/<version>/model.onnx")
+            }
+        }
+        if let grpc = configuration.grpcPort, grpc != 0, grpc == configuration.httpPort {
+            throw .invalidArgument("HTTP and gRPC cannot share port \(grpc); change --http-port or --grpc-port")
+        }
+        try PortProbe.check(host: configuration.host, port: configuration.httpPort, protocolName: "HTTP", flag: "--http-port")
+        if let grpc = configuration.grpcPort {
+            try PortProbe.check(host: configuration.host, port: grpc, protocolName: "gRPC", flag: "--grpc-port")
+        }
+    }
+}
+
+/// Whether a TCP port can be listened on, found by binding it for a moment (as the server will, with
+/// SO_REUSEADDR), so that a port in use is reported before anything starts.
+enum PortProbe {
+    static func check(host: String, port: Int, protocolName: String, flag: String) throws(TernError) {
+        guard port != 0 else { return }
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &list) == 0, let first = list else {
+            throw .invalidArgument("cannot listen on '\(host)': not an address of this machine (--host)")
+        }
+        defer { freeaddrinfo(list) }
+        let fd = socket(first.pointee.ai_family, first.pointee.ai_socktype, first.pointee.ai_protocol)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
+            let reason = errno == EADDRINUSE ? "is in use by another process" : String(cString: strerror(errno))
+            throw .invalidArgument("\(protocolName) port \(port) on \(host) \(reason); choose another with \(flag)")
+        }
     }
 }
 

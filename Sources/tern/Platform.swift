@@ -14,6 +14,15 @@ enum Platform: String, ExpressibleByArgument, CaseIterable {
         var predictRoutes: [String] = []
     }
 
+    /// The environment variable that names the model folder on this platform.
+    var modelsVariable: String? {
+        switch self {
+        case .vertex: "AIP_STORAGE_URI"
+        case .azureml: "AZUREML_MODEL_DIR"
+        case .standalone, .sagemaker: nil
+        }
+    }
+
     func preset(_ environment: [String: String]) throws -> Preset {
         switch self {
         case .standalone:

@@ -147,10 +147,16 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "tern")
-        let preset = try platform.preset(ProcessInfo.processInfo.environment)
+        let preset: Platform.Preset
+        do {
+            preset = try platform.preset(ProcessInfo.processInfo.environment)
+        } catch {
+            fail(error)
+        }
         let useRegistry = data != nil || database != nil
         guard let modelsDirectory = models ?? preset.models ?? (useRegistry ? "" : nil) else {
-            throw ValidationError("give --models (the folder that holds your models) or --data/--database (a registry)")
+            fail(TernError.invalidArgument("give --models (the folder that holds your models) or --data/--database (a registry)"
+                + (platform.modelsVariable.map { ", or set \($0) as \(platform.rawValue) does" } ?? "")))
         }
         let runtime = runtimeOptions.openRuntime()
         var configuration = ServerConfiguration(modelsDirectory: modelsDirectory)
@@ -188,13 +194,25 @@ struct Serve: AsyncParsableCommand {
             headerTimeout: .milliseconds(Int(headerTimeout * 1000)), bodyTimeout: .milliseconds(Int(bodyTimeout * 1000)),
             idleTimeout: .milliseconds(Int(idleTimeout * 1000)), maxConnections: maxConnections)
         configuration.grpcMaxConcurrentStreams = grpcMaxStreams
-        logger.info("onnxruntime", metadata: ["library": "\(runtime.libraryPath)", "version": "\(runtime.version)"])
+        let server = TernServer(configuration: configuration, runtime: runtime, logger: logger)
         do {
-            try await TernServer(configuration: configuration, runtime: runtime, logger: logger).run(
-                onHTTPReady: { port in
-                    logger.info("serving", metadata: ["http": "\(host):\(port)", "platform": "\(platform.rawValue)"])
-                },
-                onGRPCReady: { port in logger.info("serving", metadata: ["grpc": "\(host):\(port)"]) })
+            try server.preflight()  // a typo'd folder or a busy port: one line, before anything is logged or bound
+        } catch {
+            fail(error)
+        }
+        logger.info("onnxruntime", metadata: ["library": "\(runtime.libraryPath)", "version": "\(runtime.version)"])
+        // "serving" once every listener is bound, naming each.
+        let listeners = Listeners(expected: configuration.grpcPort == nil ? 1 : 2)
+        let report: @Sendable (String, Int) async -> Void = { name, port in
+            if let bound = await listeners.bound(name, port) {
+                var metadata: Logger.Metadata = ["platform": "\(platform.rawValue)"]
+                for (name, port) in bound { metadata[name] = "\(host):\(port)" }
+                logger.info("serving", metadata: metadata)
+            }
+        }
+        do {
+            try await server.run(
+                onHTTPReady: { await report("http", $0) }, onGRPCReady: { await report("grpc", $0) })
         } catch {
             fail(error)
         }
@@ -216,4 +234,17 @@ func parseSize(_ text: String) throws -> Int {
     let (bytes, overflow) = value.multipliedReportingOverflow(by: multiplier)
     guard !overflow, bytes <= 1 << 40 else { throw ValidationError("'\(text)' is larger than 1T") }
     return bytes
+}
+
+/// The listeners bound so far; all of them once the last one reports.
+actor Listeners {
+    let expected: Int
+    private var ports: [(String, Int)] = []
+
+    init(expected: Int) { self.expected = expected }
+
+    func bound(_ name: String, _ port: Int) -> [(String, Int)]? {
+        ports.append((name, port))
+        return ports.count == expected ? ports : nil
+    }
 }

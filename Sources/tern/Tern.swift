@@ -31,7 +31,8 @@ struct Tern: AsyncParsableCommand {
               tern models alias credit-risk production 2 --server http://localhost:8000
 
             ONNX Runtime is found from --onnxruntime, then TERN_ONNXRUNTIME_LIB,
-            then .tern/onnxruntime (scripts/install-onnxruntime.sh), then the
+            then beside the executable (../lib/tern, ../lib: scripts/install.sh puts it
+            there), then .tern/onnxruntime (scripts/install-onnxruntime.sh), then the
             system loader.
             """,
         version: TernVersion.version,
@@ -64,6 +65,8 @@ struct RuntimeOptions: ParsableArguments {
         // Also next to the executable's project: .build/debug/tern -> <project>/.tern/onnxruntime/lib.
         if let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
             var url = URL(fileURLWithPath: executable).deletingLastPathComponent()
+            // An installed or copied tern: PREFIX/bin/tern finds PREFIX/lib/tern (scripts/install.sh), or a lib/ beside bin/.
+            directories.insert(contentsOf: [url.path + "/../lib/tern", url.path + "/../lib", url.path], at: 0)
             for _ in 0..<5 {
                 directories.append(url.path + "/.tern/onnxruntime/lib")
                 url.deleteLastPathComponent()

@@ -83,14 +83,15 @@ class Registry:
         if backend == "postgres":
             self.database = database or new_postgres_database()
             self.args += ["--database", self.database]
-        if artifacts_in_database:
-            self.args.append("--artifacts-in-database")
+        # Where new archives go: a flag of the commands that change the registry, and of serve.
+        self.change_args = ["--artifacts-in-database"] if artifacts_in_database else []
 
     def cli(self, *args, check=True):
-        return tern(*args, *self.args, check=check)
+        changes = args[0] == "push" or args[:1] == ("models",) and args[1] in ("alias", "unalias", "archive", "delete")
+        return tern(*args, *self.args, *(self.change_args if changes else []), check=check)
 
     def serve(self, *extra, data=None):
-        args = list(self.args)
+        args = list(self.args) + self.change_args
         if data:
             args[1] = data
         return Server(None, *args, "--poll-interval", "0.2", *extra, log_dir=self.tmp)

@@ -33,7 +33,7 @@ def test_help_names_every_command():
 def test_predict_json_rows_matches_onnxruntime():
     case = golden("gbc")[1]
     rows = case["inputs"][0][2].tolist()
-    result = tern("predict", "--model", os.path.join(FIXTURES, "gbc", "model.onnx"), "--input", json.dumps(rows))
+    result = tern("predict", os.path.join(FIXTURES, "gbc", "model.onnx"), "--input", json.dumps(rows))
     assert result.returncode == 0, result.stderr
     got = outputs(result.stdout)
     assert_matches(got["probabilities"].astype(np.float32), case["outputs"][1][2], "predict rows")
@@ -46,8 +46,8 @@ def test_predict_v2_and_named_json():
     v2 = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10], "data": row[0]}]})
     named = json.dumps({"features": row})
     for text in (v2, named):
-        result = tern("predict", "--model", os.path.join(FIXTURES, "logreg", "model.onnx"), "--input", text,
-                      "--output", "probabilities")
+        result = tern("predict", os.path.join(FIXTURES, "logreg", "model.onnx"), "--input", text,
+                      "--outputs", "probabilities")
         assert result.returncode == 0, result.stderr
         got = outputs(result.stdout)
         assert list(got) == ["probabilities"]
@@ -62,7 +62,7 @@ def test_predict_csv_file_with_header_per_input(tmp_path):
         f.write("income,age,purpose\n")
         for i in range(len(inputs["age"])):
             f.write(f"{float(inputs['income'][i][0])!r},{float(inputs['age'][i][0])!r},{inputs['purpose'][i][0].decode()}\n")
-    result = tern("predict", "--model", os.path.join(FIXTURES, "pipeline_categorical", "model.onnx"), "--input", str(path))
+    result = tern("predict", os.path.join(FIXTURES, "pipeline_categorical", "model.onnx"), "--input", str(path))
     assert result.returncode == 0, result.stderr
     assert_matches(outputs(result.stdout)["probabilities"].astype(np.float32), case["outputs"][1][2], "predict CSV")
 
@@ -70,7 +70,7 @@ def test_predict_csv_file_with_header_per_input(tmp_path):
 def test_predict_csv_without_header():
     case = golden("mlp")[1]
     text = "\n".join(",".join(repr(float(v)) for v in row) for row in case["inputs"][0][2])
-    result = tern("predict", "--model", os.path.join(FIXTURES, "mlp", "model.onnx"), f"--input={text}", "--format", "csv")
+    result = tern("predict", os.path.join(FIXTURES, "mlp", "model.onnx"), f"--input={text}", "--format", "csv")
     assert result.returncode == 0, result.stderr
     assert_matches(outputs(result.stdout)["probabilities"].astype(np.float32), case["outputs"][1][2], "predict CSV rows")
 
@@ -83,12 +83,12 @@ def test_predict_errors_are_one_clear_line():
         (["--input", "{bad json"], ["malformed JSON at byte 1"]),
         (["--input", "1,2,x,4,5,6,7,8,9,10\n1,2,3,4,5,6,7,8,9,10"], ["not a valid FP32"]),
     ]:
-        result = tern("predict", "--model", model, *args)
+        result = tern("predict", model, *args)
         assert result.returncode != 0
         assert result.stderr.startswith("error: "), result.stderr
         for word in words:
             assert word in result.stderr, (args, result.stderr)
-    missing = tern("predict", "--model", "/nonexistent.onnx", "--input", "[[1]]")
+    missing = tern("predict", "/nonexistent.onnx", "--input", "[[1]]")
     assert missing.returncode == 1 and "model file not found" in missing.stderr
 
 

@@ -96,8 +96,8 @@ def test_round_trip(backend, bundles, tmp_path):
     log = json.loads(registry.cli("audit", "log", "--json").stdout)
     steps = [(e["seq"], e["actor"], e["action"], e["version"]) for e in log]
     assert steps == [(1, "ana", "push", 1), (2, "ana", "alias", 1), (3, "bo", "push", 2), (4, "cy", "alias", 2)]
-    assert json.loads(log[3]["before"]) == {"alias": "production", "version": 1}
-    assert json.loads(log[3]["after"]) == {"alias": "production", "version": 2}
+    assert log[3]["before"] == {"alias": "production", "version": 1}
+    assert log[3]["after"] == {"alias": "production", "version": 2}
     assert "audit trail intact: 4 entries" in registry.cli("audit", "verify").stdout
 
     registry.sql("UPDATE tern_audit SET actor = 'mallory' WHERE seq = 3")

@@ -10,8 +10,9 @@ struct Inspect: AsyncParsableCommand {
         discussion: """
             Examples:
               tern inspect examples/models/credit-risk/2/model.onnx
-              tern inspect credit-risk-3.tern            (manifest, files, metrics, profile: the model card)
-              tern inspect credit-risk-3.tern --json     (manifest, metrics and profile as JSON)
+              tern inspect credit-risk-3.tern         (the model card: manifest, files,
+                                                      metrics, profile)
+              tern inspect credit-risk-3.tern --json  (manifest, metrics, profile)
             """)
 
     @Argument(help: ArgumentHelp("An ONNX model file or a bundle (.tern).", valueName: "file"))
@@ -20,7 +21,7 @@ struct Inspect: AsyncParsableCommand {
     @Flag(help: "For a bundle: print its manifest, metrics and profile as one JSON object.")
     var json = false
 
-    @OptionGroup var runtimeOptions: RuntimeOptions
+    @OptionGroup var runtimeOptions: RuntimeLibraryOption
 
     func run() async throws {
         do {

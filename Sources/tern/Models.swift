@@ -5,12 +5,15 @@ import TernCore
 import TernRegistry
 
 /// Runs a registry command, printing a failure as one line (exit 1).
-func withRegistry(_ options: RegistryOptions, runtime runtimeOptions: RuntimeOptions? = nil,
+func withRegistry(_ options: RegistryOptions, changes: ChangeOptions? = nil,
+                  runtime runtimeOptions: RuntimeLibraryOption? = nil,
                   _ body: (any RegistryClient) async throws -> Void) async throws {
     let client: any RegistryClient
     do {
-        let runtimeOptions = runtimeOptions ?? RuntimeOptions()
-        client = try await options.client(runtime: { runtimeOptions.openRuntime() })
+        let library = runtimeOptions?.libraryPath
+        client = try await options.client(
+            artifactsInDatabase: changes?.artifactsInDatabase ?? false, actor: changes?.actorName ?? ChangeOptions.defaultActor,
+            runtime: { RuntimeLibraryOption.openRuntime(libraryPath: library) })
     } catch let error as ValidationError {
         throw error
     } catch {
@@ -25,6 +28,31 @@ func withRegistry(_ options: RegistryOptions, runtime runtimeOptions: RuntimeOpt
     }
 }
 
+/// Columns padded to their widest cell, the last one as it is.
+func printTable(_ rows: [[String]]) {
+    guard let columns = rows.first?.count else { return }
+    let widths = (0..<columns).map { column in rows.map { $0[column].count }.max() ?? 0 }
+    for row in rows {
+        let cells = row.enumerated().map { $0.offset == columns - 1 ? $0.element : $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
+        print(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+    }
+}
+
+/// Audit entries as JSON, their before and after states as objects (they are stored as JSON text).
+func printAuditJSON(_ entries: [AuditEntry]) throws {
+    let encoded = try JSONEncoder().encode(entries)
+    guard var objects = try JSONSerialization.jsonObject(with: encoded) as? [[String: Any]] else { return }
+    for index in objects.indices {
+        for key in ["before", "after"] {
+            if let text = objects[index][key] as? String, let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) {
+                objects[index][key] = object
+            }
+        }
+    }
+    let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+    print(String(decoding: data, as: UTF8.self))
+}
+
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -35,8 +63,7 @@ struct Push: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Register a bundle (from tern pack) as a new, immutable version.",
         discussion: """
-            The bundle's checksums, manifest and model are checked first (the model must load and match the
-            manifest's signature); nothing is registered if any check fails.
+            The bundle's checksums, manifest and model are checked first (the model must load and match the manifest's signature); nothing is registered if any check fails. The same archive pushed again is not registered twice: the registry answers with the version that holds it.
 
             Examples:
               tern push credit-risk-3.tern --alias staging
@@ -54,7 +81,8 @@ struct Push: AsyncParsableCommand {
     var alias: [String] = []
 
     @OptionGroup var registry: RegistryOptions
-    @OptionGroup var runtimeOptions: RuntimeOptions
+    @OptionGroup var changes: ChangeOptions
+    @OptionGroup var runtimeOptions: RuntimeLibraryOption
 
     func validate() throws {
         if let version, !(1...ModelVersionNumber.maximum).contains(version) {
@@ -63,7 +91,7 @@ struct Push: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await withRegistry(registry, runtime: runtimeOptions) { client in
+        try await withRegistry(registry, changes: changes, runtime: runtimeOptions) { client in
             let record = try await client.push(archive: try read(bundle), version: version)
             print("pushed \(record.model) v\(record.version) (sha256 \(record.sha256))")
             for name in alias {
@@ -137,9 +165,10 @@ struct Models: AsyncParsableCommand {
         @Argument(help: "The alias (production, staging, canary, ...).") var alias: String
         @Argument(help: "The version.") var version: Int
         @OptionGroup var registry: RegistryOptions
+        @OptionGroup var changes: ChangeOptions
 
         func run() async throws {
-            try await withRegistry(registry) { client in
+            try await withRegistry(registry, changes: changes) { client in
                 try await client.setAlias(model: name, alias: alias, version: version)
                 print("\(name)@\(alias) -> v\(version)")
             }
@@ -151,9 +180,10 @@ struct Models: AsyncParsableCommand {
         @Argument(help: "The model.") var name: String
         @Argument(help: "The alias.") var alias: String
         @OptionGroup var registry: RegistryOptions
+        @OptionGroup var changes: ChangeOptions
 
         func run() async throws {
-            try await withRegistry(registry) { client in
+            try await withRegistry(registry, changes: changes) { client in
                 try await client.removeAlias(model: name, alias: alias)
                 print("deleted \(name)@\(alias)")
             }
@@ -165,9 +195,10 @@ struct Models: AsyncParsableCommand {
         @Argument(help: "The model.") var name: String
         @Argument(help: "The version.") var version: Int
         @OptionGroup var registry: RegistryOptions
+        @OptionGroup var changes: ChangeOptions
 
         func run() async throws {
-            try await withRegistry(registry) { client in
+            try await withRegistry(registry, changes: changes) { client in
                 try await client.archiveVersion(model: name, version: version)
                 print("archived \(name) v\(version)")
             }
@@ -179,9 +210,10 @@ struct Models: AsyncParsableCommand {
         @Argument(help: "The model.") var name: String
         @Argument(help: "The version.") var version: Int
         @OptionGroup var registry: RegistryOptions
+        @OptionGroup var changes: ChangeOptions
 
         func run() async throws {
-            try await withRegistry(registry) { client in
+            try await withRegistry(registry, changes: changes) { client in
                 try await client.deleteVersion(model: name, version: version)
                 print("deleted \(name) v\(version)")
             }
@@ -202,14 +234,14 @@ struct Audit: AsyncParsableCommand {
         func run() async throws {
             try await withRegistry(registry) { client in
                 let entries = try await client.auditLog(model: model)
-                if json { return try printJSON(entries) }
+                if json { return try printAuditJSON(entries) }
+                var rows = [["SEQ", "TIME", "ACTOR", "ACTION", "MODEL", "VERSION", "CHANGE"]]
                 for entry in entries {
-                    var line = "\(entry.seq)  \(entry.at)  \(entry.actor)  \(entry.action)  \(entry.model)"
-                    if let version = entry.version { line += " v\(version)" }
-                    if let before = entry.before { line += "  before \(before)" }
-                    if let after = entry.after { line += "  after \(after)" }
-                    print(line)
+                    let change = [entry.before.map { "from \($0)" }, entry.after.map { "to \($0)" }].compactMap { $0 }
+                    rows.append([String(entry.seq), entry.at, entry.actor, entry.action, entry.model,
+                                 entry.version.map { "v\($0)" } ?? "", change.joined(separator: " ")])
                 }
+                printTable(rows)
             }
         }
     }

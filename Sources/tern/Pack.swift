@@ -10,10 +10,7 @@ struct Pack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Package an ONNX model as a versioned bundle: model, manifest, reference profile, metrics, model card.",
         discussion: """
-            With --reference, the training data's distribution (and the model's outputs on it) is profiled
-            for drift detection. With --holdout, the model is run on labelled rows and scored
-            (classification: accuracy, precision, recall, F1, ROC AUC, log loss, confusion matrix;
-            regression: MAE, RMSE, R2). CSV files need a header row naming the columns.
+            With --reference, the training data's distribution (and the model's outputs on it) is profiled for drift detection. With --holdout, the model is run on labelled rows and scored (classification: accuracy, precision, recall, F1, ROC AUC, log loss, confusion matrix; regression: MAE, RMSE, R2). CSV files need a header row naming the columns.
 
             Example:
               tern pack model.onnx --name credit-risk --version 3 \\

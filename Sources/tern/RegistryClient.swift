@@ -30,46 +30,54 @@ struct RegistryOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Registry database: a postgres:// URL, or an SQLite file (default: DATA/registry.sqlite).", valueName: "url"))
     var database: String?
 
-    @Flag(help: "Keep bundle archives in the database rather than in DATA/artifacts (a database-only deployment).")
-    var artifactsInDatabase = false
-
     @Option(help: ArgumentHelp("Act through a running server's API instead (http://host:8000).", valueName: "url"))
     var server: String?
 
-    @Option(help: "Who is making the change, for the audit trail (default: the user name).")
-    var actor: String?
+    var dataFolder: String { Self.dataFolder(data) }
 
-    var dataFolder: String {
+    /// `--data`, else `$TERN_DATA`, else `.tern/data`: the one default of every command, `serve` included.
+    static func dataFolder(_ data: String?) -> String {
         data ?? ProcessInfo.processInfo.environment["TERN_DATA"] ?? FileManager.default.currentDirectoryPath + "/.tern/data"
     }
 
-    var actorName: String {
-        actor ?? ProcessInfo.processInfo.environment["USER"] ?? NSUserName()
-    }
-
     /// The serving settings of this registry.
-    func serving() throws -> RegistryServing {
+    func serving(artifactsInDatabase: Bool = false) throws -> RegistryServing {
         let location = try RegistryLocation(database ?? dataFolder + "/registry.sqlite")
         return RegistryServing(
             database: location, artifacts: artifactsInDatabase ? .database : .folder(dataFolder + "/artifacts"),
             cacheFolder: dataFolder + "/cache")
     }
 
-    func client(runtime: @escaping @Sendable () -> ONNXRuntime) async throws -> any RegistryClient {
+    func client(artifactsInDatabase: Bool, actor: String, runtime: @escaping @Sendable () -> ONNXRuntime) async throws
+        -> any RegistryClient
+    {
         if let server {
             guard let url = URL(string: server), url.scheme == "http" || url.scheme == "https" else {
                 throw ValidationError("--server must be an http:// or https:// URL")
             }
-            return RemoteRegistry(base: server.hasSuffix("/") ? String(server.dropLast()) : server, actor: actorName)
+            return RemoteRegistry(base: server.hasSuffix("/") ? String(server.dropLast()) : server, actor: actor)
         }
-        let serving = try serving()
+        let serving = try serving(artifactsInDatabase: artifactsInDatabase)
         let registry = try await Registry.open(database: serving.database, artifacts: serving.artifacts)
         let pool = RunnerPool(threads: 1, name: "tern.validate")
         let scratch = serving.cacheFolder
         return LocalRegistry(
             registry: registry, validator: { BundleValidator(runtime: runtime(), pool: pool, scratch: scratch) },
-            pool: pool, actor: actorName)
+            pool: pool, actor: actor)
     }
+}
+
+/// The options of the commands that change the registry: who is changing it, and where new archives go.
+struct ChangeOptions: ParsableArguments {
+    @Flag(help: "Keep bundle archives in the database rather than in DATA/artifacts (a database-only deployment).")
+    var artifactsInDatabase = false
+
+    @Option(help: "Who is making the change, for the audit trail (default: the user name).")
+    var actor: String?
+
+    var actorName: String { actor ?? Self.defaultActor }
+
+    static var defaultActor: String { ProcessInfo.processInfo.environment["USER"] ?? NSUserName() }
 }
 
 struct LocalRegistry: RegistryClient {

@@ -9,23 +9,18 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve a model folder or a registry over the Open Inference Protocol v2 (REST and gRPC).",
         discussion: """
-            Loads every model under --models at start (models/<name>/<version>/model.onnx), or with
-            --data/--database the registry's models (each alias's version and each model's default:
-            its production alias, else its newest version), then serves:
+            Loads every model under --models at start (models/<name>/<version>/model.onnx), or with --data/--database the registry's models (each alias's version and each model's default: its production alias, else its newest version). Without either, the registry in $TERN_DATA, else in .tern/data (where tern push puts it), when there is one. Then serves:
               GET  /v2/health/live, /v2/health/ready, /v2
-              GET  /v2/models/<name>[/versions/<v>][/ready|/config]
-              POST /v2/models/<name>[/versions/<v>]/infer   (JSON, or Triton's binary tensor data)
-            inference.GRPCInferenceService on --grpc-port (tritonclient.grpc, kserve's gRPC client), and
-              GET /v1/models/<name>, POST /v1/models/<name>:predict          (KServe v1, TF Serving)
-              GET /ping, POST /invocations                                   (MLflow, SageMaker)
-            plus the platform's own routes with --platform. With a registry, also its management API
-            (/api/v1/models, /api/v1/bundles, /api/v1/audit) and /v2/repository/index|load|unload;
-            requests may name model@alias or model@version, and alias moves take effect without a restart.
-            SIGINT or SIGTERM stops accepting requests, finishes those in flight, then exits.
+              GET  /v2/models/<name>[/versions/<v>][/ready|/config|/stats]
+              POST /v2/models/<name>[/versions/<v>]/infer  (JSON, or binary tensors)
+              gRPC inference.GRPCInferenceService on --grpc-port
+              GET  /v1/models/<name>, POST /v1/models/<name>:predict  (KServe v1)
+              GET  /ping, POST /invocations                  (MLflow, SageMaker)
+            plus the platform's own routes with --platform. With a registry, also its management API (/api/v1/models, /api/v1/bundles, /api/v1/audit) and /v2/repository/index|load|unload; requests may name model@alias or model@version, and alias moves take effect without a restart. SIGINT or SIGTERM stops accepting requests, answers those in flight, then exits (docs/operations.md).
             """)
 
-    @Option(help: ArgumentHelp(
-        "The model repository folder, or a folder holding one model.onnx (required unless --platform names one).",
+    @Option(name: [.customLong("models"), .customLong("model-repository")], help: ArgumentHelp(
+        "The model repository folder, or a folder holding one model.onnx (--model-repository, as Triton names it, works too).",
         valueName: "dir"))
     var models: String?
 
@@ -153,6 +148,12 @@ struct Serve: AsyncParsableCommand {
         } catch {
             fail(error)
         }
+        var data = self.data
+        if models == nil, preset.models == nil, data == nil, database == nil {
+            // Nothing named: the registry the other commands default to ($TERN_DATA, else .tern/data), if there is one.
+            let folder = RegistryOptions.dataFolder(nil)
+            if FileManager.default.fileExists(atPath: folder + "/registry.sqlite") { data = folder }
+        }
         let useRegistry = data != nil || database != nil
         guard let modelsDirectory = models ?? preset.models ?? (useRegistry ? "" : nil) else {
             fail(TernError.invalidArgument("give --models (the folder that holds your models) or --data/--database (a registry)"
@@ -164,8 +165,7 @@ struct Serve: AsyncParsableCommand {
             var options = RegistryOptions()
             options.data = data
             options.database = database
-            options.artifactsInDatabase = artifactsInDatabase
-            var serving = try options.serving()
+            var serving = try options.serving(artifactsInDatabase: artifactsInDatabase)
             serving.pollInterval = .milliseconds(Int(pollInterval * 1000))
             serving.maxBundleBytes = try parseSize(maxBundleSize)
             configuration.registry = serving

@@ -19,7 +19,8 @@ struct Tern: AsyncParsableCommand {
             then serve it and call it with any v2 client (tritonclient, kserve, curl):
 
               tern serve --models models
-              curl localhost:8000/v2/models/credit-risk/infer -d @request.json
+              curl localhost:8000/v2/models/credit-risk/infer \\
+                -d @examples/requests/credit-risk.json
 
             Or package each version with its training-data profile and metrics, register
             it, and move aliases while serving:
@@ -33,17 +34,27 @@ struct Tern: AsyncParsableCommand {
             ONNX Runtime is found from --onnxruntime, then TERN_ONNXRUNTIME_LIB,
             then beside the executable (../lib/tern, ../lib: scripts/install.sh puts it
             there), then .tern/onnxruntime (scripts/install-onnxruntime.sh), then the
-            system loader.
+            system loader. tern --version prints Tern's version.
             """,
-        version: TernVersion.version,
         subcommands: [Serve.self, Predict.self, Inspect.self, Pack.self, Push.self, Models.self, Audit.self]
     )
+
+    // `tern --version` is answered here, before parsing: ArgumentParser's built-in flag (and any flag of the
+    // root command) would also be matched after a subcommand, where `--version N` is a model's version
+    // (pack, push).
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments == ["--version"] {
+            print(TernVersion.version)
+            return
+        }
+        await main(arguments)
+    }
 }
 
-/// Options every command that runs a model shares.
+/// Options every command that runs a model shares: the library, and how its sessions run.
 struct RuntimeOptions: ParsableArguments {
-    @Option(name: .customLong("onnxruntime"), help: ArgumentHelp("Path of libonnxruntime.so to use.", valueName: "path"))
-    var libraryPath: String?
+    @OptionGroup var library: RuntimeLibraryOption
 
     @Option(help: "Threads one model run may use (intra-op). 1 suits serving many requests at once.")
     var intraOpThreads: Int = 1
@@ -59,8 +70,26 @@ struct RuntimeOptions: ParsableArguments {
         return SessionOptions(intraOpThreads: intraOpThreads, graphOptimization: level)
     }
 
+    func openRuntime() -> ONNXRuntime { library.openRuntime() }
+}
+
+/// Prints a core error as one line and exits with status 1.
+func fail(_ error: any Error) -> Never {
+    let message = (error as? TernError)?.message ?? "\(error)"
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    Foundation.exit(1)
+}
+
+/// Where ONNX Runtime's library is: all a command needs that loads a model without tuning how it runs
+/// (push and inspect check a model, they do not serve it).
+struct RuntimeLibraryOption: ParsableArguments {
+    @Option(name: .customLong("onnxruntime"), help: ArgumentHelp("Path of libonnxruntime.so to use.", valueName: "path"))
+    var libraryPath: String?
+
+    func openRuntime() -> ONNXRuntime { Self.openRuntime(libraryPath: libraryPath) }
+
     /// Opens ONNX Runtime, or exits 1 with one line saying how to install it.
-    func openRuntime() -> ONNXRuntime {
+    static func openRuntime(libraryPath: String?) -> ONNXRuntime {
         var directories = [FileManager.default.currentDirectoryPath + "/.tern/onnxruntime/lib"]
         // Also next to the executable's project: .build/debug/tern -> <project>/.tern/onnxruntime/lib.
         if let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
@@ -82,11 +111,4 @@ struct RuntimeOptions: ParsableArguments {
             Foundation.exit(1)
         }
     }
-}
-
-/// Prints a core error as one line and exits with status 1.
-func fail(_ error: any Error) -> Never {
-    let message = (error as? TernError)?.message ?? "\(error)"
-    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-    Foundation.exit(1)
 }

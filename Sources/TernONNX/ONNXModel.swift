@@ -39,6 +39,7 @@ public final class ONNXModel: BlockingInferenceModel, @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: path) else {
             throw .notFound("model file not found: \(path)")
         }
+        if let explanation = ModelFileSniffer.notONNX(path) { throw .invalidArgument(explanation) }
         self.path = path
         self.runtime = runtime
         self.pool = pool

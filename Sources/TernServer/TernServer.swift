@@ -140,13 +140,21 @@ public struct TernServer: Sendable {
 
 extension TernServer {
     /// What can be checked before anything starts, each failure one line naming what to change: the model
-    /// folder (it exists and holds models; their files load later) and the ports (free, and not the same).
+    /// folder (it exists, holds models, and none is a pickle or another format; the files load later) and the
+    /// ports (free, and not the same).
     public func preflight() throws(TernError) {
         if configuration.registry == nil {
             let repository = ModelRepository(root: configuration.modelsDirectory, singleModelName: configuration.singleModelName)
-            guard try !repository.discover().isEmpty else {
+            let models = try repository.discover()
+            guard !models.isEmpty else {
                 throw .invalidArgument("model repository '\(configuration.modelsDirectory)' holds no models; expected "
                     + "\(configuration.modelsDirectory)/<name>/<version>/model.onnx")
+            }
+            // A pickle or a checkpoint where a model.onnx should be: said before anything starts (files are only peeked at).
+            for model in models {
+                for path in model.versions.values.sorted() {
+                    if let explanation = ModelFileSniffer.notONNX(path) { throw .invalidArgument(explanation) }
+                }
             }
         }
         if let grpc = configuration.grpcPort, grpc != 0, grpc == configuration.httpPort {

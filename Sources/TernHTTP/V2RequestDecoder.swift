@@ -56,7 +56,11 @@ struct V2RequestDecoder {
         var encoding = OutputEncoding()
         var sawInputs = false
         guard reader.peek() == UInt8(ascii: "{") else {
-            throw reader.error("the request must be a JSON object")
+            let first = reader.peek()
+            let looksLikeRows = first.map { $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "[") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } ?? false
+            throw reader.error("the request must be a JSON object, as the Open Inference Protocol v2 defines it"
+                + (looksLikeRows ? "; CSV rows go to POST /invocations (Content-Type: text/csv), JSON rows to "
+                    + "POST /v1/models/<name>:predict as {\"instances\": [...]}" : ""))
         }
         try reader.readObject { (reader: inout JSONReader, key: String) throws(TernError) in
             switch key {

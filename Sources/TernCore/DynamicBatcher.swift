@@ -23,6 +23,8 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
     private var queue = Deque<Pending>()
     private var activeBatches = 0
     private var counts = Statistics()
+    /// Queue and execution times for the statistics extension (``ServedModel/statistics``).
+    public let timings = ModelStatistics()
     /// Measured cost of a row, in nanoseconds (moving average over runs; 0 until a run has been timed).
     private let nanosecondsPerRow = Atomic<Int>(0)
 
@@ -299,6 +301,9 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
     // MARK: - Running a batch
 
     private func execute(_ batch: [Pending]) {
+        let started = ContinuousClock.now
+        for request in batch { timings.recordQueue(request.enqueued.duration(to: started)) }
+        defer { timings.recordExecution(duration: started.duration(to: .now), requests: batch.count) }
         if batch.count == 1 {
             let request = batch[0]
             request.completion(Result { () throws(TernError) in

@@ -49,6 +49,21 @@ public final class ModelCatalog: Sendable {
         state.withLock { $0.models[name].map { $0.keys.sorted() } ?? [] }
     }
 
+    /// The versions a statistics request names: every loaded version (no name), every loaded version of a
+    /// model (no version), or the one a version or alias names; sorted by name, then version.
+    public func selection(name: String?, version: String?) throws(TernError) -> [ServedModel] {
+        guard let name, !name.isEmpty else {
+            return state.withLock { state in
+                state.models.keys.sorted().flatMap { model in state.models[model]!.keys.sorted().map { state.models[model]![$0]! } }
+            }
+        }
+        if let version, !version.isEmpty { return [try resolve(name: name, version: version)] }
+        if name.contains("@") { return [try resolve(name: name, version: nil)] }
+        let served = state.withLock { state in state.models[name].map { versions in versions.keys.sorted().map { versions[$0]! } } ?? [] }
+        guard !served.isEmpty else { _ = try resolve(name: name, version: nil); return [] }
+        return served
+    }
+
     /// Finds a model version. `name` may carry a version or alias after `@` (`credit-risk@production`,
     /// `credit-risk@2`); `version` may be a number or an alias. Without either, the model's default
     /// version (its `production` alias in a registry), else the newest loaded one.
@@ -133,12 +148,29 @@ public final class InferenceService: Sendable {
     /// - Throws: ``TernError`` `invalidArgument` for a request that does not fit the signature; what the
     ///   model's runtime throws.
     public func infer(_ served: ServedModel, request: InferenceRequest) async throws -> InferenceResponse {
+        let started = ContinuousClock.now
         let (inputs, outputs) = try RequestValidator.validate(
             request, against: served.model.signature, maxBatchSize: served.config.maxBatchSize,
             allowNonFinite: served.config.allowNonFinite)
-        let tensors = try await served.model.run(inputs: inputs, outputs: outputs, timeout: request.timeout)
+        let tensors: [Tensor]
+        do {
+            tensors = try await served.model.run(inputs: inputs, outputs: outputs, timeout: request.timeout)
+        } catch {
+            Self.record(served, inputs, started: started, succeeded: false)
+            throw error
+        }
+        Self.record(served, inputs, started: started, succeeded: true)
         return InferenceResponse(
             modelName: served.name, modelVersion: String(served.version), id: request.id, outputs: tensors)
+    }
+
+    /// Counts a request that reached the model (a refused one is the client's and is not counted): its
+    /// time and rows, and for a model that is not batched, its execution (the batcher counts its own).
+    private static func record(_ served: ServedModel, _ inputs: [Tensor], started: ContinuousClock.Instant, succeeded: Bool) {
+        let duration = started.duration(to: .now)
+        let rows = served.model.signature.hasBatchDimension ? (inputs.first?.shape.first ?? 1) : 1
+        served.statistics.recordRequest(succeeded: succeeded, duration: duration, rows: rows)
+        if !(served.model is DynamicBatcher) { served.statistics.recordExecution(duration: duration, requests: 1) }
     }
 
     /// As ``infer(_:request:)``, reporting through `completion` (called once, on a runner thread when the
@@ -160,7 +192,11 @@ public final class InferenceService: Sendable {
             return
         }
         let (name, version, id) = (served.name, String(served.version), request.id)
+        let started = ContinuousClock.now
         let finish: @Sendable (Result<[Tensor], any Error>) -> Void = { result in
+            if case .success = result { Self.record(served, inputs, started: started, succeeded: true) } else {
+                Self.record(served, inputs, started: started, succeeded: false)
+            }
             completion(result.map { InferenceResponse(modelName: name, modelVersion: version, id: id, outputs: $0) })
         }
         if let inline, let batcher = served.inlineBatcher {

@@ -92,6 +92,9 @@ public struct ServedModel: Sendable {
     public var config: ModelConfig
     /// The runtime, named as Triton does ("onnxruntime_onnx").
     public var platform: String
+    /// What this version has served (the statistics extension); a batched model's batcher keeps its queue
+    /// and execution times, the inference service the rest.
+    public let statistics: ModelStatistics
 
     /// Column names for row formats: the config's, else the model's `feature_names` metadata.
     public var featureNames: [String]? {
@@ -108,5 +111,6 @@ public struct ServedModel: Sendable {
         self.inlineBatcher = (model as? DynamicBatcher).flatMap { $0.runsInline ? $0 : nil }
         self.config = config
         self.platform = platform
+        self.statistics = (model as? DynamicBatcher)?.timings ?? ModelStatistics()
     }
 }

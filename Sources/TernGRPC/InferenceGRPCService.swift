@@ -37,7 +37,7 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
         var response = Inference_ServerMetadataResponse()
         response.name = TernVersion.name
         response.version = TernVersion.version
-        response.extensions = ["model_configuration"] + (service.repository == nil ? [] : ["model_repository"])
+        response.extensions = ["model_configuration", "statistics"] + (service.repository == nil ? [] : ["model_repository"])
         return response
     }
 
@@ -68,6 +68,91 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
             model: request.modelName, version: request.modelVersion.isEmpty ? nil : request.modelVersion)
         let inference = try GRPCRequestDecoder.decode(request)
         return GRPCResponseEncoder.encode(try await service.infer(served, request: inference))
+    }
+
+    // MARK: The model configuration and statistics extensions
+
+    func modelConfig(request: Inference_ModelConfigRequest, context: ServerContext) async throws
+        -> Inference_ModelConfigResponse
+    {
+        let served = try service.catalog.resolve(name: request.name, version: request.version.isEmpty ? nil : request.version)
+        var config = Inference_ModelConfig()
+        config.name = served.name
+        config.platform = served.platform
+        config.backend = "onnxruntime"
+        config.maxBatchSize = Int32(clamping: served.config.maxBatchSize)
+        config.input = served.model.signature.inputs.map { spec in
+            var input = Inference_ModelInput()
+            input.name = spec.name
+            input.dataType = Self.dataType(spec.datatype)
+            input.dims = spec.shape.map(Int64.init)
+            return input
+        }
+        config.output = served.model.signature.outputs.map { spec in
+            var output = Inference_ModelOutput()
+            output.name = spec.name
+            output.dataType = Self.dataType(spec.datatype)
+            output.dims = spec.shape.map(Int64.init)
+            return output
+        }
+        if let batcher = served.model as? DynamicBatcher {
+            var batching = Inference_ModelDynamicBatching()
+            batching.preferredBatchSize = batcher.configuration.preferredBatchSizes.map { Int32(clamping: $0) }
+            batching.maxQueueDelayMicroseconds = UInt64(max(0, batcher.configuration.maxQueueDelay / .microseconds(1)))
+            config.dynamicBatching = batching
+        }
+        var response = Inference_ModelConfigResponse()
+        response.config = config
+        return response
+    }
+
+    func modelStatistics(request: Inference_ModelStatisticsRequest, context: ServerContext) async throws
+        -> Inference_ModelStatisticsResponse
+    {
+        var response = Inference_ModelStatisticsResponse()
+        response.modelStats = try service.catalog.selection(name: request.name, version: request.version).map { served in
+            let snapshot = served.statistics.snapshot
+            func duration(_ counter: ModelStatistics.Counter) -> Inference_StatisticDuration {
+                var duration = Inference_StatisticDuration()
+                duration.count = UInt64(counter.count)
+                duration.ns = UInt64(counter.nanoseconds)
+                return duration
+            }
+            var statistics = Inference_ModelStatistics()
+            statistics.name = served.name
+            statistics.version = String(served.version)
+            statistics.lastInference = UInt64(snapshot.lastInferenceMilliseconds)
+            statistics.inferenceCount = UInt64(snapshot.inferenceCount)
+            statistics.executionCount = UInt64(snapshot.executionCount)
+            var inference = Inference_InferStatistics()
+            inference.success = duration(snapshot.success)
+            inference.fail = duration(snapshot.fail)
+            inference.queue = duration(snapshot.queue)
+            inference.computeInfer = duration(snapshot.compute)
+            let zero = duration(.init(count: 0, nanoseconds: 0))
+            (inference.computeInput, inference.computeOutput, inference.cacheHit, inference.cacheMiss) = (zero, zero, zero, zero)
+            statistics.inferenceStats = inference
+            return statistics
+        }
+        return response
+    }
+
+    static func dataType(_ type: DataType) -> Inference_DataType {
+        switch type {
+        case .bool: .typeBool
+        case .uint8: .typeUint8
+        case .uint16: .typeUint16
+        case .uint32: .typeUint32
+        case .uint64: .typeUint64
+        case .int8: .typeInt8
+        case .int16: .typeInt16
+        case .int32: .typeInt32
+        case .int64: .typeInt64
+        case .fp16: .typeFp16
+        case .fp32: .typeFp32
+        case .fp64: .typeFp64
+        case .bytes: .typeString
+        }
     }
 
     // MARK: The model repository extension
@@ -107,9 +192,9 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
     static func version(_ parameters: [String: Inference_ModelRepositoryParameter]) throws(TernError) -> Int? {
         guard let parameter = parameters["version"] else { return nil }
         switch parameter.parameterChoice {
-        case .int64Param(let number) where number >= 1: return Int(number)
-        case .stringParam(let text) where (Int(text) ?? 0) >= 1: return Int(text)
-        default: throw .invalidArgument("the 'version' parameter must be a positive integer")
+        case .int64Param(let number): return try ModelVersionNumber.check(Int(number), "the 'version' parameter")
+        case .stringParam(let text): return try ModelVersionNumber.parse(text, "the 'version' parameter")
+        default: throw .invalidArgument("the 'version' parameter must be a whole number between 1 and \(ModelVersionNumber.maximum)")
         }
     }
 

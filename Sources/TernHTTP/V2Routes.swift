@@ -71,7 +71,7 @@ public struct V2Routes: Sendable {
     let configuration: HTTPFrontEndConfiguration
 
     /// Extensions advertised by `GET /v2`.
-    static let extensions = ["binary_tensor_data", "model_configuration"]
+    static let extensions = ["binary_tensor_data", "model_configuration", "statistics"]
 
     public init(service: InferenceService, configuration: HTTPFrontEndConfiguration = .init()) {
         self.service = service
@@ -95,6 +95,13 @@ public struct V2Routes: Sendable {
         router.get("/v2/models/{model}/ready") { _, context in try modelReady(context, version: nil) }
         router.get("/v2/models/{model}/versions/{version}/ready") { _, context in
             try modelReady(context, version: context.parameters.require("version"))
+        }
+        router.get("/v2/models/stats") { _, _ in try statistics(name: nil, version: nil) }
+        router.get("/v2/models/{model}/stats") { _, context in
+            try statistics(name: context.parameters.require("model"), version: nil)
+        }
+        router.get("/v2/models/{model}/versions/{version}/stats") { _, context in
+            try statistics(name: context.parameters.require("model"), version: context.parameters.require("version"))
         }
         router.get("/v2/models/{model}/config") { _, context in try modelConfig(context, version: nil) }
         router.get("/v2/models/{model}/versions/{version}/config") { _, context in
@@ -164,6 +171,45 @@ public struct V2Routes: Sendable {
         writer.string(String(served.version))
         writer.raw(service.isReady ? ",\"ready\":true}" : ",\"ready\":false}")
         return json(service.isReady ? .ok : .serviceUnavailable, writer.buffer)
+    }
+
+    /// The statistics extension (`GET /v2/models[/{m}[/versions/{v}]]/stats`), which tritonclient's
+    /// `get_inference_statistics` reads: Triton's JSON shape, from ``ModelStatistics``.
+    private func statistics(name: String?, version: String?) throws -> Response {
+        var writer = JSONWriter()
+        writer.raw("{\"model_stats\":[")
+        for (index, served) in try service.catalog.selection(name: name, version: version).enumerated() {
+            let stats = served.statistics.snapshot
+            if index > 0 { writer.byte(UInt8(ascii: ",")) }
+            writer.raw("{\"name\":")
+            writer.string(served.name)
+            writer.raw(",\"version\":")
+            writer.string(String(served.version))
+            writer.raw(",\"last_inference\":")
+            writer.integer(stats.lastInferenceMilliseconds)
+            writer.raw(",\"inference_count\":")
+            writer.integer(stats.inferenceCount)
+            writer.raw(",\"execution_count\":")
+            writer.integer(stats.executionCount)
+            writer.raw(",\"inference_stats\":{")
+            let zero = ModelStatistics.Counter(count: 0, nanoseconds: 0)
+            let fields: [(String, ModelStatistics.Counter)] = [
+                ("success", stats.success), ("fail", stats.fail), ("queue", stats.queue), ("compute_input", zero),
+                ("compute_infer", stats.compute), ("compute_output", zero), ("cache_hit", zero), ("cache_miss", zero),
+            ]
+            for (position, (key, counter)) in fields.enumerated() {
+                if position > 0 { writer.byte(UInt8(ascii: ",")) }
+                writer.string(key)
+                writer.raw(":{\"count\":")
+                writer.integer(counter.count)
+                writer.raw(",\"ns\":")
+                writer.integer(counter.nanoseconds)
+                writer.byte(UInt8(ascii: "}"))
+            }
+            writer.raw("},\"batch_stats\":[]}")
+        }
+        writer.raw("]}")
+        return json(.ok, writer.buffer)
     }
 
     /// Triton's model configuration (`GET .../config`), which tritonclient's `get_model_config` reads.

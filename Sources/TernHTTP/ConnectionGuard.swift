@@ -157,7 +157,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapOutboundIn(data) {
         case .head(var head):
             if head.status == .contentTooLarge { closeAfterAnswer = true }  // the rest of the body is not read
-            if draining || closeAfterAnswer || head.headerFields[.connection]?.lowercased() == "close" {
+            if draining || closeAfterAnswer || Self.saysClose(head) {
                 closeAfterAnswer = true
                 head.headerFields[.connection] = "close"
                 context.write(wrapOutboundOut(.head(head)), promise: promise)
@@ -208,6 +208,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         context.close(mode: mode, promise: promise)
+    }
+
+    /// Whether an answer carries `Connection: close` (without allocating for the common answer that does not).
+    private static func saysClose(_ head: HTTPResponse) -> Bool {
+        guard let value = head.headerFields[.connection], value.utf8.count == 5 else { return false }
+        return value.lowercased() == "close"
     }
 
     // MARK: Deadlines

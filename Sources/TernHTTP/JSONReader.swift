@@ -65,20 +65,26 @@ struct JSONReader {
             index += 1
             return
         }
-        var keys: [String] = []  // a few keys: a list is cheapest; many: a set, so a huge object is no quadratic cost
+        // The first four keys in locals (no allocation: a request's objects have about four keys), the rest in
+        // a set, so that a huge object costs no quadratic time.
+        var k0: String?, k1: String?, k2: String?, k3: String?
         var manyKeys: Set<String>?
+        var count = 0
         while true {
             guard peek() == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let keyStart = index
             let key = try readString()
-            let repeated: Bool
-            if manyKeys != nil {
-                repeated = !manyKeys!.insert(key).inserted
-            } else {
-                repeated = keys.contains(key)
-                keys.append(key)
-                if keys.count > 16 { manyKeys = Set(keys) }
+            var repeated = key == k0 || key == k1 || key == k2 || key == k3
+            switch count {
+            case 0: k0 = key
+            case 1: k1 = key
+            case 2: k2 = key
+            case 3: k3 = key
+            default:
+                if manyKeys == nil { manyKeys = [] }
+                repeated = repeated || !manyKeys!.insert(key).inserted
             }
+            count += 1
             if repeated {
                 index = keyStart
                 throw error("the key '\(Echo.clip(key))' appears twice in one object")

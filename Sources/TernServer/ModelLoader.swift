@@ -12,11 +12,22 @@ public struct ModelLoader: Service {
     let pool: RunnerPool
     let sessionOptions: SessionOptions
     let logger: Logger
+    /// Ready is said only once the front-ends listen.
+    let listening: ListenerGate?
 
     public init(
         repository: ModelRepository, service: InferenceService, runtime: ONNXRuntime, pool: RunnerPool,
         sessionOptions: SessionOptions, logger: Logger
     ) {
+        self.init(repository: repository, service: service, runtime: runtime, pool: pool, sessionOptions: sessionOptions,
+                  logger: logger, listening: nil)
+    }
+
+    init(
+        repository: ModelRepository, service: InferenceService, runtime: ONNXRuntime, pool: RunnerPool,
+        sessionOptions: SessionOptions, logger: Logger, listening: ListenerGate?
+    ) {
+        self.listening = listening
         self.repository = repository
         self.service = service
         self.runtime = runtime
@@ -44,6 +55,11 @@ public struct ModelLoader: Service {
 
     public func run() async throws {
         try loadAll()
+        await listening?.wait()
+        guard !Task.isCancelled else {  // a front-end failed to start: never ready
+            pool.shutdown()
+            return
+        }
         service.isReady = true
         logger.info("ready", metadata: ["models": "\(service.catalog.modelNames.joined(separator: ","))"])
         try? await gracefulShutdown()

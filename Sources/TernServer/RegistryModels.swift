@@ -330,9 +330,13 @@ struct RegistrySyncService: Service {
     let pool: RunnerPool
     let pollInterval: Duration
     let logger: Logger
+    /// Ready is said only once the front-ends listen.
+    var listening: ListenerGate? = nil
 
     func run() async throws {
         try await models.refresh(force: true)
+        await listening?.wait()
+        guard !Task.isCancelled else { return }  // a front-end failed to start: never ready
         service.isReady = true
         logger.info("ready", metadata: ["models": "\(service.catalog.modelNames.joined(separator: ","))",
                                         "registry": "\(models.registry.location)"])

@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 import TernCore
 import TernGRPC
@@ -85,6 +86,7 @@ public struct TernServer: Sendable {
     ) async throws {
         try preflight()
         let pool = RunnerPool(threads: configuration.runnerThreads)
+        let listening = ListenerGate(listeners: configuration.grpcPort == nil ? 1 : 2)
         let loader: any Service
         var models: RegistryModels?
         if let serving = configuration.registry {
@@ -97,12 +99,13 @@ public struct TernServer: Sendable {
             models = registryModels
             service.repository = registryModels
             loader = RegistrySyncService(
-                models: registryModels, service: service, pool: pool, pollInterval: serving.pollInterval, logger: logger)
+                models: registryModels, service: service, pool: pool, pollInterval: serving.pollInterval, logger: logger,
+                listening: listening)
         } else {
             loader = ModelLoader(
                 repository: ModelRepository(root: configuration.modelsDirectory, singleModelName: configuration.singleModelName),
                 service: service, runtime: runtime,
-                pool: pool, sessionOptions: configuration.sessionOptions, logger: logger)
+                pool: pool, sessionOptions: configuration.sessionOptions, logger: logger, listening: listening)
         }
         let (service, http) = (service, configuration.http)
         let connections = ConnectionCount()
@@ -115,7 +118,10 @@ public struct TernServer: Sendable {
                 ])),
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.httpPort), serverName: "tern"),
-            onServerRunning: { channel in await onHTTPReady(channel.localAddress?.port ?? 0) },
+            onServerRunning: { channel in
+                listening.opened()
+                await onHTTPReady(channel.localAddress?.port ?? 0)
+            },
             eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.httpThreads))),
             logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: loader)]
@@ -127,7 +133,10 @@ public struct TernServer: Sendable {
                     maxConcurrentStreams: configuration.grpcMaxConcurrentStreams,
                     maxIdleTime: configuration.http.connections.idleTimeout * 5))
             services.append(.init(service: grpc))
-            services.append(.init(service: PortReporter({ await grpc.port }, onReady: onGRPCReady)))
+            services.append(.init(service: PortReporter({ await grpc.port }, onReady: { port in
+                listening.opened()
+                await onGRPCReady(port)
+            })))
         }
         services.append(.init(service: app))
         var groupConfiguration = ServiceGroupConfiguration(
@@ -206,5 +215,49 @@ struct PortReporter: Service {
     func run() async throws {
         if let bound = await port() { await onReady(bound) }
         try? await gracefulShutdown()
+    }
+}
+
+/// Opens once every front-end listens: a server says "ready" (and answers ready) only then, never while a
+/// port is still to be bound.
+final class ListenerGate: Sendable {
+    private struct State {
+        var remaining: Int
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+    }
+    private let state: Mutex<State>
+
+    init(listeners: Int) { state = Mutex(State(remaining: listeners)) }
+
+    /// One front-end listens.
+    func opened() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.remaining -= 1
+            guard state.remaining <= 0 else { return [] }
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once every front-end listens, or when the task is cancelled (a front-end failed to start).
+    func wait() async {
+        let id = state.withLock { state -> UInt64 in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let open = state.withLock { state -> Bool in
+                    if state.remaining <= 0 || Task.isCancelled { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if open { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+        }
     }
 }

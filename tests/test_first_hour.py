@@ -180,3 +180,23 @@ def test_tritonclient_reads_model_config_and_statistics_over_http_and_grpc(repos
         assert http.get_inference_statistics("credit-risk", "1")["model_stats"][0]["inference_count"] == 0
     finally:
         server.stop()
+
+
+def test_an_installed_tern_finds_onnx_runtime_beside_itself(tmp_path):
+    # What scripts/install.sh lays out: PREFIX/bin/tern and PREFIX/lib/tern/libonnxruntime.so*
+    prefix = tmp_path / "prefix"
+    (prefix / "bin").mkdir(parents=True)
+    shutil.copy(BINARY, prefix / "bin" / "tern")
+    env = {k: v for k, v in os.environ.items() if k != "TERN_ONNXRUNTIME_LIB"}
+    model = os.path.join(FIXTURES, "logreg", "model.onnx")
+    missing = subprocess.run([str(prefix / "bin" / "tern"), "inspect", model], capture_output=True, text=True,
+                             env=env, cwd=str(tmp_path))
+    assert missing.returncode == 1 and "ONNX Runtime not found" in missing.stderr
+    lib = prefix / "lib" / "tern"
+    lib.mkdir(parents=True)
+    for name in os.listdir(os.path.join(ROOT, ".tern", "onnxruntime", "lib")):
+        shutil.copy(os.path.join(ROOT, ".tern", "onnxruntime", "lib", name), lib / name, follow_symlinks=False)
+    found = subprocess.run([str(prefix / "bin" / "tern"), "inspect", model], capture_output=True, text=True,
+                           env=env, cwd=str(tmp_path))
+    assert found.returncode == 0, found.stderr
+    assert "features" in found.stdout

@@ -168,9 +168,9 @@ public final class InferenceService: Sendable {
     /// time and rows, and for a model that is not batched, its execution (the batcher counts its own).
     private static func record(_ served: ServedModel, _ inputs: [Tensor], started: ContinuousClock.Instant, succeeded: Bool) {
         let duration = started.duration(to: .now)
-        let rows = served.model.signature.hasBatchDimension ? (inputs.first?.shape.first ?? 1) : 1
+        let rows = served.rowsInFirstDimension ? (inputs.first?.shape.first ?? 1) : 1
         served.statistics.recordRequest(succeeded: succeeded, duration: duration, rows: rows)
-        if !(served.model is DynamicBatcher) { served.statistics.recordExecution(duration: duration, requests: 1) }
+        if served.countsOwnExecutions { served.statistics.recordExecution(duration: duration, requests: 1) }
     }
 
     /// As ``infer(_:request:)``, reporting through `completion` (called once, on a runner thread when the

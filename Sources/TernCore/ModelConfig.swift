@@ -95,6 +95,10 @@ public struct ServedModel: Sendable {
     /// What this version has served (the statistics extension); a batched model's batcher keeps its queue
     /// and execution times, the inference service the rest.
     public let statistics: ModelStatistics
+    /// Whether a request's first dimension counts its inferences (rows), decided once at load.
+    let rowsInFirstDimension: Bool
+    /// Whether the service counts executions itself (a batcher counts its own), decided once at load.
+    let countsOwnExecutions: Bool
 
     /// Column names for row formats: the config's, else the model's `feature_names` metadata.
     public var featureNames: [String]? {
@@ -112,5 +116,7 @@ public struct ServedModel: Sendable {
         self.config = config
         self.platform = platform
         self.statistics = (model as? DynamicBatcher)?.timings ?? ModelStatistics()
+        self.rowsInFirstDimension = model.signature.hasBatchDimension
+        self.countsOwnExecutions = !(model is DynamicBatcher)
     }
 }

@@ -1,4 +1,5 @@
 import GRPCCore
+import Logging
 import TernCore
 
 /// The Open Inference Protocol v2 gRPC service (`inference.GRPCInferenceService`): a thin translation between
@@ -67,8 +68,19 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
         let served = try service.resolve(
             model: request.modelName, version: request.modelVersion.isEmpty ? nil : request.modelVersion)
         let inference = try GRPCRequestDecoder.decode(request)
-        return GRPCResponseEncoder.encode(try await service.infer(served, request: inference))
+        do {
+            return GRPCResponseEncoder.encode(try await service.infer(served, request: inference))
+        } catch {
+            // The client gets a generic message for a fault (ErrorMapping); the log gets the real one.
+            if (error as? TernError).map({ $0.rpcErrorCode == .internalError }) ?? true {
+                Self.logger.error("request failed", metadata: [
+                    "error": "\(error)", "rpc": "ModelInfer", "model": "\(served.name)", "version": "\(served.version)"])
+            }
+            throw error
+        }
     }
+
+    private static let logger = Logger(label: "tern.grpc")
 
     // MARK: The model configuration and statistics extensions
 

@@ -59,9 +59,17 @@ public final class ModelCatalog: Sendable {
         }
         if let version, !version.isEmpty { return [try resolve(name: name, version: version)] }
         if name.contains("@") { return [try resolve(name: name, version: nil)] }
-        let served = state.withLock { state in state.models[name].map { versions in versions.keys.sorted().map { versions[$0]! } } ?? [] }
-        guard !served.isEmpty else { _ = try resolve(name: name, version: nil); return [] }
-        return served
+        let found: Result<[ServedModel], TernError> = state.withLock { state in
+            guard let versions = state.models[name], !versions.isEmpty else { return .failure(Self.unknownModel(name, in: state)) }
+            return .success(versions.keys.sorted().map { versions[$0]! })
+        }
+        return try found.get()
+    }
+
+    private static func unknownModel(_ name: String, in state: State) -> TernError {
+        let loaded = state.models.filter { !$0.value.isEmpty }.keys.sorted()
+        return .notFound("unknown model '\(Echo.clip(name))'; "
+            + (loaded.isEmpty ? "no model is loaded" : "loaded models: " + loaded.joined(separator: ", ")))
     }
 
     /// Finds a model version. `name` may carry a version or alias after `@` (`credit-risk@production`,
@@ -81,11 +89,7 @@ public final class ModelCatalog: Sendable {
             version = reference
         }
         let found: Result<ServedModel, TernError> = state.withLock { state in
-            guard let versions = state.models[name], !versions.isEmpty else {
-                let loaded = state.models.filter { !$0.value.isEmpty }.keys.sorted()
-                return .failure(.notFound("unknown model '\(Echo.clip(name))'; "
-                    + (loaded.isEmpty ? "no model is loaded" : "loaded models: " + loaded.joined(separator: ", "))))
-            }
+            guard let versions = state.models[name], !versions.isEmpty else { return .failure(Self.unknownModel(name, in: state)) }
             guard let version, !version.isEmpty else {
                 if let preferred = state.defaults[name], let served = versions[preferred] { return .success(served) }
                 return .success(versions[versions.keys.max()!]!)
@@ -186,7 +190,7 @@ public final class InferenceService: Sendable {
         do {
             (inputs, outputs) = try RequestValidator.validate(
                 request, against: served.model.signature, maxBatchSize: served.config.maxBatchSize,
-            allowNonFinite: served.config.allowNonFinite)
+                allowNonFinite: served.config.allowNonFinite)
         } catch {
             completion(.failure(error))
             return
@@ -194,9 +198,7 @@ public final class InferenceService: Sendable {
         let (name, version, id) = (served.name, String(served.version), request.id)
         let started = ContinuousClock.now
         let finish: @Sendable (Result<[Tensor], any Error>) -> Void = { result in
-            if case .success = result { Self.record(served, inputs, started: started, succeeded: true) } else {
-                Self.record(served, inputs, started: started, succeeded: false)
-            }
+            Self.record(served, inputs, started: started, succeeded: (try? result.get()) != nil)
             completion(result.map { InferenceResponse(modelName: name, modelVersion: version, id: id, outputs: $0) })
         }
         if let inline, let batcher = served.inlineBatcher {

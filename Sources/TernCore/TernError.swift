@@ -55,6 +55,10 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { message }
 
+    /// What a client is told of a fault (an internal error): its message may name files and internals, so
+    /// the client gets a pointer to the server's log, which has it. Every front-end answers with this.
+    public static let faultMessageForClients = "internal error; the server's log has the details"
+
     public static func invalidArgument(_ message: String) -> TernError { TernError(.invalidArgument, message) }
     public static func notFound(_ message: String) -> TernError { TernError(.notFound, message) }
     public static func conflict(_ message: String) -> TernError { TernError(.conflict, message) }

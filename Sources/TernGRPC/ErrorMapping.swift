@@ -15,8 +15,7 @@ extension TernError: RPCErrorConvertible {
         }
     }
 
-    /// A fault's message may name files and internals: the client gets a pointer to the log instead.
     public var rpcErrorMessage: String {
-        rpcErrorCode == .internalError ? "internal error; the server's log has the details" : message
+        rpcErrorCode == .internalError ? TernError.faultMessageForClients : message
     }
 }

@@ -141,7 +141,7 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
             inference.fail = duration(snapshot.fail)
             inference.queue = duration(snapshot.queue)
             inference.computeInfer = duration(snapshot.compute)
-            let zero = duration(.init(count: 0, nanoseconds: 0))
+            let zero = duration(.zero)
             (inference.computeInput, inference.computeOutput, inference.cacheHit, inference.cacheMiss) = (zero, zero, zero, zero)
             statistics.inferenceStats = inference
             return statistics

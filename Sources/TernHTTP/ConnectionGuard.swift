@@ -34,7 +34,6 @@ public struct ConnectionLimits: Sendable {
 public final class ConnectionCount: Sendable {
     let value = Atomic<Int>(0)
     public init() {}
-    public var current: Int { value.load(ordering: .relaxed) }
 }
 
 /// One connection's limits: the header, body and idle timeouts, the connection cap, closing after a 413, and

@@ -33,16 +33,14 @@ struct ErrorAnswer {
         case let error as TernError:
             let status = error.code.httpStatus
             // A fault's message may name files and internals: the client gets a pointer to the log, which has it.
-            self.init(status: status, message: status == .internalServerError ? Self.faultMessage : error.message)
+            self.init(status: status, message: status == .internalServerError ? TernError.faultMessageForClients : error.message)
             if error.code == .resourceExhausted { headers[.retryAfter] = "1" }
         case is NIOTooManyBytesError:
             self.init(status: .contentTooLarge, message: "the request body is larger than the server's limit")
         default:
-            self.init(status: .internalServerError, message: Self.faultMessage)
+            self.init(status: .internalServerError, message: TernError.faultMessageForClients)
         }
     }
-
-    static let faultMessage = "internal error; the server's log has the details"
 
     init(status: HTTPResponse.Status, message: String) {
         var json = JSONWriter(capacity: message.utf8.count + 16)

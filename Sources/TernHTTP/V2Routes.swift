@@ -192,7 +192,7 @@ public struct V2Routes: Sendable {
             writer.raw(",\"execution_count\":")
             writer.integer(stats.executionCount)
             writer.raw(",\"inference_stats\":{")
-            let zero = ModelStatistics.Counter(count: 0, nanoseconds: 0)
+            let zero = ModelStatistics.Counter.zero
             let fields: [(String, ModelStatistics.Counter)] = [
                 ("success", stats.success), ("fail", stats.fail), ("queue", stats.queue), ("compute_input", zero),
                 ("compute_infer", stats.compute), ("compute_output", zero), ("cache_hit", zero), ("cache_miss", zero),

@@ -205,14 +205,6 @@ public actor RegistryModels: ModelRepositoryControl {
         try await refresh(force: true)
     }
 
-    /// Validates and registers a bundle, then serves it if an alias or the default names it.
-    public func push(archive: Data, version: Int?, actor: String) async throws(TernError) -> VersionRecord {
-        let bundle = try validator.validate(archive)
-        let record = try await registry.push(archive: archive, bundle: bundle, version: version, actor: actor)
-        try await refresh(force: true)
-        return record
-    }
-
     /// Validates an uploaded archive file on a thread of its own (unpacking and loading a large model takes
     /// seconds: neither this actor, nor loads, nor inference wait for it), registers it (idempotent: see
     /// ``Registry/register(archive:bundle:version:actor:)``) and serves it if an alias or the default names it.

@@ -104,7 +104,7 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
 
     /// Queues the request and returns its outputs once its batch has run.
     ///
-    /// - Throws: ``TernError`` `resourceExhausted` when the queue is full; `unavailable` when the request
+    /// - Throws: ``TernError`` `resourceExhausted` when the queue is full; `timedOut` when the request
     ///   waited past its timeout (`timeout`, when given, overrides the configured default).
     public func run(inputs: [Tensor], outputs: [String]) async throws -> [Tensor] {
         try await run(inputs: inputs, outputs: outputs, timeout: nil)
@@ -289,7 +289,7 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         for request in queue {
             if let deadline = request.deadline, now >= deadline {
                 let waited = request.enqueued.duration(to: now)
-                request.completion(.failure(TernError.unavailable(
+                request.completion(.failure(TernError(.timedOut,
                     "the request waited \(waited.formatted(.units(allowed: [.milliseconds]))) in the queue, past its timeout")))
             } else {
                 kept.append(request)
@@ -303,7 +303,10 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
     private func execute(_ batch: [Pending]) {
         let started = ContinuousClock.now
         for request in batch { timings.recordQueue(request.enqueued.duration(to: started)) }
-        defer { timings.recordExecution(duration: started.duration(to: .now), requests: batch.count) }
+        defer {
+            timings.recordExecution(
+                duration: started.duration(to: .now), requests: batch.count, rows: batch.reduce(0) { $0 + $1.rows })
+        }
         if batch.count == 1 {
             let request = batch[0]
             request.completion(Result { () throws(TernError) in

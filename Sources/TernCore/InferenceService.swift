@@ -1,3 +1,4 @@
+import CoreMetrics
 import Synchronization
 
 /// The loaded models by name and version, with the aliases that name versions. Lookups are lock-protected
@@ -15,12 +16,21 @@ public final class ModelCatalog: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Where each version's metric handles are made, once, as it joins the catalog.
+    public let metricsFactory: any MetricsFactory
 
-    public init() {}
+    public init(metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance) {
+        self.metricsFactory = metricsFactory
+    }
 
     /// Adds (or replaces) a loaded version.
     public func add(_ served: ServedModel) {
+        attachMetrics(served)
         state.withLock { $0.models[served.name, default: [:]][served.version] = served }
+    }
+
+    private func attachMetrics(_ served: ServedModel) {
+        served.statistics.attach(VersionMetrics(model: served.name, version: served.version, factory: metricsFactory))
     }
 
     /// Removes a version; returns it if it was there.
@@ -35,7 +45,11 @@ public final class ModelCatalog: Sendable {
 
     /// Changes versions, aliases and defaults atomically; returns what `body` returns.
     public func update<T>(_ body: (inout State) -> T) -> T {
-        state.withLock { body(&$0) }
+        state.withLock { state in
+            let result = body(&state)
+            for versions in state.models.values { for served in versions.values { attachMetrics(served) } }
+            return result
+        }
     }
 
     /// A copy of the whole state.
@@ -115,12 +129,17 @@ public final class ModelCatalog: Sendable {
     }
 }
 
-/// The protocol-free entry point of inference: every front-end (REST, gRPC, other wire formats) decodes its
-/// request into an ``InferenceRequest`` and calls ``infer(model:version:request:)``.
+/// The one entry of inference, whatever the protocol: every front-end (v2 REST, v2 gRPC, KServe v1, the
+/// platform routes) turns its bytes into an ``InferenceCall`` (the request, the version it names and its
+/// ``CallContext``) and hands it to ``infer(_:inline:completion:)``. Validation, running, statistics,
+/// metrics and the observers (logs, traces, the prediction log) happen here once, for every protocol; the
+/// front-end encodes the answer or the error.
 public final class InferenceService: Sendable {
     public let catalog: ModelCatalog
     private let ready = Mutex(false)
     private let repositoryControl = Mutex<(any ModelRepositoryControl)?>(nil)
+    private let observerList = AtomicLazyReference<ObserverList>()
+    private let unresolved: UnresolvedMetrics
 
     /// The registry behind the model repository extension; nil for a model folder.
     public var repository: (any ModelRepositoryControl)? {
@@ -130,12 +149,20 @@ public final class InferenceService: Sendable {
 
     public init(catalog: ModelCatalog = ModelCatalog()) {
         self.catalog = catalog
+        self.unresolved = UnresolvedMetrics(factory: catalog.metricsFactory)
     }
 
     /// Whether the server has finished loading its models and accepts inference.
     public var isReady: Bool {
         get { ready.withLock { $0 } }
         set { ready.withLock { $0 = newValue } }
+    }
+
+    /// Sets who watches every request (once, before serving; a second call is ignored and returns false).
+    @discardableResult
+    public func observe(with observers: [any InferenceObserver]) -> Bool {
+        let list = ObserverList(observers)
+        return observerList.storeIfNil(list) === list
     }
 
     /// Finds the model version a request is for: the first step of every inference, so that an unknown model
@@ -147,59 +174,44 @@ public final class InferenceService: Sendable {
         return try catalog.resolve(name: name, version: version)
     }
 
-    /// Validates `request` against the version's signature, runs it and returns the outputs.
+    /// Validates the call's request against the version's signature, runs it, and reports through
+    /// `completion` (called once: on a runner thread when the model runs, at once when the call failed
+    /// before, on `inline`'s thread when it ran there). A call whose model or request already failed is
+    /// counted and observed like any other.
     ///
-    /// - Throws: ``TernError`` `invalidArgument` for a request that does not fit the signature; what the
-    ///   model's runtime throws.
-    public func infer(_ served: ServedModel, request: InferenceRequest) async throws -> InferenceResponse {
-        let started = ContinuousClock.now
-        let (inputs, outputs) = try RequestValidator.validate(
-            request, against: served.model.signature, maxBatchSize: served.config.maxBatchSize,
-            allowNonFinite: served.config.allowNonFinite)
-        let tensors: [Tensor]
-        do {
-            tensors = try await served.model.run(inputs: inputs, outputs: outputs, timeout: request.timeout)
-        } catch {
-            Self.record(served, inputs, started: started, succeeded: false)
-            throw error
-        }
-        Self.record(served, inputs, started: started, succeeded: true)
-        return InferenceResponse(
-            modelName: served.name, modelVersion: String(served.version), id: request.id, outputs: tensors)
-    }
-
-    /// Counts a request that reached the model (a refused one is the client's and is not counted): its
-    /// time and rows, and for a model that is not batched, its execution (the batcher counts its own).
-    private static func record(_ served: ServedModel, _ inputs: [Tensor], started: ContinuousClock.Instant, succeeded: Bool) {
-        let duration = started.duration(to: .now)
-        let rows = served.rowsInFirstDimension ? (inputs.first?.shape.first ?? 1) : 1
-        served.statistics.recordRequest(succeeded: succeeded, duration: duration, rows: rows)
-        if served.countsOwnExecutions { served.statistics.recordExecution(duration: duration, requests: 1) }
-    }
-
-    /// As ``infer(_:request:)``, reporting through `completion` (called once, on a runner thread when the
-    /// model runs, at once when the request is refused): for front-ends that live on an event loop.
-    ///
-    /// With `inline`, a batched model's request is queued for that thread to run (``InlineRunner``), and
-    /// `completion` may be called there.
+    /// With `inline` (a front-end on an event loop), a batched model's request is queued for that thread to
+    /// run (``InlineRunner``).
     public func infer(
-        _ served: ServedModel, request: InferenceRequest, inline: (any InlineRunner)? = nil,
+        _ call: InferenceCall, inline: (any InlineRunner)? = nil,
         completion: @escaping @Sendable (Result<InferenceResponse, any Error>) -> Void
     ) {
+        let context = call.context
+        let served: ServedModel, request: InferenceRequest
+        switch (call.model, call.request) {
+        case (.failure(let error), _):
+            end(context, nil, [], .failure(error), completion)
+            return
+        case (.success(let model), .failure(let error)):
+            end(context, model, [], .failure(error), completion)
+            return
+        case (.success(let model), .success(let decoded)):
+            (served, request) = (model, decoded)
+        }
         let inputs: [Tensor], outputs: [String]
         do {
             (inputs, outputs) = try RequestValidator.validate(
                 request, against: served.model.signature, maxBatchSize: served.config.maxBatchSize,
                 allowNonFinite: served.config.allowNonFinite)
         } catch {
-            completion(.failure(error))
+            end(context, served, [], .failure(error), completion)
             return
         }
-        let (name, version, id) = (served.name, String(served.version), request.id)
-        let started = ContinuousClock.now
+        served.statistics.versionMetrics?.started()
+        let id = request.id
         let finish: @Sendable (Result<[Tensor], any Error>) -> Void = { result in
-            Self.record(served, inputs, started: started, succeeded: (try? result.get()) != nil)
-            completion(result.map { InferenceResponse(modelName: name, modelVersion: version, id: id, outputs: $0) })
+            self.end(context, served, inputs, result.map {
+                InferenceResponse(modelName: served.name, modelVersion: String(served.version), id: id, outputs: $0)
+            }, completion, ran: true)
         }
         if let inline, let batcher = served.inlineBatcher {
             batcher.runDeferred(inputs: inputs, outputs: outputs, timeout: request.timeout, completion: finish)
@@ -219,10 +231,94 @@ public final class InferenceService: Sendable {
         }
     }
 
-    /// ``resolve(model:version:)`` then ``infer(_:request:)``.
-    public func infer(model name: String, version: String?, request: InferenceRequest) async throws -> InferenceResponse {
-        try await infer(try resolve(model: name, version: version), request: request)
+    /// As ``infer(_:inline:completion:)``, for front-ends in Swift tasks.
+    public func infer(_ call: InferenceCall) async throws -> InferenceResponse {
+        try await withCheckedThrowingContinuation { continuation in
+            infer(call) { continuation.resume(with: $0) }
+        }
     }
+
+    /// Runs a decoded request on a version already found: the CLI's runs in its own process.
+    public func infer(
+        _ served: ServedModel, request: InferenceRequest, context: CallContext = CallContext(wire: .local)
+    ) async throws -> InferenceResponse {
+        try await infer(InferenceCall(context: context, model: .success(served), request: .success(request)))
+    }
+
+    /// Builds the call (resolving the model, then decoding the request for it) and runs it: what a
+    /// front-end in a Swift task calls. What either step throws is the call's failure, observed as such.
+    public func infer(
+        _ context: CallContext, resolve: () throws -> ServedModel,
+        decode: (ServedModel) async throws -> InferenceRequest
+    ) async throws -> InferenceResponse {
+        var context = context
+        let model = Result { try resolve() }
+        var request: Result<InferenceRequest, any Error> = .failure(TernError.internalError("not decoded"))
+        if case .success(let served) = model {
+            do {
+                let decoded = try await decode(served)
+                context.adoptBodyID(decoded.id)
+                request = .success(decoded)
+            } catch {
+                request = .failure(error)
+            }
+        }
+        return try await infer(InferenceCall(context: context, model: model, request: request))
+    }
+
+    /// Counts, records and observes a request's end, then completes it.
+    private func end(
+        _ context: CallContext, _ served: ServedModel?, _ inputs: [Tensor],
+        _ result: Result<InferenceResponse, any Error>,
+        _ completion: @Sendable (Result<InferenceResponse, any Error>) -> Void, ran: Bool = false
+    ) {
+        let duration = context.received.duration(to: .now)
+        let error: (any Error)? = if case .failure(let error) = result { error } else { nil }
+        let outcome = RequestOutcome(error)
+        if let served {
+            let rows = served.rowsInFirstDimension ? (inputs.first?.shape.first ?? 1) : 1
+            if ran {
+                // A refused request is the client's and is not in the statistics extension's counts.
+                served.statistics.recordRequest(succeeded: error == nil, duration: duration, rows: rows)
+                if served.countsOwnExecutions {
+                    served.statistics.recordExecution(duration: duration, requests: 1, rows: rows)
+                }
+            }
+            if let metrics = served.statistics.versionMetrics {
+                if !ran { metrics.started() }
+                metrics.ended(context.wire, outcome, duration: duration, rows: rows)
+            }
+        } else {
+            unresolved.ended(context.wire, outcome)
+        }
+        if let observers = observerList.load()?.observers, !observers.isEmpty {
+            let event = InferenceEvent(
+                context: context, served: served, outcome: outcome, error: error, duration: duration,
+                inputs: inputs, outputs: (try? result.get())?.outputs ?? [])
+            for observer in observers { observer.requestEnded(event) }
+        }
+        completion(result)
+    }
+}
+
+/// One inference request as a front-end hands it to the core.
+public struct InferenceCall: Sendable {
+    public var context: CallContext
+    /// The version the request names, or why none was found.
+    public var model: Result<ServedModel, any Error>
+    /// The decoded request, or why it could not be decoded.
+    public var request: Result<InferenceRequest, any Error>
+
+    public init(context: CallContext, model: Result<ServedModel, any Error>, request: Result<InferenceRequest, any Error>) {
+        self.context = context
+        self.model = model
+        self.request = request
+    }
+}
+
+private final class ObserverList: Sendable {
+    let observers: [any InferenceObserver]
+    init(_ observers: [any InferenceObserver]) { self.observers = observers }
 }
 
 /// One version as the protocol's model repository extension lists it.

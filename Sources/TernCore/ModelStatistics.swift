@@ -13,7 +13,18 @@ public final class ModelStatistics: Sendable {
     private let inferences = Atomic<Int>(0), executions = Atomic<Int>(0)
     private let lastInferenceMilliseconds = Atomic<Int>(0)
 
+    /// The version's metric handles, attached once when the version joins a catalog.
+    private let metrics = AtomicLazyReference<VersionMetrics>()
+
     public init() {}
+
+    /// Sends what is recorded from now on to `versionMetrics` too; the first attached stays.
+    public func attach(_ versionMetrics: @autoclosure () -> VersionMetrics) {
+        if metrics.load() == nil { _ = metrics.storeIfNil(versionMetrics()) }
+    }
+
+    /// The attached metric handles, if any.
+    public var versionMetrics: VersionMetrics? { metrics.load() }
 
     /// A request answered (or refused after it reached the model): its time from the core's entry to its answer.
     public func recordRequest(succeeded: Bool, duration: Duration, rows: Int) {
@@ -30,7 +41,12 @@ public final class ModelStatistics: Sendable {
     }
 
     /// One model execution serving `requests` requests: each is counted with the run's time as its compute time.
-    public func recordExecution(duration: Duration, requests: Int) {
+    public func recordExecution(duration: Duration, requests: Int, rows: Int) {
+        if let metrics = metrics.load() {
+            let nanoseconds = VersionMetrics.nanoseconds(duration)
+            for _ in 0..<requests { metrics.compute.recordNanoseconds(nanoseconds) }
+            metrics.batchSize.record(rows)
+        }
         executions.add(1, ordering: .relaxed)
         computeCount.add(requests, ordering: .relaxed)
         computeNanoseconds.add(Self.nanoseconds(duration) * requests, ordering: .relaxed)
@@ -38,6 +54,7 @@ public final class ModelStatistics: Sendable {
 
     /// A request's wait in the batch queue.
     public func recordQueue(_ duration: Duration) {
+        metrics.load()?.queue.recordNanoseconds(VersionMetrics.nanoseconds(duration))
         queueCount.add(1, ordering: .relaxed)
         queueNanoseconds.add(Self.nanoseconds(duration), ordering: .relaxed)
     }

@@ -6,7 +6,7 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case invalidArgument, notFound, unavailable, resourceExhausted, payloadTooLarge, internalError,
-                runtimeNotFound, conflict
+                runtimeNotFound, conflict, timedOut
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -25,6 +25,8 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
         public static let internalError = Code(.internalError)
         /// The change contradicts the current state: a duplicate version, deleting a version an alias names.
         public static let conflict = Code(.conflict)
+        /// The request waited in a queue past its timeout.
+        public static let timedOut = Code(.timedOut)
         /// The ONNX Runtime library could not be found or opened.
         public static let runtimeNotFound = Code(.runtimeNotFound)
 
@@ -38,6 +40,7 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
             case .internalError: "internal error"
             case .runtimeNotFound: "runtime not found"
             case .conflict: "conflict"
+            case .timedOut: "timed out"
             }
         }
     }

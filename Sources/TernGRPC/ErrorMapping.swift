@@ -8,6 +8,7 @@ extension TernError: RPCErrorConvertible {
         case .invalidArgument: .invalidArgument
         case .notFound: .notFound
         case .unavailable: .unavailable
+        case .timedOut: .deadlineExceeded
         case .resourceExhausted: .resourceExhausted
         case .payloadTooLarge: .resourceExhausted
         case .conflict: .failedPrecondition

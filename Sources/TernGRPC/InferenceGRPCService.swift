@@ -62,25 +62,43 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
         return response
     }
 
-    func modelInfer(request: Inference_ModelInferRequest, context: ServerContext) async throws
-        -> Inference_ModelInferResponse
+    /// ModelInfer with its metadata: `x-request-id` and `traceparent` honoured, the request id returned in the
+    /// response's (or the error's) metadata.
+    func modelInfer(request: ServerRequest<Inference_ModelInferRequest>, context: ServerContext) async throws
+        -> ServerResponse<Inference_ModelInferResponse>
     {
-        let served = try service.resolve(
-            model: request.modelName, version: request.modelVersion.isEmpty ? nil : request.modelVersion)
-        let inference = try GRPCRequestDecoder.decode(request)
+        let message = request.message
+        let call = CallContext(
+            wire: .v2GRPC, requestID: Self.first(request.metadata, "x-request-id"),
+            traceparent: Self.first(request.metadata, "traceparent"), peer: context.remotePeer)
+        var requestID = call.requestID
         do {
-            return GRPCResponseEncoder.encode(try await service.infer(served, request: inference))
-        } catch {
-            // The client gets a generic message for a fault (ErrorMapping); the log gets the real one.
-            if (error as? TernError).map({ $0.rpcErrorCode == .internalError }) ?? true {
-                Self.logger.error("request failed", metadata: [
-                    "error": "\(error)", "rpc": "ModelInfer", "model": "\(served.name)", "version": "\(served.version)"])
+            let response = try await service.infer(call) {
+                try service.resolve(model: message.modelName, version: message.modelVersion.isEmpty ? nil : message.modelVersion)
+            } decode: { _ in
+                try GRPCRequestDecoder.decode(message)
             }
-            throw error
+            if !call.clientRequestID, let id = response.id, let accepted = RequestID.accept(id) { requestID = accepted }
+            return ServerResponse(message: GRPCResponseEncoder.encode(response), metadata: ["x-request-id": .string(requestID)])
+        } catch {
+            if !call.clientRequestID, !message.id.isEmpty, let accepted = RequestID.accept(message.id) { requestID = accepted }
+            let tern = error as? TernError ?? TernError.internalError("\(error)")
+            return ServerResponse(accepted: .failure(RPCError(
+                code: tern.rpcErrorCode, message: tern.rpcErrorMessage, metadata: ["x-request-id": .string(requestID)])))
         }
     }
 
-    private static let logger = Logger(label: "tern.grpc")
+    func modelInfer(request: Inference_ModelInferRequest, context: ServerContext) async throws
+        -> Inference_ModelInferResponse
+    {
+        try await modelInfer(request: ServerRequest(metadata: [:], message: request), context: context).message
+    }
+
+    private static func first(_ metadata: Metadata, _ key: String) -> String? {
+        for value in metadata[stringValues: key] { return value }
+        return nil
+    }
+
 
     // MARK: The model configuration and statistics extensions
 

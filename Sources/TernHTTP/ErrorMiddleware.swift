@@ -12,6 +12,7 @@ extension TernError.Code {
         case .notFound: .notFound
         case .unavailable: .serviceUnavailable
         case .resourceExhausted: .serviceUnavailable
+        case .timedOut: .serviceUnavailable
         case .payloadTooLarge: .contentTooLarge
         case .conflict: .conflict
         default: .internalServerError
@@ -56,6 +57,12 @@ struct ErrorAnswer {
     var response: Response { Response(status: status, headers: headers, body: .init(byteBuffer: body)) }
 }
 
+/// An inference's failure, with the request id its answer carries.
+struct IdentifiedError: Error {
+    var error: any Error
+    var requestID: String
+}
+
 /// Turns every error into a JSON body `{"error": "..."}` with the right status, as the Open Inference
 /// Protocol asks. Core errors keep their message; framework errors (unknown route, wrong method) keep theirs.
 struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
@@ -68,6 +75,11 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             let message = error.body ?? (error.status == .notFound
                 ? "no route for \(request.method) \(request.uri.path)" : error.status.reasonPhrase)
             return ErrorAnswer(status: error.status, message: message).response
+        } catch let error as IdentifiedError {
+            // An inference the core has counted, logged and observed: answered with its request id.
+            var answer = ErrorAnswer(error.error)
+            answer.headers[.requestID] = error.requestID
+            return answer.response
         } catch {
             let answer = ErrorAnswer(error)
             if answer.isFault {

@@ -45,18 +45,20 @@ public struct PlatformRoutes: Sendable {
         router.post("/v1/models/{model}") { request, context in
             let (model, verb) = Self.splitVerb(try context.parameters.require("model"))
             guard verb == "predict" else { throw HTTPError(.notFound) }
-            return try await predict(request, model: model, version: nil)
+            return try await predict(request, context, .kserveV1, model: model, version: nil)
         }
         router.post("/v1/models/{model}/versions/{version}") { request, context in
             let (version, verb) = Self.splitVerb(try context.parameters.require("version"))
             guard verb == "predict" else { throw HTTPError(.notFound) }
-            return try await predict(request, model: try context.parameters.require("model"), version: version)
+            return try await predict(request, context, .kserveV1, model: try context.parameters.require("model"), version: version)
         }
         for route in ["/ping"] + configuration.healthRoutes {
             router.get(RouterPath(route)) { _, _ in health() }
         }
         for route in ["/invocations"] + configuration.predictRoutes {
-            router.post(RouterPath(route)) { request, _ in try await predict(request, model: nil, version: nil) }
+            router.post(RouterPath(route)) { request, context in
+                try await predict(request, context, .invocations, model: nil, version: nil)
+            }
         }
     }
 
@@ -101,18 +103,31 @@ public struct PlatformRoutes: Sendable {
         return names[0]
     }
 
-    private func predict(_ request: Request, model: String?, version: String?) async throws -> Response {
-        let served = try service.resolve(model: model ?? defaultModelName(), version: version)
-        let body = try await http.collectBody(request)
-        let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
-        let contentType = request.headers[.contentType]?.lowercased() ?? ""
-        let inference: InferenceRequest
-        if contentType.hasPrefix("text/csv") {
-            inference = try Self.csvRequest(body, codec: codec)
-        } else {
-            inference = try Self.jsonRequest(body, codec: codec)
+    private func predict(
+        _ request: Request, _ context: BasicRequestContext, _ wire: WireProtocol, model: String?, version: String?
+    ) async throws -> Response {
+        // Hummingbird's basic context does not carry the peer's address; the v2 infer path has it.
+        let call = V2Routes.callContext(wire, request.headers, peer: nil)
+        let requestID = call.requestID
+        do {
+            var response = try await answer(request, call, model: model, version: version)
+            response.headers[.requestID] = requestID
+            return response
+        } catch {
+            throw IdentifiedError(error: error, requestID: requestID)
         }
-        let response = try await service.infer(served, request: inference)
+    }
+
+    private func answer(_ request: Request, _ call: CallContext, model: String?, version: String?) async throws -> Response {
+        let response = try await service.infer(call) {
+            try service.resolve(model: model ?? defaultModelName(), version: version)
+        } decode: { served in
+            let body = try await http.collectBody(request)
+            let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
+            let contentType = request.headers[.contentType]?.lowercased() ?? ""
+            return contentType.hasPrefix("text/csv")
+                ? try Self.csvRequest(body, codec: codec) : try Self.jsonRequest(body, codec: codec)
+        }
         if let accept = request.headers[.accept]?.lowercased(), accept.hasPrefix("text/csv") {
             return Response(status: .ok, headers: [.contentType: "text/csv"],
                             body: .init(byteBuffer: ByteBuffer(string: TabularCodec.csv(response.outputs))))

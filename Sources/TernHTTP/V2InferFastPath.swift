@@ -14,13 +14,15 @@ import TernCore
 /// HTTP codec, takes infer requests itself: it reads the body on the event loop, decodes it, queues the run
 /// (for the event loop itself when the model is light, ``EventLoopRunQueue``; else on the model's runner
 /// threads) and writes the answer from the run's completion, back on the event loop.
-/// Every other request (and any infer request it does not take: other methods, percent-encoded paths) goes
-/// on to Hummingbird untouched. Decoding, validation, errors and encoding are the route's own
-/// (``V2Routes/inferHead(service:model:version:headers:)``, ``V2RequestDecoder``, ``V2Routes/inferAnswer``).
+/// It is the only place `/infer` is served: every other request goes on to Hummingbird untouched. The head
+/// gives the request its ``CallContext`` and finds the model (``V2Routes/inferHead(service:model:version:headers:)``);
+/// the body is decoded by ``V2RequestDecoder``; the core's one entry (``InferenceService/infer(_:inline:completion:)``)
+/// validates, runs and observes it; ``V2Routes/inferAnswer`` and ``ErrorAnswer`` write the answer.
 ///
 /// Ordering: while a request of its own is in progress, later requests on the connection (HTTP pipelining)
 /// wait here and are handled, in order, once its answer is written; while a request handed to Hummingbird
-/// is unanswered, everything goes to Hummingbird. Timeouts, the connection cap and the shutdown drain are
+/// is unanswered, later ones go to Hummingbird too, until an infer request comes: it and everything after it
+/// wait here for Hummingbird's answers. Timeouts, the connection cap and the shutdown drain are
 /// ``ConnectionGuard``'s, placed before this handler.
 final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
@@ -44,6 +46,7 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private struct Pending {
+        var context: CallContext
         var served: ServedModel?
         var headerLength: Int?
         var failure: (any Error)?
@@ -53,8 +56,12 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private var state = State.idle
     private var waiting = Deque<HTTPRequestPart>()
+    /// Set while an infer request waits behind Hummingbird's unanswered ones: everything read waits too.
+    private var holding = false
     /// The event loop's queue of light runs (nil when inline runs are off).
     private var runQueue: EventLoopRunQueue?
+    /// The client's address, read once per connection.
+    private var peer: String?
 
     init(service: InferenceService, configuration: HTTPFrontEndConfiguration) {
         self.service = service
@@ -63,6 +70,17 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         runQueue = EventLoopRunQueue.current(on: context.eventLoop, budget: configuration.inlineRunBudget)
+        peer = context.channel.remoteAddress.map(Self.describe)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if peer == nil { peer = context.channel.remoteAddress.map(Self.describe) }
+        context.fireChannelActive()
+    }
+
+    private static func describe(_ address: SocketAddress) -> String {
+        guard let ip = address.ipAddress else { return "\(address)" }
+        return address.protocol == .inet6 ? "[\(ip)]:\(address.port ?? 0)" : "\(ip):\(address.port ?? 0)"
     }
 
     // MARK: Inbound
@@ -81,7 +99,7 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 if let failure = pending.failure, Self.mustClose(failure) {
                     // Refused by its Content-Length: answered now, the body never read.
                     state = .running
-                    respond(context: context, Self.failure(failure), close: true)
+                    finish(context: context, pending, failure: failure)
                     return
                 }
                 state = .reading(pending)
@@ -91,11 +109,17 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             }
         case (.idle, _):
             context.fireChannelRead(wrapInboundOut(part))
-        case (.forwarding(let unanswered), .head):
+        case (.forwarding(let unanswered), .head(let head)):
+            // An infer request behind one of Hummingbird's waits for its answer (and so does all after it).
+            if holding || Self.route(head) != nil {
+                holding = true
+                waiting.append(part)
+                return
+            }
             state = .forwarding(unanswered: unanswered + 1)
             context.fireChannelRead(wrapInboundOut(part))
         case (.forwarding, _):
-            context.fireChannelRead(wrapInboundOut(part))
+            if holding { waiting.append(part) } else { context.fireChannelRead(wrapInboundOut(part)) }
         case (.reading(var pending), .body(var chunk)):
             state = .running  // drops the state's reference to the body, so that it grows in place, not by copies
             if pending.failure == nil {
@@ -120,29 +144,52 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private static func route(_ head: HTTPRequest) -> (String, String?)? {
         guard head.method == .post, var path = head.path?.utf8[...], path.starts(with: "/v2/models/".utf8) else { return nil }
         if let query = path.firstIndex(of: UInt8(ascii: "?")) { path = path[..<query] }
-        guard !path.contains(UInt8(ascii: "%")) else { return nil }
         let parts = path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
         // "", "v2", "models", m, "infer"  or  "", "v2", "models", m, "versions", v, "infer"
-        guard parts.last?.elementsEqual("infer".utf8) == true, !parts[3].isEmpty else { return nil }
-        let model = String(decoding: parts[3], as: UTF8.self)
+        guard parts.last?.elementsEqual("infer".utf8) == true, !parts[3].isEmpty,
+              let model = segment(parts[3]) else { return nil }
         switch parts.count {
         case 5: return (model, nil)
         case 7 where parts[4].elementsEqual("versions".utf8) && !parts[5].isEmpty:
-            return (model, String(decoding: parts[5], as: UTF8.self))
+            guard let version = segment(parts[5]) else { return nil }
+            return (model, version)
         default: return nil
         }
     }
 
+    /// A path segment, percent-decoded (`credit%20risk`); nil when its escapes are malformed (the router
+    /// then answers 404).
+    private static func segment(_ bytes: Substring.UTF8View.SubSequence) -> String? {
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard bytes.contains(UInt8(ascii: "%")) else { return text }
+        return text.removingPercentEncoding
+    }
+
     private func start(_ head: HTTPRequest, model: String, version: String?) -> Pending {
         let close = head.headerFields[.connection]?.lowercased().contains("close") ?? false
+        let requestContext = V2Routes.callContext(.v2REST, head.headerFields, peer: peer)
         do {
             try HTTPFrontEndConfiguration.refuseByLength(
                 head.headerFields, upTo: configuration.maxRequestBytes, flag: "--max-request-size")
             let (served, headerLength) = try V2Routes.inferHead(
                 service: service, model: model, version: version, headers: head.headerFields)
-            return Pending(served: served, headerLength: headerLength, body: ByteBuffer(), close: close)
+            return Pending(context: requestContext, served: served, headerLength: headerLength, body: ByteBuffer(), close: close)
         } catch {
-            return Pending(failure: error, body: ByteBuffer(), close: close)
+            return Pending(context: requestContext, failure: error, body: ByteBuffer(), close: close)
+        }
+    }
+
+    /// Hands a request refused before decoding to the core (which counts and observes it) and answers it.
+    private func finish(context: ChannelHandlerContext, _ pending: Pending, failure: any Error) {
+        let model: Result<ServedModel, any Error> = pending.served.map { .success($0) } ?? .failure(failure)
+        let call = InferenceCall(context: pending.context, model: model, request: .failure(failure))
+        let close = pending.close || Self.mustClose(failure)
+        let requestID = pending.context.requestID
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        service.infer(call) { result in  // fails at once, on this event loop
+            guard case .failure(let error) = result else { return }
+            let (handler, context) = bound.value
+            handler.respond(context: context, Self.failure(error), requestID: requestID, close: close)
         }
     }
 
@@ -150,19 +197,23 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         let close = pending.close
-        guard pending.failure == nil, let served = pending.served else {
-            respond(context: context, Self.failure(pending.failure!), close: close || Self.mustClose(pending.failure!))
+        if let failure = pending.failure {
+            finish(context: context, pending, failure: failure)
             return
         }
-        let decoded: (InferenceRequest, V2RequestDecoder.OutputEncoding)
+        var requestContext = pending.context
+        let request: Result<InferenceRequest, any Error>
+        var encoding = V2RequestDecoder.OutputEncoding()
         do {
-            decoded = try V2RequestDecoder.decode(body: pending.body, headerLength: pending.headerLength)
+            let decoded = try V2RequestDecoder.decode(body: pending.body, headerLength: pending.headerLength)
+            requestContext.adoptBodyID(decoded.0.id)
+            (request, encoding) = (.success(decoded.0), decoded.1)
         } catch {
-            respond(context: context, Self.failure(error), close: close)
-            return
+            request = .failure(error)
         }
-        let encoding = decoded.1
-        service.infer(served, request: decoded.0, inline: runQueue) { result in
+        let requestID = requestContext.requestID
+        let call = InferenceCall(context: requestContext, model: .success(pending.served!), request: request)
+        service.infer(call, inline: runQueue) { [encoding] result in
             // On a runner thread or this event loop: encode here, write on the event loop.
             let answer: (HTTPResponse, ByteBuffer)
             switch result {
@@ -174,16 +225,19 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             }
             let write: @Sendable () -> Void = {
                 let (handler, context) = bound.value
-                handler.respond(context: context, answer, close: close)
+                handler.respond(context: context, answer, requestID: requestID, close: close)
             }
             if loop.inEventLoop { write() } else { loop.execute(write) }
         }
     }
 
-    private func respond(context: ChannelHandlerContext, _ answer: (HTTPResponse, ByteBuffer), close: Bool) {
+    private func respond(
+        context: ChannelHandlerContext, _ answer: (HTTPResponse, ByteBuffer), requestID: String, close: Bool
+    ) {
         var head = answer.0
         let body = answer.1
         head.headerFields[.contentLength] = String(body.readableBytes)
+        head.headerFields[.requestID] = requestID
         head.headerFields[.server] = "tern"
         if close { head.headerFields[.connection] = "close" }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
@@ -202,10 +256,15 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// Handles the requests that arrived while one of ours was in progress, in order, until another of ours
     /// starts (the rest wait for it) or all have gone on to Hummingbird.
     private func replayWaiting(context: ChannelHandlerContext) {
+        holding = false
         guard !waiting.isEmpty else { return }
         while let next = waiting.first {
             if case .reading = state { if case .head = next { break } }
             if case .running = state { break }
+            if case .forwarding = state, case .head(let head) = next, Self.route(head) != nil {
+                holding = true  // ours again, behind Hummingbird's: wait for its answers
+                break
+            }
             waiting.removeFirst()
             read(context: context, part: next)
         }
@@ -213,14 +272,11 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelReadComplete()
     }
 
-    /// An error as the route's error middleware writes it (faults logged as it logs them).
+    /// An error as every route writes it (the core has logged faults).
     private static func failure(_ error: any Error) -> (HTTPResponse, ByteBuffer) {
         let answer = ErrorAnswer(error)
-        if answer.isFault { logger.error("request failed", metadata: ["error": "\(error)", "path": "/v2/models/.../infer"]) }
         return (HTTPResponse(status: answer.status, headerFields: answer.headers), answer.body)
     }
-
-    private static let logger = Logger(label: "tern.http")
 
     /// After a body over the limit (read and discarded) the connection closes, as after any refused upload.
     private static func mustClose(_ error: any Error) -> Bool {

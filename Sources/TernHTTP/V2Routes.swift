@@ -61,9 +61,22 @@ extension HTTPFrontEndConfiguration {
 extension HTTPField.Name {
     /// Triton's binary tensor data extension: the length of the JSON part of a body.
     static let inferenceHeaderContentLength = Self("Inference-Header-Content-Length")!
+    /// The request's id: the client's, honoured, or one Tern made; in every inference answer.
+    static let requestID = Self("X-Request-ID")!
+    /// W3C Trace Context.
+    static let traceparent = Self("traceparent")!
 }
 
-/// The Open Inference Protocol v2 REST surface: health, server and model metadata, readiness, inference.
+extension V2Routes {
+    /// A request's context from its HTTP head: `X-Request-ID` and `traceparent` honoured.
+    static func callContext(_ wire: WireProtocol, _ headers: HTTPFields, peer: String?) -> CallContext {
+        CallContext(wire: wire, requestID: headers[.requestID], traceparent: headers[.traceparent], peer: peer)
+    }
+}
+
+/// The Open Inference Protocol v2 REST surface: health, server and model metadata, readiness, statistics,
+/// configuration. Inference (`POST .../infer`) is served in the channel pipeline by ``V2InferFastPath``
+/// (``inferFastPath(service:configuration:)``), which every server must install.
 ///
 /// A thin translation between HTTP and ``InferenceService``: decode, call the core, encode.
 public struct V2Routes: Sendable {
@@ -106,12 +119,6 @@ public struct V2Routes: Sendable {
         router.get("/v2/models/{model}/config") { _, context in try modelConfig(context, version: nil) }
         router.get("/v2/models/{model}/versions/{version}/config") { _, context in
             try modelConfig(context, version: context.parameters.require("version"))
-        }
-        router.post("/v2/models/{model}/infer") { request, context in
-            try await infer(request, context, version: nil)
-        }
-        router.post("/v2/models/{model}/versions/{version}/infer") { request, context in
-            try await infer(request, context, version: context.parameters.require("version"))
         }
     }
 
@@ -242,17 +249,8 @@ public struct V2Routes: Sendable {
         return json(.ok, writer.buffer)
     }
 
-    private func infer(_ request: Request, _ context: some RequestContext, version: String?) async throws -> Response {
-        let (served, headerLength) = try Self.inferHead(
-            service: service, model: context.parameters.require("model"), version: version, headers: request.headers)
-        let body = try await configuration.collectBody(request)
-        let (inferRequest, encoding) = try V2RequestDecoder.decode(body: body, headerLength: headerLength)
-        let (headers, buffer) = Self.inferAnswer(try await service.infer(served, request: inferRequest), encoding: encoding)
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: buffer))
-    }
-
     /// What an infer request's head decides before its body is read: the model version (so an unknown one is
-    /// reported first) and the binary extension's JSON length. Shared by this route and ``V2InferFastPath``.
+    /// reported first) and the binary extension's JSON length. Used by ``V2InferFastPath``, where `/infer` is served.
     static func inferHead(service: InferenceService, model: String, version: String?, headers: HTTPFields)
         throws(TernError) -> (ServedModel, Int?)
     {

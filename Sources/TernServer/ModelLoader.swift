@@ -41,10 +41,19 @@ public struct ModelLoader: Service {
         for model in try repository.discover() {
             for version in model.selectedVersions {
                 let path = model.versions[version]!
-                let served = try ServedModel.loadONNX(
-                    name: model.name, version: version, path: path, config: model.config, runtime: runtime, pool: pool,
-                    sessionOptions: sessionOptions)
+                let started = ContinuousClock.now
+                let loads = LoadMetrics(factory: service.catalog.metricsFactory)
+                let served: ServedModel
+                do {
+                    served = try ServedModel.loadONNX(
+                        name: model.name, version: version, path: path, config: model.config, runtime: runtime, pool: pool,
+                        sessionOptions: sessionOptions)
+                } catch {
+                    loads.failed(model.name, version)
+                    throw error
+                }
                 service.catalog.add(served)
+                loads.loaded(model.name, version, seconds: LoadMetrics.seconds(since: started))
                 logger.info(
                     "model loaded",
                     metadata: ["model": "\(model.name)", "version": "\(version)", "path": "\(path)",

@@ -125,12 +125,16 @@ public actor RegistryModels: ModelRepositoryControl {
 
     private func apply() async {
         let wanted = desired()
+        let loads = LoadMetrics(factory: service.catalog.metricsFactory)
         for key in wanted.subtracting(loaded.keys).sorted() {
+            let started = ContinuousClock.now
             do {
                 loaded[key] = try await load(key)
                 failures[key] = nil
+                loads.loaded(key.model, key.version, seconds: LoadMetrics.seconds(since: started))
                 logger.info("model loaded", metadata: ["model": "\(key.model)", "version": "\(key.version)"])
             } catch {
+                loads.failed(key.model, key.version)
                 failures[key] = error.message
                 logger.error("model failed to load", metadata: ["model": "\(key.model)", "version": "\(key.version)", "error": "\(error.message)"])
             }
@@ -146,6 +150,7 @@ public actor RegistryModels: ModelRepositoryControl {
         // One step: requests see either the old versions and aliases or the new ones, never a mix.
         service.catalog.update { $0 = state }
         for key in dropped.sorted() {
+            loads.unloaded(key.model, key.version)
             logger.info("model unloaded", metadata: ["model": "\(key.model)", "version": "\(key.version)"])
         }
     }
@@ -337,7 +342,9 @@ struct RegistrySyncService: Service {
                 try? await Task.sleep(for: pollInterval)
                 do {
                     try await models.refresh()
+                    LoadMetrics(factory: service.catalog.metricsFactory).synced(succeeded: true)
                 } catch {
+                    LoadMetrics(factory: service.catalog.metricsFactory).synced(succeeded: false)
                     logger.warning("registry poll failed", metadata: ["error": "\(error)"])
                 }
             }

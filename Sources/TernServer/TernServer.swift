@@ -2,6 +2,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import CoreMetrics
 import Hummingbird
 import Logging
 import NIOCore
@@ -39,6 +40,12 @@ public struct ServerConfiguration: Sendable {
     public var drainTimeout: Duration = .seconds(30)
     /// Serve the models of a registry (and its management API) instead of a repository folder.
     public var registry: RegistryServing?
+    /// Prometheus metrics at `GET /metrics` (on by default).
+    public var metricsEnabled = true
+    /// Serve `/metrics` on this port instead of the HTTP port (0 picks a free one); nil: on the HTTP port.
+    public var metricsPort: Int?
+    /// The share of inference requests the access log writes (0: off, 1: all).
+    public var accessLogSampleRate: Double = 0
 
     public init(modelsDirectory: String) {
         self.modelsDirectory = modelsDirectory
@@ -54,6 +61,8 @@ public struct ServerConfiguration: Sendable {
 public struct TernServer: Sendable {
     public let configuration: ServerConfiguration
     public let service: InferenceService
+    /// Where the metrics live; nil when metrics are off.
+    public let metrics: TernMetricsFactory?
     let runtime: ONNXRuntime
     let logger: Logger
 
@@ -61,12 +70,21 @@ public struct TernServer: Sendable {
         self.configuration = configuration
         self.runtime = runtime
         self.logger = logger
-        self.service = InferenceService()
+        let metrics = configuration.metricsEnabled ? TernMetricsFactory() : nil
+        self.metrics = metrics
+        self.service = InferenceService(catalog: ModelCatalog(metricsFactory: metrics ?? NOOPMetricsHandler.instance))
+        service.observe(with: [RequestLogger(accessSampleRate: configuration.accessLogSampleRate)])
+    }
+
+    /// `GET /metrics`, when metrics are on.
+    func metricsRoute() -> MetricsRoute? {
+        metrics.map { MetricsRoute(registry: $0.registry, extra: { "" }) }
     }
 
     /// The HTTP router with every route Tern serves; with a registry, its management API too.
     func router(models: RegistryModels?) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
+        if configuration.metricsPort == nil { metricsRoute()?.register(on: router) }
         V2Routes(service: service, configuration: configuration.http).register(on: router)
         PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http).register(on: router)
         if let models {
@@ -82,11 +100,12 @@ public struct TernServer: Sendable {
     /// `onGRPCReady` receive the bound ports.
     public func run(
         signals: [UnixSignal] = [.sigterm, .sigint], onHTTPReady: @escaping @Sendable (Int) async -> Void = { _ in },
-        onGRPCReady: @escaping @Sendable (Int) async -> Void = { _ in }
+        onGRPCReady: @escaping @Sendable (Int) async -> Void = { _ in },
+        onMetricsReady: @escaping @Sendable (Int) async -> Void = { _ in }
     ) async throws {
         try preflight()
         let pool = RunnerPool(threads: configuration.runnerThreads)
-        let listening = ListenerGate(listeners: configuration.grpcPort == nil ? 1 : 2)
+        let listening = ListenerGate(listeners: listenerCount)
         let loader: any Service
         var models: RegistryModels?
         if let serving = configuration.registry {
@@ -139,6 +158,18 @@ public struct TernServer: Sendable {
             })))
         }
         services.append(.init(service: app))
+        if let metricsPort = configuration.metricsPort, let route = metricsRoute() {
+            let router = Router(context: BasicRequestContext.self)
+            route.register(on: router)
+            services.append(.init(service: Application(
+                router: router,
+                configuration: .init(address: .hostname(configuration.host, port: metricsPort), serverName: "tern"),
+                onServerRunning: { channel in
+                    listening.opened()
+                    await onMetricsReady(channel.localAddress?.port ?? 0)
+                },
+                logger: logger)))
+        }
         var groupConfiguration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: signals, logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = configuration.drainTimeout
@@ -148,6 +179,11 @@ public struct TernServer: Sendable {
 }
 
 extension TernServer {
+    /// The front-ends that must listen before the server is ready: HTTP, gRPC, a separate metrics port.
+    public var listenerCount: Int {
+        1 + (configuration.grpcPort == nil ? 0 : 1) + (configuration.metricsEnabled && configuration.metricsPort != nil ? 1 : 0)
+    }
+
     /// What can be checked before anything starts, each failure one line naming what to change: the model
     /// folder (it exists, holds models, and none is a pickle or another format; the files load later) and the
     /// ports (free, and not the same).
@@ -172,6 +208,12 @@ extension TernServer {
         try PortProbe.check(host: configuration.host, port: configuration.httpPort, protocolName: "HTTP", flag: "--http-port")
         if let grpc = configuration.grpcPort {
             try PortProbe.check(host: configuration.host, port: grpc, protocolName: "gRPC", flag: "--grpc-port")
+        }
+        if configuration.metricsEnabled, let port = configuration.metricsPort, port != 0 {
+            if port == configuration.httpPort || port == configuration.grpcPort {
+                throw .invalidArgument("the metrics port \(port) is also the HTTP or gRPC port; change --metrics-port")
+            }
+            try PortProbe.check(host: configuration.host, port: port, protocolName: "metrics", flag: "--metrics-port")
         }
     }
 }

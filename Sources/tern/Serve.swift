@@ -14,6 +14,7 @@ struct Serve: AsyncParsableCommand {
               GET  /v2/models/<name>[/versions/<v>][/ready|/config|/stats]
               POST /v2/models/<name>[/versions/<v>]/infer  (JSON, or binary tensors)
               gRPC inference.GRPCInferenceService on --grpc-port
+              GET  /metrics                                   (Prometheus; --metrics-port to move it)
               GET  /v1/models/<name>, POST /v1/models/<name>:predict  (KServe v1)
               GET  /ping, POST /invocations                  (MLflow, SageMaker)
             plus the platform's own routes with --platform. With a registry, also its management API (/api/v1/models, /api/v1/bundles, /api/v1/audit) and /v2/repository/index|load|unload; requests may name model@alias or model@version, and alias moves take effect without a restart. SIGINT or SIGTERM stops accepting requests, answers those in flight, then exits (docs/operations.md).
@@ -107,6 +108,20 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(help: "Log format: text (for people) or json (one object per line, for log pipelines).")
+    var logFormat: String = "text"
+
+    @Option(help: ArgumentHelp(
+        "Write one access-log line per inference request for this share of requests (0: off, 1: every one, 0.01: one in a hundred).",
+        valueName: "rate"))
+    var accessLog: Double = 0
+
+    @Flag(name: .customLong("no-metrics"), help: "Do not collect or serve Prometheus metrics (GET /metrics).")
+    var noMetrics = false
+
+    @Option(help: "Serve GET /metrics on this port instead of the HTTP port.")
+    var metricsPort: Int?
+
     @OptionGroup var runtimeOptions: RuntimeOptions
 
     func validate() throws {
@@ -129,6 +144,9 @@ struct Serve: AsyncParsableCommand {
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard (1...65_536).contains(grpcMaxStreams) else { throw ValidationError("--grpc-max-streams must be 1...65536") }
         guard (0...3600).contains(drainTimeout) else { throw ValidationError("--drain-timeout must be 0...3600 seconds") }
+        guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
+        guard (0...1).contains(accessLog) else { throw ValidationError("--access-log must be a share between 0 and 1") }
+        if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 0...65535") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of: trace, debug, info, notice, warning, error, critical")
         }
@@ -136,11 +154,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        (LogFormat(rawValue: logFormat) ?? .text).bootstrap(level: level)
         let logger = Logger(label: "tern")
         let preset: Platform.Preset
         do {
@@ -194,6 +208,9 @@ struct Serve: AsyncParsableCommand {
             headerTimeout: .milliseconds(Int(headerTimeout * 1000)), bodyTimeout: .milliseconds(Int(bodyTimeout * 1000)),
             idleTimeout: .milliseconds(Int(idleTimeout * 1000)), maxConnections: maxConnections)
         configuration.grpcMaxConcurrentStreams = grpcMaxStreams
+        configuration.metricsEnabled = !noMetrics
+        configuration.metricsPort = metricsPort
+        configuration.accessLogSampleRate = accessLog
         let server = TernServer(configuration: configuration, runtime: runtime, logger: logger)
         do {
             try server.preflight()  // a typo'd folder or a busy port: one line, before anything is logged or bound
@@ -202,7 +219,7 @@ struct Serve: AsyncParsableCommand {
         }
         logger.info("onnxruntime", metadata: ["library": "\(runtime.libraryPath)", "version": "\(runtime.version)"])
         // "serving" once every listener is bound, naming each.
-        let listeners = Listeners(expected: configuration.grpcPort == nil ? 1 : 2)
+        let listeners = Listeners(expected: server.listenerCount)
         let report: @Sendable (String, Int) async -> Void = { name, port in
             if let bound = await listeners.bound(name, port) {
                 var metadata: Logger.Metadata = ["platform": "\(platform.rawValue)"]
@@ -212,7 +229,8 @@ struct Serve: AsyncParsableCommand {
         }
         do {
             try await server.run(
-                onHTTPReady: { await report("http", $0) }, onGRPCReady: { await report("grpc", $0) })
+                onHTTPReady: { await report("http", $0) }, onGRPCReady: { await report("grpc", $0) },
+                onMetricsReady: { await report("metrics", $0) })
         } catch {
             fail(error)
         }

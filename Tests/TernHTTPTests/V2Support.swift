@@ -24,8 +24,6 @@ func fixtureService(_ names: [String] = Fixtures.modelNames, ready: Bool = true)
 
 /// Where a live server runs infer requests.
 enum InferPath: CaseIterable {
-    /// Hummingbird's route.
-    case route
     /// The channel pipeline (``V2InferFastPath``), models run on runner threads.
     case pipeline
     /// The channel pipeline, batched models run on the event loop once timed (``EventLoopRunQueue``, with a
@@ -48,7 +46,7 @@ func withLiveServer(
     let app = Application(
         router: router,
         server: .http1(configuration: .init(
-            additionalChannelHandlers: path == .route ? [] : [V2Routes.inferFastPath(service: service, configuration: http)])),
+            additionalChannelHandlers: [V2Routes.inferFastPath(service: service, configuration: http)])),
         configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     try await app.test(.live) { client in try await body(client) }
 }

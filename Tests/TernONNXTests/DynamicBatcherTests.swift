@@ -179,7 +179,7 @@ struct BatchQueueTests {
         #expect(stub.batchSizes.contains { $0 > 1 }, "requests were merged: \(stub.batchSizes)")
     }
 
-    @Test("a full queue refuses with resourceExhausted; a request past its timeout fails with unavailable")
+    @Test("a full queue refuses with resourceExhausted; a request past its timeout fails with timedOut")
     func limits() async throws {
         let pool = RunnerPool(threads: 1, name: "tern.test.stub")
         defer { pool.shutdown() }
@@ -206,7 +206,7 @@ struct BatchQueueTests {
             _ = try await second
             Issue.record("a request past its timeout ran")
         } catch let error as TernError {
-            #expect(error.code == .unavailable)
+            #expect(error.code == .timedOut)
             #expect(error.message.contains("timeout"))
         }
         #expect(try await third[0].values(as: Float.self) == [6])

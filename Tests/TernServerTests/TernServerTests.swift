@@ -35,7 +35,9 @@ struct TernServerTests {
         let request = InferenceRequest(inputs: [
             try Tensor(name: "features", shape: [1, 10], values: [Float](repeating: 1, count: 10)),
         ])
-        let response = try await server.service.infer(model: "credit-risk", version: "1", request: request)
+        let response = try await server.service.infer(CallContext(wire: .local)) {
+            try server.service.resolve(model: "credit-risk", version: "1")
+        } decode: { _ in request }
         #expect(response.outputs.map(\.name) == ["label", "probabilities"])
         task.cancel()
         _ = await task.result

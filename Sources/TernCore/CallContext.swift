@@ -1,0 +1,136 @@
+import Foundation
+import Synchronization
+
+/// The wire protocol a request came in on: a label of every metric, log line and prediction-log row.
+public enum WireProtocol: String, Sendable, CaseIterable {
+    /// Open Inference Protocol v2 over HTTP (JSON, or JSON with the binary tensor extension).
+    case v2REST = "v2_rest"
+    /// Open Inference Protocol v2 over gRPC.
+    case v2GRPC = "v2_grpc"
+    /// KServe v1 / TensorFlow Serving `:predict`.
+    case kserveV1 = "kserve_v1"
+    /// MLflow and SageMaker `/invocations`, and the configured Vertex AI and Azure ML predict routes.
+    case invocations
+    /// The CLI's own runs in its process (`tern predict`, `tern pack`'s validation): no wire at all.
+    case local
+}
+
+/// What a front-end knows of a request besides its tensors: who sent it, on which protocol, under which id
+/// and trace. Made once per request, at its head, and carried through the core to every observer.
+public struct CallContext: Sendable {
+    /// The client's id (`X-Request-ID`, gRPC `x-request-id`, else the v2 body's `id`), or one Tern made.
+    public var requestID: String
+    /// Whether ``requestID`` came from the client.
+    public var clientRequestID: Bool
+    public var wire: WireProtocol
+    /// The client's address, when the transport knows it.
+    public var peer: String?
+    /// The W3C trace context the client sent (`traceparent`), if valid.
+    public var trace: TraceParent?
+    /// Who is calling (the key's name or the token's subject), once authentication knows.
+    public var caller: String?
+    /// When the front-end took the request.
+    public let received: ContinuousClock.Instant
+    /// The same moment on the wall clock, for records read by people and other systems.
+    public let receivedAt: Date
+
+    /// - Parameter requestID: the client's id, kept if it is usable (see ``RequestID/accept(_:)``); a new
+    ///   one is made otherwise.
+    public init(wire: WireProtocol, requestID: String? = nil, traceparent: String? = nil, peer: String? = nil) {
+        self.wire = wire
+        if let accepted = requestID.flatMap(RequestID.accept) {
+            self.requestID = accepted
+            self.clientRequestID = true
+        } else {
+            self.requestID = RequestID.make()
+            self.clientRequestID = false
+        }
+        self.trace = traceparent.flatMap(TraceParent.init(header:))
+        self.peer = peer
+        self.received = .now
+        self.receivedAt = Date()
+    }
+
+    /// Takes the v2 body's `id` as the request id when the client sent no `X-Request-ID`.
+    public mutating func adoptBodyID(_ id: String?) {
+        guard !clientRequestID, let id, let accepted = RequestID.accept(id) else { return }
+        requestID = accepted
+        clientRequestID = true
+    }
+}
+
+/// Request ids: the client's when usable, else made here, unique across processes and cheap to make.
+public enum RequestID {
+    /// The longest id kept, in bytes; a longer one is cut (ids end up in logs, headers and the database).
+    public static let maxLength = 128
+
+    /// The id as Tern keeps it: cut to ``maxLength`` bytes (at a character boundary), control characters
+    /// (newlines among them, which would forge log lines) replaced by `?`; nil when empty.
+    public static func accept(_ id: String) -> String? {
+        guard !id.isEmpty else { return nil }
+        var clean = true
+        for byte in id.utf8 where byte < 0x20 || byte == 0x7F { clean = false; break }
+        if clean && id.utf8.count <= maxLength { return id }
+        var kept = ""
+        var bytes = 0
+        for scalar in id.unicodeScalars {
+            let text = scalar.value < 0x20 || scalar.value == 0x7F ? "?" : String(scalar)
+            bytes += text.utf8.count
+            if bytes > maxLength { break }
+            kept += text
+        }
+        return kept.isEmpty ? nil : kept
+    }
+
+    /// A new id: this process's random prefix and a counter (`5f0c2a9e71d3b604-1a`).
+    public static func make() -> String {
+        let number = counter.add(1, ordering: .relaxed).newValue
+        return prefix + String(number, radix: 16)
+    }
+
+    private static let prefix: String = {
+        var generator = SystemRandomNumberGenerator()
+        let value = generator.next() as UInt64
+        let hex = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex + "-"
+    }()
+
+    private static let counter = Atomic<Int>(0)
+}
+
+/// A W3C Trace Context `traceparent` (version 00): `00-<trace id, 32 hex>-<parent span id, 16 hex>-<flags>`.
+public struct TraceParent: Sendable, Equatable {
+    public var traceID: String
+    public var parentID: String
+    public var flags: UInt8
+
+    public var sampled: Bool { flags & 1 == 1 }
+
+    /// Parses a header value; nil for anything malformed (which is then ignored, as the standard says).
+    public init?(header: String) {
+        let parts = header.trimmingCharacters(in: .whitespaces).split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count >= 4, parts[0].count == 2, parts[0] != "ff", Self.isHex(parts[0]),
+              parts[0] != "00" || parts.count == 4,
+              parts[1].count == 32, Self.isHex(parts[1]), parts[1] != String(repeating: "0", count: 32),
+              parts[2].count == 16, Self.isHex(parts[2]), parts[2] != String(repeating: "0", count: 16),
+              parts[3].count == 2, Self.isHex(parts[3]), let flags = UInt8(parts[3], radix: 16)
+        else { return nil }
+        self.traceID = String(parts[1])
+        self.parentID = String(parts[2])
+        self.flags = flags
+    }
+
+    public init(traceID: String, parentID: String, flags: UInt8) {
+        self.traceID = traceID
+        self.parentID = parentID
+        self.flags = flags
+    }
+
+    public var header: String {
+        "00-\(traceID)-\(parentID)-" + (flags < 16 ? "0" : "") + String(flags, radix: 16)
+    }
+
+    private static func isHex(_ text: Substring) -> Bool {
+        text.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+}

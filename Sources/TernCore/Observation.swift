@@ -1,0 +1,145 @@
+import CoreMetrics
+import Synchronization
+
+/// How a request ended, as metrics and logs count it.
+public enum RequestOutcome: String, Sendable, CaseIterable {
+    case success
+    /// The client's mistake: a 4xx (bad input, unknown model, too large).
+    case clientError = "client_error"
+    /// Tern's or the runtime's fault, or the server not able to take it (not ready, queue full): a 5xx.
+    case serverError = "server_error"
+    /// The request waited in the queue past its timeout.
+    case timeout
+
+    public init(_ error: (any Error)?) {
+        guard let error else { self = .success; return }
+        guard let error = error as? TernError else { self = .serverError; return }
+        switch error.code {
+        case .timedOut: self = .timeout
+        case .invalidArgument, .notFound, .payloadTooLarge, .conflict: self = .clientError
+        default: self = .serverError
+        }
+    }
+}
+
+/// One inference request as it ended: what observers (metrics, logs, traces, the prediction log) see.
+/// Built once per request by ``InferenceService``, whatever the protocol.
+public struct InferenceEvent: Sendable {
+    public var context: CallContext
+    /// The version that served it; nil when the request named no loaded model.
+    public var served: ServedModel?
+    public var outcome: RequestOutcome
+    public var error: (any Error)?
+    /// From the front-end taking the request to its answer.
+    public var duration: Duration
+    /// The validated inputs, in the signature's order; empty when the request was refused before.
+    public var inputs: [Tensor]
+    /// The outputs answered; empty on failure.
+    public var outputs: [Tensor]
+}
+
+/// Something that watches every inference request: called once per request, when it ends, on the thread
+/// that ended it (a runner thread or an event loop). Must return at once: anything slow goes to a queue.
+public protocol InferenceObserver: Sendable {
+    func requestEnded(_ event: InferenceEvent)
+}
+
+/// Metric names and their help texts: one place, so that the exposition, the dashboards and the alert rules
+/// agree (docs/observability.md lists them).
+public enum MetricNames {
+    public static let requests = "tern_requests_total"
+    public static let inFlight = "tern_requests_in_flight"
+    public static let duration = "tern_request_duration_seconds"
+    public static let queue = "tern_request_queue_seconds"
+    public static let compute = "tern_request_compute_seconds"
+    public static let batchSize = "tern_batch_size"
+    public static let rows = "tern_rows_predicted_total"
+    public static let modelLoaded = "tern_model_loaded"
+    public static let modelLoadSeconds = "tern_model_load_seconds"
+    public static let modelLoadFailures = "tern_model_load_failures_total"
+    public static let registrySyncs = "tern_registry_syncs_total"
+    public static let predictionLogRows = "tern_prediction_log_rows_total"
+    public static let predictionLogDropped = "tern_prediction_log_dropped_total"
+    public static let predictionLogQueue = "tern_prediction_log_queue_rows"
+
+    public static let help: [String: String] = [
+        requests: "Inference requests by model, version, protocol and outcome (success, client_error, server_error, timeout).",
+        inFlight: "Inference requests being served now.",
+        duration: "Inference request latency, from the front-end taking the request to its answer.",
+        queue: "Time inference requests waited in the dynamic batcher's queue.",
+        compute: "Time the model ran for inference requests (the run of the batch each was in).",
+        batchSize: "Rows in each batch the model ran.",
+        rows: "Rows (inferences) predicted.",
+        modelLoaded: "1 when the model version is loaded and serving, 0 when it failed to load or was unloaded.",
+        modelLoadSeconds: "How long the model version took to load.",
+        modelLoadFailures: "Failed attempts to load a model version.",
+        registrySyncs: "Registry polls that brought the loaded models in line with the registry, by outcome.",
+        predictionLogRows: "Predictions written to the prediction log.",
+        predictionLogDropped: "Predictions the prediction log dropped because its queue was full.",
+        predictionLogQueue: "Predictions waiting for the prediction log's writer.",
+    ]
+}
+
+/// A model version's metric handles, made once when the version loads (never per request).
+public final class VersionMetrics: Sendable {
+    private let requests: [[CoreMetrics.Counter]]
+    private let inFlight: Meter
+    private let duration: CoreMetrics.Timer
+    let queue: CoreMetrics.Timer
+    let compute: CoreMetrics.Timer
+    let batchSize: Recorder
+    let rows: CoreMetrics.Counter
+
+    public init(model: String, version: Int, factory: any MetricsFactory) {
+        let labels = [("model", model), ("version", String(version))]
+        requests = WireProtocol.allCases.map { wire in
+            RequestOutcome.allCases.map { outcome in
+                CoreMetrics.Counter(label: MetricNames.requests,
+                    dimensions: labels + [("protocol", wire.rawValue), ("outcome", outcome.rawValue)], factory: factory)
+            }
+        }
+        inFlight = Meter(label: MetricNames.inFlight, dimensions: labels, factory: factory)
+        duration = CoreMetrics.Timer(label: MetricNames.duration, dimensions: labels, factory: factory)
+        queue = CoreMetrics.Timer(label: MetricNames.queue, dimensions: labels, factory: factory)
+        compute = CoreMetrics.Timer(label: MetricNames.compute, dimensions: labels, factory: factory)
+        batchSize = Recorder(label: MetricNames.batchSize, dimensions: labels, aggregate: true, factory: factory)
+        rows = CoreMetrics.Counter(label: MetricNames.rows, dimensions: labels, factory: factory)
+    }
+
+    func started() { inFlight.increment() }
+
+    func ended(_ wire: WireProtocol, _ outcome: RequestOutcome, duration: Duration, rows: Int) {
+        inFlight.decrement()
+        requests[Self.index(wire)][Self.index(outcome)].increment()
+        self.duration.recordNanoseconds(Self.nanoseconds(duration))
+        if outcome == .success { self.rows.increment(by: rows) }
+    }
+
+    static func index(_ wire: WireProtocol) -> Int { WireProtocol.allCases.firstIndex(of: wire)! }
+    static func index(_ outcome: RequestOutcome) -> Int { RequestOutcome.allCases.firstIndex(of: outcome)! }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+/// Requests that named no loaded model: counted with empty model and version labels, so that unknown
+/// names never create series.
+final class UnresolvedMetrics: Sendable {
+    private let requests: [[CoreMetrics.Counter]]
+
+    init(factory: any MetricsFactory) {
+        requests = WireProtocol.allCases.map { wire in
+            RequestOutcome.allCases.map { outcome in
+                CoreMetrics.Counter(label: MetricNames.requests, dimensions: [
+                    ("model", ""), ("version", ""), ("protocol", wire.rawValue), ("outcome", outcome.rawValue),
+                ], factory: factory)
+            }
+        }
+    }
+
+    func ended(_ wire: WireProtocol, _ outcome: RequestOutcome) {
+        requests[VersionMetrics.index(wire)][VersionMetrics.index(outcome)].increment()
+    }
+}

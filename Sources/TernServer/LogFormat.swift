@@ -1,0 +1,173 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// How `tern serve` writes its log: `text` (swift-log's line format, for people) or `json` (one object per
+/// line, for log pipelines).
+public enum LogFormat: String, Sendable, CaseIterable {
+    case text, json
+}
+
+/// A swift-log handler writing one JSON object per line to standard error:
+/// `{"time":"2026-11-30T08:00:00.123Z","level":"info","logger":"tern.request","message":"request","request_id":"..."}`.
+/// Metadata keys become top-level fields (nested metadata is written as JSON); every string is escaped, so
+/// a client's id with a newline in it stays on its line.
+public struct JSONLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
+    private let label: String
+
+    public init(label: String) {
+        self.label = label
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var line = "{\"time\":\"" + Self.timestamp() + "\",\"level\":\"" + event.level.rawValue + "\",\"logger\":"
+        Self.append(label, to: &line)
+        line += ",\"message\":"
+        Self.append(event.message.description, to: &line)
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        for key in merged.keys.sorted() where !["time", "level", "logger", "message"].contains(key) {
+            line += ","
+            Self.append(key, to: &line)
+            line += ":"
+            Self.append(merged[key]!, to: &line)
+        }
+        line += "}\n"
+        Self.write(line)
+    }
+
+    private static func append(_ value: Logger.Metadata.Value, to line: inout String) {
+        switch value {
+        case .string(let text): append(text, to: &line)
+        case .stringConvertible(let convertible): append(convertible.description, to: &line)
+        case .array(let values):
+            line += "["
+            for (index, value) in values.enumerated() {
+                if index > 0 { line += "," }
+                append(value, to: &line)
+            }
+            line += "]"
+        case .dictionary(let values):
+            line += "{"
+            for (index, key) in values.keys.sorted().enumerated() {
+                if index > 0 { line += "," }
+                append(key, to: &line)
+                line += ":"
+                append(values[key]!, to: &line)
+            }
+            line += "}"
+        }
+    }
+
+    /// A JSON string literal: quotes, backslashes and every control character escaped.
+    static func append(_ text: String, to line: inout String) {
+        line += "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": line += "\\\""
+            case "\\": line += "\\\\"
+            case "\n": line += "\\n"
+            case "\r": line += "\\r"
+            case "\t": line += "\\t"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F || scalar.value == 0x2028 || scalar.value == 0x2029 {
+                    let hex = String(scalar.value, radix: 16)
+                    line += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    line.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        line += "\""
+    }
+
+    /// RFC 3339 in UTC with milliseconds.
+    static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let millis = Int(now.tv_nsec / 1_000_000)
+        let fraction = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):"
+            + "\(two(parts.tm_min)):\(two(parts.tm_sec)).\(fraction)Z"
+    }
+
+    private static let lock = Mutex(())
+
+    static func write(_ line: String) {
+        lock.withLock { _ in
+            var line = line
+            line.withUTF8 { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let written = Foundation.write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                    if written <= 0 { if errno == EINTR { continue }; return }
+                    offset += written
+                }
+            }
+        }
+    }
+}
+
+/// Text lines for people, to standard error: `2026-11-30T08:00:00.123Z info tern.request: request model=credit-risk ...`.
+/// Control characters in the message and values are escaped (`\n`), so no client text can forge a line.
+public struct TextLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
+    private let label: String
+
+    public init(label: String) {
+        self.label = label
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var line = JSONLogHandler.timestamp() + " " + event.level.rawValue + " " + label + ": "
+            + Self.escaped(event.message.description)
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        for key in merged.keys.sorted() {
+            line += " " + key + "=" + Self.escaped("\(merged[key]!)")
+        }
+        JSONLogHandler.write(line + "\n")
+    }
+
+    static func escaped(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return text }
+        var quoted = ""
+        JSONLogHandler.append(text, to: &quoted)
+        return String(quoted.dropFirst().dropLast())
+    }
+}
+
+extension LogFormat {
+    /// Sets the process's log handler (once, at start).
+    public func bootstrap(level: Logger.Level) {
+        switch self {
+        case .json:
+            LoggingSystem.bootstrap { label in
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = TextLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        }
+    }
+}

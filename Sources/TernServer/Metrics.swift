@@ -1,0 +1,156 @@
+import CoreMetrics
+import Foundation
+import Hummingbird
+import NIOCore
+import Prometheus
+import TernCore
+
+/// Tern's metrics as Prometheus scrapes them: swift-metrics handles made by this factory land in a
+/// swift-prometheus registry, with each metric's help text (``MetricNames/help``) and buckets fit for
+/// inference latencies (50 µs to 10 s) and batch sizes (1 to 1024 rows).
+public struct TernMetricsFactory: MetricsFactory {
+    public let registry: PrometheusCollectorRegistry
+
+    public static let latencyBuckets: [Duration] = [
+        .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+        .microseconds(2500), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5),
+        .seconds(10),
+    ]
+    public static let sizeBuckets: [Double] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+    }
+
+    private func help(_ label: String) -> String { MetricNames.help[label] ?? "" }
+
+    public func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
+        registry.makeCounter(name: label, labels: dimensions, help: help(label))
+    }
+
+    public func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
+        registry.makeCounter(name: label, labels: dimensions, help: help(label))
+    }
+
+    public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
+        guard aggregate else { return registry.makeGauge(name: label, labels: dimensions, help: help(label)) }
+        return registry.makeValueHistogram(name: label, labels: dimensions, buckets: Self.sizeBuckets, help: help(label))
+    }
+
+    public func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
+        registry.makeGauge(name: label, labels: dimensions, help: help(label))
+    }
+
+    public func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
+        registry.makeDurationHistogram(name: label, labels: dimensions, buckets: Self.latencyBuckets, help: help(label))
+    }
+
+    public func destroyCounter(_ handler: any CounterHandler) {
+        if let counter = handler as? Prometheus.Counter { registry.unregisterCounter(counter) }
+    }
+
+    public func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) {
+        if let counter = handler as? Prometheus.Counter { registry.unregisterCounter(counter) }
+    }
+
+    public func destroyRecorder(_ handler: any RecorderHandler) {
+        if let gauge = handler as? Prometheus.Gauge { registry.unregisterGauge(gauge) }
+        if let histogram = handler as? ValueHistogram { registry.unregisterValueHistogram(histogram) }
+    }
+
+    public func destroyMeter(_ handler: any MeterHandler) {
+        if let gauge = handler as? Prometheus.Gauge { registry.unregisterGauge(gauge) }
+    }
+
+    public func destroyTimer(_ handler: any TimerHandler) {
+        if let histogram = handler as? DurationHistogram { registry.unregisterDurationHistogram(histogram) }
+    }
+}
+
+/// Model loads and registry syncs, as metrics: made per event (loads are rare), kept by the registry.
+struct LoadMetrics: Sendable {
+    let factory: any MetricsFactory
+
+    func loaded(_ model: String, _ version: Int, seconds: Double) {
+        let labels = [("model", model), ("version", String(version))]
+        Gauge(label: MetricNames.modelLoaded, dimensions: labels, factory: factory).record(1)
+        Gauge(label: MetricNames.modelLoadSeconds, dimensions: labels, factory: factory).record(seconds)
+    }
+
+    func failed(_ model: String, _ version: Int) {
+        let labels = [("model", model), ("version", String(version))]
+        Gauge(label: MetricNames.modelLoaded, dimensions: labels, factory: factory).record(0)
+        CoreMetrics.Counter(label: MetricNames.modelLoadFailures, dimensions: labels, factory: factory).increment()
+    }
+
+    func unloaded(_ model: String, _ version: Int) {
+        Gauge(label: MetricNames.modelLoaded, dimensions: [("model", model), ("version", String(version))], factory: factory)
+            .record(0)
+    }
+
+    static func seconds(since started: ContinuousClock.Instant) -> Double {
+        let (seconds, attoseconds) = started.duration(to: .now).components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+
+    func synced(succeeded: Bool) {
+        CoreMetrics.Counter(label: MetricNames.registrySyncs, dimensions: [("outcome", succeeded ? "success" : "failure")],
+                            factory: factory).increment()
+    }
+}
+
+/// The standard `process_*` metrics, read from /proc at each scrape (as Prometheus's own client libraries
+/// name them): CPU seconds, resident and virtual memory, open and maximum file descriptors, start time.
+enum ProcessMetrics {
+    static func exposition() -> String {
+        guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return "" }
+        // Fields after "pid (comm) ": state is field 3; utime 14, stime 15, starttime 22, vsize 23, rss 24.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        func field(_ number: Int) -> Double { Double(fields[number - 3]) ?? 0 }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let pageSize = Double(sysconf(Int32(_SC_PAGESIZE)))
+        var bootTime = 0.0
+        if let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }) {
+            bootTime = Double(line.dropFirst(6)) ?? 0
+        }
+        let openFiles = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        var text = ""
+        func metric(_ name: String, _ type: String, _ help: String, _ value: Double) {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
+        }
+        metric("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+               (field(14) + field(15)) / ticks)
+        metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", field(24) * pageSize)
+        metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", field(23))
+        metric("process_open_fds", "gauge", "Number of open file descriptors.", Double(openFiles))
+        metric("process_max_fds", "gauge", "Maximum number of open file descriptors.", Double(limit.rlim_cur))
+        metric("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
+               bootTime + field(22) / ticks)
+        return text
+    }
+}
+
+/// `GET /metrics`: the registry's metrics, then the process's, in Prometheus's text format.
+struct MetricsRoute: Sendable {
+    let registry: PrometheusCollectorRegistry
+    /// Gauges read at scrape time (queue depths of background writers).
+    let extra: @Sendable () -> String
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/metrics") { _, _ in
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(16 << 10)
+            registry.emit(into: &bytes)
+            var buffer = ByteBuffer(bytes: bytes)
+            buffer.writeString(extra())
+            buffer.writeString(ProcessMetrics.exposition())
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: .init(byteBuffer: buffer))
+        }
+    }
+}

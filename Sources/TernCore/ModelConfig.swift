@@ -68,6 +68,8 @@ public struct ModelConfig: Sendable, Equatable {
     /// Whether float inputs may hold NaN or infinities (a model trained to read NaN as "missing", as tree
     /// ensembles are); by default such a request is refused, naming the input and the element.
     public var allowNonFinite = false
+    /// What the prediction log keeps of this model's predictions.
+    public var predictionLog = PredictionLogSettings()
 
     public init(
         versionPolicy: VersionPolicy = .latest(1), maxBatchSize: Int = 0, instances: Int = 1,
@@ -77,6 +79,19 @@ public struct ModelConfig: Sendable, Equatable {
         self.maxBatchSize = maxBatchSize
         self.instances = instances
         self.batching = batching
+    }
+}
+
+/// What the prediction log keeps of a model's predictions (`prediction_log` in config.yaml).
+public struct PredictionLogSettings: Sendable, Equatable {
+    /// The share of predictions recorded: 1 (all, the default) ... 0 (none).
+    public var sampleRate: Double = 1
+    /// Inputs or feature columns stored as `"[redacted]"`.
+    public var redact: Set<String> = []
+
+    public init(sampleRate: Double = 1, redact: Set<String> = []) {
+        self.sampleRate = sampleRate
+        self.redact = redact
     }
 }
 

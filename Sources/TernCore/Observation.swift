@@ -115,10 +115,27 @@ public final class VersionMetrics: Sendable {
         if outcome == .success { self.rows.increment(by: rows) }
     }
 
-    static func index(_ wire: WireProtocol) -> Int { WireProtocol.allCases.firstIndex(of: wire)! }
-    static func index(_ outcome: RequestOutcome) -> Int { RequestOutcome.allCases.firstIndex(of: outcome)! }
+    // The positions in `allCases` (checked by a test), without building `allCases` per request.
+    static func index(_ wire: WireProtocol) -> Int {
+        switch wire {
+        case .v2REST: 0
+        case .v2GRPC: 1
+        case .kserveV1: 2
+        case .invocations: 3
+        case .local: 4
+        }
+    }
 
-    static func nanoseconds(_ duration: Duration) -> Int64 {
+    static func index(_ outcome: RequestOutcome) -> Int {
+        switch outcome {
+        case .success: 0
+        case .clientError: 1
+        case .serverError: 2
+        case .timeout: 3
+        }
+    }
+
+    public static func nanoseconds(_ duration: Duration) -> Int64 {
         let (seconds, attoseconds) = duration.components
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }

@@ -252,13 +252,13 @@ struct TabularCodec {
         writer.byte(UInt8(ascii: "]"))
     }
 
-    private static func writeRow(_ tensor: Tensor, row: Int, into writer: inout JSONWriter) {
+    static func writeRow(_ tensor: Tensor, row: Int, into writer: inout JSONWriter) {
         let inner = tensor.shape.dropFirst()
         let perRow = inner.reduce(1, *)
         writeNested(tensor, offset: row * perRow, shape: inner, into: &writer)
     }
 
-    private static func writeNested(_ tensor: Tensor, offset: Int, shape: ArraySlice<Int>, into writer: inout JSONWriter) {
+    static func writeNested(_ tensor: Tensor, offset: Int, shape: ArraySlice<Int>, into writer: inout JSONWriter) {
         guard let count = shape.first else {
             writer.element(tensor, at: offset)
             return

@@ -25,7 +25,8 @@ public struct RepositoryModel: Sendable, Equatable {
 ///
 /// `config.yaml` keys: `version_policy` (`{latest: N}`, `all`, or `{specific: [1, 3]}`; default latest 1),
 /// `max_batch_size` (0 = no limit), `instances` (sessions per version, default 1), `dynamic_batching`,
-/// `feature_names`, `allow_non_finite` (NaN and infinities in float inputs; refused by default).
+/// `feature_names`, `allow_non_finite` (NaN and infinities in float inputs; refused by default),
+/// `prediction_log` (`false`, or `{sample_rate: 0.1, redact: [income]}`; every prediction by default).
 ///
 /// A folder holding `model.onnx` itself (and optionally `config.yaml`) is served as one model, version 1.
 public struct ModelRepository: Sendable {
@@ -137,12 +138,40 @@ public struct ModelRepository: Sendable {
                     throw .invalidArgument("'\(source)': allow_non_finite must be true or false")
                 }
                 config.allowNonFinite = flag
+            case "prediction_log":
+                config.predictionLog = try predictionLog(value, source: source)
             default:
                 throw .invalidArgument("'\(source)': unknown setting '\(key)'; known: version_policy, "
-                    + "max_batch_size, instances, dynamic_batching, feature_names, allow_non_finite")
+                    + "max_batch_size, instances, dynamic_batching, feature_names, allow_non_finite, prediction_log")
             }
         }
         return config
+    }
+
+    /// `prediction_log: false | true | {sample_rate: 0...1, redact: [field, ...]}`.
+    private static func predictionLog(_ value: Any, source: String) throws(TernError) -> PredictionLogSettings {
+        if let on = value as? Bool { return PredictionLogSettings(sampleRate: on ? 1 : 0) }
+        guard let map = value as? [String: Any] else {
+            throw .invalidArgument("'\(source)': prediction_log must be true, false or {sample_rate, redact}")
+        }
+        var settings = PredictionLogSettings()
+        for (key, value) in map {
+            switch key {
+            case "sample_rate":
+                guard let rate = (value as? Double) ?? (value as? Int).map(Double.init), (0...1).contains(rate) else {
+                    throw .invalidArgument("'\(source)': prediction_log.sample_rate must be a number from 0 to 1")
+                }
+                settings.sampleRate = rate
+            case "redact":
+                guard let fields = value as? [String] else {
+                    throw .invalidArgument("'\(source)': prediction_log.redact must be a list of input or feature names")
+                }
+                settings.redact = Set(fields)
+            default:
+                throw .invalidArgument("'\(source)': unknown prediction_log setting '\(key)'; known: sample_rate, redact")
+            }
+        }
+        return settings
     }
 
     /// `dynamic_batching: false | true | {preferred_batch_sizes, max_queue_delay_microseconds, max_queue_size,

@@ -46,6 +46,8 @@ public struct ServerConfiguration: Sendable {
     public var metricsPort: Int?
     /// The share of inference requests the access log writes (0: off, 1: all).
     public var accessLogSampleRate: Double = 0
+    /// Where predictions are recorded; nil turns the prediction log off.
+    public var predictionLog: PredictionLogConfiguration?
 
     public init(modelsDirectory: String) {
         self.modelsDirectory = modelsDirectory
@@ -63,6 +65,10 @@ public struct TernServer: Sendable {
     public let service: InferenceService
     /// Where the metrics live; nil when metrics are off.
     public let metrics: TernMetricsFactory?
+    /// The prediction log, when on.
+    public let predictionLog: PredictionLog?
+    /// The API's connection to the prediction log (reads never wait behind the writer's batches).
+    let predictionReader = PredictionReader()
     let runtime: ONNXRuntime
     let logger: Logger
 
@@ -72,21 +78,33 @@ public struct TernServer: Sendable {
         self.logger = logger
         let metrics = configuration.metricsEnabled ? TernMetricsFactory() : nil
         self.metrics = metrics
-        self.service = InferenceService(catalog: ModelCatalog(metricsFactory: metrics ?? NOOPMetricsHandler.instance))
-        service.observe(with: [RequestLogger(accessSampleRate: configuration.accessLogSampleRate)])
+        let factory: any MetricsFactory = metrics ?? NOOPMetricsHandler.instance
+        self.service = InferenceService(catalog: ModelCatalog(metricsFactory: factory))
+        let predictionLog = configuration.predictionLog.map {
+            PredictionLog(configuration: $0, factory: factory, logger: Logger(label: "tern.predictions"))
+        }
+        self.predictionLog = predictionLog
+        var observers: [any InferenceObserver] = [RequestLogger(accessSampleRate: configuration.accessLogSampleRate)]
+        if let predictionLog { observers.append(predictionLog) }
+        service.observe(with: observers)
     }
 
     /// `GET /metrics`, when metrics are on.
     func metricsRoute() -> MetricsRoute? {
-        metrics.map { MetricsRoute(registry: $0.registry, extra: { "" }) }
+        let predictionLog = self.predictionLog
+        return metrics.map { MetricsRoute(registry: $0.registry, extra: { predictionLog?.exposition ?? "" }) }
     }
 
     /// The HTTP router with every route Tern serves; with a registry, its management API too.
     func router(models: RegistryModels?) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        if configuration.metricsPort == nil { metricsRoute()?.register(on: router) }
         V2Routes(service: service, configuration: configuration.http).register(on: router)
         PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http).register(on: router)
+        // After V2Routes: its error middleware applies to the routes added after it.
+        if configuration.metricsPort == nil { metricsRoute()?.register(on: router) }
+        if let location = configuration.predictionLog?.location {
+            PredictionRoutes(location: location, reader: predictionReader).register(on: router)
+        }
         if let models {
             ManagementRoutes(
                 models: models, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0,
@@ -104,6 +122,7 @@ public struct TernServer: Sendable {
         onMetricsReady: @escaping @Sendable (Int) async -> Void = { _ in }
     ) async throws {
         try preflight()
+        try await predictionLog?.open()
         let pool = RunnerPool(threads: configuration.runnerThreads)
         let listening = ListenerGate(listeners: listenerCount)
         let loader: any Service
@@ -143,7 +162,10 @@ public struct TernServer: Sendable {
             },
             eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.httpThreads))),
             logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: loader)]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // First in, last out: the prediction log writes what the drained requests queued before it stops.
+        if let predictionLog { services.append(.init(service: predictionLog)) }
+        services.append(.init(service: loader))
         if let grpcPort = configuration.grpcPort {
             let grpc = GRPCFrontEnd(
                 service: service,
@@ -174,7 +196,13 @@ public struct TernServer: Sendable {
             services: services, gracefulShutdownSignals: signals, logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = configuration.drainTimeout
         // Services stop in reverse order: HTTP, then gRPC drain first, then the loader stops the runner threads.
-        try await ServiceGroup(configuration: groupConfiguration).run()
+        do {
+            try await ServiceGroup(configuration: groupConfiguration).run()
+        } catch {
+            await predictionReader.close()
+            throw error
+        }
+        await predictionReader.close()
     }
 }
 

@@ -122,6 +122,21 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Serve GET /metrics on this port instead of the HTTP port.")
     var metricsPort: Int?
 
+    @Option(help: ArgumentHelp(
+        "Where to record predictions: an SQLite file or a postgres:// URL, or off (default: the registry's PostgreSQL "
+            + "database, else predictions.sqlite in the data folder). Read it with tern predictions.",
+        valueName: "url"))
+    var predictionLog: String?
+
+    @Option(help: ArgumentHelp("Delete prediction-log records older than this (such as 30d, 12h); default: keep.", valueName: "age"))
+    var predictionLogRetention: String?
+
+    @Option(help: ArgumentHelp("Keep at most this many prediction-log records (the oldest go first).", valueName: "rows"))
+    var predictionLogMaxRows: Int?
+
+    @Option(help: ArgumentHelp("Predictions that may wait for the log's writer; past it they are dropped and counted.", valueName: "rows"))
+    var predictionLogQueue: Int = 20_000
+
     @OptionGroup var runtimeOptions: RuntimeOptions
 
     func validate() throws {
@@ -144,6 +159,9 @@ struct Serve: AsyncParsableCommand {
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard (1...65_536).contains(grpcMaxStreams) else { throw ValidationError("--grpc-max-streams must be 1...65536") }
         guard (0...3600).contains(drainTimeout) else { throw ValidationError("--drain-timeout must be 0...3600 seconds") }
+        if let predictionLogRetention { _ = try parseAge(predictionLogRetention) }
+        if let predictionLogMaxRows, predictionLogMaxRows < 1 { throw ValidationError("--prediction-log-max-rows must be at least 1") }
+        guard (1...10_000_000).contains(predictionLogQueue) else { throw ValidationError("--prediction-log-queue must be 1...10000000") }
         guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
         guard (0...1).contains(accessLog) else { throw ValidationError("--access-log must be a share between 0 and 1") }
         if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 0...65535") }
@@ -211,6 +229,16 @@ struct Serve: AsyncParsableCommand {
         configuration.metricsEnabled = !noMetrics
         configuration.metricsPort = metricsPort
         configuration.accessLogSampleRate = accessLog
+        var logOptions = RegistryOptions()
+        logOptions.data = data
+        logOptions.database = database
+        if let location = try logOptions.predictionLogLocation(predictionLog) {
+            var log = PredictionLogConfiguration(location: location)
+            log.maxAge = try predictionLogRetention.map(parseAge)
+            log.maxRows = predictionLogMaxRows
+            log.queueCapacity = predictionLogQueue
+            configuration.predictionLog = log
+        }
         let server = TernServer(configuration: configuration, runtime: runtime, logger: logger)
         do {
             try server.preflight()  // a typo'd folder or a busy port: one line, before anything is logged or bound
@@ -252,6 +280,16 @@ func parseSize(_ text: String) throws -> Int {
     let (bytes, overflow) = value.multipliedReportingOverflow(by: multiplier)
     guard !overflow, bytes <= 1 << 40 else { throw ValidationError("'\(text)' is larger than 1T") }
     return bytes
+}
+
+/// Parses "90s", "15m", "12h", "30d" into a duration.
+func parseAge(_ text: String) throws -> Duration {
+    let trimmed = text.trimmingCharacters(in: .whitespaces)
+    guard let unit = trimmed.last, let seconds = ["s": 1, "m": 60, "h": 3600, "d": 86400][String(unit)],
+          let count = Int(trimmed.dropLast()), count > 0, count < 100_000_000 / seconds else {
+        throw ValidationError("'\(text)' is not an age; use a number with s, m, h or d, such as 30d")
+    }
+    return .seconds(count * seconds)
 }
 
 /// The listeners bound so far; all of them once the last one reports.

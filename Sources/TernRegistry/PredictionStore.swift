@@ -1,0 +1,209 @@
+import Foundation
+import Logging
+import SQLKit
+import TernCore
+
+/// One recorded prediction.
+public struct PredictionRecord: Sendable, Equatable, Codable {
+    /// Milliseconds since the Unix epoch, when the request was received.
+    public var time: Int64
+    public var requestID: String
+    public var model: String
+    public var version: Int
+    public var `protocol`: String
+    public var latencyMicroseconds: Int64
+    public var caller: String?
+    public var traceID: String?
+    /// JSON: one object per row, keyed by feature or input name (``PredictionRecordEncoder`` in TernHTTP).
+    public var inputs: String
+    /// JSON: one object per row, keyed by output name.
+    public var outputs: String
+
+    public init(
+        time: Int64, requestID: String, model: String, version: Int, protocol: String, latencyMicroseconds: Int64,
+        caller: String? = nil, traceID: String? = nil, inputs: String, outputs: String
+    ) {
+        self.time = time
+        self.requestID = requestID
+        self.model = model
+        self.version = version
+        self.protocol = `protocol`
+        self.latencyMicroseconds = latencyMicroseconds
+        self.caller = caller
+        self.traceID = traceID
+        self.inputs = inputs
+        self.outputs = outputs
+    }
+}
+
+/// The prediction log's table, `tern_predictions`: in the registry's PostgreSQL database, or in an SQLite
+/// file of its own (`predictions.sqlite` in the data folder: SQLite has one writer at a time, and the log's
+/// steady writes must not queue the registry's changes behind them).
+///
+/// Not thread-safe on its own: one writer (``append(_:)`` and ``prune(olderThan:keepingAtMost:)``) at a
+/// time; readers open their own store.
+public final class PredictionStore: Sendable {
+    private let database: RegistryDatabase
+    public let location: RegistryLocation
+
+    private init(database: RegistryDatabase, location: RegistryLocation) {
+        self.database = database
+        self.location = location
+    }
+
+    public static func open(_ location: RegistryLocation, logger: Logger = Logger(label: "tern.predictions"))
+        async throws(TernError) -> PredictionStore
+    {
+        let database = try await RegistryDatabase.open(location, logger: logger)
+        let sql = database.sql
+        let id = database.kind == .sqlite ? "id INTEGER PRIMARY KEY AUTOINCREMENT" : "id BIGSERIAL PRIMARY KEY"
+        do {
+            if database.kind == .sqlite {
+                // Rows are appended in batches; a power cut may lose the last ones, never corrupt the file (WAL).
+                try await sql.raw("PRAGMA synchronous = NORMAL").run()
+            }
+            try await sql.raw("""
+                CREATE TABLE IF NOT EXISTS tern_predictions (
+                    \(unsafeRaw: id),
+                    time_ms BIGINT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    protocol TEXT NOT NULL,
+                    latency_us BIGINT NOT NULL,
+                    caller TEXT,
+                    trace_id TEXT,
+                    inputs TEXT NOT NULL,
+                    outputs TEXT NOT NULL)
+                """).run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS tern_predictions_request ON tern_predictions (request_id)").run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS tern_predictions_model_time ON tern_predictions (model, time_ms)").run()
+        } catch {
+            await database.close()
+            throw .unavailable("cannot prepare the prediction log in \(location): \(String(reflecting: error))")
+        }
+        return PredictionStore(database: database, location: location)
+    }
+
+    public func close() async {
+        await database.close()
+    }
+
+    private static let columns = [
+        "time_ms", "request_id", "model", "version", "protocol", "latency_us", "caller", "trace_id", "inputs", "outputs",
+    ]
+
+    /// Appends records in one transaction (in statements of at most 500 rows).
+    public func append(_ records: [PredictionRecord]) async throws(TernError) {
+        guard !records.isEmpty else { return }
+        try await run {
+            try await self.database.sql.raw("BEGIN").run()
+            do {
+                for start in stride(from: 0, to: records.count, by: 500) {
+                    let rows = records[start..<min(records.count, start + 500)].map { record -> [any SQLExpression] in
+                        [SQLBind(record.time), SQLBind(record.requestID), SQLBind(record.model), SQLBind(record.version),
+                         SQLBind(record.protocol), SQLBind(record.latencyMicroseconds), SQLBind(record.caller),
+                         SQLBind(record.traceID), SQLBind(record.inputs), SQLBind(record.outputs)]
+                    }
+                    try await self.database.sql.insert(into: "tern_predictions").columns(Self.columns).rows(rows).run()
+                }
+                try await self.database.sql.raw("COMMIT").run()
+            } catch {
+                try? await self.database.sql.raw("ROLLBACK").run()
+                throw error
+            }
+        }
+    }
+
+    /// The records of a request id, oldest first.
+    public func records(requestID: String) async throws(TernError) -> [PredictionRecord] {
+        try await select("WHERE request_id = \(bind: requestID) ORDER BY id", limit: 100)
+    }
+
+    /// Records in the order they were written: of one model (all when nil), at or after `since` (ms since
+    /// the epoch), after row `afterID` (for paging), at most `limit`. Returns each with its row id.
+    public func records(model: String?, since: Int64?, until: Int64? = nil, afterID: Int64 = 0, limit: Int)
+        async throws(TernError) -> [(id: Int64, record: PredictionRecord)]
+    {
+        var filter: SQLQueryString = "WHERE id > \(bind: afterID)"
+        if let model { filter = filter + " AND model = \(bind: model)" }
+        if let since { filter = filter + " AND time_ms >= \(bind: since)" }
+        if let until { filter = filter + " AND time_ms < \(bind: until)" }
+        return try await selectWithIDs(filter + " ORDER BY id", limit: limit)
+    }
+
+    /// Rows in the log.
+    public func count() async throws(TernError) -> Int {
+        try await run {
+            try await self.database.sql.raw("SELECT COUNT(*) AS n FROM tern_predictions").first()?.decode(column: "n", as: Int.self) ?? 0
+        }
+    }
+
+    /// Retention: deletes records older than `olderThan` (ms since the epoch), then the oldest past
+    /// `keepingAtMost` rows. Returns how many went.
+    @discardableResult
+    public func prune(olderThan: Int64?, keepingAtMost: Int?) async throws(TernError) -> Int {
+        try await run {
+            var removed = 0
+            if let olderThan {
+                let before = try await self.countRows()
+                try await self.database.sql.raw("DELETE FROM tern_predictions WHERE time_ms < \(bind: olderThan)").run()
+                removed += before - (try await self.countRows())
+            }
+            if let keepingAtMost {
+                let total = try await self.countRows()
+                if total > keepingAtMost {
+                    // The id of the oldest row kept: everything before it goes.
+                    let cutoff = try await self.database.sql.raw("""
+                        SELECT id FROM tern_predictions ORDER BY id DESC LIMIT 1 OFFSET \(bind: keepingAtMost - 1)
+                        """).first()?.decode(column: "id", as: Int64.self)
+                    if let cutoff {
+                        try await self.database.sql.raw("DELETE FROM tern_predictions WHERE id < \(bind: cutoff)").run()
+                        removed += total - keepingAtMost
+                    }
+                }
+            }
+            return removed
+        }
+    }
+
+    private func countRows() async throws -> Int {
+        try await database.sql.raw("SELECT COUNT(*) AS n FROM tern_predictions").first()?.decode(column: "n", as: Int.self) ?? 0
+    }
+
+    private func select(_ filter: SQLQueryString, limit: Int) async throws(TernError) -> [PredictionRecord] {
+        try await selectWithIDs(filter, limit: limit).map(\.record)
+    }
+
+    private func selectWithIDs(_ filter: SQLQueryString, limit: Int) async throws(TernError) -> [(id: Int64, record: PredictionRecord)] {
+        try await run {
+            let rows = try await self.database.sql.raw("""
+                SELECT id, time_ms, request_id, model, version, protocol, latency_us, caller, trace_id, inputs, outputs
+                FROM tern_predictions \(filter) LIMIT \(bind: limit)
+                """).all()
+            return try rows.map { row in
+                (id: try row.decode(column: "id", as: Int64.self), record: PredictionRecord(
+                    time: try row.decode(column: "time_ms", as: Int64.self),
+                    requestID: try row.decode(column: "request_id", as: String.self),
+                    model: try row.decode(column: "model", as: String.self),
+                    version: try row.decode(column: "version", as: Int.self),
+                    protocol: try row.decode(column: "protocol", as: String.self),
+                    latencyMicroseconds: try row.decode(column: "latency_us", as: Int64.self),
+                    caller: try row.decode(column: "caller", as: String?.self),
+                    traceID: try row.decode(column: "trace_id", as: String?.self),
+                    inputs: try row.decode(column: "inputs", as: String.self),
+                    outputs: try row.decode(column: "outputs", as: String.self)))
+            }
+        }
+    }
+
+    private func run<T>(_ body: () async throws -> T) async throws(TernError) -> T {
+        do {
+            return try await body()
+        } catch let error as TernError {
+            throw error
+        } catch {
+            throw .unavailable("prediction log database error: \(String(reflecting: error))")
+        }
+    }
+}

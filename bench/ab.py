@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""A/B: the same load on several Tern variants, interleaved, to measure what a feature costs.
+
+    python3 bench/ab.py before=/tmp/tern-old new=.build/release/tern "no-metrics=.build/release/tern --no-metrics"
+
+Each variant is `NAME=BINARY [FLAGS...]`. All variants run side by side (bench/models, as bench/run.py
+serves them); every round loads each in turn (wrk, gbc, 1 row, c=64 unless told otherwise), so the machine's
+drift falls on all alike. Reports the median requests/s and server CPU per request of each, and the ratio to
+the first variant. Every answer is checked as bench/run.py checks it.
+"""
+import os
+import shlex
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(ROOT, ".venv-bench")
+if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
+    python = os.path.join(VENV, "bin", "python")
+    if not os.path.exists(python):
+        subprocess.check_call([sys.executable, "-m", "venv", VENV])
+        subprocess.check_call([python, "-m", "pip", "install", "--quiet", "-r", os.path.join(ROOT, "bench", "requirements.txt")])
+    os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import run  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="+", help="NAME=BINARY [FLAGS...]")
+    parser.add_argument("--model", default="gbc")
+    parser.add_argument("--rows", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    if not os.path.exists(os.path.join(run.BENCH, "models", "mlp", "1", "model.onnx")):
+        subprocess.check_call(["python3", os.path.join(run.BENCH, "make_models.py")])
+    subprocess.check_call([os.path.join(ROOT, "scripts", "install-onnxruntime.sh")])
+    session = run.ort.InferenceSession(os.path.join(run.BENCH, "models", args.model, "1", "model.onnx"))
+    sample, body = run.request_body(args.model, args.rows)
+    servers, results = [], {}
+    with tempfile.TemporaryDirectory() as workdir:
+        try:
+            for spec in args.variants:
+                name, command = spec.split("=", 1)
+                binary, *flags = shlex.split(command)
+                port = run.free_port()
+                server = run.Server(name, [binary, "serve", "--models", os.path.join(run.BENCH, "models"), "--host",
+                                           "127.0.0.1", "--log-level", "warning", "--no-grpc", *flags, "--http-port"]
+                                    + [str(port)], port)
+                servers.append(server)
+                results[name] = []
+            expected = {s.name: run.check_answer(s, args.model, sample, body, session) for s in servers}
+            for round_number in range(args.rounds):
+                for server in servers:
+                    result = run.load(server, args.model, args.rows, args.concurrency, args.duration, body,
+                                      expected[server.name], workdir)
+                    results[server.name].append(result)
+                    print(f"round {round_number + 1} {server.name:14} {result['rps']:>9.0f} req/s "
+                          f"cpu {result['cpu_us_per_request']:.1f} us/req p99 {result['p99_us']} us", flush=True)
+        finally:
+            for server in servers:
+                server.stop()
+    base = None
+    print(f"\n{args.model}, {args.rows} row(s), c={args.concurrency}, {args.rounds} interleaved rounds of {args.duration} s\n")
+    print("| variant | requests/s (median) | ratio | CPU µs/request (median) | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for name, runs in results.items():
+        rps = statistics.median(r["rps"] for r in runs)
+        cpu = statistics.median(r["cpu_us_per_request"] for r in runs)
+        base = base or (rps, cpu)
+        print(f"| {name} | {rps:.0f} | {rps / base[0]:.3f} | {cpu:.1f} | {cpu / base[1]:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -156,7 +156,7 @@ def test_prometheus_scrapes_tern_and_every_dashboard_panel_has_data(repository, 
             time.sleep(0.05)
         time.sleep(2.5)  # the last scrape after the traffic
         counted = query('sum by (protocol) (tern_requests_total{model="credit-risk",outcome="success"})')
-        by_protocol = {r["metric"]["protocol"]: float(r["value"][1]) for r in counted}
+        by_protocol = {r["metric"]["protocol"]: float(r["value"][1]) for r in counted if float(r["value"][1])}
         assert by_protocol == {"v2_rest": sent_rest, "v2_grpc": sent_grpc}, (by_protocol, sent_rest, sent_grpc)
         empty = [(title, expr) for title, expr in dashboard_expressions() if not query(expr)]
         assert not empty, f"dashboard panels without data: {empty}"
@@ -237,7 +237,8 @@ def test_hostile_ids_and_trace_headers_are_contained(server):
             answer = infer_rest(server.url, headers={"traceparent": traceparent})
         except (requests.exceptions.InvalidHeader, ValueError):
             continue  # the client library refuses to send it
-        assert answer.status_code == 200, (traceparent, answer.text)
+        # A control character is refused by the HTTP parser itself (400); every other value is ignored.
+        assert answer.status_code == (400 if "\x7f" in traceparent else 200), (traceparent, answer.text)
     time.sleep(0.2)
     lines = log_lines(server)  # parses every line as JSON: no line was forged
     assert not any(line.get("level") == "critical" for line in lines)

@@ -13,6 +13,9 @@ public enum WireProtocol: String, Sendable, CaseIterable {
     case invocations
     /// The CLI's own runs in its process (`tern predict`, `tern pack`'s validation): no wire at all.
     case local
+
+    /// The protocols a server serves (metric series exist for these).
+    public static let served: [WireProtocol] = [.v2REST, .v2GRPC, .kserveV1, .invocations]
 }
 
 /// What a front-end knows of a request besides its tensors: who sent it, on which protocol, under which id

@@ -92,7 +92,7 @@ public final class VersionMetrics: Sendable {
 
     public init(model: String, version: Int, factory: any MetricsFactory) {
         let labels = [("model", model), ("version", String(version))]
-        requests = WireProtocol.allCases.map { wire in
+        requests = WireProtocol.served.map { wire in
             RequestOutcome.allCases.map { outcome in
                 CoreMetrics.Counter(label: MetricNames.requests,
                     dimensions: labels + [("protocol", wire.rawValue), ("outcome", outcome.rawValue)], factory: factory)
@@ -110,12 +110,12 @@ public final class VersionMetrics: Sendable {
 
     func ended(_ wire: WireProtocol, _ outcome: RequestOutcome, duration: Duration, rows: Int) {
         inFlight.decrement()
-        requests[Self.index(wire)][Self.index(outcome)].increment()
+        if wire != .local { requests[Self.index(wire)][Self.index(outcome)].increment() }
         self.duration.recordNanoseconds(Self.nanoseconds(duration))
         if outcome == .success { self.rows.increment(by: rows) }
     }
 
-    // The positions in `allCases` (checked by a test), without building `allCases` per request.
+    // The positions in `WireProtocol.served` and `allCases` (checked by a test), without building `allCases` per request.
     static func index(_ wire: WireProtocol) -> Int {
         switch wire {
         case .v2REST: 0
@@ -147,7 +147,7 @@ final class UnresolvedMetrics: Sendable {
     private let requests: [[CoreMetrics.Counter]]
 
     init(factory: any MetricsFactory) {
-        requests = WireProtocol.allCases.map { wire in
+        requests = WireProtocol.served.map { wire in
             RequestOutcome.allCases.map { outcome in
                 CoreMetrics.Counter(label: MetricNames.requests, dimensions: [
                     ("model", ""), ("version", ""), ("protocol", wire.rawValue), ("outcome", outcome.rawValue),
@@ -157,6 +157,7 @@ final class UnresolvedMetrics: Sendable {
     }
 
     func ended(_ wire: WireProtocol, _ outcome: RequestOutcome) {
+        guard wire != .local else { return }
         requests[VersionMetrics.index(wire)][VersionMetrics.index(outcome)].increment()
     }
 }

@@ -247,3 +247,102 @@ def test_hostile_ids_and_trace_headers_are_contained(server):
     assert all("trace_id" not in line for line in lines)
     _, samples = scrape(server.url)
     assert not any("garbage" in name or "xxxx" in name for name in samples)
+
+
+class OTLPReceiver:
+    """An OTLP/HTTP trace receiver (protobuf), as a collector would run it: keeps every span it is sent."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest, ExportTraceServiceResponse)
+        receiver = self
+        self.spans = []
+        self.paths = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.paths.append((self.path, self.headers.get("Content-Type")))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                for resource in request.resource_spans:
+                    service = {a.key: a.value.string_value for a in resource.resource.attributes}.get("service.name")
+                    for scope in resource.scope_spans:
+                        for span in scope.spans:
+                            receiver.spans.append((service, span))
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def attributes(span):
+    values = {}
+    for a in span.attributes:
+        kind = a.value.WhichOneof("value")
+        values[a.key] = getattr(a.value, kind)
+    return values
+
+
+def test_traces_join_the_callers_and_reach_an_otlp_receiver(repository, tmp_path, monkeypatch):
+    receiver = OTLPReceiver()
+    log = str(tmp_path / "p.sqlite")
+    server = Server(repository, "--otlp-endpoint", receiver.url, "--log-format", "json", "--access-log", "1",
+                    "--prediction-log", log, log_dir=str(tmp_path))
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    grpc_trace, grpc_parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    try:
+        assert infer_rest(server.url, headers={"X-Request-ID": "traced-rest",
+                                               "traceparent": f"00-{trace_id}-{parent_id}-01"}).status_code == 200
+        infer_grpc(server, metadata={"x-request-id": "traced-grpc", "traceparent": f"00-{grpc_trace}-{grpc_parent}-01"})
+        assert infer_rest(server.url, headers={"X-Request-ID": "untraced"}).status_code == 200
+        deadline = time.time() + 20
+        while time.time() < deadline and sum(1 for _, s in receiver.spans if s.kind == s.SPAN_KIND_SERVER) < 3:
+            time.sleep(0.2)
+        roots = {attributes(s)["tern.request_id"]: s for _, s in receiver.spans if s.kind == s.SPAN_KIND_SERVER}
+        assert set(roots) >= {"traced-rest", "traced-grpc", "untraced"}, [s.name for _, s in receiver.spans]
+        assert all(path == "/v1/traces" and kind == "application/x-protobuf" for path, kind in receiver.paths)
+        assert {service for service, _ in receiver.spans} == {"tern"}
+        for request_id, trace, parent, protocol in [("traced-rest", trace_id, parent_id, "v2_rest"),
+                                                    ("traced-grpc", grpc_trace, grpc_parent, "v2_grpc")]:
+            root = roots[request_id]
+            assert root.trace_id.hex() == trace and root.parent_span_id.hex() == parent, request_id
+            assert root.name == "infer credit-risk"
+            values = attributes(root)
+            assert values["tern.model"] == "credit-risk" and values["tern.model_version"] == 2
+            assert values["tern.protocol"] == protocol
+            children = {s.name: s for _, s in receiver.spans
+                        if s.trace_id == root.trace_id and s.parent_span_id == root.span_id}
+            assert {"decode", "queue", "run", "encode"} <= set(children), (request_id, sorted(children))
+            for child in children.values():
+                assert root.start_time_unix_nano <= child.start_time_unix_nano <= child.end_time_unix_nano \
+                    <= root.end_time_unix_nano, (request_id, child.name)
+            assert children["queue"].end_time_unix_nano <= children["run"].start_time_unix_nano + 1000
+            assert attributes(children["run"])["tern.batch.requests"] >= 1
+            assert abs(root.start_time_unix_nano / 1e9 - time.time()) < 60
+        untraced = roots["untraced"]
+        assert untraced.trace_id.hex() not in (trace_id, grpc_trace) and not untraced.parent_span_id
+        # The same ids in the access log and the prediction log.
+        time.sleep(0.5)
+        access = {line["request_id"]: line for line in log_lines(server) if line.get("message") == "request"}
+        assert access["traced-rest"]["trace_id"] == trace_id and access["traced-grpc"]["trace_id"] == grpc_trace
+        assert "trace_id" not in access["untraced"]
+        answer = requests.get(f"http://{server.url}/api/v1/predictions/traced-grpc", timeout=10).json()
+        assert answer["predictions"][0]["trace_id"] == grpc_trace
+    finally:
+        server.stop()
+        receiver.close()

@@ -36,6 +36,10 @@ public struct CallContext: Sendable {
     public let received: ContinuousClock.Instant
     /// The same moment on the wall clock, for records read by people and other systems.
     public let receivedAt: Date
+    /// When the front-end had read the whole request (its body), if it says.
+    public var read: ContinuousClock.Instant?
+    /// When the front-end had decoded the request, if it says.
+    public var decoded: ContinuousClock.Instant?
 
     /// - Parameter requestID: the client's id, kept if it is usable (see ``RequestID/accept(_:)``); a new
     ///   one is made otherwise.

@@ -60,6 +60,7 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         var rows: Int
         var enqueued: ContinuousClock.Instant
         var deadline: ContinuousClock.Instant?
+        var timing: RunTiming?
         var completion: @Sendable (Result<[Tensor], any Error>) -> Void
     }
 
@@ -121,7 +122,15 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         inputs: [Tensor], outputs: [String], timeout: Duration?,
         completion: @escaping @Sendable (Result<[Tensor], any Error>) -> Void
     ) {
-        enqueue(inputs: inputs, outputs: outputs, timeout: timeout, wakeRunner: true, completion: completion)
+        enqueue(inputs: inputs, outputs: outputs, timeout: timeout, timing: nil, wakeRunner: true, completion: completion)
+    }
+
+    /// As ``run(inputs:outputs:timeout:completion:)``, recording when the request's batch ran in `timing`.
+    public func run(
+        inputs: [Tensor], outputs: [String], timeout: Duration?, timing: RunTiming?,
+        completion: @escaping @Sendable (Result<[Tensor], any Error>) -> Void
+    ) {
+        enqueue(inputs: inputs, outputs: outputs, timeout: timeout, timing: timing, wakeRunner: true, completion: completion)
     }
 
     /// Queues the request without waking a runner: the caller promises to call ``drainInline(budget:)`` soon,
@@ -130,14 +139,14 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
     ///
     /// - Precondition: ``runsInline``.
     public func runDeferred(
-        inputs: [Tensor], outputs: [String], timeout: Duration?,
+        inputs: [Tensor], outputs: [String], timeout: Duration?, timing: RunTiming? = nil,
         completion: @escaping @Sendable (Result<[Tensor], any Error>) -> Void
     ) {
-        enqueue(inputs: inputs, outputs: outputs, timeout: timeout, wakeRunner: false, completion: completion)
+        enqueue(inputs: inputs, outputs: outputs, timeout: timeout, timing: timing, wakeRunner: false, completion: completion)
     }
 
     private func enqueue(
-        inputs: [Tensor], outputs: [String], timeout: Duration?, wakeRunner: Bool,
+        inputs: [Tensor], outputs: [String], timeout: Duration?, timing: RunTiming?, wakeRunner: Bool,
         completion: @escaping @Sendable (Result<[Tensor], any Error>) -> Void
     ) {
         let rows = inputs.first?.shape.first ?? 1
@@ -152,7 +161,7 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         }
         queue.append(Pending(
             inputs: inputs, outputs: outputs, rows: rows, enqueued: now, deadline: limit.map { now + $0 },
-            completion: completion))
+            timing: timing, completion: completion))
         let startDrainer = wakeRunner && claimDrainer()
         if !startDrainer {
             condition.signal()  // a drainer waiting for a preferred batch size may now have one
@@ -309,11 +318,13 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         }
         if batch.count == 1 {
             let request = batch[0]
-            request.completion(Result { () throws(TernError) in
+            let result = Result { () throws(TernError) in
                 try timed(rows: request.rows) { () throws(TernError) in
                     try model.runBlocking(inputs: request.inputs, outputs: request.outputs)
                 }
-            }.mapError { $0 as any Error })
+            }.mapError { $0 as any Error }
+            request.timing?.record(started: started, ended: .now, requests: 1, rows: request.rows)
+            request.completion(result)
             return
         }
         do throws(TernError) {
@@ -334,6 +345,9 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
                 split.append(tensors)
                 offset += request.rows
             }
+            let ended = ContinuousClock.now
+            let rows = batch.reduce(0) { $0 + $1.rows }
+            for request in batch { request.timing?.record(started: started, ended: ended, requests: batch.count, rows: rows) }
             for (request, tensors) in zip(batch, split) { request.completion(.success(tensors)) }
         } catch {
             // Isolate the fault: each request alone gets its own answer or its own error.

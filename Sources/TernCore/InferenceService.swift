@@ -147,8 +147,12 @@ public final class InferenceService: Sendable {
         set { repositoryControl.withLock { $0 = newValue } }
     }
 
-    public init(catalog: ModelCatalog = ModelCatalog()) {
+    /// Whether each request's batch times are recorded for the observers (traces); off, nothing is.
+    public let timesRuns: Bool
+
+    public init(catalog: ModelCatalog = ModelCatalog(), timesRuns: Bool = false) {
         self.catalog = catalog
+        self.timesRuns = timesRuns
         self.unresolved = UnresolvedMetrics(factory: catalog.metricsFactory)
     }
 
@@ -208,14 +212,18 @@ public final class InferenceService: Sendable {
         }
         served.statistics.versionMetrics?.started()
         let id = request.id
+        let accepted = ContinuousClock.now
+        let timing = timesRuns ? RunTiming() : nil
         let finish: @Sendable (Result<[Tensor], any Error>) -> Void = { result in
             self.end(context, served, inputs, result.map {
                 InferenceResponse(modelName: served.name, modelVersion: String(served.version), id: id, outputs: $0)
-            }, completion, ran: true)
+            }, completion, accepted: accepted, timing: timing)
         }
         if let inline, let batcher = served.inlineBatcher {
-            batcher.runDeferred(inputs: inputs, outputs: outputs, timeout: request.timeout, completion: finish)
+            batcher.runDeferred(inputs: inputs, outputs: outputs, timeout: request.timeout, timing: timing, completion: finish)
             inline.needsDrain(batcher)
+        } else if let timing, let batcher = served.model as? DynamicBatcher {
+            batcher.run(inputs: inputs, outputs: outputs, timeout: request.timeout, timing: timing, completion: finish)
         } else if let model = served.callbackModel {
             model.run(inputs: inputs, outputs: outputs, timeout: request.timeout, completion: finish)
         } else {
@@ -257,6 +265,7 @@ public final class InferenceService: Sendable {
         if case .success(let served) = model {
             do {
                 let decoded = try await decode(served)
+                context.decoded = .now
                 context.adoptBodyID(decoded.id)
                 request = .success(decoded)
             } catch {
@@ -266,13 +275,16 @@ public final class InferenceService: Sendable {
         return try await infer(InferenceCall(context: context, model: model, request: request))
     }
 
-    /// Counts, records and observes a request's end, then completes it.
+    /// Counts and records a request's end, completes it, then shows it to the observers (the answer on its way).
     private func end(
         _ context: CallContext, _ served: ServedModel?, _ inputs: [Tensor],
         _ result: Result<InferenceResponse, any Error>,
-        _ completion: @Sendable (Result<InferenceResponse, any Error>) -> Void, ran: Bool = false
+        _ completion: @Sendable (Result<InferenceResponse, any Error>) -> Void,
+        accepted: ContinuousClock.Instant? = nil, timing: RunTiming? = nil
     ) {
-        let duration = context.received.duration(to: .now)
+        let answered = ContinuousClock.now
+        let ran = accepted != nil
+        let duration = context.received.duration(to: answered)
         let error: (any Error)? = if case .failure(let error) = result { error } else { nil }
         let outcome = RequestOutcome(error)
         if let served {
@@ -291,13 +303,19 @@ public final class InferenceService: Sendable {
         } else {
             unresolved.ended(context.wire, outcome)
         }
-        if let observers = observerList.load()?.observers, !observers.isEmpty {
-            let event = InferenceEvent(
-                context: context, served: served, outcome: outcome, error: error, duration: duration,
-                inputs: inputs, outputs: (try? result.get())?.outputs ?? [])
-            for observer in observers { observer.requestEnded(event) }
+        guard let observers = observerList.load(), !observers.isEmpty else {
+            completion(result)
+            return
         }
+        var event = InferenceEvent(
+            context: context, served: served, outcome: outcome, error: error, duration: duration,
+            inputs: inputs, outputs: (try? result.get())?.outputs ?? [], accepted: accepted, timing: timing,
+            answered: answered, completed: answered)
+        for observer in observers.beforeAnswer { observer.requestEnded(event) }
         completion(result)
+        guard !observers.afterAnswer.isEmpty else { return }
+        event.completed = .now
+        for observer in observers.afterAnswer { observer.requestEnded(event) }
     }
 }
 
@@ -317,8 +335,14 @@ public struct InferenceCall: Sendable {
 }
 
 private final class ObserverList: Sendable {
-    let observers: [any InferenceObserver]
-    init(_ observers: [any InferenceObserver]) { self.observers = observers }
+    let beforeAnswer: [any InferenceObserver]
+    let afterAnswer: [any InferenceObserver]
+    var isEmpty: Bool { beforeAnswer.isEmpty && afterAnswer.isEmpty }
+
+    init(_ observers: [any InferenceObserver]) {
+        beforeAnswer = observers.filter { !$0.observesAfterAnswer }
+        afterAnswer = observers.filter(\.observesAfterAnswer)
+    }
 }
 
 /// One version as the protocol's model repository extension lists it.

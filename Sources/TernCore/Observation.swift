@@ -36,12 +36,47 @@ public struct InferenceEvent: Sendable {
     public var inputs: [Tensor]
     /// The outputs answered; empty on failure.
     public var outputs: [Tensor]
+    /// When the core took the validated request (to run or to queue); nil when it was refused before.
+    public var accepted: ContinuousClock.Instant?
+    /// When its batch started and ended (filled only when the service times runs, for traces).
+    public var timing: RunTiming?
+    /// When the core had the answer (the front-end encodes and writes it after).
+    public var answered: ContinuousClock.Instant
+    /// When the front-end's completion (encoding, and on the event loop writing) returned.
+    public var completed: ContinuousClock.Instant
+}
+
+/// When a request's batch ran, written by the dynamic batcher before it completes the request (so read
+/// safely after): what traces show as the queue and run spans.
+public final class RunTiming: @unchecked Sendable {
+    public private(set) var started: ContinuousClock.Instant?
+    public private(set) var ended: ContinuousClock.Instant?
+    /// Requests and rows in the batch.
+    public private(set) var batchRequests = 0
+    public private(set) var batchRows = 0
+
+    public init() {}
+
+    func record(started: ContinuousClock.Instant, ended: ContinuousClock.Instant, requests: Int, rows: Int) {
+        self.started = started
+        self.ended = ended
+        self.batchRequests = requests
+        self.batchRows = rows
+    }
 }
 
 /// Something that watches every inference request: called once per request, when it ends, on the thread
 /// that ended it (a runner thread or an event loop). Must return at once: anything slow goes to a queue.
 public protocol InferenceObserver: Sendable {
     func requestEnded(_ event: InferenceEvent)
+    /// Whether to be called after the front-end has the answer (to see its encoding time, as traces do),
+    /// rather than before (the default: a client's next request is then observed after this one, as the
+    /// prediction log's order needs).
+    var observesAfterAnswer: Bool { get }
+}
+
+extension InferenceObserver {
+    public var observesAfterAnswer: Bool { false }
 }
 
 /// Metric names and their help texts: one place, so that the exposition, the dashboards and the alert rules

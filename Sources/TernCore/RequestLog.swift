@@ -16,6 +16,9 @@ public final class RequestLogger: InferenceObserver {
         self.logger = logger
     }
 
+    /// Lines are written once the answer is on its way.
+    public var observesAfterAnswer: Bool { true }
+
     public func requestEnded(_ event: InferenceEvent) {
         let fault = event.outcome == .serverError && (event.error as? TernError)?.code != .unavailable
             && (event.error as? TernError)?.code != .resourceExhausted

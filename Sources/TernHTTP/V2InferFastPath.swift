@@ -202,10 +202,12 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         var requestContext = pending.context
+        requestContext.read = .now
         let request: Result<InferenceRequest, any Error>
         var encoding = V2RequestDecoder.OutputEncoding()
         do {
             let decoded = try V2RequestDecoder.decode(body: pending.body, headerLength: pending.headerLength)
+            requestContext.decoded = .now
             requestContext.adoptBodyID(decoded.0.id)
             (request, encoding) = (.success(decoded.0), decoded.1)
         } catch {

@@ -7,6 +7,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
+import OTel
 import ServiceLifecycle
 import Synchronization
 import UnixSignals
@@ -15,6 +16,7 @@ import TernGRPC
 import TernHTTP
 import TernONNX
 import TernRegistry
+import Tracing
 
 /// Everything `tern serve` needs, parsed at the edge (CLI flags) and passed in.
 public struct ServerConfiguration: Sendable {
@@ -48,9 +50,35 @@ public struct ServerConfiguration: Sendable {
     public var accessLogSampleRate: Double = 0
     /// Where predictions are recorded; nil turns the prediction log off.
     public var predictionLog: PredictionLogConfiguration?
+    /// Traces: the tracer spans go to and the service that exports them; nil turns tracing off.
+    public var tracing: TracingSetup?
 
     public init(modelsDirectory: String) {
         self.modelsDirectory = modelsDirectory
+    }
+}
+
+/// Where spans go: a tracer and the service that exports its spans (swift-otel's OTLP exporter).
+public struct TracingSetup: Sendable {
+    public var tracer: any Tracer
+    public var service: any Service
+
+    public init(tracer: any Tracer, service: any Service) {
+        self.tracer = tracer
+        self.service = service
+    }
+
+    /// OTLP over HTTP (protobuf) to `endpoint` (a base URL such as http://collector:4318), or to what the
+    /// standard `OTEL_EXPORTER_OTLP_ENDPOINT` names; the other `OTEL_*` variables apply as the standard says.
+    public static func otlp(endpoint: String?, logger: Logger) throws -> TracingSetup {
+        if let endpoint { setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint, 1) }
+        var configuration = OTel.Configuration.default
+        configuration.serviceName = "tern"
+        configuration.diagnosticLogger = .custom(logger)
+        configuration.traces.otlpExporter.protocol = .httpProtobuf
+        configuration.traces.batchSpanProcessor.scheduleDelay = .seconds(1)
+        let backend = try OTel.makeTracingBackend(configuration: configuration)
+        return TracingSetup(tracer: backend.factory, service: backend.service)
     }
 }
 
@@ -79,13 +107,14 @@ public struct TernServer: Sendable {
         let metrics = configuration.metricsEnabled ? TernMetricsFactory() : nil
         self.metrics = metrics
         let factory: any MetricsFactory = metrics ?? NOOPMetricsHandler.instance
-        self.service = InferenceService(catalog: ModelCatalog(metricsFactory: factory))
+        self.service = InferenceService(catalog: ModelCatalog(metricsFactory: factory), timesRuns: configuration.tracing != nil)
         let predictionLog = configuration.predictionLog.map {
             PredictionLog(configuration: $0, factory: factory, logger: Logger(label: "tern.predictions"))
         }
         self.predictionLog = predictionLog
         var observers: [any InferenceObserver] = [RequestLogger(accessSampleRate: configuration.accessLogSampleRate)]
         if let predictionLog { observers.append(predictionLog) }
+        if let tracing = configuration.tracing { observers.append(SpanObserver(tracer: tracing.tracer)) }
         service.observe(with: observers)
     }
 
@@ -164,6 +193,7 @@ public struct TernServer: Sendable {
             logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // First in, last out: the prediction log writes what the drained requests queued before it stops.
+        if let tracing = configuration.tracing { services.append(.init(service: tracing.service)) }
         if let predictionLog { services.append(.init(service: predictionLog)) }
         services.append(.init(service: loader))
         if let grpcPort = configuration.grpcPort {

@@ -123,6 +123,11 @@ struct Serve: AsyncParsableCommand {
     var metricsPort: Int?
 
     @Option(help: ArgumentHelp(
+        "Export traces (OTLP over HTTP) to this collector, such as http://localhost:4318; OTEL_EXPORTER_OTLP_ENDPOINT "
+            + "does the same. Off without either.", valueName: "url"))
+    var otlpEndpoint: String?
+
+    @Option(help: ArgumentHelp(
         "Where to record predictions: an SQLite file or a postgres:// URL, or off (default: the registry's PostgreSQL "
             + "database, else predictions.sqlite in the data folder). Read it with tern predictions.",
         valueName: "url"))
@@ -164,6 +169,9 @@ struct Serve: AsyncParsableCommand {
         guard (1...10_000_000).contains(predictionLogQueue) else { throw ValidationError("--prediction-log-queue must be 1...10000000") }
         guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
         guard (0...1).contains(accessLog) else { throw ValidationError("--access-log must be a share between 0 and 1") }
+        if let otlpEndpoint, URL(string: otlpEndpoint)?.scheme.map({ $0 == "http" || $0 == "https" }) != true {
+            throw ValidationError("--otlp-endpoint must be an http:// or https:// URL, such as http://localhost:4318")
+        }
         if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 0...65535") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of: trace, debug, info, notice, warning, error, critical")
@@ -229,6 +237,15 @@ struct Serve: AsyncParsableCommand {
         configuration.metricsEnabled = !noMetrics
         configuration.metricsPort = metricsPort
         configuration.accessLogSampleRate = accessLog
+        let environment = ProcessInfo.processInfo.environment
+        if otlpEndpoint != nil || environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil
+            || environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil {
+            do {
+                configuration.tracing = try TracingSetup.otlp(endpoint: otlpEndpoint, logger: Logger(label: "tern.otel"))
+            } catch {
+                fail(TernError.invalidArgument("cannot export traces: \(error) (check --otlp-endpoint and the OTEL_* variables)"))
+            }
+        }
         var logOptions = RegistryOptions()
         logOptions.data = data
         logOptions.database = database

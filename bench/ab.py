@@ -64,6 +64,17 @@ def main():
                     results[server.name].append(result)
                     print(f"round {round_number + 1} {server.name:14} {result['rps']:>9.0f} req/s "
                           f"cpu {result['cpu_us_per_request']:.1f} us/req p99 {result['p99_us']} us", flush=True)
+            # What each server's prediction log kept up with (when it has one).
+            logged = {}
+            for server in servers:
+                text = run.requests.get(server.url + "/metrics", timeout=10).text
+                values = {}
+                for line in text.splitlines():
+                    for name in ("tern_prediction_log_rows_total", "tern_prediction_log_dropped_total"):
+                        if line.startswith(name + "{"):
+                            values[name] = values.get(name, 0) + float(line.rsplit(" ", 1)[1])
+                if values:
+                    logged[server.name] = values
         finally:
             for server in servers:
                 server.stop()
@@ -76,6 +87,14 @@ def main():
         cpu = statistics.median(r["cpu_us_per_request"] for r in runs)
         base = base or (rps, cpu)
         print(f"| {name} | {rps:.0f} | {rps / base[0]:.3f} | {cpu:.1f} | {cpu / base[1]:.3f} |")
+    if logged:
+        print("\n| variant | predictions logged | dropped | logged per second of load |")
+        print("|---|---:|---:|---:|")
+        for name, values in logged.items():
+            written = values.get("tern_prediction_log_rows_total", 0)
+            dropped = values.get("tern_prediction_log_dropped_total", 0)
+            seconds = args.rounds * args.duration
+            print(f"| {name} | {written:.0f} | {dropped:.0f} | {written / seconds:.0f} |")
 
 
 if __name__ == "__main__":

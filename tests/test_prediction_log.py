@@ -248,23 +248,16 @@ def test_sampling_redaction_and_retention(tmp_path):
         assert first["income"] == "[redacted]" and first["age"] == "[redacted]" and first["debt_ratio"] == pytest.approx(0.31)
         assert json.loads(outputs)[0]["label"] in (0, 1)
     # Retention at start: at most 4 rows kept, the newest.
-    server = Server(folder, "--prediction-log", log, "--prediction-log-max-rows", "4", log_dir=str(tmp_path))
-    try:
-        import time
-        deadline = time.time() + 10
-        while sqlite3.connect(log).execute("SELECT COUNT(*) FROM tern_predictions").fetchone()[0] != 4:
-            assert time.time() < deadline, "retention did not prune to 4 rows"
-            time.sleep(0.1)
-    finally:
-        server.stop()
-    server = Server(folder, "--prediction-log", log, "--prediction-log-retention", "1s", log_dir=str(tmp_path))
-    try:
-        deadline = time.time() + 10
-        while sqlite3.connect(log).execute("SELECT COUNT(*) FROM tern_predictions").fetchone()[0] != 0:
-            assert time.time() < deadline, "retention did not drop rows older than 1s"
-            time.sleep(0.1)
-    finally:
-        server.stop()
+    for flag, value, remaining in [("--prediction-log-max-rows", "4", 4), ("--prediction-log-retention", "1s", 0)]:
+        server = Server(folder, "--prediction-log", log, flag, value, log_dir=str(tmp_path))
+        try:
+            import time
+            deadline = time.time() + 10
+            while sqlite3.connect(log).execute("SELECT COUNT(*) FROM tern_predictions").fetchone()[0] != remaining:
+                assert time.time() < deadline, f"{flag} {value} did not leave {remaining} rows"
+                time.sleep(0.1)
+        finally:
+            server.stop()
     bad = subprocess.run([BINARY, "serve", "--models", folder, "--prediction-log-retention", "soon"],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "not an age" in bad.stderr
@@ -321,3 +314,37 @@ def test_prediction_log_off_and_a_bad_location_say_so(tmp_path):
     bad = subprocess.run([BINARY, "serve", "--models", folder, "--http-port", "0", "--grpc-port", "0",
                           "--prediction-log", str(tmp_path / "file" / "p.sqlite")], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--prediction-log" in bad.stderr, bad.stderr
+
+
+def test_json_lines_files_take_the_log_and_are_read_back(tmp_path):
+    folder = tmp_path / "log"
+    server = Server(credit_folder(tmp_path), "--prediction-log", f"jsonl:{folder}", log_dir=str(tmp_path))
+    try:
+        for number in range(5):
+            assert requests.post(f"http://{server.url}/v2/models/credit-risk/infer", json=body(ROWS),
+                                 headers={"X-Request-ID": f"file-{number}"}, timeout=10).status_code == 200
+        wait_written(server, 5)
+        answer = requests.get(f"http://{server.url}/api/v1/predictions/file-3", timeout=10).json()
+        [record] = answer["predictions"]
+        assert record["request_id"] == "file-3" and [list(row) for row in record["inputs"]] == [FEATURES, FEATURES]
+        page = requests.get(f"http://{server.url}/api/v1/predictions?limit=2", timeout=10).json()
+        assert [p["request_id"] for p in page["predictions"]] == ["file-0", "file-1"]
+        rest = requests.get(f"http://{server.url}/api/v1/predictions?limit=10&after={page['next']}", timeout=10).json()
+        assert [p["request_id"] for p in rest["predictions"]] == ["file-2", "file-3", "file-4"] and "next" not in rest
+    finally:
+        server.stop()
+    [name] = os.listdir(folder)
+    assert name.startswith("predictions-") and name.endswith(".jsonl")
+    lines = [json.loads(line) for line in open(folder / name)]
+    assert [line["request_id"] for line in lines] == [f"file-{n}" for n in range(5)]
+    assert lines[0] == requests_free_record(lines[0])
+    shown = json.loads(tern("predictions", "show", "file-4", "--prediction-log", f"jsonl:{folder}"))
+    assert shown["predictions"][0]["outputs"] == lines[4]["outputs"]
+    csv = tern("predictions", "export", "--prediction-log", f"jsonl:{folder}").splitlines()
+    assert len(csv) == 1 + 5 * 2 and csv[1].split(",")[1] == "file-0"
+
+
+def requests_free_record(line):
+    """A file's line is the API's record, field for field."""
+    assert set(line) == {"time", "request_id", "model", "version", "protocol", "latency_ms", "inputs", "outputs"}
+    return line

@@ -34,8 +34,12 @@ public struct CallContext: Sendable {
     public var caller: String?
     /// When the front-end took the request.
     public let received: ContinuousClock.Instant
-    /// The same moment on the wall clock, for records read by people and other systems.
-    public let receivedAt: Date
+    /// The same moment on the wall clock, for records read by people and other systems (derived from
+    /// `received` when asked, so that a request reads one clock, not two).
+    public var receivedAt: Date {
+        let (seconds, attoseconds) = received.duration(to: .now).components
+        return Date(timeIntervalSinceNow: -(Double(seconds) + Double(attoseconds) / 1e18))
+    }
     /// When the front-end had read the whole request (its body), if it says.
     public var read: ContinuousClock.Instant?
     /// When the front-end had decoded the request, if it says.
@@ -55,7 +59,6 @@ public struct CallContext: Sendable {
         self.trace = traceparent.flatMap(TraceParent.init(header:))
         self.peer = peer
         self.received = .now
-        self.receivedAt = Date()
     }
 
     /// Takes the v2 body's `id` as the request id when the client sent no `X-Request-ID`.

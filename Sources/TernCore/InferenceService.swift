@@ -212,8 +212,8 @@ public final class InferenceService: Sendable {
         }
         served.statistics.versionMetrics?.started()
         let id = request.id
-        let accepted = ContinuousClock.now
         let timing = timesRuns ? RunTiming() : nil
+        let accepted = timesRuns ? ContinuousClock.now : context.received
         let finish: @Sendable (Result<[Tensor], any Error>) -> Void = { result in
             self.end(context, served, inputs, result.map {
                 InferenceResponse(modelName: served.name, modelVersion: String(served.version), id: id, outputs: $0)
@@ -265,7 +265,7 @@ public final class InferenceService: Sendable {
         if case .success(let served) = model {
             do {
                 let decoded = try await decode(served)
-                context.decoded = .now
+                if timesRuns { context.decoded = .now }
                 context.adoptBodyID(decoded.id)
                 request = .success(decoded)
             } catch {

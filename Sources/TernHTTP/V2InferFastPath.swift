@@ -202,12 +202,13 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         var requestContext = pending.context
-        requestContext.read = .now
+        let timed = service.timesRuns  // the times only traces show are read only for them
+        if timed { requestContext.read = .now }
         let request: Result<InferenceRequest, any Error>
         var encoding = V2RequestDecoder.OutputEncoding()
         do {
             let decoded = try V2RequestDecoder.decode(body: pending.body, headerLength: pending.headerLength)
-            requestContext.decoded = .now
+            if timed { requestContext.decoded = .now }
             requestContext.adoptBodyID(decoded.0.id)
             (request, encoding) = (.success(decoded.0), decoded.1)
         } catch {

@@ -50,16 +50,19 @@ final class RegistryDatabase: Sendable {
 
     let sql: any SQLDatabase
     let kind: Kind
+    /// The SQLite connection itself, for statements that skip SQLKit's query building (bulk appends).
+    let sqlite: SQLiteConnection?
     private let closeConnection: @Sendable () async throws -> Void
     /// Whether the connection has gone (the server restarted, a failover, an idle timeout).
     let isClosed: @Sendable () -> Bool
 
     private init(
-        sql: any SQLDatabase, kind: Kind, close: @escaping @Sendable () async throws -> Void,
+        sql: any SQLDatabase, kind: Kind, sqlite: SQLiteConnection? = nil, close: @escaping @Sendable () async throws -> Void,
         isClosed: @escaping @Sendable () -> Bool = { false }
     ) {
         self.sql = sql
         self.kind = kind
+        self.sqlite = sqlite
         self.closeConnection = close
         self.isClosed = isClosed
     }
@@ -71,7 +74,7 @@ final class RegistryDatabase: Sendable {
             if !folder.isEmpty { try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
             do {
                 let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-                let database = RegistryDatabase(sql: connection.sql(queryLogLevel: nil), kind: .sqlite) {
+                let database = RegistryDatabase(sql: connection.sql(queryLogLevel: nil), kind: .sqlite, sqlite: connection) {
                     try await connection.close()
                 }
                 // Several processes may share the file: wait for the write lock rather than fail at once.

@@ -8,17 +8,23 @@ public enum LogFormat: String, Sendable, CaseIterable {
     case text, json
 }
 
-/// A swift-log handler writing one JSON object per line to standard error:
-/// `{"time":"2026-11-30T08:00:00.123Z","level":"info","logger":"tern.request","message":"request","request_id":"..."}`.
-/// Metadata keys become top-level fields (nested metadata is written as JSON); every string is escaped, so
-/// a client's id with a newline in it stays on its line.
-public struct JSONLogHandler: LogHandler {
+/// A swift-log handler writing one line per event to standard error, in either ``LogFormat``:
+///
+/// - `json`: `{"time":"2026-11-30T08:00:00.123Z","level":"info","logger":"tern.request","message":"request","request_id":"..."}`;
+///   metadata keys become top-level fields (nested metadata is written as JSON).
+/// - `text`: `2026-11-30T08:00:00.123Z info tern.request: request model=credit-risk request_id=...`.
+///
+/// Every string is escaped (control characters as `\n`, `\u0001`), so a client's id or model name with a
+/// newline in it stays on its line.
+public struct LineLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level = .info
     private let label: String
+    private let format: LogFormat
 
-    public init(label: String) {
+    public init(label: String, format: LogFormat = .json) {
         self.label = label
+        self.format = format
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -27,19 +33,36 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var line = "{\"time\":\"" + Self.timestamp() + "\",\"level\":\"" + event.level.rawValue + "\",\"logger\":"
-        Self.append(label, to: &line)
-        line += ",\"message\":"
-        Self.append(event.message.description, to: &line)
         let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-        for key in merged.keys.sorted() where !["time", "level", "logger", "message"].contains(key) {
-            line += ","
-            Self.append(key, to: &line)
-            line += ":"
-            Self.append(merged[key]!, to: &line)
+        var line: String
+        switch format {
+        case .json:
+            line = "{\"time\":\"" + Self.timestamp() + "\",\"level\":\"" + event.level.rawValue + "\",\"logger\":"
+            Self.append(label, to: &line)
+            line += ",\"message\":"
+            Self.append(event.message.description, to: &line)
+            for key in merged.keys.sorted() where !["time", "level", "logger", "message"].contains(key) {
+                line += ","
+                Self.append(key, to: &line)
+                line += ":"
+                Self.append(merged[key]!, to: &line)
+            }
+            line += "}"
+        case .text:
+            line = Self.timestamp() + " " + event.level.rawValue + " " + label + ": " + Self.escaped(event.message.description)
+            for key in merged.keys.sorted() {
+                line += " " + key + "=" + Self.escaped("\(merged[key]!)")
+            }
         }
-        line += "}\n"
-        Self.write(line)
+        Self.write(line + "\n")
+    }
+
+    /// Text with its control characters escaped as JSON escapes them (unchanged when it has none).
+    static func escaped(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return text }
+        var quoted = ""
+        append(text, to: &quoted)
+        return String(quoted.dropFirst().dropLast())
     }
 
     private static func append(_ value: Logger.Metadata.Value, to line: inout String) {
@@ -118,53 +141,19 @@ public struct JSONLogHandler: LogHandler {
     }
 }
 
-/// Text lines for people, to standard error: `2026-11-30T08:00:00.123Z info tern.request: request model=credit-risk ...`.
-/// Control characters in the message and values are escaped (`\n`), so no client text can forge a line.
-public struct TextLogHandler: LogHandler {
-    public var metadata: Logger.Metadata = [:]
-    public var logLevel: Logger.Level = .info
-    private let label: String
-
-    public init(label: String) {
-        self.label = label
-    }
-
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    public func log(event: LogEvent) {
-        var line = JSONLogHandler.timestamp() + " " + event.level.rawValue + " " + label + ": "
-            + Self.escaped(event.message.description)
-        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-        for key in merged.keys.sorted() {
-            line += " " + key + "=" + Self.escaped("\(merged[key]!)")
-        }
-        JSONLogHandler.write(line + "\n")
-    }
-
-    static func escaped(_ text: String) -> String {
-        guard text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return text }
-        var quoted = ""
-        JSONLogHandler.append(text, to: &quoted)
-        return String(quoted.dropFirst().dropLast())
-    }
-}
-
 extension LogFormat {
     /// Sets the process's log handler (once, at start).
     public func bootstrap(level: Logger.Level) {
         switch self {
         case .json:
             LoggingSystem.bootstrap { label in
-                var handler = JSONLogHandler(label: label)
+                var handler = LineLogHandler(label: label, format: .json)
                 handler.logLevel = level
                 return handler
             }
         case .text:
             LoggingSystem.bootstrap { label in
-                var handler = TextLogHandler(label: label)
+                var handler = LineLogHandler(label: label, format: .text)
                 handler.logLevel = level
                 return handler
             }

@@ -10,7 +10,7 @@ import TernRegistry
 
 /// Where the prediction log goes and what it keeps.
 public struct PredictionLogConfiguration: Sendable {
-    public var location: RegistryLocation
+    public var location: PredictionLogLocation
     /// Predictions waiting for the writer; past it new ones are dropped (and counted), never waited for.
     public var queueCapacity = 20_000
     /// How often the writer wakes to write what has queued.
@@ -20,7 +20,7 @@ public struct PredictionLogConfiguration: Sendable {
     /// Retention: at most this many records are kept (the oldest go first); nil keeps them all.
     public var maxRows: Int?
 
-    public init(location: RegistryLocation) {
+    public init(location: PredictionLogLocation) {
         self.location = location
     }
 }
@@ -43,7 +43,7 @@ public final class PredictionLog: InferenceObserver, Service {
     }
 
     public let configuration: PredictionLogConfiguration
-    private let opened = AtomicLazyReference<PredictionStore>()
+    private let opened = AtomicLazyReference<SinkBox>()
     private let queue = Mutex(Queue())
     private let factory: any MetricsFactory
     private let droppedCounters = Mutex<[String: CoreMetrics.Counter]>([:])
@@ -103,20 +103,20 @@ public final class PredictionLog: InferenceObserver, Service {
     /// Opens the store (before the server starts, so that a bad location stops it with one line).
     public func open() async throws(TernError) {
         guard opened.load() == nil else { return }
-        let store: PredictionStore
+        let sink: any PredictionSink
         do {
-            store = try await PredictionStore.open(configuration.location, logger: logger)
+            sink = try await configuration.location.open()
         } catch {
             throw TernError(error.code, error.message + " (choose another place with --prediction-log, or turn it off with --prediction-log off)")
         }
-        _ = opened.storeIfNil(store)
+        _ = opened.storeIfNil(SinkBox(sink))
     }
 
-    private var store: PredictionStore { opened.load()! }
+    private var store: any PredictionSink { opened.load()!.sink }
 
     public func run() async throws {
         try await open()
-        logger.info("prediction log", metadata: ["store": "\(store.location)"])
+        logger.info("prediction log", metadata: ["store": "\(configuration.location)"])
         var lastPrune = ContinuousClock.now - .seconds(3600)
         let stopping = Atomic<Bool>(false)
         await withGracefulShutdownHandler {
@@ -188,4 +188,10 @@ public final class PredictionLog: InferenceObserver, Service {
             inputs: PredictionRecordEncoder.rows(event.inputs, featureNames: served.featureNames, redact: settings.redact),
             outputs: PredictionRecordEncoder.rows(event.outputs, redact: settings.redact))
     }
+}
+
+/// A sink behind a class reference (what `AtomicLazyReference` holds).
+final class SinkBox: Sendable {
+    let sink: any PredictionSink
+    init(_ sink: any PredictionSink) { self.sink = sink }
 }

@@ -16,7 +16,7 @@ import TernRegistry
 /// `since`/`until` take RFC 3339 times or ages (`15m`, `24h`, `7d`). Records carry their inputs and outputs
 /// as JSON (one object per row, keyed by feature or tensor name).
 struct PredictionRoutes: Sendable {
-    let location: RegistryLocation
+    let location: PredictionLogLocation
     /// The reader's own connection, opened at the first read; the server closes it when it stops.
     let reader: PredictionReader
 
@@ -69,25 +69,18 @@ struct PredictionRoutes: Sendable {
 
 /// Opens the reading connection once, on first use.
 final class PredictionReader: Sendable {
-    private let opened = AtomicLazyReferenceBox()
+    private let opened = AtomicLazyReference<SinkBox>()
 
-    func store(_ location: RegistryLocation) async throws(TernError) -> PredictionStore {
-        if let store = opened.value { return store }
-        let store = try await PredictionStore.open(location)
-        if !opened.set(store) { await store.close() }
-        return opened.value!
+    func store(_ location: PredictionLogLocation) async throws(TernError) -> any PredictionSink {
+        if let box = opened.load() { return box.sink }
+        let box = SinkBox(try await location.open())
+        if opened.storeIfNil(box) !== box { await box.sink.close() }
+        return opened.load()!.sink
     }
 
     func close() async {
-        await opened.value?.close()
+        await opened.load()?.sink.close()
     }
-}
-
-final class AtomicLazyReferenceBox: Sendable {
-    private let reference = AtomicLazyReference<PredictionStore>()
-    var value: PredictionStore? { reference.load() }
-    /// Stores `store` unless one is there; returns whether it was stored.
-    func set(_ store: PredictionStore) -> Bool { reference.storeIfNil(store) === store }
 }
 
 /// Prediction records as JSON: `{"predictions": [{"time": "...", "request_id": ..., "inputs": [...], ...}], "next": ID}`.
@@ -106,21 +99,21 @@ public enum PredictionJSON {
     /// One record as one JSON object (a JSON Lines line).
     public static func line(_ record: PredictionRecord) -> String {
         var text = "{\"time\":"
-        JSONLogHandler.append(PredictionTime.format(record.time), to: &text)
+        LineLogHandler.append(PredictionTime.format(record.time), to: &text)
         text += ",\"request_id\":"
-        JSONLogHandler.append(record.requestID, to: &text)
+        LineLogHandler.append(record.requestID, to: &text)
         text += ",\"model\":"
-        JSONLogHandler.append(record.model, to: &text)
+        LineLogHandler.append(record.model, to: &text)
         text += ",\"version\":\(record.version),\"protocol\":"
-        JSONLogHandler.append(record.protocol, to: &text)
+        LineLogHandler.append(record.protocol, to: &text)
         text += ",\"latency_ms\":\(Double(record.latencyMicroseconds) / 1000)"
         if let caller = record.caller {
             text += ",\"caller\":"
-            JSONLogHandler.append(caller, to: &text)
+            LineLogHandler.append(caller, to: &text)
         }
         if let trace = record.traceID {
             text += ",\"trace_id\":"
-            JSONLogHandler.append(trace, to: &text)
+            LineLogHandler.append(trace, to: &text)
         }
         text += ",\"inputs\":" + record.inputs + ",\"outputs\":" + record.outputs + "}"
         return text

@@ -31,7 +31,7 @@ struct Predictions: AsyncParsableCommand {
                     print(try await PredictionLogSource.get(server, "/api/v1/predictions/\(escaped)").text)
                     return
                 }
-                let store = try await PredictionStore.open(try source.location())
+                let store = try await source.location().open()
                 let records = try await store.records(requestID: requestID)
                 await store.close()
                 guard !records.isEmpty else { throw TernError.notFound("no prediction with request id '\(requestID)' in the prediction log") }
@@ -88,7 +88,7 @@ struct Predictions: AsyncParsableCommand {
                         after = next
                     }
                 } else {
-                    let store = try await PredictionStore.open(try source.location())
+                    let store = try await source.location().open()
                     while true {
                         let page = try await store.records(model: model, since: since, until: until, afterID: after, limit: 5000)
                         handle.write(Data(PredictionExport.text(page.map(\.record), format: format, header: after == 0).utf8))
@@ -121,14 +121,14 @@ struct PredictionLogSource: ParsableArguments {
     @Option(help: ArgumentHelp("Read through a running server's API instead (http://host:8000).", valueName: "url"))
     var server: String?
 
-    func location() throws -> RegistryLocation {
+    func location() throws -> PredictionLogLocation {
         var options = RegistryOptions()
         options.data = data
         options.database = database
         guard let location = try options.predictionLogLocation(predictionLog) else {
             throw ValidationError("--prediction-log off names no log to read")
         }
-        if case .sqlite(let path) = location, !FileManager.default.fileExists(atPath: path) {
+        if case .database(.sqlite(let path)) = location, !FileManager.default.fileExists(atPath: path) {
             throw TernError.notFound("no prediction log at \(path) (tern serve writes it there; give --data, --database or --prediction-log)")
         }
         return location
@@ -160,19 +160,19 @@ struct PredictionLogSource: ParsableArguments {
 extension RegistryOptions {
     /// Where `tern serve` keeps the prediction log: `explicit` ("off" for none), else the registry's
     /// PostgreSQL database, else predictions.sqlite beside the registry's SQLite file or in the data folder.
-    func predictionLogLocation(_ explicit: String?) throws -> RegistryLocation? {
+    func predictionLogLocation(_ explicit: String?) throws -> PredictionLogLocation? {
         if let explicit {
             if explicit == "off" { return nil }
-            return try RegistryLocation(explicit)
+            return try PredictionLogLocation(explicit)
         }
         if let database {
             switch try RegistryLocation(database) {
-            case .postgres(let url): return .postgres(url: url)
+            case .postgres(let url): return .database(.postgres(url: url))
             case .sqlite(let path):
                 let folder = (path as NSString).deletingLastPathComponent
-                return .sqlite(path: (folder.isEmpty ? "." : folder) + "/predictions.sqlite")
+                return .database(.sqlite(path: (folder.isEmpty ? "." : folder) + "/predictions.sqlite"))
             }
         }
-        return .sqlite(path: dataFolder + "/predictions.sqlite")
+        return .database(.sqlite(path: dataFolder + "/predictions.sqlite"))
     }
 }

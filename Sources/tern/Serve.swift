@@ -128,8 +128,8 @@ struct Serve: AsyncParsableCommand {
     var otlpEndpoint: String?
 
     @Option(help: ArgumentHelp(
-        "Where to record predictions: an SQLite file or a postgres:// URL, or off (default: the registry's PostgreSQL "
-            + "database, else predictions.sqlite in the data folder). Read it with tern predictions.",
+        "Where to record predictions: an SQLite file, a postgres:// URL, jsonl:DIR (rotated JSON Lines files), or off "
+            + "(default: the registry's PostgreSQL database, else predictions.sqlite in the data folder). Read it with tern predictions.",
         valueName: "url"))
     var predictionLog: String?
 
@@ -253,6 +253,9 @@ struct Serve: AsyncParsableCommand {
             var log = PredictionLogConfiguration(location: location)
             log.maxAge = try predictionLogRetention.map(parseAge)
             log.maxRows = predictionLogMaxRows
+            if case .files = location, predictionLogMaxRows != nil {
+                fail(TernError.invalidArgument("--prediction-log-max-rows applies to a database; for jsonl: files use --prediction-log-retention"))
+            }
             log.queueCapacity = predictionLogQueue
             configuration.predictionLog = log
         }

@@ -20,16 +20,21 @@ public enum WireProtocol: String, Sendable, CaseIterable {
 
 /// What a front-end knows of a request besides its tensors: who sent it, on which protocol, under which id
 /// and trace. Made once per request, at its head, and carried through the core to every observer.
-public struct CallContext: Sendable {
+///
+/// A class, passed by reference through the core's closures and events (a struct this size was copied
+/// field by field at every step, measurably). The front-end that made it may change it (the body's id, its
+/// read and decode times) until it hands the call to ``InferenceService``; from then on it is only read,
+/// so it is safe to share across threads (hence `@unchecked Sendable`).
+public final class CallContext: @unchecked Sendable {
     /// The client's id (`X-Request-ID`, gRPC `x-request-id`, else the v2 body's `id`), or one Tern made.
-    public var requestID: String
+    public private(set) var requestID: String
     /// Whether ``requestID`` came from the client.
-    public var clientRequestID: Bool
-    public var wire: WireProtocol
+    public private(set) var clientRequestID: Bool
+    public let wire: WireProtocol
     /// The client's address, when the transport knows it.
-    public var peer: String?
+    public let peer: String?
     /// The W3C trace context the client sent (`traceparent`), if valid.
-    public var trace: TraceParent?
+    public let trace: TraceParent?
     /// Who is calling (the key's name or the token's subject), once authentication knows.
     public var caller: String?
     /// When the front-end took the request.
@@ -62,7 +67,7 @@ public struct CallContext: Sendable {
     }
 
     /// Takes the v2 body's `id` as the request id when the client sent no `X-Request-ID`.
-    public mutating func adoptBodyID(_ id: String?) {
+    public func adoptBodyID(_ id: String?) {
         guard !clientRequestID, let id, let accepted = RequestID.accept(id) else { return }
         requestID = accepted
         clientRequestID = true

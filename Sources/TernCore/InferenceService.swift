@@ -190,16 +190,9 @@ public final class InferenceService: Sendable {
         completion: @escaping @Sendable (Result<InferenceResponse, any Error>) -> Void
     ) {
         let context = call.context
-        let served: ServedModel, request: InferenceRequest
-        switch (call.model, call.request) {
-        case (.failure(let error), _):
-            end(context, nil, [], .failure(error), completion)
+        guard let served = call.served, let request = call.request else {
+            end(context, call.served, [], .failure(call.failure ?? TernError.internalError("a call with neither request nor failure")), completion)
             return
-        case (.success(let model), .failure(let error)):
-            end(context, model, [], .failure(error), completion)
-            return
-        case (.success(let model), .success(let decoded)):
-            (served, request) = (model, decoded)
         }
         let inputs: [Tensor], outputs: [String]
         do {
@@ -250,7 +243,7 @@ public final class InferenceService: Sendable {
     public func infer(
         _ served: ServedModel, request: InferenceRequest, context: CallContext = CallContext(wire: .local)
     ) async throws -> InferenceResponse {
-        try await infer(InferenceCall(context: context, model: .success(served), request: .success(request)))
+        try await infer(InferenceCall(context: context, served: served, request: request))
     }
 
     /// Builds the call (resolving the model, then decoding the request for it) and runs it: what a
@@ -259,20 +252,21 @@ public final class InferenceService: Sendable {
         _ context: CallContext, resolve: () throws -> ServedModel,
         decode: (ServedModel) async throws -> InferenceRequest
     ) async throws -> InferenceResponse {
-        var context = context
-        let model = Result { try resolve() }
-        var request: Result<InferenceRequest, any Error> = .failure(TernError.internalError("not decoded"))
-        if case .success(let served) = model {
-            do {
-                let decoded = try await decode(served)
-                if timesRuns { context.decoded = .now }
-                context.adoptBodyID(decoded.id)
-                request = .success(decoded)
-            } catch {
-                request = .failure(error)
-            }
+        let served: ServedModel
+        do {
+            served = try resolve()
+        } catch {
+            return try await infer(InferenceCall(context: context, failure: error))
         }
-        return try await infer(InferenceCall(context: context, model: model, request: request))
+        let request: InferenceRequest
+        do {
+            request = try await decode(served)
+        } catch {
+            return try await infer(InferenceCall(context: context, failure: error, served: served))
+        }
+        if timesRuns { context.decoded = .now }
+        context.adoptBodyID(request.id)
+        return try await infer(InferenceCall(context: context, served: served, request: request))
     }
 
     /// Counts and records a request's end, completes it, then shows it to the observers (the answer on its way).
@@ -319,18 +313,28 @@ public final class InferenceService: Sendable {
     }
 }
 
-/// One inference request as a front-end hands it to the core.
+/// One inference request as a front-end hands it to the core: its context, and either the version it names
+/// with its decoded request, or why one of them failed.
 public struct InferenceCall: Sendable {
     public var context: CallContext
-    /// The version the request names, or why none was found.
-    public var model: Result<ServedModel, any Error>
-    /// The decoded request, or why it could not be decoded.
-    public var request: Result<InferenceRequest, any Error>
+    /// The version the request names; nil when none was found.
+    public var served: ServedModel?
+    /// The decoded request; nil when it failed.
+    public var request: InferenceRequest?
+    /// Why the model or the request failed.
+    public var failure: (any Error)?
 
-    public init(context: CallContext, model: Result<ServedModel, any Error>, request: Result<InferenceRequest, any Error>) {
+    public init(context: CallContext, served: ServedModel, request: InferenceRequest) {
         self.context = context
-        self.model = model
+        self.served = served
         self.request = request
+    }
+
+    /// A call that failed before it could run: no model found (`served` nil), or its request not decoded.
+    public init(context: CallContext, failure: any Error, served: ServedModel? = nil) {
+        self.context = context
+        self.served = served
+        self.failure = failure
     }
 }
 

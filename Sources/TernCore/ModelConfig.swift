@@ -96,17 +96,20 @@ public struct PredictionLogSettings: Sendable, Equatable {
 }
 
 /// One loaded version of a model, ready to serve.
-public struct ServedModel: Sendable {
-    public var name: String
-    public var version: Int
+///
+/// A class: it travels with every request through the core, its closures and its observers, and one
+/// reference is cheaper to pass around than a dozen.
+public final class ServedModel: Sendable {
+    public let name: String
+    public let version: Int
     public let model: any InferenceModel
     /// `model` when it can answer through a callback, found once at load rather than cast per request.
     public let callbackModel: (any CallbackInferenceModel)?
     /// `model` when it is a dynamic batcher whose batches an event loop may run (``DynamicBatcher/runsInline``).
     public let inlineBatcher: DynamicBatcher?
-    public var config: ModelConfig
+    public let config: ModelConfig
     /// The runtime, named as Triton does ("onnxruntime_onnx").
-    public var platform: String
+    public let platform: String
     /// What this version has served (the statistics extension); a batched model's batcher keeps its queue
     /// and execution times, the inference service the rest.
     public let statistics: ModelStatistics

@@ -1,8 +1,9 @@
 import Logging
 import Synchronization
 
-/// Writes inference requests to the log: every fault (a 5xx the server caused) as an error with everything
-/// known of the request, and, when the access log is on, a sampled share of all requests as one line each.
+/// Writes inference requests to the log: the core logs every fault (a 5xx the server caused) as an error
+/// with everything known of the request (``logFault(_:context:served:duration:)``); this observer, when the
+/// access log is on, a sampled share of all requests as one line each.
 /// Lines carry `request_id`, `model`, `version`, `protocol`, `status` (the outcome), `code` (the error's),
 /// `latency_ms`, `peer` and `trace_id`.
 public final class RequestLogger: InferenceObserver {
@@ -20,15 +21,24 @@ public final class RequestLogger: InferenceObserver {
     public var observesAfterAnswer: Bool { true }
 
     public func requestEnded(_ event: InferenceEvent) {
-        let fault = event.outcome == .serverError && (event.error as? TernError)?.code != .unavailable
-            && (event.error as? TernError)?.code != .resourceExhausted
-        if fault {
-            var metadata = Self.metadata(event)
-            metadata["error"] = "\(event.error.map { "\($0)" } ?? "")"
-            logger.error("request failed", metadata: metadata)
-        } else if accessSampleRate > 0, sampled() {
-            logger.info("request", metadata: Self.metadata(event))
+        if accessSampleRate > 0, sampled() {
+            logger.info("request", metadata: Self.metadata(
+                event.context, served: event.served, outcome: event.outcome, error: event.error, duration: event.duration))
         }
+    }
+
+    /// A fault of the server's, not a refusal it chose (not ready, queue full).
+    static func isFault(_ error: any Error) -> Bool {
+        guard let error = error as? TernError else { return true }
+        return error.code != .unavailable && error.code != .resourceExhausted && error.code != .timedOut
+    }
+
+    private static let faultLogger = Logger(label: "tern.request")
+
+    static func logFault(_ error: any Error, context: CallContext, served: ServedModel?, duration: Duration) {
+        var metadata = Self.metadata(context, served: served, outcome: .serverError, error: error, duration: duration)
+        metadata["error"] = "\(error)"
+        faultLogger.error("request failed", metadata: metadata)
     }
 
     /// Every 1/rate-th request, spread evenly (no random numbers on the request path).
@@ -38,24 +48,26 @@ public final class RequestLogger: InferenceObserver {
         return Int(Double(count) * accessSampleRate) != Int(Double(count - 1) * accessSampleRate)
     }
 
-    static func metadata(_ event: InferenceEvent) -> Logger.Metadata {
+    static func metadata(
+        _ context: CallContext, served: ServedModel?, outcome: RequestOutcome, error: (any Error)?, duration: Duration
+    ) -> Logger.Metadata {
         var metadata: Logger.Metadata = [
-            "request_id": "\(event.context.requestID)",
-            "protocol": "\(event.context.wire.rawValue)",
-            "status": "\(event.outcome.rawValue)",
-            "latency_ms": "\(Double(VersionMetrics.nanoseconds(event.duration) / 1000) / 1000)",
+            "request_id": "\(context.requestID)",
+            "protocol": "\(context.wire.rawValue)",
+            "status": "\(outcome.rawValue)",
+            "latency_ms": "\(Double(VersionMetrics.nanoseconds(duration) / 1000) / 1000)",
         ]
-        if let served = event.served {
+        if let served {
             metadata["model"] = "\(served.name)"
             metadata["version"] = "\(served.version)"
         }
-        if let error = event.error {
+        if let error {
             metadata["code"] = "\((error as? TernError)?.code.description ?? "internal error")"
-            if event.outcome != .serverError { metadata["reason"] = "\(error)" }
+            if outcome != .serverError { metadata["reason"] = "\(error)" }
         }
-        if let peer = event.context.peer { metadata["peer"] = "\(peer)" }
-        if let trace = event.context.trace { metadata["trace_id"] = "\(trace.traceID)" }
-        if let caller = event.context.caller { metadata["caller"] = "\(caller)" }
+        if let peer = context.peer { metadata["peer"] = "\(peer)" }
+        if let trace = context.trace { metadata["trace_id"] = "\(trace.traceID)" }
+        if let caller = context.caller { metadata["caller"] = "\(caller)" }
         return metadata
     }
 }

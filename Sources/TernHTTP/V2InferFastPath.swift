@@ -181,8 +181,7 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Hands a request refused before decoding to the core (which counts and observes it) and answers it.
     private func finish(context: ChannelHandlerContext, _ pending: Pending, failure: any Error) {
-        let model: Result<ServedModel, any Error> = pending.served.map { .success($0) } ?? .failure(failure)
-        let call = InferenceCall(context: pending.context, model: model, request: .failure(failure))
+        let call = InferenceCall(context: pending.context, failure: failure, served: pending.served)
         let close = pending.close || Self.mustClose(failure)
         let requestID = pending.context.requestID
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -201,21 +200,21 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             finish(context: context, pending, failure: failure)
             return
         }
-        var requestContext = pending.context
+        let requestContext = pending.context
         let timed = service.timesRuns  // the times only traces show are read only for them
         if timed { requestContext.read = .now }
-        let request: Result<InferenceRequest, any Error>
+        let call: InferenceCall
         var encoding = V2RequestDecoder.OutputEncoding()
         do {
             let decoded = try V2RequestDecoder.decode(body: pending.body, headerLength: pending.headerLength)
             if timed { requestContext.decoded = .now }
             requestContext.adoptBodyID(decoded.0.id)
-            (request, encoding) = (.success(decoded.0), decoded.1)
+            encoding = decoded.1
+            call = InferenceCall(context: requestContext, served: pending.served!, request: decoded.0)
         } catch {
-            request = .failure(error)
+            call = InferenceCall(context: requestContext, failure: error, served: pending.served)
         }
         let requestID = requestContext.requestID
-        let call = InferenceCall(context: requestContext, model: .success(pending.served!), request: request)
         service.infer(call, inline: runQueue) { [encoding] result in
             // On a runner thread or this event loop: encode here, write on the event loop.
             let answer: (HTTPResponse, ByteBuffer)

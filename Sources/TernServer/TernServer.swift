@@ -112,7 +112,10 @@ public struct TernServer: Sendable {
             PredictionLog(configuration: $0, factory: factory, logger: Logger(label: "tern.predictions"))
         }
         self.predictionLog = predictionLog
-        var observers: [any InferenceObserver] = [RequestLogger(accessSampleRate: configuration.accessLogSampleRate)]
+        var observers: [any InferenceObserver] = []
+        if configuration.accessLogSampleRate > 0 {
+            observers.append(RequestLogger(accessSampleRate: configuration.accessLogSampleRate))
+        }
         if let predictionLog { observers.append(predictionLog) }
         if let tracing = configuration.tracing { observers.append(SpanObserver(tracer: tracing.tracer)) }
         service.observe(with: observers)

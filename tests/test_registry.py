@@ -423,6 +423,13 @@ def test_server_reconnects_when_postgres_drops_its_connection(bundles, tmp_path)
             assert response.status_code == 503, response.text
         assert statuses[-1] == 200, statuses
         assert probabilities(infer(server, "credit", ROWS))[0] == "2"
+        # The prediction log (in the same database) reconnects too: later predictions are recorded.
+        deadline, found = time.time() + 10, False
+        while not found and time.time() < deadline:
+            answer = infer(server, "credit", ROWS)
+            time.sleep(0.5)
+            found = api(server, "GET", f"/api/v1/predictions/{answer.headers['X-Request-ID']}").status_code == 200
+        assert found, "no prediction recorded after the database dropped the connection"
     finally:
         server.stop()
     assert "audit trail intact: 4 entries" in registry.cli("audit", "verify").stdout

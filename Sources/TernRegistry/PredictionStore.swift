@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SQLKit
 import SQLiteKit
+import Synchronization
 import TernCore
 
 /// One recorded prediction.
@@ -44,12 +45,26 @@ public struct PredictionRecord: Sendable, Equatable, Codable {
 /// Not thread-safe on its own: one writer (``append(_:)`` and ``prune(olderThan:keepingAtMost:)``) at a
 /// time; readers open their own store.
 public final class PredictionStore: Sendable {
-    private let database: RegistryDatabase
+    private let connection: Mutex<RegistryDatabase>
     public let location: RegistryLocation
+    private let logger: Logger
 
-    private init(database: RegistryDatabase, location: RegistryLocation) {
-        self.database = database
+    private init(database: RegistryDatabase, location: RegistryLocation, logger: Logger) {
+        self.connection = Mutex(database)
         self.location = location
+        self.logger = logger
+    }
+
+    /// The open connection, reopened when the server dropped it (a restart, a failover, an idle timeout).
+    private var database: RegistryDatabase {
+        get async throws(TernError) {
+            let current = connection.withLock { $0 }
+            guard current.isClosed() else { return current }
+            logger.warning("prediction log connection lost; reconnecting", metadata: ["database": "\(location)"])
+            let reopened = try await RegistryDatabase.open(location, logger: logger)
+            connection.withLock { $0 = reopened }
+            return reopened
+        }
     }
 
     public static func open(_ location: RegistryLocation, logger: Logger = Logger(label: "tern.predictions"))
@@ -83,11 +98,11 @@ public final class PredictionStore: Sendable {
             await database.close()
             throw .unavailable("cannot prepare the prediction log in \(location): \(String(reflecting: error))")
         }
-        return PredictionStore(database: database, location: location)
+        return PredictionStore(database: database, location: location, logger: logger)
     }
 
     public func close() async {
-        await database.close()
+        await connection.withLock { $0 }.close()
     }
 
     private static let columns = [
@@ -97,12 +112,13 @@ public final class PredictionStore: Sendable {
     /// Appends records in one transaction (in statements of at most 500 rows).
     public func append(_ records: [PredictionRecord]) async throws(TernError) {
         guard !records.isEmpty else { return }
+        let database = try await self.database
         if let sqlite = database.sqlite {
             try await run { try await self.appendSQLite(records, sqlite) }
             return
         }
         try await run {
-            try await self.database.sql.raw("BEGIN").run()
+            try await database.sql.raw("BEGIN").run()
             do {
                 for start in stride(from: 0, to: records.count, by: 500) {
                     let rows = records[start..<min(records.count, start + 500)].map { record -> [any SQLExpression] in
@@ -110,11 +126,11 @@ public final class PredictionStore: Sendable {
                          SQLBind(record.protocol), SQLBind(record.latencyMicroseconds), SQLBind(record.caller),
                          SQLBind(record.traceID), SQLBind(record.inputs), SQLBind(record.outputs)]
                     }
-                    try await self.database.sql.insert(into: "tern_predictions").columns(Self.columns).rows(rows).run()
+                    try await database.sql.insert(into: "tern_predictions").columns(Self.columns).rows(rows).run()
                 }
-                try await self.database.sql.raw("COMMIT").run()
+                try await database.sql.raw("COMMIT").run()
             } catch {
-                try? await self.database.sql.raw("ROLLBACK").run()
+                try? await database.sql.raw("ROLLBACK").run()
                 throw error
             }
         }
@@ -172,8 +188,9 @@ public final class PredictionStore: Sendable {
 
     /// Rows in the log.
     public func count() async throws(TernError) -> Int {
-        try await run {
-            try await self.database.sql.raw("SELECT COUNT(*) AS n FROM tern_predictions").first()?.decode(column: "n", as: Int.self) ?? 0
+        let database = try await self.database
+        return try await run {
+            try await database.sql.raw("SELECT COUNT(*) AS n FROM tern_predictions").first()?.decode(column: "n", as: Int.self) ?? 0
         }
     }
 
@@ -181,22 +198,23 @@ public final class PredictionStore: Sendable {
     /// `keepingAtMost` rows. Returns how many went.
     @discardableResult
     public func prune(olderThan: Int64?, keepingAtMost: Int?) async throws(TernError) -> Int {
-        try await run {
+        let database = try await self.database
+        return try await run {
             var removed = 0
             if let olderThan {
-                let before = try await self.countRows()
-                try await self.database.sql.raw("DELETE FROM tern_predictions WHERE time_ms < \(bind: olderThan)").run()
-                removed += before - (try await self.countRows())
+                let before = try await self.countRows(database)
+                try await database.sql.raw("DELETE FROM tern_predictions WHERE time_ms < \(bind: olderThan)").run()
+                removed += before - (try await self.countRows(database))
             }
             if let keepingAtMost {
-                let total = try await self.countRows()
+                let total = try await self.countRows(database)
                 if total > keepingAtMost {
                     // The id of the oldest row kept: everything before it goes.
-                    let cutoff = try await self.database.sql.raw("""
+                    let cutoff = try await database.sql.raw("""
                         SELECT id FROM tern_predictions ORDER BY id DESC LIMIT 1 OFFSET \(bind: keepingAtMost - 1)
                         """).first()?.decode(column: "id", as: Int64.self)
                     if let cutoff {
-                        try await self.database.sql.raw("DELETE FROM tern_predictions WHERE id < \(bind: cutoff)").run()
+                        try await database.sql.raw("DELETE FROM tern_predictions WHERE id < \(bind: cutoff)").run()
                         removed += total - keepingAtMost
                     }
                 }
@@ -205,7 +223,7 @@ public final class PredictionStore: Sendable {
         }
     }
 
-    private func countRows() async throws -> Int {
+    private func countRows(_ database: RegistryDatabase) async throws -> Int {
         try await database.sql.raw("SELECT COUNT(*) AS n FROM tern_predictions").first()?.decode(column: "n", as: Int.self) ?? 0
     }
 
@@ -214,8 +232,9 @@ public final class PredictionStore: Sendable {
     }
 
     private func selectWithIDs(_ filter: SQLQueryString, limit: Int) async throws(TernError) -> [(id: Int64, record: PredictionRecord)] {
-        try await run {
-            let rows = try await self.database.sql.raw("""
+        let database = try await self.database
+        return try await run {
+            let rows = try await database.sql.raw("""
                 SELECT id, time_ms, request_id, model, version, protocol, latency_us, caller, trace_id, inputs, outputs
                 FROM tern_predictions \(filter) LIMIT \(bind: limit)
                 """).all()

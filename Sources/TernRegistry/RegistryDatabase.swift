@@ -107,6 +107,8 @@ final class RegistryDatabase: Sendable {
     }
 
     func close() async {
+        // A connection the server has already dropped is gone: closing it again would wait forever.
+        guard !isClosed() else { return }
         try? await closeConnection()
     }
 

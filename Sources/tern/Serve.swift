@@ -15,6 +15,7 @@ struct Serve: AsyncParsableCommand {
               POST /v2/models/<name>[/versions/<v>]/infer  (JSON, or binary tensors)
               gRPC inference.GRPCInferenceService on --grpc-port
               GET  /metrics                                   (Prometheus; --metrics-port to move it)
+              GET  /api/v1/predictions/<request id>           (the prediction log; tern predictions)
               GET  /v1/models/<name>, POST /v1/models/<name>:predict  (KServe v1)
               GET  /ping, POST /invocations                  (MLflow, SageMaker)
             plus the platform's own routes with --platform. With a registry, also its management API (/api/v1/models, /api/v1/bundles, /api/v1/audit) and /v2/repository/index|load|unload; requests may name model@alias or model@version, and alias moves take effect without a restart. SIGINT or SIGTERM stops accepting requests, answers those in flight, then exits (docs/operations.md).

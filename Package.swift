@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "TernHTTP", targets: ["TernHTTP"]),
         .library(name: "TernGRPC", targets: ["TernGRPC"]),
         .library(name: "TernServer", targets: ["TernServer"]),
+        .library(name: "TernMonitoring", targets: ["TernMonitoring"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -90,6 +91,8 @@ let package = Package(
             exclude: ["Generated/README.md"],
             swiftSettings: strict
         ),
+        // Drift statistics (and, to come, windows, feedback and alerts): pure Swift, no server types.
+        .target(name: "TernMonitoring", swiftSettings: strict),
         // The bundle format: manifest, archive, reference profile, validation metrics, model card.
         .target(
             name: "TernBundle",
@@ -133,7 +136,7 @@ let package = Package(
         .executableTarget(
             name: "tern",
             dependencies: [
-                "TernServer", "TernONNX", "TernCore", "TernHTTP", "TernBundle", "TernRegistry",
+                "TernServer", "TernONNX", "TernCore", "TernHTTP", "TernBundle", "TernRegistry", "TernMonitoring",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -167,6 +170,11 @@ let package = Package(
         .testTarget(
             name: "TernServerTests",
             dependencies: ["TernServer", "TernCore", "TernONNX", "TernTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TernMonitoringTests",
+            dependencies: ["TernMonitoring", "TernTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

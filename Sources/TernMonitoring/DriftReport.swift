@@ -1,0 +1,118 @@
+import Foundation
+
+/// Drift thresholds: when a feature is reported as drifted. Defaults follow common practice: PSI above 0.2
+/// is a significant shift; a test's p-value under 0.01 counts only with at least 100 live values (below
+/// that, tests flag noise).
+public struct DriftThresholds: Sendable, Equatable {
+    public var psi = 0.2
+    public var pValue = 0.01
+    public var minimumSample = 100
+
+    public init() {}
+}
+
+/// Every statistic of one feature, reference against live.
+public struct FeatureDrift: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, Codable { case numeric, categorical }
+
+    public var feature: String
+    public var kind: Kind
+    public var referenceCount: Int
+    public var liveCount: Int
+    /// Shares of missing values (empty, NaN, NA, null), left out of every statistic.
+    public var referenceMissingRate: Double
+    public var liveMissingRate: Double
+    public var psi: Double?
+    public var jensenShannon: Double?
+    /// Numeric: two-sample Kolmogorov-Smirnov and Wasserstein-1.
+    public var ksStatistic: Double?
+    public var ksPValue: Double?
+    public var wasserstein: Double?
+    /// Categorical: chi-squared of the 2 x K table.
+    public var chiSquared: Double?
+    public var chiSquaredPValue: Double?
+    /// Categorical: categories the reference never had, and reference categories the live data lacks.
+    public var newCategories: [String]?
+    public var vanishedCategories: [String]?
+    /// Whether the thresholds call it drift, and why.
+    public var drifted: Bool
+    public var reasons: [String]
+
+    /// How strongly it drifted, for sorting: the PSI (or, without one, the KS statistic).
+    public var severity: Double { psi ?? ksStatistic ?? 0 }
+}
+
+/// Compares two tables column by column (the columns both have): a column whose present values all read as
+/// numbers is numeric, any other categorical.
+public enum DriftReport {
+    public static let missingTokens: Set<String> = ["", "nan", "NaN", "NAN", "NA", "N/A", "null", "NULL", "None"]
+
+    public static func compare(
+        reference: [String: [String]], live: [String: [String]], columns: [String], thresholds: DriftThresholds = .init()
+    ) -> [FeatureDrift] {
+        columns.compactMap { name -> FeatureDrift? in
+            guard let referenceCells = reference[name], let liveCells = live[name] else { return nil }
+            return feature(name, referenceCells, liveCells, thresholds)
+        }
+    }
+
+    static func feature(_ name: String, _ referenceCells: [String], _ liveCells: [String], _ thresholds: DriftThresholds) -> FeatureDrift {
+        let referencePresent = referenceCells.filter { !missingTokens.contains($0.trimmingCharacters(in: .whitespaces)) }
+        let livePresent = liveCells.filter { !missingTokens.contains($0.trimmingCharacters(in: .whitespaces)) }
+        let referenceNumbers = referencePresent.compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+        let liveNumbers = livePresent.compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+        let numeric = referenceNumbers.count == referencePresent.count && liveNumbers.count == livePresent.count
+            && !referencePresent.isEmpty
+        var drift = FeatureDrift(
+            feature: name, kind: numeric ? .numeric : .categorical, referenceCount: referencePresent.count,
+            liveCount: livePresent.count,
+            referenceMissingRate: rate(referenceCells.count - referencePresent.count, referenceCells.count),
+            liveMissingRate: rate(liveCells.count - livePresent.count, liveCells.count), drifted: false, reasons: [])
+        if numeric {
+            let edges = DriftStatistics.decileEdges(referenceNumbers)
+            let referenceCounts = DriftStatistics.binCounts(referenceNumbers, edges: edges)
+            let liveCounts = DriftStatistics.binCounts(liveNumbers, edges: edges)
+            drift.psi = DriftStatistics.psi(reference: referenceCounts, live: liveCounts)
+            drift.jensenShannon = DriftStatistics.jensenShannon(reference: referenceCounts, live: liveCounts)
+            let ks = DriftStatistics.kolmogorovSmirnov(referenceNumbers, liveNumbers)
+            drift.ksStatistic = ks?.statistic
+            drift.ksPValue = ks?.pValue
+            drift.wasserstein = DriftStatistics.wasserstein(referenceNumbers, liveNumbers)
+        } else {
+            let categories = Array(Set(referencePresent).union(livePresent)).sorted()
+            var referenceCounts: [String: Int] = [:], liveCounts: [String: Int] = [:]
+            for value in referencePresent { referenceCounts[value, default: 0] += 1 }
+            for value in livePresent { liveCounts[value, default: 0] += 1 }
+            let r = categories.map { referenceCounts[$0] ?? 0 }, l = categories.map { liveCounts[$0] ?? 0 }
+            drift.psi = DriftStatistics.psi(reference: r, live: l)
+            drift.jensenShannon = DriftStatistics.jensenShannon(reference: r, live: l)
+            let chi = DriftStatistics.chiSquared(reference: r, live: l)
+            drift.chiSquared = chi?.statistic
+            drift.chiSquaredPValue = chi?.pValue
+            drift.newCategories = categories.filter { referenceCounts[$0] == nil }
+            drift.vanishedCategories = categories.filter { liveCounts[$0] == nil }
+        }
+        judge(&drift, thresholds)
+        return drift
+    }
+
+    static func judge(_ drift: inout FeatureDrift, _ thresholds: DriftThresholds) {
+        if let psi = drift.psi, psi > thresholds.psi {
+            drift.reasons.append(String(format: "PSI %.3f > %.2f", psi, thresholds.psi))
+        }
+        if drift.liveCount >= thresholds.minimumSample {
+            if let p = drift.ksPValue, p < thresholds.pValue {
+                drift.reasons.append(String(format: "KS p %.2g < %.2g", p, thresholds.pValue))
+            }
+            if let p = drift.chiSquaredPValue, p < thresholds.pValue {
+                drift.reasons.append(String(format: "chi-squared p %.2g < %.2g", p, thresholds.pValue))
+            }
+        }
+        if let new = drift.newCategories, !new.isEmpty {
+            drift.reasons.append("new categories: " + new.joined(separator: ", "))
+        }
+        drift.drifted = !drift.reasons.isEmpty
+    }
+
+    private static func rate(_ part: Int, _ whole: Int) -> Double { whole == 0 ? 0 : Double(part) / Double(whole) }
+}

@@ -1,0 +1,101 @@
+"""`tern drift compare` on real CSV files, every statistic checked against scipy's on the same columns."""
+import csv
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
+
+from conftest import BINARY, ROOT
+
+MISSING = {"", "nan", "NaN", "NA", "null"}
+
+
+def write(path, rows, rng, shift=0.0, categories=("car", "home", "edu"), p=(0.5, 0.3, 0.2)):
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["age", "income", "late_payments", "purpose"])
+        for _ in range(rows):
+            age = "" if rng.random() < 0.03 else f"{rng.normal(40 + shift, 10):.2f}"
+            out.writerow([age, f"{rng.lognormal(10.8 + shift / 40, 0.4):.0f}", rng.poisson(1 + shift / 10),
+                          rng.choice(categories, p=p)])
+
+
+def column(path, name):
+    with open(path) as f:
+        return [row[name] for row in csv.DictReader(f)]
+
+
+def psi(e, a):
+    e = np.asarray(e, float) / np.sum(e)
+    a = np.asarray(a, float) / np.sum(a)
+    e, a = np.where(e == 0, 1e-4, e), np.where(a == 0, 1e-4, a)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def compare(reference, current, *extra):
+    result = subprocess.run([BINARY, "drift", "compare", reference, current, "--json", *extra],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return {item["feature"]: item for item in json.loads(result.stdout)}
+
+
+@pytest.mark.parametrize("shift", [0.0, 6.0])
+def test_every_statistic_matches_scipy(tmp_path, shift):
+    rng = np.random.default_rng(7)
+    reference, current = str(tmp_path / "reference.csv"), str(tmp_path / "current.csv")
+    write(reference, 2500, rng)
+    write(current, 700, rng, shift=shift, categories=("car", "home", "biz") if shift else ("car", "home", "edu"),
+          p=(0.4, 0.3, 0.3) if shift else (0.5, 0.3, 0.2))
+    report = compare(reference, current)
+    for name in ["age", "income", "late_payments"]:
+        ref_cells, cur_cells = column(reference, name), column(current, name)
+        r = np.array([float(x) for x in ref_cells if x not in MISSING])
+        c = np.array([float(x) for x in cur_cells if x not in MISSING])
+        item = report[name]
+        assert item["kind"] == "numeric"
+        ks = ks_2samp(r, c)
+        assert item["ks_statistic"] == pytest.approx(ks.statistic, rel=1e-9)
+        assert item["ks_p_value"] == pytest.approx(ks.pvalue, abs=1e-9, rel=1e-9)
+        assert item["wasserstein"] == pytest.approx(wasserstein_distance(r, c), rel=1e-9)
+        edges = list(dict.fromkeys(np.quantile(r, np.arange(1, 10) / 10).tolist()))
+        counts = lambda v: np.bincount(np.searchsorted(edges, v, side="left"), minlength=len(edges) + 1)  # noqa: E731
+        assert item["psi"] == pytest.approx(psi(counts(r), counts(c)), rel=1e-9, abs=1e-15)
+        assert item["jensen_shannon"] == pytest.approx(float(jensenshannon(counts(r), counts(c), base=2)), rel=1e-9, abs=1e-12)
+        assert item["reference_missing_rate"] == pytest.approx((len(ref_cells) - len(r)) / len(ref_cells))
+    purpose = report["purpose"]
+    ref_cells, cur_cells = column(reference, "purpose"), column(current, "purpose")
+    categories = sorted(set(ref_cells) | set(cur_cells))
+    table = np.array([[ref_cells.count(k) for k in categories], [cur_cells.count(k) for k in categories]])
+    expected = chi2_contingency(table)
+    assert purpose["kind"] == "categorical"
+    assert purpose["chi_squared"] == pytest.approx(expected.statistic, rel=1e-9)
+    assert purpose["chi_squared_p_value"] == pytest.approx(expected.pvalue, abs=1e-9)
+    assert purpose["psi"] == pytest.approx(psi(table[0], table[1]), rel=1e-9, abs=1e-15)
+    if shift:
+        assert purpose["new_categories"] == ["biz"] and purpose["vanished_categories"] == ["edu"]
+        assert all(report[name]["drifted"] for name in report), report
+    else:
+        assert not purpose["new_categories"] and not any(report[name]["drifted"] for name in ["age", "income", "purpose"])
+    table_text = subprocess.run([BINARY, "drift", "compare", reference, current], capture_output=True, text=True).stdout
+    assert ("DRIFT" in table_text) == bool(shift) and "columns drifted" in table_text
+    gate = subprocess.run([BINARY, "drift", "compare", reference, current, "--fail-on-drift"], capture_output=True, text=True)
+    assert gate.returncode == (3 if shift else 0)
+
+
+def test_bad_files_and_columns_are_named(tmp_path):
+    rng = np.random.default_rng(1)
+    reference = str(tmp_path / "reference.csv")
+    write(reference, 50, rng)
+    other = tmp_path / "other.csv"
+    other.write_text("x,y\n1,2\n")
+    for args, message in [
+        ([reference, str(tmp_path / "missing.csv")], "cannot read"),
+        ([reference, str(other)], "share no column"),
+        ([reference, reference, "--columns", "age,nope"], "column 'nope' is not in both files"),
+    ]:
+        result = subprocess.run([BINARY, "drift", "compare", *args], capture_output=True, text=True)
+        assert result.returncode == 1 and message in result.stderr, result.stderr

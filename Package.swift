@@ -119,7 +119,7 @@ let package = Package(
         .target(
             name: "TernServer",
             dependencies: [
-                "TernCore", "TernONNX", "TernHTTP", "TernGRPC", "TernBundle", "TernRegistry",
+                "TernCore", "TernONNX", "TernHTTP", "TernGRPC", "TernBundle", "TernRegistry", "TernMonitoring",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

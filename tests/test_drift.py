@@ -99,3 +99,64 @@ def test_bad_files_and_columns_are_named(tmp_path):
     ]:
         result = subprocess.run([BINARY, "drift", "compare", *args], capture_output=True, text=True)
         assert result.returncode == 1 and message in result.stderr, result.stderr
+
+
+def test_a_served_models_drift_against_its_bundles_reference(tmp_path):
+    import zipfile
+
+    import requests
+    from registry_support import CREDIT_FEATURES, Registry, credit_csv, credit_table, pack
+
+    reference = str(tmp_path / "reference.csv")
+    credit_csv(reference, 1500, seed=1)
+    bundle = pack(str(tmp_path), "gbc", "credit", 1, "--reference", reference, "--label-column", "default")
+    with zipfile.ZipFile(bundle) as archive:
+        sample = json.loads(archive.read("profile.json"))["sample"]
+    registry = Registry("sqlite", tmp_path)
+    registry.cli("push", bundle, "--alias", "production")
+    server = registry.serve()
+    try:
+        url = f"http://{server.url}"
+        empty = requests.get(f"{url}/api/v1/models/credit/drift", timeout=10).json()
+        assert empty["predictions"] == 0 and empty["features"] == [] and empty["reference_rows"] == len(sample["rows"])
+
+        def send(rows):
+            for start in range(0, len(rows), 20):
+                chunk = rows[start:start + 20].astype(np.float32)
+                answer = requests.post(f"{url}/v2/models/credit/infer", timeout=10, json={"inputs": [
+                    {"name": "features", "datatype": "FP32", "shape": list(chunk.shape), "data": chunk.ravel().tolist()}]})
+                assert answer.status_code == 200, answer.text
+            time.sleep(0.6)  # the prediction log's writer
+
+        import time
+        like, _ = credit_table(600, seed=5)
+        send(like)
+        calm = requests.get(f"{url}/api/v1/models/credit/drift?window=30", timeout=10).json()
+        assert calm["predictions"] == 30 and calm["rows"] == 600 and calm["version"] == 1
+        shifted = like.copy()
+        shifted[:, 1] *= 3  # income triples
+        send(shifted)
+        drift = requests.get(f"{url}/api/v1/models/credit/drift?window=30", timeout=10).json()
+        assert drift["rows"] == 600 and "income" in drift["drifted"], drift["drifted"]
+        income = {f["feature"]: f for f in drift["features"]}["income"]
+        column = sample["columns"].index("income")
+        ref_values = np.array([float(row[column]) for row in sample["rows"]])
+        live_values = shifted[:, 1].astype(np.float32).astype(np.float64)  # as the model received them (FP32)
+        expected = ks_2samp(ref_values, live_values)
+        assert income["ks_statistic"] == pytest.approx(expected.statistic, rel=1e-9)
+        assert income["ks_p_value"] == pytest.approx(expected.pvalue, abs=1e-9)
+        assert income["wasserstein"] == pytest.approx(wasserstein_distance(ref_values, live_values), rel=1e-6)
+        calm_income = {f["feature"]: f for f in calm["features"]}["income"]
+        assert not calm_income["drifted"], calm_income
+        assert set(f["feature"] for f in drift["features"]) == set(CREDIT_FEATURES)
+        status = subprocess.run([BINARY, "drift", "status", "credit", "--server", url, "--window", "30"],
+                                capture_output=True, text=True)
+        assert status.returncode == 0 and "income" in status.stdout and "DRIFT" in status.stdout, status.stderr
+        gate = subprocess.run([BINARY, "drift", "status", "credit", "--server", url, "--window", "30", "--fail-on-drift"],
+                              capture_output=True, text=True)
+        assert gate.returncode == 3
+        bad = requests.get(f"{url}/api/v1/models/credit/drift?window=0", timeout=10)
+        assert bad.status_code == 400 and "window" in bad.json()["error"]
+        assert requests.get(f"{url}/api/v1/models/nope/drift", timeout=10).status_code == 404
+    finally:
+        server.stop()

@@ -186,6 +186,13 @@ public final class PredictionStore: Sendable {
         return try await selectWithIDs(filter + " ORDER BY id", limit: limit)
     }
 
+    /// The newest `limit` records of a model's version, oldest first.
+    public func recent(model: String, version: Int, limit: Int) async throws(TernError) -> [PredictionRecord] {
+        let newest = try await selectWithIDs(
+            "WHERE model = \(bind: model) AND version = \(bind: version) ORDER BY id DESC", limit: limit)
+        return newest.reversed().map(\.record)
+    }
+
     /// Rows in the log.
     public func count() async throws(TernError) -> Int {
         let database = try await self.database

@@ -42,6 +42,8 @@ public protocol PredictionSink: Sendable {
     func records(requestID: String) async throws(TernError) -> [PredictionRecord]
     func records(model: String?, since: Int64?, until: Int64?, afterID: Int64, limit: Int)
         async throws(TernError) -> [(id: Int64, record: PredictionRecord)]
+    /// The newest `limit` records of a model's version, oldest first.
+    func recent(model: String, version: Int, limit: Int) async throws(TernError) -> [PredictionRecord]
     @discardableResult
     func prune(olderThan: Int64?, keepingAtMost: Int?) async throws(TernError) -> Int
     func close() async
@@ -167,6 +169,19 @@ final class PredictionFiles: PredictionSink {
             }
         }
         return page
+    }
+
+    func recent(model: String, version: Int, limit: Int) async throws(TernError) -> [PredictionRecord] {
+        var kept: [PredictionRecord] = []
+        for file in files().reversed() {
+            guard let text = try? String(contentsOfFile: file.path, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").reversed() {
+                guard let record = Self.parse(String(line)), record.model == model, record.version == version else { continue }
+                kept.append(record)
+                if kept.count == limit { return kept.reversed() }
+            }
+        }
+        return kept.reversed()
     }
 
     func prune(olderThan: Int64?, keepingAtMost: Int?) async throws(TernError) -> Int {

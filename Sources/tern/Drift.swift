@@ -7,7 +7,68 @@ import TernMonitoring
 struct Drift: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check data drift between a reference data set and current data.",
-        subcommands: [Compare.self])
+        subcommands: [Status.self, Compare.self])
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Drift of a served model: its newest predictions (the prediction log) against its bundle's reference data.",
+            discussion: "Asks a running server (GET /api/v1/models/MODEL/drift); the server must serve a registry and keep the prediction log.")
+
+        @Argument(help: "The model (model@alias or model@version works too).")
+        var model: String
+
+        @Option(help: ArgumentHelp("The server (http://host:8000).", valueName: "url"))
+        var server: String = "http://localhost:8000"
+
+        @Option(help: "A version number or alias (default: the one requests without a version get).")
+        var version: String?
+
+        @Option(help: "How many of the version's newest predictions to compare.")
+        var window: Int = 1000
+
+        @Flag(help: "Print the server's JSON.")
+        var json = false
+
+        @Flag(help: "Exit 3 when any feature drifted.")
+        var failOnDrift = false
+
+        func run() async throws {
+            do {
+                var path = "/api/v1/models/" + (model.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(.init(charactersIn: "/"))) ?? model)
+                    + "/drift?window=\(window)"
+                if let version { path += "&version=" + (version.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? version) }
+                let text = try await PredictionLogSource.get(server, path).text
+                let decoder = JSONDecoder()
+                decoder.keyDecodingStrategy = .convertFromSnakeCase
+                decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+                let answer = try decoder.decode(StatusAnswer.self, from: Data(text.utf8))
+                if json {
+                    print(text)
+                } else {
+                    print("\(answer.model) v\(answer.version): \(answer.predictions) predictions"
+                        + (answer.from.map { " from \($0) to \(answer.to ?? "")" } ?? ""))
+                    print(Compare.table(answer.features, reference: answer.referenceRows, current: answer.rows))
+                }
+                if failOnDrift, !answer.drifted.isEmpty { throw ExitCode(3) }
+            } catch let exit as ExitCode {
+                throw exit
+            } catch {
+                fail(error)
+            }
+        }
+
+        struct StatusAnswer: Decodable {
+            var model: String
+            var version: Int
+            var referenceRows: Int
+            var predictions: Int
+            var rows: Int
+            var from: String?
+            var to: String?
+            var drifted: [String]
+            var features: [FeatureDrift]
+        }
+    }
 
     struct Compare: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -1,0 +1,109 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import Synchronization
+import TernBundle
+import TernCore
+import TernMonitoring
+import TernRegistry
+
+/// Live drift: a served version's recent predictions (from the prediction log) against the reference data
+/// its bundle carries (the profile's seeded sample).
+///
+/// ```
+/// GET /api/v1/models/{model}/drift[?version=V&window=N]
+/// ```
+/// `window` is how many of the version's newest predictions to compare (default 1,000, at most 10,000);
+/// `version` a number or alias (default: the version requests without one get). Every statistic is the one
+/// `tern drift compare` computes (`docs/drift.md`).
+final class DriftRoutes: Sendable {
+    let service: InferenceService
+    let models: RegistryModels
+    let log: PredictionLogLocation
+    let reader: PredictionReader
+    /// Reference samples by bundle, read once per version.
+    let references = Mutex<[String: ReferenceProfile.Sample]>([:])
+
+    init(service: InferenceService, models: RegistryModels, log: PredictionLogLocation, reader: PredictionReader) {
+        self.service = service
+        self.models = models
+        self.log = log
+        self.reader = reader
+    }
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/api/v1/models/{model}/drift") { [self] request, context in
+            let name = try context.parameters.require("model")
+            let query = request.uri.queryParameters
+            let window = try query.get("window").map { text throws(TernError) -> Int in
+                guard let value = Int(text), (1...10_000).contains(value) else {
+                    throw .invalidArgument("window must be 1...10000 predictions, got '\(Echo.clip(text))'")
+                }
+                return value
+            } ?? 1_000
+            let served = try service.catalog.resolve(name: name, version: query.get("version").map { String($0) })
+            let sample = try await reference(served)
+            let records = try await reader.store(log).recent(model: served.name, version: served.version, limit: window)
+            var live: [String: [String]] = [:]
+            var rows = 0
+            for record in records {
+                for row in RowScanner.rows(record.inputs) {
+                    rows += 1
+                    for (key, value) in row { live[key, default: []].append(Self.cell(value)) }
+                }
+            }
+            var reference: [String: [String]] = [:]
+            for (index, column) in sample.columns.enumerated() { reference[column] = sample.rows.map { $0[index] } }
+            let columns = sample.columns.filter { live[$0] != nil }
+            let features = records.isEmpty ? [] : DriftReport.compare(reference: reference, live: live, columns: columns)
+                .sorted { ($0.drifted ? 1 : 0, $0.severity) > ($1.drifted ? 1 : 0, $1.severity) }
+            let answer = DriftAnswer(
+                model: served.name, version: served.version, referenceRows: sample.rows.count, predictions: records.count,
+                rows: rows, from: records.first.map { PredictionTime.format($0.time) },
+                to: records.last.map { PredictionTime.format($0.time) },
+                drifted: features.filter(\.drifted).map(\.feature), features: features)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            return Response(status: .ok, headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(answer))))
+        }
+    }
+
+    /// The bundle's reference sample, read from the registry once per version.
+    private func reference(_ served: ServedModel) async throws -> ReferenceProfile.Sample {
+        let key = "\(served.name)@\(served.version)"
+        if let sample = references.withLock({ $0[key] }) { return sample }
+        let bundle = try ModelBundle(archive: try await models.registry.archive(served.name, served.version))
+        guard let profile = try bundle.decoded(ReferenceProfile.self, file: BundleFile.profile) else {
+            throw TernError.notFound("\(served.name) v\(served.version) has no reference profile to compare with; "
+                + "pack it with tern pack --reference TRAINING.csv")
+        }
+        references.withLock { $0[key] = profile.sample }
+        return profile.sample
+    }
+
+    /// A JSON value from the prediction log as a CSV cell would hold it.
+    static func cell(_ json: String) -> String {
+        if json == "null" { return "" }
+        if json.hasPrefix("\""), let text = try? JSONSerialization.jsonObject(with: Data(json.utf8), options: .fragmentsAllowed) as? String {
+            return text
+        }
+        return json
+    }
+}
+
+struct DriftAnswer: Codable {
+    var model: String
+    var version: Int
+    /// Rows of the reference sample.
+    var referenceRows: Int
+    /// Predictions in the window, and the rows they held.
+    var predictions: Int
+    var rows: Int
+    var from: String?
+    var to: String?
+    var drifted: [String]
+    var features: [FeatureDrift]
+}

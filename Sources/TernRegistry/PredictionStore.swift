@@ -38,6 +38,24 @@ public struct PredictionRecord: Sendable, Equatable, Codable {
     }
 }
 
+/// Ground truth for one request: `truth` is JSON, a label (`"1"`, `1`), a value (`0.7`), or an array of
+/// either, one per row of the request.
+public struct FeedbackRecord: Sendable, Equatable {
+    public var requestID: String
+    public var truth: String
+    /// When the outcome happened (ms since the epoch; the sender's, else when it arrived).
+    public var time: Int64
+    /// When Tern received it.
+    public var received: Int64
+
+    public init(requestID: String, truth: String, time: Int64, received: Int64) {
+        self.requestID = requestID
+        self.truth = truth
+        self.time = time
+        self.received = received
+    }
+}
+
 /// The prediction log's table, `tern_predictions`: in the registry's PostgreSQL database, or in an SQLite
 /// file of its own (`predictions.sqlite` in the data folder: SQLite has one writer at a time, and the log's
 /// steady writes must not queue the registry's changes behind them).
@@ -94,6 +112,14 @@ public final class PredictionStore: Sendable {
                 """).run()
             try await sql.raw("CREATE INDEX IF NOT EXISTS tern_predictions_request ON tern_predictions (request_id)").run()
             try await sql.raw("CREATE INDEX IF NOT EXISTS tern_predictions_model_time ON tern_predictions (model, time_ms)").run()
+            // Ground truth, one row per request id (the last sent wins): a label or a value, or one per row.
+            try await sql.raw("""
+                CREATE TABLE IF NOT EXISTS tern_feedback (
+                    request_id TEXT PRIMARY KEY,
+                    truth TEXT NOT NULL,
+                    time_ms BIGINT NOT NULL,
+                    received_ms BIGINT NOT NULL)
+                """).run()
         } catch {
             await database.close()
             throw .unavailable("cannot prepare the prediction log in \(location): \(String(reflecting: error))")
@@ -191,6 +217,82 @@ public final class PredictionStore: Sendable {
         let newest = try await selectWithIDs(
             "WHERE model = \(bind: model) AND version = \(bind: version) ORDER BY id DESC", limit: limit)
         return newest.reversed().map(\.record)
+    }
+
+    // MARK: Ground truth
+
+    /// Stores feedback (replacing earlier feedback of the same request ids); returns the request ids the log
+    /// does not know (their feedback is not stored).
+    public func addFeedback(_ items: [FeedbackRecord]) async throws(TernError) -> [String] {
+        guard !items.isEmpty else { return [] }
+        let database = try await self.database
+        return try await run {
+            var known = Set<String>()
+            let ids = Array(Set(items.map(\.requestID)))
+            for start in stride(from: 0, to: ids.count, by: 500) {
+                let chunk = ids[start..<min(ids.count, start + 500)]
+                var list = SQLQueryString("")
+                for (index, id) in chunk.enumerated() { list = list + (index == 0 ? "" : ", ") + "\(bind: id)" }
+                let rows = try await database.sql.raw("SELECT DISTINCT request_id FROM tern_predictions WHERE request_id IN (\(list))").all()
+                for row in rows { known.insert(try row.decode(column: "request_id", as: String.self)) }
+            }
+            try await database.sql.raw(database.kind == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN").run()
+            do {
+                for item in items where known.contains(item.requestID) {
+                    try await database.sql.raw("""
+                        INSERT INTO tern_feedback (request_id, truth, time_ms, received_ms)
+                        VALUES (\(bind: item.requestID), \(bind: item.truth), \(bind: item.time), \(bind: item.received))
+                        ON CONFLICT (request_id) DO UPDATE SET truth = excluded.truth, time_ms = excluded.time_ms,
+                            received_ms = excluded.received_ms
+                        """).run()
+                }
+                try await database.sql.raw("COMMIT").run()
+            } catch {
+                try? await database.sql.raw("ROLLBACK").run()
+                throw error
+            }
+            var unknown: [String] = []
+            var seen = Set<String>()
+            for item in items where !known.contains(item.requestID) && seen.insert(item.requestID).inserted {
+                unknown.append(item.requestID)
+            }
+            return unknown
+        }
+    }
+
+    /// A model's predictions that have feedback, oldest first: each with its truth and when it came.
+    public func predictionsWithFeedback(model: String, since: Int64?, limit: Int)
+        async throws(TernError) -> [(record: PredictionRecord, feedback: FeedbackRecord)]
+    {
+        let database = try await self.database
+        var filter: SQLQueryString = "WHERE p.model = \(bind: model)"
+        if let since { filter = filter + " AND p.time_ms >= \(bind: since)" }
+        return try await run {
+            let rows = try await database.sql.raw("""
+                SELECT p.time_ms, p.request_id, p.model, p.version, p.protocol, p.latency_us, p.caller, p.trace_id,
+                       p.inputs, p.outputs, f.truth, f.time_ms AS feedback_time, f.received_ms
+                FROM tern_predictions p JOIN tern_feedback f ON f.request_id = p.request_id
+                \(filter) ORDER BY p.id LIMIT \(bind: limit)
+                """).all()
+            return try rows.map { row in
+                let record = PredictionRecord(
+                    time: try row.decode(column: "time_ms", as: Int64.self),
+                    requestID: try row.decode(column: "request_id", as: String.self),
+                    model: try row.decode(column: "model", as: String.self),
+                    version: try row.decode(column: "version", as: Int.self),
+                    protocol: try row.decode(column: "protocol", as: String.self),
+                    latencyMicroseconds: try row.decode(column: "latency_us", as: Int64.self),
+                    caller: try row.decode(column: "caller", as: String?.self),
+                    traceID: try row.decode(column: "trace_id", as: String?.self),
+                    inputs: try row.decode(column: "inputs", as: String.self),
+                    outputs: try row.decode(column: "outputs", as: String.self))
+                let feedback = FeedbackRecord(
+                    requestID: record.requestID, truth: try row.decode(column: "truth", as: String.self),
+                    time: try row.decode(column: "feedback_time", as: Int64.self),
+                    received: try row.decode(column: "received_ms", as: Int64.self))
+                return (record, feedback)
+            }
+        }
     }
 
     /// Rows in the log.

@@ -136,6 +136,7 @@ public struct TernServer: Sendable {
         if configuration.metricsPort == nil { metricsRoute()?.register(on: router) }
         if let location = configuration.predictionLog?.location {
             PredictionRoutes(location: location, reader: predictionReader).register(on: router)
+            FeedbackRoutes(log: location, reader: predictionReader, http: configuration.http, models: models).register(on: router)
             if let models {
                 DriftRoutes(service: service, models: models, log: location, reader: predictionReader).register(on: router)
             }

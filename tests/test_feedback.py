@@ -1,0 +1,100 @@
+"""Ground truth after the fact: feedback joined with the prediction log by request id, and each version's live
+quality, checked against scikit-learn on the same predictions and labels."""
+import json
+
+import numpy as np
+import pytest
+import requests
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+from registry_support import Registry, credit_csv, credit_table, pack
+
+
+@pytest.fixture
+def served(tmp_path):
+    reference, holdout = str(tmp_path / "reference.csv"), str(tmp_path / "holdout.csv")
+    credit_csv(reference, 800, seed=1)
+    credit_csv(holdout, 300, seed=2)
+    bundle = pack(str(tmp_path), "gbc", "credit", 1, "--reference", reference, "--holdout", holdout,
+                  "--label-column", "default")
+    registry = Registry("sqlite", tmp_path)
+    registry.cli("push", bundle, "--alias", "production")
+    server = registry.serve()
+    yield server
+    server.stop()
+
+
+def post(server, payload, content_type=None):
+    if content_type:
+        return requests.post(f"http://{server.url}/api/v1/feedback", data=payload,
+                             headers={"Content-Type": content_type}, timeout=10)
+    return requests.post(f"http://{server.url}/api/v1/feedback", json=payload, timeout=10)
+
+
+def test_feedback_gives_each_version_its_live_quality(served):
+    x, y = credit_table(300, seed=9)
+    labels, probabilities = [], []
+    for index in range(60):
+        rows = x[index * 5:(index + 1) * 5].astype(np.float32)
+        answer = requests.post(f"http://{served.url}/v2/models/credit/infer", timeout=10,
+                               headers={"X-Request-ID": f"loan-{index}"},
+                               json={"inputs": [{"name": "features", "datatype": "FP32", "shape": [5, 10],
+                                                 "data": rows.ravel().tolist()}]})
+        assert answer.status_code == 200
+        outputs = {o["name"]: o for o in answer.json()["outputs"]}
+        labels += outputs["label"]["data"]
+        probabilities += np.array(outputs["probabilities"]["data"]).reshape(5, 2).tolist()
+    import time
+    time.sleep(0.6)  # the prediction log's writer
+    truth = y.astype(int).tolist()
+    # Wrong labels first for loan-0: sent again below, the last wins.
+    first = post(served, [{"request_id": "loan-0", "label": [1 - t for t in truth[:5]]}])
+    assert first.json() == {"accepted": 1, "unknown": 0, "unknown_request_ids": []}
+    feedback = [{"request_id": f"loan-{i}", "label": truth[i * 5:(i + 1) * 5], "time": "2026-11-30T10:00:00Z"}
+                for i in range(40)]
+    feedback += [{"request_id": "never-seen", "label": [1]}, {"request_id": "also-unknown", "value": 0.5}]
+    answer = post(served, feedback)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"accepted": 40, "unknown": 2, "unknown_request_ids": ["never-seen", "also-unknown"]}
+    csv = "request_id,label\n" + "".join(f"loan-{i},{truth[i * 5]}\n" for i in range(40, 45))
+    assert post(served, csv, "text/csv").status_code == 200  # one label for five rows: counted as mismatched
+    csv = "request_id,label\n" + "".join(f"loan-{i},\"[{','.join(map(str, truth[i * 5:(i + 1) * 5]))}]\"\n" for i in range(45, 50))
+    post(served, csv, "text/csv")
+
+    report = requests.get(f"http://{served.url}/api/v1/models/credit/performance", timeout=10).json()
+    [version] = report["versions"]
+    assert version["version"] == 1 and version["mismatched"] == 10  # 5 one-label CSV rows, 5 CSV rows with a list text
+    live = version["live"]
+    n = 40 * 5
+    assert version["rows"] == n and live["rows"] == n
+    t, p, pr = np.array(truth[:n]), np.array(labels[:n]), np.array(probabilities[:n])
+    assert live["accuracy"] == pytest.approx(accuracy_score(t, p), rel=1e-12)
+    assert live["roc_auc"] == pytest.approx(roc_auc_score(t, pr[:, 1]), rel=1e-9)
+    assert live["log_loss"] == pytest.approx(log_loss(t, pr), rel=1e-6)
+    assert live["f1"] == pytest.approx(f1_score(t, p), rel=1e-9)
+    assert version["validation"]["rows"] == 300 and version["validation"]["roc_auc"] > 0.5
+    assert version["label_delay_seconds_median"] is not None
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"request_id": "x", "label": 1}, "JSON list"),
+    ([{"label": 1}], "request_id"),
+    ([{"request_id": "x"}], "label"),
+    ([{"request_id": "x", "label": 1, "value": 2}], "one of them"),
+    ([{"request_id": "x", "value": "high"}], "value must be a number"),
+    ([{"request_id": "x", "label": {"a": 1}}], "label must be a string or a number"),
+    ([{"request_id": "x", "label": 1, "time": "yesterday"}], "not a time"),
+])
+def test_bad_feedback_is_refused_whole(served, payload, message):
+    answer = post(served, payload)
+    assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+
+
+def test_feedback_needs_a_database_log(tmp_path):
+    from conftest import EXAMPLES, Server
+    server = Server(EXAMPLES, "--prediction-log", f"jsonl:{tmp_path / 'log'}", log_dir=str(tmp_path))
+    try:
+        answer = post(server, [{"request_id": "x", "label": 1}])
+        assert answer.status_code == 400 and "database" in answer.json()["error"]
+    finally:
+        server.stop()

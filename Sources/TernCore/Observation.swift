@@ -112,6 +112,8 @@ public enum MetricNames {
         predictionLogRows: "Predictions written to the prediction log.",
         predictionLogDropped: "Predictions the prediction log dropped because its queue was full.",
         predictionLogQueue: "Predictions waiting for the prediction log's writer.",
+        "tern_alert_firing": "1 while the alert rule fires, else 0.",
+        "tern_alert_value": "The alert rule's metric at its last evaluation.",
     ]
 }
 

@@ -42,26 +42,7 @@ final class DriftRoutes: Sendable {
                 return value
             } ?? 1_000
             let served = try service.catalog.resolve(name: name, version: query.get("version").map { String($0) })
-            let sample = try await reference(served)
-            let records = try await reader.store(log).recent(model: served.name, version: served.version, limit: window)
-            var live: [String: [String]] = [:]
-            var rows = 0
-            for record in records {
-                for row in RowScanner.rows(record.inputs) {
-                    rows += 1
-                    for (key, value) in row { live[key, default: []].append(Self.cell(value)) }
-                }
-            }
-            var reference: [String: [String]] = [:]
-            for (index, column) in sample.columns.enumerated() { reference[column] = sample.rows.map { $0[index] } }
-            let columns = sample.columns.filter { live[$0] != nil }
-            let features = records.isEmpty ? [] : DriftReport.compare(reference: reference, live: live, columns: columns)
-                .sorted { ($0.drifted ? 1 : 0, $0.severity) > ($1.drifted ? 1 : 0, $1.severity) }
-            let answer = DriftAnswer(
-                model: served.name, version: served.version, referenceRows: sample.rows.count, predictions: records.count,
-                rows: rows, from: records.first.map { PredictionTime.format($0.time) },
-                to: records.last.map { PredictionTime.format($0.time) },
-                drifted: features.filter(\.drifted).map(\.feature), features: features)
+            let answer = try await drift(of: served, window: window)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -69,6 +50,30 @@ final class DriftRoutes: Sendable {
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(answer))))
         }
+    }
+
+    /// A version's newest `window` predictions against its reference sample.
+    func drift(of served: ServedModel, window: Int) async throws -> DriftAnswer {
+        let sample = try await reference(served)
+        let records = try await reader.store(log).recent(model: served.name, version: served.version, limit: window)
+        var live: [String: [String]] = [:]
+        var rows = 0
+        for record in records {
+            for row in RowScanner.rows(record.inputs) {
+                rows += 1
+                for (key, value) in row { live[key, default: []].append(Self.cell(value)) }
+            }
+        }
+        var reference: [String: [String]] = [:]
+        for (index, column) in sample.columns.enumerated() { reference[column] = sample.rows.map { $0[index] } }
+        let columns = sample.columns.filter { live[$0] != nil }
+        let features = records.isEmpty ? [] : DriftReport.compare(reference: reference, live: live, columns: columns)
+            .sorted { ($0.drifted ? 1 : 0, $0.severity) > ($1.drifted ? 1 : 0, $1.severity) }
+        return DriftAnswer(
+            model: served.name, version: served.version, referenceRows: sample.rows.count, predictions: records.count,
+            rows: rows, from: records.first.map { PredictionTime.format($0.time) },
+            to: records.last.map { PredictionTime.format($0.time) },
+            drifted: features.filter(\.drifted).map(\.feature), features: features)
     }
 
     /// The bundle's reference sample, read from the registry once per version.

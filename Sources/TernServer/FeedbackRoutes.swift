@@ -45,19 +45,7 @@ struct FeedbackRoutes: Sendable {
         router.get("/api/v1/models/{model}/performance") { request, context in
             let name = try context.parameters.require("model")
             let since = try request.uri.queryParameters.get("since").map { try PredictionTime.parse(String($0), name: "since") }
-            let joined = try await store().predictionsWithFeedback(model: name, since: since, limit: 1_000_000)
-            var versions: [Int: [(record: PredictionRecord, feedback: FeedbackRecord)]] = [:]
-            for pair in joined { versions[pair.record.version, default: []].append(pair) }
-            var answers: [VersionPerformance] = []
-            for (version, pairs) in versions.sorted(by: { $0.key < $1.key }) {
-                var manifestLabels: [String]?
-                var validation: ValidationMetrics?
-                if let models, let bundle = try? ModelBundle(archive: try await models.registry.archive(name, version)) {
-                    manifestLabels = bundle.manifest.classLabels
-                    validation = try? bundle.decoded(ValidationMetrics.self, file: BundleFile.metrics)
-                }
-                answers.append(try LivePerformance.measure(pairs, version: version, classLabels: manifestLabels, validation: validation))
-            }
+            let answers = try await performance(of: name, since: since, newest: nil)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -65,6 +53,25 @@ struct FeedbackRoutes: Sendable {
             let body = try encoder.encode(PerformanceAnswer(model: name, versions: answers))
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
         }
+    }
+
+    /// Each version's live quality from the predictions with feedback (since a time, or the newest `newest`).
+    func performance(of name: String, since: Int64?, newest: Int?) async throws -> [VersionPerformance] {
+        var joined = try await store().predictionsWithFeedback(model: name, since: since, limit: 1_000_000)
+        if let newest, joined.count > newest { joined = Array(joined.suffix(newest)) }
+        var versions: [Int: [(record: PredictionRecord, feedback: FeedbackRecord)]] = [:]
+        for pair in joined { versions[pair.record.version, default: []].append(pair) }
+        var answers: [VersionPerformance] = []
+        for (version, pairs) in versions.sorted(by: { $0.key < $1.key }) {
+            var manifestLabels: [String]?
+            var validation: ValidationMetrics?
+            if let models, let bundle = try? ModelBundle(archive: try await models.registry.archive(name, version)) {
+                manifestLabels = bundle.manifest.classLabels
+                validation = try? bundle.decoded(ValidationMetrics.self, file: BundleFile.metrics)
+            }
+            answers.append(try LivePerformance.measure(pairs, version: version, classLabels: manifestLabels, validation: validation))
+        }
+        return answers
     }
 
     private func store() async throws(TernError) -> PredictionStore {

@@ -52,6 +52,8 @@ public struct ServerConfiguration: Sendable {
     public var predictionLog: PredictionLogConfiguration?
     /// Traces: the tracer spans go to and the service that exports them; nil turns tracing off.
     public var tracing: TracingSetup?
+    /// Alert rules (`--alert-rules`); nil: none.
+    public var alerts: AlertConfiguration?
 
     public init(modelsDirectory: String) {
         self.modelsDirectory = modelsDirectory
@@ -127,8 +129,15 @@ public struct TernServer: Sendable {
         return metrics.map { MetricsRoute(registry: $0.registry, extra: { predictionLog?.exposition ?? "" }) }
     }
 
+    /// Drift and feedback over the prediction log (drift needs a registry's reference profiles).
+    func monitoring(models: RegistryModels?) -> (drift: DriftRoutes?, feedback: FeedbackRoutes?) {
+        guard let location = configuration.predictionLog?.location else { return (nil, nil) }
+        let drift = models.map { DriftRoutes(service: service, models: $0, log: location, reader: predictionReader) }
+        return (drift, FeedbackRoutes(log: location, reader: predictionReader, http: configuration.http, models: models))
+    }
+
     /// The HTTP router with every route Tern serves; with a registry, its management API too.
-    func router(models: RegistryModels?) -> Router<BasicRequestContext> {
+    func router(models: RegistryModels?, alerts: AlertEvaluator? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         V2Routes(service: service, configuration: configuration.http).register(on: router)
         PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http).register(on: router)
@@ -136,11 +145,11 @@ public struct TernServer: Sendable {
         if configuration.metricsPort == nil { metricsRoute()?.register(on: router) }
         if let location = configuration.predictionLog?.location {
             PredictionRoutes(location: location, reader: predictionReader).register(on: router)
-            FeedbackRoutes(log: location, reader: predictionReader, http: configuration.http, models: models).register(on: router)
-            if let models {
-                DriftRoutes(service: service, models: models, log: location, reader: predictionReader).register(on: router)
-            }
+            let (drift, feedback) = alerts.map { ($0.drift, $0.feedback) } ?? monitoring(models: models)
+            drift?.register(on: router)
+            feedback?.register(on: router)
         }
+        alerts?.register(on: router)
         if let models {
             ManagementRoutes(
                 models: models, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0,
@@ -181,10 +190,17 @@ public struct TernServer: Sendable {
                 service: service, runtime: runtime,
                 pool: pool, sessionOptions: configuration.sessionOptions, logger: logger, listening: listening)
         }
+        var alerts: AlertEvaluator?
+        if let rules = configuration.alerts {
+            let (drift, feedback) = monitoring(models: models)
+            alerts = AlertEvaluator(
+                configuration: rules, drift: drift, feedback: feedback, service: service, registry: models?.registry,
+                factory: service.catalog.metricsFactory, logger: Logger(label: "tern.alerts"))
+        }
         let (service, http) = (service, configuration.http)
         let connections = ConnectionCount()
         let app = Application(
-            router: router(models: models),
+            router: router(models: models, alerts: alerts),
             server: .http1(configuration: .init(
                 additionalChannelHandlers: [
                     http.connectionGuard(count: connections),
@@ -203,6 +219,7 @@ public struct TernServer: Sendable {
         if let tracing = configuration.tracing { services.append(.init(service: tracing.service)) }
         if let predictionLog { services.append(.init(service: predictionLog)) }
         services.append(.init(service: loader))
+        if let alerts { services.append(.init(service: alerts)) }
         if let grpcPort = configuration.grpcPort {
             let grpc = GRPCFrontEnd(
                 service: service,

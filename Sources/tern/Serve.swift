@@ -124,6 +124,11 @@ struct Serve: AsyncParsableCommand {
     var metricsPort: Int?
 
     @Option(help: ArgumentHelp(
+        "Alert rules (YAML: interval, webhooks, rules on drift, feedback metrics, error rate, traffic; docs/drift.md).",
+        valueName: "file"))
+    var alertRules: String?
+
+    @Option(help: ArgumentHelp(
         "Export traces (OTLP over HTTP) to this collector, such as http://localhost:4318; OTEL_EXPORTER_OTLP_ENDPOINT "
             + "does the same. Off without either.", valueName: "url"))
     var otlpEndpoint: String?
@@ -238,6 +243,13 @@ struct Serve: AsyncParsableCommand {
         configuration.metricsEnabled = !noMetrics
         configuration.metricsPort = metricsPort
         configuration.accessLogSampleRate = accessLog
+        if let alertRules {
+            do {
+                configuration.alerts = try AlertConfiguration.load(path: alertRules)
+            } catch {
+                fail(error)
+            }
+        }
         let environment = ProcessInfo.processInfo.environment
         if otlpEndpoint != nil || environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil
             || environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil {

@@ -1,0 +1,161 @@
+"""Alerts end to end against `tern serve`: a real webhook receiver (an HTTP server in the test), drift and
+accuracy rules that fire and resolve, and the retraining command that pushes a candidate version."""
+import http.server
+import json
+import os
+import stat
+import threading
+import time
+
+import numpy as np
+import requests
+
+from conftest import BINARY
+from registry_support import Registry, credit_csv, credit_table, pack
+
+
+class Receiver:
+    """Collects the webhook posts (Alertmanager's JSON)."""
+
+    def __init__(self):
+        self.posts = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                receiver.posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def statuses(self, alert):
+        return [p["status"] for p in self.posts if p["commonLabels"]["alertname"] == alert]
+
+
+def wait_for(condition, what, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_drift_and_accuracy_alerts_fire_retrain_and_resolve(tmp_path):
+    reference, holdout = str(tmp_path / "reference.csv"), str(tmp_path / "holdout.csv")
+    credit_csv(reference, 1500, seed=1)
+    credit_csv(holdout, 300, seed=2)
+    data = ["--reference", reference, "--holdout", holdout, "--label-column", "default"]
+    bundle = pack(str(tmp_path), "gbc", "credit", 1, *data)
+    candidate = pack(str(tmp_path), "logreg", "credit", 2, *data)
+    registry = Registry("sqlite", tmp_path)
+    registry.cli("push", bundle, "--alias", "production")
+    marker = tmp_path / "retrained.txt"
+    script = tmp_path / "retrain.sh"
+    script.write_text(
+        "#!/bin/sh\nset -e\n"
+        f"echo \"$TERN_MODEL $TERN_VERSION $TERN_ALERT $(wc -l < \"$TERN_DATA\")\" > {marker}\n"
+        f"{BINARY} push {candidate} --alias candidate {' '.join(registry.args)} --actor retrain\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    receiver = Receiver()
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text(f"""interval: 0.3s
+webhooks: [{receiver.url}]
+rules:
+  - name: credit-drift
+    model: credit
+    metric: drift.drifted_features
+    op: ">"
+    threshold: 0
+    window: 20
+    severity: page
+    retrain: {{command: {script}, timeout: 60s}}
+  - name: credit-accuracy
+    model: credit
+    metric: feedback.accuracy
+    op: "<"
+    threshold: 0.6
+    window: 100
+""")
+    server = registry.serve("--alert-rules", str(rules))
+    url = f"http://{server.url}"
+    predicted = {}
+
+    def send(rows, prefix):
+        for index in range(20):
+            chunk = rows[index * 20:(index + 1) * 20].astype(np.float32)
+            answer = requests.post(f"{url}/v2/models/credit/infer", headers={"X-Request-ID": f"{prefix}-{index}"}, timeout=10,
+                                   json={"inputs": [{"name": "features", "datatype": "FP32", "shape": list(chunk.shape),
+                                                     "data": chunk.ravel().tolist()}]})
+            assert answer.status_code == 200
+            predicted[f"{prefix}-{index}"] = {o["name"]: o for o in answer.json()["outputs"]}["label"]["data"]
+
+    def alert(name):
+        return {a["rule"]: a for a in requests.get(f"{url}/api/v1/alerts", timeout=10).json()["alerts"]}[name]
+
+    try:
+        like, _ = credit_table(400, seed=5)
+        send(like, "calm")
+        time.sleep(2)
+        assert alert("credit-drift")["state"] == "inactive", alert("credit-drift")
+        assert alert("credit-drift")["value"] == 0 and receiver.posts == []
+        shifted = like.copy()
+        shifted[:, 1] *= 3
+        send(shifted, "shifted")
+        wait_for(lambda: "firing" in receiver.statuses("credit-drift"), "the drift alert's webhook")
+        post = next(p for p in receiver.posts if p["commonLabels"]["alertname"] == "credit-drift")
+        assert post["version"] == "4" and post["alerts"][0]["labels"]["model"] == "credit"
+        assert post["alerts"][0]["labels"]["severity"] == "page" and post["alerts"][0]["status"] == "firing"
+        assert alert("credit-drift")["state"] == "firing"
+        wait_for(marker.exists, "the retraining command")
+        model, version, name, lines = marker.read_text().split()
+        assert (model, version, name) == ("credit", "1", "credit-drift") and int(lines) == 1 + 20 * 20
+        wait_for(lambda: requests.get(f"{url}/api/v1/models/credit", timeout=10).json()["aliases"].get("candidate") == 2,
+                 "the candidate version")
+        wait_for(lambda: any(e["action"] == "retrain" and "succeeded" in (e.get("after") or "")
+                             for e in requests.get(f"{url}/api/v1/audit?model=credit", timeout=10).json()),
+                 "the retraining run in the audit trail")
+        assert alert("credit-drift")["last_retrain"] == "succeeded"
+
+        # Wrong labels for the shifted predictions: accuracy 0 over them.
+        wrong = [{"request_id": rid, "label": [1 - v for v in labels]} for rid, labels in predicted.items() if rid.startswith("shifted")]
+        assert requests.post(f"{url}/api/v1/feedback", json=wrong, timeout=10).json()["accepted"] == 20
+        wait_for(lambda: "firing" in receiver.statuses("credit-accuracy"), "the accuracy alert's webhook")
+        assert alert("credit-accuracy")["value"] == 0
+
+        # Normal traffic and true labels: both resolve.
+        send(like, "calm-again")
+        right = [{"request_id": rid, "label": labels} for rid, labels in predicted.items() if rid.startswith("shifted")]
+        requests.post(f"{url}/api/v1/feedback", json=right, timeout=10)
+        wait_for(lambda: "resolved" in receiver.statuses("credit-drift"), "the drift alert's resolution")
+        wait_for(lambda: "resolved" in receiver.statuses("credit-accuracy"), "the accuracy alert's resolution")
+        resolved = [p for p in receiver.posts if p["status"] == "resolved"][0]
+        assert resolved["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
+        assert alert("credit-drift")["state"] == "inactive" and alert("credit-drift")["last_resolved"]
+        assert 'tern_alert_firing{alert="credit-drift",model="credit",severity="page"} 0' in requests.get(f"{url}/metrics", timeout=10).text
+    finally:
+        server.stop()
+
+
+def test_a_malformed_rule_stops_the_server_naming_it(tmp_path):
+    import subprocess
+    for text, message in [
+        ("rules:\n  - name: r1\n    model: m\n    metric: drift.nope\n    threshold: 1\n", "rule 'r1': unknown metric 'drift.nope'"),
+        ("rules:\n  - name: r2\n    model: m\n    metric: error_rate\n    threshold: high\n", "rule 'r2': threshold must be a number"),
+        ("rules:\n  - name: r3\n    model: m\n    metric: traffic\n    threshold: 1\n    for: soon\n", "rule 'r3': for: 'soon' is not a duration"),
+        ("webhooks: [ftp://x]\nrules:\n  - {name: r4, model: m, metric: traffic, threshold: 1}\n", "webhooks must be a list of http(s) URLs"),
+        ("rules: []\n", "rules must be a non-empty list"),
+    ]:
+        path = tmp_path / "rules.yaml"
+        path.write_text(text)
+        result = subprocess.run([BINARY, "serve", "--models", "examples/models", "--http-port", "0", "--grpc-port", "0",
+                                 "--alert-rules", str(path)], capture_output=True, text=True, timeout=60,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert result.returncode == 1 and message in result.stderr, (text, result.stderr)

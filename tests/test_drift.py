@@ -114,7 +114,7 @@ def test_a_served_models_drift_against_its_bundles_reference(tmp_path):
         sample = json.loads(archive.read("profile.json"))["sample"]
     registry = Registry("sqlite", tmp_path)
     registry.cli("push", bundle, "--alias", "production")
-    server = registry.serve()
+    server = registry.serve("--drift-interval", "0.3")
     try:
         url = f"http://{server.url}"
         empty = requests.get(f"{url}/api/v1/models/credit/drift", timeout=10).json()
@@ -155,6 +155,15 @@ def test_a_served_models_drift_against_its_bundles_reference(tmp_path):
         gate = subprocess.run([BINARY, "drift", "status", "credit", "--server", url, "--window", "30", "--fail-on-drift"],
                               capture_output=True, text=True)
         assert gate.returncode == 3
+        # The same drift as gauges in /metrics (computed every --drift-interval over --drift-window predictions).
+        gauge = 'tern_drift_detected{model="credit",version="1",feature="income"} 1'
+        deadline = time.time() + 10
+        while gauge not in requests.get(f"{url}/metrics", timeout=10).text:
+            assert time.time() < deadline, "no drift gauge for income"
+            time.sleep(0.2)
+        text = requests.get(f"{url}/metrics", timeout=10).text
+        assert 'tern_drift_psi{model="credit",version="1",feature="income"}' in text
+        assert 'tern_drift_features_drifted{model="credit",version="1"}' in text
         bad = requests.get(f"{url}/api/v1/models/credit/drift?window=0", timeout=10)
         assert bad.status_code == 400 and "window" in bad.json()["error"]
         assert requests.get(f"{url}/api/v1/models/nope/drift", timeout=10).status_code == 404

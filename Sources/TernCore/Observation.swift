@@ -96,6 +96,10 @@ public enum MetricNames {
     public static let predictionLogRows = "tern_prediction_log_rows_total"
     public static let predictionLogDropped = "tern_prediction_log_dropped_total"
     public static let predictionLogQueue = "tern_prediction_log_queue_rows"
+    public static let driftFeatures = "tern_drift_features_drifted"
+    public static let driftPSI = "tern_drift_psi"
+    public static let driftPValue = "tern_drift_pvalue"
+    public static let driftDetected = "tern_drift_detected"
 
     public static let help: [String: String] = [
         requests: "Inference requests by model, version, protocol and outcome (success, client_error, server_error, timeout).",
@@ -112,6 +116,10 @@ public enum MetricNames {
         predictionLogRows: "Predictions written to the prediction log.",
         predictionLogDropped: "Predictions the prediction log dropped because its queue was full.",
         predictionLogQueue: "Predictions waiting for the prediction log's writer.",
+        driftFeatures: "Features of the version whose newest predictions drifted from its reference data.",
+        driftPSI: "Population stability index of a feature, newest predictions against the reference data.",
+        driftPValue: "The drift test's p-value of a feature (Kolmogorov-Smirnov, or chi-squared for categories).",
+        driftDetected: "1 when the feature drifted by the thresholds (docs/drift.md), else 0.",
         "tern_alert_firing": "1 while the alert rule fires, else 0.",
         "tern_alert_value": "The alert rule's metric at its last evaluation.",
     ]

@@ -54,6 +54,9 @@ public struct ServerConfiguration: Sendable {
     public var tracing: TracingSetup?
     /// Alert rules (`--alert-rules`); nil: none.
     public var alerts: AlertConfiguration?
+    /// How often drift gauges are computed for `/metrics` (zero: never), over the newest `driftWindow` predictions.
+    public var driftInterval: Duration = .seconds(60)
+    public var driftWindow = 1000
 
     public init(modelsDirectory: String) {
         self.modelsDirectory = modelsDirectory
@@ -220,6 +223,11 @@ public struct TernServer: Sendable {
         if let predictionLog { services.append(.init(service: predictionLog)) }
         services.append(.init(service: loader))
         if let alerts { services.append(.init(service: alerts)) }
+        if metrics != nil, configuration.driftInterval > .zero, let drift = monitoring(models: models).drift {
+            services.append(.init(service: DriftMonitor(
+                drift: drift, service: service, interval: configuration.driftInterval, window: configuration.driftWindow,
+                factory: service.catalog.metricsFactory, logger: Logger(label: "tern.drift"))))
+        }
         if let grpcPort = configuration.grpcPort {
             let grpc = GRPCFrontEnd(
                 service: service,

@@ -124,6 +124,14 @@ struct Serve: AsyncParsableCommand {
     var metricsPort: Int?
 
     @Option(help: ArgumentHelp(
+        "Seconds between drift gauges in /metrics (each served model's newest predictions against its bundle's reference); 0: off.",
+        valueName: "seconds"))
+    var driftInterval: Double = 60
+
+    @Option(help: ArgumentHelp("How many of a version's newest predictions the drift gauges compare.", valueName: "predictions"))
+    var driftWindow: Int = 1000
+
+    @Option(help: ArgumentHelp(
         "Alert rules (YAML: interval, webhooks, rules on drift, feedback metrics, error rate, traffic; docs/drift.md).",
         valueName: "file"))
     var alertRules: String?
@@ -173,6 +181,8 @@ struct Serve: AsyncParsableCommand {
         if let predictionLogRetention { _ = try parseAge(predictionLogRetention) }
         if let predictionLogMaxRows, predictionLogMaxRows < 1 { throw ValidationError("--prediction-log-max-rows must be at least 1") }
         guard (1...10_000_000).contains(predictionLogQueue) else { throw ValidationError("--prediction-log-queue must be 1...10000000") }
+        guard driftInterval >= 0, driftInterval <= 86_400 else { throw ValidationError("--drift-interval must be 0...86400 seconds") }
+        guard (1...10_000).contains(driftWindow) else { throw ValidationError("--drift-window must be 1...10000 predictions") }
         guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
         guard (0...1).contains(accessLog) else { throw ValidationError("--access-log must be a share between 0 and 1") }
         if let otlpEndpoint, URL(string: otlpEndpoint)?.scheme.map({ $0 == "http" || $0 == "https" }) != true {
@@ -243,6 +253,8 @@ struct Serve: AsyncParsableCommand {
         configuration.metricsEnabled = !noMetrics
         configuration.metricsPort = metricsPort
         configuration.accessLogSampleRate = accessLog
+        configuration.driftInterval = .milliseconds(Int(driftInterval * 1000))
+        configuration.driftWindow = driftWindow
         if let alertRules {
             do {
                 configuration.alerts = try AlertConfiguration.load(path: alertRules)

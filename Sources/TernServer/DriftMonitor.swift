@@ -1,0 +1,44 @@
+import CoreMetrics
+import Logging
+import ServiceLifecycle
+import TernCore
+
+/// Drift as Prometheus gauges: every interval, each served model's default version's newest predictions
+/// against its bundle's reference (``DriftRoutes/drift(of:window:)``), exported as
+/// `tern_drift_psi{model,version,feature}`, `tern_drift_ks_pvalue{...}` (numeric features),
+/// `tern_drift_detected{...}` (0 or 1) and `tern_drift_features_drifted{model,version}`.
+/// Computed off the request path, from the prediction log: serving never waits for it.
+struct DriftMonitor: Service {
+    let drift: DriftRoutes
+    let service: InferenceService
+    let interval: Duration
+    let window: Int
+    let factory: any MetricsFactory
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                await measure()
+            }
+        }
+    }
+
+    func measure() async {
+        for name in service.catalog.modelNames {
+            guard let served = try? service.catalog.resolve(name: name, version: nil),
+                  let answer = try? await drift.drift(of: served, window: window), answer.predictions > 0 else { continue }
+            let labels = [("model", served.name), ("version", String(served.version))]
+            Gauge(label: MetricNames.driftFeatures, dimensions: labels, factory: factory).record(answer.drifted.count)
+            for feature in answer.features {
+                let featureLabels = labels + [("feature", feature.feature)]
+                if let psi = feature.psi { Gauge(label: MetricNames.driftPSI, dimensions: featureLabels, factory: factory).record(psi) }
+                if let p = feature.ksPValue ?? feature.chiSquaredPValue {
+                    Gauge(label: MetricNames.driftPValue, dimensions: featureLabels, factory: factory).record(p)
+                }
+                Gauge(label: MetricNames.driftDetected, dimensions: featureLabels, factory: factory).record(feature.drifted ? 1 : 0)
+            }
+        }
+    }
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's second command: installs what the tests need (ONNX Runtime into .tern/, the Python test
-# clients into .venv/, PostgreSQL and Prometheus from Debian's packages if missing), builds, and runs every test: the Swift suites, then the Python client suites that
+# clients into .venv/, PostgreSQL, Prometheus and Chromium from Debian's packages if missing), builds, and runs every test: the Swift suites, then the Python client suites that
 # drive a live `tern serve` with tritonclient and kserve's client.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,12 +22,16 @@ if [ -z "${TERN_TEST_POSTGRES_URL:-}" ]; then
 fi
 export TERN_TEST_POSTGRES_URL
 
-# Prometheus (and promtool) from Debian's packages: the observability tests scrape a live server with it.
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-  echo "installing Prometheus (apt-get)..." >&2
+# Prometheus (and promtool) and headless Chromium from Debian's packages: the observability tests scrape a
+# live server with Prometheus; the drift report is opened in Chromium.
+missing=()
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} (apt-get)..." >&2
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
 swift build --build-tests

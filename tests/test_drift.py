@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -169,3 +170,32 @@ def test_a_served_models_drift_against_its_bundles_reference(tmp_path):
         assert requests.get(f"{url}/api/v1/models/nope/drift", timeout=10).status_code == 404
     finally:
         server.stop()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium (Debian's package) is not installed")
+def test_the_html_report_renders_in_headless_chromium(tmp_path):
+    rng = np.random.default_rng(3)
+    reference, current = str(tmp_path / "reference.csv"), str(tmp_path / "current.csv")
+    write(reference, 2000, rng)
+    write(current, 600, rng, shift=6.0, categories=("car", "home", "biz"), p=(0.4, 0.3, 0.3))
+    page = tmp_path / "report.html"
+    made = subprocess.run([BINARY, "drift", "report", "--reference", reference, "--current", current, "-o", str(page)],
+                          capture_output=True, text=True)
+    assert made.returncode == 0 and "4 features, 4 drifted" in made.stdout, made.stderr
+    html = page.read_text()
+    assert "<script" not in html and "http://" not in html and "https://" not in html  # self-contained
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+               "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run(browser + ["--dump-dom", f"file://{page}"], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "CONSOLE" not in dom.stderr, [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    for feature in ["age", "income", "late_payments", "purpose"]:
+        assert f'id="f-{feature.replace("_", "-")}"' in dom.stdout
+    assert dom.stdout.count("<svg") == 4 and dom.stdout.count('class="badge drift"') >= 4
+    shot = tmp_path / "report.png"
+    subprocess.run(browser + ["--window-size=1200,1600", f"--screenshot={shot}", f"file://{page}"],
+                   capture_output=True, text=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20_000

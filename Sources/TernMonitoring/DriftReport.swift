@@ -34,6 +34,11 @@ public struct FeatureDrift: Sendable, Equatable, Codable {
     /// Categorical: categories the reference never had, and reference categories the live data lacks.
     public var newCategories: [String]?
     public var vanishedCategories: [String]?
+    /// The bins the PSI compared (numeric: `<= e1`, `(e1, e2]`, ..., `> em`; categorical: the categories),
+    /// with the reference's and the live data's counts: what a histogram of the two shows.
+    public var bins: [String]?
+    public var referenceCounts: [Int]?
+    public var liveCounts: [Int]?
     /// Whether the thresholds call it drift, and why.
     public var drifted: Bool
     public var reasons: [String]
@@ -74,6 +79,9 @@ public enum DriftReport {
             let liveCounts = DriftStatistics.binCounts(liveNumbers, edges: edges)
             drift.psi = DriftStatistics.psi(reference: referenceCounts, live: liveCounts)
             drift.jensenShannon = DriftStatistics.jensenShannon(reference: referenceCounts, live: liveCounts)
+            drift.bins = binNames(edges)
+            drift.referenceCounts = referenceCounts
+            drift.liveCounts = liveCounts
             let ks = DriftStatistics.kolmogorovSmirnov(referenceNumbers, liveNumbers)
             drift.ksStatistic = ks?.statistic
             drift.ksPValue = ks?.pValue
@@ -86,6 +94,9 @@ public enum DriftReport {
             let r = categories.map { referenceCounts[$0] ?? 0 }, l = categories.map { liveCounts[$0] ?? 0 }
             drift.psi = DriftStatistics.psi(reference: r, live: l)
             drift.jensenShannon = DriftStatistics.jensenShannon(reference: r, live: l)
+            drift.bins = categories
+            drift.referenceCounts = r
+            drift.liveCounts = l
             let chi = DriftStatistics.chiSquared(reference: r, live: l)
             drift.chiSquared = chi?.statistic
             drift.chiSquaredPValue = chi?.pValue
@@ -112,6 +123,18 @@ public enum DriftReport {
             drift.reasons.append("new categories: " + new.joined(separator: ", "))
         }
         drift.drifted = !drift.reasons.isEmpty
+    }
+
+    /// Names of the decile bins: `<= 1.5`, `(1.5, 2.25]`, ..., `> 9`.
+    static func binNames(_ edges: [Double]) -> [String] {
+        guard !edges.isEmpty else { return ["all"] }
+        func text(_ value: Double) -> String { String(format: "%.4g", value) }
+        var names = ["<= " + text(edges[0])]
+        for index in 1..<max(1, edges.count) where index < edges.count {
+            names.append("(\(text(edges[index - 1])), \(text(edges[index]))]")
+        }
+        names.append("> " + text(edges[edges.count - 1]))
+        return names
     }
 
     private static func rate(_ part: Int, _ whole: Int) -> Double { whole == 0 ? 0 : Double(part) / Double(whole) }

@@ -7,7 +7,77 @@ import TernMonitoring
 struct Drift: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check data drift between a reference data set and current data.",
-        subcommands: [Status.self, Compare.self])
+        subcommands: [Status.self, Compare.self, Report.self])
+
+    struct Report: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a drift report as one self-contained HTML page (histograms and statistics per feature).",
+            discussion: "From two CSV files (--reference and --current), or from a running server's live drift (--server and --model).")
+
+        @Option(help: ArgumentHelp("The reference data, CSV with a header.", valueName: "csv"))
+        var reference: String?
+
+        @Option(help: ArgumentHelp("The current data, CSV with a header.", valueName: "csv"))
+        var current: String?
+
+        @Option(help: ArgumentHelp("A running server (http://host:8000) whose live drift to report.", valueName: "url"))
+        var server: String?
+
+        @Option(help: "With --server: the model (model@alias works too).")
+        var model: String?
+
+        @Option(help: "With --server: how many of the version's newest predictions.")
+        var window: Int = 1000
+
+        @Option(name: .shortAndLong, help: ArgumentHelp("Where to write the page.", valueName: "file"))
+        var output: String = "drift-report.html"
+
+        func validate() throws {
+            if server != nil {
+                guard model != nil, reference == nil, current == nil else {
+                    throw ValidationError("give --server with --model, or --reference with --current")
+                }
+            } else if reference == nil || current == nil {
+                throw ValidationError("give --reference and --current (two CSV files), or --server and --model")
+            }
+        }
+
+        func run() async throws {
+            do {
+                let title: String, subtitle: String, features: [FeatureDrift]
+                if let server, let model {
+                    let path = "/api/v1/models/" + (model.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(.init(charactersIn: "/"))) ?? model)
+                        + "/drift?window=\(window)"
+                    let decoder = JSONDecoder()
+                    decoder.keyDecodingStrategy = .convertFromSnakeCase
+                    decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+                    let answer = try decoder.decode(Status.StatusAnswer.self, from: Data(try await PredictionLogSource.get(server, path).text.utf8))
+                    title = "Drift: \(answer.model) v\(answer.version)"
+                    subtitle = "\(answer.predictions) newest predictions (\(answer.rows) rows" + (answer.from.map { ", \($0) to \(answer.to ?? "")" } ?? "")
+                        + ") against the bundle's reference sample (\(answer.referenceRows) rows); \(answer.drifted.count) of \(answer.features.count) features drifted"
+                    features = answer.features
+                } else {
+                    let referenceTable = try Compare.read(reference!), currentTable = try Compare.read(current!)
+                    let names = referenceTable.columns.filter { currentTable.index(of: $0) != nil }
+                    guard !names.isEmpty else { throw TernError.invalidArgument("the two files share no column") }
+                    func cells(_ table: CSVTable) -> [String: [String]] {
+                        Dictionary(uniqueKeysWithValues: names.map { ($0, table.column(table.index(of: $0)!)) })
+                    }
+                    features = DriftReport.compare(reference: cells(referenceTable), live: cells(currentTable), columns: names)
+                    title = "Drift: " + (current! as NSString).lastPathComponent + " against " + (reference! as NSString).lastPathComponent
+                    subtitle = "\(currentTable.rows.count) current rows against \(referenceTable.rows.count) reference rows; "
+                        + "\(features.filter(\.drifted).count) of \(features.count) columns drifted"
+                }
+                let page = DriftHTML.page(title: title, subtitle: subtitle, features: features)
+                guard FileManager.default.createFile(atPath: output, contents: Data(page.utf8)) else {
+                    throw TernError.invalidArgument("cannot write '\(output)'")
+                }
+                print("wrote \(output) (\(features.count) features, \(features.filter(\.drifted).count) drifted)")
+            } catch {
+                fail(error)
+            }
+        }
+    }
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

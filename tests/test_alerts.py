@@ -7,7 +7,11 @@ import stat
 import threading
 import time
 
+import shutil
+import subprocess
+
 import numpy as np
+import pytest
 import requests
 
 from conftest import BINARY
@@ -159,3 +163,99 @@ def test_a_malformed_rule_stops_the_server_naming_it(tmp_path):
                                  "--alert-rules", str(path)], capture_output=True, text=True, timeout=60,
                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         assert result.returncode == 1 and message in result.stderr, (text, result.stderr)
+
+
+PROMETHEUS = shutil.which("prometheus")
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(not (PROMETHEUS and ALERTMANAGER and PROMTOOL),
+                    reason="prometheus, promtool and prometheus-alertmanager (Debian's packages) are needed")
+def test_exported_rules_fire_through_prometheus_and_alertmanager(tmp_path):
+    from conftest import free_port
+    reference = str(tmp_path / "reference.csv")
+    credit_csv(reference, 1500, seed=1)
+    bundle = pack(str(tmp_path), "gbc", "credit", 1, "--reference", reference, "--label-column", "default")
+    registry = Registry("sqlite", tmp_path)
+    registry.cli("push", bundle, "--alias", "production")
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text("interval: 0.3s\nrules:\n  - {name: credit-drift, model: credit, metric: drift.drifted_features, "
+                     "op: '>', threshold: 0, window: 20, severity: page}\n")
+    exported = tmp_path / "prometheus-rules.yml"
+    subprocess.run([BINARY, "alerts", "export", str(rules), "-o", str(exported)], check=True)
+    check = subprocess.run([PROMTOOL, "check", "rules", str(exported)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    receiver = Receiver()
+    alertmanager_port, prometheus_port, metrics_port = free_port(), free_port(), free_port()
+    (tmp_path / "alertmanager.yml").write_text(
+        "route: {receiver: tern-test, group_wait: 0s, group_interval: 1s, repeat_interval: 1h}\n"
+        f"receivers:\n  - name: tern-test\n    webhook_configs: [{{url: '{receiver.url}', send_resolved: true}}]\n")
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{exported}']\n"
+        f"alerting: {{alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{alertmanager_port}']}}]}}]}}\n"
+        f"scrape_configs: [{{job_name: tern, static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]}}]\n")
+    logs = open(tmp_path / "neighbours.log", "w")
+    alertmanager = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path / 'alertmanager.yml'}",
+                                     f"--storage.path={tmp_path / 'am'}", f"--web.listen-address=127.0.0.1:{alertmanager_port}",
+                                     "--cluster.listen-address="], stdout=logs, stderr=logs)
+    prometheus = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                   f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prometheus_port}"],
+                                  stdout=logs, stderr=logs)
+    server = registry.serve("--alert-rules", str(rules), "--metrics-port", str(metrics_port))
+    try:
+        like, _ = credit_table(400, seed=5)
+        shifted = like.copy()
+        shifted[:, 1] *= 3
+        for index in range(20):
+            chunk = shifted[index * 20:(index + 1) * 20].astype(np.float32)
+            requests.post(f"http://{server.url}/v2/models/credit/infer", timeout=10, json={"inputs": [
+                {"name": "features", "datatype": "FP32", "shape": list(chunk.shape), "data": chunk.ravel().tolist()}]})
+        wait_for(lambda: any(a["labels"].get("rule") == "credit-drift" and a["status"] == "firing"
+                             for p in receiver.posts for a in p["alerts"]), "Alertmanager's delivery of the drift alert", timeout=60)
+        post = receiver.posts[-1]
+        alert = post["alerts"][0]
+        assert post["receiver"] == "tern-test" and alert["labels"]["alertname"] == "credit_drift"
+        assert alert["labels"]["model"] == "credit" and alert["labels"]["severity"] == "page"
+    finally:
+        server.stop()
+        for process in (prometheus, alertmanager):
+            process.terminate()
+            process.wait(timeout=30)
+        logs.close()
+
+
+def test_a_hanging_webhook_delays_nothing(tmp_path):
+    """A receiver that accepts the connection and never answers: the alert still fires, the API and
+    inference answer at once, and the delivery gives up after its retries."""
+    import socket
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)
+    reference = str(tmp_path / "reference.csv")
+    credit_csv(reference, 1500, seed=1)
+    bundle = pack(str(tmp_path), "gbc", "credit", 1, "--reference", reference, "--label-column", "default")
+    registry = Registry("sqlite", tmp_path)
+    registry.cli("push", bundle, "--alias", "production")
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text(f"interval: 0.3s\nwebhooks: ['http://127.0.0.1:{hang.getsockname()[1]}/hook']\nrules:\n"
+                     "  - {name: credit-drift, model: credit, metric: drift.drifted_features, op: '>', threshold: 0, window: 20}\n")
+    server = registry.serve("--alert-rules", str(rules))
+    try:
+        like, _ = credit_table(400, seed=5)
+        like[:, 1] *= 3
+        for index in range(20):
+            chunk = like[index * 20:(index + 1) * 20].astype(np.float32)
+            requests.post(f"http://{server.url}/v2/models/credit/infer", timeout=10, json={"inputs": [
+                {"name": "features", "datatype": "FP32", "shape": list(chunk.shape), "data": chunk.ravel().tolist()}]})
+        wait_for(lambda: requests.get(f"http://{server.url}/api/v1/alerts", timeout=10).json()["alerts"][0]["state"] == "firing",
+                 "the alert firing")
+        for _ in range(10):  # each within its own 2 s timeout, while the webhook hangs
+            assert requests.get(f"http://{server.url}/api/v1/alerts", timeout=2).status_code == 200
+            assert requests.post(f"http://{server.url}/v2/models/credit/infer", timeout=2, json={"inputs": [
+                {"name": "features", "datatype": "FP32", "shape": [1, 10], "data": like[0].astype(np.float32).tolist()}]}).status_code == 200
+        wait_for(lambda: "alert webhook failed" in server.output(), "the webhook's timeout in the log", timeout=20)
+    finally:
+        server.stop()
+        hang.close()

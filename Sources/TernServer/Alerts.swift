@@ -73,6 +73,30 @@ public struct AlertConfiguration: Sendable {
         return configuration
     }
 
+    /// The rules as a Prometheus rules file, over the `tern_alert_value` gauge Tern exports for each rule:
+    /// for teams that route alerts through Prometheus and Alertmanager rather than Tern's webhooks.
+    public func prometheusRules() -> String {
+        func seconds(_ duration: Duration) -> String {
+            let (whole, fraction) = duration.components
+            return "\(Int(Double(whole) + Double(fraction) / 1e18))s"
+        }
+        func quoted(_ text: String) -> String {
+            "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
+        var text = "# Made by tern alerts export from Tern's alert rules: each fires on the tern_alert_value gauge\n"
+            + "# that tern serve --alert-rules exports for the rule.\ngroups:\n  - name: tern-alert-rules\n    rules:\n"
+        for rule in rules {
+            let name = rule.name.map { $0.isLetter || $0.isNumber || $0 == "_" ? $0 : "_" }
+            text += "      - alert: \(String(name))\n"
+            text += "        expr: tern_alert_value{alert=\(quoted(rule.name))} \(rule.comparison) \(rule.threshold)\n"
+            text += "        for: \(seconds(rule.forDuration))\n"
+            text += "        labels:\n          severity: \(quoted(rule.severity))\n          model: \(quoted(rule.model))\n"
+            text += "          rule: \(quoted(rule.name))\n"
+            text += "        annotations:\n          summary: \(quoted("{{ $labels.model }}: \(rule.metricName) is {{ $value }} (\(rule.comparison) \(rule.threshold))"))\n"
+        }
+        return text
+    }
+
     static func duration(_ value: Any, _ what: String) throws(TernError) -> Duration {
         if let seconds = value as? Int, seconds >= 0 { return .seconds(seconds) }
         if let seconds = value as? Double, seconds >= 0 { return .milliseconds(Int(seconds * 1000)) }

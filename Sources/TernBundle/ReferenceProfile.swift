@@ -16,14 +16,15 @@ public struct ReferenceProfile: Codable, Sendable, Equatable {
         public var seed: UInt64
     }
 
-    /// The most rows kept in ``sample``.
-    public static let sampleLimit = 1000
+    /// The most rows kept in ``sample`` unless told otherwise (`tern pack --reference-sample`): enough for the
+    /// Kolmogorov-Smirnov test's exact p-value and a stable Wasserstein distance, small enough to ship.
+    public static let defaultSampleLimit = 10_000
 
-    public init(table: CSVTable, predictions: [FeatureProfile], seed: UInt64 = 42) {
+    public init(table: CSVTable, predictions: [FeatureProfile], seed: UInt64 = 42, sampleLimit: Int = defaultSampleLimit) {
         rows = table.rows.count
         features = table.columns.indices.map { FeatureProfile(name: table.columns[$0], values: table.column($0)) }
         self.predictions = predictions
-        sample = Sample(columns: table.columns, rows: Self.reservoir(table.rows, limit: Self.sampleLimit, seed: seed), seed: seed)
+        sample = Sample(columns: table.columns, rows: Self.reservoir(table.rows, limit: sampleLimit, seed: seed), seed: seed)
     }
 
     /// Reservoir sampling (Algorithm R) with a seeded generator: the same file gives the same sample.

@@ -33,6 +33,9 @@ struct Pack: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Training or reference data (CSV with a header) to profile.", valueName: "csv"))
     var reference: String?
 
+    @Option(help: ArgumentHelp("Rows of the reference data kept in the bundle (a seeded sample) for drift tests.", valueName: "rows"))
+    var referenceSample: Int = ReferenceProfile.defaultSampleLimit
+
     @Option(help: ArgumentHelp("Labelled holdout data (CSV with a header) to compute validation metrics on.", valueName: "csv"))
     var holdout: String?
 
@@ -63,6 +66,7 @@ struct Pack: AsyncParsableCommand {
     @OptionGroup var runtimeOptions: RuntimeOptions
 
     func validate() throws {
+        guard (1...1_000_000).contains(referenceSample) else { throw ValidationError("--reference-sample must be 1...1000000 rows") }
         if let task, task != "classification", task != "regression" {
             throw ValidationError("--task must be classification or regression")
         }
@@ -95,7 +99,8 @@ struct Pack: AsyncParsableCommand {
                 let table = try CSVTable(text: String(decoding: try read(reference), as: UTF8.self), source: reference)
                 let features = table.dropping([labelColumn])
                 let outputs = try await runner.run(features, source: reference)
-                profile = ReferenceProfile(table: features, predictions: outputs.profiles(classLabels: classes))
+                profile = ReferenceProfile(
+                    table: features, predictions: outputs.profiles(classLabels: classes), sampleLimit: referenceSample)
             }
             var metrics: ValidationMetrics?
             var inferredTask = task

@@ -147,9 +147,10 @@ private func tampered(_ archive: Data, file: String, with data: Data) throws -> 
         #expect(profile.features[1].kind == "categorical" && profile.features[1].categorical?.frequencies == ["red": 2, "blue": 1])
         #expect(profile.sample.rows.count == 4)
         let many = CSVTable(columns: ["i"], rows: (0..<5000).map { [String($0)] })
-        let sampled = ReferenceProfile(table: many, predictions: [])
-        #expect(sampled.sample.rows.count == ReferenceProfile.sampleLimit)
-        #expect(sampled.sample == ReferenceProfile(table: many, predictions: []).sample)
+        let sampled = ReferenceProfile(table: many, predictions: [], sampleLimit: 1000)
+        #expect(sampled.sample.rows.count == 1000)
+        #expect(sampled.sample == ReferenceProfile(table: many, predictions: [], sampleLimit: 1000).sample)
+        #expect(ReferenceProfile(table: many, predictions: []).sample.rows.count == 5000)  // under the default of 10,000
     }
 
     @Test func classificationMetricsMatchSklearn() throws {

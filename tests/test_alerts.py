@@ -52,15 +52,34 @@ def wait_for(condition, what, timeout=30):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_drift_and_accuracy_alerts_fire_retrain_and_resolve(tmp_path):
-    reference, holdout = str(tmp_path / "reference.csv"), str(tmp_path / "holdout.csv")
+def credit_registry(tmp_path, holdout=False):
+    """A registry holding the gbc credit model, packed with reference data (and holdout data)."""
+    reference = str(tmp_path / "reference.csv")
     credit_csv(reference, 1500, seed=1)
-    credit_csv(holdout, 300, seed=2)
-    data = ["--reference", reference, "--holdout", holdout, "--label-column", "default"]
-    bundle = pack(str(tmp_path), "gbc", "credit", 1, *data)
-    candidate = pack(str(tmp_path), "logreg", "credit", 2, *data)
+    data = ["--reference", reference, "--label-column", "default"]
+    if holdout:
+        credit_csv(str(tmp_path / "holdout.csv"), 300, seed=2)
+        data += ["--holdout", str(tmp_path / "holdout.csv")]
     registry = Registry("sqlite", tmp_path)
-    registry.cli("push", bundle, "--alias", "production")
+    registry.cli("push", pack(str(tmp_path), "gbc", "credit", 1, *data), "--alias", "production")
+    return registry, data
+
+
+def send_shifted(server):
+    """20 requests of 20 rows whose income is three times the reference's."""
+    rows, _ = credit_table(400, seed=5)
+    rows[:, 1] *= 3
+    for index in range(20):
+        chunk = rows[index * 20:(index + 1) * 20].astype(np.float32)
+        answer = requests.post(f"http://{server.url}/v2/models/credit/infer", timeout=10, json={"inputs": [
+            {"name": "features", "datatype": "FP32", "shape": list(chunk.shape), "data": chunk.ravel().tolist()}]})
+        assert answer.status_code == 200
+    return rows
+
+
+def test_drift_and_accuracy_alerts_fire_retrain_and_resolve(tmp_path):
+    registry, data = credit_registry(tmp_path, holdout=True)
+    candidate = pack(str(tmp_path), "logreg", "credit", 2, *data)
     marker = tmp_path / "retrained.txt"
     script = tmp_path / "retrain.sh"
     script.write_text(
@@ -174,11 +193,7 @@ PROMTOOL = shutil.which("promtool")
                     reason="prometheus, promtool and prometheus-alertmanager (Debian's packages) are needed")
 def test_exported_rules_fire_through_prometheus_and_alertmanager(tmp_path):
     from conftest import free_port
-    reference = str(tmp_path / "reference.csv")
-    credit_csv(reference, 1500, seed=1)
-    bundle = pack(str(tmp_path), "gbc", "credit", 1, "--reference", reference, "--label-column", "default")
-    registry = Registry("sqlite", tmp_path)
-    registry.cli("push", bundle, "--alias", "production")
+    registry, _ = credit_registry(tmp_path)
     rules = tmp_path / "alerts.yaml"
     rules.write_text("interval: 0.3s\nrules:\n  - {name: credit-drift, model: credit, metric: drift.drifted_features, "
                      "op: '>', threshold: 0, window: 20, severity: page}\n")
@@ -205,13 +220,7 @@ def test_exported_rules_fire_through_prometheus_and_alertmanager(tmp_path):
                                   stdout=logs, stderr=logs)
     server = registry.serve("--alert-rules", str(rules), "--metrics-port", str(metrics_port))
     try:
-        like, _ = credit_table(400, seed=5)
-        shifted = like.copy()
-        shifted[:, 1] *= 3
-        for index in range(20):
-            chunk = shifted[index * 20:(index + 1) * 20].astype(np.float32)
-            requests.post(f"http://{server.url}/v2/models/credit/infer", timeout=10, json={"inputs": [
-                {"name": "features", "datatype": "FP32", "shape": list(chunk.shape), "data": chunk.ravel().tolist()}]})
+        send_shifted(server)
         wait_for(lambda: any(a["labels"].get("rule") == "credit-drift" and a["status"] == "firing"
                              for p in receiver.posts for a in p["alerts"]), "Alertmanager's delivery of the drift alert", timeout=60)
         post = receiver.posts[-1]
@@ -233,22 +242,13 @@ def test_a_hanging_webhook_delays_nothing(tmp_path):
     hang = socket.socket()
     hang.bind(("127.0.0.1", 0))
     hang.listen(16)
-    reference = str(tmp_path / "reference.csv")
-    credit_csv(reference, 1500, seed=1)
-    bundle = pack(str(tmp_path), "gbc", "credit", 1, "--reference", reference, "--label-column", "default")
-    registry = Registry("sqlite", tmp_path)
-    registry.cli("push", bundle, "--alias", "production")
+    registry, _ = credit_registry(tmp_path)
     rules = tmp_path / "alerts.yaml"
     rules.write_text(f"interval: 0.3s\nwebhooks: ['http://127.0.0.1:{hang.getsockname()[1]}/hook']\nrules:\n"
                      "  - {name: credit-drift, model: credit, metric: drift.drifted_features, op: '>', threshold: 0, window: 20}\n")
     server = registry.serve("--alert-rules", str(rules))
     try:
-        like, _ = credit_table(400, seed=5)
-        like[:, 1] *= 3
-        for index in range(20):
-            chunk = like[index * 20:(index + 1) * 20].astype(np.float32)
-            requests.post(f"http://{server.url}/v2/models/credit/infer", timeout=10, json={"inputs": [
-                {"name": "features", "datatype": "FP32", "shape": list(chunk.shape), "data": chunk.ravel().tolist()}]})
+        like = send_shifted(server)
         wait_for(lambda: requests.get(f"http://{server.url}/api/v1/alerts", timeout=10).json()["alerts"][0]["state"] == "firing",
                  "the alert firing")
         for _ in range(10):  # each within its own 2 s timeout, while the webhook hangs

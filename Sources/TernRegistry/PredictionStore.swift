@@ -275,17 +275,7 @@ public final class PredictionStore: Sendable {
                 \(filter) ORDER BY p.id LIMIT \(bind: limit)
                 """).all()
             return try rows.map { row in
-                let record = PredictionRecord(
-                    time: try row.decode(column: "time_ms", as: Int64.self),
-                    requestID: try row.decode(column: "request_id", as: String.self),
-                    model: try row.decode(column: "model", as: String.self),
-                    version: try row.decode(column: "version", as: Int.self),
-                    protocol: try row.decode(column: "protocol", as: String.self),
-                    latencyMicroseconds: try row.decode(column: "latency_us", as: Int64.self),
-                    caller: try row.decode(column: "caller", as: String?.self),
-                    traceID: try row.decode(column: "trace_id", as: String?.self),
-                    inputs: try row.decode(column: "inputs", as: String.self),
-                    outputs: try row.decode(column: "outputs", as: String.self))
+                let record = try Self.record(row)
                 let feedback = FeedbackRecord(
                     requestID: record.requestID, truth: try row.decode(column: "truth", as: String.self),
                     time: try row.decode(column: "feedback_time", as: Int64.self),
@@ -348,19 +338,24 @@ public final class PredictionStore: Sendable {
                 FROM tern_predictions \(filter) LIMIT \(bind: limit)
                 """).all()
             return try rows.map { row in
-                (id: try row.decode(column: "id", as: Int64.self), record: PredictionRecord(
-                    time: try row.decode(column: "time_ms", as: Int64.self),
-                    requestID: try row.decode(column: "request_id", as: String.self),
-                    model: try row.decode(column: "model", as: String.self),
-                    version: try row.decode(column: "version", as: Int.self),
-                    protocol: try row.decode(column: "protocol", as: String.self),
-                    latencyMicroseconds: try row.decode(column: "latency_us", as: Int64.self),
-                    caller: try row.decode(column: "caller", as: String?.self),
-                    traceID: try row.decode(column: "trace_id", as: String?.self),
-                    inputs: try row.decode(column: "inputs", as: String.self),
-                    outputs: try row.decode(column: "outputs", as: String.self)))
+                (id: try row.decode(column: "id", as: Int64.self), record: try Self.record(row))
             }
         }
+    }
+
+    /// A record from a row holding the table's columns.
+    private static func record(_ row: any SQLRow) throws -> PredictionRecord {
+        PredictionRecord(
+            time: try row.decode(column: "time_ms", as: Int64.self),
+            requestID: try row.decode(column: "request_id", as: String.self),
+            model: try row.decode(column: "model", as: String.self),
+            version: try row.decode(column: "version", as: Int.self),
+            protocol: try row.decode(column: "protocol", as: String.self),
+            latencyMicroseconds: try row.decode(column: "latency_us", as: Int64.self),
+            caller: try row.decode(column: "caller", as: String?.self),
+            traceID: try row.decode(column: "trace_id", as: String?.self),
+            inputs: try row.decode(column: "inputs", as: String.self),
+            outputs: try row.decode(column: "outputs", as: String.self))
     }
 
     private func run<T>(_ body: () async throws -> T) async throws(TernError) -> T {

@@ -99,16 +99,17 @@ final class DriftRoutes: Sendable {
     }
 }
 
-struct DriftAnswer: Codable {
-    var model: String
-    var version: Int
+/// A version's drift, as `GET /api/v1/models/{m}/drift` answers it (snake_case keys).
+public struct DriftAnswer: Codable, Sendable {
+    public var model: String
+    public var version: Int
     /// Rows of the reference sample.
-    var referenceRows: Int
+    public var referenceRows: Int
     /// Predictions in the window, and the rows they held.
-    var predictions: Int
-    var rows: Int
-    var from: String?
-    var to: String?
-    var drifted: [String]
-    var features: [FeatureDrift]
+    public var predictions: Int
+    public var rows: Int
+    public var from: String?
+    public var to: String?
+    public var drifted: [String]
+    public var features: [FeatureDrift]
 }

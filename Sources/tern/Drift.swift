@@ -3,6 +3,7 @@ import Foundation
 import TernBundle
 import TernCore
 import TernMonitoring
+import TernServer
 
 struct Drift: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -51,7 +52,7 @@ struct Drift: AsyncParsableCommand {
                     let decoder = JSONDecoder()
                     decoder.keyDecodingStrategy = .convertFromSnakeCase
                     decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-                    let answer = try decoder.decode(Status.StatusAnswer.self, from: Data(try await PredictionLogSource.get(server, path).text.utf8))
+                    let answer = try decoder.decode(DriftAnswer.self, from: Data(try await PredictionLogSource.get(server, path).text.utf8))
                     title = "Drift: \(answer.model) v\(answer.version)"
                     subtitle = "\(answer.predictions) newest predictions (\(answer.rows) rows" + (answer.from.map { ", \($0) to \(answer.to ?? "")" } ?? "")
                         + ") against the bundle's reference sample (\(answer.referenceRows) rows); \(answer.drifted.count) of \(answer.features.count) features drifted"
@@ -111,7 +112,7 @@ struct Drift: AsyncParsableCommand {
                 let decoder = JSONDecoder()
                 decoder.keyDecodingStrategy = .convertFromSnakeCase
                 decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-                let answer = try decoder.decode(StatusAnswer.self, from: Data(text.utf8))
+                let answer = try decoder.decode(DriftAnswer.self, from: Data(text.utf8))
                 if json {
                     print(text)
                 } else {
@@ -125,18 +126,6 @@ struct Drift: AsyncParsableCommand {
             } catch {
                 fail(error)
             }
-        }
-
-        struct StatusAnswer: Decodable {
-            var model: String
-            var version: Int
-            var referenceRows: Int
-            var predictions: Int
-            var rows: Int
-            var from: String?
-            var to: String?
-            var drifted: [String]
-            var features: [FeatureDrift]
         }
     }
 

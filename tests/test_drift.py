@@ -147,6 +147,12 @@ def test_a_served_models_drift_against_its_bundles_reference(tmp_path):
         assert income["ks_statistic"] == pytest.approx(expected.statistic, rel=1e-9)
         assert income["ks_p_value"] == pytest.approx(expected.pvalue, abs=1e-9)
         assert income["wasserstein"] == pytest.approx(wasserstein_distance(ref_values, live_values), rel=1e-6)
+        # A time window: everything since a minute ago holds both halves; one in the past holds nothing.
+        both = requests.get(f"{url}/api/v1/models/credit/drift?since=1m&window=10000", timeout=10).json()
+        assert both["predictions"] == 60 and both["rows"] == 1200
+        past = requests.get(f"{url}/api/v1/models/credit/drift?since=2000-01-01&until=2000-01-02", timeout=10).json()
+        assert past["predictions"] == 0 and past["features"] == []
+        assert requests.get(f"{url}/api/v1/models/credit/drift?since=later", timeout=10).status_code == 400
         calm_income = {f["feature"]: f for f in calm["features"]}["income"]
         assert not calm_income["drifted"], calm_income
         assert set(f["feature"] for f in drift["features"]) == set(CREDIT_FEATURES)

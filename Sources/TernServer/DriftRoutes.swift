@@ -11,9 +11,10 @@ import TernRegistry
 /// its bundle carries (the profile's seeded sample).
 ///
 /// ```
-/// GET /api/v1/models/{model}/drift[?version=V&window=N]
+/// GET /api/v1/models/{model}/drift[?version=V&window=N&since=T&until=T]
 /// ```
-/// `window` is how many of the version's newest predictions to compare (default 1,000, at most 10,000);
+/// `window` is how many of the version's newest predictions to compare (default 1,000, at most 10,000), or
+/// with `since` (and `until`: RFC 3339 times or ages such as `1h`) how many of those in that time range;
 /// `version` a number or alias (default: the version requests without one get). Every statistic is the one
 /// `tern drift compare` computes (`docs/drift.md`).
 final class DriftRoutes: Sendable {
@@ -42,7 +43,9 @@ final class DriftRoutes: Sendable {
                 return value
             } ?? 1_000
             let served = try service.catalog.resolve(name: name, version: query.get("version").map { String($0) })
-            let answer = try await drift(of: served, window: window)
+            let since = try query.get("since").map { try PredictionTime.parse(String($0), name: "since") }
+            let until = try query.get("until").map { try PredictionTime.parse(String($0), name: "until") }
+            let answer = try await drift(of: served, window: window, since: since, until: until)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -53,9 +56,25 @@ final class DriftRoutes: Sendable {
     }
 
     /// A version's newest `window` predictions against its reference sample.
-    func drift(of served: ServedModel, window: Int) async throws -> DriftAnswer {
+    /// With `since` (and `until`), the window is a time range: the version's predictions in it, the first
+    /// `window` of them.
+    func drift(of served: ServedModel, window: Int, since: Int64? = nil, until: Int64? = nil) async throws -> DriftAnswer {
         let sample = try await reference(served)
-        let records = try await reader.store(log).recent(model: served.name, version: served.version, limit: window)
+        let store = try await reader.store(log)
+        var records: [PredictionRecord]
+        if since != nil || until != nil {
+            records = []
+            var after: Int64 = 0
+            while records.count < window {
+                let page = try await store.records(model: served.name, since: since, until: until, afterID: after, limit: 5_000)
+                records += page.map(\.record).filter { $0.version == served.version }
+                guard page.count == 5_000, let last = page.last else { break }
+                after = last.id
+            }
+            records = Array(records.prefix(window))
+        } else {
+            records = try await store.recent(model: served.name, version: served.version, limit: window)
+        }
         var live: [String: [String]] = [:]
         var rows = 0
         for record in records {

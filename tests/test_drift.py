@@ -155,7 +155,15 @@ def test_a_served_models_drift_against_its_bundles_reference(tmp_path):
         assert requests.get(f"{url}/api/v1/models/credit/drift?since=later", timeout=10).status_code == 400
         calm_income = {f["feature"]: f for f in calm["features"]}["income"]
         assert not calm_income["drifted"], calm_income
-        assert set(f["feature"] for f in drift["features"]) == set(CREDIT_FEATURES)
+        names = set(f["feature"] for f in drift["features"])
+        # The inputs, and the predictions themselves (the bundle keeps the model's outputs on its sample).
+        assert names == set(CREDIT_FEATURES) | {"prediction.label", "prediction.probabilities[0]", "prediction.probabilities[1]"}
+        with zipfile.ZipFile(bundle) as archive:
+            outputs = json.loads(archive.read("profile.json"))["outputSample"]
+        assert outputs["columns"] == ["label", "probabilities[0]", "probabilities[1]"] and len(outputs["rows"]) == len(sample["rows"])
+        p1 = {f["feature"]: f for f in drift["features"]}["prediction.probabilities[1]"]
+        ref_p1 = np.array([float(row[2]) for row in outputs["rows"]])
+        assert p1["ks_statistic"] > 0 and p1["reference_count"] == len(ref_p1)
         status = subprocess.run([BINARY, "drift", "status", "credit", "--server", url, "--window", "30"],
                                 capture_output=True, text=True)
         assert status.returncode == 0 and "income" in status.stdout and "DRIFT" in status.stdout, status.stderr

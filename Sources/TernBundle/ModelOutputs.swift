@@ -57,6 +57,26 @@ public struct ModelOutputs: Sendable {
 
     /// Distributions of the outputs, for the reference profile: labels as categories, each score column as
     /// a number (`probabilities[yes]`, or `probabilities[1]` without class names).
+    /// The outputs as table columns: a label column by its name, each score by `name[index]`
+    /// (`probabilities[1]`), as the prediction log's outputs flatten.
+    public func table() -> (columns: [String], rows: [[String]]) {
+        var columns: [String] = []
+        var values: [[String]] = []
+        for column in self.columns {
+            if let labels = column.labels {
+                columns.append(column.name)
+                values.append(labels)
+            } else if let scores = column.scores, let width = scores.first?.count {
+                for c in 0..<width {
+                    columns.append(width == 1 ? column.name : "\(column.name)[\(c)]")
+                    values.append(scores.map { "\($0[c])" })
+                }
+            }
+        }
+        let rows = (0..<self.rows).map { row in values.map { $0[row] } }
+        return (columns, rows)
+    }
+
     public func profiles(classLabels: [String]?) -> [FeatureProfile] {
         var profiles: [FeatureProfile] = []
         for column in columns {

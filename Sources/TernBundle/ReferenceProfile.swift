@@ -9,6 +9,9 @@ public struct ReferenceProfile: Codable, Sendable, Equatable {
     public var predictions: [FeatureProfile]
     /// A bounded random sample of the rows (raw CSV values), for exact two-sample tests later.
     public var sample: Sample
+    /// The model's outputs on the same sampled rows (`label`, `probabilities[1]`, ...), for the drift of the
+    /// predictions themselves; nil in bundles made before it was kept.
+    public var outputSample: Sample?
 
     public struct Sample: Codable, Sendable, Equatable {
         public var columns: [String]
@@ -20,15 +23,23 @@ public struct ReferenceProfile: Codable, Sendable, Equatable {
     /// Kolmogorov-Smirnov test's exact p-value and a stable Wasserstein distance, small enough to ship.
     public static let defaultSampleLimit = 10_000
 
-    public init(table: CSVTable, predictions: [FeatureProfile], seed: UInt64 = 42, sampleLimit: Int = defaultSampleLimit) {
+    /// - Parameter outputs: the model's outputs on every row of `table` (same order), sampled with it.
+    public init(
+        table: CSVTable, predictions: [FeatureProfile], outputs: (columns: [String], rows: [[String]])? = nil,
+        seed: UInt64 = 42, sampleLimit: Int = defaultSampleLimit
+    ) {
         rows = table.rows.count
         features = table.columns.indices.map { FeatureProfile(name: table.columns[$0], values: table.column($0)) }
         self.predictions = predictions
-        sample = Sample(columns: table.columns, rows: Self.reservoir(table.rows, limit: sampleLimit, seed: seed), seed: seed)
+        let kept = Self.reservoir(Array(table.rows.indices), limit: sampleLimit, seed: seed)
+        sample = Sample(columns: table.columns, rows: kept.map { table.rows[$0] }, seed: seed)
+        if let outputs, outputs.rows.count == table.rows.count {
+            outputSample = Sample(columns: outputs.columns, rows: kept.map { outputs.rows[$0] }, seed: seed)
+        }
     }
 
     /// Reservoir sampling (Algorithm R) with a seeded generator: the same file gives the same sample.
-    static func reservoir(_ rows: [[String]], limit: Int, seed: UInt64) -> [[String]] {
+    static func reservoir<Row>(_ rows: [Row], limit: Int, seed: UInt64) -> [Row] {
         guard rows.count > limit else { return rows }
         var generator = SplitMix64(seed: seed)
         var kept = Array(rows.prefix(limit))

@@ -22,8 +22,8 @@ final class DriftRoutes: Sendable {
     let models: RegistryModels
     let log: PredictionLogLocation
     let reader: PredictionReader
-    /// Reference samples by bundle, read once per version.
-    let references = Mutex<[String: ReferenceProfile.Sample]>([:])
+    /// Reference profiles by version, read once.
+    let references = Mutex<[String: ReferenceProfile]>([:])
 
     init(service: InferenceService, models: RegistryModels, log: PredictionLogLocation, reader: PredictionReader) {
         self.service = service
@@ -59,7 +59,7 @@ final class DriftRoutes: Sendable {
     /// With `since` (and `until`), the window is a time range: the version's predictions in it, the first
     /// `window` of them.
     func drift(of served: ServedModel, window: Int, since: Int64? = nil, until: Int64? = nil) async throws -> DriftAnswer {
-        let sample = try await reference(served)
+        let profile = try await reference(served)
         let store = try await reader.store(log)
         var records: [PredictionRecord]
         if since != nil || until != nil {
@@ -82,10 +82,26 @@ final class DriftRoutes: Sendable {
                 rows += 1
                 for (key, value) in row { live[key, default: []].append(Self.cell(value)) }
             }
+            // The predictions themselves: `prediction.label`, `prediction.probabilities[1]`, ...
+            for row in RowScanner.rows(record.outputs) {
+                for (key, value) in row {
+                    if value.hasPrefix("["), let list = try? JSONSerialization.jsonObject(with: Data(value.utf8)) as? [Any] {
+                        for (index, element) in list.enumerated() { live["prediction.\(key)[\(index)]", default: []].append("\(element)") }
+                    } else {
+                        live["prediction." + key, default: []].append(Self.cell(value))
+                    }
+                }
+            }
         }
         var reference: [String: [String]] = [:]
-        for (index, column) in sample.columns.enumerated() { reference[column] = sample.rows.map { $0[index] } }
-        let columns = sample.columns.filter { live[$0] != nil }
+        var columns: [String] = []
+        for (prefix, sample) in [("", profile.sample)] + (profile.outputSample.map { [("prediction.", $0)] } ?? []) {
+            for (index, column) in sample.columns.enumerated() where live[prefix + column] != nil {
+                reference[prefix + column] = sample.rows.map { $0[index] }
+                columns.append(prefix + column)
+            }
+        }
+        let sample = profile.sample
         let features = records.isEmpty ? [] : DriftReport.compare(reference: reference, live: live, columns: columns)
             .sorted { ($0.drifted ? 1 : 0, $0.severity) > ($1.drifted ? 1 : 0, $1.severity) }
         return DriftAnswer(
@@ -96,16 +112,16 @@ final class DriftRoutes: Sendable {
     }
 
     /// The bundle's reference sample, read from the registry once per version.
-    private func reference(_ served: ServedModel) async throws -> ReferenceProfile.Sample {
+    private func reference(_ served: ServedModel) async throws -> ReferenceProfile {
         let key = "\(served.name)@\(served.version)"
-        if let sample = references.withLock({ $0[key] }) { return sample }
+        if let profile = references.withLock({ $0[key] }) { return profile }
         let bundle = try ModelBundle(archive: try await models.registry.archive(served.name, served.version))
         guard let profile = try bundle.decoded(ReferenceProfile.self, file: BundleFile.profile) else {
             throw TernError.notFound("\(served.name) v\(served.version) has no reference profile to compare with; "
                 + "pack it with tern pack --reference TRAINING.csv")
         }
-        references.withLock { $0[key] = profile.sample }
-        return profile.sample
+        references.withLock { $0[key] = profile }
+        return profile
     }
 
     /// A JSON value from the prediction log as a CSV cell would hold it.

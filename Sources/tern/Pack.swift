@@ -100,7 +100,8 @@ struct Pack: AsyncParsableCommand {
                 let features = table.dropping([labelColumn])
                 let outputs = try await runner.run(features, source: reference)
                 profile = ReferenceProfile(
-                    table: features, predictions: outputs.profiles(classLabels: classes), sampleLimit: referenceSample)
+                    table: features, predictions: outputs.profiles(classLabels: classes), outputs: outputs.table(),
+                    sampleLimit: referenceSample)
             }
             var metrics: ValidationMetrics?
             var inferredTask = task

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
+from scipy.stats import chi2_contingency, ks_2samp, kstwo, wasserstein_distance
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Tests", "Fixtures", "drift",
                    "golden.json")
@@ -33,10 +33,10 @@ def psi(expected_counts, actual_counts):
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def numeric_case(name, ref, live):
-    # Six decimals: the data as the JSON holds them, exactly (and the file smaller).
-    ref = np.round(np.asarray(ref, float), 6)
-    live = np.round(np.asarray(live, float), 6)
+def numeric_case(name, ref, live, decimals=6):
+    # Rounded (six decimals, or three for the large sets): the data as the JSON holds them, exactly.
+    ref = np.round(np.asarray(ref, float), decimals)
+    live = np.round(np.asarray(live, float), decimals)
     r, l = ref[~np.isnan(ref)], live[~np.isnan(live)]
     ks = ks_2samp(r, l)
     edges, ref_counts, live_counts = bins(r, l)
@@ -85,7 +85,21 @@ def main():
         numeric_case("missing values", with_missing, live_missing),
         numeric_case("largest exact sample", rng.lognormal(10, 0.5, 10000), rng.lognormal(10.05, 0.55, 1200)),
         numeric_case("tiny samples", rng.normal(0, 1, 7), rng.normal(1, 1, 5)),
+        # Past 10,000 values a side: scipy's asymptotic p-value (kstwo.sf with n = round(n1*n2/(n1+n2))).
+        numeric_case("large, no drift", rng.normal(0, 1, 12000), rng.normal(0, 1, 3000), decimals=3),
+        numeric_case("large, mild drift", rng.normal(0, 1, 12000), rng.normal(0.06, 1, 2500), decimals=3),
+        numeric_case("large, strong drift", rng.normal(0, 1, 12000), rng.normal(0.3, 1, 2000), decimals=3),
     ]
+    # kstwo.sf itself across its methods: Ruben-Gambino, the Durbin matrix, Pelz-Good, Smirnov sums.
+    kstwo_cases = []
+    for n in [50, 150, 500, 2069, 20000, 150000]:
+        for nx2 in [0.3, 0.7, 1.5, 2.0, 3.0, 10.0, 50.0]:
+            x = (nx2 / n) ** 0.5
+            if n <= 140 and 0.754693 < nx2 <= 4:
+                continue  # the Pomeranz branch, not built
+            kstwo_cases.append({"n": n, "x": x, "sf": float(kstwo.sf(x, n))})
+        for x in [0.8 / n, 0.6, 1 - 0.5 / n]:
+            kstwo_cases.append({"n": n, "x": x, "sf": float(kstwo.sf(x, n))})
     letters = ["a", "b", "c", "d"]
     reference = rng.choice(letters, 3000, p=[0.4, 0.3, 0.2, 0.1]).tolist()
     categorical = [
@@ -99,7 +113,7 @@ def main():
     ]
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
-        json.dump({"numeric": numeric, "categorical": categorical}, f)
+        json.dump({"numeric": numeric, "categorical": categorical, "kstwo": kstwo_cases}, f)
     print(f"wrote {OUT}")
 
 

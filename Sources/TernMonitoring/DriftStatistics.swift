@@ -9,7 +9,11 @@ public enum DriftStatistics {
     /// The two-sample Kolmogorov-Smirnov test, two-sided, as `scipy.stats.ks_2samp(reference, live)` with its
     /// default `method="auto"`: the largest distance between the two empirical CDFs, and its p-value,
     /// exact (Hodges' lattice-path counts, in Viehmann's numerically stable form) when neither sample has more
-    /// than 10,000 values. Larger samples: `pValue` is nil (scipy's `kstwo` asymptotic; not built yet).
+    /// than 10,000 values; past that, as scipy, the two-sided one-sample distribution `kstwo.sf(d, n)` with
+    /// n = round(n1*n2/(n1+n2)) (Simard and L'Ecuyer's choice among exact Smirnov sums, the Durbin matrix and
+    /// Pelz-Good's series). `pValue` is nil in the one case not built: n <= 140 with 0.754693 < n*d^2 <= 4
+    /// (scipy's Pomeranz recursion), reached only with a live sample of about 140 values or fewer against a
+    /// reference of more than 10,000.
     public struct KolmogorovSmirnov: Sendable, Equatable {
         public var statistic: Double
         public var pValue: Double?
@@ -30,7 +34,11 @@ public enum DriftStatistics {
         }
         let minS = min(max(maxMinus, 0), 1)
         var d = minS > maxPlus ? minS : maxPlus
-        guard max(n1, n2) <= maxExactKSSize else { return KolmogorovSmirnov(statistic: d, pValue: nil) }
+        guard max(n1, n2) <= maxExactKSSize else {
+            let (m, n) = (Double(max(n1, n2)), Double(min(n1, n2)))
+            let en = (m * n / (m + n)).rounded(.toNearestOrEven)
+            return KolmogorovSmirnov(statistic: d, pValue: kolmogorovSurvival(n: Int(en), d).map { min(max($0, 0), 1) })
+        }
         let g = gcd(n1, n2)
         let lcm = (n1 / g) * n2
         let h = Int((d * Double(lcm)).rounded(.toNearestOrEven))
@@ -85,6 +93,176 @@ public enum DriftStatistics {
             }
         }
         return column[maxj - minj - 1]
+    }
+
+    // MARK: The one-sample two-sided distribution (scipy's kstwo)
+
+    /// P(D_n >= x) for the two-sided one-sample statistic, as scipy's `kstwo.sf` chooses its method.
+    static func kolmogorovSurvival(n: Int, _ x: Double) -> Double? {
+        guard n > 0 else { return nil }
+        if x >= 1 { return 0 }
+        if x <= 0 { return 1 }
+        let nd = Double(n), t = nd * x
+        if t <= 1 {  // Ruben-Gambino: 1/2n <= x <= 1/n
+            if t <= 0.5 { return 1 }
+            let cdf: Double
+            if n <= 140 {
+                var product = 1.0
+                for i in 1...n { product *= Double(i) * (1 / nd) * (2 * t - 1) }
+                cdf = product
+            } else {
+                cdf = exp(logFactorialOverPower(nd) + nd * log(2 * t - 1))
+            }
+            return 1 - cdf
+        }
+        if t >= nd - 1 { return 2 * pow(1 - x, nd) }
+        if x >= 0.5 { return 2 * smirnovSurvival(n, x) }
+        let nxSquared = t * x
+        if n <= 140 {
+            if nxSquared <= 0.754693 { return 1 - durbinMatrixCDF(n, x) }
+            if nxSquared <= 4 { return nil }  // scipy's Pomeranz recursion: not built
+            return 2 * smirnovSurvival(n, x)
+        }
+        if nxSquared >= 370 { return 0 }
+        if nxSquared >= 2.2 { return 2 * smirnovSurvival(n, x) }
+        let cdf = n <= 100_000 && nd * pow(x, 1.5) <= 1.4 ? durbinMatrixCDF(n, x) : pelzGoodCDF(n, x)
+        return 1 - cdf
+    }
+
+    /// log(n! / n^n) by Stirling's series, as scipy writes it.
+    static func logFactorialOverPower(_ n: Double) -> Double {
+        let coefficients = [-2.955065359477124183e-2, 6.4102564102564102564e-3, -1.9175269175269175269e-3,
+                            8.4175084175084175084e-4, -5.952380952380952381e-4, 7.9365079365079365079e-4,
+                            -2.7777777777777777778e-3, 8.3333333333333333333e-2]
+        let rn = 1 / n
+        var poly = 0.0
+        for c in coefficients { poly = poly * (rn / n) + c }
+        return log(n) / 2 - n + log(2 * Double.pi) / 2 + rn * poly
+    }
+
+    /// The one-sided Smirnov statistic's survival P(D+_n >= x), by the Birnbaum-Tingey sum (its terms are
+    /// all positive; summed in logs).
+    static func smirnovSurvival(_ n: Int, _ x: Double) -> Double {
+        if n == 1 { return x }
+        if x <= 0 { return 1 }
+        if x >= 1 { return 0 }
+        let nd = Double(n)
+        let last = Int((nd * (1 - x)).rounded(.down))
+        let logN: Double = lgamma(nd + 1)
+        var sum = 0.0
+        for j in 0...last {
+            let base = 1 - x - Double(j) / nd
+            guard base > 0 else { continue }
+            let logTerm: Double = logN - lgamma(Double(j) + 1) - lgamma(nd - Double(j) + 1)
+                + (nd - Double(j)) * log(base) + Double(j - 1) * log(x + Double(j) / nd)
+            sum += exp(logTerm)
+        }
+        return x * sum
+    }
+
+    /// P(D_n <= d) by the Durbin matrix (Marsaglia, Tsang and Wang), powers scaled to stay in range.
+    static func durbinMatrixCDF(_ n: Int, _ d: Double) -> Double {
+        if d >= 1 { return 1 }
+        let nd = Double(n) * d
+        if nd <= 0.5 { return 0 }
+        let k = Int(nd.rounded(.up))
+        let h = Double(k) - nd
+        let m = 2 * k - 1
+        var v = (1...m).map { 1 - pow(h, Double($0)) }
+        var w = [Double](repeating: 0, count: m)
+        var factor = 1.0
+        for j in 1...m {
+            w[j - 1] = factor
+            factor /= Double(j)
+            v[j - 1] *= factor
+        }
+        let tt = pow(max(2 * h - 1, 0), Double(m)) - 2 * pow(h, Double(m))
+        v[m - 1] = (1 + tt) * factor
+        var matrix = [[Double]](repeating: [Double](repeating: 0, count: m), count: m)
+        for i in 1..<max(m, 1) where i < m {
+            for row in (i - 1)..<m { matrix[row][i] = w[row - (i - 1)] }
+        }
+        for row in 0..<m { matrix[row][0] = v[row] }
+        for column in 0..<m { matrix[m - 1][column] = v[m - 1 - column] }
+        func multiply(_ a: [[Double]], _ b: [[Double]]) -> [[Double]] {
+            var c = [[Double]](repeating: [Double](repeating: 0, count: m), count: m)
+            for i in 0..<m { for l in 0..<m where a[i][l] != 0 { for j in 0..<m { c[i][j] += a[i][l] * b[l][j] } } }
+            return c
+        }
+        let scale = pow(2.0, 128.0)
+        var power = (0..<m).map { i in (0..<m).map { $0 == i ? 1.0 : 0.0 } }
+        var base = matrix
+        var exponent = 0, baseExponent = 0
+        var remaining = n
+        while remaining > 0 {
+            if remaining % 2 == 1 {
+                power = multiply(power, base)
+                exponent += baseExponent
+            }
+            base = multiply(base, base)
+            baseExponent *= 2
+            if abs(base[k - 1][k - 1]) > scale {
+                base = base.map { $0.map { $0 / scale } }
+                baseExponent += 128
+            }
+            remaining /= 2
+        }
+        var p = power[k - 1][k - 1]
+        for i in 1...n {
+            p = Double(i) * p / Double(n)
+            if abs(p) < 1 / scale {
+                p *= scale
+                exponent -= 128
+            }
+        }
+        return exponent != 0 ? scalbn(p, exponent) : p
+    }
+
+    /// Pelz and Good's approximation of P(D_n <= x).
+    static func pelzGoodCDF(_ n: Int, _ x: Double) -> Double {
+        if x <= 0 { return 0 }
+        if x >= 1 { return 1 }
+        let pi2 = Double.pi * Double.pi, pi4 = pi2 * pi2, pi6 = pi4 * pi2
+        let z = Double(n).squareRoot() * x
+        let z2 = z * z, z3 = z2 * z, z4 = z2 * z2, z6 = z4 * z2
+        let qlog = -pi2 / 8 / z2
+        if qlog < -708 { return 0 }
+        var q = exp(qlog)
+        let k1a = -z2, k1b = pi2 / 4
+        let k2a = 6 * z6 + 2 * z4, k2b = (2 * z4 - 5 * z2) * pi2 / 4, k2c = pi4 * (1 - 2 * z2) / 16
+        let k3d = pi6 * (5 - 30 * z2) / 64, k3c = pi4 * (-60 * z2 + 212 * z4) / 16
+        let k3b = pi2 * (135 * z4 - 96 * z6) / 4, k3a = -30 * z6 - 90 * pow(z, 8)
+        var terms = [0.0, 0.0, 0.0, 0.0]
+        let maxk = Int((16 * z / Double.pi).rounded(.up))
+        if maxk >= 1 {
+            for k in stride(from: maxk, through: 1, by: -1) {
+                let m = Double(2 * k - 1)
+                let m2 = m * m, m4 = m2 * m2, m6 = m4 * m2
+                let qpower = pow(q, Double(8 * k))
+                let coefficients = [1.0, k1a + k1b * m2, k2a + k2b * m2 + k2c * m4, k3a + k3b * m2 + k3c * m4 + k3d * m6]
+                for i in 0..<4 { terms[i] = terms[i] * qpower + coefficients[i] }
+            }
+        }
+        let sqrt2pi = (2 * Double.pi).squareRoot()
+        let divisors = [z, 6 * z4, 72 * pow(z, 7), 6480 * pow(z, 10)]
+        for i in 0..<4 { terms[i] = terms[i] * q * sqrt2pi / divisors[i] }
+        q = exp(-pi2 / 2 / z2)
+        var k2extra = 0.0, k3extra = 0.0
+        let sqrt3z = 3.0.squareRoot() * z
+        if maxk >= 1 {
+            for k in stride(from: maxk, through: 1, by: -1) {
+                let ks = Double(k), ksquared = ks * ks
+                let qpower = pow(q, ksquared)
+                k2extra += ksquared * qpower
+                let kspi = Double.pi * ks
+                k3extra += (sqrt3z + kspi) * (sqrt3z - kspi) * ksquared * qpower
+            }
+        }
+        terms[2] += k2extra * pi2 * sqrt2pi / (-36 * z3)
+        terms[3] += k3extra * pi2 * sqrt2pi / (216 * z6)
+        var total = 0.0
+        for i in 0..<4 { total += terms[i] / pow(Double(n), Double(i) / 2) }
+        return total
     }
 
     // MARK: Wasserstein

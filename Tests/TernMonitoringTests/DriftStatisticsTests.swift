@@ -38,8 +38,15 @@ private struct Golden: Decodable {
         var vanished: [String]
     }
 
+    struct KSTwo: Decodable {
+        var n: Int
+        var x: Double
+        var sf: Double
+    }
+
     var numeric: [Numeric]
     var categorical: [Categorical]
+    var kstwo: [KSTwo]
 
     static func load() throws -> Golden {
         let data = try Data(contentsOf: URL(fileURLWithPath: Fixtures.repositoryRoot + "/Tests/Fixtures/drift/golden.json"))
@@ -91,6 +98,14 @@ struct DriftStatisticsTests {
             #expect(close(DriftStatistics.psi(reference: referenceCounts, live: liveCounts), item.psi) || item.psi == 0, "\(item.name): PSI")
             let js = DriftStatistics.jensenShannon(reference: referenceCounts, live: liveCounts) ?? -1
             #expect(abs(js - item.jensen_shannon) <= 1e-9 * max(item.jensen_shannon, 1e-6), "\(item.name): JS \(js) != \(item.jensen_shannon)")
+        }
+    }
+
+    @Test("the one-sample two-sided survival as scipy's kstwo.sf, in each of its methods")
+    func kstwo() throws {
+        for item in try Golden.load().kstwo {
+            let sf = DriftStatistics.kolmogorovSurvival(n: item.n, item.x)
+            #expect(close(sf, item.sf, relative: false), "n \(item.n), x \(item.x): \(String(describing: sf)) != \(item.sf)")
         }
     }
 

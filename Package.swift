@@ -97,7 +97,7 @@ let package = Package(
         .target(
             name: "TernBundle",
             dependencies: [
-                "TernCore",
+                "TernCore", "TernMonitoring",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ],

@@ -153,6 +153,12 @@ def test_a_served_models_drift_against_its_bundles_reference(tmp_path):
         past = requests.get(f"{url}/api/v1/models/credit/drift?since=2000-01-01&until=2000-01-02", timeout=10).json()
         assert past["predictions"] == 0 and past["features"] == []
         assert requests.get(f"{url}/api/v1/models/credit/drift?since=later", timeout=10).status_code == 400
+        # PSI on the whole reference data's decile bins (the profile keeps them), as numpy and the formula give it.
+        full = np.array([float(row["income"]) for row in csv.DictReader(open(reference))])
+        edges = list(dict.fromkeys(np.quantile(full, np.arange(1, 10) / 10).tolist()))
+        counts = lambda v: np.bincount(np.searchsorted(edges, v, side="left"), minlength=len(edges) + 1)  # noqa: E731
+        assert income["psi"] == pytest.approx(psi(counts(full), counts(live_values)), rel=1e-9)
+        assert income["reference_counts"] == counts(full).tolist()
         calm_income = {f["feature"]: f for f in calm["features"]}["income"]
         assert not calm_income["drifted"], calm_income
         names = set(f["feature"] for f in drift["features"])

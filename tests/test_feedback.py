@@ -19,7 +19,7 @@ def served(tmp_path):
                   "--label-column", "default")
     registry = Registry("sqlite", tmp_path)
     registry.cli("push", bundle, "--alias", "production")
-    server = registry.serve()
+    server = registry.serve("--drift-interval", "0.3")
     yield server
     server.stop()
 
@@ -74,6 +74,16 @@ def test_feedback_gives_each_version_its_live_quality(served):
     assert live["f1"] == pytest.approx(f1_score(t, p), rel=1e-9)
     assert version["validation"]["rows"] == 300 and version["validation"]["roc_auc"] > 0.5
     assert version["label_delay_seconds_median"] is not None
+    # The same live quality as gauges in /metrics.
+    deadline = time.time() + 10
+    while True:
+        text = requests.get(f"http://{served.url}/metrics", timeout=10).text
+        lines = [l for l in text.splitlines() if l.startswith('tern_feedback_quality{model="credit",version="1",metric="accuracy"}')]
+        if lines:
+            break
+        assert time.time() < deadline, "no feedback gauge"
+        time.sleep(0.2)
+    assert float(lines[0].rsplit(" ", 1)[1]) == pytest.approx(live["accuracy"], rel=1e-12)
 
 
 @pytest.mark.parametrize("payload, message", [

@@ -39,6 +39,13 @@ def check_numeric(profile, values, label, rtol=1e-9):
     counts, edges = np.histogram(values, bins=10)
     assert numeric["histogram"]["counts"] == counts.tolist(), label
     np.testing.assert_allclose(numeric["histogram"]["edges"], edges, rtol=max(rtol, 1e-12), err_msg=label)
+    # The decile bins drift's PSI uses: numpy.quantile's edges (repeats dropped), counts per (e_i, e_i+1].
+    deciles = list(dict.fromkeys(np.quantile(values, np.arange(1, 10) / 10).tolist()))
+    np.testing.assert_allclose(numeric["deciles"]["edges"], deciles, rtol=max(rtol, 1e-12), err_msg=f"{label} deciles")
+    if rtol <= 1e-9:
+        assert numeric["deciles"]["edges"] == deciles, label
+        counted = np.bincount(np.searchsorted(deciles, values, side="left"), minlength=len(deciles) + 1).tolist()
+        assert numeric["deciles"]["counts"] == counted, label
 
 
 def test_classifier_profile_and_metrics_match_scipy_and_sklearn(tmp_path):

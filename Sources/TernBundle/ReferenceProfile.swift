@@ -1,4 +1,5 @@
 import Foundation
+import TernMonitoring
 
 /// What the training (reference) data looked like: the baseline that drift is measured against.
 public struct ReferenceProfile: Codable, Sendable, Equatable {
@@ -102,6 +103,14 @@ public struct NumericSummary: Codable, Sendable, Equatable {
     /// Quantile ("0.05") -> value, linear interpolation between order statistics (numpy's default).
     public var quantiles: [String: Double]
     public var histogram: Histogram?
+    /// The whole column's decile bins as drift uses them (`numpy.quantile(values, [0.1, ..., 0.9])`, repeated
+    /// edges dropped, bins (-inf, e1], ..., (em, +inf)) and its count in each; nil in older bundles.
+    public var deciles: Deciles?
+
+    public struct Deciles: Codable, Sendable, Equatable {
+        public var edges: [Double]
+        public var counts: [Int]
+    }
 
     public struct Histogram: Codable, Sendable, Equatable {
         /// `bins + 1` edges; the last bin includes its right edge.
@@ -122,6 +131,8 @@ public struct NumericSummary: Codable, Sendable, Equatable {
         if values.count > 1 {
             std = (values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / (n - 1)).squareRoot()
         }
+        let edges = DriftStatistics.decileEdges(values)
+        deciles = Deciles(edges: edges, counts: DriftStatistics.binCounts(values, edges: edges))
         let sorted = values.sorted()
         min = sorted.first
         max = sorted.last

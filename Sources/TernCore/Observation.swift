@@ -100,6 +100,8 @@ public enum MetricNames {
     public static let driftPSI = "tern_drift_psi"
     public static let driftPValue = "tern_drift_pvalue"
     public static let driftDetected = "tern_drift_detected"
+    public static let feedbackQuality = "tern_feedback_quality"
+    public static let feedbackRows = "tern_feedback_rows"
 
     public static let help: [String: String] = [
         requests: "Inference requests by model, version, protocol and outcome (success, client_error, server_error, timeout).",
@@ -120,6 +122,8 @@ public enum MetricNames {
         driftPSI: "Population stability index of a feature, newest predictions against the reference data.",
         driftPValue: "The drift test's p-value of a feature (Kolmogorov-Smirnov, or chi-squared for categories).",
         driftDetected: "1 when the feature drifted by the thresholds (docs/drift.md), else 0.",
+        feedbackQuality: "A version's live quality from ground-truth feedback, by metric (accuracy, roc_auc, rmse, ...).",
+        feedbackRows: "Rows with ground-truth feedback behind the version's live quality.",
         "tern_alert_firing": "1 while the alert rule fires, else 0.",
         "tern_alert_value": "The alert rule's metric at its last evaluation.",
     ]

@@ -52,16 +52,22 @@ public struct FeatureDrift: Sendable, Equatable, Codable {
 public enum DriftReport {
     public static let missingTokens: Set<String> = ["", "nan", "NaN", "NAN", "NA", "N/A", "null", "NULL", "None"]
 
+    /// - Parameter referenceBins: a numeric column's decile edges and counts over the whole reference data
+    ///   (a bundle's profile keeps them): PSI and Jensen-Shannon use them instead of the sample's.
     public static func compare(
-        reference: [String: [String]], live: [String: [String]], columns: [String], thresholds: DriftThresholds = .init()
+        reference: [String: [String]], live: [String: [String]], columns: [String], thresholds: DriftThresholds = .init(),
+        referenceBins: [String: (edges: [Double], counts: [Int])] = [:]
     ) -> [FeatureDrift] {
         columns.compactMap { name -> FeatureDrift? in
             guard let referenceCells = reference[name], let liveCells = live[name] else { return nil }
-            return feature(name, referenceCells, liveCells, thresholds)
+            return feature(name, referenceCells, liveCells, thresholds, referenceBins[name])
         }
     }
 
-    static func feature(_ name: String, _ referenceCells: [String], _ liveCells: [String], _ thresholds: DriftThresholds) -> FeatureDrift {
+    static func feature(
+        _ name: String, _ referenceCells: [String], _ liveCells: [String], _ thresholds: DriftThresholds,
+        _ bins: (edges: [Double], counts: [Int])? = nil
+    ) -> FeatureDrift {
         let referencePresent = referenceCells.filter { !missingTokens.contains($0.trimmingCharacters(in: .whitespaces)) }
         let livePresent = liveCells.filter { !missingTokens.contains($0.trimmingCharacters(in: .whitespaces)) }
         let referenceNumbers = referencePresent.compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
@@ -74,8 +80,8 @@ public enum DriftReport {
             referenceMissingRate: rate(referenceCells.count - referencePresent.count, referenceCells.count),
             liveMissingRate: rate(liveCells.count - livePresent.count, liveCells.count), drifted: false, reasons: [])
         if numeric {
-            let edges = DriftStatistics.decileEdges(referenceNumbers)
-            let referenceCounts = DriftStatistics.binCounts(referenceNumbers, edges: edges)
+            let edges = bins?.edges ?? DriftStatistics.decileEdges(referenceNumbers)
+            let referenceCounts = bins?.counts ?? DriftStatistics.binCounts(referenceNumbers, edges: edges)
             let liveCounts = DriftStatistics.binCounts(liveNumbers, edges: edges)
             drift.psi = DriftStatistics.psi(reference: referenceCounts, live: liveCounts)
             drift.jensenShannon = DriftStatistics.jensenShannon(reference: referenceCounts, live: liveCounts)

@@ -8,8 +8,13 @@ import TernCore
 /// `tern_drift_psi{model,version,feature}`, `tern_drift_ks_pvalue{...}` (numeric features),
 /// `tern_drift_detected{...}` (0 or 1) and `tern_drift_features_drifted{model,version}`.
 /// Computed off the request path, from the prediction log: serving never waits for it.
+///
+/// With feedback, each version's live quality too: `tern_feedback_quality{model,version,metric}` (accuracy,
+/// precision, recall, f1, roc_auc, log_loss; mae, rmse, r2) over the newest `window` predictions with
+/// ground truth, and `tern_feedback_rows{model,version}`.
 struct DriftMonitor: Service {
     let drift: DriftRoutes
+    let feedback: FeedbackRoutes?
     let service: InferenceService
     let interval: Duration
     let window: Int
@@ -27,6 +32,22 @@ struct DriftMonitor: Service {
 
     func measure() async {
         for name in service.catalog.modelNames {
+            if let feedback, let versions = try? await feedback.performance(of: name, since: nil, newest: window) {
+                for version in versions {
+                    guard let live = version.live else { continue }
+                    let labels = [("model", name), ("version", String(version.version))]
+                    Gauge(label: MetricNames.feedbackRows, dimensions: labels, factory: factory).record(version.rows)
+                    let values: [(String, Double?)] = [
+                        ("accuracy", live.accuracy), ("precision", live.precision), ("recall", live.recall), ("f1", live.f1),
+                        ("roc_auc", live.rocAuc), ("log_loss", live.logLoss), ("mae", live.mae), ("rmse", live.rmse), ("r2", live.r2),
+                    ]
+                    for (metric, value) in values {
+                        if let value {
+                            Gauge(label: MetricNames.feedbackQuality, dimensions: labels + [("metric", metric)], factory: factory).record(value)
+                        }
+                    }
+                }
+            }
             guard let served = try? service.catalog.resolve(name: name, version: nil),
                   let answer = try? await drift.drift(of: served, window: window), answer.predictions > 0 else { continue }
             let labels = [("model", served.name), ("version", String(served.version))]

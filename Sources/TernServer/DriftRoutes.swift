@@ -102,7 +102,13 @@ final class DriftRoutes: Sendable {
             }
         }
         let sample = profile.sample
-        let features = records.isEmpty ? [] : DriftReport.compare(reference: reference, live: live, columns: columns)
+        // PSI and Jensen-Shannon on the whole reference data's decile bins, where the profile has them.
+        var bins: [String: (edges: [Double], counts: [Int])] = [:]
+        for (prefix, profiles) in [("", profile.features), ("prediction.", profile.predictions)] {
+            for feature in profiles { if let deciles = feature.numeric?.deciles { bins[prefix + feature.name] = (deciles.edges, deciles.counts) } }
+        }
+        let features = records.isEmpty ? [] : DriftReport.compare(
+            reference: reference, live: live, columns: columns, referenceBins: bins)
             .sorted { ($0.drifted ? 1 : 0, $0.severity) > ($1.drifted ? 1 : 0, $1.severity) }
         return DriftAnswer(
             model: served.name, version: served.version, referenceRows: sample.rows.count, predictions: records.count,

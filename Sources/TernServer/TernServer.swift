@@ -225,7 +225,7 @@ public struct TernServer: Sendable {
         if let alerts { services.append(.init(service: alerts)) }
         if metrics != nil, configuration.driftInterval > .zero, let drift = monitoring(models: models).drift {
             services.append(.init(service: DriftMonitor(
-                drift: drift, service: service, interval: configuration.driftInterval, window: configuration.driftWindow,
+                drift: drift, feedback: monitoring(models: models).feedback, service: service, interval: configuration.driftInterval, window: configuration.driftWindow,
                 factory: service.catalog.metricsFactory, logger: Logger(label: "tern.drift"))))
         }
         if let grpcPort = configuration.grpcPort {

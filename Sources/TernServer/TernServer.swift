@@ -140,7 +140,12 @@ public struct TernServer: Sendable {
     }
 
     /// The HTTP router with every route Tern serves; with a registry, its management API too.
-    func router(models: RegistryModels?, alerts: AlertEvaluator? = nil) -> Router<BasicRequestContext> {
+    /// `monitors`: the drift and feedback routes, made once per server (``monitoring(models:)``) and shared with
+    /// the alert evaluator and the drift gauges, so that each reads a version's reference profile once.
+    func router(
+        models: RegistryModels?, monitors: (drift: DriftRoutes?, feedback: FeedbackRoutes?) = (nil, nil),
+        alerts: AlertEvaluator? = nil
+    ) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         V2Routes(service: service, configuration: configuration.http).register(on: router)
         PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http).register(on: router)
@@ -148,9 +153,8 @@ public struct TernServer: Sendable {
         if configuration.metricsPort == nil { metricsRoute()?.register(on: router) }
         if let location = configuration.predictionLog?.location {
             PredictionRoutes(location: location, reader: predictionReader).register(on: router)
-            let (drift, feedback) = alerts.map { ($0.drift, $0.feedback) } ?? monitoring(models: models)
-            drift?.register(on: router)
-            feedback?.register(on: router)
+            monitors.drift?.register(on: router)
+            monitors.feedback?.register(on: router)
         }
         alerts?.register(on: router)
         if let models {
@@ -193,9 +197,10 @@ public struct TernServer: Sendable {
                 service: service, runtime: runtime,
                 pool: pool, sessionOptions: configuration.sessionOptions, logger: logger, listening: listening)
         }
+        let monitors = monitoring(models: models)
+        let (drift, feedback) = monitors
         var alerts: AlertEvaluator?
         if let rules = configuration.alerts {
-            let (drift, feedback) = monitoring(models: models)
             alerts = AlertEvaluator(
                 configuration: rules, drift: drift, feedback: feedback, service: service, registry: models?.registry,
                 factory: service.catalog.metricsFactory, logger: Logger(label: "tern.alerts"))
@@ -203,7 +208,7 @@ public struct TernServer: Sendable {
         let (service, http) = (service, configuration.http)
         let connections = ConnectionCount()
         let app = Application(
-            router: router(models: models, alerts: alerts),
+            router: router(models: models, monitors: monitors, alerts: alerts),
             server: .http1(configuration: .init(
                 additionalChannelHandlers: [
                     http.connectionGuard(count: connections),
@@ -223,9 +228,9 @@ public struct TernServer: Sendable {
         if let predictionLog { services.append(.init(service: predictionLog)) }
         services.append(.init(service: loader))
         if let alerts { services.append(.init(service: alerts)) }
-        if metrics != nil, configuration.driftInterval > .zero, let drift = monitoring(models: models).drift {
+        if metrics != nil, configuration.driftInterval > .zero, let drift {
             services.append(.init(service: DriftMonitor(
-                drift: drift, feedback: monitoring(models: models).feedback, service: service, interval: configuration.driftInterval, window: configuration.driftWindow,
+                drift: drift, feedback: feedback, service: service, interval: configuration.driftInterval, window: configuration.driftWindow,
                 factory: service.catalog.metricsFactory, logger: Logger(label: "tern.drift"))))
         }
         if let grpcPort = configuration.grpcPort {

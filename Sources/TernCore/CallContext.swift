@@ -35,8 +35,10 @@ public final class CallContext: @unchecked Sendable {
     public let peer: String?
     /// The W3C trace context the client sent (`traceparent`), if valid.
     public let trace: TraceParent?
-    /// Who is calling (the key's name or the token's subject), once authentication knows.
-    public var caller: String?
+    /// Who is calling (the key's name or the token's subject, its scopes and model grants), once the front-end
+    /// authorized the request; nil when the server is open. The core checks the model grant once it has
+    /// resolved the model.
+    public var caller: Caller?
     /// When the front-end took the request.
     public let received: ContinuousClock.Instant
     /// The same moment on the wall clock, for records read by people and other systems (derived from

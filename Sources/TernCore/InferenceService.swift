@@ -194,6 +194,10 @@ public final class InferenceService: Sendable {
             end(context, call.served, [], .failure(call.failure ?? TernError.internalError("a call with neither request nor failure")), completion)
             return
         }
+        if let caller = context.caller, !caller.mayUse(model: served.name) {
+            end(context, served, [], .failure(caller.refusal(model: served.name)), completion)
+            return
+        }
         let inputs: [Tensor], outputs: [String]
         do {
             (inputs, outputs) = try RequestValidator.validate(

@@ -67,7 +67,7 @@ public final class RequestLogger: InferenceObserver {
         }
         if let peer = context.peer { metadata["peer"] = "\(peer)" }
         if let trace = context.trace { metadata["trace_id"] = "\(trace.traceID)" }
-        if let caller = context.caller { metadata["caller"] = "\(caller)" }
+        if let caller = context.caller { metadata["caller"] = "\(caller.name)" }
         return metadata
     }
 }

@@ -6,7 +6,7 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case invalidArgument, notFound, unavailable, resourceExhausted, payloadTooLarge, internalError,
-                runtimeNotFound, conflict, timedOut
+                runtimeNotFound, conflict, timedOut, unauthenticated, permissionDenied
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -27,6 +27,10 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
         public static let conflict = Code(.conflict)
         /// The request waited in a queue past its timeout.
         public static let timedOut = Code(.timedOut)
+        /// The request carries no credentials, or ones that are not valid (unknown, expired, revoked).
+        public static let unauthenticated = Code(.unauthenticated)
+        /// The caller is known but may not do this (a scope it lacks, a model it has no grant for).
+        public static let permissionDenied = Code(.permissionDenied)
         /// The ONNX Runtime library could not be found or opened.
         public static let runtimeNotFound = Code(.runtimeNotFound)
 
@@ -41,6 +45,8 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
             case .runtimeNotFound: "runtime not found"
             case .conflict: "conflict"
             case .timedOut: "timed out"
+            case .unauthenticated: "unauthenticated"
+            case .permissionDenied: "permission denied"
             }
         }
     }

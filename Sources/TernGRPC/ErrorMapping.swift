@@ -12,6 +12,8 @@ extension TernError: RPCErrorConvertible {
         case .resourceExhausted: .resourceExhausted
         case .payloadTooLarge: .resourceExhausted
         case .conflict: .failedPrecondition
+        case .unauthenticated: .unauthenticated
+        case .permissionDenied: .permissionDenied
         default: .internalError
         }
     }

@@ -17,11 +17,14 @@ public struct GRPCFrontEndConfiguration: Sendable {
     public var maxConcurrentStreams: Int
     /// A connection with no call for this long is closed (nil: never).
     public var maxIdleTime: Duration?
+    /// Who may call which RPC (open by default).
+    public var access: AccessControl = .open
 
     public init(
         host: String = "0.0.0.0", port: Int = 8001, maxMessageBytes: Int = 64 << 20, maxConcurrentStreams: Int = 256,
-        maxIdleTime: Duration? = .seconds(300)
+        maxIdleTime: Duration? = .seconds(300), access: AccessControl = .open
     ) {
+        self.access = access
         self.host = host
         self.port = port
         self.maxMessageBytes = maxMessageBytes
@@ -46,8 +49,13 @@ public struct GRPCFrontEnd: Service {
                 $0.connection.maxIdleTime = configuration.maxIdleTime
                 $0.channelDebuggingCallbacks.onAcceptTCPConnection = { GracefulGoAway.install(on: $0) }
             })
-        server = GRPCServer(transport: transport, services: [InferenceGRPCService(service: service)])
+        server = GRPCServer(
+            transport: transport, services: [InferenceGRPCService(service: service)],
+            interceptors: configuration.access.verifier != nil ? [AccessInterceptor(access: configuration.access)] : [])
     }
+
+    /// Every RPC with the scope it needs.
+    public static var routes: [RouteEntry] { AccessInterceptor.routes }
 
     /// The port bound, once the server listens.
     public var port: Int? {

@@ -26,6 +26,7 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
     func modelReady(request: Inference_ModelReadyRequest, context: ServerContext) async throws
         -> Inference_ModelReadyResponse
     {
+        try AccessInterceptor.checkGrant(request.name)
         _ = try service.catalog.resolve(name: request.name, version: request.version.isEmpty ? nil : request.version)
         var response = Inference_ModelReadyResponse()
         response.ready = service.isReady
@@ -45,6 +46,7 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
     func modelMetadata(request: Inference_ModelMetadataRequest, context: ServerContext) async throws
         -> Inference_ModelMetadataResponse
     {
+        try AccessInterceptor.checkGrant(request.name)
         let served = try service.catalog.resolve(name: request.name, version: request.version.isEmpty ? nil : request.version)
         var response = Inference_ModelMetadataResponse()
         response.name = served.name
@@ -71,6 +73,7 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
         let call = CallContext(
             wire: .v2GRPC, requestID: Self.first(request.metadata, "x-request-id"),
             traceparent: Self.first(request.metadata, "traceparent"), peer: context.remotePeer)
+        call.caller = CurrentCaller.value
         var requestID = call.requestID
         do {
             let response = try await service.infer(call) {
@@ -105,6 +108,7 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
     func modelConfig(request: Inference_ModelConfigRequest, context: ServerContext) async throws
         -> Inference_ModelConfigResponse
     {
+        try AccessInterceptor.checkGrant(request.name)
         let served = try service.catalog.resolve(name: request.name, version: request.version.isEmpty ? nil : request.version)
         var config = Inference_ModelConfig()
         config.name = served.name
@@ -139,6 +143,8 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
     func modelStatistics(request: Inference_ModelStatisticsRequest, context: ServerContext) async throws
         -> Inference_ModelStatisticsResponse
     {
+        if request.name.isEmpty { try AccessInterceptor.checkUnrestricted("ModelStatistics without a name") }
+        try AccessInterceptor.checkGrant(request.name)
         var response = Inference_ModelStatisticsResponse()
         response.modelStats = try service.catalog.selection(name: request.name, version: request.version).map { served in
             let snapshot = served.statistics.snapshot
@@ -190,6 +196,7 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
     func repositoryIndex(request: Inference_RepositoryIndexRequest, context: ServerContext) async throws
         -> Inference_RepositoryIndexResponse
     {
+        try AccessInterceptor.checkUnrestricted("RepositoryIndex")
         var response = Inference_RepositoryIndexResponse()
         response.models = try await service.repositoryIndex(readyOnly: request.ready).map { entry in
             var index = Inference_RepositoryIndexResponse.ModelIndex()
@@ -205,6 +212,7 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
     func repositoryModelLoad(request: Inference_RepositoryModelLoadRequest, context: ServerContext) async throws
         -> Inference_RepositoryModelLoadResponse
     {
+        try AccessInterceptor.checkGrant(request.modelName)
         try await service.repositoryLoad(
             model: request.modelName, version: try Self.version(request.parameters), actor: Self.actor(context))
         return Inference_RepositoryModelLoadResponse()
@@ -213,6 +221,7 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
     func repositoryModelUnload(request: Inference_RepositoryModelUnloadRequest, context: ServerContext) async throws
         -> Inference_RepositoryModelUnloadResponse
     {
+        try AccessInterceptor.checkGrant(request.modelName)
         try await service.repositoryUnload(
             model: request.modelName, version: try Self.version(request.parameters), actor: Self.actor(context))
         return Inference_RepositoryModelUnloadResponse()
@@ -228,6 +237,6 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
         }
     }
 
-    /// gRPC changes are attributed to the peer until authentication names the caller.
-    static func actor(_ context: ServerContext) -> String { "grpc \(context.remotePeer)" }
+    /// Who a change is attributed to: the authenticated caller, else (an open server) the peer.
+    static func actor(_ context: ServerContext) -> String { CurrentCaller.value?.name ?? "grpc \(context.remotePeer)" }
 }

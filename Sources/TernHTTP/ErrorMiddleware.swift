@@ -15,6 +15,8 @@ extension TernError.Code {
         case .timedOut: .serviceUnavailable
         case .payloadTooLarge: .contentTooLarge
         case .conflict: .conflict
+        case .unauthenticated: .unauthorized
+        case .permissionDenied: .forbidden
         default: .internalServerError
         }
     }
@@ -36,6 +38,7 @@ struct ErrorAnswer {
             // A fault's message may name files and internals: the client gets a pointer to the log, which has it.
             self.init(status: status, message: status == .internalServerError ? TernError.faultMessageForClients : error.message)
             if error.code == .resourceExhausted { headers[.retryAfter] = "1" }
+            if error.code == .unauthenticated { headers[.wwwAuthenticate] = #"Bearer realm="tern""# }
         case is NIOTooManyBytesError:
             self.init(status: .contentTooLarge, message: "the request body is larger than the server's limit")
         default:

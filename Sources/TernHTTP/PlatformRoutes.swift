@@ -39,24 +39,24 @@ public struct PlatformRoutes: Sendable {
         self.http = http
     }
 
-    public func register(on router: Router<BasicRequestContext>) {
-        router.get("/v1/models/{model}") { _, context in try v1Status(context.parameters.require("model")) }
+    public func register(on router: ScopedRouter) {
+        router.get("/v1/models/{model}", .read) { _, context in try v1Status(context.parameters.require("model")) }
         // One path node, one parameter name: "{model}" holds "name:predict" here.
-        router.post("/v1/models/{model}") { request, context in
+        router.post("/v1/models/{model}", .infer) { request, context in
             let (model, verb) = Self.splitVerb(try context.parameters.require("model"))
             guard verb == "predict" else { throw HTTPError(.notFound) }
             return try await predict(request, context, .kserveV1, model: model, version: nil)
         }
-        router.post("/v1/models/{model}/versions/{version}") { request, context in
+        router.post("/v1/models/{model}/versions/{version}", .infer) { request, context in
             let (version, verb) = Self.splitVerb(try context.parameters.require("version"))
             guard verb == "predict" else { throw HTTPError(.notFound) }
             return try await predict(request, context, .kserveV1, model: try context.parameters.require("model"), version: version)
         }
         for route in ["/ping"] + configuration.healthRoutes {
-            router.get(RouterPath(route)) { _, _ in health() }
+            router.get(route, nil) { _, _ in health() }
         }
         for route in ["/invocations"] + configuration.predictRoutes {
-            router.post(RouterPath(route)) { request, context in
+            router.post(route, .infer) { request, context in
                 try await predict(request, context, .invocations, model: nil, version: nil)
             }
         }
@@ -108,6 +108,7 @@ public struct PlatformRoutes: Sendable {
     ) async throws -> Response {
         // Hummingbird's basic context does not carry the peer's address; the v2 infer path has it.
         let call = V2Routes.callContext(wire, request.headers, peer: nil)
+        call.caller = CurrentCaller.value
         let requestID = call.requestID
         do {
             var response = try await answer(request, call, model: model, version: version)

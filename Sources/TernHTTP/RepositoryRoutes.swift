@@ -14,8 +14,8 @@ struct RepositoryRoutes: Sendable {
     let service: InferenceService
     let configuration: HTTPFrontEndConfiguration
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.post("/v2/repository/index") { request, _ in
+    func register(on router: ScopedRouter) {
+        router.post("/v2/repository/index", .read) { request, _ in
             let body = try await object(request)
             var readyOnly = false
             if let ready = body?["ready"] {
@@ -41,12 +41,12 @@ struct RepositoryRoutes: Sendable {
             writer.byte(UInt8(ascii: "]"))
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: writer.buffer))
         }
-        router.post("/v2/repository/models/{model}/load") { request, context in
+        router.post("/v2/repository/models/{model}/load", .admin) { request, context in
             try await service.repositoryLoad(
                 model: context.parameters.require("model"), version: try await version(request), actor: request.ternActor)
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
         }
-        router.post("/v2/repository/models/{model}/unload") { request, context in
+        router.post("/v2/repository/models/{model}/unload", .admin) { request, context in
             try await service.repositoryUnload(
                 model: context.parameters.require("model"), version: try await version(request), actor: request.ternActor)
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
@@ -70,13 +70,5 @@ struct RepositoryRoutes: Sendable {
         case .string(let text) where (Int(text) ?? 0) >= 1: return Int(text)
         default: throw TernError.invalidArgument("parameters.version must be a positive integer")
         }
-    }
-}
-
-extension Request {
-    /// Who a change is attributed to: the `Tern-Actor` header (until authentication names the caller).
-    public var ternActor: String {
-        let given = headers[HTTPField.Name("Tern-Actor")!]?.trimmingCharacters(in: .whitespaces) ?? ""
-        return given.isEmpty ? "anonymous" : String(given.prefix(200))
     }
 }

@@ -169,6 +169,10 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         let close = head.headerFields[.connection]?.lowercased().contains("close") ?? false
         let requestContext = V2Routes.callContext(.v2REST, head.headerFields, peer: peer)
         do {
+            if configuration.access.verifier != nil {
+                requestContext.caller = try configuration.access.authorize(
+                    credential: ScopedRouter.credential(head.headerFields), scope: .infer)
+            }
             try HTTPFrontEndConfiguration.refuseByLength(
                 head.headerFields, upTo: configuration.maxRequestBytes, flag: "--max-request-size")
             let (served, headerLength) = try V2Routes.inferHead(

@@ -13,6 +13,8 @@ public struct HTTPFrontEndConfiguration: Sendable {
     public var inlineRunBudget: Duration
     /// Timeouts, the connection cap and the shutdown drain (``ConnectionGuard``).
     public var connections: ConnectionLimits
+    /// Who may call what (open by default); every route and the `/infer` fast path ask it.
+    public var access: AccessControl = .open
 
     public init(
         maxRequestBytes: Int = 64 << 20, inlineRunBudget: Duration = .microseconds(200),
@@ -93,31 +95,35 @@ public struct V2Routes: Sendable {
 
     /// Adds the routes, and the error middleware that gives every error a JSON body, to `router`. The context
     /// type is concrete so that the handlers are specialised (no generic metadata lookups per request).
-    public func register(on router: Router<BasicRequestContext>) {
-        router.middlewares.add(ErrorMiddleware<BasicRequestContext>())
-        router.get("/v2/health/live") { _, _ in json(.ok, "{\"live\":true}") }
-        router.get("/v2/health/ready") { _, _ in
+    public func register(on router: ScopedRouter) {
+        router.router.middlewares.add(ErrorMiddleware<BasicRequestContext>())
+        // Served by the channel's fast path (``V2InferFastPath``), which checks the same scope.
+        for path in ["/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer"] {
+            router.table.add(RouteEntry(method: "POST", path: path, scope: .infer))
+        }
+        router.get("/v2/health/live", nil) { _, _ in json(.ok, "{\"live\":true}") }
+        router.get("/v2/health/ready", nil) { _, _ in
             service.isReady ? json(.ok, "{\"ready\":true}") : json(.serviceUnavailable, "{\"ready\":false}")
         }
         RepositoryRoutes(service: service, configuration: configuration).register(on: router)
-        router.get("/v2") { _, _ in serverMetadata() }
-        router.get("/v2/models/{model}") { _, context in try modelMetadata(context, version: nil) }
-        router.get("/v2/models/{model}/versions/{version}") { _, context in
+        router.on("/v2", method: .get, scope: .read, aboutNoModel: true) { _, _ in serverMetadata() }
+        router.get("/v2/models/{model}", .read) { _, context in try modelMetadata(context, version: nil) }
+        router.get("/v2/models/{model}/versions/{version}", .read) { _, context in
             try modelMetadata(context, version: context.parameters.require("version"))
         }
-        router.get("/v2/models/{model}/ready") { _, context in try modelReady(context, version: nil) }
-        router.get("/v2/models/{model}/versions/{version}/ready") { _, context in
+        router.get("/v2/models/{model}/ready", .read) { _, context in try modelReady(context, version: nil) }
+        router.get("/v2/models/{model}/versions/{version}/ready", .read) { _, context in
             try modelReady(context, version: context.parameters.require("version"))
         }
-        router.get("/v2/models/stats") { _, _ in try statistics(name: nil, version: nil) }
-        router.get("/v2/models/{model}/stats") { _, context in
+        router.get("/v2/models/stats", .read) { _, _ in try statistics(name: nil, version: nil) }
+        router.get("/v2/models/{model}/stats", .read) { _, context in
             try statistics(name: context.parameters.require("model"), version: nil)
         }
-        router.get("/v2/models/{model}/versions/{version}/stats") { _, context in
+        router.get("/v2/models/{model}/versions/{version}/stats", .read) { _, context in
             try statistics(name: context.parameters.require("model"), version: context.parameters.require("version"))
         }
-        router.get("/v2/models/{model}/config") { _, context in try modelConfig(context, version: nil) }
-        router.get("/v2/models/{model}/versions/{version}/config") { _, context in
+        router.get("/v2/models/{model}/config", .read) { _, context in try modelConfig(context, version: nil) }
+        router.get("/v2/models/{model}/versions/{version}/config", .read) { _, context in
             try modelConfig(context, version: context.parameters.require("version"))
         }
     }

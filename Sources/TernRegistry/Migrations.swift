@@ -30,6 +30,14 @@ enum Migrations {
                 "CREATE TABLE tern_head (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)",
                 "INSERT INTO tern_head (id, seq, hash) VALUES (1, 0, '\(AuditEntry.genesis)')",
             ]),
+            (2, [
+                """
+                CREATE TABLE tern_api_keys (
+                    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, salt TEXT NOT NULL, hash TEXT NOT NULL,
+                    scopes TEXT NOT NULL, models TEXT, created_at TEXT NOT NULL, created_by TEXT NOT NULL,
+                    expires_at TEXT, revoked_at TEXT)
+                """,
+            ]),
         ]
     }
 

@@ -126,7 +126,7 @@ public actor Registry {
         connection.unlock()
     }
 
-    private var sql: any SQLDatabase { database.sql }
+    var sql: any SQLDatabase { database.sql }
 
     // MARK: Reading
 
@@ -428,7 +428,7 @@ public actor Registry {
         return state
     }
 
-    private func appendAudit(actor: String, action: String, model: String, version: Int?, before: String?, after: String?) async throws {
+    func appendAudit(actor: String, action: String, model: String, version: Int?, before: String?, after: String?) async throws {
         let head = try await sql.raw("SELECT seq, hash FROM tern_head WHERE id = 1").first()!
         let seq = try head.decode(column: "seq", as: Int.self) + 1
         let prev = try head.decode(column: "hash", as: String.self)
@@ -444,7 +444,7 @@ public actor Registry {
     }
 
     /// A write transaction, its errors as ``TernError``.
-    private func write<T: Sendable>(_ body: @Sendable () async throws -> T) async throws(TernError) -> T {
+    func write<T: Sendable>(_ body: @Sendable () async throws -> T) async throws(TernError) -> T {
         try await run { try await self.database.writeTransaction(body) }
     }
 
@@ -456,7 +456,7 @@ public actor Registry {
         database = try await RegistryDatabase.open(location, logger: logger)
     }
 
-    private func run<T>(_ body: () async throws -> T) async throws(TernError) -> T {
+    func run<T>(_ body: () async throws -> T) async throws(TernError) -> T {
         await connection.lock()
         defer { connection.unlock() }
         try await reconnectIfNeeded()

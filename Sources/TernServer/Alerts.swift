@@ -7,6 +7,7 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 import TernCore
+import TernHTTP
 import TernRegistry
 import Yams
 
@@ -455,8 +456,8 @@ final class AlertEvaluator: Service, Sendable {
                                     detail: "\(command): \(outcome)")
     }
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.get("/api/v1/alerts") { [self] _, _ in
+    func register(on router: ScopedRouter) {
+        router.get("/api/v1/alerts", .read) { [self] _, _ in
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             encoder.keyEncodingStrategy = .convertToSnakeCase

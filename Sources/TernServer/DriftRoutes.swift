@@ -4,6 +4,7 @@ import NIOCore
 import Synchronization
 import TernBundle
 import TernCore
+import TernHTTP
 import TernMonitoring
 import TernRegistry
 
@@ -32,8 +33,8 @@ final class DriftRoutes: Sendable {
         self.reader = reader
     }
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.get("/api/v1/models/{model}/drift") { [self] request, context in
+    func register(on router: ScopedRouter) {
+        router.get("/api/v1/models/{model}/drift", .read) { [self] request, context in
             let name = try context.parameters.require("model")
             let query = request.uri.queryParameters
             let window = try query.get("window").map { text throws(TernError) -> Int in

@@ -23,8 +23,8 @@ struct FeedbackRoutes: Sendable {
     /// The registry, for the bundle's class labels and validation metrics; nil when serving a folder.
     let models: RegistryModels?
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.post("/api/v1/feedback") { request, _ in
+    func register(on router: ScopedRouter) {
+        router.post("/api/v1/feedback", .infer) { request, _ in
             let body = try await HTTPFrontEndConfiguration.collectBody(request, upTo: http.maxRequestBytes, flag: "--max-request-size")
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             let contentType = request.headers[.contentType]?.lowercased() ?? ""
@@ -42,7 +42,7 @@ struct FeedbackRoutes: Sendable {
             text += "]}"
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
-        router.get("/api/v1/models/{model}/performance") { request, context in
+        router.get("/api/v1/models/{model}/performance", .read) { request, context in
             let name = try context.parameters.require("model")
             let since = try request.uri.queryParameters.get("since").map { try PredictionTime.parse(String($0), name: "since") }
             let answers = try await performance(of: name, since: since, newest: nil)

@@ -34,18 +34,18 @@ struct ManagementRoutes: Sendable {
     /// Where uploads are written while they arrive and are checked.
     let uploadFolder: String
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: ScopedRouter) {
         let api = router.group("/api/v1")
-        api.get("/models") { _, _ in try encode(try await registry.models()) }
-        api.get("/models/{model}") { _, context in try encode(try await registry.model(context.parameters.require("model"))) }
-        api.get("/models/{model}/versions/{version}") { _, context in
+        api.get("/models", .read) { _, _ in try encode(try await registry.models()) }
+        api.get("/models/{model}", .read) { _, context in try encode(try await registry.model(context.parameters.require("model"))) }
+        api.get("/models/{model}/versions/{version}", .read) { _, context in
             try encode(try await registry.version(context.parameters.require("model"), try version(context)))
         }
-        api.get("/models/{model}/versions/{version}/bundle") { _, context in
+        api.get("/models/{model}/versions/{version}/bundle", .read) { _, context in
             let data = try await registry.archive(context.parameters.require("model"), try version(context))
             return Response(status: .ok, headers: [.contentType: "application/zip"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
         }
-        api.post("/bundles") { request, context in
+        api.post("/bundles", .admin) { request, context in
             var requested: Int?
             if let text = request.uri.queryParameters.get("version") {
                 requested = try ModelVersionNumber.parse(text)
@@ -56,7 +56,7 @@ struct ManagementRoutes: Sendable {
             // 200: this archive was already that version (a repeated push changes nothing).
             return try encode(record, status: created ? .created : .ok)
         }
-        api.put("/models/{model}/aliases/{alias}") { request, context in
+        api.put("/models/{model}/aliases/{alias}", .admin) { request, context in
             let body = try await body(request)
             guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any],
                   let number = (object["version"] as? Int) ?? (object["version"] as? String).flatMap({ Int($0) }) else {
@@ -66,39 +66,65 @@ struct ManagementRoutes: Sendable {
             try await models.setAlias(model: model, alias: try context.parameters.require("alias"), version: number, actor: request.ternActor)
             return try encode(try await registry.model(model))
         }
-        api.delete("/models/{model}/aliases/{alias}") { request, context in
+        api.delete("/models/{model}/aliases/{alias}", .admin) { request, context in
             let model = try context.parameters.require("model")
             try await models.removeAlias(model: model, alias: try context.parameters.require("alias"), actor: request.ternActor)
             return try encode(try await registry.model(model))
         }
-        api.post("/models/{model}/versions/{version}/archive") { request, context in
+        api.post("/models/{model}/versions/{version}/archive", .admin) { request, context in
             let model = try context.parameters.require("model")
             let number = try version(context)
             try await models.archiveVersion(model: model, version: number, actor: request.ternActor)
             return try encode(try await registry.version(model, number))
         }
-        api.delete("/models/{model}/versions/{version}") { request, context in
+        api.delete("/models/{model}/versions/{version}", .admin) { request, context in
             try await models.deleteVersion(model: try context.parameters.require("model"), version: try version(context), actor: request.ternActor)
             return Response(status: .noContent)
         }
-        api.post("/models/{model}/versions/{version}/load") { request, context in
+        api.post("/models/{model}/versions/{version}/load", .admin) { request, context in
             try await models.load(model: try context.parameters.require("model"), version: try version(context), actor: request.ternActor)
             return json("{}")
         }
-        api.post("/models/{model}/versions/{version}/unload") { request, context in
+        api.post("/models/{model}/versions/{version}/unload", .admin) { request, context in
             try await models.unload(model: try context.parameters.require("model"), version: try version(context), actor: request.ternActor)
             return json("{}")
         }
-        api.get("/audit") { request, _ in
+        api.get("/audit", .read) { request, _ in
             try encode(try await registry.auditLog(model: request.uri.queryParameters.get("model")))
         }
-        api.get("/audit/verify") { _, _ in
+        api.get("/audit/verify", .read) { _, _ in
             let result = try await registry.verifyAudit()
             return try encode(result, status: result.ok ? .ok : .conflict)
+        }
+        api.get("/keys", .admin) { _, _ in try encode(try await registry.keys()) }
+        api.post("/keys", .admin) { request, _ in
+            let created = try await createKey(request)
+            return try encode(created, status: .created)
+        }
+        api.delete("/keys/{name}", .admin) { request, context in
+            try encode(try await registry.revokeKey(name: try context.parameters.require("name"), actor: request.ternActor))
         }
     }
 
     private var registry: Registry { models.registry }
+
+    /// `POST /api/v1/keys` with `{"name": "ci", "scopes": ["infer"], "models": ["credit-risk"], "expires": "90d"}`.
+    private func createKey(_ request: Request) async throws -> CreatedKey {
+        let body = try await HTTPFrontEndConfiguration.collectBody(request, upTo: 64 << 10, flag: "(a key request is small)")
+        struct Body: Decodable { var name: String; var scopes: [String]; var models: [String]?; var expires: String? }
+        let given: Body
+        do {
+            given = try JSONDecoder().decode(Body.self, from: Data(buffer: body))
+        } catch {
+            throw TernError.invalidArgument("the body must be {\"name\": ..., \"scopes\": [\"infer\", \"read\", \"admin\", \"metrics\"], "
+                + "\"models\": [...]?, \"expires\": \"90d\"?}")
+        }
+        let scopes = try Scope.parseList(given.scopes.joined(separator: ","))
+        let expiry = try given.expires.map { text throws(TernError) in try APIKeySecret.expiry(text) }
+        let (record, key) = try await registry.createKey(
+            name: given.name, scopes: scopes, models: given.models, expiresAt: expiry, actor: request.ternActor)
+        return CreatedKey(key: key, record: record)
+    }
 
     private func body(_ request: Request) async throws -> ByteBuffer {
         try await HTTPFrontEndConfiguration.collectBody(request, upTo: maxBundleBytes, flag: "--max-bundle-size")
@@ -150,4 +176,10 @@ private func jsonObject(_ value: Any) throws -> Response {
 
 private func json(_ text: String) -> Response {
     Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+}
+
+/// A new key as the API answers it: the only time its secret is shown.
+struct CreatedKey: Encodable {
+    var key: String
+    var record: APIKeyRecord
 }

@@ -4,6 +4,7 @@ import Hummingbird
 import NIOCore
 import Prometheus
 import TernCore
+import TernHTTP
 
 /// Tern's metrics as Prometheus scrapes them: swift-metrics handles made by this factory land in a
 /// swift-prometheus registry, with each metric's help text (``MetricNames/help``) and buckets fit for
@@ -141,8 +142,8 @@ struct MetricsRoute: Sendable {
     /// Gauges read at scrape time (queue depths of background writers).
     let extra: @Sendable () -> String
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.get("/metrics") { _, _ in
+    func register(on router: ScopedRouter) {
+        router.get("/metrics", router.access.protectsMetrics ? .metrics : nil) { _, _ in
             var bytes: [UInt8] = []
             bytes.reserveCapacity(16 << 10)
             registry.emit(into: &bytes)

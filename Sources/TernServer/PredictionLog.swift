@@ -184,7 +184,7 @@ public final class PredictionLog: InferenceObserver, Service {
             time: Int64(event.context.receivedAt.timeIntervalSince1970 * 1000),
             requestID: event.context.requestID, model: served.name, version: served.version,
             protocol: event.context.wire.rawValue, latencyMicroseconds: VersionMetrics.nanoseconds(event.duration) / 1000,
-            caller: event.context.caller, traceID: event.context.trace?.traceID,
+            caller: event.context.caller?.name, traceID: event.context.trace?.traceID,
             inputs: PredictionRecordEncoder.rows(event.inputs, featureNames: served.featureNames, redact: settings.redact),
             outputs: PredictionRecordEncoder.rows(event.outputs, redact: settings.redact))
     }

@@ -4,6 +4,7 @@ import Hummingbird
 import Synchronization
 import NIOCore
 import TernCore
+import TernHTTP
 import TernRegistry
 
 /// Reading the prediction log back:
@@ -20,9 +21,9 @@ struct PredictionRoutes: Sendable {
     /// The reader's own connection, opened at the first read; the server closes it when it stops.
     let reader: PredictionReader
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: ScopedRouter) {
         let api = router.group("/api/v1")
-        api.get("/predictions/{request_id}") { _, context in
+        api.get("/predictions/{request_id}", .read) { _, context in
             let id = try context.parameters.require("request_id")
             let records = try await reader.store(location).records(requestID: id)
             guard !records.isEmpty else {
@@ -30,7 +31,7 @@ struct PredictionRoutes: Sendable {
             }
             return json(PredictionJSON.object(records: records, next: nil))
         }
-        api.get("/predictions") { request, _ in
+        api.get("/predictions", .read) { request, _ in
             let query = request.uri.queryParameters
             let limit = try query.get("limit").map { text throws(TernError) -> Int in
                 guard let value = Int(text), (1...10_000).contains(value) else {

@@ -57,9 +57,25 @@ public struct ServerConfiguration: Sendable {
     /// How often drift gauges are computed for `/metrics` (zero: never), over the newest `driftWindow` predictions.
     public var driftInterval: Duration = .seconds(60)
     public var driftWindow = 1000
+    /// API keys: nil serves everyone (an open server; the CLI then binds it to loopback).
+    public var auth: AuthConfiguration?
 
     public init(modelsDirectory: String) {
         self.modelsDirectory = modelsDirectory
+    }
+}
+
+/// Where a server finds the API keys it accepts.
+public struct AuthConfiguration: Sendable {
+    /// The registry holding the keys; nil: the registry the server serves (`registry`).
+    public var keys: RegistryLocation?
+    /// How often the keys are read again (a revoked key is refused everywhere within it).
+    public var pollInterval: Duration = .seconds(1)
+    /// `GET /metrics` needs the `metrics` scope (else it is open, as the health routes).
+    public var protectsMetrics = false
+
+    public init(keys: RegistryLocation? = nil) {
+        self.keys = keys
     }
 }
 
@@ -104,8 +120,20 @@ public struct TernServer: Sendable {
     let predictionReader = PredictionReader()
     let runtime: ONNXRuntime
     let logger: Logger
+    /// The API keys, when authentication is configured.
+    let keyring: APIKeyring?
+    /// Every HTTP route with its scope, filled as the router is built.
+    let routes = RouteTable()
 
     public init(configuration: ServerConfiguration, runtime: ONNXRuntime, logger: Logger) {
+        var configuration = configuration
+        if let auth = configuration.auth {
+            let keyring = APIKeyring(pollInterval: auth.pollInterval, logger: Logger(label: "tern.auth"))
+            self.keyring = keyring
+            configuration.http.access = AccessControl(verifier: keyring, protectsMetrics: auth.protectsMetrics)
+        } else {
+            keyring = nil
+        }
         self.configuration = configuration
         self.runtime = runtime
         self.logger = logger
@@ -146,7 +174,8 @@ public struct TernServer: Sendable {
         models: RegistryModels?, monitors: (drift: DriftRoutes?, feedback: FeedbackRoutes?) = (nil, nil),
         alerts: AlertEvaluator? = nil
     ) -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+        let base = Router(context: BasicRequestContext.self)
+        let router = ScopedRouter(router: base, access: configuration.http.access, table: routes)
         V2Routes(service: service, configuration: configuration.http).register(on: router)
         PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http).register(on: router)
         // After V2Routes: its error middleware applies to the routes added after it.
@@ -163,7 +192,14 @@ public struct TernServer: Sendable {
                 uploadFolder: configuration.registry?.uploadFolder ?? NSTemporaryDirectory()
             ).register(on: router)
         }
-        return router
+        let table = routes, grpc = configuration.grpcPort == nil ? [] : GRPCFrontEnd.routes
+        router.get("/api/v1/routes", .read) { _, _ in
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            return Response(status: .ok, headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(table.all + grpc))))
+        }
+        return base
     }
 
     /// Runs until a signal (or, with `signals: []`, until the task is cancelled); `onHTTPReady` and
@@ -197,6 +233,14 @@ public struct TernServer: Sendable {
                 service: service, runtime: runtime,
                 pool: pool, sessionOptions: configuration.sessionOptions, logger: logger, listening: listening)
         }
+        if let keyring, let auth = configuration.auth {
+            if let location = auth.keys {
+                let keys = try await Registry.open(database: location, artifacts: .database, logger: logger)
+                try await keyring.load(from: keys)
+            } else if let registry = models?.registry {
+                try await keyring.load(from: registry)
+            }
+        }
         let monitors = monitoring(models: models)
         let (drift, feedback) = monitors
         var alerts: AlertEvaluator?
@@ -226,6 +270,7 @@ public struct TernServer: Sendable {
         // First in, last out: the prediction log writes what the drained requests queued before it stops.
         if let tracing = configuration.tracing { services.append(.init(service: tracing.service)) }
         if let predictionLog { services.append(.init(service: predictionLog)) }
+        if let keyring { services.append(.init(service: keyring)) }
         services.append(.init(service: loader))
         if let alerts { services.append(.init(service: alerts)) }
         if metrics != nil, configuration.driftInterval > .zero, let drift {
@@ -239,7 +284,7 @@ public struct TernServer: Sendable {
                 configuration: GRPCFrontEndConfiguration(
                     host: configuration.host, port: grpcPort, maxMessageBytes: configuration.http.maxRequestBytes,
                     maxConcurrentStreams: configuration.grpcMaxConcurrentStreams,
-                    maxIdleTime: configuration.http.connections.idleTimeout * 5))
+                    maxIdleTime: configuration.http.connections.idleTimeout * 5, access: configuration.http.access))
             services.append(.init(service: grpc))
             services.append(.init(service: PortReporter({ await grpc.port }, onReady: { port in
                 listening.opened()
@@ -249,7 +294,7 @@ public struct TernServer: Sendable {
         services.append(.init(service: app))
         if let metricsPort = configuration.metricsPort, let route = metricsRoute() {
             let router = Router(context: BasicRequestContext.self)
-            route.register(on: router)
+            route.register(on: ScopedRouter(router: router, access: configuration.http.access))
             services.append(.init(service: Application(
                 router: router,
                 configuration: .init(address: .hostname(configuration.host, port: metricsPort), serverName: "tern"),

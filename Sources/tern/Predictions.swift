@@ -141,7 +141,9 @@ struct PredictionLogSource: ParsableArguments {
         defer { _ = client.shutdown() }
         let response: HTTPClientResponse
         do {
-            response = try await client.execute(HTTPClientRequest(url: base + path), timeout: .seconds(300))
+            var request = HTTPClientRequest(url: base + path)
+            if let key = RegistryOptions.apiKey(nil) { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
+            response = try await client.execute(request, timeout: .seconds(300))
         } catch {
             throw TernError.unavailable("cannot reach \(base): \(error)")
         }

@@ -19,6 +19,9 @@ protocol RegistryClient: Sendable {
     func deleteVersion(model: String, version: Int) async throws
     func auditLog(model: String?) async throws -> [AuditEntry]
     func verifyAudit() async throws -> AuditVerification
+    func createKey(name: String, scopes: Set<Scope>, models: [String]?, expires: String?) async throws -> (record: APIKeyRecord, key: String)
+    func keys() async throws -> [APIKeyRecord]
+    func revokeKey(name: String) async throws -> APIKeyRecord
     func close() async
 }
 
@@ -32,6 +35,14 @@ struct RegistryOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("Act through a running server's API instead (http://host:8000).", valueName: "url"))
     var server: String?
+
+    @Option(help: ArgumentHelp("With --server: the API key to send (default: $TERN_API_KEY).", valueName: "key"))
+    var apiKey: String?
+
+    /// The key a command sends to a server: `--api-key`, else `$TERN_API_KEY`.
+    static func apiKey(_ given: String?) -> String? {
+        given ?? ProcessInfo.processInfo.environment["TERN_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+    }
 
     var dataFolder: String { Self.dataFolder(data) }
 
@@ -55,7 +66,8 @@ struct RegistryOptions: ParsableArguments {
             guard let url = URL(string: server), url.scheme == "http" || url.scheme == "https" else {
                 throw ValidationError("--server must be an http:// or https:// URL")
             }
-            return RemoteRegistry(base: server.hasSuffix("/") ? String(server.dropLast()) : server, actor: actor)
+            return RemoteRegistry(
+                base: server.hasSuffix("/") ? String(server.dropLast()) : server, actor: actor, apiKey: Self.apiKey(apiKey))
         }
         let serving = try serving(artifactsInDatabase: artifactsInDatabase)
         let registry = try await Registry.open(database: serving.database, artifacts: serving.artifacts)
@@ -106,6 +118,13 @@ struct LocalRegistry: RegistryClient {
     }
     func auditLog(model: String?) async throws -> [AuditEntry] { try await registry.auditLog(model: model) }
     func verifyAudit() async throws -> AuditVerification { try await registry.verifyAudit() }
+    func createKey(name: String, scopes: Set<Scope>, models: [String]?, expires: String?) async throws -> (record: APIKeyRecord, key: String) {
+        try await registry.createKey(
+            name: name, scopes: scopes, models: models, expiresAt: try expires.map { text throws(TernError) in try APIKeySecret.expiry(text) },
+            actor: actor)
+    }
+    func keys() async throws -> [APIKeyRecord] { try await registry.keys() }
+    func revokeKey(name: String) async throws -> APIKeyRecord { try await registry.revokeKey(name: name, actor: actor) }
     func close() async {
         pool.shutdown()
         await registry.close()
@@ -116,6 +135,7 @@ struct LocalRegistry: RegistryClient {
 struct RemoteRegistry: RegistryClient {
     let base: String
     let actor: String
+    let apiKey: String?
 
     func models() async throws -> [ModelRecord] { try await call("GET", "/api/v1/models") }
     func model(_ name: String) async throws -> ModelRecord { try await call("GET", "/api/v1/models/\(escape(name))") }
@@ -159,6 +179,16 @@ struct RemoteRegistry: RegistryClient {
         _ = status
         return try JSONDecoder().decode(AuditVerification.self, from: body)
     }
+    func createKey(name: String, scopes: Set<Scope>, models: [String]?, expires: String?) async throws -> (record: APIKeyRecord, key: String) {
+        var object: [String: Any] = ["name": name, "scopes": scopes.sorted().map(\.rawValue)]
+        if let models { object["models"] = models }
+        if let expires { object["expires"] = expires }
+        struct Created: Decodable { var key: String; var record: APIKeyRecord }
+        let created: Created = try await call("POST", "/api/v1/keys", body: try JSONSerialization.data(withJSONObject: object))
+        return (created.record, created.key)
+    }
+    func keys() async throws -> [APIKeyRecord] { try await call("GET", "/api/v1/keys") }
+    func revokeKey(name: String) async throws -> APIKeyRecord { try await call("DELETE", "/api/v1/keys/\(escape(name))") }
     func close() async {}
 
     private func escape(_ segment: String) -> String {
@@ -175,6 +205,7 @@ struct RemoteRegistry: RegistryClient {
         var request = HTTPClientRequest(url: base + path)
         request.method = .init(rawValue: method)
         request.headers.add(name: "Tern-Actor", value: actor)
+        if let apiKey { request.headers.add(name: "Authorization", value: "Bearer \(apiKey)") }
         if let body {
             request.body = .bytes(ByteBuffer(bytes: body))
             request.headers.add(name: "Content-Type", value: "application/octet-stream")

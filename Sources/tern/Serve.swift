@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TernCore
 import TernHTTP
+import TernRegistry
 import TernServer
 
 struct Serve: AsyncParsableCommand {
@@ -49,8 +50,17 @@ struct Serve: AsyncParsableCommand {
         valueName: "name"))
     var platform: Platform = .standalone
 
-    @Option(help: "Address to listen on.")
-    var host: String = "0.0.0.0"
+    @Option(help: ArgumentHelp(
+        "Address to listen on (default: every address when the registry holds API keys or with --platform; "
+            + "else 127.0.0.1, as a server without authentication must not be reachable from other machines).",
+        valueName: "address"))
+    var host: String?
+
+    @Flag(help: "Listen on every address even though no API key exists: anyone who reaches the port may infer, change and delete models.")
+    var insecureOpen = false
+
+    @Flag(help: "GET /metrics needs a key with the metrics scope (else it is open, as the health routes are).")
+    var metricsAuth = false
 
     @Option(help: "HTTP port (default 8000, or the platform's).")
     var httpPort: Int?
@@ -226,7 +236,52 @@ struct Serve: AsyncParsableCommand {
             serving.maxBundleBytes = try parseSize(maxBundleSize)
             configuration.registry = serving
         }
-        configuration.host = host
+        // Authentication: the registry's API keys (the served registry's, else the default data folder's).
+        let keysLocation: RegistryLocation?
+        if useRegistry {
+            keysLocation = configuration.registry?.database
+        } else {
+            let file = RegistryOptions.dataFolder(nil) + "/registry.sqlite"
+            keysLocation = FileManager.default.fileExists(atPath: file) ? .sqlite(path: file) : nil
+        }
+        var keyCount = 0
+        if let keysLocation {
+            do {
+                let registry = try await Registry.open(database: keysLocation, artifacts: .database, logger: logger)
+                keyCount = try await registry.keys().count
+                await registry.close()
+            } catch {
+                fail(error)
+            }
+            var auth = AuthConfiguration(keys: useRegistry ? nil : keysLocation)
+            auth.pollInterval = .milliseconds(Int(pollInterval * 1000))
+            auth.protectsMetrics = metricsAuth
+            configuration.auth = auth
+        }
+        let open = keyCount == 0
+        let fronted = platform != .standalone
+        if open, !insecureOpen, !fronted, let host, !Self.isLoopback(host) {
+            fail(TernError.invalidArgument("refusing to listen on \(host) without authentication: create a key "
+                + "(tern keys create NAME --scopes infer,read) or pass --insecure-open"))
+        }
+        configuration.host = host ?? (open && !insecureOpen && !fronted ? "127.0.0.1" : "0.0.0.0")
+        // Said once the checks before binding passed (a failing start prints one line only).
+        let sayAccess = { [host = configuration.host] in
+            if open {
+                if fronted {
+                    logger.notice("no API keys: requests are not authenticated (the platform's endpoint is expected to)")
+                } else if insecureOpen {
+                    logger.warning("INSECURE: no API keys and --insecure-open; anyone who reaches this server may infer, change and delete models",
+                                   metadata: ["host": "\(host)"])
+                } else {
+                    logger.warning("no API keys: listening on loopback only; create one with tern keys create, or pass --insecure-open",
+                                   metadata: ["host": "\(host)"])
+                }
+            } else {
+                logger.info("authentication on", metadata: ["keys": "\(keyCount)", "registry": "\(keysLocation.map { "\($0)" } ?? "")"])
+            }
+        }
+        let host = configuration.host
         configuration.httpPort = httpPort ?? preset.httpPort
         configuration.grpcPort = noGRPC ? nil : grpcPort ?? (preset.grpc ? 8001 : nil)
         configuration.singleModelName = modelName
@@ -290,6 +345,7 @@ struct Serve: AsyncParsableCommand {
         } catch {
             fail(error)
         }
+        sayAccess()
         logger.info("onnxruntime", metadata: ["library": "\(runtime.libraryPath)", "version": "\(runtime.version)"])
         // "serving" once every listener is bound, naming each.
         let listeners = Listeners(expected: server.listenerCount)
@@ -311,6 +367,12 @@ struct Serve: AsyncParsableCommand {
 }
 
 /// Parses "1048576", "64M", "64MiB", "2G" into bytes.
+extension Serve {
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+}
+
 func parseSize(_ text: String) throws -> Int {
     var digits = text.trimmingCharacters(in: .whitespaces).uppercased()
     for suffix in ["IB", "B"] where digits.hasSuffix(suffix) { digits.removeLast(suffix.count) }

@@ -41,8 +41,9 @@ func withLiveServer(
     let router = Router(context: BasicRequestContext.self)
     let http = HTTPFrontEndConfiguration(
         maxRequestBytes: maxRequestBytes, inlineRunBudget: path == .pipelineInline ? .seconds(1) : .zero)
-    V2Routes(service: service, configuration: http).register(on: router)
-    PlatformRoutes(service: service, configuration: platform, http: http).register(on: router)
+    let routes = ScopedRouter(router: router, access: http.access)
+    V2Routes(service: service, configuration: http).register(on: routes)
+    PlatformRoutes(service: service, configuration: platform, http: http).register(on: routes)
     let app = Application(
         router: router,
         server: .http1(configuration: .init(

@@ -1,0 +1,156 @@
+import Synchronization
+
+/// What a caller may do. Every route and RPC needs one scope (health routes none); a credential carries a
+/// set of them.
+public enum Scope: String, Sendable, CaseIterable, Codable, Comparable {
+    /// Inference on any protocol.
+    case infer
+    /// Metadata, registry reads, the prediction log, drift and performance.
+    case read
+    /// Changes: push, alias, archive, delete, keys, load, unload. Implies `read`.
+    case admin
+    /// `GET /metrics`, when the server protects it (`--metrics-auth`).
+    case metrics
+
+    public static func < (lhs: Scope, rhs: Scope) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+
+    /// Parses `infer,read,admin`; throws naming what is not a scope.
+    public static func parseList(_ text: String) throws(TernError) -> Set<Scope> {
+        var scopes = Set<Scope>()
+        for part in text.split(separator: ",") {
+            let name = part.trimmingCharacters(in: .whitespaces)
+            guard let scope = Scope(rawValue: name) else {
+                throw .invalidArgument("'\(name)' is not a scope; scopes are \(Scope.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            scopes.insert(scope)
+        }
+        guard !scopes.isEmpty else { throw .invalidArgument("give at least one scope: \(Scope.allCases.map(\.rawValue).joined(separator: ", "))") }
+        return scopes
+    }
+}
+
+/// Who is calling, once a credential was verified: the name changes are audited under, what it may do, and
+/// the models it may use (nil: all of them).
+public struct Caller: Sendable, Equatable {
+    /// `key:NAME` for an API key, `token:SUBJECT` for a bearer token.
+    public var name: String
+    public var scopes: Set<Scope>
+    public var models: Set<String>?
+
+    public init(name: String, scopes: Set<Scope>, models: Set<String>? = nil) {
+        self.name = name
+        self.scopes = scopes
+        self.models = models
+    }
+
+    public func has(_ scope: Scope) -> Bool {
+        scopes.contains(scope) || (scope == .read && scopes.contains(.admin))
+    }
+
+    /// Whether the caller may use `model` (a name, or `name@alias`).
+    public func mayUse(model: String) -> Bool {
+        guard let models else { return true }
+        let name = model.firstIndex(of: "@").map { String(model[..<$0]) } ?? model
+        return models.contains(name)
+    }
+
+    /// The refusal for a model outside the caller's grants.
+    public func refusal(model: String) -> TernError {
+        TernError(.permissionDenied, "\(name) may not use model '\(Echo.clip(model))'; it may use: "
+            + (models ?? []).sorted().joined(separator: ", "))
+    }
+}
+
+/// Checks a presented credential (an API key, a bearer token). Called on every request, so it must be
+/// cheap: implementations cache what they verified.
+public protocol CredentialVerifier: Sendable {
+    /// Whether credentials are checked now: a keyring enforces as soon as it holds a key (even a revoked
+    /// one: revoking the last key must not open the server).
+    var enforcing: Bool { get }
+
+    /// The caller a credential stands for; throws `unauthenticated` for an unknown, expired, revoked or
+    /// malformed one, saying which.
+    func verify(_ credential: String) throws(TernError) -> Caller
+}
+
+/// The one authorization decision every front-end asks for: with no verifier the server is open (every
+/// request passes with no caller); with one, a request needs a valid credential with the route's scope and,
+/// for a route naming a model, a grant for that model.
+public struct AccessControl: Sendable {
+    public let verifier: (any CredentialVerifier)?
+    /// Whether `GET /metrics` needs the `metrics` scope (else it stays open, like the health routes).
+    public let protectsMetrics: Bool
+
+    public static let open = AccessControl(verifier: nil)
+
+    public init(verifier: (any CredentialVerifier)?, protectsMetrics: Bool = false) {
+        self.verifier = verifier
+        self.protectsMetrics = protectsMetrics
+    }
+
+    /// Whether requests need credentials now.
+    public var isOn: Bool { verifier?.enforcing ?? false }
+
+    /// The credential from the `Authorization: Bearer` header value or the `x-api-key` value.
+    public static func credential(authorization: String?, apiKey: String?) -> String? {
+        if let apiKey, !apiKey.isEmpty { return apiKey.trimmingCharacters(in: .whitespaces) }
+        guard let authorization else { return nil }
+        let trimmed = authorization.trimmingCharacters(in: .whitespaces)
+        guard trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " else { return nil }
+        return trimmed.dropFirst(7).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// The caller, when the request may go on; nil when the server is open or the route needs no scope.
+    /// - Parameters:
+    ///   - scope: what the route needs; nil for open routes (health).
+    ///   - model: the model the route names, if it names one.
+    public func authorize(credential: String?, scope: Scope?, model: String? = nil) throws(TernError) -> Caller? {
+        guard let verifier, let scope, verifier.enforcing else { return nil }
+        guard let credential, !credential.isEmpty else {
+            throw TernError(.unauthenticated, "authentication required: send an API key as 'Authorization: Bearer KEY' or 'x-api-key: KEY'")
+        }
+        let caller = try verifier.verify(credential)
+        guard caller.has(scope) else {
+            throw TernError(.permissionDenied, "\(caller.name) lacks the '\(scope.rawValue)' scope this needs (it has "
+                + "\(caller.scopes.sorted().map(\.rawValue).joined(separator: ", ")))")
+        }
+        if let model, !caller.mayUse(model: model) { throw caller.refusal(model: model) }
+        return caller
+    }
+}
+
+/// The caller of the request the current task serves, set by the front-end once it authorized it (routes
+/// read it to attribute changes to the caller).
+public enum CurrentCaller {
+    @TaskLocal public static var value: Caller?
+}
+
+/// One route a server serves and the scope it needs (nil: open, as the health routes).
+public struct RouteEntry: Sendable, Codable, Equatable {
+    public var method: String
+    public var path: String
+    public var scope: Scope?
+    /// "http" or "grpc".
+    public var transport: String
+
+    public init(method: String, path: String, scope: Scope?, transport: String = "http") {
+        self.method = method
+        self.path = path
+        self.scope = scope
+        self.transport = transport
+    }
+}
+
+/// Every route registered, as registered: what `GET /api/v1/routes` answers and the access tests walk, so a
+/// route added without a scope cannot exist (the HTTP front-end's `ScopedRouter` is the only way to add one).
+public final class RouteTable: Sendable {
+    private let entries = Mutex<[RouteEntry]>([])
+
+    public init() {}
+
+    public func add(_ entry: RouteEntry) { entries.withLock { $0.append(entry) } }
+
+    public var all: [RouteEntry] { entries.withLock { $0 } }
+}

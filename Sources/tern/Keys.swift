@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import TernCore
+import TernRegistry
+
+/// `tern keys create|list|revoke`: the API keys a server accepts, kept in the registry (only a salted hash).
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create, list and revoke the API keys servers accept.",
+        discussion: """
+            Keys live in the registry (--data, --database, or a server's API with --server and an admin key). A server \
+            whose registry holds a key refuses requests without one; each key has scopes (infer, read, admin, metrics) \
+            and may be limited to some models. Clients send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY' \
+            (gRPC: the same metadata). A revoked key is refused by every server within its --poll-interval. \
+            See docs/security.md.
+            """,
+        subcommands: [Create.self, List.self, Revoke.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a key and print it (the only time it is shown).")
+
+        @Argument(help: "The key's name, as the audit trail and logs show it (key:NAME).")
+        var name: String
+
+        @Option(help: ArgumentHelp("What the key may do: infer, read, admin (implies read), metrics; comma-separated.", valueName: "scopes"))
+        var scopes: String
+
+        @Option(help: ArgumentHelp("Limit the key to these models (comma-separated; default: all).", valueName: "names"))
+        var models: String?
+
+        @Option(help: ArgumentHelp("When the key stops working: an age (90d, 12h) or an RFC 3339 time; default: never.", valueName: "when"))
+        var expires: String?
+
+        @Flag(help: "Print the key and its record as JSON.")
+        var json = false
+
+        @OptionGroup var registry: RegistryOptions
+        @OptionGroup var changes: ChangeOptions
+
+        func run() async throws {
+            let scopes: Set<Scope>
+            do {
+                scopes = try Scope.parseList(self.scopes)
+            } catch {
+                throw ValidationError(error.message)
+            }
+            let models = self.models.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            try await withRegistry(registry, changes: changes) { client in
+                let (record, key) = try await client.createKey(name: name, scopes: scopes, models: models, expires: expires)
+                if json {
+                    struct Created: Encodable { var key: String; var record: APIKeyRecord }
+                    try printJSON(Created(key: key, record: record))
+                } else {
+                    print(key)
+                    FileHandle.standardError.write(Data(("key '\(record.name)' created (scopes \(record.scopes.map(\.rawValue).joined(separator: ",")); "
+                        + "models \(record.models?.joined(separator: ",") ?? "all"); expires \(record.expiresAt ?? "never")). "
+                        + "Store it now: it is not shown again.\n").utf8))
+                }
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the keys (never their secrets).")
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        @OptionGroup var registry: RegistryOptions
+
+        func run() async throws {
+            try await withRegistry(registry) { client in
+                let keys = try await client.keys()
+                if json { return try printJSON(keys) }
+                let now = Date()
+                var rows = [["NAME", "ID", "SCOPES", "MODELS", "CREATED", "EXPIRES", "STATE"]]
+                for key in keys {
+                    let state = key.revokedAt != nil ? "revoked" : (key.expiry.map { $0 <= now } == true ? "expired" : "active")
+                    rows.append([key.name, key.id, key.scopes.map(\.rawValue).joined(separator: ","), key.models?.joined(separator: ",") ?? "all",
+                                 key.createdAt, key.expiresAt ?? "never", state])
+                }
+                printTable(rows)
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a key: servers refuse it within their poll interval.")
+
+        @Argument(help: "The key's name.")
+        var name: String
+
+        @OptionGroup var registry: RegistryOptions
+        @OptionGroup var changes: ChangeOptions
+
+        func run() async throws {
+            try await withRegistry(registry, changes: changes) { client in
+                let key = try await client.revokeKey(name: name)
+                print("key '\(key.name)' revoked at \(key.revokedAt ?? "?")")
+            }
+        }
+    }
+}
+

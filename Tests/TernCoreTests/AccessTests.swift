@@ -1,0 +1,70 @@
+@testable import TernCore
+import Testing
+
+/// A verifier with fixed keys, to isolate the decision from the registry (the keyring is tested live).
+private struct FixedKeys: CredentialVerifier {
+    var keys: [String: Caller]
+    var enforcing: Bool { !keys.isEmpty }
+    func verify(_ credential: String) throws(TernError) -> Caller {
+        guard let caller = keys[credential] else { throw TernError(.unauthenticated, "unknown API key") }
+        return caller
+    }
+}
+
+@Suite("Access: scopes, grants and credentials")
+struct AccessTests {
+    let access = AccessControl(verifier: FixedKeys(keys: [
+        "i": Caller(name: "key:i", scopes: [.infer]),
+        "a": Caller(name: "key:a", scopes: [.admin]),
+        "c": Caller(name: "key:c", scopes: [.infer, .read], models: ["credit"]),
+    ]))
+
+    @Test("credentials come from Bearer or x-api-key; other schemes are no credential")
+    func credentials() {
+        #expect(AccessControl.credential(authorization: "Bearer tern_x", apiKey: nil) == "tern_x")
+        #expect(AccessControl.credential(authorization: "bearer   tern_x ", apiKey: nil) == "tern_x")
+        #expect(AccessControl.credential(authorization: nil, apiKey: "tern_y") == "tern_y")
+        #expect(AccessControl.credential(authorization: "Basic dTpw", apiKey: nil) == nil)
+        #expect(AccessControl.credential(authorization: "Bearer ", apiKey: nil) == nil)
+    }
+
+    @Test("no credential is 401, a missing scope 403, admin reads, open routes need nothing")
+    func scopes() throws {
+        #expect(throws: TernError.self) { try access.authorize(credential: nil, scope: .infer) }
+        do {
+            _ = try access.authorize(credential: "i", scope: .read)
+            Issue.record("an infer key read")
+        } catch {
+            #expect(error.code == .permissionDenied)
+            #expect(error.message == "key:i lacks the 'read' scope this needs (it has infer)")
+        }
+        #expect(try access.authorize(credential: "a", scope: .read)?.name == "key:a")
+        #expect(try access.authorize(credential: nil, scope: nil) == nil)
+        #expect(try AccessControl.open.authorize(credential: nil, scope: .admin) == nil)
+        do {
+            _ = try access.authorize(credential: "nope", scope: .infer)
+            Issue.record("an unknown key passed")
+        } catch {
+            #expect(error.code == .unauthenticated)
+        }
+    }
+
+    @Test("a model grant covers its aliases and nothing else")
+    func grants() throws {
+        #expect(try access.authorize(credential: "c", scope: .read, model: "credit@production")?.name == "key:c")
+        do {
+            _ = try access.authorize(credential: "c", scope: .read, model: "other")
+            Issue.record("a limited key read another model")
+        } catch {
+            #expect(error.code == .permissionDenied)
+            #expect(error.message == "key:c may not use model 'other'; it may use: credit")
+        }
+    }
+
+    @Test("scope lists parse; an unknown scope is named")
+    func scopeLists() throws {
+        #expect(try Scope.parseList("infer, read") == [.infer, .read])
+        #expect(throws: TernError.self) { try Scope.parseList("infer,root") }
+        #expect(throws: TernError.self) { try Scope.parseList("") }
+    }
+}

@@ -3,7 +3,8 @@
 
     python3 bench/ab.py before=/tmp/tern-old new=.build/release/tern "no-metrics=.build/release/tern --no-metrics"
 
-Each variant is `NAME=BINARY [FLAGS...]`. All variants run side by side (bench/models, as bench/run.py
+Each variant is `NAME=[VAR=VALUE ...] BINARY [FLAGS...]` (variables set for that server, such as TERN_DATA).
+`--api-key KEY` sends `Authorization: Bearer KEY` to every variant (a server without keys ignores it). All variants run side by side (bench/models, as bench/run.py
 serves them); every round loads each in turn (wrk, gbc, 1 row, c=64 unless told otherwise), so the machine's
 drift falls on all alike. Reports the median requests/s and server CPU per request of each, and the ratio to
 the first variant. Every answer is checked as bench/run.py checks it.
@@ -38,6 +39,7 @@ def main():
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--api-key", help="sent as a Bearer token with every request")
     args = parser.parse_args()
     if not os.path.exists(os.path.join(run.BENCH, "models", "mlp", "1", "model.onnx")):
         subprocess.check_call(["python3", os.path.join(run.BENCH, "make_models.py")])
@@ -49,18 +51,23 @@ def main():
         try:
             for spec in args.variants:
                 name, command = spec.split("=", 1)
-                binary, *flags = shlex.split(command)
+                words = shlex.split(command)
+                env = {}
+                while "=" in words[0] and not words[0].startswith("/"):
+                    key, value = words.pop(0).split("=", 1)
+                    env[key] = value
+                binary, *flags = words
                 port = run.free_port()
                 server = run.Server(name, [binary, "serve", "--models", os.path.join(run.BENCH, "models"), "--host",
                                            "127.0.0.1", "--log-level", "warning", "--no-grpc", *flags, "--http-port"]
-                                    + [str(port)], port)
+                                    + [str(port)], port, env=env)
                 servers.append(server)
                 results[name] = []
-            expected = {s.name: run.check_answer(s, args.model, sample, body, session) for s in servers}
+            expected = {s.name: run.check_answer(s, args.model, sample, body, session, args.api_key) for s in servers}
             for round_number in range(args.rounds):
                 for server in servers:
                     result = run.load(server, args.model, args.rows, args.concurrency, args.duration, body,
-                                      expected[server.name], workdir)
+                                      expected[server.name], workdir, args.api_key)
                     results[server.name].append(result)
                     print(f"round {round_number + 1} {server.name:14} {result['rps']:>9.0f} req/s "
                           f"cpu {result['cpu_us_per_request']:.1f} us/req p99 {result['p99_us']} us", flush=True)

@@ -10,6 +10,10 @@ end
 wrk.method = "POST"
 wrk.body = read(os.getenv("BENCH_BODY"))
 wrk.headers["Content-Type"] = "application/json"
+local auth = os.getenv("BENCH_AUTH")
+if auth and auth ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. auth
+end
 local expected = read(os.getenv("BENCH_EXPECTED"))
 local threads = {}
 

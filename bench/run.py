@@ -130,10 +130,10 @@ def request_body(model, rows):
     return sample, json.dumps(body)
 
 
-def check_answer(server, model, sample, body, session):
+def check_answer(server, model, sample, body, session, auth=None):
     """One request, compared with in-process onnxruntime; returns the exact response body."""
-    response = requests.post(f"{server.url}/v2/models/{model}/infer", data=body, timeout=10,
-                             headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {auth}"} if auth else {})}
+    response = requests.post(f"{server.url}/v2/models/{model}/infer", data=body, timeout=10, headers=headers)
     if response.status_code != 200:
         raise SystemExit(f"FAIL {server.name} {model}: HTTP {response.status_code}: {response.text[:300]}")
     outputs = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in response.json()["outputs"]}
@@ -143,7 +143,7 @@ def check_answer(server, model, sample, body, session):
     return response.content
 
 
-def load(server, model, rows, concurrency, duration, body, expected, workdir):
+def load(server, model, rows, concurrency, duration, body, expected, workdir, auth=None):
     body_path = os.path.join(workdir, "body.json")
     expected_path = os.path.join(workdir, "expected.json")
     with open(body_path, "w") as f:
@@ -154,7 +154,8 @@ def load(server, model, rows, concurrency, duration, body, expected, workdir):
     out = subprocess.run(
         ["wrk", f"-t{min(2, concurrency)}", f"-c{concurrency}", f"-d{duration}s", "-s", os.path.join(BENCH, "check.lua"),
          f"{server.url}/v2/models/{model}/infer"],
-        capture_output=True, text=True, env={**os.environ, "BENCH_BODY": body_path, "BENCH_EXPECTED": expected_path})
+        capture_output=True, text=True,
+        env={**os.environ, "BENCH_BODY": body_path, "BENCH_EXPECTED": expected_path, "BENCH_AUTH": auth or ""})
     cpu = cpu_seconds(server.process.pid) - cpu_before
     text = out.stdout
     total = int(re.search(r"(\d+) requests in", text).group(1))

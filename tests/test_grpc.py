@@ -31,6 +31,7 @@ def test_health_and_metadata(client):
     assert client.is_server_ready()
     assert client.is_model_ready("credit-risk")
     assert client.is_model_ready("credit-risk", "1")
+    assert not client.is_model_ready("nope") and not client.is_model_ready("credit-risk", "9")
     metadata = client.get_server_metadata(as_json=True)
     assert metadata["name"] == "tern"
     model = client.get_model_metadata("credit-risk", as_json=True)

@@ -471,6 +471,28 @@ def test_duplicate_json_keys_are_refused(server):
     assert response.status_code == 400 and "appears twice" in response.json()["error"], response.text
 
 
+@pytest.mark.parametrize("data, message", [
+    ([ROW + [1], ROW[:9]], "an array of 11 where its shape [2, 10] has 10"),
+    ([ROW] + ROW, "mixes values and arrays"),
+    ([[ROW], [ROW]], "nested 3 deep does not follow its shape [2, 10]"),
+])
+def test_nested_data_that_disagrees_with_its_shape_is_refused(server, data, message):
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 10], "data": data}]}
+    response = requests.post(f"http://{server.url}/v2/models/credit-risk/infer", json=body, timeout=10)
+    assert response.status_code == 400, response.text
+    assert "input 'features'" in response.json()["error"] and message in response.json()["error"], response.text
+
+
+def test_flat_and_properly_nested_data_give_the_same_answer(server):
+    answers = []
+    for data in (ROW + ROW, [ROW, ROW]):
+        body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 10], "data": data}]}
+        response = requests.post(f"http://{server.url}/v2/models/credit-risk/infer", json=body, timeout=10)
+        assert response.status_code == 200, response.text
+        answers.append(response.json()["outputs"])
+    assert answers[0] == answers[1]
+
+
 def test_a_huge_model_name_is_not_echoed_whole(server):
     name = "m" * (1 << 20)
     with grpc.insecure_channel(server.grpc_url, options=[("grpc.max_send_message_length", 8 << 20)]) as channel:

@@ -27,9 +27,10 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
         -> Inference_ModelReadyResponse
     {
         try AccessInterceptor.checkGrant(request.name)
-        _ = try service.catalog.resolve(name: request.name, version: request.version.isEmpty ? nil : request.version)
         var response = Inference_ModelReadyResponse()
-        response.ready = service.isReady
+        // An unknown model or version is not ready (tritonclient's is_model_ready expects false, not an error).
+        let known = (try? service.catalog.resolve(name: request.name, version: request.version.isEmpty ? nil : request.version)) != nil
+        response.ready = known && service.isReady
         return response
     }
 

@@ -4,70 +4,73 @@ import TernCore
 enum TensorDataDecoder {
     /// Decodes the `data` value in `range` (which must hold nothing else).
     static func decode(
-        _ bytes: UnsafeRawBufferPointer, range: Range<Int>, datatype: DataType, count: Int, name: String
+        _ bytes: UnsafeRawBufferPointer, range: Range<Int>, datatype: DataType, shape: [Int], count: Int, name: String
     ) throws(TernError) -> TensorContents {
         var reader = JSONReader(bytes, range: range)
-        let contents = try decode(&reader, datatype: datatype, count: count, name: name)
+        let contents = try decode(&reader, datatype: datatype, shape: shape, count: count, name: name)
         try reader.expectEnd()
         return contents
     }
 
     /// Decodes the `data` value at the reader's position and moves past it: the single pass over a
     /// request's numbers when its `datatype` and `shape` came before its `data`.
+    /// `data` is flat (every element in one array) or nested exactly as `shape` says (ragged rows whose
+    /// element count happens to match are refused).
     static func decode(
-        _ reader: inout JSONReader, datatype: DataType, count: Int, name: String
+        _ reader: inout JSONReader, datatype: DataType, shape: [Int], count: Int, name: String
     ) throws(TernError) -> TensorContents {
+        var nesting = Nesting(shape: shape, name: name)
         // Each element takes at least one byte of JSON: a larger count cannot be satisfied, and checking
         // first keeps a huge declared shape from allocating anything.
         guard count <= reader.end - reader.index else {
             var found = 0
-            try leaves(&reader, depth: 0, name: name) { (r: inout JSONReader) throws(TernError) in
+            try leaves(&reader, depth: 0, nesting: &nesting) { (r: inout JSONReader) throws(TernError) in
                 try r.skipValue()
                 found += 1
             }
             throw tooFew(name, count, found)
         }
         switch datatype {
-        case .bool: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Bool in
+        case .bool: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Bool in
             try r.readBool()
         })
-        case .uint8: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> UInt8 in
+        case .uint8: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt8 in
             try integer(&r, datatype: datatype, name: name)
         })
-        case .uint16: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> UInt16 in
+        case .uint16: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt16 in
             try integer(&r, datatype: datatype, name: name)
         })
-        case .uint32: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> UInt32 in
+        case .uint32: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt32 in
             try integer(&r, datatype: datatype, name: name)
         })
-        case .uint64: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> UInt64 in
+        case .uint64: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt64 in
             try integer(&r, datatype: datatype, name: name)
         })
-        case .int8: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Int8 in
+        case .int8: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int8 in
             try integer(&r, datatype: datatype, name: name)
         })
-        case .int16: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Int16 in
+        case .int16: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int16 in
             try integer(&r, datatype: datatype, name: name)
         })
-        case .int32: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Int32 in
+        case .int32: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int32 in
             try integer(&r, datatype: datatype, name: name)
         })
-        case .int64: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Int64 in
+        case .int64: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int64 in
             try integer(&r, datatype: datatype, name: name)
         })
-        case .fp16: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Float16 in
+        case .fp16: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Float16 in
             try narrowed(try number(&r, name: name, forFloat32: true), as: Float16.self, name: name)
         })
-        case .fp32: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Float in
+        case .fp32: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Float in
             try narrowed(try number(&r, name: name, forFloat32: true), as: Float.self, name: name)
         })
-        case .fp64: return .raw(try fixed(&reader, count: count, name: name) { (r: inout JSONReader) throws(TernError) -> Double in
+        case .fp64: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Double in
             try number(&r, name: name)
         })
         case .bytes:
             var elements: [[UInt8]] = []
             elements.reserveCapacity(count)
-            try leaves(&reader, depth: 0, name: name) { (r: inout JSONReader) throws(TernError) in
+            try leaves(&reader, depth: 0, nesting: &nesting) { (r: inout JSONReader) throws(TernError) in
                 guard elements.count < count else { throw tooMany(name, count) }
                 guard r.peek() == UInt8(ascii: "\"") else {
                     throw .invalidArgument("input '\(name)': BYTES data must be strings")
@@ -79,31 +82,64 @@ enum TensorDataDecoder {
         }
     }
 
+    /// How a `data` value nests, learnt from its first element: at depth 1 (flat), or at the shape's depth
+    /// with every array as long as the shape says.
+    struct Nesting {
+        let shape: [Int]
+        let name: String
+        var leafDepth: Int?
+
+        mutating func leaf(at depth: Int) throws(TernError) {
+            guard let leafDepth else {
+                guard depth <= 1 || depth == shape.count else {
+                    throw .invalidArgument("input '\(name)': data nested \(depth) deep does not follow its shape \(shape); "
+                        + "send it flat or nested as the shape says")
+                }
+                leafDepth = depth
+                return
+            }
+            guard depth == leafDepth else {
+                throw .invalidArgument("input '\(name)': data mixes values and arrays at one level; send it flat or nested as its shape \(shape) says")
+            }
+        }
+
+        func closed(array depth: Int, holding elements: Int) throws(TernError) {
+            guard let leafDepth, leafDepth > 1, depth < shape.count, elements != shape[depth] else { return }
+            throw .invalidArgument("input '\(name)': nested data has an array of \(elements) where its shape \(shape) "
+                + "has \(shape[depth]) (ragged rows?)")
+        }
+    }
+
     /// Visits every non-array value of a (possibly nested) array, in row-major order.
     private static func leaves(
-        _ reader: inout JSONReader, depth: Int, name: String, _ visit: (inout JSONReader) throws(TernError) -> Void
+        _ reader: inout JSONReader, depth: Int, nesting: inout Nesting, _ visit: (inout JSONReader) throws(TernError) -> Void
     ) throws(TernError) {
-        guard depth < 32 else { throw .invalidArgument("input '\(name)': data is nested too deeply") }
+        guard depth < 32 else { throw .invalidArgument("input '\(nesting.name)': data is nested too deeply") }
         if reader.peek() == UInt8(ascii: "[") {
+            var elements = 0
             try reader.readArray { (r: inout JSONReader) throws(TernError) in
-                try leaves(&r, depth: depth + 1, name: name, visit)
+                elements += 1
+                try leaves(&r, depth: depth + 1, nesting: &nesting, visit)
             }
+            try nesting.closed(array: depth, holding: elements)
         } else {
+            try nesting.leaf(at: depth)
             try visit(&reader)
         }
     }
 
     /// Reads `count` fixed-size elements into one contiguous buffer, in a single pass.
     private static func fixed<T: BitwiseCopyable>(
-        _ reader: inout JSONReader, count: Int, name: String, _ read: (inout JSONReader) throws(TernError) -> T
+        _ reader: inout JSONReader, count: Int, nesting: inout Nesting, _ read: (inout JSONReader) throws(TernError) -> T
     ) throws(TernError) -> [UInt8] {
         let stride = MemoryLayout<T>.stride
+        let name = nesting.name
         var failure: TernError?
         let bytes = [UInt8](unsafeUninitializedCapacity: count * stride) { buffer, initialized in
             let raw = UnsafeMutableRawBufferPointer(buffer)
             var written = 0
             do throws(TernError) {
-                try leaves(&reader, depth: 0, name: name) { (r: inout JSONReader) throws(TernError) in
+                try leaves(&reader, depth: 0, nesting: &nesting) { (r: inout JSONReader) throws(TernError) in
                     guard written < count else { throw tooMany(name, count) }
                     raw.storeBytes(of: try read(&r), toByteOffset: written * stride, as: T.self)
                     written += 1

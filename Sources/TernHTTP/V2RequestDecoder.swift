@@ -108,7 +108,7 @@ struct V2RequestDecoder {
                 if let decoded = header.decoded {
                     contents = decoded
                 } else {
-                    contents = try TensorDataDecoder.decode(bytes, range: range, datatype: datatype, count: count, name: name)
+                    contents = try TensorDataDecoder.decode(bytes, range: range, datatype: datatype, shape: shape, count: count, name: name)
                 }
             case (nil, .some(let size)):
                 guard hasBinary else {
@@ -154,7 +154,7 @@ struct V2RequestDecoder {
                 if let name = header.name, let typeName = header.datatype, let datatype = DataType(v2Name: typeName),
                     let shape = header.shape, let count = try? Shape.elementCount(shape, name: name)
                 {
-                    header.decoded = try TensorDataDecoder.decode(&reader, datatype: datatype, count: count, name: name)
+                    header.decoded = try TensorDataDecoder.decode(&reader, datatype: datatype, shape: shape, count: count, name: name)
                     header.dataRange = start..<reader.index
                 } else {
                     header.decoded = nil

@@ -321,3 +321,50 @@ def test_insecure_open_says_so(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_key_over_its_rate_gets_429_and_recovers(tmp_path):
+    reg = Registry("sqlite", tmp_path)
+    reg.cli("push", pack(reg.tmp, "gbc", "credit", 1))
+    fast, other = create_key(reg, "fast", "infer"), create_key(reg, "other", "infer")
+    server = reg.serve("--key-rate-limit", "5")
+    try:
+        statuses = [call(server, "POST", "/v2/models/credit/infer", fast, json=infer_body()) for _ in range(12)]
+        codes = [r.status_code for r in statuses]
+        assert codes.count(200) in range(5, 8) and 429 in codes, codes  # a burst of 5, plus what refilled meanwhile
+        refused = next(r for r in statuses if r.status_code == 429)
+        assert refused.headers["Retry-After"] == "1", refused.headers
+        assert "key:fast is over its rate limit of 5 requests a second (--key-rate-limit)" in refused.json()["error"]
+        # Another key has its own budget; the health routes need none.
+        assert call(server, "POST", "/v2/models/credit/infer", other, json=infer_body()).status_code == 200
+        assert call(server, "GET", "/v2/health/ready").status_code == 200
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        assert grpc_status(lambda: [client.infer("credit", [grpc_input()], headers={"x-api-key": fast}) for _ in range(3)]) \
+            == "RESOURCE_EXHAUSTED"
+        time.sleep(1.3)
+        assert call(server, "POST", "/v2/models/credit/infer", fast, json=infer_body()).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_client_address_over_its_rate_gets_429_and_probes_are_spared(repository):
+    from conftest import Server
+    server = Server(repository, "--ip-rate-limit", "4")
+    try:
+        body = infer_body()
+        codes = []
+        for _ in range(10):
+            response = requests.post(f"http://{server.url}/v2/models/credit-risk/infer", json=body, timeout=10)
+            codes.append(response.status_code)
+            if response.status_code == 429:
+                assert response.headers["Connection"] == "close" and response.headers["Retry-After"] == "1"
+                assert "client 127.0.0.1 is over its rate limit of 4 requests a second (--ip-rate-limit)" in response.json()["error"]
+        assert codes[:3] == [200, 200, 200] and 429 in codes, codes
+        assert all(requests.get(f"http://{server.url}/v2/health/ready", timeout=5).status_code == 200 for _ in range(10))
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        assert grpc_status(lambda: [client.infer("credit-risk", [grpc_input()]) for _ in range(8)]) == "RESOURCE_EXHAUSTED"
+        assert client.is_server_ready()  # probes are spared on gRPC too
+        time.sleep(1.3)
+        assert requests.post(f"http://{server.url}/v2/models/credit-risk/infer", json=body, timeout=10).status_code == 200
+    finally:
+        server.stop()

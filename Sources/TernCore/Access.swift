@@ -82,12 +82,30 @@ public struct AccessControl: Sendable {
     public let verifier: (any CredentialVerifier)?
     /// Whether `GET /metrics` needs the `metrics` scope (else it stays open, like the health routes).
     public let protectsMetrics: Bool
+    /// Requests per API key (`--key-rate-limit`); checked once the key is verified.
+    public let keyLimiter: RateLimiter?
+    /// Requests per client address (`--ip-rate-limit`), health routes aside; checked by each transport.
+    public let addressLimiter: RateLimiter?
 
     public static let open = AccessControl(verifier: nil)
 
-    public init(verifier: (any CredentialVerifier)?, protectsMetrics: Bool = false) {
+    public init(
+        verifier: (any CredentialVerifier)?, protectsMetrics: Bool = false, keyLimiter: RateLimiter? = nil,
+        addressLimiter: RateLimiter? = nil
+    ) {
         self.verifier = verifier
         self.protectsMetrics = protectsMetrics
+        self.keyLimiter = keyLimiter
+        self.addressLimiter = addressLimiter
+    }
+
+    /// Whether a transport must look at requests at all (credentials or address limits).
+    public var checksRequests: Bool { verifier != nil || addressLimiter != nil }
+
+    /// Refuses a request from `address` over the per-address rate (nil address: not limited).
+    public func admit(address: String?) throws(TernError) {
+        guard let addressLimiter, let address, let wait = addressLimiter.take(address) else { return }
+        throw addressLimiter.refusal("client \(address)", wait: wait, flag: "--ip-rate-limit")
     }
 
     /// Whether requests need credentials now.
@@ -131,6 +149,9 @@ public struct AccessControl: Sendable {
                 + "\(caller.scopes.sorted().map(\.rawValue).joined(separator: ", ")))")
         }
         if let model, !caller.mayUse(model: model) { throw caller.refusal(model: model) }
+        if let keyLimiter, let wait = keyLimiter.take(caller.name) {
+            throw keyLimiter.refusal(caller.name, wait: wait, flag: "--key-rate-limit")
+        }
         return caller
     }
 }

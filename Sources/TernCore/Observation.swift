@@ -16,7 +16,7 @@ public enum RequestOutcome: String, Sendable, CaseIterable {
         guard let error = error as? TernError else { self = .serverError; return }
         switch error.code {
         case .timedOut: self = .timeout
-        case .invalidArgument, .notFound, .payloadTooLarge, .conflict, .unauthenticated, .permissionDenied: self = .clientError
+        case .invalidArgument, .notFound, .payloadTooLarge, .conflict, .unauthenticated, .permissionDenied, .rateLimited: self = .clientError
         default: self = .serverError
         }
     }

@@ -6,7 +6,7 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case invalidArgument, notFound, unavailable, resourceExhausted, payloadTooLarge, internalError,
-                runtimeNotFound, conflict, timedOut, unauthenticated, permissionDenied
+                runtimeNotFound, conflict, timedOut, unauthenticated, permissionDenied, rateLimited
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -31,6 +31,8 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
         public static let unauthenticated = Code(.unauthenticated)
         /// The caller is known but may not do this (a scope it lacks, a model it has no grant for).
         public static let permissionDenied = Code(.permissionDenied)
+        /// The caller (a key, a client address) sent more requests than its rate limit allows.
+        public static let rateLimited = Code(.rateLimited)
         /// The ONNX Runtime library could not be found or opened.
         public static let runtimeNotFound = Code(.runtimeNotFound)
 
@@ -47,6 +49,7 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
             case .timedOut: "timed out"
             case .unauthenticated: "unauthenticated"
             case .permissionDenied: "permission denied"
+            case .rateLimited: "rate limited"
             }
         }
     }
@@ -55,6 +58,8 @@ public struct TernError: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// The underlying error, where there was one.
     public var cause: (any Error)?
+    /// How long the client should wait before trying again (rate limits), when known.
+    public var retryAfter: Duration?
 
     public init(_ code: Code, _ message: String, cause: (any Error)? = nil) {
         self.code = code

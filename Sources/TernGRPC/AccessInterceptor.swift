@@ -30,11 +30,19 @@ struct AccessInterceptor: ServerInterceptor {
         guard let scope = Self.scopes[context.descriptor.method] else {
             throw RPCError(code: .permissionDenied, message: "\(context.descriptor.fullyQualifiedMethod) declares no scope")
         }
+        if scope != nil { try access.admit(address: Self.address(context.remotePeer)) }
         let caller = try access.authorize(
             credential: AccessControl.credential(
                 authorization: Self.first(request.metadata, "authorization"), apiKey: Self.first(request.metadata, "x-api-key")),
             scope: scope)
         return try await CurrentCaller.$value.withValue(caller) { try await next(request, context) }
+    }
+
+    /// The client's address from grpc-swift's peer (`ipv4:127.0.0.1:52314`, `ipv6:[::1]:52314`).
+    static func address(_ peer: String) -> String? {
+        guard let colon = peer.firstIndex(of: ":"), let port = peer.lastIndex(of: ":"), port > colon else { return nil }
+        let host = peer[peer.index(after: colon)..<port]
+        return String(host.hasPrefix("[") && host.hasSuffix("]") ? host.dropFirst().dropLast() : host)
     }
 
     static func first(_ metadata: Metadata, _ key: String) -> String? {

@@ -14,6 +14,7 @@ extension TernError: RPCErrorConvertible {
         case .conflict: .failedPrecondition
         case .unauthenticated: .unauthenticated
         case .permissionDenied: .permissionDenied
+        case .rateLimited: .resourceExhausted
         default: .internalError
         }
     }

@@ -51,7 +51,7 @@ public struct GRPCFrontEnd: Service {
             })
         server = GRPCServer(
             transport: transport, services: [InferenceGRPCService(service: service)],
-            interceptors: configuration.access.verifier != nil ? [AccessInterceptor(access: configuration.access)] : [])
+            interceptors: configuration.access.checksRequests ? [AccessInterceptor(access: configuration.access)] : [])
     }
 
     /// Every RPC with the scope it needs.

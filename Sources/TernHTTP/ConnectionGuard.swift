@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTPTypes
 import Synchronization
+import TernCore
 
 /// How long an HTTP connection may take over each part of a request, how many may be open, and how a
 /// shutdown drains them. Every value has a `tern serve` flag (docs/operations.md).
@@ -65,6 +66,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let limits: ConnectionLimits
     private let count: ConnectionCount
+    /// Requests per client address (`--ip-rate-limit`); nil: none.
+    private let addressLimiter: RateLimiter?
+    private var address: String?
     private var phase = Phase.idle
     /// When the current phase started, or (for `body`) when its last chunk arrived.
     private var since = NIODeadline.now()
@@ -78,9 +82,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     private static let logger = Logger(label: "tern.http")
 
-    init(limits: ConnectionLimits, count: ConnectionCount) {
+    init(limits: ConnectionLimits, count: ConnectionCount, addressLimiter: RateLimiter?) {
         self.limits = limits
         self.count = count
+        self.addressLimiter = addressLimiter
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -90,6 +95,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             Self.logger.warning("connection refused: at the limit of open connections", metadata: [
                 "limit": "\(limits.maxConnections)", "flag": "--max-connections"])
         }
+        address = context.channel.remoteAddress?.ipAddress
         // Sees the raw bytes before the HTTP codec, to tell a head in progress from an idle connection.
         try? context.pipeline.syncOperations.addHandler(ByteWatcher(self), position: .first)
         since = .now()
@@ -122,7 +128,14 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             if refused {
-                refuse(context: context, head)
+                refuse(context: context, ErrorAnswer(status: .serviceUnavailable, message: "the server is at its limit of "
+                    + "\(limits.maxConnections) open connections (--max-connections); retry later"), retryAfter: "1")
+                return
+            }
+            if let addressLimiter, let address, !Self.isHealth(head), let wait = addressLimiter.take(address) {
+                let error = addressLimiter.refusal("client \(address)", wait: wait, flag: "--ip-rate-limit")
+                let answer = ErrorAnswer(error)
+                refuse(context: context, answer, retryAfter: answer.headers[.retryAfter] ?? "1")
                 return
             }
             unanswered += 1
@@ -136,15 +149,20 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelRead(data)
     }
 
-    /// The answer to every request on a connection over the cap: a 503 naming the limit, then close.
-    private func refuse(context: ChannelHandlerContext, _ head: HTTPRequest) {
+    /// Probes are never limited.
+    private static func isHealth(_ head: HTTPRequest) -> Bool {
+        guard let path = head.path else { return false }
+        return path.hasPrefix("/v2/health/") || path == "/ping"
+    }
+
+    /// The answer to a request refused before it is read (a connection over the cap: 503; a client over its
+    /// rate: 429), then close: its body, if any, is not read.
+    private func refuse(context: ChannelHandlerContext, _ answer: ErrorAnswer, retryAfter: String) {
         closed = true
-        let answer = ErrorAnswer(status: .serviceUnavailable, message: "the server is at its limit of "
-            + "\(limits.maxConnections) open connections (--max-connections); retry later")
         var response = HTTPResponse(status: answer.status, headerFields: answer.headers)
         response.headerFields[.contentLength] = String(answer.body.readableBytes)
         response.headerFields[.connection] = "close"
-        response.headerFields[.retryAfter] = "1"
+        response.headerFields[.retryAfter] = retryAfter
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         context.write(wrapOutboundOut(.body(answer.body)), promise: nil)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -298,6 +316,6 @@ private final class ByteWatcher: ChannelInboundHandler, RemovableChannelHandler 
 extension HTTPFrontEndConfiguration {
     /// The connection guard for Hummingbird's `additionalChannelHandlers`: one per connection, placed first.
     public func connectionGuard(count: ConnectionCount) -> any RemovableChannelHandler {
-        ConnectionGuard(limits: connections, count: count)
+        ConnectionGuard(limits: connections, count: count, addressLimiter: access.addressLimiter)
     }
 }

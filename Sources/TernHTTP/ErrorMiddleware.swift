@@ -17,6 +17,7 @@ extension TernError.Code {
         case .conflict: .conflict
         case .unauthenticated: .unauthorized
         case .permissionDenied: .forbidden
+        case .rateLimited: .tooManyRequests
         default: .internalServerError
         }
     }
@@ -39,6 +40,7 @@ struct ErrorAnswer {
             self.init(status: status, message: status == .internalServerError ? TernError.faultMessageForClients : error.message)
             if error.code == .resourceExhausted { headers[.retryAfter] = "1" }
             if error.code == .unauthenticated { headers[.wwwAuthenticate] = #"Bearer realm="tern""# }
+            if let wait = error.retryAfter { headers[.retryAfter] = String(max(1, wait.components.seconds + (wait.components.attoseconds > 0 ? 1 : 0))) }
         case is NIOTooManyBytesError:
             self.init(status: .contentTooLarge, message: "the request body is larger than the server's limit")
         default:

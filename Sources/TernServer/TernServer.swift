@@ -59,6 +59,9 @@ public struct ServerConfiguration: Sendable {
     public var driftWindow = 1000
     /// API keys: nil serves everyone (an open server; the CLI then binds it to loopback).
     public var auth: AuthConfiguration?
+    /// Requests a second per API key, and per client address (health probes aside); nil: unlimited.
+    public var keyRateLimit: RateLimit?
+    public var addressRateLimit: RateLimit?
 
     public init(modelsDirectory: String) {
         self.modelsDirectory = modelsDirectory
@@ -127,13 +130,11 @@ public struct TernServer: Sendable {
 
     public init(configuration: ServerConfiguration, runtime: ONNXRuntime, logger: Logger) {
         var configuration = configuration
-        if let auth = configuration.auth {
-            let keyring = APIKeyring(pollInterval: auth.pollInterval, logger: Logger(label: "tern.auth"))
-            self.keyring = keyring
-            configuration.http.access = AccessControl(verifier: keyring, protectsMetrics: auth.protectsMetrics)
-        } else {
-            keyring = nil
-        }
+        let keyring = configuration.auth.map { APIKeyring(pollInterval: $0.pollInterval, logger: Logger(label: "tern.auth")) }
+        self.keyring = keyring
+        configuration.http.access = AccessControl(
+            verifier: keyring, protectsMetrics: configuration.auth?.protectsMetrics ?? false,
+            keyLimiter: configuration.keyRateLimit.map(RateLimiter.init), addressLimiter: configuration.addressRateLimit.map(RateLimiter.init))
         self.configuration = configuration
         self.runtime = runtime
         self.logger = logger

@@ -62,6 +62,15 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "GET /metrics needs a key with the metrics scope (else it is open, as the health routes are).")
     var metricsAuth = false
 
+    @Option(help: ArgumentHelp(
+        "Requests a second each API key may send (bursts of a second's worth); past it 429 with Retry-After, gRPC RESOURCE_EXHAUSTED.",
+        valueName: "rate"))
+    var keyRateLimit: Double?
+
+    @Option(help: ArgumentHelp("Requests a second each client address may send (health probes aside); past it 429 and the connection closes.",
+                               valueName: "rate"))
+    var ipRateLimit: Double?
+
     @Option(help: "HTTP port (default 8000, or the platform's).")
     var httpPort: Int?
 
@@ -191,6 +200,9 @@ struct Serve: AsyncParsableCommand {
         if let predictionLogRetention { _ = try parseAge(predictionLogRetention) }
         if let predictionLogMaxRows, predictionLogMaxRows < 1 { throw ValidationError("--prediction-log-max-rows must be at least 1") }
         guard (1...10_000_000).contains(predictionLogQueue) else { throw ValidationError("--prediction-log-queue must be 1...10000000") }
+        for (flag, rate) in [("--key-rate-limit", keyRateLimit), ("--ip-rate-limit", ipRateLimit)] {
+            if let rate, !(rate > 0 && rate <= 10_000_000) { throw ValidationError("\(flag) must be a positive number of requests a second") }
+        }
         guard driftInterval >= 0, driftInterval <= 86_400 else { throw ValidationError("--drift-interval must be 0...86400 seconds") }
         guard (1...10_000).contains(driftWindow) else { throw ValidationError("--drift-window must be 1...10000 predictions") }
         guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
@@ -305,6 +317,8 @@ struct Serve: AsyncParsableCommand {
             headerTimeout: .milliseconds(Int(headerTimeout * 1000)), bodyTimeout: .milliseconds(Int(bodyTimeout * 1000)),
             idleTimeout: .milliseconds(Int(idleTimeout * 1000)), maxConnections: maxConnections)
         configuration.grpcMaxConcurrentStreams = grpcMaxStreams
+        configuration.keyRateLimit = keyRateLimit.map { RateLimit(perSecond: $0) }
+        configuration.addressRateLimit = ipRateLimit.map { RateLimit(perSecond: $0) }
         configuration.metricsEnabled = !noMetrics
         configuration.metricsPort = metricsPort
         configuration.accessLogSampleRate = accessLog

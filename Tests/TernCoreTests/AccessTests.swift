@@ -67,4 +67,19 @@ struct AccessTests {
         #expect(throws: TernError.self) { try Scope.parseList("infer,root") }
         #expect(throws: TernError.self) { try Scope.parseList("") }
     }
+
+    @Test("a token bucket: a burst, then one request per 1/rate, each key on its own")
+    func rateLimiter() {
+        let limiter = RateLimiter(RateLimit(perSecond: 2, burst: 3))
+        let start = ContinuousClock.now
+        #expect((0..<3).allSatisfy { _ in limiter.take("a", now: start) == nil })
+        #expect(limiter.take("a", now: start) == .milliseconds(500))
+        #expect(limiter.take("b", now: start) == nil)
+        #expect(limiter.take("a", now: start + .milliseconds(250)) == .milliseconds(250))
+        #expect(limiter.take("a", now: start + .milliseconds(500)) == nil)
+        #expect(limiter.take("a", now: start + .seconds(100)) == nil)  // refilled to the burst, not beyond
+        #expect(limiter.take("a", now: start + .seconds(100)) == nil)
+        #expect(limiter.take("a", now: start + .seconds(100)) == nil)
+        #expect(limiter.take("a", now: start + .seconds(100)) != nil)
+    }
 }

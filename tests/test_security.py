@@ -368,3 +368,38 @@ def test_a_client_address_over_its_rate_gets_429_and_probes_are_spared(repositor
         assert requests.post(f"http://{server.url}/v2/models/credit-risk/infer", json=body, timeout=10).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_web_page_of_another_origin_cannot_change_anything(repository):
+    from conftest import Server
+    server = Server(repository, "--cors-origin", "http://app.example")
+    base = f"http://{server.url}"
+    try:
+        # What any page a colleague opens can send without asking first: a text/plain POST.
+        evil = requests.post(f"{base}/v2/repository/models/credit-risk/unload", data="{}", timeout=10,
+                             headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
+        assert evil.status_code == 403, evil.text
+        assert "http://evil.example is refused: allow the page's origin with --cors-origin" in evil.json()["error"]
+        assert "Access-Control-Allow-Origin" not in evil.headers
+        assert requests.get(f"{base}/v2/models/credit-risk/ready", timeout=10).status_code == 200  # still loaded
+        evil = requests.post(f"{base}/v2/models/credit-risk/infer", json=infer_body(), timeout=10,
+                             headers={"Origin": "http://evil.example"})
+        assert evil.status_code == 403
+        # The allowed origin: a preflight answered, then the call on the same connection, readable by the page.
+        browser = requests.Session()
+        preflight = browser.options(f"{base}/v2/models/credit-risk/infer", timeout=10, headers={
+            "Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, authorization"})
+        assert preflight.status_code == 204, preflight.text
+        assert preflight.headers["Access-Control-Allow-Origin"] == "http://app.example"
+        assert "authorization" in preflight.headers["Access-Control-Allow-Headers"]
+        assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+        answer = browser.post(f"{base}/v2/models/credit-risk/infer", json=infer_body(), timeout=10,
+                              headers={"Origin": "http://app.example"})
+        assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == "http://app.example"
+        assert "X-Request-ID" in answer.headers["Access-Control-Expose-Headers"]
+        # Requests without an Origin (every non-browser client) are untouched.
+        assert requests.post(f"{base}/v2/models/credit-risk/infer", json=infer_body(), timeout=10).status_code == 200
+        assert "Access-Control-Allow-Origin" not in requests.get(f"{base}/v2", timeout=10).headers
+    finally:
+        server.stop()

@@ -69,6 +69,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// Requests per client address (`--ip-rate-limit`); nil: none.
     private let addressLimiter: RateLimiter?
     private var address: String?
+    /// Web origins whose pages may call this server (`--cors-origin`; `*`: any).
+    private let allowedOrigins: Set<String>
+    /// The allowed origin of the request being answered: its answer carries the CORS headers.
+    private var corsOrigin: String?
+    /// A preflight answered here: the rest of its request is dropped.
+    private var swallowing = false
     private var phase = Phase.idle
     /// When the current phase started, or (for `body`) when its last chunk arrived.
     private var since = NIODeadline.now()
@@ -82,10 +88,11 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     private static let logger = Logger(label: "tern.http")
 
-    init(limits: ConnectionLimits, count: ConnectionCount, addressLimiter: RateLimiter?) {
+    init(limits: ConnectionLimits, count: ConnectionCount, addressLimiter: RateLimiter?, allowedOrigins: Set<String>) {
         self.limits = limits
         self.count = count
         self.addressLimiter = addressLimiter
+        self.allowedOrigins = allowedOrigins
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -125,6 +132,14 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closed else { return }
+        if swallowing {
+            if case .end = unwrapInboundIn(data) {
+                swallowing = false
+                phase = .idle
+                since = .now()
+            }
+            return
+        }
         switch unwrapInboundIn(data) {
         case .head(let head):
             if refused {
@@ -137,6 +152,21 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 let answer = ErrorAnswer(error)
                 refuse(context: context, answer, retryAfter: answer.headers[.retryAfter] ?? "1")
                 return
+            }
+            corsOrigin = nil
+            if let origin = head.headerFields[.origin] {
+                let allowed = allowedOrigins.contains(origin) || allowedOrigins.contains("*")
+                if allowed, head.method == .options, head.headerFields[.accessControlRequestMethod] != nil {
+                    preflight(context: context, origin: origin)
+                    return
+                }
+                if !allowed, head.method != .get, head.method != .head {
+                    // A page on another site can send this (a form, a text/plain fetch) without asking first.
+                    refuse(context: context, ErrorAnswer(status: .forbidden, message: "a request from a web page at "
+                        + "\(Echo.clip(origin)) is refused: allow the page's origin with --cors-origin"), retryAfter: nil)
+                    return
+                }
+                if allowed { corsOrigin = origin }
             }
             unanswered += 1
             phase = .body
@@ -157,7 +187,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The answer to a request refused before it is read (a connection over the cap: 503; a client over its
     /// rate: 429), then close: its body, if any, is not read.
-    private func refuse(context: ChannelHandlerContext, _ answer: ErrorAnswer, retryAfter: String) {
+    private func refuse(context: ChannelHandlerContext, _ answer: ErrorAnswer, retryAfter: String?) {
         closed = true
         var response = HTTPResponse(status: answer.status, headerFields: answer.headers)
         response.headerFields[.contentLength] = String(answer.body.readableBytes)
@@ -169,11 +199,36 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in bound.value.close(promise: nil) }
     }
 
+    /// A CORS preflight from an allowed origin: answered here, the request never reaches a route.
+    private func preflight(context: ChannelHandlerContext, origin: String) {
+        swallowing = true
+        var response = HTTPResponse(status: .noContent)
+        response.headerFields[.accessControlAllowOrigin] = origin
+        response.headerFields[.accessControlAllowMethods] = "GET, POST, PUT, DELETE"
+        response.headerFields[.accessControlAllowHeaders] =
+            "authorization, content-type, x-api-key, x-request-id, traceparent, inference-header-content-length"
+        response.headerFields[.accessControlMaxAge] = "600"
+        response.headerFields[.vary] = "Origin"
+        if draining { response.headerFields[.connection] = "close" }
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
     // MARK: Outbound
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(var head):
+            if let corsOrigin {
+                head.headerFields[.accessControlAllowOrigin] = corsOrigin
+                head.headerFields[.accessControlExposeHeaders] = "X-Request-ID, Inference-Header-Content-Length, Retry-After"
+                head.headerFields[.vary] = "Origin"
+                self.corsOrigin = nil
+                if !(draining || closeAfterAnswer || Self.saysClose(head)) {
+                    context.write(wrapOutboundOut(.head(head)), promise: promise)
+                    return
+                }
+            }
             if head.status == .contentTooLarge { closeAfterAnswer = true }  // the rest of the body is not read
             if draining || closeAfterAnswer || Self.saysClose(head) {
                 closeAfterAnswer = true
@@ -316,6 +371,6 @@ private final class ByteWatcher: ChannelInboundHandler, RemovableChannelHandler 
 extension HTTPFrontEndConfiguration {
     /// The connection guard for Hummingbird's `additionalChannelHandlers`: one per connection, placed first.
     public func connectionGuard(count: ConnectionCount) -> any RemovableChannelHandler {
-        ConnectionGuard(limits: connections, count: count, addressLimiter: access.addressLimiter)
+        ConnectionGuard(limits: connections, count: count, addressLimiter: access.addressLimiter, allowedOrigins: Set(allowedOrigins))
     }
 }

@@ -15,6 +15,9 @@ public struct HTTPFrontEndConfiguration: Sendable {
     public var connections: ConnectionLimits
     /// Who may call what (open by default); every route and the `/infer` fast path ask it.
     public var access: AccessControl = .open
+    /// Web origins whose pages may call the server (CORS; `*` for any). Other pages' requests that could
+    /// change something are refused (403), so a page a colleague opens cannot unload a model.
+    public var allowedOrigins: [String] = []
 
     public init(
         maxRequestBytes: Int = 64 << 20, inlineRunBudget: Duration = .microseconds(200),

@@ -67,6 +67,12 @@ struct Serve: AsyncParsableCommand {
         valueName: "rate"))
     var keyRateLimit: Double?
 
+    @Option(help: ArgumentHelp(
+        "A web origin whose pages may call this server (CORS), such as https://app.example.com; '*' for any. "
+            + "Repeatable. Pages of other origins may only read (GET): their other requests get a 403.",
+        valueName: "origin"))
+    var corsOrigin: [String] = []
+
     @Option(help: ArgumentHelp("Requests a second each client address may send (health probes aside); past it 429 and the connection closes.",
                                valueName: "rate"))
     var ipRateLimit: Double?
@@ -317,6 +323,7 @@ struct Serve: AsyncParsableCommand {
             headerTimeout: .milliseconds(Int(headerTimeout * 1000)), bodyTimeout: .milliseconds(Int(bodyTimeout * 1000)),
             idleTimeout: .milliseconds(Int(idleTimeout * 1000)), maxConnections: maxConnections)
         configuration.grpcMaxConcurrentStreams = grpcMaxStreams
+        configuration.http.allowedOrigins = corsOrigin
         configuration.keyRateLimit = keyRateLimit.map { RateLimit(perSecond: $0) }
         configuration.addressRateLimit = ipRateLimit.map { RateLimit(perSecond: $0) }
         configuration.metricsEnabled = !noMetrics

@@ -189,3 +189,18 @@ public final class RouteTable: Sendable {
 
     public var all: [RouteEntry] { entries.withLock { $0 } }
 }
+
+/// The files of a server's TLS: its certificate chain and key (PEM), and for mutual TLS the CA bundle client
+/// certificates must chain to. Each transport turns them into its own configuration (TLS 1.2 at least).
+public struct TLSFiles: Sendable, Equatable {
+    public var certificate: String
+    public var key: String
+    /// With it, clients must present a certificate this CA bundle signed (mTLS).
+    public var clientCA: String?
+
+    public init(certificate: String, key: String, clientCA: String? = nil) {
+        self.certificate = certificate
+        self.key = key
+        self.clientCA = clientCA
+    }
+}

@@ -19,12 +19,15 @@ public struct GRPCFrontEndConfiguration: Sendable {
     public var maxIdleTime: Duration?
     /// Who may call which RPC (open by default).
     public var access: AccessControl = .open
+    /// TLS (mutual when it names a client CA); nil: plaintext.
+    public var tls: TLSFiles?
 
     public init(
         host: String = "0.0.0.0", port: Int = 8001, maxMessageBytes: Int = 64 << 20, maxConcurrentStreams: Int = 256,
-        maxIdleTime: Duration? = .seconds(300), access: AccessControl = .open
+        maxIdleTime: Duration? = .seconds(300), access: AccessControl = .open, tls: TLSFiles? = nil
     ) {
         self.access = access
+        self.tls = tls
         self.host = host
         self.port = port
         self.maxMessageBytes = maxMessageBytes
@@ -42,7 +45,7 @@ public struct GRPCFrontEnd: Service {
     public init(service: InferenceService, configuration: GRPCFrontEndConfiguration) {
         transport = HTTP2ServerTransport.Posix(
             address: .ipv4(host: configuration.host, port: configuration.port),
-            transportSecurity: .plaintext,
+            transportSecurity: Self.security(configuration.tls),
             config: .defaults {
                 $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
                 $0.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
@@ -52,6 +55,14 @@ public struct GRPCFrontEnd: Service {
         server = GRPCServer(
             transport: transport, services: [InferenceGRPCService(service: service)],
             interceptors: configuration.access.checksRequests ? [AccessInterceptor(access: configuration.access)] : [])
+    }
+
+    private static func security(_ tls: TLSFiles?) -> HTTP2ServerTransport.Posix.TransportSecurity {
+        guard let tls else { return .plaintext }
+        let chain: [TLSConfig.CertificateSource] = [.file(path: tls.certificate, format: .pem)]
+        let key: TLSConfig.PrivateKeySource = .file(path: tls.key, format: .pem)
+        guard let ca = tls.clientCA else { return .tls(certificateChain: chain, privateKey: key) }
+        return .mTLS(certificateChain: chain, privateKey: key) { $0.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
     }
 
     /// Every RPC with the scope it needs.

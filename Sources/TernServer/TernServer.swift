@@ -4,6 +4,8 @@ import Glibc
 #endif
 import CoreMetrics
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOCore
 import NIOPosix
@@ -59,6 +61,8 @@ public struct ServerConfiguration: Sendable {
     public var driftWindow = 1000
     /// API keys: nil serves everyone (an open server; the CLI then binds it to loopback).
     public var auth: AuthConfiguration?
+    /// TLS for HTTP and gRPC (mutual with a client CA); nil: plaintext.
+    public var tls: TLSFiles?
     /// Requests a second per API key, and per client address (health probes aside); nil: unlimited.
     public var keyRateLimit: RateLimit?
     public var addressRateLimit: RateLimit?
@@ -252,13 +256,14 @@ public struct TernServer: Sendable {
         }
         let (service, http) = (service, configuration.http)
         let connections = ConnectionCount()
+        let http1 = HTTPServerBuilder.http1(configuration: .init(
+            additionalChannelHandlers: [
+                http.connectionGuard(count: connections),
+                V2Routes.inferFastPath(service: service, configuration: http),
+            ]))
         let app = Application(
             router: router(models: models, monitors: monitors, alerts: alerts),
-            server: .http1(configuration: .init(
-                additionalChannelHandlers: [
-                    http.connectionGuard(count: connections),
-                    V2Routes.inferFastPath(service: service, configuration: http),
-                ])),
+            server: try configuration.tls.map { files in try .tls(http1, tlsConfiguration: try files.serverConfiguration()) } ?? http1,
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.httpPort), serverName: "tern"),
             onServerRunning: { channel in
@@ -285,7 +290,8 @@ public struct TernServer: Sendable {
                 configuration: GRPCFrontEndConfiguration(
                     host: configuration.host, port: grpcPort, maxMessageBytes: configuration.http.maxRequestBytes,
                     maxConcurrentStreams: configuration.grpcMaxConcurrentStreams,
-                    maxIdleTime: configuration.http.connections.idleTimeout * 5, access: configuration.http.access))
+                    maxIdleTime: configuration.http.connections.idleTimeout * 5, access: configuration.http.access,
+                    tls: configuration.tls))
             services.append(.init(service: grpc))
             services.append(.init(service: PortReporter({ await grpc.port }, onReady: { port in
                 listening.opened()
@@ -343,6 +349,7 @@ extension TernServer {
                 }
             }
         }
+        if let tls = configuration.tls { _ = try tls.serverConfiguration() }
         if let grpc = configuration.grpcPort, grpc != 0, grpc == configuration.httpPort {
             throw .invalidArgument("HTTP and gRPC cannot share port \(grpc); change --http-port or --grpc-port")
         }

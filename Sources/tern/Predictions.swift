@@ -137,7 +137,7 @@ struct PredictionLogSource: ParsableArguments {
     /// A GET on the server's API: its text and the next page's `after`, or its error as the error.
     static func get(_ server: String, _ path: String) async throws -> (text: String, next: Int64?) {
         let base = server.hasSuffix("/") ? String(server.dropLast()) : server
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(timeout: .init(connect: .seconds(5))))
+        let client = try RegistryOptions.httpClient(caCert: nil)
         defer { _ = client.shutdown() }
         let response: HTTPClientResponse
         do {

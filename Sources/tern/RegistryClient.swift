@@ -2,6 +2,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOSSL
 import TernBundle
 import TernCore
 import TernONNX
@@ -39,6 +40,24 @@ struct RegistryOptions: ParsableArguments {
     @Option(help: ArgumentHelp("With --server: the API key to send (default: $TERN_API_KEY).", valueName: "key"))
     var apiKey: String?
 
+    @Option(help: ArgumentHelp("With an https:// --server: trust this CA bundle (PEM) (default: $TERN_CA_CERT, else the system's).",
+                               valueName: "file"))
+    var caCert: String?
+
+    /// The HTTP client of the commands that call a server: its TLS trusts `--ca-cert` / `$TERN_CA_CERT` when given.
+    static func httpClient(caCert: String?, connectTimeout: TimeAmount = .seconds(5), readTimeout: TimeAmount? = nil) throws -> HTTPClient {
+        var configuration = HTTPClient.Configuration(timeout: .init(connect: connectTimeout, read: readTimeout))
+        if let path = caCert ?? ProcessInfo.processInfo.environment["TERN_CA_CERT"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            guard FileManager.default.isReadableFile(atPath: path) else {
+                throw TernError.invalidArgument("cannot read the CA bundle \(path) (--ca-cert or TERN_CA_CERT)")
+            }
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(path)
+            configuration.tlsConfiguration = tls
+        }
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
     /// The key a command sends to a server: `--api-key`, else `$TERN_API_KEY`.
     static func apiKey(_ given: String?) -> String? {
         given ?? ProcessInfo.processInfo.environment["TERN_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
@@ -67,7 +86,8 @@ struct RegistryOptions: ParsableArguments {
                 throw ValidationError("--server must be an http:// or https:// URL")
             }
             return RemoteRegistry(
-                base: server.hasSuffix("/") ? String(server.dropLast()) : server, actor: actor, apiKey: Self.apiKey(apiKey))
+                base: server.hasSuffix("/") ? String(server.dropLast()) : server, actor: actor, apiKey: Self.apiKey(apiKey),
+                caCert: caCert)
         }
         let serving = try serving(artifactsInDatabase: artifactsInDatabase)
         let registry = try await Registry.open(database: serving.database, artifacts: serving.artifacts)
@@ -136,6 +156,7 @@ struct RemoteRegistry: RegistryClient {
     let base: String
     let actor: String
     let apiKey: String?
+    let caCert: String?
 
     func models() async throws -> [ModelRecord] { try await call("GET", "/api/v1/models") }
     func model(_ name: String) async throws -> ModelRecord { try await call("GET", "/api/v1/models/\(escape(name))") }
@@ -212,8 +233,7 @@ struct RemoteRegistry: RegistryClient {
         }
         let response: HTTPClientResponse
         // A refused connection is retried until the connect timeout: keep it short for a CLI.
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(
-            timeout: .init(connect: .seconds(5), read: .seconds(600))))
+        let client = try RegistryOptions.httpClient(caCert: caCert, readTimeout: .seconds(600))
         defer { _ = client.shutdown() }
         do {
             response = try await client.execute(request, timeout: .seconds(600))

@@ -67,6 +67,15 @@ struct Serve: AsyncParsableCommand {
         valueName: "rate"))
     var keyRateLimit: Double?
 
+    @Option(help: ArgumentHelp("Serve HTTP and gRPC over TLS (1.2 or later) with this certificate chain (PEM).", valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("The private key (PEM) of --tls-cert.", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("Require client certificates signed by this CA bundle (PEM): mutual TLS.", valueName: "file"))
+    var tlsClientCa: String?
+
     @Option(help: ArgumentHelp(
         "A web origin whose pages may call this server (CORS), such as https://app.example.com; '*' for any. "
             + "Repeatable. Pages of other origins may only read (GET): their other requests get a 403.",
@@ -206,6 +215,8 @@ struct Serve: AsyncParsableCommand {
         if let predictionLogRetention { _ = try parseAge(predictionLogRetention) }
         if let predictionLogMaxRows, predictionLogMaxRows < 1 { throw ValidationError("--prediction-log-max-rows must be at least 1") }
         guard (1...10_000_000).contains(predictionLogQueue) else { throw ValidationError("--prediction-log-queue must be 1...10000000") }
+        if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("give --tls-cert and --tls-key together") }
+        if tlsClientCa != nil, tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
         for (flag, rate) in [("--key-rate-limit", keyRateLimit), ("--ip-rate-limit", ipRateLimit)] {
             if let rate, !(rate > 0 && rate <= 10_000_000) { throw ValidationError("\(flag) must be a positive number of requests a second") }
         }
@@ -324,6 +335,7 @@ struct Serve: AsyncParsableCommand {
             idleTimeout: .milliseconds(Int(idleTimeout * 1000)), maxConnections: maxConnections)
         configuration.grpcMaxConcurrentStreams = grpcMaxStreams
         configuration.http.allowedOrigins = corsOrigin
+        if let tlsCert, let tlsKey { configuration.tls = TLSFiles(certificate: tlsCert, key: tlsKey, clientCA: tlsClientCa) }
         configuration.keyRateLimit = keyRateLimit.map { RateLimit(perSecond: $0) }
         configuration.addressRateLimit = ipRateLimit.map { RateLimit(perSecond: $0) }
         configuration.metricsEnabled = !noMetrics

@@ -18,7 +18,11 @@ struct FolderArtifacts: Sendable {
 
     func put(_ data: Data, sha256: String) throws(TernError) {
         let final = path(sha256)
-        if FileManager.default.fileExists(atPath: final) { return }
+        if FileManager.default.fileExists(atPath: final) {
+            // Freshened: an unreferenced archive being pushed again must not look old to a garbage collection.
+            try? FileManager.default.setAttributes([.modificationDate: Date()], ofItemAtPath: final)
+            return
+        }
         let folder = (final as NSString).deletingLastPathComponent
         let temporary = "\(folder)/.\(sha256).\(UUID().uuidString).partial"
         do {

@@ -222,8 +222,17 @@ public struct TernServer: Sendable {
         var models: RegistryModels?
         if let serving = configuration.registry {
             let registry = try await Registry.open(database: serving.database, artifacts: serving.artifacts, logger: logger)
-            // Uploads a killed server left half-received or half-checked.
+            // Uploads a killed server left half-received or half-checked, and archives a killed push left unregistered.
             try? FileManager.default.removeItem(atPath: serving.uploadFolder)
+            do {
+                let garbage = try await registry.collectGarbage()
+                if !garbage.artifacts.isEmpty || garbage.partials > 0 {
+                    logger.notice("removed unreferenced archives", metadata: [
+                        "archives": "\(garbage.artifacts.count)", "partials": "\(garbage.partials)", "bytes": "\(garbage.bytes)"])
+                }
+            } catch {
+                logger.warning("cannot look for unreferenced archives", metadata: ["error": "\(error)"])
+            }
             let registryModels = RegistryModels(
                 registry: registry, service: service, runtime: runtime, pool: pool,
                 sessionOptions: configuration.sessionOptions, cacheFolder: serving.cacheFolder, logger: logger)

@@ -9,6 +9,14 @@ func withRegistry(_ options: RegistryOptions, changes: ChangeOptions? = nil,
                   runtime runtimeOptions: RuntimeLibraryOption? = nil,
                   _ body: (any RegistryClient) async throws -> Void) async throws {
     let client: any RegistryClient
+    // A command that only reads never creates a registry: it says there is none.
+    if changes == nil, options.server == nil, options.database == nil || options.database?.hasPrefix("postgres") == false {
+        let path = options.database.map { $0.hasPrefix("sqlite:") ? String($0.dropFirst(7)) : $0 } ?? options.dataFolder + "/registry.sqlite"
+        if !FileManager.default.fileExists(atPath: path) {
+            fail(TernError.notFound("there is no registry at \(path): tern push or tern keys create makes one there; "
+                + "name another with --data or --database, or a server with --server"))
+        }
+    }
     do {
         let library = runtimeOptions?.libraryPath
         client = try await options.client(

@@ -36,7 +36,7 @@ struct Tern: AsyncParsableCommand {
             there), then .tern/onnxruntime (scripts/install-onnxruntime.sh), then the
             system loader. tern --version prints Tern's version.
             """,
-        subcommands: [Serve.self, Predict.self, Inspect.self, Pack.self, Push.self, Models.self, Audit.self, Keys.self, Predictions.self, Drift.self, Alerts.self]
+        subcommands: [Serve.self, Predict.self, Inspect.self, Pack.self, Push.self, Models.self, Audit.self, Keys.self, RegistryCommand.self, Predictions.self, Drift.self, Alerts.self]
     )
 
     // `tern --version` is answered here, before parsing: ArgumentParser's built-in flag (and any flag of the

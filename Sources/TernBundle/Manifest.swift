@@ -131,6 +131,8 @@ public enum BundleFile {
     public static let metrics = "metrics.json"
     public static let card = "MODEL_CARD.md"
     public static let config = "config.yaml"
+    /// The signature of `tern.json` (``BundleSignature``); not listed in the manifest, which it signs.
+    public static let signature = "tern.sig"
 
     /// Everything besides the manifest that a bundle may carry.
     public static let known: Set<String> = [model, profile, metrics, card, config]

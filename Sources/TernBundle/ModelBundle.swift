@@ -10,6 +10,10 @@ public struct ModelBundle: Sendable {
     public var manifest: BundleManifest
     /// File name -> contents, manifest excluded.
     public var files: [String: Data]
+    /// The manifest's bytes as read from (or signed for) the archive: what a signature covers.
+    public var manifestData: Data?
+    /// `tern.sig`, when the bundle is signed (``TrustedKeys/verify(_:)`` checks it).
+    public var signature: BundleSignature?
 
     /// Builds a bundle, recording every file's digest in the manifest.
     public init(manifest: BundleManifest, files: [String: Data]) {
@@ -34,10 +38,13 @@ public struct ModelBundle: Sendable {
     public func archive() throws(TernError) -> Data {
         do {
             let archive = try Archive(data: Data(), accessMode: .create)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             var entries = files
-            entries[BundleFile.manifest] = try encoder.encode(manifest)
+            entries[BundleFile.manifest] = try manifestData ?? Self.encodeManifest(manifest)
+            if let signature {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                entries[BundleFile.signature] = try encoder.encode(signature)
+            }
             for name in entries.keys.sorted() {
                 let data = entries[name]!
                 try archive.addEntry(
@@ -51,6 +58,17 @@ public struct ModelBundle: Sendable {
             throw error
         } catch {
             throw .internalError("cannot write the bundle archive: \(error)")
+        }
+    }
+
+    /// The manifest as archives hold it.
+    static func encodeManifest(_ manifest: BundleManifest) throws(TernError) -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        do {
+            return try encoder.encode(manifest)
+        } catch {
+            throw .internalError("cannot encode the manifest: \(error)")
         }
     }
 
@@ -112,9 +130,9 @@ public struct ModelBundle: Sendable {
         var entries: [String: Entry] = [:]
         for entry in archive {
             let name = entry.path
-            guard name == BundleFile.manifest || BundleFile.known.contains(name) else {
+            guard name == BundleFile.manifest || name == BundleFile.signature || BundleFile.known.contains(name) else {
                 throw .invalidArgument("bundle holds an unexpected file '\(Echo.clip(name))'; allowed: "
-                    + ([BundleFile.manifest] + BundleFile.known.sorted()).joined(separator: ", "))
+                    + ([BundleFile.manifest, BundleFile.signature] + BundleFile.known.sorted()).joined(separator: ", "))
             }
             guard entries[name] == nil else { throw .invalidArgument("bundle holds \(name) twice") }
             guard entry.type == .file else { throw .invalidArgument("bundle entry '\(name)' is not a regular file") }
@@ -132,6 +150,15 @@ public struct ModelBundle: Sendable {
             throw .invalidArgument("\(BundleFile.manifest) is not a valid manifest: \(Self.describe(error))")
         }
         try manifest.validate()
+        var signature: BundleSignature?
+        if let signatureEntry = entries.removeValue(forKey: BundleFile.signature) {
+            let data = try Self.inflate(archive, signatureEntry, upTo: 64 << 10).data
+            do {
+                signature = try JSONDecoder().decode(BundleSignature.self, from: data)
+            } catch {
+                throw .invalidArgument("\(BundleFile.signature) is not a valid signature: \(Self.describe(error))")
+            }
+        }
         if let extra = entries.keys.sorted().first(where: { manifest.files[$0] == nil }) {
             throw .invalidArgument("bundle holds \(extra), which \(BundleFile.manifest) does not list")
         }
@@ -153,6 +180,8 @@ public struct ModelBundle: Sendable {
         }
         self.manifest = manifest
         self.files = contents
+        self.manifestData = manifestData
+        self.signature = signature
     }
 
     /// One entry's bytes and SHA-256, refused as soon as they pass `limit` (a zip may understate a size).

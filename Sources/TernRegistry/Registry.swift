@@ -221,15 +221,18 @@ public actor Registry {
     /// - Parameter version: overrides the manifest's version; with neither, the next number.
     /// - Throws: ``TernError`` `conflict` if the version exists.
     @discardableResult
-    public func push(archive: Data, bundle: ModelBundle, version: Int? = nil, actor: String) async throws(TernError) -> VersionRecord {
-        try await register(archive: archive, bundle: bundle, version: version, actor: actor).record
+    public func push(
+        archive: Data, bundle: ModelBundle, version: Int? = nil, actor: String, signer: String? = nil
+    ) async throws(TernError) -> VersionRecord {
+        try await register(archive: archive, bundle: bundle, version: version, actor: actor, signer: signer).record
     }
 
     /// ``push(archive:bundle:version:actor:)``, idempotent: the same archive pushed again for the same model
     /// (with no version, or the version it already has) changes nothing and answers that version with
     /// `created` false, so a client that lost the answer to a push can simply push again.
-    public func register(archive: Data, bundle: ModelBundle, version: Int? = nil, actor: String) async throws(TernError)
-        -> (record: VersionRecord, created: Bool)
+    /// - Parameter signer: the trusted key that signed the bundle, when checked: recorded in the audit trail.
+    public func register(archive: Data, bundle: ModelBundle, version: Int? = nil, actor: String, signer: String? = nil)
+        async throws(TernError) -> (record: VersionRecord, created: Bool)
     {
         let name = bundle.manifest.name
         let sha = Digest.sha256(archive)
@@ -249,7 +252,7 @@ public actor Registry {
         do {
             (number, isNew) = try await insertVersion(
                 name: name, sha: sha, archive: archive, requested: requested, manifestJSON: manifestJSON,
-                metricsJSON: metricsJSON, created: created, actor: actor)
+                metricsJSON: metricsJSON, created: created, actor: actor, signer: signer)
         } catch {
             // A refused push leaves no file behind (unless another version holds the same archive).
             if case .folder(let root) = artifactLocation {
@@ -265,7 +268,7 @@ public actor Registry {
 
     private func insertVersion(
         name: String, sha: String, archive: Data, requested: Int?, manifestJSON: String, metricsJSON: String?,
-        created: String, actor: String
+        created: String, actor: String, signer: String?
     ) async throws(TernError) -> (Int, Bool) {
         try await write {
             // The same archive again: its version (the one asked for, else the newest holding it), unchanged.
@@ -294,7 +297,8 @@ public actor Registry {
                         \(bind: metricsJSON), \(bind: created), \(bind: actor))
                 """).run()
             try await self.appendAudit(actor: actor, action: "push", model: name, version: number, before: nil,
-                                       after: #"{"sha256":"\#(sha)","bytes":\#(archive.count)}"#)
+                                       after: #"{"sha256":"\#(sha)","bytes":\#(archive.count)"#
+                                           + (signer.map { #","signer":"\#(Self.jsonEscaped($0))"}"# } ?? "}"))
             return (number, true)
         }
     }
@@ -472,6 +476,10 @@ public actor Registry {
             }
             throw .unavailable("registry database error: \(text)")
         }
+    }
+
+    static func jsonEscaped(_ text: String) -> String {
+        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
     }
 
     private static func firstLine(_ text: String) -> String {

@@ -9,12 +9,20 @@ public struct BundleValidator: Sendable {
     let runtime: ONNXRuntime
     let pool: RunnerPool
     let scratch: String
+    /// With them, only bundles one of them signed pass.
+    public let trustedKeys: TrustedKeys?
 
     /// - Parameter scratch: a folder for the model file while ONNX Runtime reads it.
-    public init(runtime: ONNXRuntime, pool: RunnerPool, scratch: String) {
+    public init(runtime: ONNXRuntime, pool: RunnerPool, scratch: String, trustedKeys: TrustedKeys? = nil) {
         self.runtime = runtime
         self.pool = pool
         self.scratch = scratch
+        self.trustedKeys = trustedKeys
+    }
+
+    /// The trusted key that signed `bundle` (nil when no keys are trusted: any bundle passes, signed or not).
+    public func signer(of bundle: ModelBundle) throws(TernError) -> String? {
+        try trustedKeys?.verify(bundle)
     }
 
     /// - Throws: ``TernError`` `invalidArgument` naming what is wrong.
@@ -28,6 +36,7 @@ public struct BundleValidator: Sendable {
     }
 
     private func check(_ bundle: ModelBundle) throws(TernError) -> ModelBundle {
+        _ = try signer(of: bundle)  // first: an unsigned bundle costs no model load
         if let config = bundle.files[BundleFile.config] {
             _ = try ModelRepository.parseConfig(yaml: String(decoding: config, as: UTF8.self), source: BundleFile.config)
         }

@@ -16,6 +16,8 @@ public struct RegistryServing: Sendable {
     public var pollInterval: Duration = .seconds(1)
     /// Largest bundle a push may upload.
     public var maxBundleBytes: Int = 2 << 30
+    /// With them, pushes and loads take only bundles one of them signed (`--trusted-keys`).
+    public var trustedKeys: TrustedKeys?
     /// Where pushes are written while they arrive and are checked: beside the cache folder.
     public var uploadFolder: String {
         URL(fileURLWithPath: cacheFolder).deletingLastPathComponent().appendingPathComponent("uploads").path
@@ -69,7 +71,7 @@ public actor RegistryModels: ModelRepositoryControl {
 
     public init(
         registry: Registry, service: InferenceService, runtime: ONNXRuntime, pool: RunnerPool,
-        sessionOptions: SessionOptions, cacheFolder: String, logger: Logger
+        sessionOptions: SessionOptions, cacheFolder: String, logger: Logger, trustedKeys: TrustedKeys? = nil
     ) {
         self.registry = registry
         self.service = service
@@ -78,7 +80,7 @@ public actor RegistryModels: ModelRepositoryControl {
         self.sessionOptions = sessionOptions
         self.cacheFolder = cacheFolder
         self.logger = logger
-        self.validator = BundleValidator(runtime: runtime, pool: pool, scratch: cacheFolder)
+        self.validator = BundleValidator(runtime: runtime, pool: pool, scratch: cacheFolder, trustedKeys: trustedKeys)
     }
 
     /// Reads the registry if it changed (or always, with `force`) and brings the served models in step.
@@ -163,7 +165,14 @@ public actor RegistryModels: ModelRepositoryControl {
         let folder = "\(cacheFolder)/\(record.sha256)"
         let modelPath = folder + "/" + BundleFile.model
         let configPath = folder + "/" + BundleFile.config
-        if !FileManager.default.fileExists(atPath: modelPath) {
+        let unpacked = FileManager.default.fileExists(atPath: modelPath)
+        if !unpacked || validator.trustedKeys != nil {
+            let bundle = try ModelBundle(archive: try await registry.archive(key.model, key.version))
+            // Checked at every load, not only at push: keys may be trusted (or no longer) since, and the
+            // registry's database or artifact folder may have been written by something other than Tern.
+            _ = try validator.signer(of: bundle)
+        }
+        if !unpacked {
             let bundle = try ModelBundle(archive: try await registry.archive(key.model, key.version))
             do {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -226,7 +235,8 @@ public actor RegistryModels: ModelRepositoryControl {
             }
         }
         if Task.isCancelled { throw .unavailable("the push was cancelled before it was registered") }
-        let result = try await registry.register(archive: archive, bundle: bundle, version: version, actor: actor)
+        let result = try await registry.register(
+            archive: archive, bundle: bundle, version: version, actor: actor, signer: try validator.signer(of: bundle))
         if result.created { try await refresh(force: true) }
         return result
     }

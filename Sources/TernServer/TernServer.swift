@@ -235,7 +235,8 @@ public struct TernServer: Sendable {
             }
             let registryModels = RegistryModels(
                 registry: registry, service: service, runtime: runtime, pool: pool,
-                sessionOptions: configuration.sessionOptions, cacheFolder: serving.cacheFolder, logger: logger)
+                sessionOptions: configuration.sessionOptions, cacheFolder: serving.cacheFolder, logger: logger,
+                trustedKeys: serving.trustedKeys)
             models = registryModels
             service.repository = registryModels
             loader = RegistrySyncService(

@@ -66,11 +66,15 @@ struct Inspect: AsyncParsableCommand {
                 let data = file == BundleFile.manifest ? try JSONEncoder().encode(bundle.manifest) : bundle.files[file]
                 if let data { object[key] = try JSONSerialization.jsonObject(with: data) }
             }
+            if let signature = bundle.signature { object["signature"] = ["signer": signature.signer, "key_id": signature.keyID, "algorithm": signature.algorithm] }
             let out = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: out, as: UTF8.self))
             return
         }
         print("bundle:  \(file) (\(bytes) bytes, checksums verified)")
+        if let signature = bundle.signature {
+            print("signed:  by \(signature.signer) (\(signature.algorithm) key \(signature.keyID); a registry with --trusted-keys checks it)")
+        }
         print("files:")
         for (name, entry) in bundle.manifest.files.sorted(by: { $0.key < $1.key }) {
             print("  \(name)  \(entry.bytes) bytes  sha256 \(entry.sha256)")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TernCore
+import TernBundle
 import TernRegistry
 
 /// `tern keys create|list|revoke`: the API keys a server accepts, kept in the registry (only a salted hash).
@@ -14,7 +15,7 @@ struct Keys: AsyncParsableCommand {
             (gRPC: the same metadata). A revoked key is refused by every server within its --poll-interval. \
             See docs/security.md.
             """,
-        subcommands: [Create.self, List.self, Revoke.self])
+        subcommands: [Create.self, List.self, Revoke.self, CreateSigning.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a key and print it (the only time it is shown).")
@@ -100,5 +101,40 @@ struct Keys: AsyncParsableCommand {
             }
         }
     }
-}
 
+    struct CreateSigning: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "create-signing",
+            abstract: "Create an Ed25519 key pair for signing bundles: NAME.key (keep it secret) and NAME.pub (give it to registries).",
+            discussion: "Sign with tern pack --sign NAME.key; make registries and servers take only signed bundles with --trusted-keys NAME.pub (or a folder of .pub files).")
+
+        @Argument(help: "The key's name: the signer recorded with each signature.")
+        var name: String
+
+        @Option(help: ArgumentHelp("Where to write the two files.", valueName: "dir"))
+        var out: String = "."
+
+        func run() async throws {
+            do {
+                try APIKeySecret.checkName(name)
+            } catch {
+                throw ValidationError(error.message)
+            }
+            let (privatePEM, publicPEM) = SigningKeys.generate()
+            let privatePath = "\(out)/\(name).key", publicPath = "\(out)/\(name).pub"
+            for path in [privatePath, publicPath] where FileManager.default.fileExists(atPath: path) {
+                fail(TernError.conflict("\(path) exists; choose another name or folder (keys are never overwritten)"))
+            }
+            do {
+                try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+                guard FileManager.default.createFile(atPath: privatePath, contents: Data(privatePEM.utf8), attributes: [.posixPermissions: 0o600]) else {
+                    throw TernError.internalError("cannot write \(privatePath)")
+                }
+                try Data(publicPEM.utf8).write(to: URL(fileURLWithPath: publicPath))
+            } catch {
+                fail(error)
+            }
+            print("wrote \(privatePath) (private: keep it secret) and \(publicPath) (public: give it to registries as --trusted-keys)")
+        }
+    }
+}

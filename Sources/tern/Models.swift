@@ -5,7 +5,7 @@ import TernCore
 import TernRegistry
 
 /// Runs a registry command, printing a failure as one line (exit 1).
-func withRegistry(_ options: RegistryOptions, changes: ChangeOptions? = nil,
+func withRegistry(_ options: RegistryOptions, changes: ChangeOptions? = nil, trust: TrustOptions? = nil,
                   runtime runtimeOptions: RuntimeLibraryOption? = nil,
                   _ body: (any RegistryClient) async throws -> Void) async throws {
     let client: any RegistryClient
@@ -21,6 +21,7 @@ func withRegistry(_ options: RegistryOptions, changes: ChangeOptions? = nil,
         let library = runtimeOptions?.libraryPath
         client = try await options.client(
             artifactsInDatabase: changes?.artifactsInDatabase ?? false, actor: changes?.actorName ?? ChangeOptions.defaultActor,
+            trustedKeys: try trust?.trusted(),
             runtime: { RuntimeLibraryOption.openRuntime(libraryPath: library) })
     } catch let error as ValidationError {
         throw error
@@ -90,6 +91,7 @@ struct Push: AsyncParsableCommand {
 
     @OptionGroup var registry: RegistryOptions
     @OptionGroup var changes: ChangeOptions
+    @OptionGroup var trust: TrustOptions
     @OptionGroup var runtimeOptions: RuntimeLibraryOption
 
     func validate() throws {
@@ -99,7 +101,7 @@ struct Push: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await withRegistry(registry, changes: changes, runtime: runtimeOptions) { client in
+        try await withRegistry(registry, changes: changes, trust: trust, runtime: runtimeOptions) { client in
             let record = try await client.push(archive: try read(bundle), version: version)
             print("pushed \(record.model) v\(record.version) (sha256 \(record.sha256))")
             for name in alias {

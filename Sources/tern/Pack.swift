@@ -63,6 +63,14 @@ struct Pack: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A config.yaml to serve the model with (batching, instances).", valueName: "file"))
     var config: String?
 
+    @Option(help: ArgumentHelp(
+        "Sign the bundle with this Ed25519 private key (PEM, from tern keys create-signing or openssl genpkey -algorithm ed25519).",
+        valueName: "key"))
+    var sign: String?
+
+    @Option(help: "The signer's name recorded with the signature (default: the key file's name).")
+    var signer: String?
+
     @OptionGroup var runtimeOptions: RuntimeOptions
 
     func validate() throws {
@@ -128,11 +136,16 @@ struct Pack: AsyncParsableCommand {
             // The card names the model's digest, so build the manifest's file list before writing it.
             manifest = ModelBundle(manifest: manifest, files: files).manifest
             files[BundleFile.card] = Data(ModelCard.markdown(manifest: manifest, profile: profile, metrics: metrics).utf8)
-            let bundle = ModelBundle(manifest: manifest, files: files)
+            var bundle = ModelBundle(manifest: manifest, files: files)
+            if let sign {
+                let key = try SigningKeys.privateKey(file: sign)
+                try bundle.sign(with: key, signer: signer ?? URL(fileURLWithPath: sign).deletingPathExtension().lastPathComponent)
+            }
             let archive = try bundle.archive()
             let path = output ?? (version.map { "\(name)-\($0).tern" } ?? "\(name).tern")
             try write(archive, to: path)
             print("wrote \(path) (\(archive.count) bytes, sha256 \(Digest.sha256(archive)))")
+            if let signature = bundle.signature { print("signed by \(signature.signer) (ed25519 key \(signature.keyID))") }
             if let metrics { print(Self.summary(metrics)) }
         } catch let error as ValidationError {
             throw error

@@ -78,7 +78,9 @@ struct RegistryOptions: ParsableArguments {
             cacheFolder: dataFolder + "/cache")
     }
 
-    func client(artifactsInDatabase: Bool, actor: String, runtime: @escaping @Sendable () -> ONNXRuntime) async throws
+    func client(
+        artifactsInDatabase: Bool, actor: String, trustedKeys: TrustedKeys? = nil, runtime: @escaping @Sendable () -> ONNXRuntime
+    ) async throws
         -> any RegistryClient
     {
         if let server {
@@ -94,7 +96,7 @@ struct RegistryOptions: ParsableArguments {
         let pool = RunnerPool(threads: 1, name: "tern.validate")
         let scratch = serving.cacheFolder
         return LocalRegistry(
-            registry: registry, validator: { BundleValidator(runtime: runtime(), pool: pool, scratch: scratch) },
+            registry: registry, validator: { BundleValidator(runtime: runtime(), pool: pool, scratch: scratch, trustedKeys: trustedKeys) },
             pool: pool, actor: actor)
     }
 }
@@ -107,9 +109,24 @@ struct ChangeOptions: ParsableArguments {
     @Option(help: "Who is making the change, for the audit trail (default: the user name).")
     var actor: String?
 
+
     var actorName: String { actor ?? Self.defaultActor }
 
     static var defaultActor: String { ProcessInfo.processInfo.environment["USER"] ?? NSUserName() }
+}
+
+/// Which signed bundles a push takes (`tern push`; the server's pushes follow `tern serve --trusted-keys`).
+struct TrustOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Take only bundles signed by one of these public keys (a PEM file or a folder of *.pub; default: $TERN_TRUSTED_KEYS).",
+        valueName: "path"))
+    var trustedKeys: String?
+
+    /// The keys `--trusted-keys` or `$TERN_TRUSTED_KEYS` names, read.
+    func trusted() throws -> TrustedKeys? {
+        try (trustedKeys ?? ProcessInfo.processInfo.environment["TERN_TRUSTED_KEYS"].flatMap { $0.isEmpty ? nil : $0 })
+            .map { path throws(TernError) in try TrustedKeys(path: path) }
+    }
 }
 
 struct LocalRegistry: RegistryClient {
@@ -122,7 +139,9 @@ struct LocalRegistry: RegistryClient {
     func models() async throws -> [ModelRecord] { try await registry.models() }
     func model(_ name: String) async throws -> ModelRecord { try await registry.model(name) }
     func push(archive: Data, version: Int?) async throws -> VersionRecord {
-        try await registry.push(archive: archive, bundle: try validator().validate(archive), version: version, actor: actor)
+        let validator = validator()
+        let bundle = try validator.validate(archive)
+        return try await registry.push(archive: archive, bundle: bundle, version: version, actor: actor, signer: try validator.signer(of: bundle))
     }
     func setAlias(model: String, alias: String, version: Int) async throws {
         try await registry.setAlias(model: model, alias: alias, version: version, actor: actor)

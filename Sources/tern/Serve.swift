@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import TernBundle
 import TernCore
 import TernHTTP
 import TernRegistry
@@ -66,6 +67,11 @@ struct Serve: AsyncParsableCommand {
         "Requests a second each API key may send (bursts of a second's worth); past it 429 with Retry-After, gRPC RESOURCE_EXHAUSTED.",
         valueName: "rate"))
     var keyRateLimit: Double?
+
+    @Option(help: ArgumentHelp(
+        "With a registry: push and load only bundles signed by one of these Ed25519 public keys (a PEM file or a folder of *.pub).",
+        valueName: "path"))
+    var trustedKeys: String?
 
     @Option(help: ArgumentHelp("Serve HTTP and gRPC over TLS (1.2 or later) with this certificate chain (PEM).", valueName: "file"))
     var tlsCert: String?
@@ -215,6 +221,7 @@ struct Serve: AsyncParsableCommand {
         if let predictionLogRetention { _ = try parseAge(predictionLogRetention) }
         if let predictionLogMaxRows, predictionLogMaxRows < 1 { throw ValidationError("--prediction-log-max-rows must be at least 1") }
         guard (1...10_000_000).contains(predictionLogQueue) else { throw ValidationError("--prediction-log-queue must be 1...10000000") }
+        if trustedKeys != nil, models != nil { throw ValidationError("--trusted-keys applies to a registry (--data/--database), not to --models") }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("give --tls-cert and --tls-key together") }
         if tlsClientCa != nil, tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
         for (flag, rate) in [("--key-rate-limit", keyRateLimit), ("--ip-rate-limit", ipRateLimit)] {
@@ -263,6 +270,13 @@ struct Serve: AsyncParsableCommand {
             var serving = try options.serving(artifactsInDatabase: artifactsInDatabase)
             serving.pollInterval = .milliseconds(Int(pollInterval * 1000))
             serving.maxBundleBytes = try parseSize(maxBundleSize)
+            if let trustedKeys {
+                do {
+                    serving.trustedKeys = try TrustedKeys(path: trustedKeys)
+                } catch {
+                    fail(error)
+                }
+            }
             configuration.registry = serving
         }
         // Authentication: the registry's API keys (the served registry's, else the default data folder's).

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import zipfile
 
 import numpy as np
 import pytest
@@ -188,6 +189,44 @@ def test_a_served_models_drift_against_its_bundles_reference(tmp_path):
         bad = requests.get(f"{url}/api/v1/models/credit/drift?window=0", timeout=10)
         assert bad.status_code == 400 and "window" in bad.json()["error"]
         assert requests.get(f"{url}/api/v1/models/nope/drift", timeout=10).status_code == 404
+    finally:
+        server.stop()
+
+
+def test_drift_from_memory_with_the_prediction_log_off(tmp_path):
+    """Windows kept in memory serve drift without any database: the same statistics as scipy's, at once."""
+    import requests
+    from registry_support import Registry, credit_csv, credit_table, pack
+
+    reference = str(tmp_path / "reference.csv")
+    credit_csv(reference, 1500, seed=1)
+    bundle = pack(str(tmp_path), "gbc", "credit", 1, "--reference", reference, "--label-column", "default")
+    registry = Registry("sqlite", tmp_path)
+    registry.cli("push", bundle, "--alias", "production")
+    server = registry.serve("--prediction-log", "off", "--drift-memory", "40")
+    try:
+        url = f"http://{server.url}"
+        assert requests.get(f"{url}/api/v1/predictions", timeout=10).status_code == 404  # no log at all
+        like, _ = credit_table(600, seed=5)
+        shifted = like.copy()
+        shifted[:, 1] *= 3
+        for rows in (like, shifted):
+            for start in range(0, len(rows), 20):
+                chunk = rows[start:start + 20].astype(np.float32)
+                answer = requests.post(f"{url}/v2/models/credit/infer", timeout=10, json={"inputs": [
+                    {"name": "features", "datatype": "FP32", "shape": list(chunk.shape), "data": chunk.ravel().tolist()}]})
+                assert answer.status_code == 200
+        drift = requests.get(f"{url}/api/v1/models/credit/drift?window=30", timeout=10).json()  # no wait: memory
+        assert drift["predictions"] == 30 and drift["rows"] == 600 and "income" in drift["drifted"]
+        with zipfile.ZipFile(bundle) as archive:
+            sample = json.loads(archive.read("profile.json"))["sample"]
+        column = sample["columns"].index("income")
+        income = {f["feature"]: f for f in drift["features"]}["income"]
+        expected = ks_2samp([float(r[column]) for r in sample["rows"]], shifted[:, 1].astype(np.float32).astype(np.float64))
+        assert income["ks_statistic"] == pytest.approx(expected.statistic, rel=1e-9)
+        # Memory keeps the newest 40 predictions: a window of 40 holds the last 10 calm ones and the 30 shifted.
+        kept = requests.get(f"{url}/api/v1/models/credit/drift?window=10000&since=1m", timeout=10).json()
+        assert kept["predictions"] == 40 and kept["rows"] == 800
     finally:
         server.stop()
 

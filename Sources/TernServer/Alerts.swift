@@ -422,7 +422,7 @@ final class AlertEvaluator: Service, Sendable {
         try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let dataPath = folder + "/\(rule.name)-\(Int(Date().timeIntervalSince1970 * 1000)).csv"
         if let drift, let served = try? service.catalog.resolve(name: rule.model, version: nil),
-           let records = try? await drift.reader.store(drift.log).recent(model: served.name, version: served.version, limit: rule.window) {
+           let records = try? await drift.records(of: served, window: rule.window) {
             FileManager.default.createFile(atPath: dataPath, contents: Data(PredictionExport.text(records, format: .csv).utf8))
         }
         let process = Process()

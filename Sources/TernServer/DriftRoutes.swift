@@ -8,8 +8,8 @@ import TernHTTP
 import TernMonitoring
 import TernRegistry
 
-/// Live drift: a served version's recent predictions (from the prediction log) against the reference data
-/// its bundle carries (the profile's seeded sample).
+/// Live drift: a served version's recent predictions (kept in memory by ``DriftWindows``, else read from the
+/// prediction log) against the reference data its bundle carries (the profile's seeded sample).
 ///
 /// ```
 /// GET /api/v1/models/{model}/drift[?version=V&window=N&since=T&until=T]
@@ -21,16 +21,20 @@ import TernRegistry
 final class DriftRoutes: Sendable {
     let service: InferenceService
     let models: RegistryModels
-    let log: PredictionLogLocation
+    /// The prediction log, when on: windows memory does not hold whole come from it.
+    let log: PredictionLogLocation?
     let reader: PredictionReader
+    /// Each version's newest predictions in memory (the first place a window is read from).
+    let windows: DriftWindows
     /// Reference profiles by version, read once.
     let references = Mutex<[String: ReferenceProfile]>([:])
 
-    init(service: InferenceService, models: RegistryModels, log: PredictionLogLocation, reader: PredictionReader) {
+    init(service: InferenceService, models: RegistryModels, log: PredictionLogLocation?, reader: PredictionReader, windows: DriftWindows) {
         self.service = service
         self.models = models
         self.log = log
         self.reader = reader
+        self.windows = windows
     }
 
     func register(on router: ScopedRouter) {
@@ -61,21 +65,7 @@ final class DriftRoutes: Sendable {
     /// `window` of them.
     func drift(of served: ServedModel, window: Int, since: Int64? = nil, until: Int64? = nil) async throws -> DriftAnswer {
         let profile = try await reference(served)
-        let store = try await reader.store(log)
-        var records: [PredictionRecord]
-        if since != nil || until != nil {
-            records = []
-            var after: Int64 = 0
-            while records.count < window {
-                let page = try await store.records(model: served.name, since: since, until: until, afterID: after, limit: 5_000)
-                records += page.map(\.record).filter { $0.version == served.version }
-                guard page.count == 5_000, let last = page.last else { break }
-                after = last.id
-            }
-            records = Array(records.prefix(window))
-        } else {
-            records = try await store.recent(model: served.name, version: served.version, limit: window)
-        }
+        let records = try await records(of: served, window: window, since: since, until: until)
         var live: [String: [String]] = [:]
         var rows = 0
         for record in records {
@@ -116,6 +106,26 @@ final class DriftRoutes: Sendable {
             rows: rows, from: records.first.map { PredictionTime.format($0.time) },
             to: records.last.map { PredictionTime.format($0.time) },
             drifted: features.filter(\.drifted).map(\.feature), features: features)
+    }
+
+    /// A version's window: from memory when it holds all of it (or when there is no prediction log), else
+    /// from the prediction log.
+    func records(of served: ServedModel, window: Int, since: Int64? = nil, until: Int64? = nil) async throws -> [PredictionRecord] {
+        let kept = windows.records(of: served, window: window, since: since, until: until)
+        guard !kept.complete, let log else { return kept.records }
+        let store = try await reader.store(log)
+        guard since != nil || until != nil else {
+            return try await store.recent(model: served.name, version: served.version, limit: window)
+        }
+        var records: [PredictionRecord] = []
+        var after: Int64 = 0
+        while records.count < window {
+            let page = try await store.records(model: served.name, since: since, until: until, afterID: after, limit: 5_000)
+            records += page.map(\.record).filter { $0.version == served.version }
+            guard page.count == 5_000, let last = page.last else { break }
+            after = last.id
+        }
+        return Array(records.prefix(window))
     }
 
     /// The bundle's reference sample, read from the registry once per version.

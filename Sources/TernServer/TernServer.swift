@@ -59,6 +59,9 @@ public struct ServerConfiguration: Sendable {
     /// How often drift gauges are computed for `/metrics` (zero: never), over the newest `driftWindow` predictions.
     public var driftInterval: Duration = .seconds(60)
     public var driftWindow = 1000
+    /// How many of each served version's newest predictions are kept in memory for drift (0: none; drift then
+    /// reads the prediction log).
+    public var driftWindowCapacity = 10_000
     /// API keys: nil serves everyone (an open server; the CLI then binds it to loopback).
     public var auth: AuthConfiguration?
     /// TLS for HTTP and gRPC (mutual with a client CA); nil: plaintext.
@@ -131,6 +134,9 @@ public struct TernServer: Sendable {
     let keyring: APIKeyring?
     /// Every HTTP route with its scope, filled as the router is built.
     let routes = RouteTable()
+    /// Each served version's newest predictions in memory, for drift (with a registry, whose bundles hold
+    /// the reference data).
+    let driftWindows: DriftWindows?
 
     public init(configuration: ServerConfiguration, runtime: ONNXRuntime, logger: Logger) {
         var configuration = configuration
@@ -155,6 +161,9 @@ public struct TernServer: Sendable {
             observers.append(RequestLogger(accessSampleRate: configuration.accessLogSampleRate))
         }
         if let predictionLog { observers.append(predictionLog) }
+        driftWindows = configuration.registry != nil && configuration.driftWindowCapacity > 0
+            ? DriftWindows(capacity: configuration.driftWindowCapacity) : nil
+        if let driftWindows { observers.append(driftWindows) }
         if let tracing = configuration.tracing { observers.append(SpanObserver(tracer: tracing.tracer)) }
         service.observe(with: observers)
     }
@@ -167,9 +176,12 @@ public struct TernServer: Sendable {
 
     /// Drift and feedback over the prediction log (drift needs a registry's reference profiles).
     func monitoring(models: RegistryModels?) -> (drift: DriftRoutes?, feedback: FeedbackRoutes?) {
-        guard let location = configuration.predictionLog?.location else { return (nil, nil) }
-        let drift = models.map { DriftRoutes(service: service, models: $0, log: location, reader: predictionReader) }
-        return (drift, FeedbackRoutes(log: location, reader: predictionReader, http: configuration.http, models: models))
+        let location = configuration.predictionLog?.location
+        let drift = models.flatMap { models in
+            driftWindows.map { DriftRoutes(service: service, models: models, log: location, reader: predictionReader, windows: $0) }
+        }
+        let feedback = location.map { FeedbackRoutes(log: $0, reader: predictionReader, http: configuration.http, models: models) }
+        return (drift, feedback)
     }
 
     /// The HTTP router with every route Tern serves; with a registry, its management API too.
@@ -187,9 +199,9 @@ public struct TernServer: Sendable {
         if configuration.metricsPort == nil { metricsRoute()?.register(on: router) }
         if let location = configuration.predictionLog?.location {
             PredictionRoutes(location: location, reader: predictionReader).register(on: router)
-            monitors.drift?.register(on: router)
-            monitors.feedback?.register(on: router)
         }
+        monitors.drift?.register(on: router)
+        monitors.feedback?.register(on: router)
         alerts?.register(on: router)
         if let models {
             ManagementRoutes(

@@ -172,6 +172,11 @@ struct Serve: AsyncParsableCommand {
     var driftWindow: Int = 1000
 
     @Option(help: ArgumentHelp(
+        "With a registry: how many of each served version's newest predictions are kept in memory for drift (0: none; "
+            + "drift then reads the prediction log).", valueName: "predictions"))
+    var driftMemory: Int = 10_000
+
+    @Option(help: ArgumentHelp(
         "Alert rules (YAML: interval, webhooks, rules on drift, feedback metrics, error rate, traffic; docs/drift.md).",
         valueName: "file"))
     var alertRules: String?
@@ -228,6 +233,7 @@ struct Serve: AsyncParsableCommand {
             if let rate, !(rate > 0 && rate <= 10_000_000) { throw ValidationError("\(flag) must be a positive number of requests a second") }
         }
         guard driftInterval >= 0, driftInterval <= 86_400 else { throw ValidationError("--drift-interval must be 0...86400 seconds") }
+        guard (0...1_000_000).contains(driftMemory) else { throw ValidationError("--drift-memory must be 0...1000000 predictions") }
         guard (1...10_000).contains(driftWindow) else { throw ValidationError("--drift-window must be 1...10000 predictions") }
         guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
         guard (0...1).contains(accessLog) else { throw ValidationError("--access-log must be a share between 0 and 1") }
@@ -357,6 +363,7 @@ struct Serve: AsyncParsableCommand {
         configuration.accessLogSampleRate = accessLog
         configuration.driftInterval = .milliseconds(Int(driftInterval * 1000))
         configuration.driftWindow = driftWindow
+        configuration.driftWindowCapacity = driftMemory
         if let alertRules {
             do {
                 configuration.alerts = try AlertConfiguration.load(path: alertRules)

@@ -2,6 +2,7 @@ import DequeModule
 import Foundation
 import Synchronization
 import TernCore
+import TernHTTP
 import TernRegistry
 
 /// Live windows for drift: each served version's newest predictions, kept in memory as they are answered,
@@ -12,14 +13,35 @@ import TernRegistry
 /// same columns. Each version keeps its newest `capacity` predictions: a window by count slides over them,
 /// a window by time (`since`/`until`) takes those in the range.
 public final class DriftWindows: InferenceObserver {
-    private struct Ring {
-        var events = Deque<InferenceEvent>()
-        /// Whether older events were dropped (the ring then covers only from its oldest event).
-        var dropped = false
+    /// What a window needs of a prediction: when, and the tensors (shared with the request, not copied).
+    struct Entry {
+        var time: Int64
+        var requestID: String
+        var inputs: [Tensor]
+        var outputs: [Tensor]
     }
-    private let rings = Mutex<[VersionKey: Ring]>([:])
+    /// One version's newest predictions, behind its own lock (versions do not contend).
+    final class Ring: Sendable {
+        /// The version, by value: a ring must not keep an unloaded version's session alive.
+        let model: String
+        let version: Int
+        struct State {
+            var entries = Deque<Entry>()
+            /// Whether older entries were dropped (the ring then covers only from its oldest entry).
+            var dropped = false
+        }
+        let state = Mutex(State())
+        init(model: String, version: Int) {
+            self.model = model
+            self.version = version
+        }
+    }
+    /// Rings by loaded version object (an `ObjectIdentifier` hashes as one word). An identifier reused by
+    /// another version after the first was freed is noticed by name and version; a version loaded again
+    /// takes over its ring.
+    private let rings = Mutex<[ObjectIdentifier: Ring]>([:])
     public let capacity: Int
-    /// Since when every answered prediction is here (events older than a dropped one are not).
+    /// Since when every answered prediction is here (entries older than a dropped one are not).
     private let started = Int64(Date().timeIntervalSince1970 * 1000)
 
     public init(capacity: Int = 10_000) {
@@ -31,16 +53,26 @@ public final class DriftWindows: InferenceObserver {
 
     public func requestEnded(_ event: InferenceEvent) {
         guard event.error == nil, let served = event.served, !event.outputs.isEmpty else { return }
-        let key = VersionKey(served.name, served.version)
-        rings.withLock { rings in
-            var ring = rings.removeValue(forKey: key) ?? Ring()
-            if ring.events.count >= capacity {
-                ring.events.removeFirst()
-                ring.dropped = true
-            }
-            ring.events.append(event)
-            rings[key] = ring
+        let id = ObjectIdentifier(served)
+        let ring = rings.withLock { rings in
+            if let ring = rings[id], ring.model == served.name, ring.version == served.version { return ring }
+            let previous = rings.first { $0.value.model == served.name && $0.value.version == served.version }
+            if let previous { rings.removeValue(forKey: previous.key) }
+            let ring = previous?.value ?? Ring(model: served.name, version: served.version)
+            rings[id] = ring
+            return ring
         }
+        let entry = Entry(
+            time: Int64(event.context.receivedAt.timeIntervalSince1970 * 1000), requestID: event.context.requestID,
+            inputs: event.inputs, outputs: event.outputs)
+        // The evicted entry is released after the lock, not under it.
+        let evicted: Entry? = ring.state.withLock { state in
+            state.entries.append(entry)
+            guard state.entries.count > capacity else { return nil }
+            state.dropped = true
+            return state.entries.removeFirst()
+        }
+        _ = evicted
     }
 
     /// The window as prediction-log records: the newest `window` of the version's predictions (or those in
@@ -48,21 +80,23 @@ public final class DriftWindows: InferenceObserver {
     /// window it could fill; a time window it reaches back to). An incomplete window may be fuller in the
     /// prediction log (older predictions, from before a restart).
     func records(of served: ServedModel, window: Int, since: Int64?, until: Int64?) -> (records: [PredictionRecord], complete: Bool) {
-        let key = VersionKey(served.name, served.version)
-        let (events, coveredFrom): ([InferenceEvent], Int64) = rings.withLock { rings in
-            guard let ring = rings[key] else { return ([], started) }
-            let from = ring.dropped ? ring.events.first.map { Self.time($0) } ?? started : started
-            if since == nil, until == nil { return (Array(ring.events.suffix(window)), from) }
-            return (ring.events.filter { event in
-                let time = Self.time(event)
-                return (since.map { time >= $0 } ?? true) && (until.map { time <= $0 } ?? true)
+        let ring = rings.withLock { rings in rings.values.first { $0.model == served.name && $0.version == served.version } }
+        guard let ring else { return ([], false) }
+        let (entries, coveredFrom): ([Entry], Int64) = ring.state.withLock { state in
+            let from = state.dropped ? state.entries.first?.time ?? started : started
+            if since == nil, until == nil { return (Array(state.entries.suffix(window)), from) }
+            return (state.entries.filter { entry in
+                (since.map { entry.time >= $0 } ?? true) && (until.map { entry.time <= $0 } ?? true)
             }.prefix(window).map { $0 }, from)
         }
-        let complete = since == nil && until == nil ? events.count >= window : (since ?? 0) >= coveredFrom || events.count >= window
-        return (events.map(PredictionLog.record), complete)
-    }
-
-    private static func time(_ event: InferenceEvent) -> Int64 {
-        Int64(event.context.receivedAt.timeIntervalSince1970 * 1000)
+        let complete = since == nil && until == nil ? entries.count >= window : (since ?? 0) >= coveredFrom || entries.count >= window
+        let settings = served.config.predictionLog
+        return (entries.map { entry in
+            PredictionRecord(
+                time: entry.time, requestID: entry.requestID, model: served.name, version: served.version, protocol: "",
+                latencyMicroseconds: 0,
+                inputs: PredictionRecordEncoder.rows(entry.inputs, featureNames: served.featureNames, redact: settings.redact),
+                outputs: PredictionRecordEncoder.rows(entry.outputs, redact: settings.redact))
+        }, complete)
     }
 }

@@ -259,3 +259,34 @@ def test_a_hanging_webhook_delays_nothing(tmp_path):
     finally:
         server.stop()
         hang.close()
+
+
+def test_latency_and_time_window_rules(tmp_path):
+    """latency_p99 (milliseconds over the last seconds) fires on a threshold the server's latency passes and
+    stays quiet on one it never reaches; a drift rule over a time window (10m) sees the shifted traffic."""
+    registry, _ = credit_registry(tmp_path)
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text("interval: 0.3s\nrules:\n"
+                     "  - {name: slow, model: credit, metric: latency_p99, op: '>', threshold: 0, window: 1m}\n"
+                     "  - {name: very-slow, model: credit, metric: latency_p99, op: '>', threshold: 60000, window: 60}\n"
+                     "  - {name: drift-10m, model: credit, metric: drift.drifted_features, op: '>', threshold: 0, window: 10m}\n")
+    server = registry.serve("--alert-rules", str(rules))
+    try:
+        started = time.time()
+        send_shifted(server)
+        elapsed_ms = (time.time() - started) * 1000
+
+        def alerts():
+            return {a["rule"]: a for a in requests.get(f"http://{server.url}/api/v1/alerts", timeout=10).json()["alerts"]}
+        wait_for(lambda: alerts()["slow"]["state"] == "firing" and alerts()["drift-10m"]["state"] == "firing", "both firing")
+        now = alerts()
+        # The p99 of 20 requests is the slowest; the server measured less than the client's whole loop took.
+        assert 0 < now["slow"]["value"] < elapsed_ms, now["slow"]
+        assert now["very-slow"]["state"] == "inactive" and now["very-slow"]["value"] == now["slow"]["value"]
+        assert now["drift-10m"]["value"] >= 1
+    finally:
+        server.stop()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - {name: w, model: credit, metric: latency_p99, threshold: 5, window: soon}\n")
+    result = subprocess.run([BINARY, "alerts", "check", str(bad)], capture_output=True, text=True)
+    assert result.returncode != 0 and "rule 'w': window: 'soon' is not a duration" in result.stderr, result.stderr

@@ -1,12 +1,14 @@
 """Ground truth after the fact: feedback joined with the prediction log by request id, and each version's live
 quality, checked against scikit-learn on the same predictions and labels."""
 import json
+import subprocess
 
 import numpy as np
 import pytest
 import requests
 from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
+from conftest import BINARY, ROOT
 from registry_support import Registry, credit_csv, credit_table, pack
 
 
@@ -31,7 +33,7 @@ def post(server, payload, content_type=None):
     return requests.post(f"http://{server.url}/api/v1/feedback", json=payload, timeout=10)
 
 
-def test_feedback_gives_each_version_its_live_quality(served):
+def test_feedback_gives_each_version_its_live_quality(served, tmp_path):
     x, y = credit_table(300, seed=9)
     labels, probabilities = [], []
     for index in range(60):
@@ -84,6 +86,14 @@ def test_feedback_gives_each_version_its_live_quality(served):
         assert time.time() < deadline, "no feedback gauge"
         time.sleep(0.2)
     assert float(lines[0].rsplit(" ", 1)[1]) == pytest.approx(live["accuracy"], rel=1e-12)
+    # And in tern models show, through the server's API and from the prediction log beside the registry.
+    for where in (["--server", f"http://{served.url}"], ["--data", str(tmp_path / "data")]):
+        shown = subprocess.run([BINARY, "models", "show", "credit", *where], capture_output=True, text=True, cwd=ROOT)
+        assert shown.returncode == 0, shown.stderr
+        line = next(l for l in shown.stdout.splitlines() if l.strip().startswith("live ("))
+        assert line.strip().startswith(f"live ({n // 5} predictions with feedback") and f"accuracy {live['accuracy']:.4f}" in line, line
+        shown = subprocess.run([BINARY, "models", "show", "credit", "--json", *where], capture_output=True, text=True, cwd=ROOT)
+        assert json.loads(shown.stdout)["live"][0]["live"]["accuracy"] == pytest.approx(live["accuracy"], rel=1e-12)
 
 
 @pytest.mark.parametrize("payload, message", [

@@ -20,11 +20,12 @@ import Yams
 ///   - name: credit-drift
 ///     model: credit-risk
 ///     metric: drift.drifted_features   # drift.psi:<feature>, feedback.<accuracy|f1|roc_auc|log_loss|mae|rmse|r2>,
-///                                      # error_rate, traffic (requests per minute)
+///                                      # error_rate, traffic (requests per minute), latency_p99 (milliseconds)
 ///     op: ">"                          # >, >=, <, <=
 ///     threshold: 0
 ///     resolve_threshold: 0             # hysteresis: firing until the value is back past this (default: threshold)
-///     window: 1000                     # newest predictions (drift, feedback) or seconds (error_rate, traffic)
+///     window: 1000                     # newest predictions, or a duration such as 15m (drift, feedback);
+///                                      # seconds or a duration (error_rate, traffic, latency_p99)
 ///     for: 5m                          # how long the condition must hold before firing
 ///     severity: page
 ///     retrain: {command: ./retrain.sh, timeout: 30m}
@@ -116,6 +117,8 @@ public struct AlertRule: Sendable {
         case feedback(String)
         case errorRate
         case traffic
+        /// The 99th percentile of successful requests' latency, in milliseconds, over the window (seconds).
+        case latencyP99
     }
 
     public var name: String
@@ -125,7 +128,11 @@ public struct AlertRule: Sendable {
     public var comparison: String
     public var threshold: Double
     public var resolveThreshold: Double
+    /// Predictions (drift, feedback) or seconds (error rate, traffic, latency).
     public var window: Int
+    /// A window given as a duration (`window: 15m`) for drift and feedback: the predictions of that last
+    /// stretch of time (at most 10,000), instead of the newest N.
+    public var timeWindow: Duration?
     public var forDuration: Duration
     public var severity: String
     public var retrainCommand: String?
@@ -148,13 +155,14 @@ public struct AlertRule: Sendable {
         case "drift.drifted_features": metric = .driftedFeatures
         case "error_rate": metric = .errorRate
         case "traffic": metric = .traffic
+        case "latency_p99": metric = .latencyP99
         case let text where text.hasPrefix("drift.psi:") && text.count > "drift.psi:".count:
             metric = .psi(feature: String(text.dropFirst("drift.psi:".count)))
         case let text where text.hasPrefix("feedback.") && Self.feedbackMetrics.contains(String(text.dropFirst("feedback.".count))):
             metric = .feedback(String(text.dropFirst("feedback.".count)))
         default:
             throw .invalidArgument("\(named): unknown metric '\(metricName)'; known: drift.drifted_features, drift.psi:<feature>, "
-                + Self.feedbackMetrics.sorted().map { "feedback." + $0 }.joined(separator: ", ") + ", error_rate, traffic")
+                + Self.feedbackMetrics.sorted().map { "feedback." + $0 }.joined(separator: ", ") + ", error_rate, traffic, latency_p99")
         }
         let op = (map["op"] as? String) ?? ">"
         guard [">", ">=", "<", "<="].contains(op) else { throw .invalidArgument("\(named): op must be >, >=, < or <=") }
@@ -162,10 +170,23 @@ public struct AlertRule: Sendable {
             throw .invalidArgument("\(named): threshold must be a number")
         }
         let resolve = (map["resolve_threshold"] as? Double) ?? (map["resolve_threshold"] as? Int).map(Double.init) ?? threshold
-        let window = (map["window"] as? Int) ?? (metric == .errorRate || metric == .traffic ? 300 : 1000)
-        guard window > 0, window <= 10_000 || metric == .errorRate || metric == .traffic else {
-            throw .invalidArgument("\(named): window must be 1...10000 predictions (or seconds for error_rate and traffic)")
+        let timed = metric == .errorRate || metric == .traffic || metric == .latencyP99
+        var window = timed ? 300 : 1000
+        var timeWindow: Duration?
+        if let given = map["window"] {
+            if let count = given as? Int {
+                window = count
+            } else {
+                let duration = try AlertConfiguration.duration(given, "\(named): window")
+                guard duration >= .seconds(1) else { throw .invalidArgument("\(named): window must be at least 1s") }
+                if timed { window = Int(duration.components.seconds) } else { timeWindow = duration; window = 10_000 }
+            }
         }
+        guard window > 0, window <= 10_000 || timed else {
+            throw .invalidArgument("\(named): window must be 1...10000 predictions, or a duration such as 15m (seconds for "
+                + "error_rate, traffic and latency_p99)")
+        }
+        self.timeWindow = timeWindow
         var retrain: String?, timeout = Duration.seconds(1800)
         if let hook = map["retrain"] {
             guard let spec = hook as? [String: Any], let command = spec["command"] as? String, !command.isEmpty else {
@@ -218,6 +239,8 @@ final class AlertEvaluator: Service, Sendable {
     let configuration: AlertConfiguration
     let drift: DriftRoutes?
     let feedback: FeedbackRoutes?
+    /// Recent predictions with their latency (``DriftWindows``), for latency rules.
+    let windows: DriftWindows?
     let service: InferenceService
     let registry: Registry?
     let logger: Logger
@@ -226,10 +249,11 @@ final class AlertEvaluator: Service, Sendable {
     private let pendingSince = Mutex<[String: ContinuousClock.Instant]>([:])
     private let counts = Mutex<[String: [(ContinuousClock.Instant, Int, Int)]]>([:])
 
-    init(configuration: AlertConfiguration, drift: DriftRoutes?, feedback: FeedbackRoutes?, service: InferenceService,
-         registry: Registry?, factory: any MetricsFactory, logger: Logger) {
+    init(configuration: AlertConfiguration, drift: DriftRoutes?, feedback: FeedbackRoutes?, windows: DriftWindows?,
+         service: InferenceService, registry: Registry?, factory: any MetricsFactory, logger: Logger) {
         self.configuration = configuration
         self.drift = drift
+        self.windows = windows
         self.feedback = feedback
         self.service = service
         self.registry = registry
@@ -269,19 +293,27 @@ final class AlertEvaluator: Service, Sendable {
         }
     }
 
+    /// The start of a rule's time window (milliseconds since the epoch), for windows given as a duration.
+    private func since(_ rule: AlertRule) -> Int64? {
+        rule.timeWindow.map { Int64(Date().timeIntervalSince1970 * 1000) - Int64($0 / .milliseconds(1)) }
+    }
+
     private func measure(_ rule: AlertRule) async throws -> Double? {
         guard let served = try? service.catalog.resolve(name: rule.model, version: nil) else { return nil }
         switch rule.metric {
         case .driftedFeatures:
             guard let drift else { return nil }
-            let answer = try await drift.drift(of: served, window: rule.window)
+            let answer = try await drift.drift(of: served, window: rule.window, since: since(rule))
             return answer.predictions == 0 ? nil : Double(answer.drifted.count)
         case .psi(let feature):
             guard let drift else { return nil }
-            return try await drift.drift(of: served, window: rule.window).features.first { $0.feature == feature }?.psi
+            return try await drift.drift(of: served, window: rule.window, since: since(rule)).features.first { $0.feature == feature }?.psi
+        case .latencyP99:
+            guard let windows else { return nil }
+            return windows.latencyP99(of: served, over: .seconds(rule.window)).map { Double($0 / .microseconds(1)) / 1000 }
         case .feedback(let name):
             guard let feedback else { return nil }
-            let versions = try await feedback.performance(of: served.name, since: nil, newest: rule.window)
+            let versions = try await feedback.performance(of: served.name, since: since(rule), newest: rule.window)
             guard let live = versions.first(where: { $0.version == served.version })?.live else { return nil }
             return switch name {
             case "accuracy": live.accuracy

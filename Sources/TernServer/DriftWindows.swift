@@ -17,6 +17,7 @@ public final class DriftWindows: InferenceObserver {
     struct Entry {
         var time: Int64
         var requestID: String
+        var latency: Duration
         var inputs: [Tensor]
         var outputs: [Tensor]
     }
@@ -64,7 +65,7 @@ public final class DriftWindows: InferenceObserver {
         }
         let entry = Entry(
             time: Int64(event.context.receivedAt.timeIntervalSince1970 * 1000), requestID: event.context.requestID,
-            inputs: event.inputs, outputs: event.outputs)
+            latency: event.duration, inputs: event.inputs, outputs: event.outputs)
         // The evicted entry is released after the lock, not under it.
         let evicted: Entry? = ring.state.withLock { state in
             state.entries.append(entry)
@@ -98,5 +99,18 @@ public final class DriftWindows: InferenceObserver {
                 inputs: PredictionRecordEncoder.rows(entry.inputs, featureNames: served.featureNames, redact: settings.redact),
                 outputs: PredictionRecordEncoder.rows(entry.outputs, redact: settings.redact))
         }, complete)
+    }
+
+    /// The 99th percentile (nearest rank) of a version's successful requests' latency over the last `span`;
+    /// nil without requests in it.
+    func latencyP99(of served: ServedModel, over span: Duration) -> Duration? {
+        let ring = rings.withLock { rings in rings.values.first { $0.model == served.name && $0.version == served.version } }
+        guard let ring else { return nil }
+        let cutoff = Int64(Date().timeIntervalSince1970 * 1000) - Int64(span / .milliseconds(1))
+        var latencies = ring.state.withLock { state in state.entries.reversed().prefix { $0.time >= cutoff }.map(\.latency) }
+        guard !latencies.isEmpty else { return nil }
+        latencies.sort()
+        let rank = Int((0.99 * Double(latencies.count)).rounded(.up))
+        return latencies[max(0, rank - 1)]
     }
 }

@@ -57,21 +57,11 @@ struct FeedbackRoutes: Sendable {
 
     /// Each version's live quality from the predictions with feedback (since a time, or the newest `newest`).
     func performance(of name: String, since: Int64?, newest: Int?) async throws -> [VersionPerformance] {
-        var joined = try await store().predictionsWithFeedback(model: name, since: since, limit: 1_000_000)
-        if let newest, joined.count > newest { joined = Array(joined.suffix(newest)) }
-        var versions: [Int: [(record: PredictionRecord, feedback: FeedbackRecord)]] = [:]
-        for pair in joined { versions[pair.record.version, default: []].append(pair) }
-        var answers: [VersionPerformance] = []
-        for (version, pairs) in versions.sorted(by: { $0.key < $1.key }) {
-            var manifestLabels: [String]?
-            var validation: ValidationMetrics?
-            if let models, let bundle = try? ModelBundle(archive: try await models.registry.archive(name, version)) {
-                manifestLabels = bundle.manifest.classLabels
-                validation = try? bundle.decoded(ValidationMetrics.self, file: BundleFile.metrics)
-            }
-            answers.append(try LivePerformance.measure(pairs, version: version, classLabels: manifestLabels, validation: validation))
+        let models = self.models
+        return try await LivePerformance.versions(in: try await store(), model: name, since: since, newest: newest) { version in
+            guard let models, let record = try? await models.registry.version(name, version) else { return (nil, nil) }
+            return (record.manifest.classLabels, record.metrics)
         }
-        return answers
     }
 
     private func store() async throws(TernError) -> PredictionStore {
@@ -83,27 +73,45 @@ struct FeedbackRoutes: Sendable {
     }
 }
 
-struct PerformanceAnswer: Codable {
-    var model: String
-    var versions: [VersionPerformance]
+public struct PerformanceAnswer: Codable, Sendable {
+    public var model: String
+    public var versions: [VersionPerformance]
 }
 
-struct VersionPerformance: Codable {
-    var version: Int
+public struct VersionPerformance: Codable, Sendable {
+    public var version: Int
     /// Predictions with feedback, and the rows they held.
-    var predictions: Int
-    var rows: Int
+    public var predictions: Int
+    public var rows: Int
     /// Feedback whose rows did not match its prediction's (left out).
-    var mismatched: Int
+    public var mismatched: Int
     /// From the prediction to the feedback's arrival, in seconds.
-    var labelDelaySecondsMedian: Double?
-    var live: ValidationMetrics?
+    public var labelDelaySecondsMedian: Double?
+    public var live: ValidationMetrics?
     /// What the bundle measured on its holdout at pack time.
-    var validation: ValidationMetrics?
+    public var validation: ValidationMetrics?
 }
 
 /// Live quality from predictions joined with their ground truth.
-enum LivePerformance {
+public enum LivePerformance {
+    /// Each version's live quality from a prediction log's predictions with feedback; `version` gives a
+    /// version's class labels and validation metrics (from its manifest) when known.
+    public static func versions(
+        in store: PredictionStore, model: String, since: Int64? = nil, newest: Int? = nil,
+        version info: (Int) async -> (classLabels: [String]?, validation: ValidationMetrics?)
+    ) async throws -> [VersionPerformance] {
+        var joined = try await store.predictionsWithFeedback(model: model, since: since, limit: 1_000_000)
+        if let newest, joined.count > newest { joined = Array(joined.suffix(newest)) }
+        var versions: [Int: [(record: PredictionRecord, feedback: FeedbackRecord)]] = [:]
+        for pair in joined { versions[pair.record.version, default: []].append(pair) }
+        var answers: [VersionPerformance] = []
+        for (version, pairs) in versions.sorted(by: { $0.key < $1.key }) {
+            let (labels, validation) = await info(version)
+            answers.append(try measure(pairs, version: version, classLabels: labels, validation: validation))
+        }
+        return answers
+    }
+
     static func measure(
         _ pairs: [(record: PredictionRecord, feedback: FeedbackRecord)], version: Int, classLabels: [String]?,
         validation: ValidationMetrics?

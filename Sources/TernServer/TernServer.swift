@@ -161,7 +161,9 @@ public struct TernServer: Sendable {
             observers.append(RequestLogger(accessSampleRate: configuration.accessLogSampleRate))
         }
         if let predictionLog { observers.append(predictionLog) }
-        driftWindows = configuration.registry != nil && configuration.driftWindowCapacity > 0
+        // With a registry (drift needs its bundles' reference data), or for latency alert rules.
+        let latencyRules = configuration.alerts?.rules.contains { $0.metric == .latencyP99 } ?? false
+        driftWindows = (configuration.registry != nil || latencyRules) && configuration.driftWindowCapacity > 0
             ? DriftWindows(capacity: configuration.driftWindowCapacity) : nil
         if let driftWindows { observers.append(driftWindows) }
         if let tracing = configuration.tracing { observers.append(SpanObserver(tracer: tracing.tracer)) }
@@ -273,7 +275,8 @@ public struct TernServer: Sendable {
         var alerts: AlertEvaluator?
         if let rules = configuration.alerts {
             alerts = AlertEvaluator(
-                configuration: rules, drift: drift, feedback: feedback, service: service, registry: models?.registry,
+                configuration: rules, drift: drift, feedback: feedback, windows: driftWindows, service: service,
+                registry: models?.registry,
                 factory: service.catalog.metricsFactory, logger: Logger(label: "tern.alerts"))
         }
         let (service, http) = (service, configuration.http)

@@ -3,6 +3,7 @@ import Foundation
 import TernBundle
 import TernCore
 import TernRegistry
+import TernServer
 
 /// Runs a registry command, printing a failure as one line (exit 1).
 func withRegistry(_ options: RegistryOptions, changes: ChangeOptions? = nil, trust: TrustOptions? = nil,
@@ -152,7 +153,12 @@ struct Models: AsyncParsableCommand {
                     versions = versions.filter { $0.version == version }
                     guard !versions.isEmpty else { throw TernError.notFound("model '\(name)' has no version \(version)") }
                 }
-                if json { return try printJSON(version == nil ? AnyEncodable(model) : AnyEncodable(versions[0])) }
+                let live = await Self.liveQuality(model, registry: registry)
+                if json {
+                    guard let live, !live.isEmpty else { return try printJSON(version == nil ? AnyEncodable(model) : AnyEncodable(versions[0])) }
+                    struct WithLive: Encodable { var model: AnyEncodable; var live: [VersionPerformance] }
+                    return try printJSON(WithLive(model: version == nil ? AnyEncodable(model) : AnyEncodable(versions[0]), live: live))
+                }
                 print("\(model.name)  default: " + (model.defaultVersion.map { "v\($0)" } ?? "none"))
                 for record in versions {
                     print("")
@@ -162,11 +168,39 @@ struct Models: AsyncParsableCommand {
                     if let owner = record.manifest.owner { print("  owner:   \(owner)") }
                     if let description = record.manifest.description { print("  about:   \(description)") }
                     if let metrics = record.metrics { print("  " + Pack.summary(metrics)) }
+                    if let quality = live?.first(where: { $0.version == record.version }), let metrics = quality.live {
+                        let delay = quality.labelDelaySecondsMedian.map { String(format: ", median label delay %.0f s", $0) } ?? ""
+                        print("  live (\(quality.predictions) predictions with feedback\(delay)): "
+                            + Pack.summary(metrics).replacingOccurrences(of: "holdout", with: "feedback"))
+                    }
                 }
             }
         }
     }
 
+}
+
+extension Models.Show {
+    /// Each version's live quality from ground-truth feedback: the server's API with --server, else the
+    /// prediction log beside the registry (nil when there is none).
+    static func liveQuality(_ model: ModelRecord, registry: RegistryOptions) async -> [VersionPerformance]? {
+        if let server = registry.server {
+            guard let text = try? await PredictionLogSource.get(server, "/api/v1/models/\(model.name)/performance").text,
+                  let answer = try? JSONDecoder().decode(PerformanceAnswer.self, from: Data(text.utf8)) else { return nil }
+            return answer.versions
+        }
+        guard case .database(let location)? = try? registry.predictionLogLocation(nil) else { return nil }
+        if case .sqlite(let path) = location, !FileManager.default.fileExists(atPath: path) { return nil }
+        guard let store = try? await PredictionStore.open(location) else { return nil }
+        defer { Task { await store.close() } }
+        return try? await LivePerformance.versions(in: store, model: model.name) { version in
+            let record = model.versions.first { $0.version == version }
+            return (record?.manifest.classLabels, record?.metrics)
+        }
+    }
+}
+
+extension Models {
     struct Alias: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Point an alias at a version (creating or moving it).",

@@ -45,7 +45,7 @@ public final class DriftWindows: InferenceObserver {
     /// Since when every answered prediction is here (entries older than a dropped one are not).
     private let started = Int64(Date().timeIntervalSince1970 * 1000)
 
-    public init(capacity: Int = 10_000) {
+    public init(capacity: Int = 1_000) {
         self.capacity = capacity
     }
 

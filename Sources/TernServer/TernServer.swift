@@ -61,7 +61,7 @@ public struct ServerConfiguration: Sendable {
     public var driftWindow = 1000
     /// How many of each served version's newest predictions are kept in memory for drift (0: none; drift then
     /// reads the prediction log).
-    public var driftWindowCapacity = 10_000
+    public var driftWindowCapacity = 1_000
     /// API keys: nil serves everyone (an open server; the CLI then binds it to loopback).
     public var auth: AuthConfiguration?
     /// TLS for HTTP and gRPC (mutual with a client CA); nil: plaintext.

@@ -174,7 +174,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp(
         "With a registry: how many of each served version's newest predictions are kept in memory for drift (0: none; "
             + "drift then reads the prediction log).", valueName: "predictions"))
-    var driftMemory: Int = 10_000
+    var driftMemory: Int = 1_000
 
     @Option(help: ArgumentHelp(
         "Alert rules (YAML: interval, webhooks, rules on drift, feedback metrics, error rate, traffic; docs/drift.md).",

@@ -290,3 +290,47 @@ def test_latency_and_time_window_rules(tmp_path):
     bad.write_text("rules:\n  - {name: w, model: credit, metric: latency_p99, threshold: 5, window: soon}\n")
     result = subprocess.run([BINARY, "alerts", "check", str(bad)], capture_output=True, text=True)
     assert result.returncode != 0 and "rule 'w': window: 'soon' is not a duration" in result.stderr, result.stderr
+
+
+def test_a_failing_retraining_command_is_retried_and_gets_the_labels(tmp_path):
+    """The command fails once and succeeds the second time, after the backoff; TERN_DATA holds the window's
+    inputs with a label column where feedback came."""
+    registry, _ = credit_registry(tmp_path)
+    script = tmp_path / "retrain.sh"
+    marker, copy = tmp_path / "tried", tmp_path / "data.csv"
+    script.write_text(f"#!/bin/sh\ncp \"$TERN_DATA\" {copy}\nif [ ! -e {marker} ]; then touch {marker}; exit 1; fi\nexit 0\n")
+    script.chmod(0o755)
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text("interval: 0.3s\nrules:\n"
+                     "  - {name: credit-drift, model: credit, metric: drift.drifted_features, op: '>', threshold: 0,"
+                     f" window: 20, for: 3s, retrain: {{command: {script}, retries: 2, backoff: 0.5s}}}}\n")
+    server = registry.serve("--alert-rules", str(rules))
+    try:
+        rows, truth = credit_table(400, seed=5)
+        rows[:, 1] *= 3
+        for index in range(20):
+            chunk = rows[index * 20:(index + 1) * 20].astype(np.float32)
+            answer = requests.post(f"http://{server.url}/v2/models/credit/infer", timeout=10, headers={"X-Request-ID": f"r{index}"},
+                                   json={"inputs": [{"name": "features", "datatype": "FP32", "shape": list(chunk.shape),
+                                                     "data": chunk.ravel().tolist()}]})
+            assert answer.status_code == 200
+        time.sleep(0.6)  # the prediction log's writer
+        labels = [int(t) for t in truth[:20]]
+        assert requests.post(f"http://{server.url}/api/v1/feedback", timeout=10,
+                             json=[{"request_id": "r0", "label": labels}]).json()["accepted"] == 1
+
+        def retrains():
+            return [e for e in json.loads(registry.cli("audit", "log", "--json").stdout) if e["action"] == "retrain"]
+        wait_for(lambda: len(retrains()) == 2, "two retraining runs", timeout=30)
+        outcomes = [e["after"] for e in retrains()]
+        assert outcomes[0].endswith(": failed with status 1") and outcomes[1].endswith(": succeeded (attempt 2)"), outcomes
+        lines = copy.read_text().splitlines()
+        header = lines[0].split(",")
+        assert header[-1] == "label" and "income" in header
+        by_request = {}
+        for line in lines[1:]:
+            cells = line.split(",")
+            by_request.setdefault(cells[1], []).append(cells[-1])
+        assert by_request["r0"] == [str(v) for v in labels] and set(by_request["r19"]) == {""}
+    finally:
+        server.stop()

@@ -137,6 +137,9 @@ public struct AlertRule: Sendable {
     public var severity: String
     public var retrainCommand: String?
     public var retrainTimeout: Duration
+    /// A failing retraining command is run again this many times, after `retrainBackoff`, then twice that, ...
+    public var retrainRetries = 2
+    public var retrainBackoff: Duration = .seconds(30)
 
     static let feedbackMetrics: Set<String> = ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "mae", "rmse", "r2"]
 
@@ -187,13 +190,18 @@ public struct AlertRule: Sendable {
                 + "error_rate, traffic and latency_p99)")
         }
         self.timeWindow = timeWindow
-        var retrain: String?, timeout = Duration.seconds(1800)
+        var retrain: String?, timeout = Duration.seconds(1800), retries = 2, backoff = Duration.seconds(30)
         if let hook = map["retrain"] {
             guard let spec = hook as? [String: Any], let command = spec["command"] as? String, !command.isEmpty else {
-                throw .invalidArgument("\(named): retrain must be {command: ..., timeout: ...}")
+                throw .invalidArgument("\(named): retrain must be {command: ..., timeout: ..., retries: ..., backoff: ...}")
             }
             retrain = command
             if let value = spec["timeout"] { timeout = try AlertConfiguration.duration(value, "\(named): retrain timeout") }
+            if let value = spec["retries"] {
+                guard let count = value as? Int, (0...10).contains(count) else { throw .invalidArgument("\(named): retrain retries must be 0...10") }
+                retries = count
+            }
+            if let value = spec["backoff"] { backoff = try AlertConfiguration.duration(value, "\(named): retrain backoff") }
         }
         self.name = name
         self.model = model
@@ -206,6 +214,8 @@ public struct AlertRule: Sendable {
         self.severity = (map["severity"] as? String) ?? "warning"
         self.retrainCommand = retrain
         self.retrainTimeout = timeout
+        self.retrainRetries = retries
+        self.retrainBackoff = backoff
     }
 
     func breached(_ value: Double, threshold: Double) -> Bool {
@@ -455,8 +465,22 @@ final class AlertEvaluator: Service, Sendable {
         let dataPath = folder + "/\(rule.name)-\(Int(Date().timeIntervalSince1970 * 1000)).csv"
         if let drift, let served = try? service.catalog.resolve(name: rule.model, version: nil),
            let records = try? await drift.records(of: served, window: rule.window) {
-            FileManager.default.createFile(atPath: dataPath, contents: Data(PredictionExport.text(records, format: .csv).utf8))
+            let labels = try? await feedback?.labels(of: served.name)
+            FileManager.default.createFile(
+                atPath: dataPath, contents: Data(PredictionExport.text(records, format: .csv, labels: labels ?? [:]).utf8))
         }
+        var attempt = 1
+        while true {
+            let outcome = await run(rule, command: command, version: version, dataPath: dataPath, attempt: attempt)
+            guard outcome != "succeeded", attempt <= rule.retrainRetries, !Task.isCancelled else { return }
+            // A failing command is tried again after a growing pause; serving never waits for it.
+            try? await Task.sleep(for: rule.retrainBackoff * (1 << (attempt - 1)))
+            attempt += 1
+        }
+    }
+
+    /// One run of the retraining command; its outcome is logged, shown in the API and audited.
+    private func run(_ rule: AlertRule, command: String, version: String, dataPath: String, attempt: Int) async -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", command]
@@ -482,10 +506,12 @@ final class AlertEvaluator: Service, Sendable {
             outcome = "could not start: \(error)"
         }
         let seconds = Date().timeIntervalSince(started)
-        logger.info("retraining \(outcome)", metadata: ["alert": "\(rule.name)", "model": "\(rule.model)", "seconds": "\(seconds)"])
-        states.withLock { $0[rule.name]?.lastRetrain = outcome }
+        logger.info("retraining \(outcome)", metadata: [
+            "alert": "\(rule.name)", "model": "\(rule.model)", "seconds": "\(seconds)", "attempt": "\(attempt)"])
+        states.withLock { $0[rule.name]?.lastRetrain = attempt > 1 ? "\(outcome) (attempt \(attempt))" : outcome }
         try? await registry?.record(action: "retrain", model: rule.model, version: Int(version), actor: "alert:\(rule.name)",
-                                    detail: "\(command): \(outcome)")
+                                    detail: "\(command): \(outcome)" + (attempt > 1 ? " (attempt \(attempt))" : ""))
+        return outcome
     }
 
     func register(on router: ScopedRouter) {

@@ -64,6 +64,17 @@ struct FeedbackRoutes: Sendable {
         }
     }
 
+    /// The ground truth of a model's recent predictions by request id, one label per row (for the retraining
+    /// command's data).
+    func labels(of model: String) async throws -> [String: [String]] {
+        var labels: [String: [String]] = [:]
+        for (record, feedback) in try await store().predictionsWithFeedback(model: model, since: nil, limit: 100_000) {
+            guard let truth = try? JSONSerialization.jsonObject(with: Data(feedback.truth.utf8), options: .fragmentsAllowed) else { continue }
+            labels[record.requestID] = ((truth as? [Any]) ?? [truth]).map { "\($0)" }
+        }
+        return labels
+    }
+
     private func store() async throws(TernError) -> PredictionStore {
         guard let store = try await reader.store(log) as? PredictionStore else {
             throw TernError.invalidArgument("feedback needs the prediction log in a database (SQLite or PostgreSQL), "

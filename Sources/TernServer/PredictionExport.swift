@@ -10,8 +10,11 @@ public enum PredictionExport {
         case csv, jsonl
     }
 
-    /// The text of `records`; `header` for the first page of a CSV.
-    public static func text(_ records: [PredictionRecord], format: Format, header: Bool = true) -> String {
+    /// The text of `records`; `header` for the first page of a CSV. With `labels` (a request id's ground truth,
+    /// one per row), a CSV ends each row with a `label` column (empty where no feedback came).
+    public static func text(
+        _ records: [PredictionRecord], format: Format, header: Bool = true, labels: [String: [String]]? = nil
+    ) -> String {
         switch format {
         case .jsonl:
             return records.map { PredictionJSON.line($0) + "\n" }.joined()
@@ -30,14 +33,19 @@ public enum PredictionExport {
                     if columns == nil {
                         columns = input.map(\.0) + output.map(\.0)
                         if header {
-                            out += (["time", "request_id", "model", "version", "protocol", "latency_ms", "row"] + columns!)
-                                .map(cell).joined(separator: ",") + "\n"
+                            out += (["time", "request_id", "model", "version", "protocol", "latency_ms", "row"] + columns!
+                                + (labels == nil ? [] : ["label"])).map(cell).joined(separator: ",") + "\n"
                         }
                     }
                     let values = Dictionary(input + output, uniquingKeysWith: { first, _ in first })
                     let fixed = [PredictionTime.format(record.time), record.requestID, record.model, String(record.version),
                                  record.protocol, String(Double(record.latencyMicroseconds) / 1000), String(row)]
-                    out += (fixed.map(cell) + columns!.map { values[$0].map(value) ?? "" }).joined(separator: ",") + "\n"
+                    var cells = fixed.map(cell) + columns!.map { values[$0].map(value) ?? "" }
+                    if let labels {
+                        let truth = labels[record.requestID] ?? []
+                        cells.append(row < truth.count ? cell(truth[row]) : "")
+                    }
+                    out += cells.joined(separator: ",") + "\n"
                 }
             }
             return out

@@ -247,8 +247,8 @@ struct AlertState: Codable, Sendable {
 /// webhook JSON, retried with backoff, never in the way of serving) and runs the retraining command.
 final class AlertEvaluator: Service, Sendable {
     let configuration: AlertConfiguration
-    let drift: DriftRoutes?
-    let feedback: FeedbackRoutes?
+    let drift: LiveDrift?
+    let feedback: LiveFeedback?
     /// Recent predictions with their latency (``DriftWindows``), for latency rules.
     let windows: DriftWindows?
     let service: InferenceService
@@ -259,7 +259,7 @@ final class AlertEvaluator: Service, Sendable {
     private let pendingSince = Mutex<[String: ContinuousClock.Instant]>([:])
     private let counts = Mutex<[String: [(ContinuousClock.Instant, Int, Int)]]>([:])
 
-    init(configuration: AlertConfiguration, drift: DriftRoutes?, feedback: FeedbackRoutes?, windows: DriftWindows?,
+    init(configuration: AlertConfiguration, drift: LiveDrift?, feedback: LiveFeedback?, windows: DriftWindows?,
          service: InferenceService, registry: Registry?, factory: any MetricsFactory, logger: Logger) {
         self.configuration = configuration
         self.drift = drift

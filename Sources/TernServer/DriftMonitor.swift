@@ -4,7 +4,7 @@ import ServiceLifecycle
 import TernCore
 
 /// Drift as Prometheus gauges: every interval, each served model's default version's newest predictions
-/// against its bundle's reference (``DriftRoutes/drift(of:window:)``), exported as
+/// against its bundle's reference (``LiveDrift/drift(of:window:since:until:)``), exported as
 /// `tern_drift_psi{model,version,feature}`, `tern_drift_ks_pvalue{...}` (numeric features),
 /// `tern_drift_detected{...}` (0 or 1) and `tern_drift_features_drifted{model,version}`.
 /// Computed off the request path, from the prediction log: serving never waits for it.
@@ -13,8 +13,8 @@ import TernCore
 /// precision, recall, f1, roc_auc, log_loss; mae, rmse, r2) over the newest `window` predictions with
 /// ground truth, and `tern_feedback_rows{model,version}`.
 struct DriftMonitor: Service {
-    let drift: DriftRoutes
-    let feedback: FeedbackRoutes?
+    let drift: LiveDrift
+    let feedback: LiveFeedback?
     let service: InferenceService
     let interval: Duration
     let window: Int

@@ -177,20 +177,20 @@ public struct TernServer: Sendable {
     }
 
     /// Drift and feedback over the prediction log (drift needs a registry's reference profiles).
-    func monitoring(models: RegistryModels?) -> (drift: DriftRoutes?, feedback: FeedbackRoutes?) {
+    func monitoring(models: RegistryModels?) -> (drift: LiveDrift?, feedback: LiveFeedback?) {
         let location = configuration.predictionLog?.location
         let drift = models.flatMap { models in
-            driftWindows.map { DriftRoutes(service: service, models: models, log: location, reader: predictionReader, windows: $0) }
+            driftWindows.map { LiveDrift(service: service, models: models, log: location, reader: predictionReader, windows: $0) }
         }
-        let feedback = location.map { FeedbackRoutes(log: $0, reader: predictionReader, http: configuration.http, models: models) }
+        let feedback = location.map { LiveFeedback(log: $0, reader: predictionReader, http: configuration.http, models: models) }
         return (drift, feedback)
     }
 
     /// The HTTP router with every route Tern serves; with a registry, its management API too.
-    /// `monitors`: the drift and feedback routes, made once per server (``monitoring(models:)``) and shared with
+    /// `monitors`: live drift and feedback, made once per server (``monitoring(models:)``) and shared with
     /// the alert evaluator and the drift gauges, so that each reads a version's reference profile once.
     func router(
-        models: RegistryModels?, monitors: (drift: DriftRoutes?, feedback: FeedbackRoutes?) = (nil, nil),
+        models: RegistryModels?, monitors: (drift: LiveDrift?, feedback: LiveFeedback?) = (nil, nil),
         alerts: AlertEvaluator? = nil
     ) -> Router<BasicRequestContext> {
         let base = Router(context: BasicRequestContext.self)
@@ -202,8 +202,8 @@ public struct TernServer: Sendable {
         if let location = configuration.predictionLog?.location {
             PredictionRoutes(location: location, reader: predictionReader).register(on: router)
         }
-        monitors.drift?.register(on: router)
-        monitors.feedback?.register(on: router)
+        if let drift = monitors.drift { DriftRoutes(drift: drift).register(on: router) }
+        if let feedback = monitors.feedback { FeedbackRoutes(feedback: feedback).register(on: router) }
         alerts?.register(on: router)
         if let models {
             ManagementRoutes(

@@ -265,21 +265,26 @@ def outward_address():
         return None
 
 
-def test_a_server_without_keys_listens_on_loopback_only(tmp_path):
+def serve_without_keys(tmp_path, *flags):
+    """`tern serve` of the example models, with no registry (so no keys), ready on loopback; its log file."""
     port = free_port()
     log = open(tmp_path / "serve.log", "w+")
-    process = subprocess.Popen([BINARY, "serve", "--models", EXAMPLES, "--http-port", str(port), "--no-grpc"],
+    process = subprocess.Popen([BINARY, "serve", "--models", EXAMPLES, "--http-port", str(port), "--no-grpc", *flags],
                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    deadline = time.time() + 20
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                return process, port, log
+        except requests.ConnectionError:
+            pass
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.05)
+
+
+def test_a_server_without_keys_listens_on_loopback_only(tmp_path):
+    process, port, log = serve_without_keys(tmp_path)
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.time() < deadline and process.poll() is None
-            time.sleep(0.05)
         log.seek(0)
         text = log.read()
         assert "no API keys: listening on loopback only" in text and "127.0.0.1" in text, text
@@ -299,20 +304,8 @@ def test_a_server_without_keys_listens_on_loopback_only(tmp_path):
 
 
 def test_insecure_open_says_so(tmp_path):
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w+")
-    process = subprocess.Popen([BINARY, "serve", "--models", EXAMPLES, "--http-port", str(port), "--no-grpc", "--insecure-open"],
-                               stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    process, port, log = serve_without_keys(tmp_path, "--insecure-open")
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.time() < deadline and process.poll() is None
-            time.sleep(0.05)
         address = outward_address()
         if address:
             assert requests.get(f"http://{address}:{port}/v2/health/live", timeout=5).status_code == 200

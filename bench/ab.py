@@ -58,7 +58,9 @@ def main():
                     env[key] = value
                 binary, *flags = words
                 port = run.free_port()
-                server = run.Server(name, [binary, "serve", "--models", os.path.join(run.BENCH, "models"), "--host",
+                # A variant serving a registry (--data/--database) names it instead of the bench's model folder.
+                source = [] if {"--data", "--database"} & set(flags) else ["--models", os.path.join(run.BENCH, "models")]
+                server = run.Server(name, [binary, "serve", *source, "--host",
                                            "127.0.0.1", "--log-level", "warning", "--no-grpc", *flags, "--http-port"]
                                     + [str(port)], port, env=env)
                 servers.append(server)

@@ -66,11 +66,14 @@ public final class PredictionStore: Sendable {
     private let connection: Mutex<RegistryDatabase>
     public let location: RegistryLocation
     private let logger: Logger
+    /// Seals each record's inputs and outputs as they are written and opens them as they are read.
+    private let cipher: PayloadCipher?
 
-    private init(database: RegistryDatabase, location: RegistryLocation, logger: Logger) {
+    private init(database: RegistryDatabase, location: RegistryLocation, logger: Logger, cipher: PayloadCipher?) {
         self.connection = Mutex(database)
         self.location = location
         self.logger = logger
+        self.cipher = cipher
     }
 
     /// The open connection, reopened when the server dropped it (a restart, a failover, an idle timeout).
@@ -85,9 +88,9 @@ public final class PredictionStore: Sendable {
         }
     }
 
-    public static func open(_ location: RegistryLocation, logger: Logger = Logger(label: "tern.predictions"))
-        async throws(TernError) -> PredictionStore
-    {
+    public static func open(
+        _ location: RegistryLocation, cipher: PayloadCipher? = nil, logger: Logger = Logger(label: "tern.predictions")
+    ) async throws(TernError) -> PredictionStore {
         let database = try await RegistryDatabase.open(location, logger: logger)
         let sql = database.sql
         let id = database.kind == .sqlite ? "id INTEGER PRIMARY KEY AUTOINCREMENT" : "id BIGSERIAL PRIMARY KEY"
@@ -124,7 +127,7 @@ public final class PredictionStore: Sendable {
             await database.close()
             throw .unavailable("cannot prepare the prediction log in \(location): \(String(reflecting: error))")
         }
-        return PredictionStore(database: database, location: location, logger: logger)
+        return PredictionStore(database: database, location: location, logger: logger, cipher: cipher)
     }
 
     public func close() async {
@@ -138,6 +141,13 @@ public final class PredictionStore: Sendable {
     /// Appends records in one transaction (in statements of at most 500 rows).
     public func append(_ records: [PredictionRecord]) async throws(TernError) {
         guard !records.isEmpty else { return }
+        var records = records
+        if let cipher {
+            for index in records.indices {
+                records[index].inputs = try cipher.seal(records[index].inputs)
+                records[index].outputs = try cipher.seal(records[index].outputs)
+            }
+        }
         let database = try await self.database
         if let sqlite = database.sqlite {
             try await run { try await self.appendSQLite(records, sqlite) }
@@ -275,7 +285,7 @@ public final class PredictionStore: Sendable {
                 \(filter) ORDER BY p.id LIMIT \(bind: limit)
                 """).all()
             return try rows.map { row in
-                let record = try Self.record(row)
+                let record = try self.record(row)
                 let feedback = FeedbackRecord(
                     requestID: record.requestID, truth: try row.decode(column: "truth", as: String.self),
                     time: try row.decode(column: "feedback_time", as: Int64.self),
@@ -338,14 +348,14 @@ public final class PredictionStore: Sendable {
                 FROM tern_predictions \(filter) LIMIT \(bind: limit)
                 """).all()
             return try rows.map { row in
-                (id: try row.decode(column: "id", as: Int64.self), record: try Self.record(row))
+                (id: try row.decode(column: "id", as: Int64.self), record: try self.record(row))
             }
         }
     }
 
     /// A record from a row holding the table's columns.
-    private static func record(_ row: any SQLRow) throws -> PredictionRecord {
-        PredictionRecord(
+    private func record(_ row: any SQLRow) throws -> PredictionRecord {
+        var record = PredictionRecord(
             time: try row.decode(column: "time_ms", as: Int64.self),
             requestID: try row.decode(column: "request_id", as: String.self),
             model: try row.decode(column: "model", as: String.self),
@@ -356,6 +366,13 @@ public final class PredictionStore: Sendable {
             traceID: try row.decode(column: "trace_id", as: String?.self),
             inputs: try row.decode(column: "inputs", as: String.self),
             outputs: try row.decode(column: "outputs", as: String.self))
+        if let cipher {
+            record.inputs = try cipher.open(record.inputs)
+            record.outputs = try cipher.open(record.outputs)
+        } else if PayloadCipher.isSealed(record.inputs) {
+            throw TernError(.unavailable, "the prediction log's records are encrypted: give the key file (--prediction-log-key)")
+        }
+        return record
     }
 
     private func run<T>(_ body: () async throws -> T) async throws(TernError) -> T {

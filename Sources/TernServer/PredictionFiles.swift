@@ -27,11 +27,11 @@ public enum PredictionLogLocation: Sendable, Equatable, CustomStringConvertible 
         }
     }
 
-    /// Opens the log for writing or reading.
-    public func open() async throws(TernError) -> any PredictionSink {
+    /// Opens the log for writing or reading; with a cipher, inputs and outputs are sealed at rest.
+    public func open(cipher: PayloadCipher? = nil) async throws(TernError) -> any PredictionSink {
         switch self {
-        case .database(let location): try await PredictionStore.open(location)
-        case .files(let folder): try PredictionFiles(folder: folder)
+        case .database(let location): try await PredictionStore.open(location, cipher: cipher)
+        case .files(let folder): try PredictionFiles(folder: folder, cipher: cipher)
         }
     }
 }
@@ -72,9 +72,12 @@ final class PredictionFiles: PredictionSink {
 
     let folder: String
     private let current = Mutex(Current())
+    /// Seals inputs and outputs (stored as JSON strings) and opens them as lines are read.
+    private let cipher: PayloadCipher?
 
-    init(folder: String) throws(TernError) {
+    init(folder: String, cipher: PayloadCipher? = nil) throws(TernError) {
         self.folder = folder
+        self.cipher = cipher
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         } catch {
@@ -87,6 +90,13 @@ final class PredictionFiles: PredictionSink {
 
     func append(_ records: [PredictionRecord]) async throws(TernError) {
         guard !records.isEmpty else { return }
+        var records = records
+        if let cipher {
+            for index in records.indices {
+                records[index].inputs = "\"" + (try cipher.seal(records[index].inputs)) + "\""
+                records[index].outputs = "\"" + (try cipher.seal(records[index].outputs)) + "\""
+            }
+        }
         let text = records.map { PredictionJSON.line($0) + "\n" }.joined()
         let bytes = Data(text.utf8)
         let now = Int64(Date().timeIntervalSince1970 * 1000)
@@ -145,7 +155,7 @@ final class PredictionFiles: PredictionSink {
         for file in files() {
             guard let text = try? String(contentsOfFile: file.path, encoding: .utf8) else { continue }
             for line in text.split(separator: "\n") where line.contains(requestID) && line.contains(needle) {
-                if let record = Self.parse(String(line)), record.requestID == requestID { found.append(record) }
+                if let record = try read(String(line)), record.requestID == requestID { found.append(record) }
                 if found.count >= 100 { return found }
             }
         }
@@ -160,7 +170,7 @@ final class PredictionFiles: PredictionSink {
             guard let text = try? String(contentsOfFile: file.path, encoding: .utf8) else { continue }
             for (index, line) in text.split(separator: "\n").enumerated() {
                 let id = (file.created << 22) + Int64(index + 1)
-                guard id > afterID, let record = Self.parse(String(line)) else { continue }
+                guard id > afterID, let record = try read(String(line)) else { continue }
                 if let model, record.model != model { continue }
                 if let since, record.time < since { continue }
                 if let until, record.time >= until { continue }
@@ -176,7 +186,7 @@ final class PredictionFiles: PredictionSink {
         for file in files().reversed() {
             guard let text = try? String(contentsOfFile: file.path, encoding: .utf8) else { continue }
             for line in text.split(separator: "\n").reversed() {
-                guard let record = Self.parse(String(line)), record.model == model, record.version == version else { continue }
+                guard let record = try read(String(line)), record.model == model, record.version == version else { continue }
                 kept.append(record)
                 if kept.count == limit { return kept.reversed() }
             }
@@ -204,6 +214,18 @@ final class PredictionFiles: PredictionSink {
             try? current.handle?.close()
             current.handle = nil
         }
+    }
+
+    /// A line back into a record, its sealed inputs and outputs opened; nil for a line that is not a record.
+    func read(_ line: String) throws(TernError) -> PredictionRecord? {
+        guard var record = Self.parse(line) else { return nil }
+        if let cipher {
+            record.inputs = try cipher.open(record.inputs)
+            record.outputs = try cipher.open(record.outputs)
+        } else if PayloadCipher.isSealed(record.inputs) {
+            throw TernError(.unavailable, "the prediction log's records are encrypted: give the key file (--prediction-log-key)")
+        }
+        return record
     }
 
     /// A line back into a record (the inputs and outputs kept as their JSON text).

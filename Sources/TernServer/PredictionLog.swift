@@ -19,6 +19,8 @@ public struct PredictionLogConfiguration: Sendable {
     public var maxAge: Duration?
     /// Retention: at most this many records are kept (the oldest go first); nil keeps them all.
     public var maxRows: Int?
+    /// Encrypts each record's inputs and outputs at rest (`--prediction-log-key`); nil: plain.
+    public var cipher: PayloadCipher?
 
     public init(location: PredictionLogLocation) {
         self.location = location
@@ -105,7 +107,7 @@ public final class PredictionLog: InferenceObserver, Service {
         guard opened.load() == nil else { return }
         let sink: any PredictionSink
         do {
-            sink = try await configuration.location.open()
+            sink = try await configuration.location.open(cipher: configuration.cipher)
         } catch {
             throw TernError(error.code, error.message + " (choose another place with --prediction-log, or turn it off with --prediction-log off)")
         }

@@ -71,10 +71,16 @@ struct PredictionRoutes: Sendable {
 /// Opens the reading connection once, on first use.
 final class PredictionReader: Sendable {
     private let opened = AtomicLazyReference<SinkBox>()
+    /// The prediction log's key file, when its records are encrypted.
+    let cipher: PayloadCipher?
+
+    init(cipher: PayloadCipher? = nil) {
+        self.cipher = cipher
+    }
 
     func store(_ location: PredictionLogLocation) async throws(TernError) -> any PredictionSink {
         if let box = opened.load() { return box.sink }
-        let box = SinkBox(try await location.open())
+        let box = SinkBox(try await location.open(cipher: cipher))
         if opened.storeIfNil(box) !== box { await box.sink.close() }
         return opened.load()!.sink
     }

@@ -127,7 +127,7 @@ public struct TernServer: Sendable {
     /// The prediction log, when on.
     public let predictionLog: PredictionLog?
     /// The API's connection to the prediction log (reads never wait behind the writer's batches).
-    let predictionReader = PredictionReader()
+    let predictionReader: PredictionReader
     let runtime: ONNXRuntime
     let logger: Logger
     /// The API keys, when authentication is configured.
@@ -146,6 +146,7 @@ public struct TernServer: Sendable {
             verifier: keyring, protectsMetrics: configuration.auth?.protectsMetrics ?? false,
             keyLimiter: configuration.keyRateLimit.map(RateLimiter.init), addressLimiter: configuration.addressRateLimit.map(RateLimiter.init))
         self.configuration = configuration
+        self.predictionReader = PredictionReader(cipher: configuration.predictionLog?.cipher)
         self.runtime = runtime
         self.logger = logger
         let metrics = configuration.metricsEnabled ? TernMetricsFactory() : nil

@@ -191,12 +191,13 @@ extension Models.Show {
         }
         guard case .database(let location)? = try? registry.predictionLogLocation(nil) else { return nil }
         if case .sqlite(let path) = location, !FileManager.default.fileExists(atPath: path) { return nil }
-        guard let store = try? await PredictionStore.open(location) else { return nil }
-        defer { Task { await store.close() } }
-        return try? await LivePerformance.versions(in: store, model: model.name) { version in
+        guard let store = try? await PredictionStore.open(location, cipher: try? RegistryOptions.predictionLogCipher(nil)) else { return nil }
+        let versions = try? await LivePerformance.versions(in: store, model: model.name) { version in
             let record = model.versions.first { $0.version == version }
             return (record?.manifest.classLabels, record?.metrics)
         }
+        await store.close()
+        return versions
     }
 }
 

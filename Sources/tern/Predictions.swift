@@ -31,8 +31,14 @@ struct Predictions: AsyncParsableCommand {
                     print(try await PredictionLogSource.get(server, "/api/v1/predictions/\(escaped)").text)
                     return
                 }
-                let store = try await source.location().open()
-                let records = try await store.records(requestID: requestID)
+                let store = try await source.open()
+                let records: [PredictionRecord]
+                do {
+                    records = try await store.records(requestID: requestID)
+                } catch {
+                    await store.close()
+                    throw error
+                }
                 await store.close()
                 guard !records.isEmpty else { throw TernError.notFound("no prediction with request id '\(requestID)' in the prediction log") }
                 print(PredictionJSON.object(records: records, next: nil))
@@ -88,13 +94,18 @@ struct Predictions: AsyncParsableCommand {
                         after = next
                     }
                 } else {
-                    let store = try await source.location().open()
-                    while true {
-                        let page = try await store.records(model: model, since: since, until: until, afterID: after, limit: 5000)
-                        handle.write(Data(PredictionExport.text(page.map(\.record), format: format, header: after == 0).utf8))
-                        total += page.count
-                        guard page.count == 5000, let last = page.last else { break }
-                        after = last.id
+                    let store = try await source.open()
+                    do {
+                        while true {
+                            let page = try await store.records(model: model, since: since, until: until, afterID: after, limit: 5000)
+                            handle.write(Data(PredictionExport.text(page.map(\.record), format: format, header: after == 0).utf8))
+                            total += page.count
+                            guard page.count == 5000, let last = page.last else { break }
+                            after = last.id
+                        }
+                    } catch {
+                        await store.close()
+                        throw error
                     }
                     await store.close()
                 }
@@ -120,6 +131,14 @@ struct PredictionLogSource: ParsableArguments {
 
     @Option(help: ArgumentHelp("Read through a running server's API instead (http://host:8000).", valueName: "url"))
     var server: String?
+
+    @Option(help: ArgumentHelp("The key file of an encrypted log (default: $TERN_PREDICTION_LOG_KEY).", valueName: "file"))
+    var predictionLogKey: String?
+
+    /// The log, opened for reading (encrypted records opened with the key file).
+    func open() async throws -> any PredictionSink {
+        try await location().open(cipher: try RegistryOptions.predictionLogCipher(predictionLogKey))
+    }
 
     func location() throws -> PredictionLogLocation {
         var options = RegistryOptions()
@@ -160,6 +179,12 @@ struct PredictionLogSource: ParsableArguments {
 }
 
 extension RegistryOptions {
+    /// The prediction log's key file: given, else `$TERN_PREDICTION_LOG_KEY`; nil when neither.
+    static func predictionLogCipher(_ explicit: String?) throws -> PayloadCipher? {
+        try (explicit ?? ProcessInfo.processInfo.environment["TERN_PREDICTION_LOG_KEY"].flatMap { $0.isEmpty ? nil : $0 })
+            .map { path throws(TernError) in try PayloadCipher(file: path) }
+    }
+
     /// Where `tern serve` keeps the prediction log: `explicit` ("off" for none), else the registry's
     /// PostgreSQL database, else predictions.sqlite beside the registry's SQLite file or in the data folder.
     func predictionLogLocation(_ explicit: String?) throws -> PredictionLogLocation? {

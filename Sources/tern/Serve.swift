@@ -201,6 +201,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Predictions that may wait for the log's writer; past it they are dropped and counted.", valueName: "rows"))
     var predictionLogQueue: Int = 20_000
 
+    @Option(help: ArgumentHelp(
+        "Encrypt each prediction's inputs and outputs at rest (AES-256-GCM) with the first key of this file "
+            + "(lines '<id> <base64 of 32 bytes>'; every key decrypts; default: $TERN_PREDICTION_LOG_KEY).", valueName: "file"))
+    var predictionLogKey: String?
+
     @OptionGroup var runtimeOptions: RuntimeOptions
 
     func validate() throws {
@@ -391,6 +396,11 @@ struct Serve: AsyncParsableCommand {
                 fail(TernError.invalidArgument("--prediction-log-max-rows applies to a database; for jsonl: files use --prediction-log-retention"))
             }
             log.queueCapacity = predictionLogQueue
+            do {
+                log.cipher = try RegistryOptions.predictionLogCipher(predictionLogKey)
+            } catch {
+                fail(error)
+            }
             configuration.predictionLog = log
         }
         let server = TernServer(configuration: configuration, runtime: runtime, logger: logger)

@@ -1,0 +1,83 @@
+import Crypto
+import Foundation
+import TernCore
+
+/// Encryption at rest of the prediction log's payloads (each record's inputs and outputs): AES-256-GCM with
+/// a random nonce per value, stored as `enc:v1:<key id>:<base64 of nonce, ciphertext and tag>`.
+///
+/// Keys come from a file of lines `<key id> <base64 of 32 bytes>` (`openssl rand -base64 32`); the first line
+/// encrypts, every line decrypts, so a key is rotated by putting a new line first and dropping the old one
+/// once no record needs it. Values written without encryption are read as they are.
+public struct PayloadCipher: Sendable {
+    /// The id of the key new values are sealed with.
+    public let currentID: String
+    private let keys: [String: Data]
+
+    public static let prefix = "enc:v1:"
+
+    /// Reads a key file; each problem is named with the file and line.
+    public init(file path: String) throws(TernError) {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw .invalidArgument("cannot read the prediction log key file \(path) (--prediction-log-key)")
+        }
+        var keys: [String: Data] = [:]
+        var first: String?
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+            let parts = trimmed.split(separator: " ", omittingEmptySubsequences: true)
+            guard parts.count == 2, let key = Data(base64Encoded: String(parts[1])), key.count == 32,
+                  parts[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }) else {
+                throw .invalidArgument("\(path) line \(number + 1): expected '<key id> <base64 of 32 random bytes>' "
+                    + "(make one with: echo \"k1 $(openssl rand -base64 32)\")")
+            }
+            let id = String(parts[0])
+            guard keys[id] == nil else { throw .invalidArgument("\(path) line \(number + 1): key id '\(id)' appears twice") }
+            keys[id] = key
+            first = first ?? id
+        }
+        guard let first else { throw .invalidArgument("\(path) holds no key (--prediction-log-key)") }
+        self.currentID = first
+        self.keys = keys
+    }
+
+    /// `text` sealed with the current key.
+    public func seal(_ text: String) throws(TernError) -> String {
+        do {
+            let box = try AES.GCM.seal(Data(text.utf8), using: SymmetricKey(data: keys[currentID]!))
+            guard let combined = box.combined else { throw TernError.internalError("AES-GCM gave no combined form") }
+            return Self.prefix + currentID + ":" + combined.base64EncodedString()
+        } catch let error as TernError {
+            throw error
+        } catch {
+            throw .internalError("cannot encrypt a prediction log record: \(error)")
+        }
+    }
+
+    /// The plaintext of a sealed value (a value not sealed is returned as it is; one stored as a JSON string,
+    /// as JSON Lines files hold it, too).
+    public func open(_ stored: String) throws(TernError) -> String {
+        var text = Substring(stored)
+        if text.hasPrefix("\"" + Self.prefix), text.hasSuffix("\"") { text = text.dropFirst().dropLast() }
+        guard text.hasPrefix(Self.prefix) else { return stored }
+        let rest = text.dropFirst(Self.prefix.count)
+        guard let colon = rest.firstIndex(of: ":") else { throw .internalError("a prediction log record is sealed in an unknown form") }
+        let id = String(rest[..<colon])
+        guard let key = keys[id] else {
+            throw TernError(.unavailable, "prediction log records are encrypted with key '\(Echo.clip(id))', which the "
+                + "key file does not hold (--prediction-log-key)")
+        }
+        do {
+            guard let combined = Data(base64Encoded: String(rest[rest.index(after: colon)...])) else { throw TernError.internalError("") }
+            let plain = try AES.GCM.open(try AES.GCM.SealedBox(combined: combined), using: SymmetricKey(data: key))
+            return String(decoding: plain, as: UTF8.self)
+        } catch {
+            throw TernError(.internalError, "a prediction log record encrypted with key '\(id)' does not decrypt (altered, or another key under that id)")
+        }
+    }
+
+    /// Whether `stored` was sealed (by any key).
+    public static func isSealed(_ stored: String) -> Bool {
+        stored.hasPrefix(prefix) || stored.hasPrefix("\"" + prefix)
+    }
+}

@@ -396,3 +396,42 @@ def test_a_web_page_of_another_origin_cannot_change_anything(repository):
         assert "Access-Control-Allow-Origin" not in requests.get(f"{base}/v2", timeout=10).headers
     finally:
         server.stop()
+
+
+def test_a_key_past_its_requests_in_flight_gets_429_and_every_end_gives_its_place_back(tmp_path):
+    import threading
+    reg = Registry("sqlite", tmp_path)
+    reg.cli("push", pack(reg.tmp, "gbc", "credit", 1))
+    busy, other = create_key(reg, "busy", "infer,read"), create_key(reg, "other", "infer")
+    server = reg.serve("--key-concurrency", "1")
+    try:
+        big = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [40000, 10],
+                           "data": np.tile(ROW, (40000, 1)).reshape(-1).tolist()}]}
+        body = json.dumps(big)
+        codes, barrier = [], threading.Barrier(6)
+
+        def send():
+            barrier.wait()
+            answer = requests.post(f"http://{server.url}/v2/models/credit/infer", data=body, timeout=60,
+                                   headers={"Authorization": f"Bearer {busy}"})
+            codes.append((answer.status_code, answer.json().get("error", "")))
+        threads = [threading.Thread(target=send) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert any(code == 200 for code, _ in codes), codes
+        refused = [error for code, error in codes if code == 429]
+        assert refused and "key:busy has 1 requests in flight, its limit (--key-concurrency)" in refused[0], codes
+        # Every request gives its place back, whatever its end: refused input, a route error, success; gRPC too.
+        for _ in range(3):
+            assert call(server, "POST", "/v2/models/credit/infer", busy, json={"inputs": []}).status_code == 400
+            assert call(server, "GET", "/v2/models/nope", busy).status_code == 404
+            assert call(server, "POST", "/v1/models/credit:explode", busy, json={}).status_code == 404
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        for _ in range(3):
+            assert grpc_status(lambda: client.infer("credit", [grpc_input()], headers={"x-api-key": busy})) == "OK"
+        assert call(server, "POST", "/v2/models/credit/infer", busy, json=infer_body()).status_code == 200
+        assert call(server, "POST", "/v2/models/credit/infer", other, json=infer_body()).status_code == 200
+    finally:
+        server.stop()

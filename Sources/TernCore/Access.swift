@@ -38,6 +38,13 @@ public struct Caller: Sendable, Equatable {
     public var name: String
     public var scopes: Set<Scope>
     public var models: Set<String>?
+    /// The caller's place among its requests in flight (`--key-concurrency`), given back when the request
+    /// ends; nil when concurrency is not limited.
+    public var slot: ConcurrencySlot?
+
+    public static func == (lhs: Caller, rhs: Caller) -> Bool {
+        lhs.name == rhs.name && lhs.scopes == rhs.scopes && lhs.models == rhs.models
+    }
 
     public init(name: String, scopes: Set<Scope>, models: Set<String>? = nil) {
         self.name = name
@@ -86,13 +93,16 @@ public struct AccessControl: Sendable {
     public let keyLimiter: RateLimiter?
     /// Requests per client address (`--ip-rate-limit`), health routes aside; checked by each transport.
     public let addressLimiter: RateLimiter?
+    /// Requests in flight per API key (`--key-concurrency`).
+    public let keyConcurrency: ConcurrencyLimiter?
 
     public static let open = AccessControl(verifier: nil)
 
     public init(
         verifier: (any CredentialVerifier)?, protectsMetrics: Bool = false, keyLimiter: RateLimiter? = nil,
-        addressLimiter: RateLimiter? = nil
+        addressLimiter: RateLimiter? = nil, keyConcurrency: ConcurrencyLimiter? = nil
     ) {
+        self.keyConcurrency = keyConcurrency
         self.verifier = verifier
         self.protectsMetrics = protectsMetrics
         self.keyLimiter = keyLimiter
@@ -152,7 +162,9 @@ public struct AccessControl: Sendable {
         if let keyLimiter, let wait = keyLimiter.take(caller.name) {
             throw keyLimiter.refusal(caller.name, wait: wait, flag: "--key-rate-limit")
         }
-        return caller
+        var admitted = caller
+        if let keyConcurrency { admitted.slot = try keyConcurrency.acquire(caller.name) }
+        return admitted
     }
 }
 
@@ -203,4 +215,57 @@ public struct TLSFiles: Sendable, Equatable {
         self.key = key
         self.clientCA = clientCA
     }
+}
+
+/// Requests in flight per caller: a caller past its limit is refused (429) until one of its requests ends.
+public final class ConcurrencyLimiter: Sendable {
+    public let limit: Int
+    private let inFlight = Mutex<[String: Int]>([:])
+
+    public init(limit: Int) { self.limit = limit }
+
+    /// A place for one more request of `name`, or the refusal.
+    public func acquire(_ name: String) throws(TernError) -> ConcurrencySlot {
+        let admitted = inFlight.withLock { counts -> Bool in
+            let current = counts[name, default: 0]
+            guard current < limit else { return false }
+            counts[name] = current + 1
+            return true
+        }
+        guard admitted else {
+            var error = TernError(.rateLimited, "\(name) has \(limit) requests in flight, its limit (--key-concurrency); retry when one ends")
+            error.retryAfter = .seconds(1)
+            throw error
+        }
+        return ConcurrencySlot(limiter: self, name: name)
+    }
+
+    fileprivate func release(_ name: String) {
+        inFlight.withLock { counts in
+            let left = counts[name, default: 1] - 1
+            if left <= 0 { counts.removeValue(forKey: name) } else { counts[name] = left }
+        }
+    }
+
+    /// Requests of `name` in flight now.
+    public func count(_ name: String) -> Int { inFlight.withLock { $0[name, default: 0] } }
+}
+
+/// One request's place in its caller's limit, given back once (by whichever end of the request sees it
+/// end first: the transport, or the core for inference).
+public final class ConcurrencySlot: Sendable {
+    private let limiter: ConcurrencyLimiter
+    private let name: String
+    private let held = Atomic<Bool>(true)
+
+    init(limiter: ConcurrencyLimiter, name: String) {
+        self.limiter = limiter
+        self.name = name
+    }
+
+    public func release() {
+        if held.exchange(false, ordering: .acquiringAndReleasing) { limiter.release(name) }
+    }
+
+    deinit { release() }
 }

@@ -281,6 +281,7 @@ public final class InferenceService: Sendable {
         accepted: ContinuousClock.Instant? = nil, timing: RunTiming? = nil
     ) {
         let answered = ContinuousClock.now
+        context.caller?.slot?.release()  // the request's place among its caller's requests in flight
         let ran = accepted != nil
         let duration = context.received.duration(to: answered)
         let error: (any Error)? = if case .failure(let error) = result { error } else { nil }

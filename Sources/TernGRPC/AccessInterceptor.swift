@@ -35,6 +35,7 @@ struct AccessInterceptor: ServerInterceptor {
             credential: AccessControl.credential(
                 authorization: Self.first(request.metadata, "authorization"), apiKey: Self.first(request.metadata, "x-api-key")),
             scope: scope)
+        defer { caller?.slot?.release() }
         return try await CurrentCaller.$value.withValue(caller) { try await next(request, context) }
     }
 

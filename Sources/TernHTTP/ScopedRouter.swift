@@ -56,6 +56,7 @@ public struct ScopedRouter {
                 throw TernError(.permissionDenied, "\(caller.name) may use only \(models.sorted().joined(separator: ", ")); "
                     + "\(method.rawValue) \(full) spans every model")
             }
+            defer { caller?.slot?.release() }
             return try await CurrentCaller.$value.withValue(caller) {
                 try await handler(request, context).response(from: request, context: context)
             }

@@ -69,6 +69,8 @@ public struct ServerConfiguration: Sendable {
     /// Requests a second per API key, and per client address (health probes aside); nil: unlimited.
     public var keyRateLimit: RateLimit?
     public var addressRateLimit: RateLimit?
+    /// Requests each API key may have in flight at once; nil: unlimited.
+    public var keyConcurrency: Int?
 
     public init(modelsDirectory: String) {
         self.modelsDirectory = modelsDirectory
@@ -144,7 +146,8 @@ public struct TernServer: Sendable {
         self.keyring = keyring
         configuration.http.access = AccessControl(
             verifier: keyring, protectsMetrics: configuration.auth?.protectsMetrics ?? false,
-            keyLimiter: configuration.keyRateLimit.map(RateLimiter.init), addressLimiter: configuration.addressRateLimit.map(RateLimiter.init))
+            keyLimiter: configuration.keyRateLimit.map(RateLimiter.init), addressLimiter: configuration.addressRateLimit.map(RateLimiter.init),
+            keyConcurrency: configuration.keyConcurrency.map { ConcurrencyLimiter(limit: $0) })
         self.configuration = configuration
         self.predictionReader = PredictionReader(cipher: configuration.predictionLog?.cipher)
         self.runtime = runtime

@@ -88,6 +88,10 @@ struct Serve: AsyncParsableCommand {
         valueName: "origin"))
     var corsOrigin: [String] = []
 
+    @Option(help: ArgumentHelp("Requests each API key may have in flight at once; past it 429 (gRPC RESOURCE_EXHAUSTED).",
+                               valueName: "requests"))
+    var keyConcurrency: Int?
+
     @Option(help: ArgumentHelp("Requests a second each client address may send (health probes aside); past it 429 and the connection closes.",
                                valueName: "rate"))
     var ipRateLimit: Double?
@@ -234,6 +238,7 @@ struct Serve: AsyncParsableCommand {
         if trustedKeys != nil, models != nil { throw ValidationError("--trusted-keys applies to a registry (--data/--database), not to --models") }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("give --tls-cert and --tls-key together") }
         if tlsClientCa != nil, tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
+        if let keyConcurrency, !(1...100_000).contains(keyConcurrency) { throw ValidationError("--key-concurrency must be 1...100000") }
         for (flag, rate) in [("--key-rate-limit", keyRateLimit), ("--ip-rate-limit", ipRateLimit)] {
             if let rate, !(rate > 0 && rate <= 10_000_000) { throw ValidationError("\(flag) must be a positive number of requests a second") }
         }
@@ -362,6 +367,7 @@ struct Serve: AsyncParsableCommand {
         configuration.http.allowedOrigins = corsOrigin
         if let tlsCert, let tlsKey { configuration.tls = TLSFiles(certificate: tlsCert, key: tlsKey, clientCA: tlsClientCa) }
         configuration.keyRateLimit = keyRateLimit.map { RateLimit(perSecond: $0) }
+        configuration.keyConcurrency = keyConcurrency
         configuration.addressRateLimit = ipRateLimit.map { RateLimit(perSecond: $0) }
         configuration.metricsEnabled = !noMetrics
         configuration.metricsPort = metricsPort

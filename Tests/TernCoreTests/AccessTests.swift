@@ -82,4 +82,19 @@ struct AccessTests {
         #expect(limiter.take("a", now: start + .seconds(100)) == nil)
         #expect(limiter.take("a", now: start + .seconds(100)) != nil)
     }
+
+    @Test("requests in flight per caller: refused past the limit, places given back once, also when dropped")
+    func concurrency() throws {
+        let limiter = ConcurrencyLimiter(limit: 2)
+        let first = try limiter.acquire("key:a")
+        var second: ConcurrencySlot? = try limiter.acquire("key:a")
+        #expect(throws: TernError.self) { try limiter.acquire("key:a") }
+        _ = try limiter.acquire("key:b")  // another caller, its own count (released at once: dropped)
+        first.release()
+        first.release()  // once only
+        #expect(limiter.count("key:a") == 1)
+        second = nil  // dropped without release: its place comes back
+        #expect(second == nil && limiter.count("key:a") == 0)
+        #expect(limiter.count("key:b") == 0)
+    }
 }

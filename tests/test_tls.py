@@ -31,9 +31,9 @@ def certs(tmp_path_factory):
             "-subj", "/CN=Tern test CA", cwd=d)
     (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
     (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name, ext, ca in (("server", "server.ext", "ca"), ("client", "client.ext", "ca")):
+    for name, ext, ca in (("server", "server.ext", "ca"), ("renewed", "server.ext", "ca"), ("client", "client.ext", "ca")):
         openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={'localhost' if name == 'server' else 'scoring-app'}", cwd=d)
+                "-subj", f"/CN={'scoring-app' if name == 'client' else 'localhost'}", cwd=d)
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
                 "-out", f"{name}.pem", "-days", "2", "-extfile", ext, cwd=d)
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "stranger.key", "-out", "stranger.pem",
@@ -148,3 +148,50 @@ def test_unusable_tls_files_fail_at_start_in_one_line(tmp_path, certs, flags, me
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert any(message in line for line in lines[-3:]) and len(lines) <= 3, lines
     assert not any("serving" in line for line in lines)
+
+
+def served_certificate(port, ca, alpn=None):
+    """The DER of the certificate a fresh TLS handshake with 127.0.0.1:port presents."""
+    import socket
+    import ssl
+    context = ssl.create_default_context(cafile=ca)
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def test_sighup_reloads_the_certificate_for_new_connections(tmp_path, certs):
+    import shutil
+    import signal
+    import ssl
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(certs["server.pem"], cert)
+    shutil.copy(certs["server.key"], key)
+    der = {name: ssl.PEM_cert_to_DER_cert(open(certs[f"{name}.pem"]).read()) for name in ("server", "renewed")}
+    server = TLSServer(tmp_path, "--models", EXAMPLES, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert served_certificate(server.port, certs["ca.pem"]) == der["server"]
+        assert served_certificate(server.grpc_port, certs["ca.pem"], ["h2"]) == der["server"]
+        shutil.copy(certs["renewed.pem"], cert)
+        shutil.copy(certs["renewed.key"], key)
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while "TLS certificate reloaded" not in server.output():
+            assert time.time() < deadline, server.output()
+            time.sleep(0.05)
+        assert served_certificate(server.port, certs["ca.pem"]) == der["renewed"]
+        assert served_certificate(server.grpc_port, certs["ca.pem"], ["h2"]) == der["renewed"]
+        # A broken file is refused and the last good pair kept.
+        cert.write_text("not a certificate")
+        server.process.send_signal(signal.SIGHUP)
+        while "TLS certificate not reloaded; serving the previous one" not in server.output():
+            assert time.time() < deadline + 10, server.output()
+            time.sleep(0.05)
+        assert served_certificate(server.port, certs["ca.pem"]) == der["renewed"]
+        answer = requests.post(f"https://localhost:{server.port}/v2/models/credit-risk/infer", json=BODY,
+                               verify=certs["ca.pem"], timeout=10)
+        assert answer.status_code == 200 and server.process.poll() is None
+    finally:
+        server.stop()

@@ -1,5 +1,6 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import NIOCertificateReloading
 import ServiceLifecycle
 import TernCore
 
@@ -21,13 +22,17 @@ public struct GRPCFrontEndConfiguration: Sendable {
     public var access: AccessControl = .open
     /// TLS (mutual when it names a client CA); nil: plaintext.
     public var tls: TLSFiles?
+    /// Gives each handshake the current certificate and key (reloaded on SIGHUP), when set.
+    public var certificateReloader: (any CertificateReloader)?
 
     public init(
         host: String = "0.0.0.0", port: Int = 8001, maxMessageBytes: Int = 64 << 20, maxConcurrentStreams: Int = 256,
-        maxIdleTime: Duration? = .seconds(300), access: AccessControl = .open, tls: TLSFiles? = nil
+        maxIdleTime: Duration? = .seconds(300), access: AccessControl = .open, tls: TLSFiles? = nil,
+        certificateReloader: (any CertificateReloader)? = nil
     ) {
         self.access = access
         self.tls = tls
+        self.certificateReloader = certificateReloader
         self.host = host
         self.port = port
         self.maxMessageBytes = maxMessageBytes
@@ -45,7 +50,7 @@ public struct GRPCFrontEnd: Service {
     public init(service: InferenceService, configuration: GRPCFrontEndConfiguration) {
         transport = HTTP2ServerTransport.Posix(
             address: .ipv4(host: configuration.host, port: configuration.port),
-            transportSecurity: Self.security(configuration.tls),
+            transportSecurity: Self.security(configuration.tls, reloader: configuration.certificateReloader),
             config: .defaults {
                 $0.rpc.maxRequestPayloadSize = configuration.maxMessageBytes
                 $0.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
@@ -57,8 +62,20 @@ public struct GRPCFrontEnd: Service {
             interceptors: configuration.access.checksRequests ? [AccessInterceptor(access: configuration.access)] : [])
     }
 
-    private static func security(_ tls: TLSFiles?) -> HTTP2ServerTransport.Posix.TransportSecurity {
+    private static func security(_ tls: TLSFiles?, reloader: (any CertificateReloader)?) -> HTTP2ServerTransport.Posix.TransportSecurity {
         guard let tls else { return .plaintext }
+        if let reloader {
+            // Primed by its creator (the files were read), so these do not throw.
+            if let ca = tls.clientCA,
+               let security = try? HTTP2ServerTransport.Posix.TransportSecurity.mTLS(certificateReloader: reloader, configure: {
+                   $0.trustRoots = .certificates([.file(path: ca, format: .pem)])
+               }) {
+                return security
+            }
+            if tls.clientCA == nil, let security = try? HTTP2ServerTransport.Posix.TransportSecurity.tls(certificateReloader: reloader) {
+                return security
+            }
+        }
         let chain: [TLSConfig.CertificateSource] = [.file(path: tls.certificate, format: .pem)]
         let key: TLSConfig.PrivateKeySource = .file(path: tls.key, format: .pem)
         guard let ca = tls.clientCA else { return .tls(certificateChain: chain, privateKey: key) }

@@ -6,6 +6,7 @@ import CoreMetrics
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
+import NIOCertificateReloading
 import Logging
 import NIOCore
 import NIOPosix
@@ -284,6 +285,8 @@ public struct TernServer: Sendable {
                 factory: service.catalog.metricsFactory, logger: Logger(label: "tern.alerts"))
         }
         let (service, http) = (service, configuration.http)
+        // The certificate and key, read again on SIGHUP for every new handshake (HTTP and gRPC).
+        let reloader = try configuration.tls.map { files throws(TernError) in try FileCertificateReloader(files: files) }
         let connections = ConnectionCount()
         let http1 = HTTPServerBuilder.http1(configuration: .init(
             additionalChannelHandlers: [
@@ -292,7 +295,11 @@ public struct TernServer: Sendable {
             ]))
         let app = Application(
             router: router(models: models, monitors: monitors, alerts: alerts),
-            server: try configuration.tls.map { files in try .tls(http1, tlsConfiguration: try files.serverConfiguration()) } ?? http1,
+            server: try reloader.map { reloader in
+                var tls = try reloader.files.serverConfiguration()
+                tls.setCertificateReloader(reloader)
+                return try .tls(http1, tlsConfiguration: tls)
+            } ?? http1,
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.httpPort), serverName: "tern"),
             onServerRunning: { channel in
@@ -306,6 +313,7 @@ public struct TernServer: Sendable {
         if let tracing = configuration.tracing { services.append(.init(service: tracing.service)) }
         if let predictionLog { services.append(.init(service: predictionLog)) }
         if let keyring { services.append(.init(service: keyring)) }
+        if let reloader { services.append(.init(service: CertificateReloadService(reloader: reloader, logger: logger))) }
         services.append(.init(service: loader))
         if let alerts { services.append(.init(service: alerts)) }
         if metrics != nil, configuration.driftInterval > .zero, let drift {
@@ -320,7 +328,7 @@ public struct TernServer: Sendable {
                     host: configuration.host, port: grpcPort, maxMessageBytes: configuration.http.maxRequestBytes,
                     maxConcurrentStreams: configuration.grpcMaxConcurrentStreams,
                     maxIdleTime: configuration.http.connections.idleTimeout * 5, access: configuration.http.access,
-                    tls: configuration.tls))
+                    tls: configuration.tls, certificateReloader: reloader))
             services.append(.init(service: grpc))
             services.append(.init(service: PortReporter({ await grpc.port }, onReady: { port in
                 listening.opened()

@@ -80,4 +80,33 @@ public struct PayloadCipher: Sendable {
     public static func isSealed(_ stored: String) -> Bool {
         stored.hasPrefix(prefix) || stored.hasPrefix("\"" + prefix)
     }
+
+    /// Records with their inputs and outputs sealed (`quoted`: as JSON strings, for JSON Lines files).
+    public static func seal(_ records: [PredictionRecord], with cipher: PayloadCipher?, quoted: Bool = false) throws(TernError)
+        -> [PredictionRecord]
+    {
+        guard let cipher else { return records }
+        var sealed = records
+        let quote = quoted ? "\"" : ""
+        for index in sealed.indices {
+            sealed[index].inputs = quote + (try cipher.seal(sealed[index].inputs)) + quote
+            sealed[index].outputs = quote + (try cipher.seal(sealed[index].outputs)) + quote
+        }
+        return sealed
+    }
+
+    /// A record as read, its inputs and outputs opened; without a cipher, a sealed record is refused saying
+    /// the key file is needed.
+    public static func open(_ record: PredictionRecord, with cipher: PayloadCipher?) throws(TernError) -> PredictionRecord {
+        guard let cipher else {
+            if isSealed(record.inputs) {
+                throw TernError(.unavailable, "the prediction log's records are encrypted: give the key file (--prediction-log-key)")
+            }
+            return record
+        }
+        var opened = record
+        opened.inputs = try cipher.open(record.inputs)
+        opened.outputs = try cipher.open(record.outputs)
+        return opened
+    }
 }

@@ -141,13 +141,7 @@ public final class PredictionStore: Sendable {
     /// Appends records in one transaction (in statements of at most 500 rows).
     public func append(_ records: [PredictionRecord]) async throws(TernError) {
         guard !records.isEmpty else { return }
-        var records = records
-        if let cipher {
-            for index in records.indices {
-                records[index].inputs = try cipher.seal(records[index].inputs)
-                records[index].outputs = try cipher.seal(records[index].outputs)
-            }
-        }
+        let records = try PayloadCipher.seal(records, with: cipher)
         let database = try await self.database
         if let sqlite = database.sqlite {
             try await run { try await self.appendSQLite(records, sqlite) }
@@ -355,7 +349,7 @@ public final class PredictionStore: Sendable {
 
     /// A record from a row holding the table's columns.
     private func record(_ row: any SQLRow) throws -> PredictionRecord {
-        var record = PredictionRecord(
+        let record = PredictionRecord(
             time: try row.decode(column: "time_ms", as: Int64.self),
             requestID: try row.decode(column: "request_id", as: String.self),
             model: try row.decode(column: "model", as: String.self),
@@ -366,13 +360,7 @@ public final class PredictionStore: Sendable {
             traceID: try row.decode(column: "trace_id", as: String?.self),
             inputs: try row.decode(column: "inputs", as: String.self),
             outputs: try row.decode(column: "outputs", as: String.self))
-        if let cipher {
-            record.inputs = try cipher.open(record.inputs)
-            record.outputs = try cipher.open(record.outputs)
-        } else if PayloadCipher.isSealed(record.inputs) {
-            throw TernError(.unavailable, "the prediction log's records are encrypted: give the key file (--prediction-log-key)")
-        }
-        return record
+        return try PayloadCipher.open(record, with: cipher)
     }
 
     private func run<T>(_ body: () async throws -> T) async throws(TernError) -> T {

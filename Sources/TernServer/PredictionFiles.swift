@@ -90,13 +90,7 @@ final class PredictionFiles: PredictionSink {
 
     func append(_ records: [PredictionRecord]) async throws(TernError) {
         guard !records.isEmpty else { return }
-        var records = records
-        if let cipher {
-            for index in records.indices {
-                records[index].inputs = "\"" + (try cipher.seal(records[index].inputs)) + "\""
-                records[index].outputs = "\"" + (try cipher.seal(records[index].outputs)) + "\""
-            }
-        }
+        let records = try PayloadCipher.seal(records, with: cipher, quoted: true)
         let text = records.map { PredictionJSON.line($0) + "\n" }.joined()
         let bytes = Data(text.utf8)
         let now = Int64(Date().timeIntervalSince1970 * 1000)
@@ -218,14 +212,8 @@ final class PredictionFiles: PredictionSink {
 
     /// A line back into a record, its sealed inputs and outputs opened; nil for a line that is not a record.
     func read(_ line: String) throws(TernError) -> PredictionRecord? {
-        guard var record = Self.parse(line) else { return nil }
-        if let cipher {
-            record.inputs = try cipher.open(record.inputs)
-            record.outputs = try cipher.open(record.outputs)
-        } else if PayloadCipher.isSealed(record.inputs) {
-            throw TernError(.unavailable, "the prediction log's records are encrypted: give the key file (--prediction-log-key)")
-        }
-        return record
+        guard let record = Self.parse(line) else { return nil }
+        return try PayloadCipher.open(record, with: cipher)
     }
 
     /// A line back into a record (the inputs and outputs kept as their JSON text).

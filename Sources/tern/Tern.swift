@@ -35,6 +35,14 @@ struct Tern: AsyncParsableCommand {
             then beside the executable (../lib/tern, ../lib: scripts/install.sh puts it
             there), then .tern/onnxruntime (scripts/install-onnxruntime.sh), then the
             system loader. tern --version prints Tern's version.
+
+            Without API keys a server listens on 127.0.0.1 only. To let other machines
+            in, create keys (printed once; clients send 'Authorization: Bearer KEY'):
+
+              tern keys create scoring-app --scopes infer
+              tern keys create ci --scopes read,admin --expires 90d
+
+            TLS, signed bundles, rate limits: docs/security.md.
             """,
         subcommands: [Serve.self, Predict.self, Inspect.self, Pack.self, Push.self, Models.self, Audit.self, Keys.self, RegistryCommand.self, Predictions.self, Drift.self, Alerts.self]
     )

@@ -66,20 +66,18 @@ def concrete(path):
     return path
 
 
-def test_every_route_needs_its_scope(secured):
-    reg, server, keys = secured
-    listed = call(server, "GET", "/api/v1/routes", keys["read"])
+def forge(credential):
+    """The credential with one character of its secret (an API key's, a token's signature) changed."""
+    at = len(credential) - 1 if credential.startswith("tern_") else len(credential) - 20
+    return credential[:at] + ("0" if credential[at] != "0" else "1") + credential[at + 1:]
+
+
+def walk_routes(server, credentials):
+    """Every HTTP route from the server's own list: 401 without a credential, 403 with one lacking the scope,
+    401 for a forged one, and through with the right one. `credentials` maps each scope to a credential."""
+    listed = call(server, "GET", "/api/v1/routes", credentials["read"])
     assert listed.status_code == 200, listed.text
-    routes = listed.json()
-    http = [r for r in routes if r["transport"] == "http"]
-    scopes = {(r["method"], r["path"]): r.get("scope") for r in http}
-    # The list is the router's own: the routes users know are in it, with the scopes docs/security.md gives.
-    assert scopes[("POST", "/v2/models/{model}/infer")] == "infer"
-    assert scopes[("POST", "/api/v1/bundles")] == "admin"
-    assert scopes[("GET", "/api/v1/predictions")] == "read"
-    assert scopes[("GET", "/v2/health/ready")] is None
-    assert scopes[("GET", "/metrics")] == "metrics"
-    assert scopes[("POST", "/api/v1/keys")] == "admin"
+    http = [r for r in listed.json() if r["transport"] == "http"]
     assert len(http) >= 40, http
     # Changes last, so that reads see the models.
     for route in sorted(http, key=lambda r: r["method"] in ("DELETE", "PUT", "POST") and "infer" not in r["path"]):
@@ -92,13 +90,27 @@ def test_every_route_needs_its_scope(secured):
         assert anonymous.status_code == 401, (method, path, anonymous.status_code, anonymous.text)
         assert anonymous.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
         assert "authentication required" in anonymous.json()["error"]
-        wrong = call(server, method, path, keys[LACKING[scope]], data=body)
+        wrong = call(server, method, path, credentials[LACKING[scope]], data=body)
         assert wrong.status_code == 403, (method, path, wrong.status_code, wrong.text)
         assert f"lacks the '{scope}' scope" in wrong.json()["error"], wrong.text
-        forged = call(server, method, path, keys[scope][:-1] + ("0" if keys[scope][-1] != "0" else "1"), data=body)
+        forged = call(server, method, path, forge(credentials[scope]), data=body)
         assert forged.status_code == 401, (method, path, forged.text)
-        right = call(server, method, path, keys[scope], data=body)
+        right = call(server, method, path, credentials[scope], data=body)
         assert right.status_code not in (401, 403) and right.status_code < 500, (method, path, right.status_code, right.text)
+    return http
+
+
+def test_every_route_needs_its_scope(secured):
+    reg, server, keys = secured
+    http = walk_routes(server, keys)
+    scopes = {(r["method"], r["path"]): r.get("scope") for r in http}
+    # The list is the router's own: the routes users know are in it, with the scopes docs/security.md gives.
+    assert scopes[("POST", "/v2/models/{model}/infer")] == "infer"
+    assert scopes[("POST", "/api/v1/bundles")] == "admin"
+    assert scopes[("GET", "/api/v1/predictions")] == "read"
+    assert scopes[("GET", "/v2/health/ready")] is None
+    assert scopes[("GET", "/metrics")] == "metrics"
+    assert scopes[("POST", "/api/v1/keys")] == "admin"
 
 
 GRPC_CALLS = {
@@ -130,9 +142,9 @@ def grpc_status(function):
         return str(error.status()).replace("StatusCode.", "")
 
 
-def test_every_rpc_needs_its_scope(secured):
-    _, server, keys = secured
-    rpcs = [r for r in call(server, "GET", "/api/v1/routes", keys["read"]).json() if r["transport"] == "grpc"]
+def walk_rpcs(server, credentials):
+    """Every RPC of the gRPC service, from the server's route list, as `walk_routes` does."""
+    rpcs = [r for r in call(server, "GET", "/api/v1/routes", credentials["read"]).json() if r["transport"] == "grpc"]
     names = {r["path"].rsplit("/", 1)[1]: r.get("scope") for r in rpcs}
     assert set(names) == set(GRPC_CALLS), "an RPC without a test: " + str(set(names) ^ set(GRPC_CALLS))
     client = grpcclient.InferenceServerClient(server.grpc_url)
@@ -142,10 +154,18 @@ def test_every_rpc_needs_its_scope(secured):
             assert grpc_status(lambda: run(client, {})) == "OK", name
             continue
         assert grpc_status(lambda: run(client, {})) == "UNAUTHENTICATED", name
-        assert grpc_status(lambda: run(client, {"authorization": f"Bearer {keys[LACKING[scope]]}"})) == "PERMISSION_DENIED", name
-        assert grpc_status(lambda: run(client, {"x-api-key": keys[scope]})) == "OK", name
-    result = client.infer("credit", [grpc_input()], headers={"authorization": f"Bearer {keys['infer']}"})
+        assert grpc_status(lambda: run(client, {"authorization": f"Bearer {credentials[LACKING[scope]]}"})) == "PERMISSION_DENIED", name
+        assert grpc_status(lambda: run(client, {"authorization": f"Bearer {forge(credentials[scope])}"})) == "UNAUTHENTICATED", name
+        assert grpc_status(lambda: run(client, {"authorization": f"Bearer {credentials[scope]}"})) == "OK", name
+    result = client.infer("credit", [grpc_input()], headers={"authorization": f"Bearer {credentials['infer']}"})
     assert result.as_numpy("label").shape == (1,)
+
+
+def test_every_rpc_needs_its_scope(secured):
+    _, server, keys = secured
+    walk_rpcs(server, keys)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    assert grpc_status(lambda: client.infer("credit", [grpc_input()], headers={"x-api-key": keys["infer"]})) == "OK"
 
 
 def test_a_key_limited_to_a_model_may_use_only_that_model(secured):

@@ -151,7 +151,7 @@ public struct AccessControl: Sendable {
     public func authorize(credential: String?, scope: Scope?, model: String? = nil) throws(TernError) -> Caller? {
         guard let verifier, let scope, verifier.enforcing else { return nil }
         guard let credential, !credential.isEmpty else {
-            throw TernError(.unauthenticated, "authentication required: send an API key as 'Authorization: Bearer KEY' or 'x-api-key: KEY'")
+            throw TernError(.unauthenticated, "authentication required: send an API key or a token as 'Authorization: Bearer CREDENTIAL' (or a key as 'x-api-key: KEY')")
         }
         let caller = try verifier.verify(credential)
         guard caller.has(scope) else {

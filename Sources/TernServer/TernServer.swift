@@ -86,6 +86,8 @@ public struct AuthConfiguration: Sendable {
     public var pollInterval: Duration = .seconds(1)
     /// `GET /metrics` needs the `metrics` scope (else it is open, as the health routes).
     public var protectsMetrics = false
+    /// Bearer tokens (JWTs) from an identity provider, accepted beside the API keys.
+    public var tokens: TokenPolicy?
 
     public init(keys: RegistryLocation? = nil) {
         self.keys = keys
@@ -135,6 +137,8 @@ public struct TernServer: Sendable {
     let logger: Logger
     /// The API keys, when authentication is configured.
     let keyring: APIKeyring?
+    /// The identity provider's tokens, when configured.
+    let tokens: BearerTokens?
     /// Every HTTP route with its scope, filled as the router is built.
     let routes = RouteTable()
     /// Each served version's newest predictions in memory, for drift (with a registry, whose bundles hold
@@ -145,8 +149,10 @@ public struct TernServer: Sendable {
         var configuration = configuration
         let keyring = configuration.auth.map { APIKeyring(pollInterval: $0.pollInterval, logger: Logger(label: "tern.auth")) }
         self.keyring = keyring
+        let tokens = configuration.auth?.tokens.map { BearerTokens(policy: $0, logger: Logger(label: "tern.auth")) }
+        self.tokens = tokens
         configuration.http.access = AccessControl(
-            verifier: keyring, protectsMetrics: configuration.auth?.protectsMetrics ?? false,
+            verifier: configuration.auth == nil ? nil : Credentials(keys: keyring, tokens: tokens), protectsMetrics: configuration.auth?.protectsMetrics ?? false,
             keyLimiter: configuration.keyRateLimit.map(RateLimiter.init), addressLimiter: configuration.addressRateLimit.map(RateLimiter.init),
             keyConcurrency: configuration.keyConcurrency.map { ConcurrencyLimiter(limit: $0) })
         self.configuration = configuration
@@ -275,6 +281,7 @@ public struct TernServer: Sendable {
                 try await keyring.load(from: registry)
             }
         }
+        try await tokens?.load()
         let monitors = monitoring(models: models)
         let (drift, feedback) = monitors
         var alerts: AlertEvaluator?
@@ -313,6 +320,7 @@ public struct TernServer: Sendable {
         if let tracing = configuration.tracing { services.append(.init(service: tracing.service)) }
         if let predictionLog { services.append(.init(service: predictionLog)) }
         if let keyring { services.append(.init(service: keyring)) }
+        if let tokens { services.append(.init(service: tokens)) }
         if let reloader { services.append(.init(service: CertificateReloadService(reloader: reloader, logger: logger))) }
         services.append(.init(service: loader))
         if let alerts { services.append(.init(service: alerts)) }

@@ -52,7 +52,7 @@ struct Serve: AsyncParsableCommand {
     var platform: Platform = .standalone
 
     @Option(help: ArgumentHelp(
-        "Address to listen on (default: every address when the registry holds API keys or with --platform; "
+        "Address to listen on (default: every address when the registry holds API keys, with --jwt-issuer/--jwt-jwks or with --platform; "
             + "else 127.0.0.1, as a server without authentication must not be reachable from other machines).",
         valueName: "address"))
     var host: String?
@@ -67,6 +67,32 @@ struct Serve: AsyncParsableCommand {
         "Requests a second each API key may send (bursts of a second's worth); past it 429 with Retry-After, gRPC RESOURCE_EXHAUSTED.",
         valueName: "rate"))
     var keyRateLimit: Double?
+
+    @Option(help: ArgumentHelp(
+        "Accept bearer tokens (JWTs) from this OpenID Connect issuer: its 'iss', and where its keys are found "
+            + "(ISSUER/.well-known/openid-configuration) unless --jwt-jwks names them. Needs --jwt-audience.",
+        valueName: "url"))
+    var jwtIssuer: String?
+
+    @Option(help: ArgumentHelp("The issuer's token keys: a JWKS file or an http(s) URL (read again every --jwt-refresh).", valueName: "file-or-url"))
+    var jwtJwks: String?
+
+    @Option(help: ArgumentHelp("The audience ('aud') tokens must be for, such as tern or this server's URL.", valueName: "audience"))
+    var jwtAudience: String?
+
+    @Option(help: ArgumentHelp(
+        "The token claim holding Tern scopes (a space-separated string or an array; 'infer' or 'tern:infer').",
+        valueName: "claim"))
+    var jwtScopesClaim = "scope"
+
+    @Option(help: ArgumentHelp("The token claim limiting the models it may use (absent: every model).", valueName: "claim"))
+    var jwtModelsClaim = "tern_models"
+
+    @Option(help: ArgumentHelp("Seconds the server's clock may differ from the issuer's for 'exp' and 'nbf'.", valueName: "seconds"))
+    var jwtClockSkew = 60
+
+    @Option(help: ArgumentHelp("Seconds between reads of the issuer's keys.", valueName: "seconds"))
+    var jwtRefresh = 600
 
     @Option(help: ArgumentHelp(
         "With a registry: push and load only bundles signed by one of these Ed25519 public keys (a PEM file or a folder of *.pub).",
@@ -238,6 +264,18 @@ struct Serve: AsyncParsableCommand {
         if trustedKeys != nil, models != nil { throw ValidationError("--trusted-keys applies to a registry (--data/--database), not to --models") }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("give --tls-cert and --tls-key together") }
         if tlsClientCa != nil, tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
+        if jwtIssuer != nil || jwtJwks != nil {
+            guard let jwtAudience, !jwtAudience.isEmpty else {
+                throw ValidationError("--jwt-issuer/--jwt-jwks need --jwt-audience: without it a token the issuer made for any other service would be accepted")
+            }
+            if let jwtIssuer, URL(string: jwtIssuer)?.scheme.map({ $0 == "http" || $0 == "https" }) != true {
+                throw ValidationError("--jwt-issuer must be an http:// or https:// URL, such as https://login.example.com/realms/ml")
+            }
+        } else if jwtAudience != nil {
+            throw ValidationError("--jwt-audience needs --jwt-issuer or --jwt-jwks")
+        }
+        guard (0...3600).contains(jwtClockSkew) else { throw ValidationError("--jwt-clock-skew must be 0...3600 seconds") }
+        guard (10...86_400).contains(jwtRefresh) else { throw ValidationError("--jwt-refresh must be 10...86400 seconds") }
         if let keyConcurrency, !(1...100_000).contains(keyConcurrency) { throw ValidationError("--key-concurrency must be 1...100000") }
         for (flag, rate) in [("--key-rate-limit", keyRateLimit), ("--ip-rate-limit", ipRateLimit)] {
             if let rate, !(rate > 0 && rate <= 10_000_000) { throw ValidationError("\(flag) must be a positive number of requests a second") }
@@ -317,13 +355,25 @@ struct Serve: AsyncParsableCommand {
             auth.protectsMetrics = metricsAuth
             configuration.auth = auth
         }
-        let open = keyCount == 0
+        if let jwtAudience {
+            var tokens = TokenPolicy(issuer: jwtIssuer, jwks: jwtJwks, audience: jwtAudience)
+            tokens.scopesClaim = jwtScopesClaim
+            tokens.modelsClaim = jwtModelsClaim
+            tokens.clockSkew = .seconds(jwtClockSkew)
+            tokens.refreshInterval = .seconds(jwtRefresh)
+            var auth = configuration.auth ?? AuthConfiguration()
+            auth.protectsMetrics = metricsAuth
+            auth.tokens = tokens
+            configuration.auth = auth
+        }
+        let open = keyCount == 0 && configuration.auth?.tokens == nil
         let fronted = platform != .standalone
         if open, !insecureOpen, !fronted, let host, !Self.isLoopback(host) {
             fail(TernError.invalidArgument("refusing to listen on \(host) without authentication: create a key "
                 + "(tern keys create NAME --scopes infer,read) or pass --insecure-open"))
         }
         configuration.host = host ?? (open && !insecureOpen && !fronted ? "127.0.0.1" : "0.0.0.0")
+        let tokenSource = configuration.auth?.tokens?.keySource
         // Said once the checks before binding passed (a failing start prints one line only).
         let sayAccess = { [host = configuration.host] in
             if open {
@@ -337,7 +387,10 @@ struct Serve: AsyncParsableCommand {
                                    metadata: ["host": "\(host)"])
                 }
             } else {
-                logger.info("authentication on", metadata: ["keys": "\(keyCount)", "registry": "\(keysLocation.map { "\($0)" } ?? "")"])
+                logger.info("authentication on", metadata: [
+                    "keys": "\(keyCount)", "registry": "\(keysLocation.map { "\($0)" } ?? "")",
+                    "tokens": "\(tokenSource ?? "off")",
+                ])
             }
         }
         let host = configuration.host

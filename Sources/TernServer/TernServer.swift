@@ -229,6 +229,11 @@ public struct TernServer: Sendable {
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(table.all + grpc))))
         }
+        // Open, like the health routes: it describes the API, not this server's models or data.
+        let openAPI = ByteBuffer(string: OpenAPIDocument.json)
+        router.get("/openapi.json", nil) { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: openAPI))
+        }
         return base
     }
 

@@ -1,0 +1,101 @@
+"""docs/openapi.yaml against the server: the document the server answers at /openapi.json is the YAML's,
+every route the router holds (on each platform) is described with its scope and nothing else is, and
+schemathesis, driven by the document, finds no 5xx and no response outside it."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+import yaml
+
+from conftest import ROOT
+from registry_support import Registry, pack
+from test_security import call, create_key
+
+SPEC = os.path.join(ROOT, "docs", "openapi.yaml")
+METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def load_spec():
+    with open(SPEC) as f:
+        return yaml.safe_load(f)
+
+
+def described(spec, platform):
+    """(method, router path) -> scope for the operations a server on `platform` has."""
+    operations = {}
+    for path, item in spec["paths"].items():
+        for method in METHODS:
+            if method not in item:
+                continue
+            operation = item[method]
+            if operation.get("x-tern-platform", platform) != platform:
+                continue
+            operations[(method.upper(), operation.get("x-tern-route", path))] = operation.get("x-tern-scope")
+    return operations
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    reg = Registry("sqlite", tmp_path_factory.mktemp("openapi"))
+    reg.cli("push", pack(reg.tmp, "gbc", "credit", 1, "--reference", os.path.join(ROOT, "examples", "data", "credit-reference.csv"),
+                         "--label-column", "default"))
+    reg.cli("push", pack(reg.tmp, "logreg", "other", 1))
+    reg.cli("models", "alias", "credit", "production", "1")
+    key = create_key(reg, "schemathesis", "infer,read,admin,metrics")
+    return reg, key
+
+
+def test_the_served_document_is_the_yaml(registry):
+    reg, key = registry
+    server = reg.serve()
+    try:
+        served = requests.get(f"http://{server.url}/openapi.json", timeout=10)  # open, like the health routes
+        assert served.status_code == 200 and served.headers["Content-Type"] == "application/json"
+        assert served.json() == load_spec(), "docs/openapi.yaml changed: run tools/embed-openapi.py"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("platform", ["standalone", "vertex", "azureml", "sagemaker"])
+def test_every_route_is_described_with_its_scope(registry, platform, tmp_path):
+    reg, key = registry
+    alerts = tmp_path / "alerts.yaml"
+    alerts.write_text("rules:\n  - {name: errors, model: credit, metric: error_rate, threshold: 0.5}\n")
+    server = reg.serve("--platform", platform, "--alert-rules", str(alerts), "--metrics-auth")
+    try:
+        routes = call(server, "GET", "/api/v1/routes", key).json()
+    finally:
+        server.stop()
+    served = {(r["method"], r["path"]): r.get("scope") for r in routes if r["transport"] == "http"}
+    spec = described(load_spec(), platform)
+    assert set(served) - set(spec) == set(), "routes missing from docs/openapi.yaml"
+    assert set(spec) - set(served) == set(), "docs/openapi.yaml describes routes this server does not have"
+    for route, scope in served.items():
+        assert spec[route] == scope, (route, "x-tern-scope", spec[route], "but the router says", scope)
+
+
+def test_schemathesis_finds_no_server_error_and_nothing_outside_the_document(registry, tmp_path):
+    reg, key = registry
+    alerts = tmp_path / "alerts.yaml"
+    alerts.write_text("rules:\n  - {name: errors, model: credit, metric: error_rate, threshold: 0.5}\n")
+    server = reg.serve("--alert-rules", str(alerts))
+    # The other platforms' routes are checked by test_every_route_is_described_with_its_scope.
+    elsewhere = [flag for operation in ("vertexHealth", "azureHealth", "vertexPredict", "azureScore")
+                 for flag in ("--exclude-operation-id", operation)]
+    try:
+        schemathesis = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+        result = subprocess.run(
+            [schemathesis, "run", SPEC, "--url", f"http://{server.url}", "-H", f"Authorization: Bearer {key}",
+             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+                         "response_schema_conformance,response_headers_conformance",
+             "--phases", "examples,coverage,fuzzing", "--max-examples", "40", "--seed", "7", "--workers", "1",
+             "--request-timeout", "30", "--no-color", *elsewhere, "--report", "junit", "--report-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=900, cwd=ROOT)
+        assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
+        # The server is still whole after it.
+        assert requests.get(f"http://{server.url}/v2/health/live", timeout=10).status_code == 200
+    finally:
+        server.stop()

@@ -199,3 +199,20 @@ let package = Package(
         ),
     ]
 )
+
+// Fuzz targets (libFuzzer), declared only when TERN_FUZZ is set: `tools/fuzz.sh TARGET SECONDS` builds them
+// with `-sanitize=fuzzer,address` in .build-fuzz. Each is a `LLVMFuzzerTestOneInput`.
+if Context.environment["TERN_FUZZ"] != nil {
+    package.targets.append(.target(name: "FuzzSupport", dependencies: ["TernCore"], path: "Fuzz/FuzzSupport"))
+    let fuzzTargets: [(String, [Target.Dependency])] = [
+        ("FuzzV2JSON", ["TernHTTP", .product(name: "NIOCore", package: "swift-nio")]),
+        ("FuzzV2Binary", ["TernHTTP", .product(name: "NIOCore", package: "swift-nio")]),
+        ("FuzzGRPCRequest", ["TernGRPC"]),
+        ("FuzzTabular", ["TernHTTP", "TernBundle"]),
+        ("FuzzBundle", ["TernBundle"]),
+    ]
+    for (name, dependencies) in fuzzTargets {
+        package.targets.append(.executableTarget(
+            name: name, dependencies: ["FuzzSupport", "TernCore"] + dependencies, path: "Fuzz/\(name)"))
+    }
+}

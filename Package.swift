@@ -94,6 +94,14 @@ let package = Package(
             exclude: ["Generated/README.md"],
             swiftSettings: strict
         ),
+        // Explanations: the model's structure read from its ONNX file (our own minimal .proto), exact
+        // TreeSHAP (interventional, path-dependent) and linear attributions.
+        .target(
+            name: "TernExplain",
+            dependencies: ["TernCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["Generated/README.md"],
+            swiftSettings: strict
+        ),
         // Drift statistics (and, to come, windows, feedback and alerts): pure Swift, no server types.
         .target(name: "TernMonitoring", swiftSettings: strict),
         // The bundle format: manifest, archive, reference profile, validation metrics, model card.
@@ -185,6 +193,11 @@ let package = Package(
         .testTarget(
             name: "TernMonitoringTests",
             dependencies: ["TernMonitoring", "TernTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TernExplainTests",
+            dependencies: ["TernExplain", "TernCore", "TernTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

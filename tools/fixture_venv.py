@@ -8,7 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, ".venv-fixtures")
 PINS = [
     "numpy==2.4.6", "pandas==3.1.1", "scikit-learn==1.9.1", "skl2onnx==1.20.0", "onnxmltools==1.16.0",
-    "xgboost==3.2.0", "lightgbm==4.7.0", "onnx==1.23.2", "onnxruntime==1.31.1",
+    "xgboost==3.2.0", "lightgbm==4.7.0", "onnx==1.23.2", "onnxruntime==1.31.1", "shap==0.51.0",
 ]
 
 

@@ -298,7 +298,7 @@ public actor Registry {
                 """).run()
             try await self.appendAudit(actor: actor, action: "push", model: name, version: number, before: nil,
                                        after: #"{"sha256":"\#(sha)","bytes":\#(archive.count)"#
-                                           + (signer.map { #","signer":"\#(Self.jsonEscaped($0))"}"# } ?? "}"))
+                                           + (signer.map { #","signer":\#(Self.jsonString($0))}"# } ?? "}"))
             return (number, true)
         }
     }
@@ -478,8 +478,12 @@ public actor Registry {
         }
     }
 
-    static func jsonEscaped(_ text: String) -> String {
-        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+    /// `text` as a JSON string literal, quoted and escaped (control characters included).
+    static func jsonString(_ text: String) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: text, options: [.fragmentsAllowed, .withoutEscapingSlashes]) else {
+            return "\"\""
+        }
+        return String(decoding: data, as: UTF8.self)
     }
 
     private static func firstLine(_ text: String) -> String {

@@ -170,3 +170,12 @@ private func bundle(_ name: String = "m", version: Int? = nil, model: String = "
         #expect(throws: TernError.self) { try RegistryLocation("mysql://h/db") }
     }
 }
+
+/// Audit details are JSON whatever a name holds: a signer's name comes from a key file.
+@Test func auditDetailsEscapeEveryCharacterJSONNeedsEscaped() throws {
+    for name in ["plain", "quote\"d", "back\\slash", "line\nbreak\ttab\u{01}", "ünïcode ✓", "a/b"] {
+        let literal = Registry.jsonString(name)
+        let parsed = try JSONSerialization.jsonObject(with: Data(#"{"signer":\#(literal)}"#.utf8)) as? [String: String]
+        #expect(parsed?["signer"] == name)
+    }
+}

@@ -23,12 +23,28 @@ public enum ModelStructure: Sendable {
         }
     }
 
+    /// Whether path-dependent TreeSHAP can run without a sample (the ONNX file holds the trees' covers).
+    public var hasCovers: Bool {
+        if case .trees(let trees) = self { return trees.covers != nil }
+        return false
+    }
+
     /// How the margin becomes the model's score (its `post_transform`).
     public var link: Link {
         switch self {
         case .trees(let trees): trees.link
         case .linear(let linear): linear.link
         }
+    }
+
+    /// The `feature_names` the model's metadata lists (comma-separated, as skl2onnx users and `tern pack` write them).
+    public static func featureNames(onnx data: Data) -> [String]? {
+        var options = BinaryDecodingOptions()
+        options.discardUnknownFields = true
+        guard let model = try? Tern_Onnx_ModelProto(serializedBytes: data, options: options),
+              let text = model.metadataProps.first(where: { $0.key == "feature_names" })?.value, !text.isEmpty
+        else { return nil }
+        return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
     }
 
     /// Reads the structure from an ONNX file's bytes. Throws naming the operator the reader stopped at when
@@ -63,7 +79,7 @@ public enum ModelStructure: Sendable {
             default:
                 throw .invalidArgument("no exact explainer for this model: it starts with the operator "
                     + "\(node.domain.isEmpty ? "" : node.domain + ".")\(node.opType) (exact methods read "
-                    + "TreeEnsembleClassifier/Regressor and LinearClassifier/Regressor fed by the input); use the sampling method")
+                    + "TreeEnsembleClassifier/Regressor and LinearClassifier/Regressor fed by the input; other models cannot be explained yet)")
             }
         }
         throw .invalidArgument("no operator reads the model's input '\(input.name)'")

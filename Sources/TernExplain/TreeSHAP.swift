@@ -220,10 +220,16 @@ struct PathDependentTreeSHAP {
             unwind(&path, start, depth, index)
             depth -= 1
         }
-        recurse(hot, x: x, phi: &phi, path: &path, parentStart: start, depth: depth + 1,
-                zero: hotZero * incomingZero, one: incomingOne, feature: split, covers: covers)
-        recurse(cold, x: x, phi: &phi, path: &path, parentStart: start, depth: depth + 1,
-                zero: coldZero * incomingZero, one: 0, feature: split, covers: covers)
+        // A branch no covered row took and x does not take carries no weight: its subtree adds nothing
+        // (and its zero fractions would divide by zero when a later split on the same feature unwinds).
+        if hotZero * incomingZero > 0 || incomingOne > 0 {
+            recurse(hot, x: x, phi: &phi, path: &path, parentStart: start, depth: depth + 1,
+                    zero: hotZero * incomingZero, one: incomingOne, feature: split, covers: covers)
+        }
+        if coldZero * incomingZero > 0 {
+            recurse(cold, x: x, phi: &phi, path: &path, parentStart: start, depth: depth + 1,
+                    zero: coldZero * incomingZero, one: 0, feature: split, covers: covers)
+        }
     }
 
     private func extend(_ path: inout [Element], _ s: Int, _ depth: Int, _ zero: Double, _ one: Double, _ feature: Int32) {

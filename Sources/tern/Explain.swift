@@ -1,0 +1,129 @@
+import ArgumentParser
+import Foundation
+import TernBundle
+import TernCore
+import TernExplain
+
+struct Explain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Explain a model's predictions: each feature's contribution, exactly (TreeSHAP, linear).",
+        discussion: """
+            MODEL is an ONNX file or a bundle (.tern). Rows come from --input, a CSV file with a header naming the model's features (other columns, such as a label, are left out) or without one (columns in the model's order).
+
+            Attributions are in the model's margin space: log-odds for a binary classifier (probability = 1 / (1 + e^-margin)), the raw score per class for a multiclass one (softmax), the value for a regressor or a random forest. For each row, base value + the sum of the attributions = the row's margin.
+
+            Methods: interventional TreeSHAP (trees; the default) and linear (linear models) against a background sample: --background, else the bundle's reference sample (its first --background-rows rows). path_dependent TreeSHAP uses the trees' covers: the ONNX file's hit counts, else counted on the background.
+
+            Example:
+              tern explain credit.tern --input applicants.csv
+              tern explain model.onnx --input rows.csv --background train.csv --json
+            """)
+
+    @Argument(help: ArgumentHelp("The ONNX model file or bundle.", valueName: "model.onnx|bundle.tern"))
+    var model: String
+
+    @Option(help: ArgumentHelp("The rows to explain: a CSV file.", valueName: "csv"))
+    var input: String
+
+    @Option(help: ArgumentHelp("Background rows (a CSV file), for interventional and linear attributions; default: the bundle's reference sample.", valueName: "csv"))
+    var background: String?
+
+    @Option(help: ArgumentHelp("How many background rows to use (the first ones).", valueName: "rows"))
+    var backgroundRows = 200
+
+    @Option(help: ArgumentHelp("interventional, path_dependent or linear (default: interventional for trees, linear for linear models).", valueName: "method"))
+    var method: String?
+
+    @Option(help: ArgumentHelp("Features to show per row in the table.", valueName: "n"))
+    var top = 5
+
+    @Flag(help: "Print every attribution as JSON instead of a table.")
+    var json = false
+
+    func validate() throws {
+        if let method, Attributions.Method(rawValue: method) == nil {
+            throw ValidationError("--method must be interventional, path_dependent or linear")
+        }
+        guard (1...100_000).contains(backgroundRows) else { throw ValidationError("--background-rows must be 1...100000") }
+        guard top >= 1 else { throw ValidationError("--top must be at least 1") }
+    }
+
+    func run() async throws {
+        do {
+            let (onnx, known, reference) = try loadModel()
+            let structure = try ModelStructure.read(onnx: onnx)
+            let width = structure.featureCount
+            let table = try readTable(input, what: "--input")
+            // A model that names no features takes the names of the input's header.
+            let names = known ?? (table.columns.count == width && !table.columns.contains { $0.hasPrefix("column_") } ? table.columns : nil)
+            let rows = try FeatureRows.rows(columns: table.columns, values: table.rows, featureNames: names, width: width, what: "--input")
+            var backgroundRows: [[Double]] = []
+            if let background {
+                let table = try readTable(background, what: "--background")
+                backgroundRows = try FeatureRows.rows(columns: table.columns, values: table.rows, featureNames: names, width: width, what: "--background")
+            } else if let reference {
+                backgroundRows = try FeatureRows.rows(
+                    columns: reference.columns, values: reference.rows, featureNames: names, width: width, what: "the bundle's reference sample")
+            }
+            backgroundRows = Array(backgroundRows.prefix(self.backgroundRows))
+            let attributions = try Explainer.explain(
+                structure, rows: rows, background: backgroundRows, method: method.flatMap(Attributions.Method.init(rawValue:)))
+            let outputs = ExplanationJSON.outputNames(structure)
+            if json {
+                let object = ExplanationJSON.object(attributions, featureNames: names, outputNames: outputs)
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                printTable(attributions, names: names ?? (0..<width).map { "feature_\($0)" }, outputs: outputs)
+            }
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            fail(error)
+        }
+    }
+
+    /// The ONNX bytes, feature names and reference sample of a model file or bundle.
+    private func loadModel() throws -> (Data, [String]?, ReferenceProfile.Sample?) {
+        guard FileManager.default.fileExists(atPath: model) else { throw TernError.notFound("no such file: \(model)") }
+        if model.hasSuffix(".onnx") {
+            let data = try Data(contentsOf: URL(fileURLWithPath: model))
+            return (data, ModelStructure.featureNames(onnx: data), nil)
+        }
+        let bundle = try ModelBundle(archiveFile: model)
+        let profile = try bundle.decoded(ReferenceProfile.self, file: BundleFile.profile)
+        return (bundle.model, bundle.manifest.featureNames, profile?.sample)
+    }
+
+    private func readTable(_ path: String, what: String) throws -> CSVTable {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw TernError.invalidArgument("\(what): cannot read '\(path)' as UTF-8 text")
+        }
+        var table = try CSVTable(text: text, source: path)
+        // A first line of numbers is data, not a header.
+        if table.columns.allSatisfy({ Double($0) != nil }) {
+            table = CSVTable(columns: table.columns.indices.map { "column_\($0)" }, rows: [table.columns] + table.rows)
+        }
+        return table
+    }
+
+    private func printTable(_ attributions: Attributions, names: [String], outputs: [String]) {
+        print("method \(attributions.method.rawValue), margins in \(attributions.link == .identity ? "the model's output" : attributions.link == .logistic ? "log-odds" : "raw class scores")")
+        for o in 0..<attributions.outputs {
+            print("base value (\(outputs[o])): \(String(format: "%.6g", attributions.base[o]))")
+        }
+        for r in attributions.values.indices {
+            let scores = ExplanationJSON.score(attributions.margins[r], link: attributions.link)
+            for o in 0..<attributions.outputs {
+                print("row \(r + 1)  \(outputs[o])  margin \(String(format: "%.6g", attributions.margins[r][o]))  score \(String(format: "%.4g", scores[min(o, scores.count - 1)]))")
+                let ranked = (0..<attributions.featureCount).sorted {
+                    abs(attributions.value(row: r, feature: $0, output: o)) > abs(attributions.value(row: r, feature: $1, output: o))
+                }
+                for f in ranked.prefix(top) {
+                    let value = attributions.value(row: r, feature: f, output: o)
+                    print("    \(names[f].padding(toLength: max(20, names[f].count), withPad: " ", startingAt: 0)) \(value >= 0 ? "+" : "")\(String(format: "%.6g", value))")
+                }
+            }
+        }
+    }
+}

@@ -173,15 +173,15 @@ def main():
     ml_type = [("features", MLFloat([None, len(FEATURES)]))]
     sk_opset = {"": 17, "ai.onnx.ml": 3}
 
+    def sklearn_covers(estimators):
+        return lambda t, n: estimators[t].tree_.weighted_n_node_samples[n]
+
     def tree_methods(model):
         interventional = shap.TreeExplainer(model, data=background, feature_perturbation="interventional",
                                             model_output="raw")
         path = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
         return {"interventional": (interventional.shap_values(rows, check_additivity=True), interventional.expected_value),
                 "path_dependent": (path.shap_values(rows), path.expected_value)}
-
-    def sklearn_covers(estimators):
-        return lambda t, n: estimators[t].tree_.weighted_n_node_samples[n]
 
     gbc = GradientBoostingClassifier(n_estimators=40, max_depth=3, random_state=0).fit(train, y[:3000])
     onx = to_onnx(gbc, initial_types=sk_type, options={id(gbc): {"zipmap": False}}, target_opset=sk_opset)
@@ -190,9 +190,9 @@ def main():
           "scikit-learn GradientBoostingClassifier, binary: log-odds", (gbc.decision_function(rows), gbc.decision_function(background)))
 
     gbc100 = GradientBoostingClassifier(n_estimators=100, max_depth=4, random_state=0).fit(train, y[:3000])
-    write("sklearn_gbc100", to_onnx(gbc100, initial_types=sk_type, options={id(gbc100): {"zipmap": False}},
-                                    target_opset=sk_opset),
-          rows, x[3020:3220], {}, "100 trees of depth 4, for bench/explain.py (200-row background)")
+    onx = to_onnx(gbc100, initial_types=sk_type, options={id(gbc100): {"zipmap": False}}, target_opset=sk_opset)
+    set_hitrates(onx, sklearn_covers(gbc100.estimators_[:, 0]))
+    write("sklearn_gbc100", onx, rows, x[3020:3220], {}, "100 trees of depth 4, for bench/explain.py (200-row background)")
 
     rf = RandomForestClassifier(n_estimators=20, max_depth=5, random_state=0).fit(train, y[:3000])
     onx = to_onnx(rf, initial_types=sk_type, options={id(rf): {"zipmap": False}}, target_opset=sk_opset)

@@ -99,6 +99,11 @@ def test_the_server_explains_with_the_bundles_reference_sample_as_the_cli_does(s
     cli = json.loads(tern("explain", str(bundle), "--input", rows, "--json").stdout)
     np.testing.assert_allclose([r["attributions"]["class 1"] for r in cli["rows"]],
                                [r["attributions"]["class 1"] for r in body["rows"]], atol=1e-9)
+    # KServe v1's :explain takes the rows :predict takes.
+    v1 = requests.post(f"http://{server.url}/v1/models/credit:explain", json={"instances": applicants}, timeout=30)
+    assert v1.status_code == 200, v1.text
+    np.testing.assert_allclose([r["attributions"]["class 1"] for r in v1.json()["rows"]],
+                               [r["attributions"]["class 1"] for r in body["rows"]], atol=1e-5)
     # Versions and the other methods.
     assert explain(server, "credit", applicants[:1], method="path_dependent").json()["method"] == "path_dependent"
     versioned = requests.post(f"http://{server.url}/v2/models/credit/versions/1/explain", json={"inputs": [

@@ -29,14 +29,22 @@ public struct PlatformRoutesConfiguration: Sendable {
 ///   `{"predictions": [...]}`, or CSV when the client accepts only `text/csv`.
 /// - Vertex AI and Azure ML custom containers: their health and predict routes (configured), same formats.
 public struct PlatformRoutes: Sendable {
+    /// Explains a decoded request's rows, answering JSON (KServe v1's `:explain`); nil: not offered.
+    public typealias Explainer = @Sendable (ServedModel, InferenceRequest) async throws -> ByteBuffer
+
     let service: InferenceService
     let configuration: PlatformRoutesConfiguration
     let http: HTTPFrontEndConfiguration
+    let explainer: Explainer?
 
-    public init(service: InferenceService, configuration: PlatformRoutesConfiguration, http: HTTPFrontEndConfiguration = .init()) {
+    public init(
+        service: InferenceService, configuration: PlatformRoutesConfiguration, http: HTTPFrontEndConfiguration = .init(),
+        explainer: Explainer? = nil
+    ) {
         self.service = service
         self.configuration = configuration
         self.http = http
+        self.explainer = explainer
     }
 
     public func register(on router: ScopedRouter) {
@@ -44,13 +52,16 @@ public struct PlatformRoutes: Sendable {
         // One path node, one parameter name: "{model}" holds "name:predict" here.
         router.post("/v1/models/{model}", .infer) { request, context in
             let (model, verb) = Self.splitVerb(try context.parameters.require("model"))
+            if verb == "explain", let explainer { return try await explain(request, explainer, model: model, version: nil) }
             guard verb == "predict" else { throw HTTPError(.notFound) }
             return try await predict(request, context, .kserveV1, model: model, version: nil)
         }
         router.post("/v1/models/{model}/versions/{version}", .infer) { request, context in
             let (version, verb) = Self.splitVerb(try context.parameters.require("version"))
+            let model = try context.parameters.require("model")
+            if verb == "explain", let explainer { return try await explain(request, explainer, model: model, version: version) }
             guard verb == "predict" else { throw HTTPError(.notFound) }
-            return try await predict(request, context, .kserveV1, model: try context.parameters.require("model"), version: version)
+            return try await predict(request, context, .kserveV1, model: model, version: version)
         }
         for route in ["/ping"] + configuration.healthRoutes {
             router.get(route, nil) { _, _ in health() }
@@ -117,6 +128,17 @@ public struct PlatformRoutes: Sendable {
         } catch {
             throw IdentifiedError(error: error, requestID: requestID)
         }
+    }
+
+    /// KServe v1 `:explain`: the same rows as `:predict`, answered with the explanation.
+    private func explain(_ request: Request, _ explainer: Explainer, model: String, version: String?) async throws -> Response {
+        let served = try service.resolve(model: model, version: version)
+        if let caller = CurrentCaller.value, !caller.mayUse(model: served.name) { throw caller.refusal(model: served.name) }
+        let body = try await http.collectBody(request)
+        let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
+        let contentType = request.headers[.contentType]?.lowercased() ?? ""
+        let decoded = contentType.hasPrefix("text/csv") ? try Self.csvRequest(body, codec: codec) : try Self.jsonRequest(body, codec: codec)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: try await explainer(served, decoded)))
     }
 
     private func answer(_ request: Request, _ call: CallContext, model: String?, version: String?) async throws -> Response {

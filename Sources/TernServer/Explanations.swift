@@ -57,6 +57,10 @@ final class Explanations: Sendable {
         return ready
     }
 
+    static func encode(_ object: [String: Any]) throws -> ByteBuffer {
+        ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+    }
+
     /// Explains a v2 request's rows.
     func explain(_ served: ServedModel, _ request: InferenceRequest) async throws -> [String: Any] {
         let ready = try await prepare(served)
@@ -104,7 +108,6 @@ struct ExplainRoutes {
     }
 
     private func json(_ object: [String: Any]) throws -> Response {
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: try Explanations.encode(object)))
     }
 }

@@ -207,8 +207,11 @@ public struct TernServer: Sendable {
         let base = Router(context: BasicRequestContext.self)
         let router = ScopedRouter(router: base, access: configuration.http.access, table: routes)
         V2Routes(service: service, configuration: configuration.http).register(on: router)
-        ExplainRoutes(explanations: Explanations(service: service, models: models), http: configuration.http).register(on: router)
-        PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http).register(on: router)
+        let explanations = Explanations(service: service, models: models)
+        ExplainRoutes(explanations: explanations, http: configuration.http).register(on: router)
+        PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http) { served, request in
+            try Explanations.encode(try await explanations.explain(served, request))
+        }.register(on: router)
         // After V2Routes: its error middleware applies to the routes added after it.
         if configuration.metricsPort == nil { metricsRoute()?.register(on: router) }
         if let location = configuration.predictionLog?.location {

@@ -77,15 +77,20 @@ public struct ModelBundle: Sendable {
     ///
     /// - Throws: ``TernError`` `invalidArgument` saying what is wrong: not a zip (or truncated), no or bad
     ///   manifest, a missing, unexpected, duplicate, oversized or altered file.
+    ///
+    /// The bytes are read through a temporary file: ZIPFoundation's in-memory archive traps (a range with
+    /// its bounds reversed) on an entry that points past the end of the data, which the fuzzer found; its
+    /// file-backed archive reads such an entry short and the checks refuse it.
     public init(archive bytes: Data, limits: BundleLimits = .init()) throws(TernError) {
-        let archive: Archive
-        do {
-            guard Self.hasEndRecord(bytes.suffix(Self.endRecordWindow)) else { throw TernError.invalidArgument("") }
-            archive = try Archive(data: bytes, accessMode: .read)
-        } catch {
+        guard Self.hasEndRecord(bytes.suffix(Self.endRecordWindow)) else {
             throw .invalidArgument("not a Tern bundle: the data is not a complete zip archive (\(bytes.count) bytes)")
         }
-        try self.init(reading: archive, limits: limits)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-bundle-\(UUID().uuidString).zip").path
+        guard FileManager.default.createFile(atPath: path, contents: bytes, attributes: [.posixPermissions: 0o600]) else {
+            throw .unavailable("cannot write a temporary file to read the bundle from (\(FileManager.default.temporaryDirectory.path))")
+        }
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try self.init(archiveFile: path, limits: limits)
     }
 
     /// Reads and checks an archive file (as ``init(archive:limits:)``), without holding the archive in memory.

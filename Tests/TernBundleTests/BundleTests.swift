@@ -179,3 +179,14 @@ private func tampered(_ archive: Data, file: String, with data: Data) throws -> 
         #expect(abs(metrics.r2! - (1 - 1.5 / 5)) < 1e-12)
     }
 }
+
+/// Found by tools/fuzz.sh FuzzBundle: a zip whose entry points past the end of the data trapped inside
+/// ZIPFoundation's in-memory archive (a crash of `tern inspect` and `tern push`, and of a server reading such
+/// bytes back). It must be refused with a 400-class error instead.
+@Test func anEntryPointingPastTheEndIsRefusedNotACrash() throws {
+    let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/fuzz/bundle-entry-past-the-end.zip")
+    let data = try Data(contentsOf: path)
+    #expect(throws: TernError.self) { try ModelBundle(archive: data) }
+    #expect(throws: TernError.self) { try ModelBundle(archiveFile: path.path) }
+}

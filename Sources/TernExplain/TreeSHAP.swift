@@ -22,16 +22,26 @@ struct InterventionalTreeSHAP {
         let count = Double(background.count)
         for o in 0..<k { base[o] /= count }
         let weights = ShapleyWeights(depth: 64)
-        var walk = Walk(trees: trees, weights: weights, width: width)
+        let walk = Walk(trees: trees, weights: weights, width: width)
+        // Where each background row lands in each tree: a row that lands in x's leaf took x's path all
+        // the way, and the pair adds nothing.
+        let treeCount = trees.roots.count, backgroundCount = background.count
+        var landing = [Int32](repeating: 0, count: treeCount * backgroundCount)
+        for (j, z) in background.enumerated() {
+            z.withUnsafeBufferPointer { z in
+                for (t, root) in trees.roots.enumerated() { landing[t * backgroundCount + j] = Int32(trees.leaf(root, z)) }
+            }
+        }
         var values: [[Double]] = []
         values.reserveCapacity(rows.count)
         for row in rows {
             var phi = [Double](repeating: 0, count: width * k)
             row.withUnsafeBufferPointer { x in
                 phi.withUnsafeMutableBufferPointer { phi in
-                    for z in background {
-                        z.withUnsafeBufferPointer { z in
-                            for root in trees.roots { walk.run(Int(root), x, z, phi) }
+                    for (t, root) in trees.roots.enumerated() {
+                        let xLeaf = Int32(trees.leaf(root, x))
+                        for j in 0..<backgroundCount where landing[t * backgroundCount + j] != xLeaf {
+                            background[j].withUnsafeBufferPointer { z in walk.run(Int(root), x, z, phi) }
                         }
                     }
                 }
@@ -43,56 +53,115 @@ struct InterventionalTreeSHAP {
                             margins: rows.map(trees.margins), outputs: k, featureCount: width)
     }
 
-    /// The state of one walk: which features are fixed to x (1) or z (2), and the lists of each.
-    struct Walk {
-        let trees: TreeEnsemble
+    /// The state of one walk: which features are fixed to x (1) or z (2), and the lists of each, over raw
+    /// copies of the trees' arrays (the walk is the whole cost: no reference counting, no uniqueness checks).
+    final class Walk {
         let weights: ShapleyWeights
-        var state: [UInt8]
-        var fromX: [Int32] = []
-        var fromZ: [Int32] = []
+        let outputs: Int
+        private let mode: UnsafeMutableBufferPointer<TreeEnsemble.Mode>
+        private let feature: UnsafeMutableBufferPointer<Int32>
+        private let threshold: UnsafeMutableBufferPointer<Double>
+        private let yes: UnsafeMutableBufferPointer<Int32>
+        private let no: UnsafeMutableBufferPointer<Int32>
+        private let missingYes: UnsafeMutableBufferPointer<Bool>
+        private let leafValues: UnsafeMutableBufferPointer<Double>
+        private let state: UnsafeMutableBufferPointer<UInt8>
+        private let fromX: UnsafeMutablePointer<Int32>
+        private let fromZ: UnsafeMutablePointer<Int32>
+        private var a = 0
+        private var b = 0
 
         init(trees: TreeEnsemble, weights: ShapleyWeights, width: Int) {
-            self.trees = trees
+            func copy<T>(_ array: [T]) -> UnsafeMutableBufferPointer<T> {
+                let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(1, array.count))
+                _ = buffer.initialize(from: array)
+                return buffer
+            }
             self.weights = weights
-            state = [UInt8](repeating: 0, count: width)
-            fromX.reserveCapacity(64)
-            fromZ.reserveCapacity(64)
+            outputs = trees.outputs
+            mode = copy(trees.mode)
+            feature = copy(trees.feature)
+            threshold = copy(trees.threshold)
+            yes = copy(trees.yes)
+            no = copy(trees.no)
+            missingYes = copy(trees.missingYes)
+            leafValues = copy(trees.leafValues)
+            state = copy([UInt8](repeating: 0, count: width))
+            fromX = .allocate(capacity: weights.depth)
+            fromZ = .allocate(capacity: weights.depth)
         }
 
-        mutating func run(_ n: Int, _ x: UnsafeBufferPointer<Double>, _ z: UnsafeBufferPointer<Double>, _ phi: UnsafeMutableBufferPointer<Double>) {
-            if trees.mode[n] == .leaf {
-                let a = fromX.count, b = fromZ.count
-                guard a + b > 0, a + b < weights.depth else { return }
-                let k = trees.outputs
-                if a > 0 {
-                    let w = weights.value(a - 1, b)
-                    for f in fromX { for o in 0..<k { phi[Int(f) * k + o] += w * trees.leafValues[n * k + o] } }
-                }
-                if b > 0 {
-                    let w = weights.value(a, b - 1)
-                    for f in fromZ { for o in 0..<k { phi[Int(f) * k + o] -= w * trees.leafValues[n * k + o] } }
-                }
-                return
+        deinit {
+            for buffer in [UnsafeMutableRawPointer(mode.baseAddress!), UnsafeMutableRawPointer(feature.baseAddress!),
+                           UnsafeMutableRawPointer(threshold.baseAddress!), UnsafeMutableRawPointer(yes.baseAddress!),
+                           UnsafeMutableRawPointer(no.baseAddress!), UnsafeMutableRawPointer(missingYes.baseAddress!),
+                           UnsafeMutableRawPointer(leafValues.baseAddress!), UnsafeMutableRawPointer(state.baseAddress!),
+                           UnsafeMutableRawPointer(fromX), UnsafeMutableRawPointer(fromZ)] {
+                buffer.deallocate()
             }
-            let xNext = trees.next(n, x), zNext = trees.next(n, z)
-            if xNext == zNext {
-                run(xNext, x, z, phi)
-                return
+        }
+
+        @inline(__always)
+        private func next(_ n: Int, _ row: UnsafeBufferPointer<Double>) -> Int {
+            let value = row[Int(feature[n])]
+            if value.isNaN { return Int(missingYes[n] ? yes[n] : no[n]) }
+            let t = threshold[n]
+            let goYes: Bool
+            switch mode[n] {
+            case .leq: goYes = value <= t
+            case .lt: goYes = value < t
+            case .gte: goYes = value >= t
+            case .gt: goYes = value > t
+            case .eq: goYes = value == t
+            case .neq: goYes = value != t
+            case .leaf: return n
             }
-            let f = Int(trees.feature[n])
-            switch state[f] {
-            case 1: run(xNext, x, z, phi)
-            case 2: run(zNext, x, z, phi)
-            default:
-                state[f] = 1
-                fromX.append(Int32(f))
-                run(xNext, x, z, phi)
-                fromX.removeLast()
-                state[f] = 2
-                fromZ.append(Int32(f))
-                run(zNext, x, z, phi)
-                fromZ.removeLast()
-                state[f] = 0
+            return Int(goYes ? yes[n] : no[n])
+        }
+
+        func run(_ start: Int, _ x: UnsafeBufferPointer<Double>, _ z: UnsafeBufferPointer<Double>, _ phi: UnsafeMutableBufferPointer<Double>) {
+            var n = start
+            // Down the common path without recursion: where x and z agree, or the feature is already fixed.
+            while mode[n] != .leaf {
+                let xNext = next(n, x), zNext = next(n, z)
+                if xNext == zNext {
+                    n = xNext
+                    continue
+                }
+                let f = Int(feature[n])
+                switch state[f] {
+                case 1: n = xNext
+                case 2: n = zNext
+                default:
+                    state[f] = 1
+                    fromX[a] = Int32(f)
+                    a += 1
+                    run(xNext, x, z, phi)
+                    a -= 1
+                    state[f] = 2
+                    fromZ[b] = Int32(f)
+                    b += 1
+                    run(zNext, x, z, phi)
+                    b -= 1
+                    state[f] = 0
+                    return
+                }
+            }
+            guard a + b > 0, a + b < weights.depth else { return }
+            let k = outputs
+            if a > 0 {
+                let w = weights.value(a - 1, b)
+                for i in 0..<a {
+                    let f = Int(fromX[i]) * k
+                    for o in 0..<k { phi[f + o] += w * leafValues[n * k + o] }
+                }
+            }
+            if b > 0 {
+                let w = weights.value(a, b - 1)
+                for i in 0..<b {
+                    let f = Int(fromZ[i]) * k
+                    for o in 0..<k { phi[f + o] -= w * leafValues[n * k + o] }
+                }
             }
         }
     }
@@ -145,16 +214,25 @@ struct PathDependentTreeSHAP {
             for o in 0..<k { base[o] += trees.leafValues[n * k + o] * covers[n] / total }
         }
         let depth = maxDepth() + 2
+        let path = UnsafeMutablePointer<Element>.allocate(capacity: (depth + 1) * (depth + 2) / 2 + depth + 1)
+        defer { path.deallocate() }
         var values: [[Double]] = []
-        for row in rows {
-            var phi = [Double](repeating: 0, count: width * k)
-            var path = [Element](repeating: Element(feature: -1, zero: 0, one: 0, weight: 0), count: (depth + 1) * (depth + 2) / 2 + depth)
-            row.withUnsafeBufferPointer { x in
-                for root in trees.roots {
-                    recurse(Int(root), x: x, phi: &phi, path: &path, parentStart: 0, depth: 0, zero: 1, one: 1, feature: -1, covers: covers)
+        values.reserveCapacity(rows.count)
+        covers.withUnsafeBufferPointer { covers in
+            trees.leafValues.withUnsafeBufferPointer { leaves in
+                for row in rows {
+                    var phi = [Double](repeating: 0, count: width * k)
+                    row.withUnsafeBufferPointer { x in
+                        phi.withUnsafeMutableBufferPointer { phi in
+                            let walk = Walk(trees: trees, x: x, phi: phi, covers: covers, leaves: leaves, outputs: k)
+                            for root in trees.roots {
+                                walk.recurse(Int(root), parent: path, level: path, depth: 0, zero: 1, one: 1, feature: -1)
+                            }
+                        }
+                    }
+                    values.append(phi)
                 }
             }
-            values.append(phi)
         }
         return Attributions(method: .pathDependent, link: trees.link, values: values, base: base,
                             margins: rows.map(trees.margins), outputs: k, featureCount: width)
@@ -185,54 +263,66 @@ struct PathDependentTreeSHAP {
         return deepest
     }
 
-    private func recurse(
-        _ n: Int, x: UnsafeBufferPointer<Double>, phi: inout [Double], path: inout [Element], parentStart: Int, depth: Int,
-        zero: Double, one: Double, feature: Int32, covers: [Double]
-    ) {
-        // This level's copy of the path lives right after the parent's (depth + 1 elements).
-        let start = parentStart + depth
-        var depth = depth
-        for i in 0..<depth { path[start + i] = path[parentStart + i] }
-        extend(&path, start, depth, zero, one, feature)
-        let k = trees.outputs
-        if trees.mode[n] == .leaf {
-            for i in 1...max(1, depth) where depth >= 1 {
-                let w = unwoundSum(path, start, depth, i)
-                let element = path[start + i]
-                for o in 0..<k {
-                    phi[Int(element.feature) * k + o] += w * (element.one - element.zero) * trees.leafValues[n * k + o]
+    /// One row's walk: the tree, the row, where attributions go; the path elements live in one buffer,
+    /// each level's copy right after its parent's.
+    private struct Walk {
+        let trees: TreeEnsemble
+        let x: UnsafeBufferPointer<Double>
+        let phi: UnsafeMutableBufferPointer<Double>
+        let covers: UnsafeBufferPointer<Double>
+        let leaves: UnsafeBufferPointer<Double>
+        let outputs: Int
+
+        func recurse(
+            _ n: Int, parent: UnsafeMutablePointer<Element>, level: UnsafeMutablePointer<Element>, depth: Int,
+            zero: Double, one: Double, feature: Int32
+        ) {
+            let p = level
+            var depth = depth
+            if p != parent { p.update(from: parent, count: depth) }
+            PathDependentTreeSHAP.extend(p, depth, zero, one, feature)
+            let k = outputs
+            if trees.mode[n] == .leaf {
+                guard depth >= 1 else { return }
+                for i in 1...depth {
+                    let w = PathDependentTreeSHAP.unwoundSum(p, depth, i)
+                    let element = p[i]
+                    let scale = w * (element.one - element.zero)
+                    let f = Int(element.feature) * k
+                    for o in 0..<k { phi[f + o] += scale * leaves[n * k + o] }
                 }
+                return
             }
-            return
-        }
-        let hot = trees.next(n, x)
-        let cold = hot == Int(trees.yes[n]) ? Int(trees.no[n]) : Int(trees.yes[n])
-        let cover = covers[n]
-        let hotZero = cover > 0 ? covers[hot] / cover : 0
-        let coldZero = cover > 0 ? covers[cold] / cover : 0
-        var incomingZero = 1.0, incomingOne = 1.0
-        let split = trees.feature[n]
-        var index = 0
-        while index <= depth, path[start + index].feature != split { index += 1 }
-        if index <= depth {
-            incomingZero = path[start + index].zero
-            incomingOne = path[start + index].one
-            unwind(&path, start, depth, index)
-            depth -= 1
-        }
-        // A branch no covered row took and x does not take carries no weight: its subtree adds nothing
-        // (and its zero fractions would divide by zero when a later split on the same feature unwinds).
-        if hotZero * incomingZero > 0 || incomingOne > 0 {
-            recurse(hot, x: x, phi: &phi, path: &path, parentStart: start, depth: depth + 1,
-                    zero: hotZero * incomingZero, one: incomingOne, feature: split, covers: covers)
-        }
-        if coldZero * incomingZero > 0 {
-            recurse(cold, x: x, phi: &phi, path: &path, parentStart: start, depth: depth + 1,
-                    zero: coldZero * incomingZero, one: 0, feature: split, covers: covers)
+            let hot = trees.next(n, x)
+            let cold = hot == Int(trees.yes[n]) ? Int(trees.no[n]) : Int(trees.yes[n])
+            let cover = covers[n]
+            let hotZero = cover > 0 ? covers[hot] / cover : 0
+            let coldZero = cover > 0 ? covers[cold] / cover : 0
+            var incomingZero = 1.0, incomingOne = 1.0
+            let split = trees.feature[n]
+            var index = 0
+            while index <= depth, p[index].feature != split { index += 1 }
+            if index <= depth {
+                incomingZero = p[index].zero
+                incomingOne = p[index].one
+                PathDependentTreeSHAP.unwind(p, depth, index)
+                depth -= 1
+            }
+            // The children's copies start after this level's depth + 1 elements.
+            let child = p + depth + 1
+            // A branch no covered row took and x does not take carries no weight: its subtree adds nothing
+            // (and its zero fractions would divide by zero when a later split on the same feature unwinds).
+            if hotZero * incomingZero > 0 || incomingOne > 0 {
+                recurse(hot, parent: p, level: child, depth: depth + 1, zero: hotZero * incomingZero, one: incomingOne, feature: split)
+            }
+            if coldZero * incomingZero > 0 {
+                recurse(cold, parent: p, level: child, depth: depth + 1, zero: coldZero * incomingZero, one: 0, feature: split)
+            }
         }
     }
 
-    private func extend(_ path: inout [Element], _ s: Int, _ depth: Int, _ zero: Double, _ one: Double, _ feature: Int32) {
+    private static func extend(_ path: UnsafeMutablePointer<Element>, _ depth: Int, _ zero: Double, _ one: Double, _ feature: Int32) {
+        let s = 0
         path[s + depth] = Element(feature: feature, zero: zero, one: one, weight: depth == 0 ? 1 : 0)
         var i = depth - 1
         while i >= 0 {
@@ -242,7 +332,8 @@ struct PathDependentTreeSHAP {
         }
     }
 
-    private func unwind(_ path: inout [Element], _ s: Int, _ depth: Int, _ index: Int) {
+    private static func unwind(_ path: UnsafeMutablePointer<Element>, _ depth: Int, _ index: Int) {
+        let s = 0
         let one = path[s + index].one, zero = path[s + index].zero
         var next = path[s + depth].weight
         var i = depth - 1
@@ -263,7 +354,8 @@ struct PathDependentTreeSHAP {
         }
     }
 
-    private func unwoundSum(_ path: [Element], _ s: Int, _ depth: Int, _ index: Int) -> Double {
+    private static func unwoundSum(_ path: UnsafeMutablePointer<Element>, _ depth: Int, _ index: Int) -> Double {
+        let s = 0
         let one = path[s + index].one, zero = path[s + index].zero
         var next = path[s + depth].weight
         var total = 0.0

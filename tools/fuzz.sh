@@ -27,5 +27,7 @@ cp -n Fuzz/Corpus/"$target"/* "$corpus"/ 2>/dev/null || true
 # Swift's runtime keeps metadata caches for the life of the process; LeakSanitizer reports what a run
 # allocated and lost, which these targets must not.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
+# Known leaks of dependencies (Fuzz/lsan.supp says which and why); any other leak fails the run.
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/Fuzz/lsan.supp:print_suppressions=1}
 exec .build-fuzz/debug/"$target" "$corpus" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -max_len=131072 -artifact_prefix="$crashes/" -print_final_stats=1 "$@"

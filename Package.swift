@@ -104,11 +104,13 @@ let package = Package(
         ),
         // Drift statistics (and, to come, windows, feedback and alerts): pure Swift, no server types.
         .target(name: "TernMonitoring", swiftSettings: strict),
+        // A zlib check of each deflated zip entry before ZIPFoundation inflates it (DeflateCheck.swift).
+        .target(name: "CZipCheck", linkerSettings: [.linkedLibrary("z")]),
         // The bundle format: manifest, archive, reference profile, validation metrics, model card.
         .target(
             name: "TernBundle",
             dependencies: [
-                "TernCore", "TernMonitoring",
+                "TernCore", "TernMonitoring", "CZipCheck",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ],

@@ -102,6 +102,11 @@ public struct ModelBundle: Sendable {
             let size = try handle.seekToEnd()
             try handle.seek(toOffset: size - min(size, UInt64(Self.endRecordWindow)))
             guard Self.hasEndRecord(try handle.readToEnd() ?? Data()) else { throw TernError.invalidArgument("") }
+        } catch {
+            throw .invalidArgument("not a Tern bundle: the data is not a complete zip archive")
+        }
+        try DeflateCheck.check(file: path, limits: limits)
+        do {
             archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
         } catch {
             throw .invalidArgument("not a Tern bundle: the data is not a complete zip archive")

@@ -190,3 +190,31 @@ private func tampered(_ archive: Data, file: String, with data: Data) throws -> 
     #expect(throws: TernError.self) { try ModelBundle(archive: data) }
     #expect(throws: TernError.self) { try ModelBundle(archiveFile: path.path) }
 }
+
+/// Found by FuzzBundle: a deflated entry whose stream does not end within the archive made ZIPFoundation's
+/// inflate loop forever (under AddressSanitizer always; otherwise depending on heap bytes). Tern checks each
+/// deflated stream with zlib first, so this is refused, whatever the heap holds.
+@Test func aDeflateStreamThatDoesNotEndIsRefusedBeforeZIPFoundationInflatesIt() throws {
+    let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/fuzz/bundle-inflate-hang.zip")
+    do {
+        _ = try ModelBundle(archiveFile: path.path, limits: BundleLimits(modelBytes: 1 << 20, profileBytes: 1 << 20, smallFileBytes: 1 << 20))
+        Issue.record("the bundle was accepted")
+    } catch {
+        #expect(error.message.contains("tern.json"), "\(error.message)")
+        #expect(error.message.contains("stream") || error.message.contains("deflate"), "\(error.message)")
+    }
+}
+
+/// The check reads ZIP64 archives' directories and every bundle `tern pack` writes.
+@Test func everyWellFormedBundlePassesTheDeflateCheck() throws {
+    let archive = try sampleBundle(model: Data(repeating: 7, count: 300_000)).archive()
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("deflate-\(UUID().uuidString).tern").path
+    try archive.write(to: URL(fileURLWithPath: path))
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let fd = open(path, O_RDONLY)
+    defer { close(fd) }
+    let entries = try DeflateCheck.entries(fd, size: UInt64(archive.count))
+    #expect(Set(entries.map(\.name)) == [BundleFile.manifest, BundleFile.model, BundleFile.card])
+    _ = try ModelBundle(archiveFile: path)
+}

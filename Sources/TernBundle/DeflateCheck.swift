@@ -26,6 +26,10 @@ enum DeflateCheck {
         guard size > 0 else { throw corrupt("the archive is empty") }
         let all = try entries(fd, size: UInt64(size))
         for entry in all { try limits.check(name: Echo.clip(entry.name), bytes: entry.uncompressed, compressed: entry.compressed) }
+        // ZIPFoundation inflates every entry that is not stored, whatever method number it carries.
+        if let odd = all.first(where: { $0.method != 0 && $0.method != 8 }) {
+            throw corrupt("entry '\(Echo.clip(odd.name))' uses compression method \(odd.method); bundles are stored or deflated")
+        }
         for entry in all where entry.method == 8 {
             let header = try read(fd, at: entry.localHeader, count: 30)
             guard header.u32(0) == 0x0403_4B50 else { throw corrupt("entry '\(Echo.clip(entry.name))' has no local header where the directory says") }

@@ -206,6 +206,19 @@ private func tampered(_ archive: Data, file: String, with data: Data) throws -> 
     }
 }
 
+/// Found by FuzzBundle next: an entry whose method number is neither stored (0) nor deflate (8), which
+/// ZIPFoundation inflated anyway (and looped on).
+@Test func anUnknownCompressionMethodIsRefused() throws {
+    let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/fuzz/bundle-unknown-method-hang.zip")
+    do {
+        _ = try ModelBundle(archiveFile: path.path)
+        Issue.record("the bundle was accepted")
+    } catch {
+        #expect(error.message.contains("compression method"), "\(error.message)")
+    }
+}
+
 /// The check reads ZIP64 archives' directories and every bundle `tern pack` writes.
 @Test func everyWellFormedBundlePassesTheDeflateCheck() throws {
     let archive = try sampleBundle(model: Data(repeating: 7, count: 300_000)).archive()

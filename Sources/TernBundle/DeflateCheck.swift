@@ -76,6 +76,10 @@ enum DeflateCheck {
         guard directoryOffset <= size, directorySize <= size - directoryOffset, count <= directorySize / 46 + 1 else {
             throw corrupt("the central directory lies outside the archive")
         }
+        // A bundle holds a handful of files: a directory of more than 64 entries or 1 MiB is not one.
+        guard count <= 64, directorySize <= 1 << 20 else {
+            throw corrupt("the central directory lists \(count) entries in \(directorySize) bytes; a bundle holds a few files")
+        }
         let directory = try read(fd, at: directoryOffset, count: Int(directorySize))
         var entries: [Entry] = []
         var at = 0

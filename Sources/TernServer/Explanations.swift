@@ -42,7 +42,7 @@ final class Explanations: Sendable {
         } catch {
             throw TernError.internalError("cannot read \(served.name)'s model file: \(error)")
         }
-        let structure = try ModelStructure.read(onnx: data)
+        var structure = try ModelStructure.read(onnx: data)
         let names = served.featureNames ?? ModelStructure.featureNames(onnx: data)
         var background: [[Double]] = []
         if let models, let profile = try? ModelBundle(archive: try await models.registry.archive(served.name, served.version))
@@ -51,6 +51,10 @@ final class Explanations: Sendable {
             background = try FeatureRows.rows(
                 columns: sample.columns, values: Array(sample.rows.prefix(Self.defaultBackgroundRows)), featureNames: names,
                 width: structure.featureCount, what: "\(served.name) v\(served.version)'s reference sample")
+        }
+        // Path-dependent TreeSHAP needs covers: counted on the background once here, not on every request.
+        if case .trees(let trees) = structure, trees.covers == nil, !background.isEmpty {
+            structure = .trees(trees.withCovers(from: background))
         }
         let ready = Prepared(structure: structure, featureNames: names, background: background, outputs: ExplanationJSON.outputNames(structure))
         prepared.withLock { $0[key] = ready }

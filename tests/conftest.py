@@ -132,7 +132,11 @@ class Server:
     def stop(self):
         if self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                raise AssertionError("tern serve did not stop within 30 s of SIGTERM:\n" + self.output()[-4000:]) from None
         self.log.close()
 
 

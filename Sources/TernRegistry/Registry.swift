@@ -463,6 +463,8 @@ public actor Registry {
     func run<T>(_ body: () async throws -> T) async throws(TernError) -> T {
         await connection.lock()
         defer { connection.unlock() }
+        // A query on a closed PostgreSQL connection may never answer: a closed registry refuses at once.
+        if closed { throw .unavailable("the registry \(location) is closed") }
         try await reconnectIfNeeded()
         do {
             return try await body()

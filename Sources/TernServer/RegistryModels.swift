@@ -330,7 +330,8 @@ func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws(TernError) -
 
 /// Loads the registry's models at start, marks the server ready, then follows the registry (changes made
 /// through other replicas show up within a poll interval). On shutdown, once the front-ends have drained,
-/// it stops the runner threads and closes the registry.
+/// it stops the runner threads (the server closes the registry once every service has stopped: the keyring
+/// and the drift monitor read it too).
 struct RegistrySyncService: Service {
     let models: RegistryModels
     let service: InferenceService
@@ -362,6 +363,5 @@ struct RegistrySyncService: Service {
         service.isReady = false
         await models.unloadAll()
         pool.shutdown()
-        await models.registry.close()
     }
 }

@@ -282,9 +282,12 @@ public struct TernServer: Sendable {
                 service: service, runtime: runtime,
                 pool: pool, sessionOptions: configuration.sessionOptions, logger: logger, listening: listening)
         }
+        // Closed once every service has stopped (a service still polling a closed registry would fail).
+        var opened: [Registry] = models.map { [$0.registry] } ?? []
         if let keyring, let auth = configuration.auth {
             if let location = auth.keys {
                 let keys = try await Registry.open(database: location, artifacts: .database, logger: logger)
+                opened.append(keys)
                 try await keyring.load(from: keys)
             } else if let registry = models?.registry {
                 try await keyring.load(from: registry)
@@ -369,13 +372,17 @@ public struct TernServer: Sendable {
             services: services, gracefulShutdownSignals: signals, logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = configuration.drainTimeout
         // Services stop in reverse order: HTTP, then gRPC drain first, then the loader stops the runner threads.
+        let closeAll = { [opened, predictionReader] in
+            await predictionReader.close()
+            for registry in opened { await registry.close() }
+        }
         do {
             try await ServiceGroup(configuration: groupConfiguration).run()
         } catch {
-            await predictionReader.close()
+            await closeAll()
             throw error
         }
-        await predictionReader.close()
+        await closeAll()
     }
 }
 

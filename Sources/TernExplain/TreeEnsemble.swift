@@ -164,6 +164,18 @@ public struct TreeEnsemble: Sendable {
         return Int(goYes ? yes[n] : no[n])
     }
 
+    /// The split (inner) nodes of the tree rooted at `root`, in depth-first order.
+    func splits(below root: Int32) -> [Int32] {
+        var found: [Int32] = [], stack = [root]
+        while let n = stack.popLast() {
+            guard mode[Int(n)] != .leaf else { continue }
+            found.append(n)
+            stack.append(no[Int(n)])
+            stack.append(yes[Int(n)])
+        }
+        return found
+    }
+
     /// The leaf a row reaches in the tree rooted at `root`.
     func leaf(_ root: Int32, _ row: UnsafeBufferPointer<Double>) -> Int {
         var n = Int(root)

@@ -8,40 +8,108 @@ import Foundation
 /// indicator game is `(|A|-1)! |B|! / (|A|+|B|)!` for each feature of A and `-|A|! (|B|-1)! / (|A|+|B|)!` for
 /// each of B. Cost per row: trees × background rows × the leaves the two paths can reach; no allocation in
 /// the walk.
-struct InterventionalTreeSHAP {
+final class InterventionalTreeSHAP: Sendable {
     let trees: TreeEnsemble
     let background: [[Double]]
+    /// The background's mean margin per output.
+    let base: [Double]
+    /// Per tree, the background rows that take the same branch at every split of the tree walk identically
+    /// with any x: one representative of each such group, how many rows it stands for, and its leaf.
+    let groups: [[Group]]
 
-    func explain(_ rows: [[Double]]) -> Attributions {
-        let k = trees.outputs, width = trees.featureCount
+    /// Each tree's split nodes, and each node's place among its tree's splits (-1 for leaves).
+    let splits: [[Int32]]
+    let local: [Int32]
+    /// Per tree, the branch each group takes at each split (1: yes), `[group * splits + split]`.
+    let directions: [[UInt8]]
+
+    struct Group: Sendable {
+        var row: Int32
+        var count: Double
+        var leaf: Int32
+    }
+
+    /// Prepares the walks over `background` (done once per model version: it costs a pass of the background
+    /// through every split).
+    init(trees: TreeEnsemble, background: [[Double]]) {
+        self.trees = trees
+        self.background = background
+        let k = trees.outputs
         var base = [Double](repeating: 0, count: k)
         for z in background {
             let margins = trees.margins(z)
             for o in 0..<k { base[o] += margins[o] }
         }
-        let count = Double(background.count)
-        for o in 0..<k { base[o] /= count }
-        let weights = ShapleyWeights(depth: 64)
-        let walk = Walk(trees: trees, weights: weights, width: width)
-        // Where each background row lands in each tree: a row that lands in x's leaf took x's path all
-        // the way, and the pair adds nothing.
-        let treeCount = trees.roots.count, backgroundCount = background.count
-        var landing = [Int32](repeating: 0, count: treeCount * backgroundCount)
-        for (j, z) in background.enumerated() {
-            z.withUnsafeBufferPointer { z in
-                for (t, root) in trees.roots.enumerated() { landing[t * backgroundCount + j] = Int32(trees.leaf(root, z)) }
+        for o in 0..<k { base[o] /= Double(max(1, background.count)) }
+        self.base = base
+        var groups: [[Group]] = [], splits: [[Int32]] = [], directions: [[UInt8]] = []
+        var local = [Int32](repeating: -1, count: trees.mode.count)
+        groups.reserveCapacity(trees.roots.count)
+        for root in trees.roots {
+            let tree = trees.splits(below: root)
+            for (i, n) in tree.enumerated() { local[Int(n)] = Int32(i) }
+            let words = max(1, (tree.count + 63) / 64)
+            var index: [[UInt64]: Int] = [:]
+            var found: [Group] = [], taken: [UInt8] = []
+            var way = [UInt8](repeating: 0, count: tree.count)
+            for (j, z) in background.enumerated() {
+                var signature = [UInt64](repeating: 0, count: words)
+                z.withUnsafeBufferPointer { z in
+                    for (i, n) in tree.enumerated() {
+                        let yes = trees.next(Int(n), z) == Int(trees.yes[Int(n)])
+                        way[i] = yes ? 1 : 0
+                        if yes { signature[i >> 6] |= 1 << UInt64(i & 63) }
+                    }
+                }
+                if let at = index[signature] {
+                    found[at].count += 1
+                } else {
+                    index[signature] = found.count
+                    let leaf = z.withUnsafeBufferPointer { trees.leaf(root, $0) }
+                    found.append(Group(row: Int32(j), count: 1, leaf: Int32(leaf)))
+                    taken += way
+                }
             }
+            groups.append(found)
+            splits.append(tree)
+            directions.append(taken)
         }
+        self.groups = groups
+        self.splits = splits
+        self.directions = directions
+        self.local = local
+    }
+
+    /// Background rows walked per explained row and tree, on average (at most the background's size).
+    var walksPerTree: Double { Double(groups.reduce(0) { $0 + $1.count }) / Double(max(1, groups.count)) }
+
+    func explain(_ rows: [[Double]]) -> Attributions {
+        let k = trees.outputs, width = trees.featureCount
+        let walk = Walk(trees: trees, local: local, weights: ShapleyWeights(depth: 64), width: width)
+        let count = Double(background.count)
         var values: [[Double]] = []
         values.reserveCapacity(rows.count)
+        var way = [UInt8](repeating: 0, count: max(1, splits.map(\.count).max() ?? 1))
         for row in rows {
             var phi = [Double](repeating: 0, count: width * k)
             row.withUnsafeBufferPointer { x in
                 phi.withUnsafeMutableBufferPointer { phi in
-                    for (t, root) in trees.roots.enumerated() {
-                        let xLeaf = Int32(trees.leaf(root, x))
-                        for j in 0..<backgroundCount where landing[t * backgroundCount + j] != xLeaf {
-                            background[j].withUnsafeBufferPointer { z in walk.run(Int(root), x, z, phi) }
+                    way.withUnsafeMutableBufferPointer { way in
+                        for (t, root) in trees.roots.enumerated() {
+                            // x's branch at every split, once; the groups' were taken when prepared.
+                            let tree = splits[t]
+                            for i in tree.indices {
+                                let n = Int(tree[i])
+                                way[i] = trees.next(n, x) == Int(trees.yes[n]) ? 1 : 0
+                            }
+                            // A background row that lands in x's leaf took x's path all the way and adds nothing.
+                            let xLeaf = Int32(trees.leaf(root, x))
+                            directions[t].withUnsafeBufferPointer { taken in
+                                for (g, group) in groups[t].enumerated() where group.leaf != xLeaf {
+                                    walk.scale = group.count
+                                    walk.run(Int(root), UnsafePointer(way.baseAddress!), taken.baseAddress! + g * tree.count, phi)
+                                }
+                            }
                         }
                     }
                 }
@@ -60,18 +128,19 @@ struct InterventionalTreeSHAP {
         let outputs: Int
         private let mode: UnsafeMutableBufferPointer<TreeEnsemble.Mode>
         private let feature: UnsafeMutableBufferPointer<Int32>
-        private let threshold: UnsafeMutableBufferPointer<Double>
         private let yes: UnsafeMutableBufferPointer<Int32>
         private let no: UnsafeMutableBufferPointer<Int32>
-        private let missingYes: UnsafeMutableBufferPointer<Bool>
         private let leafValues: UnsafeMutableBufferPointer<Double>
+        private let local: UnsafeMutableBufferPointer<Int32>
         private let state: UnsafeMutableBufferPointer<UInt8>
         private let fromX: UnsafeMutablePointer<Int32>
         private let fromZ: UnsafeMutablePointer<Int32>
         private var a = 0
         private var b = 0
+        /// How many background rows the walked one stands for.
+        var scale = 1.0
 
-        init(trees: TreeEnsemble, weights: ShapleyWeights, width: Int) {
+        init(trees: TreeEnsemble, local: [Int32], weights: ShapleyWeights, width: Int) {
             func copy<T>(_ array: [T]) -> UnsafeMutableBufferPointer<T> {
                 let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(1, array.count))
                 _ = buffer.initialize(from: array)
@@ -81,11 +150,10 @@ struct InterventionalTreeSHAP {
             outputs = trees.outputs
             mode = copy(trees.mode)
             feature = copy(trees.feature)
-            threshold = copy(trees.threshold)
             yes = copy(trees.yes)
             no = copy(trees.no)
-            missingYes = copy(trees.missingYes)
             leafValues = copy(trees.leafValues)
+            self.local = copy(local)
             state = copy([UInt8](repeating: 0, count: width))
             fromX = .allocate(capacity: weights.depth)
             fromZ = .allocate(capacity: weights.depth)
@@ -93,37 +161,21 @@ struct InterventionalTreeSHAP {
 
         deinit {
             for buffer in [UnsafeMutableRawPointer(mode.baseAddress!), UnsafeMutableRawPointer(feature.baseAddress!),
-                           UnsafeMutableRawPointer(threshold.baseAddress!), UnsafeMutableRawPointer(yes.baseAddress!),
-                           UnsafeMutableRawPointer(no.baseAddress!), UnsafeMutableRawPointer(missingYes.baseAddress!),
+                           UnsafeMutableRawPointer(yes.baseAddress!), UnsafeMutableRawPointer(no.baseAddress!),
                            UnsafeMutableRawPointer(leafValues.baseAddress!), UnsafeMutableRawPointer(state.baseAddress!),
+                           UnsafeMutableRawPointer(local.baseAddress!),
                            UnsafeMutableRawPointer(fromX), UnsafeMutableRawPointer(fromZ)] {
                 buffer.deallocate()
             }
         }
 
-        @inline(__always)
-        private func next(_ n: Int, _ row: UnsafeBufferPointer<Double>) -> Int {
-            let value = row[Int(feature[n])]
-            if value.isNaN { return Int(missingYes[n] ? yes[n] : no[n]) }
-            let t = threshold[n]
-            let goYes: Bool
-            switch mode[n] {
-            case .leq: goYes = value <= t
-            case .lt: goYes = value < t
-            case .gte: goYes = value >= t
-            case .gt: goYes = value > t
-            case .eq: goYes = value == t
-            case .neq: goYes = value != t
-            case .leaf: return n
-            }
-            return Int(goYes ? yes[n] : no[n])
-        }
-
-        func run(_ start: Int, _ x: UnsafeBufferPointer<Double>, _ z: UnsafeBufferPointer<Double>, _ phi: UnsafeMutableBufferPointer<Double>) {
+        /// Walks from `start` with x's and z's branch at each split (`xWay`, `zWay`, by the split's place in its tree).
+        func run(_ start: Int, _ xWay: UnsafePointer<UInt8>, _ zWay: UnsafePointer<UInt8>, _ phi: UnsafeMutableBufferPointer<Double>) {
             var n = start
             // Down the common path without recursion: where x and z agree, or the feature is already fixed.
             while mode[n] != .leaf {
-                let xNext = next(n, x), zNext = next(n, z)
+                let l = Int(local[n])
+                let xNext = Int(xWay[l] != 0 ? yes[n] : no[n]), zNext = Int(zWay[l] != 0 ? yes[n] : no[n])
                 if xNext == zNext {
                     n = xNext
                     continue
@@ -136,12 +188,12 @@ struct InterventionalTreeSHAP {
                     state[f] = 1
                     fromX[a] = Int32(f)
                     a += 1
-                    run(xNext, x, z, phi)
+                    run(xNext, xWay, zWay, phi)
                     a -= 1
                     state[f] = 2
                     fromZ[b] = Int32(f)
                     b += 1
-                    run(zNext, x, z, phi)
+                    run(zNext, xWay, zWay, phi)
                     b -= 1
                     state[f] = 0
                     return
@@ -150,14 +202,14 @@ struct InterventionalTreeSHAP {
             guard a + b > 0, a + b < weights.depth else { return }
             let k = outputs
             if a > 0 {
-                let w = weights.value(a - 1, b)
+                let w = weights.value(a - 1, b) * scale
                 for i in 0..<a {
                     let f = Int(fromX[i]) * k
                     for o in 0..<k { phi[f + o] += w * leafValues[n * k + o] }
                 }
             }
             if b > 0 {
-                let w = weights.value(a, b - 1)
+                let w = weights.value(a, b - 1) * scale
                 for i in 0..<b {
                     let f = Int(fromZ[i]) * k
                     for o in 0..<k { phi[f + o] -= w * leafValues[n * k + o] }

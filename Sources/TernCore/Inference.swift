@@ -40,6 +40,11 @@ public struct InferenceResponse: Sendable {
     }
 }
 
+/// Explains an answered request (`explain: true`): the tensors it adds to the response's outputs.
+public protocol ResponseExplainer: Sendable {
+    func explain(_ served: ServedModel, request: InferenceRequest, inputs: [Tensor]) async throws -> [Tensor]
+}
+
 /// Runs blocking work on threads a backend owns (never an event loop or Swift's cooperative pool).
 public protocol BlockingExecutor: Sendable {
     /// Queues `job`; returns false if the executor has shut down and will not run it.

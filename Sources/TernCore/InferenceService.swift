@@ -150,6 +150,14 @@ public final class InferenceService: Sendable {
     /// Whether each request's batch times are recorded for the observers (traces); off, nothing is.
     public let timesRuns: Bool
 
+    private let responseExplainer = Mutex<(any ResponseExplainer)?>(nil)
+
+    /// What answers `explain: true` on an infer request; nil, such requests are refused.
+    public var explainer: (any ResponseExplainer)? {
+        get { responseExplainer.withLock { $0 } }
+        set { responseExplainer.withLock { $0 = newValue } }
+    }
+
     public init(catalog: ModelCatalog = ModelCatalog(), timesRuns: Bool = false) {
         self.catalog = catalog
         self.timesRuns = timesRuns
@@ -198,10 +206,29 @@ public final class InferenceService: Sendable {
             end(context, served, [], .failure(caller.refusal(model: served.name)), completion)
             return
         }
+        let explainer: (any ResponseExplainer)?
+        // With `explain: true`, outputs asked for by name may include the explanation's (`explain_…`).
+        var modelRequest = request, explanationOutputs: [String] = []
+        switch request.parameters["explain"] {
+        case nil, .bool(false)?:
+            explainer = nil
+        case .bool(true)?:
+            guard let configured = self.explainer else {
+                end(context, served, [], .failure(TernError.invalidArgument("this server does not explain predictions")), completion)
+                return
+            }
+            explainer = configured
+            explanationOutputs = request.outputs.filter { $0.hasPrefix("explain_") && served.model.signature.output(named: $0) == nil }
+            modelRequest.outputs.removeAll { explanationOutputs.contains($0) }
+        default:
+            end(context, served, [], .failure(TernError.invalidArgument("parameter explain must be true or false")), completion)
+            return
+        }
+        let named = explanationOutputs
         let inputs: [Tensor], outputs: [String]
         do {
             (inputs, outputs) = try RequestValidator.validate(
-                request, against: served.model.signature, maxBatchSize: served.config.maxBatchSize,
+                modelRequest, against: served.model.signature, maxBatchSize: served.config.maxBatchSize,
                 allowNonFinite: served.config.allowNonFinite)
         } catch {
             end(context, served, [], .failure(error), completion)
@@ -211,10 +238,36 @@ public final class InferenceService: Sendable {
         let id = request.id
         let timing = timesRuns ? RunTiming() : nil
         let accepted = timesRuns ? ContinuousClock.now : context.received
-        let finish: @Sendable (Result<[Tensor], any Error>) -> Void = { result in
+        let answer: @Sendable (Result<[Tensor], any Error>) -> Void = { result in
             self.end(context, served, inputs, result.map {
                 InferenceResponse(modelName: served.name, modelVersion: String(served.version), id: id, outputs: $0)
             }, completion, accepted: accepted, timing: timing)
+        }
+        // With `explain: true`, the explanation's tensors join the outputs (computed in a task, off the runner
+        // and event-loop threads); observers such as the prediction log see them with the prediction.
+        let finish: @Sendable (Result<[Tensor], any Error>) -> Void = if let explainer {
+            { result in
+                guard case .success(let outputs) = result else { return answer(result) }
+                Task {
+                    do {
+                        var explanation = try await explainer.explain(served, request: request, inputs: inputs)
+                        // Outputs asked for by name: the explanation's named among them, else all of it.
+                        if !named.isEmpty {
+                            let unknown = named.filter { name in !explanation.contains { $0.name == name } }
+                            if let name = unknown.first {
+                                throw TernError.invalidArgument("unknown output '\(Echo.clip(name))'; the explanation's outputs are: "
+                                    + explanation.map(\.name).joined(separator: ", "))
+                            }
+                            explanation.removeAll { !named.contains($0.name) }
+                        }
+                        answer(.success(outputs + explanation))
+                    } catch {
+                        answer(.failure(error))
+                    }
+                }
+            }
+        } else {
+            answer
         }
         if let inline, let batcher = served.inlineBatcher {
             batcher.runDeferred(inputs: inputs, outputs: outputs, timeout: request.timeout, timing: timing, completion: finish)

@@ -11,6 +11,9 @@ public struct Attributions: Sendable, Equatable {
         case pathDependent = "path_dependent"
         /// Exact for a linear model: coefficient × (value − background mean).
         case linear
+        /// KernelSHAP from the model's own answers, any model: exact when every coalition is valued,
+        /// otherwise an estimate with a standard error (`errors`).
+        case kernel
     }
 
     public var method: Method
@@ -23,39 +26,76 @@ public struct Attributions: Sendable, Equatable {
     public var margins: [[Double]]
     public var outputs: Int
     public var featureCount: Int
+    /// KernelSHAP's standard error of each value (zero where exact), laid out as `values`; nil for exact methods.
+    public var errors: [[Double]]? = nil
 
     public func value(row: Int, feature: Int, output: Int) -> Double { values[row][feature * outputs + output] }
 }
 
-/// The exact explainers, for a model whose structure was read from its ONNX file.
-public enum Explainer {
-    /// Explains `rows` against `background` with the method that fits the model: interventional TreeSHAP
-    /// for trees, exact linear attributions for linear models.
-    public static func explain(
-        _ structure: ModelStructure, rows: [[Double]], background: [[Double]], method: Attributions.Method? = nil
-    ) throws(TernError) -> Attributions {
-        try check(rows, width: structure.featureCount, what: "row")
+/// The exact explainers, for a model whose structure was read from its ONNX file, prepared once against a
+/// background (the walks of interventional TreeSHAP grouped, covers counted when the file has none) and
+/// then used for any number of requests.
+public final class Explainer: Sendable {
+    public let structure: ModelStructure
+    public let background: [[Double]]
+    private let interventional: InterventionalTreeSHAP?
+    /// The trees with covers (the file's, else counted on the background), when there are any.
+    private let covered: TreeEnsemble?
+
+    public init(_ structure: ModelStructure, background: [[Double]]) throws(TernError) {
+        try Self.check(background, width: structure.featureCount, what: "background row")
+        var structure = structure
+        if case .trees(let trees) = structure, trees.covers == nil, !background.isEmpty {
+            structure = .trees(trees.withCovers(from: background))
+        }
+        self.structure = structure
+        self.background = background
+        if case .trees(let trees) = structure {
+            interventional = background.isEmpty ? nil : InterventionalTreeSHAP(trees: trees, background: background)
+            covered = trees.covers == nil ? nil : trees
+        } else {
+            interventional = nil
+            covered = nil
+        }
+    }
+
+    /// The method used when none is asked for: interventional TreeSHAP for trees, exact linear attributions
+    /// for linear models.
+    public var defaultMethod: Attributions.Method {
+        if case .linear = structure { return .linear }
+        return background.isEmpty && covered != nil ? .pathDependent : .interventional
+    }
+
+    /// Background rows walked per explained row and tree (interventional TreeSHAP's cost), after grouping
+    /// the rows that split alike.
+    public var walksPerTree: Double? { interventional?.walksPerTree }
+
+    public func explain(_ rows: [[Double]], method: Attributions.Method? = nil) throws(TernError) -> Attributions {
+        try Self.check(rows, width: structure.featureCount, what: "row")
         switch (structure, method) {
-        case (.trees(let trees), nil), (.trees(let trees), .interventional?):
-            guard !background.isEmpty else { throw .invalidArgument("interventional TreeSHAP needs a background sample: give one (or a bundle with reference data)") }
-            try check(background, width: structure.featureCount, what: "background row")
-            return InterventionalTreeSHAP(trees: trees, background: background).explain(rows)
-        case (.trees(var trees), .pathDependent?):
-            if trees.covers == nil {
-                guard !background.isEmpty else {
-                    throw .invalidArgument("path-dependent TreeSHAP needs the trees' covers: this ONNX file has no hit counts, so give a sample (the training data or the bundle's reference data) to count them")
-                }
-                try check(background, width: structure.featureCount, what: "background row")
-                trees = trees.withCovers(from: background)
+        case (.trees, nil), (.trees, .interventional?):
+            guard let interventional else {
+                throw .invalidArgument("interventional TreeSHAP needs a background sample: give one (or a bundle with reference data)")
             }
-            return PathDependentTreeSHAP(trees: trees).explain(rows)
+            return interventional.explain(rows)
+        case (.trees, .pathDependent?):
+            guard let covered else {
+                throw .invalidArgument("path-dependent TreeSHAP needs the trees' covers: this ONNX file has no hit counts, so give a sample (the training data or the bundle's reference data) to count them")
+            }
+            return PathDependentTreeSHAP(trees: covered).explain(rows)
         case (.linear(let linear), nil), (.linear(let linear), .linear?):
             guard !background.isEmpty else { throw .invalidArgument("linear attributions need a background sample for the features' means") }
-            try check(background, width: structure.featureCount, what: "background row")
             return LinearAttributions.explain(linear, rows: rows, background: background)
         case (_, let method?):
             throw .invalidArgument("the \(method.rawValue) method does not apply to this model")
         }
+    }
+
+    /// Prepares and explains in one call.
+    public static func explain(
+        _ structure: ModelStructure, rows: [[Double]], background: [[Double]], method: Attributions.Method? = nil
+    ) throws(TernError) -> Attributions {
+        try Explainer(structure, background: background).explain(rows, method: method)
     }
 
     private static func check(_ rows: [[Double]], width: Int, what: String) throws(TernError) {

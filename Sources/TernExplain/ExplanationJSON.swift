@@ -50,7 +50,16 @@ public enum ExplanationJSON {
             for (o, output) in outputs.enumerated() {
                 byOutput[output] = (0..<attributions.featureCount).map { f in attributions.value(row: r, feature: f, output: o) }
             }
-            return ["attributions": byOutput, "margin": attributions.margins[r], "score": score(attributions.margins[r], link: attributions.link)]
+            var row: [String: Any] = [
+                "attributions": byOutput, "margin": attributions.margins[r], "score": score(attributions.margins[r], link: attributions.link)]
+            if let errors = attributions.errors?[r] {
+                var byOutput: [String: Any] = [:]
+                for (o, output) in outputs.enumerated() {
+                    byOutput[output] = (0..<attributions.featureCount).map { f in errors[f * attributions.outputs + o] }
+                }
+                row["standard_errors"] = byOutput
+            }
+            return row
         }
         return [
             "method": attributions.method.rawValue,

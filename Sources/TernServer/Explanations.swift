@@ -9,14 +9,20 @@ import TernHTTP
 import TernONNX
 
 /// Explanations of served versions: each version's structure read once from its ONNX file, its
-/// background from its bundle's reference sample (with a registry), computed off the event loops.
-final class Explanations: Sendable {
+/// background from its bundle's reference sample (with a registry), computed off the event loops. Trees and
+/// linear models are explained exactly; any other model with one `[rows, features]` input by KernelSHAP.
+final class Explanations: Sendable, ResponseExplainer {
     /// What an explanation of one version needs, prepared once.
     struct Prepared: Sendable {
-        var structure: ModelStructure
+        /// The exact explainer; nil when the model is neither trees nor linear (`unsupported` says why).
+        var exact: Explainer?
+        var unsupported: String?
         var featureNames: [String]?
-        var background: [[Double]]
         var outputs: [String]
+        var background: [[Double]]
+        var width: Int
+        /// KernelSHAP's view of the model, or why it cannot run it.
+        var kernel: Result<KernelTarget, TernError>?
     }
 
     let service: InferenceService
@@ -24,6 +30,8 @@ final class Explanations: Sendable {
     private let prepared = Mutex<[String: Prepared]>([:])
     /// Background rows used at most (the reference sample's first ones).
     static let defaultBackgroundRows = 200
+    /// Background rows KernelSHAP uses unless asked (each coalition costs one model row per background row).
+    static let kernelBackgroundRows = 50
 
     init(service: InferenceService, models: RegistryModels?) {
         self.service = service
@@ -42,7 +50,14 @@ final class Explanations: Sendable {
         } catch {
             throw TernError.internalError("cannot read \(served.name)'s model file: \(error)")
         }
-        var structure = try ModelStructure.read(onnx: data)
+        var structure: ModelStructure?, unsupported: String?
+        do {
+            structure = try ModelStructure.read(onnx: data)
+        } catch {
+            unsupported = error.message
+        }
+        let input = served.model.signature.inputs.first
+        let width = structure?.featureCount ?? (input.map { $0.shape.count == 2 && $0.shape[1] > 0 ? $0.shape[1] : 0 } ?? 0)
         let names = served.featureNames ?? ModelStructure.featureNames(onnx: data)
         var background: [[Double]] = []
         if let models, let profile = try? ModelBundle(archive: try await models.registry.archive(served.name, served.version))
@@ -50,13 +65,23 @@ final class Explanations: Sendable {
             let sample = profile.sample
             background = try FeatureRows.rows(
                 columns: sample.columns, values: Array(sample.rows.prefix(Self.defaultBackgroundRows)), featureNames: names,
-                width: structure.featureCount, what: "\(served.name) v\(served.version)'s reference sample")
+                width: width > 0 ? width : names?.count ?? sample.columns.count,
+                what: "\(served.name) v\(served.version)'s reference sample")
         }
-        // Path-dependent TreeSHAP needs covers: counted on the background once here, not on every request.
-        if case .trees(let trees) = structure, trees.covers == nil, !background.isEmpty {
-            structure = .trees(trees.withCovers(from: background))
+        // The walks grouped and covers counted on the background once here, not on every request.
+        let exact = try structure.map { structure throws(TernError) in try Explainer(structure, background: background) }
+        var kernel: Result<KernelTarget, TernError>?
+        if let probe = background.first {
+            do {
+                kernel = .success(try await KernelTarget(model: served.model, probe: probe))
+            } catch {
+                kernel = .failure(error as? TernError ?? .internalError("\(error)"))
+            }
         }
-        let ready = Prepared(structure: structure, featureNames: names, background: background, outputs: ExplanationJSON.outputNames(structure))
+        let outputs = structure.map(ExplanationJSON.outputNames) ?? (try? kernel?.get().outputNames) ?? []
+        let ready = Prepared(
+            exact: exact, unsupported: unsupported, featureNames: names, outputs: outputs, background: background,
+            width: width > 0 ? width : background.first?.count ?? 0, kernel: kernel)
         prepared.withLock { $0[key] = ready }
         return ready
     }
@@ -65,31 +90,105 @@ final class Explanations: Sendable {
         ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
     }
 
-    /// Explains a v2 request's rows.
+    /// How a request asks to be explained: the explain route's parameters (`method`, `samples`, `seed`,
+    /// `background_rows`), or the same with an `explain_` prefix on an infer request.
+    struct Options {
+        var method: Attributions.Method?
+        var kernel = KernelSHAP(samples: 2048)
+        var backgroundRows: Int?
+
+        init(_ parameters: [String: ParameterValue], prefix: String) throws(TernError) {
+            if let value = parameters[prefix + "method"] {
+                guard case .string(let text) = value, let chosen = Attributions.Method(rawValue: text) else {
+                    throw .invalidArgument("parameter \(prefix)method must be interventional, path_dependent, linear or kernel")
+                }
+                method = chosen
+            }
+            if let samples = try Self.integer(parameters, prefix + "samples", 16...1_000_000) { kernel.samples = samples }
+            if let seed = try Self.integer(parameters, prefix + "seed", 0...Int(Int64.max)) { kernel.seed = UInt64(seed) }
+            backgroundRows = try Self.integer(parameters, prefix + "background_rows", 1...100_000)
+        }
+
+        private static func integer(_ parameters: [String: ParameterValue], _ name: String, _ range: ClosedRange<Int>) throws(TernError) -> Int? {
+            guard let value = parameters[name] else { return nil }
+            let number: Int? = switch value {
+            case .int(let n): Int(exactly: n)
+            case .double(let d): d.rounded() == d && abs(d) < 1e15 ? Int(d) : nil
+            case .string(let text): Int(text)
+            case .bool: nil
+            }
+            guard let number, range.contains(number) else {
+                throw .invalidArgument("parameter \(name) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return number
+        }
+    }
+
+    /// Explains `rows` of a version, exactly where its structure allows, else (or when asked) by KernelSHAP.
+    func attributions(_ served: ServedModel, rows: [[Double]], options: Options) async throws -> (Attributions, Prepared, Int) {
+        let ready = try await prepare(served)
+        let noBackground = "\(served.name) v\(served.version) has no background data to explain against: "
+            + "push a bundle packed with --reference TRAINING.csv (its reference sample is the background)"
+        if let exact = ready.exact, options.method != .kernel {
+            if ready.background.isEmpty, options.method != .pathDependent || !exact.structure.hasCovers {
+                throw TernError.invalidArgument(noBackground)
+            }
+            return (try exact.explain(rows, method: options.method), ready, ready.background.count)
+        }
+        if let method = options.method, method != .kernel {
+            throw TernError.invalidArgument("the \(method.rawValue) method needs a tree ensemble or a linear model; "
+                + "\(served.name) v\(served.version) is neither (\(ready.unsupported ?? "")): use method kernel")
+        }
+        guard let kernel = ready.kernel else {
+            throw TernError.invalidArgument(noBackground + (ready.unsupported.map { "; no exact method applies (\($0)), so KernelSHAP needs it" } ?? ""))
+        }
+        let target = try kernel.get()
+        let background = Array(ready.background.prefix(options.backgroundRows ?? Self.kernelBackgroundRows))
+        let attributions = try await options.kernel.explain(rows, background: background, outputs: target.columns, predict: target.predict)
+        return (attributions, ready, background.count)
+    }
+
+    /// Explains a v2 request's rows (the explain routes).
     func explain(_ served: ServedModel, _ request: InferenceRequest) async throws -> [String: Any] {
         let ready = try await prepare(served)
         guard request.inputs.count == 1, let input = request.inputs.first else {
-            throw TernError.invalidArgument("an explain request has one input of [rows, \(ready.structure.featureCount)] features")
+            throw TernError.invalidArgument("an explain request has one input of [rows, \(ready.width)] features")
         }
-        let rows = try FeatureRows.rows(tensor: input, width: ready.structure.featureCount)
-        var method: Attributions.Method?
-        if case .string(let text)? = request.parameters["method"] {
-            guard let chosen = Attributions.Method(rawValue: text) else {
-                throw TernError.invalidArgument("parameter method must be interventional, path_dependent or linear, got '\(Echo.clip(text))'")
-            }
-            method = chosen
-        }
-        if ready.background.isEmpty, method != .pathDependent || !ready.structure.hasCovers {
-            throw TernError.invalidArgument("\(served.name) v\(served.version) has no background data to explain against: "
-                + "push a bundle packed with --reference TRAINING.csv (its reference sample is the background)")
-        }
-        let attributions = try Explainer.explain(ready.structure, rows: rows, background: ready.background, method: method)
-        var object = ExplanationJSON.object(attributions, featureNames: ready.featureNames, outputNames: ready.outputs)
+        let rows = try FeatureRows.rows(tensor: input, width: ready.width)
+        let (attributions, _, backgroundRows) = try await self.attributions(served, rows: rows, options: try Options(request.parameters, prefix: ""))
+        let outputs = attributions.method == .kernel ? (try? ready.kernel?.get().outputNames) ?? ready.outputs : ready.outputs
+        var object = ExplanationJSON.object(attributions, featureNames: ready.featureNames, outputNames: outputs)
         object["model_name"] = served.name
         object["model_version"] = String(served.version)
-        object["background_rows"] = ready.background.count
+        object["background_rows"] = backgroundRows
         if let id = request.id { object["id"] = id }
         return object
+    }
+
+    /// `explain: true` on an infer request: the answer's outputs plus the explanation as tensors
+    /// (`explain_attributions` [rows, features] or [rows, features, outputs] as shap shapes them,
+    /// `explain_base_values`, `explain_features`, `explain_outputs`, and KernelSHAP's `explain_standard_errors`).
+    func explain(_ served: ServedModel, request: InferenceRequest, inputs: [Tensor]) async throws -> [Tensor] {
+        let options = try Options(request.parameters, prefix: "explain_")
+        let ready = try await prepare(served)
+        guard inputs.count == 1, let input = inputs.first else {
+            throw TernError.invalidArgument("explain: true needs a model with one [rows, features] input; this request has \(inputs.count)")
+        }
+        let rows = try FeatureRows.rows(tensor: input, width: ready.width)
+        let (attributions, _, _) = try await attributions(served, rows: rows, options: options)
+        let outputs = attributions.method == .kernel ? (try? ready.kernel?.get().outputNames) ?? ready.outputs : ready.outputs
+        let f = attributions.featureCount, k = attributions.outputs
+        let shape = k == 1 ? [rows.count, f] : [rows.count, f, k]
+        var tensors = [
+            try Tensor(name: "explain_attributions", shape: shape, values: attributions.values.flatMap { $0 }),
+            try Tensor(name: "explain_base_values", shape: [k], values: attributions.base),
+            try Tensor(name: "explain_features", shape: [f], strings: ready.featureNames?.count == f ? ready.featureNames! : (0..<f).map { "feature_\($0)" }),
+            try Tensor(name: "explain_outputs", shape: [k], strings: outputs.count == k ? outputs : (0..<k).map { "output_\($0)" }),
+        ]
+        if let errors = attributions.errors {
+            tensors.append(try Tensor(name: "explain_standard_errors", shape: shape, values: errors.flatMap { $0 }))
+        }
+        return tensors
     }
 }
 

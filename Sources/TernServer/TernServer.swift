@@ -208,6 +208,7 @@ public struct TernServer: Sendable {
         let router = ScopedRouter(router: base, access: configuration.http.access, table: routes)
         V2Routes(service: service, configuration: configuration.http).register(on: router)
         let explanations = Explanations(service: service, models: models)
+        service.explainer = explanations  // `explain: true` on infer requests, whatever the protocol
         ExplainRoutes(explanations: explanations, http: configuration.http).register(on: router)
         PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http) { served, request in
             try Explanations.encode(try await explanations.explain(served, request))

@@ -3,16 +3,19 @@ import Foundation
 import TernBundle
 import TernCore
 import TernExplain
+import TernONNX
 
 struct Explain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Explain a model's predictions: each feature's contribution, exactly (TreeSHAP, linear).",
+        abstract: "Explain a model's predictions: each feature's contribution (exact TreeSHAP and linear, KernelSHAP for any model).",
         discussion: """
             MODEL is an ONNX file or a bundle (.tern). Rows come from --input, a CSV file with a header naming the model's features (other columns, such as a label, are left out) or without one (columns in the model's order).
 
             Attributions are in the model's margin space: log-odds for a binary classifier (probability = 1 / (1 + e^-margin)), the raw score per class for a multiclass one (softmax), the value for a regressor or a random forest. For each row, base value + the sum of the attributions = the row's margin.
 
             Methods: interventional TreeSHAP (trees; the default) and linear (linear models) against a background sample: --background, else the bundle's reference sample (its first --background-rows rows). path_dependent TreeSHAP uses the trees' covers: the ONNX file's hit counts, else counted on the background.
+
+            kernel (KernelSHAP) explains any model with one [rows, features] input from its own answers (ONNX Runtime runs it), in the space of its floating-point outputs (probabilities, values): the default for a model that is neither trees nor linear. With 2^features - 2 <= --samples every coalition is valued and the values are exact; otherwise they are estimates, each with a standard error. It uses --kernel-background-rows background rows (each coalition costs that many model rows).
 
             Example:
               tern explain credit.tern --input applicants.csv
@@ -31,8 +34,19 @@ struct Explain: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How many background rows to use (the first ones).", valueName: "rows"))
     var backgroundRows = 200
 
-    @Option(help: ArgumentHelp("interventional, path_dependent or linear (default: interventional for trees, linear for linear models).", valueName: "method"))
+    @Option(help: ArgumentHelp("interventional, path_dependent, linear or kernel (default: interventional for trees, linear for linear models, kernel for any other).", valueName: "method"))
     var method: String?
+
+    @Option(help: ArgumentHelp("KernelSHAP: coalitions valued per row.", valueName: "n"))
+    var samples = 2048
+
+    @Option(help: ArgumentHelp("KernelSHAP: the seed of the coalition draws.", valueName: "n"))
+    var seed: UInt64 = 0
+
+    @Option(help: ArgumentHelp("KernelSHAP: background rows used (the first ones).", valueName: "rows"))
+    var kernelBackgroundRows = 50
+
+    @OptionGroup var runtimeOptions: RuntimeOptions
 
     @Option(help: ArgumentHelp("Features to show per row in the table.", valueName: "n"))
     var top = 5
@@ -42,8 +56,10 @@ struct Explain: AsyncParsableCommand {
 
     func validate() throws {
         if let method, Attributions.Method(rawValue: method) == nil {
-            throw ValidationError("--method must be interventional, path_dependent or linear")
+            throw ValidationError("--method must be interventional, path_dependent, linear or kernel")
         }
+        guard (16...1_000_000).contains(samples) else { throw ValidationError("--samples must be 16...1000000") }
+        guard (1...100_000).contains(kernelBackgroundRows) else { throw ValidationError("--kernel-background-rows must be 1...100000") }
         guard (1...100_000).contains(backgroundRows) else { throw ValidationError("--background-rows must be 1...100000") }
         guard top >= 1 else { throw ValidationError("--top must be at least 1") }
     }
@@ -51,8 +67,25 @@ struct Explain: AsyncParsableCommand {
     func run() async throws {
         do {
             let (onnx, known, reference) = try loadModel()
-            let structure = try ModelStructure.read(onnx: onnx)
-            let width = structure.featureCount
+            let chosen = method.flatMap(Attributions.Method.init(rawValue:))
+            var structure: ModelStructure?
+            do {
+                structure = try ModelStructure.read(onnx: onnx)
+            } catch {
+                // Neither trees nor linear: KernelSHAP, unless an exact method was asked for.
+                if let chosen, chosen != .kernel { throw error }
+            }
+            let pool = RunnerPool(threads: 1, name: "tern.explain")
+            defer { pool.shutdown() }
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("tern-explain-\(UUID().uuidString).onnx").path
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            var kernelModel: ONNXModel?
+            if structure == nil || chosen == .kernel {
+                try onnx.write(to: URL(fileURLWithPath: file))
+                kernelModel = try ONNXModel(path: file, runtime: runtimeOptions.openRuntime(), pool: pool, options: try runtimeOptions.sessionOptions())
+            }
+            let spec = kernelModel?.signature.inputs.first
+            let width = structure?.featureCount ?? (spec.map { $0.shape.count == 2 && $0.shape[1] > 0 ? $0.shape[1] : 0 } ?? 0)
             let table = try readTable(input, what: "--input")
             // A model that names no features takes the names of the input's header.
             let names = known ?? (table.columns.count == width && !table.columns.contains { $0.hasPrefix("column_") } ? table.columns : nil)
@@ -66,9 +99,23 @@ struct Explain: AsyncParsableCommand {
                     columns: reference.columns, values: reference.rows, featureNames: names, width: width, what: "the bundle's reference sample")
             }
             backgroundRows = Array(backgroundRows.prefix(self.backgroundRows))
-            let attributions = try Explainer.explain(
-                structure, rows: rows, background: backgroundRows, method: method.flatMap(Attributions.Method.init(rawValue:)))
-            let outputs = ExplanationJSON.outputNames(structure)
+            let attributions: Attributions
+            let outputs: [String]
+            if let kernelModel {
+                guard let probe = backgroundRows.first else {
+                    throw TernError.invalidArgument("KernelSHAP needs a background sample: give --background CSV (or a bundle with reference data)")
+                }
+                let target = try await KernelTarget(model: kernelModel, probe: probe)
+                let kernel = KernelSHAP(samples: samples, seed: seed)
+                attributions = try await kernel.explain(
+                    rows, background: Array(backgroundRows.prefix(kernelBackgroundRows)), outputs: target.columns, predict: target.predict)
+                outputs = target.outputNames
+            } else if let structure {
+                attributions = try Explainer.explain(structure, rows: rows, background: backgroundRows, method: chosen)
+                outputs = ExplanationJSON.outputNames(structure)
+            } else {
+                throw TernError.internalError("no explainer")
+            }
             if json {
                 let object = ExplanationJSON.object(attributions, featureNames: names, outputNames: outputs)
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
@@ -121,7 +168,8 @@ struct Explain: AsyncParsableCommand {
                 }
                 for f in ranked.prefix(top) {
                     let value = attributions.value(row: r, feature: f, output: o)
-                    print("    \(names[f].padding(toLength: max(20, names[f].count), withPad: " ", startingAt: 0)) \(value >= 0 ? "+" : "")\(String(format: "%.6g", value))")
+                    let error = attributions.errors.map { "  ± " + String(format: "%.2g", $0[r][f * attributions.outputs + o]) } ?? ""
+                    print("    \(names[f].padding(toLength: max(20, names[f].count), withPad: " ", startingAt: 0)) \(value >= 0 ? "+" : "")\(String(format: "%.6g", value))\(error)")
                 }
             }
         }

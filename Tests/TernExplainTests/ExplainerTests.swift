@@ -100,3 +100,44 @@ func attributionsEqualShaps(name: String) throws {
         #expect("\(error)".contains("operator"), "\(error)")
     }
 }
+
+/// KernelSHAP run on the trees' own margins: with every coalition valued (10 features, 1,022 coalitions)
+/// it is the exact interventional Shapley value, so it equals interventional TreeSHAP to rounding; with
+/// fewer samples than coalitions, each estimate lies within a few of its standard errors.
+@Test(arguments: ExplainFixture.names)
+func kernelSHAPMatchesExactTreeSHAP(name: String) async throws {
+    let fixture = try ExplainFixture.load(name)
+    guard case .trees(let trees) = fixture.structure else { return }
+    let rows = Array(fixture.rows.prefix(4)), background = Array(fixture.background.prefix(30))
+    let exact = try Explainer.explain(fixture.structure, rows: rows, background: background, method: .interventional)
+    let predict: KernelSHAP.Predict = { flat, count in
+        (0..<count).flatMap { r in trees.margins(Array(flat[(r * trees.featureCount)..<((r + 1) * trees.featureCount)])) }
+    }
+    let scale = max(1, exact.margins.flatMap { $0 }.map(abs).max() ?? 1)
+    let enumerated = try await KernelSHAP(samples: 2048).explain(rows, background: background, outputs: trees.outputs, predict: predict)
+    #expect(enumerated.errors?.flatMap { $0 }.allSatisfy { $0 == 0 } == true)
+    for r in rows.indices {
+        for i in exact.values[r].indices {
+            #expect(abs(enumerated.values[r][i] - exact.values[r][i]) < 1e-9 * scale, "\(name) row \(r) value \(i)")
+        }
+        for o in 0..<trees.outputs { #expect(abs(enumerated.margins[r][o] - exact.margins[r][o]) < 1e-9 * scale) }
+    }
+    for o in 0..<trees.outputs { #expect(abs(enumerated.base[o] - exact.base[o]) < 1e-9 * scale) }
+    // Sampled: 256 coalitions of 1,022. Additivity still holds exactly (the fit is constrained).
+    let sampled = try await KernelSHAP(samples: 256, seed: 7).explain(rows, background: background, outputs: trees.outputs, predict: predict)
+    let errors = try #require(sampled.errors)
+    var outside = 0, total = 0
+    for r in rows.indices {
+        for o in 0..<trees.outputs {
+            let sum = (0..<sampled.featureCount).reduce(sampled.base[o]) { $0 + sampled.value(row: r, feature: $1, output: o) }
+            #expect(abs(sum - sampled.margins[r][o]) < 1e-9 * scale, "\(name) row \(r): additivity")
+        }
+        for i in exact.values[r].indices {
+            total += 1
+            if abs(sampled.values[r][i] - exact.values[r][i]) > 4 * errors[r][i] + 1e-6 * scale { outside += 1 }
+        }
+    }
+    // Four standard errors: a normal estimate falls outside once in 15,000; allow a couple for the
+    // estimated errors' own noise.
+    #expect(outside <= max(1, total / 50), "\(name): \(outside) of \(total) sampled values beyond 4 standard errors")
+}

@@ -305,3 +305,30 @@ def test_bad_explain_parameters_on_infer_are_refused(served, parameters, message
     bare = requests.post(f"http://{server.url}/v2/models/bare/infer", json={"parameters": {"explain": True}, "inputs": [
         {"name": "features", "datatype": "FP32", "shape": [1, 10], "data": [1.0] * 10}]}, timeout=30)
     assert bare.status_code == 400 and "--reference" in bare.json()["error"], bare.text
+
+
+def test_a_model_folder_explains_against_the_reference_csv_beside_its_model(tmp_path):
+    """Served from a plain folder (--models): the version's background is reference.csv beside model.onnx;
+    without one, the 400 says where to put it."""
+    from conftest import Server
+    import shutil
+    folder = tmp_path / "models" / "credit" / "1"
+    folder.mkdir(parents=True)
+    shutil.copy(os.path.join(EXPLAIN, "sklearn_gbc", "model.onnx"), folder / "model.onnx")
+    other = tmp_path / "models" / "bare" / "1"
+    other.mkdir(parents=True)
+    shutil.copy(os.path.join(EXPLAIN, "sklearn_gbc", "model.onnx"), other / "model.onnx")
+    fixture = load("sklearn_gbc")
+    write_csv(folder / "reference.csv", fixture["features"], fixture["background"])
+    server = Server(str(tmp_path / "models"))
+    try:
+        answer = explain(server, "credit", fixture["rows"][:3])
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["background_rows"] == len(fixture["background"]) and body["features"] == fixture["features"]
+        np.testing.assert_allclose([r["attributions"]["class 1"] for r in body["rows"]],
+                                   np.array(fixture["methods"]["interventional"]["values"])[:3, :, -1], atol=1e-6)
+        bare = explain(server, "bare", fixture["rows"][:1])
+        assert bare.status_code == 400 and "reference.csv" in bare.json()["error"], bare.text
+    finally:
+        server.stop()

@@ -28,6 +28,8 @@ final class Explanations: Sendable, ResponseExplainer {
     let service: InferenceService
     let models: RegistryModels?
     private let prepared = Mutex<[String: Prepared]>([:])
+    /// The background of a model folder's version: a CSV file beside its model.onnx.
+    static let folderBackground = "reference.csv"
     /// Background rows used at most (the reference sample's first ones).
     static let defaultBackgroundRows = 200
     /// Background rows KernelSHAP uses unless asked (each coalition costs one model row per background row).
@@ -58,7 +60,7 @@ final class Explanations: Sendable, ResponseExplainer {
         }
         let input = served.model.signature.inputs.first
         let width = structure?.featureCount ?? (input.map { $0.shape.count == 2 && $0.shape[1] > 0 ? $0.shape[1] : 0 } ?? 0)
-        let names = served.featureNames ?? ModelStructure.featureNames(onnx: data)
+        var names = served.featureNames ?? ModelStructure.featureNames(onnx: data)
         var background: [[Double]] = []
         if let models, let profile = try? ModelBundle(archive: try await models.registry.archive(served.name, served.version))
             .decoded(ReferenceProfile.self, file: BundleFile.profile) {
@@ -67,6 +69,16 @@ final class Explanations: Sendable, ResponseExplainer {
                 columns: sample.columns, values: Array(sample.rows.prefix(Self.defaultBackgroundRows)), featureNames: names,
                 width: width > 0 ? width : names?.count ?? sample.columns.count,
                 what: "\(served.name) v\(served.version)'s reference sample")
+        }
+        // A model folder's version may keep its background beside the model: reference.csv (a header naming the features).
+        let beside = URL(fileURLWithPath: onnx.path).deletingLastPathComponent().appendingPathComponent(Self.folderBackground).path
+        if background.isEmpty, models == nil, let text = try? String(contentsOfFile: beside, encoding: .utf8) {
+            let table = try CSVTable(text: text, source: beside)
+            // A model that names no features takes the names of the file's header.
+            if names == nil, table.columns.count == width { names = table.columns }
+            background = try FeatureRows.rows(
+                columns: table.columns, values: Array(table.rows.prefix(Self.defaultBackgroundRows)), featureNames: names,
+                width: width > 0 ? width : names?.count ?? table.columns.count, what: beside)
         }
         // The walks grouped and covers counted on the background once here, not on every request.
         let exact = try structure.map { structure throws(TernError) in try Explainer(structure, background: background) }
@@ -128,7 +140,9 @@ final class Explanations: Sendable, ResponseExplainer {
     func attributions(_ served: ServedModel, rows: [[Double]], options: Options) async throws -> (Attributions, Prepared, Int) {
         let ready = try await prepare(served)
         let noBackground = "\(served.name) v\(served.version) has no background data to explain against: "
-            + "push a bundle packed with --reference TRAINING.csv (its reference sample is the background)"
+            + (models == nil
+                ? "put a sample of the training data, a CSV file with a header, beside its model.onnx as \(Self.folderBackground)"
+                : "push a bundle packed with --reference TRAINING.csv (its reference sample is the background)")
         if let exact = ready.exact, options.method != .kernel {
             if ready.background.isEmpty, options.method != .pathDependent || !exact.structure.hasCovers {
                 throw TernError.invalidArgument(noBackground)

@@ -94,6 +94,8 @@ let package = Package(
             exclude: ["Generated/README.md"],
             swiftSettings: strict
         ),
+        // Batch scoring: files in, predictions out, chunked on all cores, resumable, sharded.
+        .target(name: "TernBatch", dependencies: ["TernCore"], swiftSettings: strict),
         // Explanations: the model's structure read from its ONNX file (our own minimal .proto), exact
         // TreeSHAP (interventional, path-dependent) and linear attributions.
         .target(
@@ -156,6 +158,7 @@ let package = Package(
             name: "tern",
             dependencies: [
                 "TernServer", "TernONNX", "TernCore", "TernHTTP", "TernBundle", "TernRegistry", "TernMonitoring", "TernExplain",
+                "TernBatch",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

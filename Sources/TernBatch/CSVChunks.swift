@@ -1,0 +1,170 @@
+import Foundation
+import TernCore
+
+/// A run of whole lines of the input, in order: where it starts in the file and which line it starts at.
+public struct LineChunk: Sendable {
+    public var index: Int
+    /// The byte offset of its first line, and of the byte after its last line.
+    public var start: Int64
+    public var end: Int64
+    /// The 1-based line number of its first line in the file.
+    public var firstLine: Int
+    public var bytes: [UInt8]
+    /// Where each line starts in `bytes` (and, last, `bytes.count`): lines without their newline.
+    public var lineStarts: [Int]
+
+    public var lineCount: Int { lineStarts.count - 1 }
+
+    /// Line `i`'s bytes, without its newline (and a CR before it).
+    public func line(_ i: Int) -> ArraySlice<UInt8> {
+        var end = lineStarts[i + 1]
+        if end > lineStarts[i], bytes[end - 1] == UInt8(ascii: "\n") { end -= 1 }
+        if end > lineStarts[i], bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+        return bytes[lineStarts[i]..<end]
+    }
+}
+
+/// Reads a file's lines in chunks of about `rowsPerChunk` lines, from a byte offset to another, reading
+/// a block at a time (memory stays bounded whatever the file's size).
+public final class LineChunkReader {
+    private let handle: FileHandle
+    private let rowsPerChunk: Int
+    private let end: Int64
+    private var position: Int64
+    private var line: Int
+    private var pending: [UInt8] = []
+    private var index = 0
+    private static let block = 1 << 20
+
+    /// Lines from the one at `start` (a line start) up to those starting before `end`; `firstLine` numbers
+    /// the first one.
+    public init(path: String, start: Int64, end: Int64, firstLine: Int, rowsPerChunk: Int) throws(TernError) {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw .invalidArgument("cannot read '\(path)'") }
+        self.handle = handle
+        self.rowsPerChunk = rowsPerChunk
+        self.end = end
+        self.position = start
+        self.line = firstLine
+        do {
+            try handle.seek(toOffset: UInt64(start))
+        } catch {
+            throw .invalidArgument("cannot read '\(path)': \(error)")
+        }
+    }
+
+    deinit { try? handle.close() }
+
+    /// The next chunk; nil at the end of the range.
+    public func next() throws(TernError) -> LineChunk? {
+        var starts = [0]
+        var scanned = 0
+        reading: while true {
+            var rangeEnds = false
+            while starts.count <= rowsPerChunk {
+                // A line that starts at or after `end` belongs to the next range.
+                if position + Int64(starts.last!) >= end {
+                    rangeEnds = true
+                    break
+                }
+                guard let newline = pending[scanned...].firstIndex(of: UInt8(ascii: "\n")) else { break }
+                scanned = newline + 1
+                starts.append(scanned)
+            }
+            if starts.count > rowsPerChunk || rangeEnds { break reading }
+            let data: Data
+            do {
+                data = try handle.read(upToCount: Self.block) ?? Data()
+            } catch {
+                throw .invalidArgument("cannot read the input: \(error)")
+            }
+            if data.isEmpty {
+                // The last line may have no newline.
+                if starts.last! < pending.count, position + Int64(starts.last!) < end { starts.append(pending.count) }
+                break reading
+            }
+            pending.append(contentsOf: data)
+        }
+        guard starts.count > 1 else { return nil }
+        let consumed = starts.last!
+        let bytes = Array(pending[0..<consumed])
+        pending.removeFirst(consumed)
+        let chunk = LineChunk(
+            index: index, start: position, end: position + Int64(consumed), firstLine: line, bytes: bytes, lineStarts: starts)
+        position += Int64(consumed)
+        line += starts.count - 1
+        index += 1
+        return chunk
+    }
+
+    /// The byte offset of the first line that starts at or after `offset` (0 stays 0).
+    public static func lineStart(path: String, atOrAfter offset: Int64) throws(TernError) -> Int64 {
+        guard offset > 0 else { return 0 }
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw .invalidArgument("cannot read '\(path)'") }
+        defer { try? handle.close() }
+        do {
+            // The line containing byte offset-1 ends at its newline; the next line starts after it.
+            try handle.seek(toOffset: UInt64(offset - 1))
+            var at = offset - 1
+            while let data = try handle.read(upToCount: 65_536), !data.isEmpty {
+                if let newline = data.firstIndex(of: UInt8(ascii: "\n")) { return at + Int64(newline - data.startIndex) + 1 }
+                at += Int64(data.count)
+            }
+            return at
+        } catch {
+            throw .invalidArgument("cannot read '\(path)': \(error)")
+        }
+    }
+}
+
+/// One CSV line's fields (RFC 4180 quoting within a line: "a,b" and "" inside quotes).
+enum CSVFields {
+    static func split(_ line: ArraySlice<UInt8>, into fields: inout [ArraySlice<UInt8>]) {
+        fields.removeAll(keepingCapacity: true)
+        var i = line.startIndex, start = i
+        let quote = UInt8(ascii: "\""), comma = UInt8(ascii: ",")
+        var quoted = false
+        while i < line.endIndex {
+            let byte = line[i]
+            if byte == quote {
+                quoted.toggle()
+            } else if byte == comma, !quoted {
+                fields.append(line[start..<i])
+                start = i + 1
+            }
+            i += 1
+        }
+        fields.append(line[start..<line.endIndex])
+    }
+
+    /// A field's text, unquoted.
+    static func text(_ field: ArraySlice<UInt8>) -> String {
+        var field = field
+        if field.count >= 2, field.first == UInt8(ascii: "\""), field.last == UInt8(ascii: "\"") {
+            field = field.dropFirst().dropLast()
+            return String(decoding: field, as: UTF8.self).replacingOccurrences(of: "\"\"", with: "\"")
+        }
+        return String(decoding: field, as: UTF8.self)
+    }
+
+    /// A numeric field: nil when it is not a finite number (empty or NaN are missing values: NaN).
+    static func number(_ field: ArraySlice<UInt8>) -> Double? {
+        var field = field
+        while let first = field.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\"") { field = field.dropFirst() }
+        while let last = field.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\"") { field = field.dropLast() }
+        if field.isEmpty { return .nan }
+        guard field.count < 64 else { return nil }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: field.count + 1) { buffer -> Double? in
+            var i = 0
+            for byte in field {
+                buffer[i] = CChar(bitPattern: byte)
+                i += 1
+            }
+            buffer[i] = 0
+            var endPointer: UnsafeMutablePointer<CChar>?
+            let value = strtod(buffer.baseAddress!, &endPointer)
+            guard endPointer == buffer.baseAddress! + i else { return nil }
+            if value.isNaN { return .nan }
+            return value.isFinite ? value : nil
+        }
+    }
+}

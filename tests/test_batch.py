@@ -1,0 +1,178 @@
+"""`tern batch`: a generated table scored equal to in-process onnxruntime on every row (a tree model and an
+MLP, CSV and JSON Lines), rejects with line numbers, SIGKILL at random points then --resume giving the same
+bytes, shards merged equal to one run, and the refusals that come before anything is written."""
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from conftest import BINARY, FIXTURES, ROOT
+from registry_support import pack, tern
+
+CREDIT = os.path.join(ROOT, "examples", "models", "credit-risk", "2", "model.onnx")
+FEATURES = ["age", "income", "debt_ratio", "credit_lines", "late_30d", "late_90d", "loan_amount", "employment_years",
+            "open_accounts", "utilization"]
+
+
+def table(path, rows, width, names=None, seed=0, id_column=True):
+    """A CSV of `rows` random rows (4 decimals), with an id column first; written fast in blocks."""
+    generator = np.random.default_rng(seed)
+    names = names or [f"f{i}" for i in range(width)]
+    with open(path, "w") as f:
+        f.write(",".join((["id"] if id_column else []) + names) + "\n")
+        for start in range(0, rows, 100_000):
+            count = min(100_000, rows - start)
+            block = np.round(generator.normal(size=(count, width)) * 3, 4)
+            ids = np.arange(start, start + count).reshape(-1, 1)
+            frame = pd.DataFrame(np.hstack([ids, block]) if id_column else block)
+            if id_column:
+                frame[0] = frame[0].astype(np.int64)
+            frame.to_csv(f, header=False, index=False, float_format="%.4f")
+    return str(path)
+
+
+def onnxruntime_outputs(model, features):
+    # One thread, as each of tern's runs: a tree ensemble's sums then add in the same order.
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()],
+                    session.run(None, {session.get_inputs()[0].name: features.astype(np.float32)})))
+
+
+@pytest.mark.parametrize("model,width,names,fmt", [
+    (CREDIT, 10, FEATURES, "csv"),  # 100-tree gradient boosting, features matched by name
+    (os.path.join(FIXTURES, "mlp", "model.onnx"), 20, None, "jsonl"),  # an MLP, columns in order
+])
+def test_a_million_rows_equal_onnxruntime_on_every_row(tmp_path, model, width, names, fmt):
+    rows = 1_000_000
+    source = table(tmp_path / "in.csv", rows, width, names)
+    out = str(tmp_path / f"out.{fmt}")
+    result = tern("batch", model, "--input", source, "--output", out, "--id-column", "id", "--quiet")
+    assert f"scored {rows} rows" in result.stderr, result.stderr
+    features = pd.read_csv(source, float_precision="round_trip").drop(columns=["id"]).to_numpy()
+    expected = onnxruntime_outputs(model, features)
+    if fmt == "csv":
+        written = pd.read_csv(out, float_precision="round_trip")
+        assert list(written.columns) == ["id", "label", "probabilities_0", "probabilities_1"]
+        np.testing.assert_array_equal(written["id"].to_numpy(), np.arange(rows))
+        np.testing.assert_array_equal(written["label"].to_numpy(), expected["label"])
+        # Written in the shortest form that reads back as the same float32.
+        np.testing.assert_array_equal(written[["probabilities_0", "probabilities_1"]].to_numpy(np.float32), expected["probabilities"])
+    else:
+        written = pd.read_json(out, lines=True, dtype=False)
+        np.testing.assert_array_equal(written["id"].to_numpy(), np.arange(rows))
+        np.testing.assert_array_equal(written["label"].to_numpy(), expected["label"])
+        np.testing.assert_array_equal(np.array(written["probabilities"].tolist(), dtype=np.float32), expected["probabilities"])
+    assert not os.path.exists(out + ".checkpoint") and not os.path.exists(out + ".rejects.csv")
+
+
+def test_bad_lines_go_to_the_rejects_file_with_their_line_number_and_the_run_goes_on(tmp_path):
+    source = tmp_path / "in.csv"
+    good = [[1.5] * 10, [2.5] * 10]
+    with open(source, "w") as f:
+        f.write("id," + ",".join(FEATURES) + "\n")
+        f.write("a," + ",".join(map(str, good[0])) + "\n")
+        f.write("b," + ",".join(["x"] + ["1"] * 9) + "\n")  # line 3: not a number
+        f.write("c,1,2\n")  # line 4: too few values
+        f.write("d," + ",".join(map(str, good[1])) + "\n")
+        f.write("e," + ",".join(["1"] * 9 + ["1e999"]) + "\n")  # line 6: not finite
+    out = str(tmp_path / "out.csv")
+    result = tern("batch", CREDIT, "--input", str(source), "--output", out, "--id-column", "id", "--passthrough", "age")
+    assert "scored 2 rows, rejected 3" in result.stderr, result.stderr
+    written = pd.read_csv(out, float_precision="round_trip")
+    assert list(written["id"]) == ["a", "d"] and list(written["age"]) == [1.5, 2.5]
+    expected = onnxruntime_outputs(CREDIT, np.array(good))
+    np.testing.assert_array_equal(written[["probabilities_0", "probabilities_1"]].to_numpy(np.float32), expected["probabilities"])
+    with open(out + ".rejects.csv") as f:
+        rejects = list(csv.reader(f))
+    assert rejects[0] == ["line", "reason", "text"]
+    assert [r[0] for r in rejects[1:]] == ["3", "4", "6"]
+    assert "column 'age': 'x' is not a number" in rejects[1][1] and "has 3 values; the header has 11" in rejects[2][1]
+    assert rejects[2][2] == "c,1,2"
+    # --max-rejects stops the run, saying why.
+    stopped = tern("batch", CREDIT, "--input", str(source), "--output", str(tmp_path / "o2.csv"), "--max-rejects", "1", check=False)
+    assert stopped.returncode != 0 and "more than 1 rejected lines (--max-rejects)" in stopped.stderr, stopped.stderr
+
+
+def test_refusals_come_before_anything_is_written(tmp_path):
+    source = table(tmp_path / "in.csv", 10, 10, FEATURES)
+    out = tmp_path / "out.csv"
+    for args, message in [
+        (("--input", str(tmp_path / "missing.csv")), "cannot read the input"),
+        (("--input", table(tmp_path / "narrow.csv", 3, 4)), "the model takes 10 features"),
+        (("--input", source, "--id-column", "nope"), "no column 'nope'"),
+        (("--input", source, "--outputs", "scores"), "no output 'scores'"),
+        (("--input", source, "--resume"), "nothing to resume"),
+    ]:
+        result = tern("batch", CREDIT, *args, "--output", str(out), check=False)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not out.exists()
+    tern("batch", CREDIT, "--input", source, "--output", str(out))
+    first = out.read_bytes()
+    again = tern("batch", CREDIT, "--input", source, "--output", str(out), check=False)
+    assert again.returncode != 0 and "not overwritten without --force" in again.stderr
+    assert out.read_bytes() == first
+    tern("batch", CREDIT, "--input", source, "--output", str(out), "--force", "--format", "jsonl")
+    assert out.read_bytes() != first
+
+
+def test_killed_at_random_points_and_resumed_gives_the_same_bytes(tmp_path):
+    source = table(tmp_path / "in.csv", 300_000, 10, FEATURES, seed=4)
+    reference = str(tmp_path / "reference.csv")
+    tern("batch", CREDIT, "--input", source, "--output", reference, "--id-column", "id", "--chunk-rows", "2000")
+    out = str(tmp_path / "out.csv")
+    command = [BINARY, "batch", CREDIT, "--input", source, "--output", out, "--id-column", "id", "--chunk-rows", "2000", "--quiet"]
+    rng = random.Random(11)
+    kills = 0
+    for attempt in range(6):
+        process = subprocess.Popen(command + (["--resume"] if attempt else []), stderr=subprocess.PIPE, cwd=ROOT)
+        time.sleep(rng.uniform(0.05, 0.6))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        if not os.path.exists(out + ".checkpoint"):
+            break
+    assert kills >= 2
+    if os.path.exists(out + ".checkpoint"):
+        finished = tern("batch", *command[2:-1], "--resume")
+        assert "resumed after" in finished.stderr or "scored" in finished.stderr
+    with open(out, "rb") as a, open(reference, "rb") as b:
+        assert a.read() == b.read()
+    assert not os.path.exists(out + ".checkpoint")
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_shards_merged_equal_one_run_byte_for_byte(tmp_path, shards):
+    source = table(tmp_path / "in.csv", 50_001, 10, FEATURES, seed=5)
+    whole = str(tmp_path / "whole.csv")
+    tern("batch", CREDIT, "--input", source, "--output", whole, "--id-column", "id")
+    parts = []
+    for index in range(shards):
+        part = str(tmp_path / f"part-{index}.csv")
+        tern("batch", CREDIT, "--input", source, "--output", part, "--id-column", "id", "--shard", f"{index}/{shards}")
+        parts.append(part)
+    merged = str(tmp_path / "merged.csv")
+    tern("batch", "merge", *parts, "--output", merged)
+    with open(merged, "rb") as a, open(whole, "rb") as b:
+        assert a.read() == b.read()
+    sizes = [sum(1 for _ in open(p)) - 1 for p in parts]
+    assert sum(sizes) == 50_001 and min(sizes) > 50_001 // shards // 2, sizes
+
+
+def test_a_bundle_names_probability_columns_after_its_class_labels(tmp_path):
+    bundle = pack(str(tmp_path), "gbc", "credit", 1, "--class-labels", "good,bad")
+    source = table(tmp_path / "in.csv", 5, 10, id_column=False)
+    out = str(tmp_path / "out.csv")
+    tern("batch", bundle, "--input", source, "--output", out)
+    assert open(out).readline().strip() == "label,probabilities_good,probabilities_bad"

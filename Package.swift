@@ -95,7 +95,9 @@ let package = Package(
             swiftSettings: strict
         ),
         // Batch scoring: files in, predictions out, chunked on all cores, resumable, sharded.
-        .target(name: "TernBatch", dependencies: ["TernCore"], swiftSettings: strict),
+        .target(name: "TernBatch", dependencies: ["TernCore", "CGzip"], swiftSettings: strict),
+        // gzip members for batch outputs, and zlib's gz* reader for gzip inputs.
+        .target(name: "CGzip", linkerSettings: [.linkedLibrary("z")]),
         // Explanations: the model's structure read from its ONNX file (our own minimal .proto), exact
         // TreeSHAP (interventional, path-dependent) and linear attributions.
         .target(

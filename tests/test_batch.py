@@ -176,3 +176,36 @@ def test_a_bundle_names_probability_columns_after_its_class_labels(tmp_path):
     out = str(tmp_path / "out.csv")
     tern("batch", bundle, "--input", source, "--output", out)
     assert open(out).readline().strip() == "label,probabilities_good,probabilities_bad"
+
+
+def test_gzip_in_and_out_by_extension_resume_and_merge(tmp_path):
+    """A .gz input is read compressed; a .gz output is written as one gzip member per chunk, so it resumes
+    after a kill and merges like a plain one, and decompresses to the plain run's bytes."""
+    import gzip
+    import shutil
+    source = table(tmp_path / "in.csv", 120_000, 10, FEATURES, seed=8)
+    with open(source, "rb") as plain, gzip.open(str(tmp_path / "in.csv.gz"), "wb") as packed:
+        shutil.copyfileobj(plain, packed)
+    reference = str(tmp_path / "reference.csv")
+    tern("batch", CREDIT, "--input", source, "--output", reference, "--id-column", "id")
+    expected = open(reference, "rb").read()
+    out = str(tmp_path / "out.csv.gz")
+    command = [BINARY, "batch", CREDIT, "--input", str(tmp_path / "in.csv.gz"), "--output", out, "--id-column", "id",
+               "--chunk-rows", "1000", "--quiet"]
+    process = subprocess.Popen(command, cwd=ROOT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if os.path.exists(out + ".checkpoint"):
+        tern(*command[1:], "--resume")
+    assert gzip.open(out).read() == expected
+    # Shards of the plain input, written compressed, merged compressed.
+    parts = []
+    for index in range(2):
+        part = str(tmp_path / f"part-{index}.csv.gz")
+        tern("batch", CREDIT, "--input", source, "--output", part, "--id-column", "id", "--shard", f"{index}/2")
+        parts.append(part)
+    tern("batch", "merge", *parts, "--output", str(tmp_path / "merged.csv.gz"))
+    assert gzip.open(str(tmp_path / "merged.csv.gz")).read() == expected
+    refused = tern("batch", CREDIT, "--input", str(tmp_path / "in.csv.gz"), "--output", str(tmp_path / "x.csv"), "--shard", "0/2", check=False)
+    assert refused.returncode != 0 and "cannot be split into shards" in refused.stderr

@@ -1,3 +1,4 @@
+import CGzip
 import Foundation
 import TernCore
 
@@ -77,7 +78,12 @@ public final class BatchJob: @unchecked Sendable {
               (attributes[.type] as? FileAttributeType) == .typeRegular else {
             throw TernError.invalidArgument("cannot read the input '\(input)': no such file (or not a regular file)")
         }
-        let size = (attributes[.size] as? NSNumber)?.int64Value ?? 0
+        let gzipInput = ByteSource.isGzip(input)
+        // A gzip input's uncompressed size is known only at its end: it is read to the end, not to a size.
+        let size = gzipInput ? Int64.max : (attributes[.size] as? NSNumber)?.int64Value ?? 0
+        if gzipInput, options.shard.count > 1 {
+            throw TernError.invalidArgument("a gzip input cannot be split into shards (they are byte ranges of the file): decompress it first")
+        }
         let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
         // The header: the first line.
         let headerReader = try LineChunkReader(path: input, start: 0, end: Int64.max, firstLine: 1, rowsPerChunk: 1)
@@ -124,6 +130,7 @@ public final class BatchJob: @unchecked Sendable {
         }
 
         let output = try OutputFile(path: options.output, keeping: checkpoint?.outputBytes)
+        let gzipOutput = ByteSource.isGzip(options.output)
         let rejects = try OutputFile(path: options.rejects, keeping: checkpoint?.rejectBytes)
         var state = checkpoint ?? BatchCheckpoint(
             input: input, inputSize: size, inputModified: modified, settings: settings, offset: start, end: end,
@@ -141,7 +148,7 @@ public final class BatchJob: @unchecked Sendable {
             try Self.save(state, to: options.checkpoint)
         }
 
-        let scorer = ChunkScorer(plan: plan, model: model, format: options.format, labels: options.labels)
+        let scorer = ChunkScorer(plan: plan, model: model, format: options.format, labels: options.labels, gzip: gzipOutput)
         let reader = try LineChunkReader(path: input, start: state.offset, end: end, firstLine: state.nextLine, rowsPerChunk: options.rowsPerChunk)
         var lastReport = ContinuousClock.now
         try await withThrowingTaskGroup(of: ScoredChunk.self) { group in
@@ -151,9 +158,10 @@ public final class BatchJob: @unchecked Sendable {
             func commit(_ scored: ScoredChunk) throws {
                 if output.pendingHeader {
                     let widths = scored.widths ?? plan.outputs.map { $0.shape.count == 2 ? max(1, $0.shape[1]) : 1 }
-                    try output.append(Array((plan.outputHeader(widths: widths, labels: options.labels).map {
+                    let header = Array((plan.outputHeader(widths: widths, labels: options.labels).map {
                         String(decoding: ChunkScorer.csvQuoted($0), as: UTF8.self)
-                    }.joined(separator: ",") + "\n").utf8))
+                    }.joined(separator: ",") + "\n").utf8)
+                    try output.append(gzipOutput ? try Gzip.member(header) : header)
                     output.pendingHeader = false
                 }
                 try output.append(scored.output)
@@ -174,7 +182,7 @@ public final class BatchJob: @unchecked Sendable {
                 if let progress, now - lastReport >= .milliseconds(200) {
                     lastReport = now
                     progress(BatchProgress(rows: state.rows, rejected: state.rejected, bytesDone: state.offset - start,
-                                           bytesTotal: end - start, elapsed: started.duration(to: now)))
+                                           bytesTotal: gzipInput ? 0 : end - start, elapsed: started.duration(to: now)))
                 }
             }
             func collect() async throws {
@@ -195,8 +203,9 @@ public final class BatchJob: @unchecked Sendable {
         }
         if output.pendingHeader {
             // No row at all: the header alone, the widths from the signature.
-            try output.append(Array((plan.outputHeader(widths: plan.outputs.map { $0.shape.count == 2 ? max(1, $0.shape[1]) : 1 },
-                                                       labels: options.labels).joined(separator: ",") + "\n").utf8))
+            let header = Array((plan.outputHeader(widths: plan.outputs.map { $0.shape.count == 2 ? max(1, $0.shape[1]) : 1 },
+                                                  labels: options.labels).joined(separator: ",") + "\n").utf8)
+            try output.append(gzipOutput ? try Gzip.member(header) : header)
         }
         try output.sync()
         try rejects.sync()
@@ -293,6 +302,14 @@ public enum ShardMerger {
             guard let handle = FileHandle(forReadingAtPath: part) else { throw TernError.invalidArgument("cannot read the part '\(part)'") }
             defer { try? handle.close() }
             var skipping = csv && i > 0
+            if skipping, ByteSource.isGzip(part) {
+                // A gzip part's header line is its own first member: skip that member.
+                let head = try handle.read(upToCount: 1 << 16) ?? Data()
+                let length = head.withUnsafeBytes { tern_gzip_first_member_length($0.bindMemory(to: UInt8.self).baseAddress, head.count) }
+                guard length > 0 else { throw TernError.invalidArgument("the part '\(part)' is not a gzip file tern batch wrote") }
+                try out.write(contentsOf: head[(head.startIndex + length)...])
+                skipping = false
+            }
             while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
                 var slice = data[...]
                 if skipping {
@@ -305,5 +322,18 @@ public enum ShardMerger {
         }
         try out.synchronize()
         guard rename(temporary, path) == 0 else { throw TernError.invalidArgument("cannot write '\(path)'") }
+    }
+}
+
+/// gzip members: each chunk's output compressed on its own, so the file grows and is cut back by members.
+enum Gzip {
+    static func member(_ bytes: [UInt8]) throws(TernError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: tern_gzip_bound(bytes.count))
+        let length = bytes.withUnsafeBufferPointer { input in
+            out.withUnsafeMutableBufferPointer { tern_gzip_member(input.baseAddress, input.count, $0.baseAddress, $0.count, 6) }
+        }
+        guard length > 0 || bytes.isEmpty else { throw .internalError("gzip compression failed") }
+        out.removeSubrange(length...)
+        return out
     }
 }

@@ -1,5 +1,57 @@
+import CGzip
 import Foundation
 import TernCore
+
+/// Bytes read in order from a plain file, or inflated from a gzip one (`.gz`).
+final class ByteSource {
+    private let handle: FileHandle?
+    private let gzip: gzFile?
+
+    static func isGzip(_ path: String) -> Bool { path.hasSuffix(".gz") }
+
+    /// Opens `path` at uncompressed byte `offset` (a gzip input inflates its way there).
+    init(path: String, offset: Int64) throws(TernError) {
+        if Self.isGzip(path) {
+            guard let file = gzopen(path, "rb") else { throw .invalidArgument("cannot read '\(path)'") }
+            gzbuffer(file, 1 << 17)
+            handle = nil
+            gzip = file
+            if offset > 0, gzseek(file, Int(offset), SEEK_SET) != Int(offset) {
+                gzclose(file)
+                throw .invalidArgument("cannot read '\(path)' to byte \(offset): is it the same file?")
+            }
+        } else {
+            guard let file = FileHandle(forReadingAtPath: path) else { throw .invalidArgument("cannot read '\(path)'") }
+            handle = file
+            gzip = nil
+            do {
+                try file.seek(toOffset: UInt64(offset))
+            } catch {
+                throw .invalidArgument("cannot read '\(path)': \(error)")
+            }
+        }
+    }
+
+    deinit {
+        try? handle?.close()
+        if let gzip { gzclose(gzip) }
+    }
+
+    func read(upTo count: Int) throws(TernError) -> [UInt8] {
+        if let gzip {
+            var buffer = [UInt8](repeating: 0, count: count)
+            let read = buffer.withUnsafeMutableBytes { gzread(gzip, $0.baseAddress, UInt32(count)) }
+            guard read >= 0 else { throw .invalidArgument("the gzip input is corrupt or cut short") }
+            buffer.removeSubrange(Int(read)...)
+            return buffer
+        }
+        do {
+            return Array(try handle?.read(upToCount: count) ?? Data())
+        } catch {
+            throw .invalidArgument("cannot read the input: \(error)")
+        }
+    }
+}
 
 /// A run of whole lines of the input, in order: where it starts in the file and which line it starts at.
 public struct LineChunk: Sendable {
@@ -27,7 +79,7 @@ public struct LineChunk: Sendable {
 /// Reads a file's lines in chunks of about `rowsPerChunk` lines, from a byte offset to another, reading
 /// a block at a time (memory stays bounded whatever the file's size).
 public final class LineChunkReader {
-    private let handle: FileHandle
+    private let source: ByteSource
     private let rowsPerChunk: Int
     private let end: Int64
     private var position: Int64
@@ -39,20 +91,12 @@ public final class LineChunkReader {
     /// Lines from the one at `start` (a line start) up to those starting before `end`; `firstLine` numbers
     /// the first one.
     public init(path: String, start: Int64, end: Int64, firstLine: Int, rowsPerChunk: Int) throws(TernError) {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw .invalidArgument("cannot read '\(path)'") }
-        self.handle = handle
+        source = try ByteSource(path: path, offset: start)
         self.rowsPerChunk = rowsPerChunk
         self.end = end
         self.position = start
         self.line = firstLine
-        do {
-            try handle.seek(toOffset: UInt64(start))
-        } catch {
-            throw .invalidArgument("cannot read '\(path)': \(error)")
-        }
     }
-
-    deinit { try? handle.close() }
 
     /// The next chunk; nil at the end of the range.
     public func next() throws(TernError) -> LineChunk? {
@@ -71,12 +115,7 @@ public final class LineChunkReader {
                 starts.append(scanned)
             }
             if starts.count > rowsPerChunk || rangeEnds { break reading }
-            let data: Data
-            do {
-                data = try handle.read(upToCount: Self.block) ?? Data()
-            } catch {
-                throw .invalidArgument("cannot read the input: \(error)")
-            }
+            let data = try source.read(upTo: Self.block)
             if data.isEmpty {
                 // The last line may have no newline.
                 if starts.last! < pending.count, position + Int64(starts.last!) < end { starts.append(pending.count) }

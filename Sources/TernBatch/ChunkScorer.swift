@@ -26,12 +26,15 @@ public struct ChunkScorer: Sendable {
     public let format: OutputFormat
     /// The names each output's columns go under, in JSON Lines (CSV writes them once, in the header).
     public let labels: [String]?
+    /// Whether each chunk's output is compressed (one gzip member per chunk).
+    public let gzip: Bool
 
-    public init(plan: BatchPlan, model: any InferenceModel, format: OutputFormat, labels: [String]?) {
+    public init(plan: BatchPlan, model: any InferenceModel, format: OutputFormat, labels: [String]?, gzip: Bool = false) {
         self.plan = plan
         self.model = model
         self.format = format
         self.labels = labels
+        self.gzip = gzip
     }
 
     public func score(_ chunk: LineChunk) async throws -> ScoredChunk {
@@ -113,6 +116,7 @@ public struct ChunkScorer: Sendable {
                 output.append(UInt8(ascii: "\n"))
             }
         }
+        if gzip, !output.isEmpty { output = try Gzip.member(output) }
         return ScoredChunk(
             index: chunk.index, end: chunk.end, nextLine: chunk.firstLine + chunk.lineCount, output: output, rejects: rejects,
             rows: accepted.count, rejected: rejected, widths: widths)

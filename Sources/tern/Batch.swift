@@ -17,7 +17,7 @@ struct BatchRun: AsyncParsableCommand {
         commandName: "run",
         abstract: "Score a CSV file (tern batch MODEL --input IN.csv --output OUT.csv).",
         discussion: """
-            MODEL is an ONNX file or a bundle (.tern). The input is CSV with a header: its columns are matched to the model's feature names (a bundle's, or the ONNX file's metadata) or, for a model with an input per column, to the input names; without names, the columns go in order (leaving out --id-column and --passthrough). Other columns, such as a label, are left out when the features are named.
+            MODEL is an ONNX file or a bundle (.tern). The input is CSV with a header (gzip-compressed when its name ends in .gz; an output named .gz is written compressed): its columns are matched to the model's feature names (a bundle's, or the ONNX file's metadata) or, for a model with an input per column, to the input names; without names, the columns go in order (leaving out --id-column and --passthrough). Other columns, such as a label, are left out when the features are named.
 
             The output has the --id-column, the --passthrough columns, then each model output (--outputs picks them): one column for a [rows] output, one per class or value for a [rows, k] output (named after the bundle's class labels when it has them, else OUTPUT_0, OUTPUT_1, ...). Rows keep the input's order. With --format jsonl, one JSON object per row.
 
@@ -126,7 +126,8 @@ struct BatchRun: AsyncParsableCommand {
             let onnx = try ONNXModel(path: path, runtime: runtimeOptions.openRuntime(), pool: pool, options: sessionOptions)
             let served = ServedModel(name: "batch", version: 1, model: onnx, config: ModelConfig(), platform: "onnxruntime_onnx")
             var options = BatchOptions(input: input, output: output)
-            options.format = format.flatMap(OutputFormat.init(rawValue:)) ?? (output.hasSuffix(".jsonl") ? .jsonl : .csv)
+            let plain = output.hasSuffix(".gz") ? String(output.dropLast(3)) : output
+            options.format = format.flatMap(OutputFormat.init(rawValue:)) ?? (plain.hasSuffix(".jsonl") ? .jsonl : .csv)
             options.rejectsPath = rejects
             options.idColumn = idColumn
             options.passthrough = Self.list(passthrough)
@@ -229,7 +230,8 @@ struct BatchMerge: AsyncParsableCommand {
             if FileManager.default.fileExists(atPath: output), !force {
                 throw TernError.conflict("'\(output)' exists: it is not overwritten without --force")
             }
-            try ShardMerger.merge(parts: parts, into: output, csv: !output.hasSuffix(".jsonl") && !parts[0].hasSuffix(".jsonl"))
+            let plain = { (path: String) in path.hasSuffix(".gz") ? String(path.dropLast(3)) : path }
+            try ShardMerger.merge(parts: parts, into: output, csv: !plain(output).hasSuffix(".jsonl") && !plain(parts[0]).hasSuffix(".jsonl"))
         } catch let error as ValidationError {
             throw error
         } catch {

@@ -23,6 +23,8 @@ public struct BatchOptions: Sendable {
     public var force = false
     /// Identifies the model: a resumed run must score with the same one.
     public var modelFingerprint = ""
+    /// How often the output is synced and the checkpoint moved (every chunk when zero).
+    public var commitInterval: Duration = .milliseconds(500)
 
     public init(input: String, output: String) {
         self.input = input
@@ -90,9 +92,11 @@ public final class BatchJob: @unchecked Sendable {
         guard let first = try headerReader.next(), first.lineCount == 1, !first.line(0).isEmpty else {
             throw TernError.invalidArgument("the input '\(input)' is empty: it needs a header line naming its columns")
         }
-        var fields: [ArraySlice<UInt8>] = []
-        CSVFields.split(first.line(0), into: &fields)
-        let header = fields.map { CSVFields.text($0).trimmingCharacters(in: .whitespaces) }
+        let header = first.bytes.withUnsafeBufferPointer { buffer in
+            var fields: [Field] = []
+            CSVFields.split(buffer[first.lineRange(0)], into: &fields)
+            return fields.map { CSVFields.text($0).trimmingCharacters(in: .whitespaces) }
+        }
         let plan = try BatchPlan(
             signature: model.signature, featureNames: options.featureNames, header: header, idColumn: options.idColumn,
             passthrough: options.passthrough, outputs: options.outputs)
@@ -137,7 +141,7 @@ public final class BatchJob: @unchecked Sendable {
             nextLine: index == 0 ? 2 : -1, outputBytes: 0, rejectBytes: 0, rows: 0, rejected: 0)
         if state.nextLine < 0 { state.nextLine = try Self.lineNumber(path: input, at: start) }
         let resumedFrom = checkpoint?.rows ?? 0
-        if checkpoint == nil, options.format == .csv {
+        if state.outputBytes == 0, options.format == .csv {
             // The header needs the outputs' widths: known from the signature, else from a one-row run below.
             output.pendingHeader = true
         }
@@ -151,6 +155,7 @@ public final class BatchJob: @unchecked Sendable {
         let scorer = ChunkScorer(plan: plan, model: model, format: options.format, labels: options.labels, gzip: gzipOutput)
         let reader = try LineChunkReader(path: input, start: state.offset, end: end, firstLine: state.nextLine, rowsPerChunk: options.rowsPerChunk)
         var lastReport = ContinuousClock.now
+        var lastCommit = ContinuousClock.now
         try await withThrowingTaskGroup(of: ScoredChunk.self) { group in
             var inFlight = 0
             var waiting: [Int: ScoredChunk] = [:]
@@ -173,12 +178,17 @@ public final class BatchJob: @unchecked Sendable {
                 if let limit = options.maxRejects, state.rejected > limit {
                     throw TernError.invalidArgument("more than \(limit) rejected lines (--max-rejects): stopped at line \(scored.nextLine - 1); see \(options.rejects)")
                 }
-                try output.sync()
-                try rejects.sync()
-                state.outputBytes = output.size
-                state.rejectBytes = rejects.size
-                try Self.save(state, to: options.checkpoint)
+                // Committed (synced, then the checkpoint moved) at most every `commitInterval`: a resumed run
+                // cuts the files back to the last commit, so what was written after it is written again.
                 let now = ContinuousClock.now
+                if now - lastCommit >= options.commitInterval {
+                    lastCommit = now
+                    try output.sync()
+                    try rejects.sync()
+                    state.outputBytes = output.size
+                    state.rejectBytes = rejects.size
+                    try Self.save(state, to: options.checkpoint)
+                }
                 if let progress, now - lastReport >= .milliseconds(200) {
                     lastReport = now
                     progress(BatchProgress(rows: state.rows, rejected: state.rejected, bytesDone: state.offset - start,

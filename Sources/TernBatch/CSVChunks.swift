@@ -68,11 +68,13 @@ public struct LineChunk: Sendable {
     public var lineCount: Int { lineStarts.count - 1 }
 
     /// Line `i`'s bytes, without its newline (and a CR before it).
-    public func line(_ i: Int) -> ArraySlice<UInt8> {
+    public func line(_ i: Int) -> ArraySlice<UInt8> { bytes[lineRange(i)] }
+
+    public func lineRange(_ i: Int) -> Range<Int> {
         var end = lineStarts[i + 1]
         if end > lineStarts[i], bytes[end - 1] == UInt8(ascii: "\n") { end -= 1 }
         if end > lineStarts[i], bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
-        return bytes[lineStarts[i]..<end]
+        return lineStarts[i]..<end
     }
 }
 
@@ -155,28 +157,34 @@ public final class LineChunkReader {
     }
 }
 
+/// A field of a line: bytes of the chunk, without reference counting.
+typealias Field = Slice<UnsafeBufferPointer<UInt8>>
+
 /// One CSV line's fields (RFC 4180 quoting within a line: "a,b" and "" inside quotes).
 enum CSVFields {
-    static func split(_ line: ArraySlice<UInt8>, into fields: inout [ArraySlice<UInt8>]) {
+    static func split(_ line: Field, into fields: inout [Field]) {
         fields.removeAll(keepingCapacity: true)
+        let base = line.base
         var i = line.startIndex, start = i
         let quote = UInt8(ascii: "\""), comma = UInt8(ascii: ",")
         var quoted = false
         while i < line.endIndex {
-            let byte = line[i]
-            if byte == quote {
+            let byte = base[i]
+            if byte == comma {
+                if !quoted {
+                    fields.append(base[start..<i])
+                    start = i + 1
+                }
+            } else if byte == quote {
                 quoted.toggle()
-            } else if byte == comma, !quoted {
-                fields.append(line[start..<i])
-                start = i + 1
             }
             i += 1
         }
-        fields.append(line[start..<line.endIndex])
+        fields.append(base[start..<line.endIndex])
     }
 
     /// A field's text, unquoted.
-    static func text(_ field: ArraySlice<UInt8>) -> String {
+    static func text(_ field: Field) -> String {
         var field = field
         if field.count >= 2, field.first == UInt8(ascii: "\""), field.last == UInt8(ascii: "\"") {
             field = field.dropFirst().dropLast()
@@ -185,12 +193,67 @@ enum CSVFields {
         return String(decoding: field, as: UTF8.self)
     }
 
+    private static let powersOfTen: [Double] = (0...22).map { (0..<$0).reduce(1.0) { value, _ in value * 10 } }
+
     /// A numeric field: nil when it is not a finite number (empty or NaN are missing values: NaN).
-    static func number(_ field: ArraySlice<UInt8>) -> Double? {
-        var field = field
-        while let first = field.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\"") { field = field.dropFirst() }
-        while let last = field.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\"") { field = field.dropLast() }
-        if field.isEmpty { return .nan }
+    /// Plain decimals of up to 19 significant digits and a power of ten within 10^±22 are converted
+    /// directly, exactly (one correctly rounded multiplication or division of two exact doubles); anything
+    /// else goes through strtod.
+    static func number(_ field: Field) -> Double? {
+        let base = field.base
+        var i = field.startIndex, end = field.endIndex
+        while i < end, base[i] == UInt8(ascii: " ") || base[i] == UInt8(ascii: "\"") { i += 1 }
+        while end > i, base[end - 1] == UInt8(ascii: " ") || base[end - 1] == UInt8(ascii: "\"") { end -= 1 }
+        if i == end { return .nan }
+        let trimmed = base[i..<end]
+        var negative = false
+        if base[i] == UInt8(ascii: "-") {
+            negative = true
+            i += 1
+        } else if base[i] == UInt8(ascii: "+") {
+            i += 1
+        }
+        var mantissa: UInt64 = 0, significant = 0, scale = 0, digits = 0
+        while i < end, base[i] &- 48 < 10 {
+            if mantissa > 0 || base[i] != 48 { significant += 1 }
+            mantissa = mantissa &* 10 &+ UInt64(base[i] &- 48)
+            digits += 1
+            i += 1
+        }
+        if i < end, base[i] == UInt8(ascii: ".") {
+            i += 1
+            while i < end, base[i] &- 48 < 10 {
+                if mantissa > 0 || base[i] != 48 { significant += 1 }
+                mantissa = mantissa &* 10 &+ UInt64(base[i] &- 48)
+                scale -= 1
+                digits += 1
+                i += 1
+            }
+        }
+        if digits > 0, i < end, base[i] | 0x20 == UInt8(ascii: "e") {
+            var j = i + 1, exponentNegative = false, exponent = 0, exponentDigits = 0
+            if j < end, base[j] == UInt8(ascii: "-") || base[j] == UInt8(ascii: "+") {
+                exponentNegative = base[j] == UInt8(ascii: "-")
+                j += 1
+            }
+            while j < end, base[j] &- 48 < 10, exponent < 100_000 {
+                exponent = exponent * 10 + Int(base[j] &- 48)
+                exponentDigits += 1
+                j += 1
+            }
+            if exponentDigits > 0 {
+                scale += exponentNegative ? -exponent : exponent
+                i = j
+            }
+        }
+        if i == end, digits > 0, significant <= 19, mantissa <= 1 << 53, abs(scale) <= 22 {
+            let magnitude = scale < 0 ? Double(mantissa) / powersOfTen[-scale] : Double(mantissa) * powersOfTen[scale]
+            return negative ? -magnitude : magnitude
+        }
+        return slowNumber(trimmed)
+    }
+
+    private static func slowNumber(_ field: Field) -> Double? {
         guard field.count < 64 else { return nil }
         return withUnsafeTemporaryAllocation(of: CChar.self, capacity: field.count + 1) { buffer -> Double? in
             var i = 0

@@ -38,28 +38,30 @@ public struct ChunkScorer: Sendable {
     }
 
     public func score(_ chunk: LineChunk) async throws -> ScoredChunk {
-        var fields: [ArraySlice<UInt8>] = []
         var accepted: [Int] = []
         accepted.reserveCapacity(chunk.lineCount)
         var rejects: [UInt8] = []
         var rejected = 0
         let columnCount = plan.header.count
         var columns = Columns(plan: plan, capacity: chunk.lineCount)
-        for i in 0..<chunk.lineCount {
-            let line = chunk.line(i)
-            if line.isEmpty { continue }  // a blank line (the end of a file) is no row
-            CSVFields.split(line, into: &fields)
-            let reason: String?
-            if fields.count != columnCount {
-                reason = "has \(fields.count) values; the header has \(columnCount)"
-            } else {
-                reason = columns.append(fields)
-            }
-            if let reason {
-                rejected += 1
-                Self.reject(line: chunk.firstLine + i, reason: reason, raw: line, into: &rejects)
-            } else {
-                accepted.append(i)
+        chunk.bytes.withUnsafeBufferPointer { buffer in
+            var fields: [Field] = []
+            for i in 0..<chunk.lineCount {
+                let line = buffer[chunk.lineRange(i)]
+                if line.isEmpty { continue }  // a blank line (the end of a file) is no row
+                CSVFields.split(line, into: &fields)
+                let reason: String?
+                if fields.count != columnCount {
+                    reason = "has \(fields.count) values; the header has \(columnCount)"
+                } else {
+                    reason = columns.append(fields)
+                }
+                if let reason {
+                    rejected += 1
+                    Self.reject(line: chunk.firstLine + i, reason: reason, raw: line, into: &rejects)
+                } else {
+                    accepted.append(i)
+                }
             }
         }
         var output: [UInt8] = []
@@ -71,49 +73,16 @@ public struct ChunkScorer: Sendable {
             widths = columnsPerRow
             let formatted = try answers.map { tensor throws(TernError) in try Self.texts(tensor) }
             output.reserveCapacity(accepted.count * 64)
-            for (row, i) in accepted.enumerated() {
-                CSVFields.split(chunk.line(i), into: &fields)
-                switch format {
-                case .csv:
-                    var first = true
-                    for c in plan.copied {
-                        if !first { output.append(UInt8(ascii: ",")) }
-                        first = false
-                        output.append(contentsOf: fields[c])
+            chunk.bytes.withUnsafeBufferPointer { buffer in
+                var fields: [Field] = []
+                for (row, i) in accepted.enumerated() {
+                    if !plan.copied.isEmpty { CSVFields.split(buffer[chunk.lineRange(i)], into: &fields) }
+                    switch format {
+                    case .csv: formatCSV(row, fields, formatted, columnsPerRow, into: &output)
+                    case .jsonl: formatJSON(row, fields, formatted, answers, columnsPerRow, into: &output)
                     }
-                    for (o, values) in formatted.enumerated() {
-                        let width = columnsPerRow[o]
-                        for j in 0..<width {
-                            if !first { output.append(UInt8(ascii: ",")) }
-                            first = false
-                            output.append(contentsOf: Self.csvQuoted(values[row * width + j]))
-                        }
-                    }
-                case .jsonl:
-                    output.append(UInt8(ascii: "{"))
-                    var first = true
-                    for c in plan.copied {
-                        if !first { output.append(UInt8(ascii: ",")) }
-                        first = false
-                        output.append(contentsOf: Self.jsonString(plan.header[c]).utf8)
-                        output.append(UInt8(ascii: ":"))
-                        let text = CSVFields.text(fields[c])
-                        output.append(contentsOf: (Self.isJSONNumber(text) ? text : Self.jsonString(text)).utf8)
-                    }
-                    for (o, values) in formatted.enumerated() {
-                        if !first { output.append(UInt8(ascii: ",")) }
-                        first = false
-                        let spec = plan.outputs[o], width = columnsPerRow[o]
-                        output.append(contentsOf: Self.jsonString(spec.name).utf8)
-                        output.append(UInt8(ascii: ":"))
-                        let json = answers[o].datatype == .bytes ? (0..<width).map { Self.jsonString(values[row * width + $0]) }
-                            : (0..<width).map { Self.jsonNumber(values[row * width + $0]) }
-                        let isMatrix = answers[o].shape.count == 2
-                        output.append(contentsOf: (isMatrix ? "[" + json.joined(separator: ",") + "]" : json[0]).utf8)
-                    }
-                    output.append(UInt8(ascii: "}"))
+                    output.append(UInt8(ascii: "\n"))
                 }
-                output.append(UInt8(ascii: "\n"))
             }
         }
         if gzip, !output.isEmpty { output = try Gzip.member(output) }
@@ -122,8 +91,65 @@ public struct ChunkScorer: Sendable {
             rows: accepted.count, rejected: rejected, widths: widths)
     }
 
+    private func formatCSV(_ row: Int, _ fields: [Field], _ formatted: [[String]], _ columnsPerRow: [Int], into output: inout [UInt8]) {
+        var first = true
+        for c in plan.copied {
+            if !first { output.append(UInt8(ascii: ",")) }
+            first = false
+            output.append(contentsOf: fields[c])
+        }
+        for (o, values) in formatted.enumerated() {
+            let width = columnsPerRow[o]
+            for j in 0..<width {
+                if !first { output.append(UInt8(ascii: ",")) }
+                first = false
+                Self.appendCSV(values[row * width + j], to: &output)
+            }
+        }
+    }
+
+    private func formatJSON(
+        _ row: Int, _ fields: [Field], _ formatted: [[String]], _ answers: [Tensor], _ columnsPerRow: [Int], into output: inout [UInt8]
+    ) {
+        output.append(UInt8(ascii: "{"))
+        var first = true
+        for c in plan.copied {
+            if !first { output.append(UInt8(ascii: ",")) }
+            first = false
+            output.append(contentsOf: Self.jsonString(plan.header[c]).utf8)
+            output.append(UInt8(ascii: ":"))
+            let text = CSVFields.text(fields[c])
+            output.append(contentsOf: (Self.isJSONNumber(text) ? text : Self.jsonString(text)).utf8)
+        }
+        for (o, values) in formatted.enumerated() {
+            if !first { output.append(UInt8(ascii: ",")) }
+            first = false
+            let spec = plan.outputs[o], width = columnsPerRow[o]
+            output.append(contentsOf: Self.jsonString(spec.name).utf8)
+            output.append(UInt8(ascii: ":"))
+            let json = answers[o].datatype == .bytes ? (0..<width).map { Self.jsonString(values[row * width + $0]) }
+                : (0..<width).map { Self.jsonNumber(values[row * width + $0]) }
+            let isMatrix = answers[o].shape.count == 2
+            output.append(contentsOf: (isMatrix ? "[" + json.joined(separator: ",") + "]" : json[0]).utf8)
+        }
+        output.append(UInt8(ascii: "}"))
+    }
+
+    /// A value into a CSV line: quoted only when it holds a comma, a quote or a line break.
+    @inline(__always)
+    static func appendCSV(_ text: String, to output: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { bytes in
+            if bytes.contains(where: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }) {
+                output.append(contentsOf: csvQuoted(String(decoding: bytes, as: UTF8.self)))
+            } else {
+                output.append(contentsOf: bytes)
+            }
+        }
+    }
+
     /// A rejects-file line: the input line number, the reason, the line itself (CSV).
-    static func reject(line: Int, reason: String, raw: ArraySlice<UInt8>, into out: inout [UInt8]) {
+    static func reject(line: Int, reason: String, raw: Field, into out: inout [UInt8]) {
         out.append(contentsOf: "\(line),".utf8)
         out.append(contentsOf: csvQuoted(reason))
         out.append(UInt8(ascii: ","))
@@ -205,7 +231,7 @@ struct Columns {
     }
 
     /// Appends a row's values; a reason when one does not parse (nothing is appended then).
-    mutating func append(_ fields: [ArraySlice<UInt8>]) -> String? {
+    mutating func append(_ fields: [Field]) -> String? {
         switch plan.feed {
         case .matrix(let input, let columns):
             let mark = numbers[0].count
@@ -240,7 +266,7 @@ struct Columns {
         return nil
     }
 
-    private static func notANumber(_ column: String, _ field: ArraySlice<UInt8>) -> String {
+    private static func notANumber(_ column: String, _ field: Field) -> String {
         "column '\(Echo.clip(column))': '\(Echo.clip(CSVFields.text(field)))' is not a number"
     }
 

@@ -23,7 +23,7 @@ struct BatchRun: AsyncParsableCommand {
 
             A line that does not parse (a value that is not a number, a wrong column count) goes to the rejects file (OUTPUT.rejects.csv: line number, reason, the line) and the run goes on; --max-rejects N stops it past N. A missing input or a model that does not fit the columns stops before anything is written.
 
-            The output is committed chunk by chunk with a checkpoint beside it (OUTPUT.checkpoint): an interrupted run (Ctrl-C, a kill, a power cut) continues with --resume and ends with the same bytes as an uninterrupted one. A finished output is not overwritten without --force.
+            The output is committed chunk by chunk (synced, at most every half second) with a checkpoint beside it (OUTPUT.checkpoint): an interrupted run (Ctrl-C, a kill, a power cut) continues with --resume and ends with the same bytes as an uninterrupted one. A finished output is not overwritten without --force.
 
             --shard I/N scores the I-th of N byte ranges of the input (I from 0), aligned to line starts: N machines (a Kubernetes Indexed Job) split one file; tern batch merge joins their outputs in order.
 

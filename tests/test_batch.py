@@ -209,3 +209,52 @@ def test_gzip_in_and_out_by_extension_resume_and_merge(tmp_path):
     assert gzip.open(str(tmp_path / "merged.csv.gz")).read() == expected
     refused = tern("batch", CREDIT, "--input", str(tmp_path / "in.csv.gz"), "--output", str(tmp_path / "x.csv"), "--shard", "0/2", check=False)
     assert refused.returncode != 0 and "cannot be split into shards" in refused.stderr
+
+
+def test_a_registry_model_by_alias_scores_as_its_bundle_does(tmp_path):
+    from registry_support import Registry
+    reg = Registry("sqlite", tmp_path)
+    bundle = pack(reg.tmp, "gbc", "credit", 1)
+    reg.cli("push", bundle, "--alias", "production")
+    source = table(tmp_path / "in.csv", 1000, 10, id_column=False)
+    tern("batch", bundle, "--input", source, "--output", str(tmp_path / "file.csv"))
+    tern("batch", "credit@production", "--input", source, "--output", str(tmp_path / "alias.csv"), *reg.args)
+    tern("batch", "credit", "--input", source, "--output", str(tmp_path / "default.csv"), *reg.args)
+    expected = (tmp_path / "file.csv").read_bytes()
+    assert (tmp_path / "alias.csv").read_bytes() == expected and (tmp_path / "default.csv").read_bytes() == expected
+    missing = tern("batch", "credit@canary", "--input", source, "--output", str(tmp_path / "x.csv"), *reg.args, check=False)
+    assert missing.returncode != 0 and "no alias 'canary'" in missing.stderr, missing.stderr
+
+
+def test_the_kubernetes_indexed_job_validates_and_its_pods_command_scores_the_shards(tmp_path):
+    """deploy/batch/indexed-job.yaml passes kubernetes-validate (strict, Kubernetes 1.33); its pod command,
+    run for every completion index with the real binary on a local /data, gives parts that merge into the
+    unsharded output."""
+    import shutil
+    import kubernetes_validate
+    import yaml
+    path = os.path.join(ROOT, "deploy", "batch", "indexed-job.yaml")
+    with open(path) as f:
+        job = yaml.safe_load(f)
+    kubernetes_validate.validate(job, "1.33.0", strict=True)
+    completions = job["spec"]["completions"]
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    data = tmp_path / "data"
+    for folder in ("in", "out", "models"):
+        (data / folder).mkdir(parents=True)
+    shutil.copy(pack(str(tmp_path), "gbc", "credit", 1), data / "models" / "credit-risk.tern")
+    source = table(data / "in" / "customers.csv", 20_000, 10, FEATURES, seed=9)
+    with open(source) as f:
+        text = f.read().replace("id,", "customer_id,", 1)
+    with open(source, "w") as f:
+        f.write(text)
+    script = script.replace("/data/", str(data) + "/")
+    environment = dict(os.environ, PATH=os.path.dirname(BINARY) + os.pathsep + os.environ["PATH"])
+    for index in range(completions):
+        subprocess.run(["/bin/sh", "-c", script], env=dict(environment, JOB_COMPLETION_INDEX=str(index)), check=True,
+                       capture_output=True, cwd=ROOT)
+    parts = [str(data / "out" / f"part-{i}.csv") for i in range(completions)]
+    tern("batch", "merge", *parts, "--output", str(data / "out" / "scores.csv"))
+    tern("batch", str(data / "models" / "credit-risk.tern"), "--input", source, "--output", str(tmp_path / "whole.csv"),
+         "--id-column", "customer_id")
+    assert (data / "out" / "scores.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()

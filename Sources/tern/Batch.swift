@@ -17,7 +17,7 @@ struct BatchRun: AsyncParsableCommand {
         commandName: "run",
         abstract: "Score a CSV file (tern batch MODEL --input IN.csv --output OUT.csv).",
         discussion: """
-            MODEL is an ONNX file or a bundle (.tern). The input is CSV with a header (gzip-compressed when its name ends in .gz; an output named .gz is written compressed): its columns are matched to the model's feature names (a bundle's, or the ONNX file's metadata) or, for a model with an input per column, to the input names; without names, the columns go in order (leaving out --id-column and --passthrough). Other columns, such as a label, are left out when the features are named.
+            MODEL is an ONNX file, a bundle (.tern), or a model in the registry: name, name@alias or name@version (the registry of --data, --database or --server, as the other commands; name alone is its production alias, else its newest version). The input is CSV with a header (gzip-compressed when its name ends in .gz; an output named .gz is written compressed): its columns are matched to the model's feature names (a bundle's, or the ONNX file's metadata) or, for a model with an input per column, to the input names; without names, the columns go in order (leaving out --id-column and --passthrough). Other columns, such as a label, are left out when the features are named.
 
             The output has the --id-column, the --passthrough columns, then each model output (--outputs picks them): one column for a [rows] output, one per class or value for a [rows, k] output (named after the bundle's class labels when it has them, else OUTPUT_0, OUTPUT_1, ...). Rows keep the input's order. With --format jsonl, one JSON object per row.
 
@@ -33,8 +33,10 @@ struct BatchRun: AsyncParsableCommand {
               tern batch merge part-*.csv --output scores.csv
             """)
 
-    @Argument(help: ArgumentHelp("The ONNX model file or bundle.", valueName: "model.onnx|bundle.tern"))
+    @Argument(help: ArgumentHelp("The ONNX model file, a bundle, or a registry's name[@alias|@version].", valueName: "model"))
     var model: String
+
+    @OptionGroup var registry: RegistryOptions
 
     @Option(help: ArgumentHelp("The CSV file to score (with a header).", valueName: "file"))
     var input: String
@@ -105,18 +107,35 @@ struct BatchRun: AsyncParsableCommand {
         let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("tern-batch-\(UUID().uuidString).onnx").path
         defer { try? FileManager.default.removeItem(atPath: temporary) }
         do {
-            guard FileManager.default.fileExists(atPath: model) else { throw TernError.notFound("no such model file: \(model)") }
             var path = model
             var featureNames: [String]?
             var labels: [String]?
             var fingerprint = model
+            var archive = model
+            if !FileManager.default.fileExists(atPath: model) {
+                // Not a file: a model in the registry (--data, --database or --server), its bundle fetched.
+                guard Self.isRegistryReference(model) else { throw TernError.notFound("no such model file: \(model)") }
+                let client = try await registry.client(artifactsInDatabase: false, actor: "batch", runtime: { runtimeOptions.openRuntime() })
+                let fetched: (archive: Data, version: Int)
+                do {
+                    fetched = try await client.bundle(named: model)
+                    await client.close()
+                } catch {
+                    await client.close()
+                    throw error
+                }
+                archive = temporary + ".tern"
+                try fetched.archive.write(to: URL(fileURLWithPath: archive))
+                fingerprint = "\(model)#\(fetched.version)"
+            }
+            defer { if archive != model { try? FileManager.default.removeItem(atPath: archive) } }
             if !model.hasSuffix(".onnx") {
-                let bundle = try ModelBundle(archiveFile: model)
+                let bundle = try ModelBundle(archiveFile: archive)
                 try bundle.model.write(to: URL(fileURLWithPath: temporary))
                 path = temporary
                 featureNames = bundle.manifest.featureNames
                 labels = bundle.manifest.classLabels
-                fingerprint = bundle.manifest.name + "@" + String(bundle.manifest.version ?? 0)
+                fingerprint += ":" + bundle.manifest.name + "@" + String(bundle.manifest.version ?? 0)
             }
             if let attributes = try? FileManager.default.attributesOfItem(atPath: model) {
                 fingerprint += ":\((attributes[.size] as? NSNumber)?.intValue ?? 0)"
@@ -155,6 +174,11 @@ struct BatchRun: AsyncParsableCommand {
         } catch {
             fail(error)
         }
+    }
+
+    /// `name`, `name@alias` or `name@version`: what a registry names (no path separators, no extension).
+    static func isRegistryReference(_ text: String) -> Bool {
+        !text.contains("/") && !text.hasSuffix(".onnx") && !text.hasSuffix(".tern") && !text.isEmpty
     }
 
     static func list(_ text: String?) -> [String] {

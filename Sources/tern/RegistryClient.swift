@@ -17,6 +17,8 @@ protocol RegistryClient: Sendable {
     func setAlias(model: String, alias: String, version: Int) async throws
     func removeAlias(model: String, alias: String) async throws
     func archiveVersion(model: String, version: Int) async throws
+    /// A version's bundle archive, as pushed.
+    func bundle(model: String, version: Int) async throws -> Data
     func deleteVersion(model: String, version: Int) async throws
     func auditLog(model: String?) async throws -> [AuditEntry]
     func verifyAudit() async throws -> AuditVerification
@@ -24,6 +26,29 @@ protocol RegistryClient: Sendable {
     func keys() async throws -> [APIKeyRecord]
     func revokeKey(name: String) async throws -> APIKeyRecord
     func close() async
+}
+
+extension RegistryClient {
+    /// The bundle `reference` names: `name` (its production alias, else its newest version), `name@alias`
+    /// or `name@version`; with the version it resolved to.
+    func bundle(named reference: String) async throws -> (archive: Data, version: Int) {
+        let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
+        let record = try await model(parts[0])
+        let version: Int
+        if parts.count == 1 {
+            guard let chosen = record.defaultVersion else { throw TernError.notFound("model '\(parts[0])' has no active version") }
+            version = chosen
+        } else if let number = Int(parts[1]) {
+            version = number
+        } else {
+            guard let aliased = record.aliases[parts[1]] else {
+                throw TernError.notFound("model '\(parts[0])' has no alias '\(parts[1])'; aliases: "
+                    + record.aliases.keys.sorted().joined(separator: ", "))
+            }
+            version = aliased
+        }
+        return (try await bundle(model: parts[0], version: version), version)
+    }
 }
 
 /// Where the registry commands act: `--server URL`, or a registry opened in-process (`--data`, `--database`).
@@ -138,6 +163,7 @@ struct LocalRegistry: RegistryClient {
 
     func models() async throws -> [ModelRecord] { try await registry.models() }
     func model(_ name: String) async throws -> ModelRecord { try await registry.model(name) }
+    func bundle(model: String, version: Int) async throws -> Data { try await registry.archive(model, version) }
     func push(archive: Data, version: Int?) async throws -> VersionRecord {
         let validator = validator()
         let bundle = try validator.validate(archive)
@@ -179,6 +205,9 @@ struct RemoteRegistry: RegistryClient {
 
     func models() async throws -> [ModelRecord] { try await call("GET", "/api/v1/models") }
     func model(_ name: String) async throws -> ModelRecord { try await call("GET", "/api/v1/models/\(escape(name))") }
+    func bundle(model: String, version: Int) async throws -> Data {
+        try await send("GET", "/api/v1/models/\(escape(model))/versions/\(version)/bundle", body: nil).1
+    }
     /// A push whose connection breaks may still have been registered: the registry is asked, and the user
     /// told which. Pushing the same archive again is always safe (the server registers an archive once).
     func push(archive: Data, version: Int?) async throws -> VersionRecord {

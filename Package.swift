@@ -136,6 +136,7 @@ let package = Package(
         .target(
             name: "TernServer",
             dependencies: [
+                "TernBatch",
                 "TernCore", "TernONNX", "TernHTTP", "TernGRPC", "TernBundle", "TernRegistry", "TernMonitoring", "TernExplain",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),

@@ -64,7 +64,7 @@ def test_every_route_is_described_with_its_scope(registry, platform, tmp_path):
     reg, key = registry
     alerts = tmp_path / "alerts.yaml"
     alerts.write_text("rules:\n  - {name: errors, model: credit, metric: error_rate, threshold: 0.5}\n")
-    server = reg.serve("--platform", platform, "--alert-rules", str(alerts), "--metrics-auth")
+    server = reg.serve("--platform", platform, "--alert-rules", str(alerts), "--metrics-auth", "--batch-root", str(tmp_path))
     try:
         routes = call(server, "GET", "/api/v1/routes", key).json()
     finally:
@@ -81,7 +81,7 @@ def test_schemathesis_finds_no_server_error_and_nothing_outside_the_document(reg
     reg, key = registry
     alerts = tmp_path / "alerts.yaml"
     alerts.write_text("rules:\n  - {name: errors, model: credit, metric: error_rate, threshold: 0.5}\n")
-    server = reg.serve("--alert-rules", str(alerts))
+    server = reg.serve("--alert-rules", str(alerts), "--batch-root", str(tmp_path))
     # The other platforms' routes are checked by test_every_route_is_described_with_its_scope.
     elsewhere = [flag for operation in ("vertexHealth", "azureHealth", "vertexPredict", "azureScore")
                  for flag in ("--exclude-operation-id", operation)]

@@ -23,6 +23,8 @@ public struct BatchOptions: Sendable {
     public var force = false
     /// Identifies the model: a resumed run must score with the same one.
     public var modelFingerprint = ""
+    /// Where parsing and formatting run (a server's low-priority threads); nil: Swift's tasks.
+    public var executor: (any BlockingExecutor)?
     /// How often the output is synced and the checkpoint moved (every chunk when zero).
     public var commitInterval: Duration = .milliseconds(500)
 
@@ -71,8 +73,22 @@ public final class BatchJob: @unchecked Sendable {
         self.progress = progress
     }
 
-    public func run() async throws -> BatchSummary {
-        let started = ContinuousClock.now
+    /// What the checks before a run found: the plan, the shard's byte range, and where to start.
+    struct Prepared {
+        var plan: BatchPlan
+        var size: Int64
+        var modified: Double
+        var start: Int64
+        var end: Int64
+        var settings: String
+        var checkpoint: BatchCheckpoint?
+        var gzipInput: Bool
+    }
+
+    /// Everything that can fail before a byte is written: the input (readable, a header that fits the
+    /// model), the output (its folder writable, not a finished output unless --force, the checkpoint of
+    /// the same input and options for --resume).
+    func prepare() throws -> Prepared {
         let fm = FileManager.default
         let input = options.input
         guard fm.isReadableFile(atPath: input),
@@ -133,6 +149,26 @@ public final class BatchJob: @unchecked Sendable {
             throw TernError.invalidArgument("nothing to resume: '\(options.checkpoint)' does not exist")
         }
 
+        let folder = URL(fileURLWithPath: options.output).deletingLastPathComponent().path
+        guard fm.isWritableFile(atPath: folder) else {
+            throw TernError.invalidArgument("cannot write the output '\(options.output)': its folder does not exist or is not writable")
+        }
+        return Prepared(plan: plan, size: size, modified: modified, start: start, end: end, settings: settings,
+                        checkpoint: checkpoint, gzipInput: gzipInput)
+    }
+
+    /// Checks what can be checked before running (the server answers a job's request with these errors).
+    public func check() throws { _ = try prepare() }
+
+    public func run() async throws -> BatchSummary {
+        let started = ContinuousClock.now
+        let fm = FileManager.default
+        let input = options.input
+        let prepared = try prepare()
+        let (plan, size, modified, start, end, settings, checkpoint, gzipInput) = (
+            prepared.plan, prepared.size, prepared.modified, prepared.start, prepared.end, prepared.settings,
+            prepared.checkpoint, prepared.gzipInput)
+        let index = options.shard.index
         let output = try OutputFile(path: options.output, keeping: checkpoint?.outputBytes)
         let gzipOutput = ByteSource.isGzip(options.output)
         let rejects = try OutputFile(path: options.rejects, keeping: checkpoint?.rejectBytes)
@@ -152,7 +188,8 @@ public final class BatchJob: @unchecked Sendable {
             try Self.save(state, to: options.checkpoint)
         }
 
-        let scorer = ChunkScorer(plan: plan, model: model, format: options.format, labels: options.labels, gzip: gzipOutput)
+        let scorer = ChunkScorer(
+            plan: plan, model: model, format: options.format, labels: options.labels, gzip: gzipOutput, executor: options.executor)
         let reader = try LineChunkReader(path: input, start: state.offset, end: end, firstLine: state.nextLine, rowsPerChunk: options.rowsPerChunk)
         var lastReport = ContinuousClock.now
         var lastCommit = ContinuousClock.now
@@ -205,6 +242,8 @@ public final class BatchJob: @unchecked Sendable {
                 }
             }
             while let chunk = try reader.next() {
+                // A cancelled run (a server job deleted) stops between chunks; its checkpoint stays for a resume.
+                try Task.checkCancellation()
                 group.addTask { try await scorer.score(chunk) }
                 inFlight += 1
                 if inFlight >= max(1, options.parallelChunks) + 1 { try await collect() }

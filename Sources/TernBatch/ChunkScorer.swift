@@ -28,16 +28,38 @@ public struct ChunkScorer: Sendable {
     public let labels: [String]?
     /// Whether each chunk's output is compressed (one gzip member per chunk).
     public let gzip: Bool
+    /// Where parsing and formatting run (a server's low-priority threads); nil: the calling task.
+    public let executor: (any BlockingExecutor)?
 
-    public init(plan: BatchPlan, model: any InferenceModel, format: OutputFormat, labels: [String]?, gzip: Bool = false) {
+    public init(
+        plan: BatchPlan, model: any InferenceModel, format: OutputFormat, labels: [String]?, gzip: Bool = false,
+        executor: (any BlockingExecutor)? = nil
+    ) {
         self.plan = plan
         self.model = model
         self.format = format
         self.labels = labels
         self.gzip = gzip
+        self.executor = executor
     }
 
-    public func score(_ chunk: LineChunk) async throws -> ScoredChunk {
+    /// Runs `work` on the executor when there is one.
+    private func onExecutor<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        guard let executor else { return try work() }
+        return try await withCheckedThrowingContinuation { continuation in
+            let queued = executor.execute { continuation.resume(with: Result { try work() }) }
+            if !queued { continuation.resume(throwing: TernError.unavailable("the batch threads have stopped")) }
+        }
+    }
+
+    struct Parsed: Sendable {
+        var accepted: [Int]
+        var rejects: [UInt8]
+        var rejected: Int
+        var tensors: [Tensor]
+    }
+
+    func parse(_ chunk: LineChunk) throws -> Parsed {
         var accepted: [Int] = []
         accepted.reserveCapacity(chunk.lineCount)
         var rejects: [UInt8] = []
@@ -64,31 +86,41 @@ public struct ChunkScorer: Sendable {
                 }
             }
         }
+        let tensors = accepted.isEmpty ? [] : try columns.tensors(rows: accepted.count)
+        return Parsed(accepted: accepted, rejects: rejects, rejected: rejected, tensors: tensors)
+    }
+
+    func format(_ chunk: LineChunk, _ accepted: [Int], _ answers: [Tensor]) throws -> [UInt8] {
+        let columnsPerRow = answers.map { max(1, $0.shape.count == 2 ? $0.shape[1] : 1) }
+        let formatted = try answers.map { tensor throws(TernError) in try Self.texts(tensor) }
         var output: [UInt8] = []
-        var widths: [Int]?
-        if !accepted.isEmpty {
-            let tensors = try columns.tensors(rows: accepted.count)
-            let answers = try await model.run(inputs: tensors, outputs: plan.outputs.map(\.name))
-            let columnsPerRow = answers.map { max(1, $0.shape.count == 2 ? $0.shape[1] : 1) }
-            widths = columnsPerRow
-            let formatted = try answers.map { tensor throws(TernError) in try Self.texts(tensor) }
-            output.reserveCapacity(accepted.count * 64)
-            chunk.bytes.withUnsafeBufferPointer { buffer in
-                var fields: [Field] = []
-                for (row, i) in accepted.enumerated() {
-                    if !plan.copied.isEmpty { CSVFields.split(buffer[chunk.lineRange(i)], into: &fields) }
-                    switch format {
-                    case .csv: formatCSV(row, fields, formatted, columnsPerRow, into: &output)
-                    case .jsonl: formatJSON(row, fields, formatted, answers, columnsPerRow, into: &output)
-                    }
-                    output.append(UInt8(ascii: "\n"))
+        output.reserveCapacity(accepted.count * 64)
+        chunk.bytes.withUnsafeBufferPointer { buffer in
+            var fields: [Field] = []
+            for (row, i) in accepted.enumerated() {
+                if !plan.copied.isEmpty { CSVFields.split(buffer[chunk.lineRange(i)], into: &fields) }
+                switch format {
+                case .csv: formatCSV(row, fields, formatted, columnsPerRow, into: &output)
+                case .jsonl: formatJSON(row, fields, formatted, answers, columnsPerRow, into: &output)
                 }
+                output.append(UInt8(ascii: "\n"))
             }
         }
-        if gzip, !output.isEmpty { output = try Gzip.member(output) }
+        return gzip && !output.isEmpty ? try Gzip.member(output) : output
+    }
+
+    public func score(_ chunk: LineChunk) async throws -> ScoredChunk {
+        let parsed = try await onExecutor { try parse(chunk) }
+        var output: [UInt8] = []
+        var widths: [Int]?
+        if !parsed.accepted.isEmpty {
+            let answers = try await model.run(inputs: parsed.tensors, outputs: plan.outputs.map(\.name))
+            widths = answers.map { max(1, $0.shape.count == 2 ? $0.shape[1] : 1) }
+            output = try await onExecutor { try format(chunk, parsed.accepted, answers) }
+        }
         return ScoredChunk(
-            index: chunk.index, end: chunk.end, nextLine: chunk.firstLine + chunk.lineCount, output: output, rejects: rejects,
-            rows: accepted.count, rejected: rejected, widths: widths)
+            index: chunk.index, end: chunk.end, nextLine: chunk.firstLine + chunk.lineCount, output: output,
+            rejects: parsed.rejects, rows: parsed.accepted.count, rejected: parsed.rejected, widths: widths)
     }
 
     private func formatCSV(_ row: Int, _ fields: [Field], _ formatted: [[String]], _ columnsPerRow: [Int], into output: inout [UInt8]) {

@@ -14,11 +14,16 @@ public final class RunnerPool: @unchecked Sendable {
     /// Number of runner threads.
     public let threadCount: Int
 
-    /// Starts `threads` runner threads (at least one).
-    public init(threads: Int, name: String = "tern.runner") {
+    /// Starts `threads` runner threads (at least one); with `niceness` above 0 their scheduling priority is
+    /// lowered (Linux threads each have their own nice value), so their work yields to the rest of the process.
+    public init(threads: Int, name: String = "tern.runner", niceness: Int32 = 0) {
         threadCount = max(1, threads)
         for index in 0..<threadCount {
-            let thread = Thread { [self] in self.loop() }
+            let thread = Thread { [self] in
+                // On Linux, PRIO_PROCESS with 0 names the calling thread only.
+                if niceness != 0 { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, niceness) }
+                self.loop()
+            }
             thread.name = "\(name).\(index)"
             thread.start()
         }

@@ -38,6 +38,14 @@ enum Migrations {
                     expires_at TEXT, revoked_at TEXT)
                 """,
             ]),
+            (3, [
+                """
+                CREATE TABLE tern_jobs (
+                    id TEXT PRIMARY KEY, model TEXT NOT NULL, version BIGINT, input TEXT NOT NULL, output TEXT NOT NULL,
+                    options TEXT NOT NULL, schedule TEXT, state TEXT NOT NULL, rows BIGINT NOT NULL, rejected BIGINT NOT NULL,
+                    error TEXT, created_by TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT)
+                """,
+            ]),
         ]
     }
 

@@ -57,6 +57,8 @@ public struct ServerConfiguration: Sendable {
     public var tracing: TracingSetup?
     /// Alert rules (`--alert-rules`); nil: none.
     public var alerts: AlertConfiguration?
+    /// Batch jobs inside the server (`--batch-root`); nil: none.
+    public var batch: BatchJobsConfiguration?
     /// How often drift gauges are computed for `/metrics` (zero: never), over the newest `driftWindow` predictions.
     public var driftInterval: Duration = .seconds(60)
     public var driftWindow = 1000
@@ -202,7 +204,7 @@ public struct TernServer: Sendable {
     /// the alert evaluator and the drift gauges, so that each reads a version's reference profile once.
     func router(
         models: RegistryModels?, monitors: (drift: LiveDrift?, feedback: LiveFeedback?) = (nil, nil),
-        alerts: AlertEvaluator? = nil
+        alerts: AlertEvaluator? = nil, jobs: BatchJobs? = nil
     ) -> Router<BasicRequestContext> {
         let base = Router(context: BasicRequestContext.self)
         let router = ScopedRouter(router: base, access: configuration.http.access, table: routes)
@@ -221,6 +223,7 @@ public struct TernServer: Sendable {
         if let drift = monitors.drift { DriftRoutes(drift: drift).register(on: router) }
         if let feedback = monitors.feedback { FeedbackRoutes(feedback: feedback).register(on: router) }
         alerts?.register(on: router)
+        if let jobs { BatchJobRoutes(jobs: jobs).register(on: router) }
         if let models {
             ManagementRoutes(
                 models: models, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0,
@@ -304,6 +307,9 @@ public struct TernServer: Sendable {
                 registry: models?.registry,
                 factory: service.catalog.metricsFactory, logger: Logger(label: "tern.alerts"))
         }
+        let jobs = configuration.batch.map {
+            BatchJobs(configuration: $0, service: self.service, registry: models?.registry, runtime: self.runtime, logger: Logger(label: "tern.batch"))
+        }
         let (service, http) = (service, configuration.http)
         // The certificate and key, read again on SIGHUP for every new handshake (HTTP and gRPC).
         let reloader = try configuration.tls.map { files throws(TernError) in try FileCertificateReloader(files: files) }
@@ -314,7 +320,7 @@ public struct TernServer: Sendable {
                 V2Routes.inferFastPath(service: service, configuration: http),
             ]))
         let app = Application(
-            router: router(models: models, monitors: monitors, alerts: alerts),
+            router: router(models: models, monitors: monitors, alerts: alerts, jobs: jobs),
             server: try reloader.map { reloader in
                 var tls = try reloader.files.serverConfiguration()
                 tls.setCertificateReloader(reloader)
@@ -337,6 +343,7 @@ public struct TernServer: Sendable {
         if let reloader { services.append(.init(service: CertificateReloadService(reloader: reloader, logger: logger))) }
         services.append(.init(service: loader))
         if let alerts { services.append(.init(service: alerts)) }
+        if let jobs { services.append(.init(service: jobs)) }
         if metrics != nil, configuration.driftInterval > .zero, let drift {
             services.append(.init(service: DriftMonitor(
                 drift: drift, feedback: feedback, service: service, interval: configuration.driftInterval, window: configuration.driftWindow,

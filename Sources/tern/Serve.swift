@@ -212,6 +212,18 @@ struct Serve: AsyncParsableCommand {
     var alertRules: String?
 
     @Option(help: ArgumentHelp(
+        "Run batch jobs inside the server (POST /api/v1/jobs, schedules): they read and write files under this folder only (docs/batch.md).",
+        valueName: "dir"))
+    var batchRoot: String?
+
+    @Option(help: ArgumentHelp("Threads batch jobs share, at a lowered priority (online requests come first).", valueName: "n"))
+    var batchThreads = 1
+
+    @Option(help: ArgumentHelp("Recurring batch jobs (YAML: schedules: [{name, cron, model, input, output, ...}]); needs --batch-root.",
+                               valueName: "file"))
+    var batchSchedules: String?
+
+    @Option(help: ArgumentHelp(
         "Export traces (OTLP over HTTP) to this collector, such as http://localhost:4318; OTEL_EXPORTER_OTLP_ENDPOINT "
             + "does the same. Off without either.", valueName: "url"))
     var otlpEndpoint: String?
@@ -282,6 +294,7 @@ struct Serve: AsyncParsableCommand {
         }
         guard driftInterval >= 0, driftInterval <= 86_400 else { throw ValidationError("--drift-interval must be 0...86400 seconds") }
         guard (0...1_000_000).contains(driftMemory) else { throw ValidationError("--drift-memory must be 0...1000000 predictions") }
+        guard (1...256).contains(batchThreads) else { throw ValidationError("--batch-threads must be 1...256") }
         guard (1...10_000).contains(driftWindow) else { throw ValidationError("--drift-window must be 1...10000 predictions") }
         guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
         guard (0...1).contains(accessLog) else { throw ValidationError("--access-log must be a share between 0 and 1") }
@@ -434,6 +447,24 @@ struct Serve: AsyncParsableCommand {
             } catch {
                 fail(error)
             }
+        }
+        if let batchRoot {
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: batchRoot, isDirectory: &isFolder), isFolder.boolValue else {
+                fail(TernError.invalidArgument("--batch-root '\(batchRoot)' is not a folder"))
+            }
+            var batch = BatchJobsConfiguration(root: batchRoot)
+            batch.threads = batchThreads
+            if let batchSchedules {
+                do {
+                    batch.schedules = try BatchJobsConfiguration.schedules(path: batchSchedules)
+                } catch {
+                    fail(error)
+                }
+            }
+            configuration.batch = batch
+        } else if batchSchedules != nil {
+            fail(TernError.invalidArgument("--batch-schedules needs --batch-root (the folder jobs read and write)"))
         }
         let environment = ProcessInfo.processInfo.environment
         if otlpEndpoint != nil || environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil

@@ -258,3 +258,27 @@ def test_the_kubernetes_indexed_job_validates_and_its_pods_command_scores_the_sh
     tern("batch", str(data / "models" / "credit-risk.tern"), "--input", source, "--output", str(tmp_path / "whole.csv"),
          "--id-column", "customer_id")
     assert (data / "out" / "scores.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+
+def test_explain_adds_each_rows_top_attributions_equal_to_tern_explains(tmp_path):
+    reference = os.path.join(ROOT, "examples", "data", "credit-reference.csv")
+    bundle = pack(str(tmp_path), "gbc", "credit", 1, "--reference", reference, "--label-column", "default")
+    source = table(tmp_path / "in.csv", 300, 10, FEATURES, seed=6)
+    out = str(tmp_path / "out.csv")
+    tern("batch", bundle, "--input", source, "--output", out, "--id-column", "id", "--explain", "3")
+    written = pd.read_csv(out, float_precision="round_trip")
+    assert list(written.columns)[-6:] == ["why_1", "why_1_value", "why_2", "why_2_value", "why_3", "why_3_value"]
+    rows_csv = str(tmp_path / "rows.csv")
+    pd.read_csv(source).drop(columns=["id"]).head(20).to_csv(rows_csv, index=False)
+    explained = json.loads(tern("explain", bundle, "--input", rows_csv, "--json").stdout)
+    for r, row in enumerate(explained["rows"]):
+        values = dict(zip(explained["features"], row["attributions"]["class 1"]))
+        top = sorted(values, key=lambda f: -abs(values[f]))[:3]
+        assert [written[f"why_{j}"][r] for j in (1, 2, 3)] == top
+        np.testing.assert_allclose([written[f"why_{j}_value"][r] for j in (1, 2, 3)], [values[f] for f in top], rtol=0, atol=1e-12)
+    jsonl = str(tmp_path / "out.jsonl")
+    tern("batch", bundle, "--input", source, "--output", jsonl, "--explain", "2")
+    first = json.loads(open(jsonl).readline())
+    assert [item["feature"] for item in first["explanation"]] == [written["why_1"][0], written["why_2"][0]]
+    missing = tern("batch", CREDIT, "--input", source, "--output", str(tmp_path / "x.csv"), "--explain", "3", check=False)
+    assert missing.returncode != 0 and "--explain needs background rows" in missing.stderr, missing.stderr

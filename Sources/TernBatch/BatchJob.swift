@@ -23,6 +23,9 @@ public struct BatchOptions: Sendable {
     public var force = false
     /// Identifies the model: a resumed run must score with the same one.
     public var modelFingerprint = ""
+    /// Adds each row's `explainTop` largest attributions (`--explain N`).
+    public var explainer: ChunkScorer.RowExplainer?
+    public var explainTop = 0
     /// Where parsing and formatting run (a server's low-priority threads); nil: Swift's tasks.
     public var executor: (any BlockingExecutor)?
     /// How often the output is synced and the checkpoint moved (every chunk when zero).
@@ -157,6 +160,12 @@ public final class BatchJob: @unchecked Sendable {
                         checkpoint: checkpoint, gzipInput: gzipInput)
     }
 
+    /// The output's column names: the plan's, then the explanation's pairs.
+    private func header(_ plan: BatchPlan, _ widths: [Int]) -> [String] {
+        plan.outputHeader(widths: widths, labels: options.labels)
+            + (options.explainer == nil ? [] : (1...max(1, options.explainTop)).flatMap { ["why_\($0)", "why_\($0)_value"] })
+    }
+
     /// Checks what can be checked before running (the server answers a job's request with these errors).
     public func check() throws { _ = try prepare() }
 
@@ -188,8 +197,13 @@ public final class BatchJob: @unchecked Sendable {
             try Self.save(state, to: options.checkpoint)
         }
 
-        let scorer = ChunkScorer(
-            plan: plan, model: model, format: options.format, labels: options.labels, gzip: gzipOutput, executor: options.executor)
+        let scorer = {
+            var scorer = ChunkScorer(
+                plan: plan, model: model, format: options.format, labels: options.labels, gzip: gzipOutput, executor: options.executor)
+            scorer.explainer = options.explainer
+            scorer.explainTop = options.explainTop
+            return scorer
+        }()
         let reader = try LineChunkReader(path: input, start: state.offset, end: end, firstLine: state.nextLine, rowsPerChunk: options.rowsPerChunk)
         var lastReport = ContinuousClock.now
         var lastCommit = ContinuousClock.now
@@ -200,7 +214,7 @@ public final class BatchJob: @unchecked Sendable {
             func commit(_ scored: ScoredChunk) throws {
                 if output.pendingHeader {
                     let widths = scored.widths ?? plan.outputs.map { $0.shape.count == 2 ? max(1, $0.shape[1]) : 1 }
-                    let header = Array((plan.outputHeader(widths: widths, labels: options.labels).map {
+                    let header = Array((self.header(plan, widths).map {
                         String(decoding: ChunkScorer.csvQuoted($0), as: UTF8.self)
                     }.joined(separator: ",") + "\n").utf8)
                     try output.append(gzipOutput ? try Gzip.member(header) : header)
@@ -252,8 +266,8 @@ public final class BatchJob: @unchecked Sendable {
         }
         if output.pendingHeader {
             // No row at all: the header alone, the widths from the signature.
-            let header = Array((plan.outputHeader(widths: plan.outputs.map { $0.shape.count == 2 ? max(1, $0.shape[1]) : 1 },
-                                                  labels: options.labels).joined(separator: ",") + "\n").utf8)
+            let header = Array((self.header(plan, plan.outputs.map { $0.shape.count == 2 ? max(1, $0.shape[1]) : 1 })
+                .joined(separator: ",") + "\n").utf8)
             try output.append(gzipOutput ? try Gzip.member(header) : header)
         }
         try output.sync()

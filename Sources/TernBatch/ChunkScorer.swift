@@ -57,7 +57,16 @@ public struct ChunkScorer: Sendable {
         var rejects: [UInt8]
         var rejected: Int
         var tensors: [Tensor]
+        /// The accepted rows' features, for an explainer (a one-matrix model only).
+        var features: [[Double]]
     }
+
+    /// Explains rows: for each, its top features by the size of their attribution (name, value).
+    public typealias RowExplainer = @Sendable (_ rows: [[Double]]) throws -> [[(feature: String, value: Double)]]
+
+    /// Adds each row's top attributions to the output (`--explain N`).
+    public var explainer: RowExplainer?
+    public var explainTop = 0
 
     func parse(_ chunk: LineChunk) throws -> Parsed {
         var accepted: [Int] = []
@@ -87,10 +96,16 @@ public struct ChunkScorer: Sendable {
             }
         }
         let tensors = accepted.isEmpty ? [] : try columns.tensors(rows: accepted.count)
-        return Parsed(accepted: accepted, rejects: rejects, rejected: rejected, tensors: tensors)
+        var features: [[Double]] = []
+        if explainer != nil, case .matrix(_, let used) = plan.feed {
+            let width = used.count
+            features = stride(from: 0, to: columns.numbers[0].count, by: width).map { Array(columns.numbers[0][$0..<($0 + width)]) }
+        }
+        return Parsed(accepted: accepted, rejects: rejects, rejected: rejected, tensors: tensors, features: features)
     }
 
-    func format(_ chunk: LineChunk, _ accepted: [Int], _ answers: [Tensor]) throws -> [UInt8] {
+    func format(_ chunk: LineChunk, _ accepted: [Int], _ answers: [Tensor], _ features: [[Double]]) throws -> [UInt8] {
+        let why = try explainer.map { try $0(features) }
         let columnsPerRow = answers.map { max(1, $0.shape.count == 2 ? $0.shape[1] : 1) }
         let formatted = try answers.map { tensor throws(TernError) in try Self.texts(tensor) }
         var output: [UInt8] = []
@@ -100,8 +115,31 @@ public struct ChunkScorer: Sendable {
             for (row, i) in accepted.enumerated() {
                 if !plan.copied.isEmpty { CSVFields.split(buffer[chunk.lineRange(i)], into: &fields) }
                 switch format {
-                case .csv: formatCSV(row, fields, formatted, columnsPerRow, into: &output)
-                case .jsonl: formatJSON(row, fields, formatted, answers, columnsPerRow, into: &output)
+                case .csv:
+                    formatCSV(row, fields, formatted, columnsPerRow, into: &output)
+                    if let why {
+                        for j in 0..<explainTop {
+                            output.append(UInt8(ascii: ","))
+                            if j < why[row].count {
+                                output.append(contentsOf: Self.csvQuoted(why[row][j].feature))
+                                output.append(UInt8(ascii: ","))
+                                output.append(contentsOf: why[row][j].value.description.utf8)
+                            } else {
+                                output.append(UInt8(ascii: ","))
+                            }
+                        }
+                    }
+                case .jsonl:
+                    formatJSON(row, fields, formatted, answers, columnsPerRow, into: &output)
+                    if let why {
+                        output.removeLast()  // the closing brace
+                        output.append(contentsOf: ",\"explanation\":[".utf8)
+                        for (j, item) in why[row].prefix(explainTop).enumerated() {
+                            if j > 0 { output.append(UInt8(ascii: ",")) }
+                            output.append(contentsOf: "{\"feature\":\(Self.jsonString(item.feature)),\"value\":\(Self.jsonNumber(item.value.description))}".utf8)
+                        }
+                        output.append(contentsOf: "]}".utf8)
+                    }
                 }
                 output.append(UInt8(ascii: "\n"))
             }
@@ -116,7 +154,7 @@ public struct ChunkScorer: Sendable {
         if !parsed.accepted.isEmpty {
             let answers = try await model.run(inputs: parsed.tensors, outputs: plan.outputs.map(\.name))
             widths = answers.map { max(1, $0.shape.count == 2 ? $0.shape[1] : 1) }
-            output = try await onExecutor { try format(chunk, parsed.accepted, answers) }
+            output = try await onExecutor { try format(chunk, parsed.accepted, answers, parsed.features) }
         }
         return ScoredChunk(
             index: chunk.index, end: chunk.end, nextLine: chunk.firstLine + chunk.lineCount, output: output,

@@ -3,6 +3,7 @@ import Foundation
 import TernBatch
 import TernBundle
 import TernCore
+import TernExplain
 import TernONNX
 
 struct Batch: AsyncParsableCommand {
@@ -80,6 +81,12 @@ struct BatchRun: AsyncParsableCommand {
     @Flag(help: "No progress on stderr (the summary line stays).")
     var quiet = false
 
+    @Option(help: ArgumentHelp("Add each row's N largest attributions (exact TreeSHAP or linear; tree and linear models).", valueName: "n"))
+    var explain: Int?
+
+    @Option(help: ArgumentHelp("Background rows for --explain (a CSV file; default: the bundle's reference sample).", valueName: "csv"))
+    var background: String?
+
     @OptionGroup var runtimeOptions: RuntimeOptions
 
     func validate() throws {
@@ -91,6 +98,8 @@ struct BatchRun: AsyncParsableCommand {
             throw ValidationError("--shard must be I/N with 0 <= I < N, such as 0/4")
         }
         if resume, force { throw ValidationError("--resume and --force contradict each other: give one") }
+        if let explain, !(1...1000).contains(explain) { throw ValidationError("--explain must be 1...1000 features") }
+        if background != nil, explain == nil { throw ValidationError("--background is for --explain") }
     }
 
     static func parseShard(_ text: String) -> (Int, Int)? {
@@ -110,6 +119,7 @@ struct BatchRun: AsyncParsableCommand {
             var path = model
             var featureNames: [String]?
             var labels: [String]?
+            var reference: ReferenceProfile.Sample?
             var fingerprint = model
             var archive = model
             if !FileManager.default.fileExists(atPath: model) {
@@ -135,6 +145,7 @@ struct BatchRun: AsyncParsableCommand {
                 path = temporary
                 featureNames = bundle.manifest.featureNames
                 labels = bundle.manifest.classLabels
+                reference = try bundle.decoded(ReferenceProfile.self, file: BundleFile.profile)?.sample
                 fingerprint += ":" + bundle.manifest.name + "@" + String(bundle.manifest.version ?? 0)
             }
             if let attributes = try? FileManager.default.attributesOfItem(atPath: model) {
@@ -160,6 +171,11 @@ struct BatchRun: AsyncParsableCommand {
             options.resume = resume
             options.force = force
             options.modelFingerprint = fingerprint
+            if let explain {
+                options.explainer = try Self.rowExplainer(
+                    onnx: path, names: options.featureNames, reference: reference, background: background, top: explain)
+                options.explainTop = explain
+            }
             let display = ProgressDisplay(quiet: quiet)
             let summary = try await BatchJob(options: options, model: onnx, progress: { display.show($0) }).run()
             display.finish()
@@ -173,6 +189,44 @@ struct BatchRun: AsyncParsableCommand {
             throw error
         } catch {
             fail(error)
+        }
+    }
+
+    /// Exact attributions for `--explain`: the model's trees or linear terms against the background (a CSV
+    /// file, else the bundle's reference sample); each row's top features for its largest output.
+    static func rowExplainer(
+        onnx path: String, names: [String]?, reference: ReferenceProfile.Sample?, background: String?, top: Int
+    ) throws -> ChunkScorer.RowExplainer {
+        let structure = try ModelStructure.read(onnx: try Data(contentsOf: URL(fileURLWithPath: path)))
+        let width = structure.featureCount
+        var rows: [[Double]] = []
+        if let background {
+            guard let text = try? String(contentsOfFile: background, encoding: .utf8) else {
+                throw TernError.invalidArgument("--background: cannot read '\(background)'")
+            }
+            let table = try CSVTable(text: text, source: background)
+            rows = try FeatureRows.rows(columns: table.columns, values: table.rows, featureNames: names, width: width, what: "--background")
+        } else if let reference {
+            rows = try FeatureRows.rows(
+                columns: reference.columns, values: reference.rows, featureNames: names, width: width, what: "the bundle's reference sample")
+        }
+        rows = Array(rows.prefix(200))
+        guard !rows.isEmpty || structure.hasCovers else {
+            throw TernError.invalidArgument("--explain needs background rows: give --background TRAINING.csv, or a bundle packed with --reference")
+        }
+        let explainer = try Explainer(structure, background: rows)
+        let method: Attributions.Method? = rows.isEmpty ? .pathDependent : nil
+        let featureNames = names?.count == width ? names! : (0..<width).map { "feature_\($0)" }
+        return { rows in
+            let attributions = try explainer.explain(rows, method: method)
+            return rows.indices.map { r in
+                let margins = attributions.margins[r]
+                let output = margins.count == 1 ? 0 : margins.indices.max { margins[$0] < margins[$1] }!
+                let ranked = (0..<width).sorted {
+                    abs(attributions.value(row: r, feature: $0, output: output)) > abs(attributions.value(row: r, feature: $1, output: output))
+                }
+                return ranked.prefix(top).map { (featureNames[$0], attributions.value(row: r, feature: $0, output: output)) }
+            }
         }
     }
 

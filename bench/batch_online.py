@@ -58,12 +58,12 @@ def main():
     port = run.free_port()
     server = run.Server("tern", [TERN, "serve", "--models", os.path.join(run.BENCH, "models"), "--http-port", str(port),
                                  "--no-grpc", "--batch-root", root, "--batch-threads", "1"], port)
-    sample, body = run.request_body("gbc", 1)
-    session = ort.InferenceSession(os.path.join(run.BENCH, "models", "gbc", "1", "model.onnx"), providers=["CPUExecutionProvider"])
-    expected = run.check_answer(server, "gbc", sample, body, session)
     results = {"without a job": [], "with a job": []}
     job_rates = []
     try:
+        sample, body = run.request_body("gbc", 1)
+        session = ort.InferenceSession(os.path.join(run.BENCH, "models", "gbc", "1", "model.onnx"), providers=["CPUExecutionProvider"])
+        expected = run.check_answer(server, "gbc", sample, body, session)
         for _ in range(args.rounds):
             results["without a job"].append(run.load(server, "gbc", 1, args.concurrency, args.duration, body, expected, work))
             job = requests.post(f"{server.url}/api/v1/jobs", json={"model": "gbc", "input": "in.csv", "output": "out.csv",

@@ -282,3 +282,33 @@ def test_explain_adds_each_rows_top_attributions_equal_to_tern_explains(tmp_path
     assert [item["feature"] for item in first["explanation"]] == [written["why_1"][0], written["why_2"][0]]
     missing = tern("batch", CREDIT, "--input", source, "--output", str(tmp_path / "x.csv"), "--explain", "3", check=False)
     assert missing.returncode != 0 and "--explain needs background rows" in missing.stderr, missing.stderr
+
+
+def test_json_lines_input_scores_as_its_csv_does(tmp_path):
+    bundle = pack(str(tmp_path), "gbc", "credit", 1)
+    source = table(tmp_path / "in.csv", 2000, 10, FEATURES, seed=12)
+    frame = pd.read_csv(source, float_precision="round_trip")
+    records = frame.to_dict(orient="records")
+    records[5]["age"] = "old"  # line 6: not a number
+    del records[9]["income"]  # line 10: a key missing
+    with open(tmp_path / "in.jsonl", "w") as f:
+        for i, record in enumerate(records):
+            f.write(json.dumps({k: (int(v) if k == "id" else v) for k, v in record.items()}) + "\n")
+            if i == 20:
+                f.write("not json\n")  # line 22
+    expected = str(tmp_path / "csv.csv")
+    tern("batch", bundle, "--input", source, "--output", expected, "--id-column", "id")
+    out = str(tmp_path / "jsonl.csv")
+    result = tern("batch", bundle, "--input", str(tmp_path / "in.jsonl"), "--output", out, "--id-column", "id")
+    assert "rejected 3" in result.stderr, result.stderr
+    kept = pd.read_csv(out, float_precision="round_trip")
+    whole = pd.read_csv(expected, float_precision="round_trip")
+    whole = whole[~whole["id"].isin([5, 9])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, whole)
+    with open(out + ".rejects.csv") as f:
+        rejects = list(csv.reader(f))[1:]
+    assert [(r[0], r[1]) for r in rejects] == [("6", "column 'age': 'old' is not a number"), ("10", "has no 'income'"),
+                                                ("22", "is not a JSON object")]
+    unnamed = tern("batch", os.path.join(ROOT, "Tests", "Fixtures", "explain", "sklearn_gbc", "model.onnx"), "--input", str(tmp_path / "in.jsonl"),
+                   "--output", str(tmp_path / "x.csv"), "--id-column", "id", check=False)
+    assert unnamed.returncode != 0 and "matched to the model by feature name" in unnamed.stderr, unnamed.stderr

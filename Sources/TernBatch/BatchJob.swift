@@ -111,7 +111,9 @@ public final class BatchJob: @unchecked Sendable {
         guard let first = try headerReader.next(), first.lineCount == 1, !first.line(0).isEmpty else {
             throw TernError.invalidArgument("the input '\(input)' is empty: it needs a header line naming its columns")
         }
-        let header = first.bytes.withUnsafeBufferPointer { buffer in
+        let jsonLines = JSONLines.isJSONLines(input)
+        // A JSON Lines input has no header line: its columns are the first object's keys, and it starts at 0.
+        let header = jsonLines ? try JSONLines.header(first.line(0)) : first.bytes.withUnsafeBufferPointer { buffer in
             var fields: [Field] = []
             CSVFields.split(buffer[first.lineRange(0)], into: &fields)
             return fields.map { CSVFields.text($0).trimmingCharacters(in: .whitespaces) }
@@ -119,8 +121,12 @@ public final class BatchJob: @unchecked Sendable {
         let plan = try BatchPlan(
             signature: model.signature, featureNames: options.featureNames, header: header, idColumn: options.idColumn,
             passthrough: options.passthrough, outputs: options.outputs)
+        if jsonLines, case .matrix = plan.feed, !(options.featureNames.map { Set($0).isSubset(of: header) } ?? false) {
+            throw TernError.invalidArgument("a JSON Lines input is matched to the model by feature name, and this model names "
+                + "none its keys (\(Echo.clip(header.joined(separator: ", ")))) give: use a bundle with feature names, or CSV with the columns in order")
+        }
         // The shard's byte range, aligned to line starts.
-        let body = first.end
+        let body = jsonLines ? 0 : first.end
         let (index, count) = options.shard
         let span = size - body
         let start = index == 0 ? body : try LineChunkReader.lineStart(path: input, atOrAfter: body + span * Int64(index) / Int64(count))
@@ -183,7 +189,7 @@ public final class BatchJob: @unchecked Sendable {
         let rejects = try OutputFile(path: options.rejects, keeping: checkpoint?.rejectBytes)
         var state = checkpoint ?? BatchCheckpoint(
             input: input, inputSize: size, inputModified: modified, settings: settings, offset: start, end: end,
-            nextLine: index == 0 ? 2 : -1, outputBytes: 0, rejectBytes: 0, rows: 0, rejected: 0)
+            nextLine: index == 0 ? (start == 0 ? 1 : 2) : -1, outputBytes: 0, rejectBytes: 0, rows: 0, rejected: 0)
         if state.nextLine < 0 { state.nextLine = try Self.lineNumber(path: input, at: start) }
         let resumedFrom = checkpoint?.rows ?? 0
         if state.outputBytes == 0, options.format == .csv {
@@ -202,6 +208,7 @@ public final class BatchJob: @unchecked Sendable {
                 plan: plan, model: model, format: options.format, labels: options.labels, gzip: gzipOutput, executor: options.executor)
             scorer.explainer = options.explainer
             scorer.explainTop = options.explainTop
+            scorer.jsonLines = JSONLines.isJSONLines(input)
             return scorer
         }()
         let reader = try LineChunkReader(path: input, start: state.offset, end: end, firstLine: state.nextLine, rowsPerChunk: options.rowsPerChunk)

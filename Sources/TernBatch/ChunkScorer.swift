@@ -64,11 +64,14 @@ public struct ChunkScorer: Sendable {
     /// Explains rows: for each, its top features by the size of their attribution (name, value).
     public typealias RowExplainer = @Sendable (_ rows: [[Double]]) throws -> [[(feature: String, value: Double)]]
 
+    /// Whether the input is JSON Lines (each line transcoded to CSV over the plan's header first).
+    public var jsonLines = false
+
     /// Adds each row's top attributions to the output (`--explain N`).
     public var explainer: RowExplainer?
     public var explainTop = 0
 
-    func parse(_ chunk: LineChunk) throws -> Parsed {
+    func parse(_ chunk: LineChunk, original: LineChunk, rejected early: [Int: String]) throws -> Parsed {
         var accepted: [Int] = []
         accepted.reserveCapacity(chunk.lineCount)
         var rejects: [UInt8] = []
@@ -78,6 +81,13 @@ public struct ChunkScorer: Sendable {
         chunk.bytes.withUnsafeBufferPointer { buffer in
             var fields: [Field] = []
             for i in 0..<chunk.lineCount {
+                if let reason = early[i] {
+                    rejected += 1
+                    original.bytes.withUnsafeBufferPointer { raw in
+                        Self.reject(line: chunk.firstLine + i, reason: reason, raw: raw[original.lineRange(i)], into: &rejects)
+                    }
+                    continue
+                }
                 let line = buffer[chunk.lineRange(i)]
                 if line.isEmpty { continue }  // a blank line (the end of a file) is no row
                 CSVFields.split(line, into: &fields)
@@ -147,8 +157,11 @@ public struct ChunkScorer: Sendable {
         return gzip && !output.isEmpty ? try Gzip.member(output) : output
     }
 
-    public func score(_ chunk: LineChunk) async throws -> ScoredChunk {
-        let parsed = try await onExecutor { try parse(chunk) }
+    public func score(_ original: LineChunk) async throws -> ScoredChunk {
+        let (chunk, early) = try await onExecutor {
+            jsonLines ? JSONLines.transcode(original, header: plan.header) : (original, [:])
+        }
+        let parsed = try await onExecutor { try parse(chunk, original: original, rejected: early) }
         var output: [UInt8] = []
         var widths: [Int]?
         if !parsed.accepted.isEmpty {

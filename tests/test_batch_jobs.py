@@ -148,3 +148,25 @@ def test_bad_jobs_are_refused_saying_why(tmp_path):
         server.stop()
     refused = tern("serve", "--models", str(tmp_path), "--batch-schedules", "x.yaml", check=False)
     assert refused.returncode != 0 and "needs --batch-root" in refused.stderr
+
+
+def test_a_job_with_explain_adds_the_top_attributions_as_the_cli_does(tmp_path):
+    reg = Registry("sqlite", tmp_path)
+    reference = os.path.join(os.path.dirname(CREDIT), "..", "..", "..", "data", "credit-reference.csv")
+    bundle = pack(reg.tmp, "gbc", "credit", 1, "--reference", reference, "--label-column", "default")
+    reg.cli("push", bundle, "--alias", "production")
+    reg.cli("push", pack(reg.tmp, "gbc", "bare", 1))
+    root = tmp_path / "batch"
+    root.mkdir()
+    table(root / "in.csv", 2000, 10, FEATURES, seed=7)
+    tern("batch", bundle, "--input", str(root / "in.csv"), "--output", str(tmp_path / "cli.csv"), "--id-column", "id", "--explain", "2")
+    server = reg.serve("--batch-root", str(root))
+    try:
+        job = api(server, "POST", "/api/v1/jobs", json={
+            "model": "credit", "input": "in.csv", "output": "out.csv", "id_column": "id", "explain": 2}).json()
+        assert wait_for(server, job["id"])["state"] == "succeeded"
+        assert (root / "out.csv").read_bytes() == (tmp_path / "cli.csv").read_bytes()
+        refused = api(server, "POST", "/api/v1/jobs", json={"model": "bare", "input": "in.csv", "output": "o.csv", "explain": 2})
+        assert refused.status_code == 400 and "--reference" in refused.json()["error"], refused.text
+    finally:
+        server.stop()

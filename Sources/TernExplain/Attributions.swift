@@ -91,6 +91,24 @@ public final class Explainer: Sendable {
         }
     }
 
+    /// Each row's `count` largest attributions (by size) for its largest output (a binary classifier's one
+    /// output; a multiclass model's predicted class), named: what a batch run adds to each row.
+    public func top(
+        _ rows: [[Double]], count: Int, featureNames: [String]?, method: Attributions.Method? = nil
+    ) throws(TernError) -> [[(feature: String, value: Double)]] {
+        let attributions = try explain(rows, method: method)
+        let width = structure.featureCount
+        let names = featureNames?.count == width ? featureNames! : (0..<width).map { "feature_\($0)" }
+        return rows.indices.map { r in
+            let margins = attributions.margins[r]
+            let output = margins.count == 1 ? 0 : margins.indices.max { margins[$0] < margins[$1] }!
+            let ranked = (0..<width).sorted {
+                abs(attributions.value(row: r, feature: $0, output: output)) > abs(attributions.value(row: r, feature: $1, output: output))
+            }
+            return ranked.prefix(count).map { (names[$0], attributions.value(row: r, feature: $0, output: output)) }
+        }
+    }
+
     /// Prepares and explains in one call.
     public static func explain(
         _ structure: ModelStructure, rows: [[Double]], background: [[Double]], method: Attributions.Method? = nil

@@ -7,6 +7,7 @@ import Synchronization
 import TernBatch
 import TernBundle
 import TernCore
+import TernExplain
 import TernHTTP
 import TernONNX
 import TernRegistry
@@ -25,9 +26,11 @@ public struct JobRequest: Codable, Sendable, Equatable {
     public var maxRejects: Int?
     public var resume: Bool?
     public var force: Bool?
+    /// Adds each row's N largest attributions (exact methods; the version's reference sample is the background).
+    public var explain: Int?
 
     enum CodingKeys: String, CodingKey {
-        case model, input, output, format, passthrough, outputs, resume, force
+        case model, input, output, format, passthrough, outputs, resume, force, explain
         case idColumn = "id_column", maxRejects = "max_rejects"
     }
 }
@@ -103,10 +106,16 @@ final class BatchJobs: Service, Sendable {
     let runtime: ONNXRuntime
     let pool: RunnerPool
     let logger: Logger
+    /// The served versions' explainers (`explain` on a job).
+    let explanations: Explanations?
     private let jobs = Mutex<[String: Running]>([:])
 
-    init(configuration: BatchJobsConfiguration, service: InferenceService, registry: Registry?, runtime: ONNXRuntime, logger: Logger) {
+    init(
+        configuration: BatchJobsConfiguration, service: InferenceService, registry: Registry?, runtime: ONNXRuntime,
+        explanations: Explanations?, logger: Logger
+    ) {
         self.configuration = configuration
+        self.explanations = explanations
         self.service = service
         self.registry = registry
         self.runtime = runtime
@@ -144,6 +153,18 @@ final class BatchJobs: Service, Sendable {
         options.parallelChunks = configuration.threads
         options.executor = pool
         options.modelFingerprint = "\(served.name)#\(served.version)"
+        if let top = request.explain {
+            guard (1...1000).contains(top) else { throw TernError.invalidArgument("explain must be 1...1000 features") }
+            guard let prepared = try await explanations?.prepare(served), let exact = prepared.exact,
+                  !prepared.background.isEmpty || exact.structure.hasCovers else {
+                throw TernError.invalidArgument("explain on a job needs an exact explainer (trees or linear) and background data: "
+                    + "a bundle packed with --reference")
+            }
+            let (names, method): ([String]?, Attributions.Method?) = (prepared.featureNames, prepared.background.isEmpty ? .pathDependent : nil)
+            options.explainer = { rows throws(TernError) in try exact.top(rows, count: top, featureNames: names, method: method) }
+            options.explainTop = top
+            options.modelFingerprint += ":explain\(top)"
+        }
         // The job's own session on the job threads: its runs never queue behind or ahead of online requests.
         var sessionOptions = SessionOptions()
         sessionOptions.instances = configuration.threads

@@ -204,12 +204,12 @@ public struct TernServer: Sendable {
     /// the alert evaluator and the drift gauges, so that each reads a version's reference profile once.
     func router(
         models: RegistryModels?, monitors: (drift: LiveDrift?, feedback: LiveFeedback?) = (nil, nil),
-        alerts: AlertEvaluator? = nil, jobs: BatchJobs? = nil
+        alerts: AlertEvaluator? = nil, jobs: BatchJobs? = nil, explanations: Explanations? = nil
     ) -> Router<BasicRequestContext> {
         let base = Router(context: BasicRequestContext.self)
         let router = ScopedRouter(router: base, access: configuration.http.access, table: routes)
         V2Routes(service: service, configuration: configuration.http).register(on: router)
-        let explanations = Explanations(service: service, models: models)
+        let explanations = explanations ?? Explanations(service: service, models: models)
         service.explainer = explanations  // `explain: true` on infer requests, whatever the protocol
         ExplainRoutes(explanations: explanations, http: configuration.http).register(on: router)
         PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http) { served, request in
@@ -307,8 +307,11 @@ public struct TernServer: Sendable {
                 registry: models?.registry,
                 factory: service.catalog.metricsFactory, logger: Logger(label: "tern.alerts"))
         }
+        // One per server: each version's explainer is prepared once, for the explain routes, `explain: true` and jobs.
+        let explanations = Explanations(service: service, models: models)
         let jobs = configuration.batch.map {
-            BatchJobs(configuration: $0, service: self.service, registry: models?.registry, runtime: self.runtime, logger: Logger(label: "tern.batch"))
+            BatchJobs(configuration: $0, service: self.service, registry: models?.registry, runtime: self.runtime,
+                      explanations: explanations, logger: Logger(label: "tern.batch"))
         }
         let (service, http) = (service, configuration.http)
         // The certificate and key, read again on SIGHUP for every new handshake (HTTP and gRPC).
@@ -320,7 +323,7 @@ public struct TernServer: Sendable {
                 V2Routes.inferFastPath(service: service, configuration: http),
             ]))
         let app = Application(
-            router: router(models: models, monitors: monitors, alerts: alerts, jobs: jobs),
+            router: router(models: models, monitors: monitors, alerts: alerts, jobs: jobs, explanations: explanations),
             server: try reloader.map { reloader in
                 var tls = try reloader.files.serverConfiguration()
                 tls.setCertificateReloader(reloader)

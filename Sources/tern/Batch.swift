@@ -216,18 +216,7 @@ struct BatchRun: AsyncParsableCommand {
         }
         let explainer = try Explainer(structure, background: rows)
         let method: Attributions.Method? = rows.isEmpty ? .pathDependent : nil
-        let featureNames = names?.count == width ? names! : (0..<width).map { "feature_\($0)" }
-        return { rows in
-            let attributions = try explainer.explain(rows, method: method)
-            return rows.indices.map { r in
-                let margins = attributions.margins[r]
-                let output = margins.count == 1 ? 0 : margins.indices.max { margins[$0] < margins[$1] }!
-                let ranked = (0..<width).sorted {
-                    abs(attributions.value(row: r, feature: $0, output: output)) > abs(attributions.value(row: r, feature: $1, output: output))
-                }
-                return ranked.prefix(top).map { (featureNames[$0], attributions.value(row: r, feature: $0, output: output)) }
-            }
-        }
+        return { rows throws(TernError) in try explainer.top(rows, count: top, featureNames: names, method: method) }
     }
 
     /// `name`, `name@alias` or `name@version`: what a registry names (no path separators, no extension).

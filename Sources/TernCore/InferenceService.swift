@@ -11,6 +11,8 @@ public final class ModelCatalog: Sendable {
         public var aliases: [String: [String: Int]] = [:]
         /// The version a request without one gets; the newest loaded one when absent.
         public var defaults: [String: Int] = [:]
+        /// Model -> how requests that name no version are shared among its versions.
+        public var traffic: [String: TrafficPolicy] = [:]
 
         public init() {}
     }
@@ -91,7 +93,7 @@ public final class ModelCatalog: Sendable {
     /// version (its `production` alias in a registry), else the newest loaded one.
     ///
     /// - Throws: ``TernError`` `notFound` naming the model and, for an unknown version or alias, the known ones.
-    public func resolve(name: String, version: String?) throws(TernError) -> ServedModel {
+    public func resolve(name: String, version: String?, header: (String) -> String? = { _ in nil }) throws(TernError) -> ServedModel {
         var name = name
         var version = version
         if let at = name.firstIndex(of: "@") {
@@ -105,6 +107,11 @@ public final class ModelCatalog: Sendable {
         let found: Result<ServedModel, TernError> = state.withLock { state in
             guard let versions = state.models[name], !versions.isEmpty else { return .failure(Self.unknownModel(name, in: state)) }
             guard let version, !version.isEmpty else {
+                // A traffic policy shares the requests that name no version (sticky on a header when it says so).
+                if let policy = state.traffic[name], let picked = policy.pick(key: policy.stickyHeader.flatMap(header)),
+                   let served = versions[picked] {
+                    return .success(served)
+                }
                 if let preferred = state.defaults[name], let served = versions[preferred] { return .success(served) }
                 return .success(versions[versions.keys.max()!]!)
             }
@@ -181,9 +188,9 @@ public final class InferenceService: Sendable {
     /// is reported before its body is read.
     ///
     /// - Throws: ``TernError``: `unavailable` before the server is ready, `notFound` for an unknown model or version.
-    public func resolve(model name: String, version: String?) throws(TernError) -> ServedModel {
+    public func resolve(model name: String, version: String?, header: (String) -> String? = { _ in nil }) throws(TernError) -> ServedModel {
         guard isReady else { throw TernError.unavailable("the server is not ready: models are still loading") }
-        return try catalog.resolve(name: name, version: version)
+        return try catalog.resolve(name: name, version: version, header: header)
     }
 
     /// Validates the call's request against the version's signature, runs it, and reports through

@@ -143,7 +143,9 @@ public struct PlatformRoutes: Sendable {
 
     private func answer(_ request: Request, _ call: CallContext, model: String?, version: String?) async throws -> Response {
         let response = try await service.infer(call) {
-            try service.resolve(model: model ?? defaultModelName(), version: version)
+            try service.resolve(model: model ?? defaultModelName(), version: version) { name in
+                HTTPField.Name(name).flatMap { request.headers[$0] }
+            }
         } decode: { served in
             let body = try await http.collectBody(request)
             let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)

@@ -263,7 +263,9 @@ public struct V2Routes: Sendable {
     static func inferHead(service: InferenceService, model: String, version: String?, headers: HTTPFields)
         throws(TernError) -> (ServedModel, Int?)
     {
-        let served = try service.resolve(model: model, version: version)
+        let served = try service.resolve(model: model, version: version) { name in
+            HTTPField.Name(name).flatMap { headers[$0] }
+        }
         var headerLength: Int?
         if let value = headers[.inferenceHeaderContentLength] {
             guard let length = Int(value.trimmingCharacters(in: .whitespaces)), length >= 0 else {

@@ -45,6 +45,7 @@ enum Migrations {
                     options TEXT NOT NULL, schedule TEXT, state TEXT NOT NULL, rows BIGINT NOT NULL, rejected BIGINT NOT NULL,
                     error TEXT, created_by TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT)
                 """,
+                "CREATE TABLE tern_traffic (model TEXT PRIMARY KEY, policy TEXT NOT NULL, updated_at TEXT NOT NULL)",
             ]),
         ]
     }

@@ -31,6 +31,9 @@ public struct ModelRecord: Codable, Sendable, Equatable {
     public var name: String
     public var versions: [VersionRecord]
     public var aliases: [String: Int]
+    /// How requests that name no version are shared among the versions (canary, A/B, shadows); nil: all go
+    /// to the default version.
+    public var traffic: TrafficPolicy?
 
     /// What a request without a version gets: the `production` alias if set, else the newest active version.
     public var defaultVersion: Int? {
@@ -38,7 +41,7 @@ public struct ModelRecord: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, versions, aliases
+        case name, versions, aliases, traffic
         case defaultVersion = "default_version"
     }
 
@@ -48,6 +51,7 @@ public struct ModelRecord: Codable, Sendable, Equatable {
         try container.encode(versions, forKey: .versions)
         try container.encode(aliases, forKey: .aliases)
         try container.encodeIfPresent(defaultVersion, forKey: .defaultVersion)
+        try container.encodeIfPresent(traffic, forKey: .traffic)
     }
 
     public init(from decoder: any Decoder) throws {
@@ -55,12 +59,14 @@ public struct ModelRecord: Codable, Sendable, Equatable {
         name = try container.decode(String.self, forKey: .name)
         versions = try container.decode([VersionRecord].self, forKey: .versions)
         aliases = try container.decode([String: Int].self, forKey: .aliases)
+        traffic = try container.decodeIfPresent(TrafficPolicy.self, forKey: .traffic)
     }
 
-    public init(name: String, versions: [VersionRecord], aliases: [String: Int]) {
+    public init(name: String, versions: [VersionRecord], aliases: [String: Int], traffic: TrafficPolicy? = nil) {
         self.name = name
         self.versions = versions
         self.aliases = aliases
+        self.traffic = traffic
     }
 }
 
@@ -210,7 +216,12 @@ public actor Registry {
                 metrics: try metrics.map { try decoder.decode(ValidationMetrics.self, from: Data($0.utf8)) },
                 aliases: named))
         }
-        return order.map { ModelRecord(name: $0, versions: models[$0]!, aliases: aliases[$0] ?? [:]) }
+        var traffic: [String: TrafficPolicy] = [:]
+        for row in try await sql.raw("SELECT model, policy FROM tern_traffic \(filter)").all() {
+            traffic[try row.decode(column: "model", as: String.self)] =
+                try decoder.decode(TrafficPolicy.self, from: Data(try row.decode(column: "policy", as: String.self).utf8))
+        }
+        return order.map { ModelRecord(name: $0, versions: models[$0]!, aliases: aliases[$0] ?? [:], traffic: traffic[$0]) }
     }
 
     // MARK: Changing
@@ -328,6 +339,35 @@ public actor Registry {
             try await self.appendAudit(actor: actor, action: "alias", model: model, version: version,
                                        before: before.map { #"{"alias":"\#(alias)","version":\#($0)}"# },
                                        after: #"{"alias":"\#(alias)","version":\#(version)}"#)
+        }
+    }
+
+    /// Sets (or, with nil, removes) a model's traffic policy; the versions it names must be active.
+    public func setTraffic(model: String, policy: TrafficPolicy?, actor: String) async throws(TernError) {
+        try await write {
+            let active = Set(try await self.sql.raw(
+                "SELECT version FROM tern_versions WHERE model = \(bind: model) AND state = 'active'").all().map {
+                    try $0.decode(column: "version", as: Int.self)
+                })
+            let before = try await self.sql.raw("SELECT policy FROM tern_traffic WHERE model = \(bind: model)").first()?
+                .decode(column: "policy", as: String.self)
+            guard let policy else {
+                guard before != nil else { throw TernError.notFound("model '\(model)' has no traffic policy") }
+                try await self.sql.raw("DELETE FROM tern_traffic WHERE model = \(bind: model)").run()
+                try await self.appendAudit(actor: actor, action: "traffic", model: model, version: nil, before: before, after: nil)
+                return
+            }
+            guard !active.isEmpty else { throw TernError.notFound("no model '\(model)' with active versions in the registry") }
+            try policy.validate(versions: active)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            let after = String(decoding: try encoder.encode(policy), as: UTF8.self)
+            if before == after { return }
+            try await self.sql.raw("DELETE FROM tern_traffic WHERE model = \(bind: model)").run()
+            try await self.sql.raw(
+                "INSERT INTO tern_traffic (model, policy, updated_at) VALUES (\(bind: model), \(bind: after), \(bind: BundleManifest.timestamp()))"
+            ).run()
+            try await self.appendAudit(actor: actor, action: "traffic", model: model, version: nil, before: before, after: after)
         }
     }
 

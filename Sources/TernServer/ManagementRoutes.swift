@@ -30,6 +30,7 @@ import TernRegistry
 /// Changes are attributed to the `Tern-Actor` header (until authentication names the caller).
 struct ManagementRoutes: Sendable {
     let models: RegistryModels
+    let shadows: ShadowTraffic?
     let maxBundleBytes: Int
     /// Where uploads are written while they arrive and are checked.
     let uploadFolder: String
@@ -44,6 +45,34 @@ struct ManagementRoutes: Sendable {
         api.get("/models/{model}/versions/{version}/bundle", .read) { _, context in
             let data = try await registry.archive(context.parameters.require("model"), try version(context))
             return Response(status: .ok, headers: [.contentType: "application/zip"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        }
+        api.get("/models/{model}/traffic", .read) { _, context in
+            let record = try await registry.model(context.parameters.require("model"))
+            guard let traffic = record.traffic else { throw TernError.notFound("model '\(record.name)' has no traffic policy") }
+            // The policy, with how each shadow version compares with the answering versions so far.
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            var object = try JSONSerialization.jsonObject(with: try encoder.encode(traffic)) as? [String: Any] ?? [:]
+            object["shadow_comparison"] = shadows?.comparison(model: record.name) ?? [:]
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(
+                bytes: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))))
+        }
+        api.put("/models/{model}/traffic", .admin) { request, context in
+            let body = try await request.body.collect(upTo: 1 << 16)
+            let policy: TrafficPolicy
+            do {
+                policy = try JSONDecoder().decode(TrafficPolicy.self, from: Data(buffer: body))
+            } catch {
+                throw TernError.invalidArgument("a traffic policy is {\"weights\": {\"1\": 90, \"2\": 10}, \"sticky_header\": \"x-customer-id\", \"shadows\": [3]}: \(error)")
+            }
+            let model = try context.parameters.require("model")
+            try await models.setTraffic(model: model, policy: policy, actor: request.ternActor)
+            return try encode(try await registry.model(model))
+        }
+        api.delete("/models/{model}/traffic", .admin) { request, context in
+            let model = try context.parameters.require("model")
+            try await models.setTraffic(model: model, policy: nil, actor: request.ternActor)
+            return try encode(try await registry.model(model))
         }
         api.post("/bundles", .admin) { request, context in
             var requested: Int?

@@ -117,6 +117,8 @@ public actor RegistryModels: ModelRepositoryControl {
             if !unloadedModels.contains(model.name) {
                 versions += Array(model.aliases.values)
                 if let preferred = model.defaultVersion { versions.append(preferred) }
+                // What the traffic policy weights or shadows.
+                if let traffic = model.traffic { versions += traffic.weights.filter { $0.value > 0 }.map(\.key) + traffic.shadows }
                 // The newest version too, so that it can be tried as model@N before an alias points at it.
                 if let newest = active.max() { versions.append(newest) }
             }
@@ -148,6 +150,7 @@ public actor RegistryModels: ModelRepositoryControl {
         for model in snapshot.models where state.models[model.name] != nil {
             state.aliases[model.name] = model.aliases
             if !unloadedModels.contains(model.name), let preferred = model.defaultVersion { state.defaults[model.name] = preferred }
+            if !unloadedModels.contains(model.name), let traffic = model.traffic { state.traffic[model.name] = traffic }
         }
         // One step: requests see either the old versions and aliases or the new ones, never a mix.
         service.catalog.update { $0 = state }
@@ -199,6 +202,11 @@ public actor RegistryModels: ModelRepositoryControl {
     /// Moves or creates an alias, then serves what it names.
     public func setAlias(model: String, alias: String, version: Int, actor: String) async throws(TernError) {
         try await registry.setAlias(model: model, alias: alias, version: version, actor: actor)
+        try await refresh(force: true)
+    }
+
+    public func setTraffic(model: String, policy: TrafficPolicy?, actor: String) async throws(TernError) {
+        try await registry.setTraffic(model: model, policy: policy, actor: actor)
         try await refresh(force: true)
     }
 

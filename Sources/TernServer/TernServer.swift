@@ -135,6 +135,8 @@ public struct TernServer: Sendable {
     public let predictionLog: PredictionLog?
     /// The API's connection to the prediction log (reads never wait behind the writer's batches).
     let predictionReader: PredictionReader
+    /// Shadow versions' copies and comparisons (with a registry).
+    let shadows: ShadowTraffic?
     let runtime: ONNXRuntime
     let logger: Logger
     /// The API keys, when authentication is configured.
@@ -180,6 +182,12 @@ public struct TernServer: Sendable {
             ? DriftWindows(capacity: configuration.driftWindowCapacity) : nil
         if let driftWindows { observers.append(driftWindows) }
         if let tracing = configuration.tracing { observers.append(SpanObserver(tracer: tracing.tracer)) }
+        // Traffic policies come from a registry: so do their shadow versions.
+        let catalog = service.catalog
+        let shadows = configuration.registry == nil ? nil
+            : ShadowTraffic(catalog: catalog, factory: factory, logger: Logger(label: "tern.shadow"))
+        self.shadows = shadows
+        if let shadows { observers.append(shadows) }
         service.observe(with: observers)
     }
 
@@ -226,7 +234,7 @@ public struct TernServer: Sendable {
         if let jobs { BatchJobRoutes(jobs: jobs).register(on: router) }
         if let models {
             ManagementRoutes(
-                models: models, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0,
+                models: models, shadows: shadows, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0,
                 uploadFolder: configuration.registry?.uploadFolder ?? NSTemporaryDirectory()
             ).register(on: router)
         }

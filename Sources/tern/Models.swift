@@ -116,7 +116,7 @@ struct Push: AsyncParsableCommand {
 struct Models: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List and change the registry's models: versions, aliases, archive, delete.",
-        subcommands: [List.self, Show.self, Alias.self, Unalias.self, Archive.self, Delete.self])
+        subcommands: [List.self, Show.self, Alias.self, Unalias.self, Traffic.self, Archive.self, Delete.self])
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List models with their versions and aliases.")
@@ -160,6 +160,13 @@ struct Models: AsyncParsableCommand {
                     return try printJSON(WithLive(model: version == nil ? AnyEncodable(model) : AnyEncodable(versions[0]), live: live))
                 }
                 print("\(model.name)  default: " + (model.defaultVersion.map { "v\($0)" } ?? "none"))
+                if let traffic = model.traffic {
+                    let total = traffic.weights.values.reduce(0, +)
+                    let shares = traffic.weights.sorted { $0.key < $1.key }
+                        .map { "v\($0.key) " + String(format: "%.1f%%", total > 0 ? $0.value / total * 100 : 0) }.joined(separator: ", ")
+                    print("traffic: \(shares)" + (traffic.stickyHeader.map { ", sticky on \($0)" } ?? "")
+                        + (traffic.shadows.isEmpty ? "" : ", shadows " + traffic.shadows.map { "v\($0)" }.joined(separator: ", ")))
+                }
                 for record in versions {
                     print("")
                     print("v\(record.version)  \(record.state)" + (record.aliases.isEmpty ? "" : "  aliases: \(record.aliases.joined(separator: ", "))"))
@@ -216,6 +223,64 @@ extension Models {
             try await withRegistry(registry, changes: changes) { client in
                 try await client.setAlias(model: name, alias: alias, version: version)
                 print("\(name)@\(alias) -> v\(version)")
+            }
+        }
+    }
+
+    struct Traffic: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Share a model's requests among its versions: weights (canary, A/B), a sticky header, shadow versions.",
+            discussion: """
+                Requests that name no version (not name@alias, not a version route) are shared by weight; with --sticky-header, requests carrying that header (or gRPC metadata) always reach the version its value picks. Shadow versions get a copy of every request off the request path; their outputs are compared with the answering version's (GET /api/v1/models/NAME/traffic). Every answer names the version that answered (model_version).
+
+                Examples:
+                  tern models traffic credit-risk --weights 1=90,2=10                      (a 10% canary)
+                  tern models traffic credit-risk --weights 1=50,2=50 --sticky-header x-customer-id
+                  tern models traffic credit-risk --weights 1=100 --shadow 2
+                  tern models traffic credit-risk --clear                                   (all to the default again)
+                """)
+        @Argument(help: "The model.") var name: String
+        @Option(help: ArgumentHelp("VERSION=WEIGHT pairs, comma-separated.", valueName: "v=w,...")) var weights: String?
+        @Option(help: ArgumentHelp("A header whose value always picks the same version.", valueName: "name")) var stickyHeader: String?
+        @Option(help: ArgumentHelp("Shadow versions, comma-separated.", valueName: "v,...")) var shadow: String?
+        @Flag(help: "Remove the policy.") var clear = false
+        @OptionGroup var registry: RegistryOptions
+        @OptionGroup var changes: ChangeOptions
+
+        func validate() throws {
+            guard clear != (weights != nil) else { throw ValidationError("give --weights, or --clear") }
+            if clear, stickyHeader != nil || shadow != nil { throw ValidationError("--clear takes no other option") }
+        }
+
+        func run() async throws {
+            var policy: TrafficPolicy?
+            if let weights {
+                var table: [Int: Double] = [:]
+                for pair in weights.split(separator: ",") {
+                    let parts = pair.split(separator: "=")
+                    guard parts.count == 2, let version = Int(parts[0].trimmingCharacters(in: .whitespaces)),
+                          let weight = Double(parts[1].trimmingCharacters(in: .whitespaces)) else {
+                        throw ValidationError("--weights takes VERSION=WEIGHT pairs, such as 1=90,2=10; got '\(pair)'")
+                    }
+                    table[version] = weight
+                }
+                let shadows = try (shadow ?? "").split(separator: ",").map { text in
+                    guard let version = Int(text.trimmingCharacters(in: .whitespaces)) else {
+                        throw ValidationError("--shadow takes version numbers, such as 3")
+                    }
+                    return version
+                }
+                policy = TrafficPolicy(weights: table, stickyHeader: stickyHeader, shadows: shadows)
+            }
+            try await withRegistry(registry, changes: changes) { client in
+                try await client.setTraffic(model: name, policy: policy)
+                if let policy {
+                    let shares = policy.weights.sorted { $0.key < $1.key }.map { "v\($0.key) \($0.value)" }.joined(separator: ", ")
+                    print("\(name): \(shares)" + (policy.stickyHeader.map { ", sticky on \($0)" } ?? "")
+                        + (policy.shadows.isEmpty ? "" : ", shadows " + policy.shadows.map { "v\($0)" }.joined(separator: ", ")))
+                } else {
+                    print("\(name): no traffic policy (requests go to the default version)")
+                }
             }
         }
     }

@@ -17,6 +17,8 @@ protocol RegistryClient: Sendable {
     func setAlias(model: String, alias: String, version: Int) async throws
     func removeAlias(model: String, alias: String) async throws
     func archiveVersion(model: String, version: Int) async throws
+    /// Sets (nil: removes) a model's traffic policy.
+    func setTraffic(model: String, policy: TrafficPolicy?) async throws
     /// A version's bundle archive, as pushed.
     func bundle(model: String, version: Int) async throws -> Data
     func deleteVersion(model: String, version: Int) async throws
@@ -164,6 +166,9 @@ struct LocalRegistry: RegistryClient {
     func models() async throws -> [ModelRecord] { try await registry.models() }
     func model(_ name: String) async throws -> ModelRecord { try await registry.model(name) }
     func bundle(model: String, version: Int) async throws -> Data { try await registry.archive(model, version) }
+    func setTraffic(model: String, policy: TrafficPolicy?) async throws {
+        try await registry.setTraffic(model: model, policy: policy, actor: actor)
+    }
     func push(archive: Data, version: Int?) async throws -> VersionRecord {
         let validator = validator()
         let bundle = try validator.validate(archive)
@@ -207,6 +212,13 @@ struct RemoteRegistry: RegistryClient {
     func model(_ name: String) async throws -> ModelRecord { try await call("GET", "/api/v1/models/\(escape(name))") }
     func bundle(model: String, version: Int) async throws -> Data {
         try await send("GET", "/api/v1/models/\(escape(model))/versions/\(version)/bundle", body: nil).1
+    }
+    func setTraffic(model: String, policy: TrafficPolicy?) async throws {
+        if let policy {
+            _ = try await send("PUT", "/api/v1/models/\(escape(model))/traffic", body: try JSONEncoder().encode(policy))
+        } else {
+            _ = try await send("DELETE", "/api/v1/models/\(escape(model))/traffic", body: nil)
+        }
     }
     /// A push whose connection breaks may still have been registered: the registry is asked, and the user
     /// told which. Pushing the same archive again is always safe (the server registers an archive once).

@@ -10,13 +10,10 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = os.path.join(ROOT, ".venv-bench")
-if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
-    python = os.path.join(VENV, "bin", "python")
-    if not os.path.exists(python):
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([python, "-m", "pip", "install", "--quiet", "-r", os.path.join(ROOT, "bench", "requirements.txt")])
-    os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import bench_venv  # noqa: E402
+
+bench_venv.enter(__file__)
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
@@ -25,7 +22,6 @@ import tempfile  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import requests  # noqa: E402
 
-sys.path.insert(0, os.path.join(ROOT, "bench"))
 import run  # noqa: E402
 
 TERN = os.path.join(ROOT, ".build", "release", "tern")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """What a shadow version costs online traffic: the same wrk load (credit v1 = gbc, 1 row) on one `tern serve`
-from a registry, with no traffic policy and with version 2 (the MLP) as a shadow of every request,
+from a registry, with no traffic policy and with version 2 (logistic regression) as a shadow of every request,
 interleaved rounds; reports requests/s, p50 and p99 of each, and checks every answer. Needs a release build.
 
     python3 bench/shadow.py [--rounds 3] [--duration 8] [--concurrency 16]
@@ -35,7 +35,7 @@ def main():
     args = parser.parse_args()
     work = tempfile.mkdtemp()
     data = os.path.join(work, "data")
-    for version, model in ((1, "gbc"), (2, "mlp")):
+    for version, model in ((1, "gbc"), (2, "logreg")):
         bundle = os.path.join(work, f"{model}.tern")
         subprocess.run([TERN, "pack", os.path.join(run.BENCH, "models", model, "1", "model.onnx"), "--name", "gbc",
                         "--version", str(version), "-o", bundle], check=True, capture_output=True)

@@ -164,3 +164,17 @@ def test_the_cli_sets_and_shows_a_policy_that_a_running_server_follows(served):
     bad = reg.cli("models", "traffic", "credit", "--weights", "1=90,9=10", check=False)
     assert bad.returncode != 0 and "version 9" in bad.stderr
     assert "no traffic policy" in reg.cli("models", "traffic", "credit", "--clear").stdout
+
+
+def test_a_shadow_whose_inputs_do_not_take_the_requests_is_refused(served):
+    reg, server = served
+    reg.cli("push", pack(reg.tmp, "mlp", "credit", 3))  # 20 features: it cannot shadow the 10-feature versions
+    import time
+    deadline = time.time() + 10
+    while True:
+        answer = api(server, "PUT", "/api/v1/models/credit/traffic", json={"weights": {"1": 100}, "shadows": [3]})
+        if answer.status_code != 400 or "version 3" not in answer.text or time.time() > deadline:
+            break
+        time.sleep(0.1)  # until the push is registered
+    assert answer.status_code == 400 and "every copy would fail" in answer.json()["error"], answer.text
+    assert "features FP32 20" in answer.json()["error"] and "features FP32 10" in answer.json()["error"]

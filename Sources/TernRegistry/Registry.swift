@@ -359,6 +359,21 @@ public actor Registry {
             }
             guard !active.isEmpty else { throw TernError.notFound("no model '\(model)' with active versions in the registry") }
             try policy.validate(versions: active)
+            // A shadow gets the answering versions' requests: its inputs must take them.
+            if !policy.shadows.isEmpty {
+                var inputs: [Int: String] = [:]
+                for row in try await self.sql.raw("SELECT version, manifest FROM tern_versions WHERE model = \(bind: model)").all() {
+                    let manifest = try JSONDecoder().decode(BundleManifest.self, from: Data(try row.decode(column: "manifest", as: String.self).utf8))
+                    inputs[try row.decode(column: "version", as: Int.self)] = manifest.signature.inputs
+                        .map { "\($0.name) \($0.datatype) \($0.shape.dropFirst().map(String.init).joined(separator: "x"))" }.joined(separator: ", ")
+                }
+                for shadow in policy.shadows {
+                    for (version, weight) in policy.weights where weight > 0 && inputs[version] != inputs[shadow] {
+                        throw TernError.invalidArgument("shadow v\(shadow) takes \(inputs[shadow] ?? "?") but v\(version) takes "
+                            + "\(inputs[version] ?? "?"): every copy would fail")
+                    }
+                }
+            }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             let after = String(decoding: try encoder.encode(policy), as: UTF8.self)

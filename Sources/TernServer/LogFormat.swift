@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import TernCore
 
 /// How `tern serve` writes its log: `text` (swift-log's line format, for people) or `json` (one object per
 /// line, for log pipelines).
@@ -88,27 +89,8 @@ public struct LineLogHandler: LogHandler {
         }
     }
 
-    /// A JSON string literal: quotes, backslashes and every control character escaped.
-    static func append(_ text: String, to line: inout String) {
-        line += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": line += "\\\""
-            case "\\": line += "\\\\"
-            case "\n": line += "\\n"
-            case "\r": line += "\\r"
-            case "\t": line += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F || scalar.value == 0x2028 || scalar.value == 0x2029 {
-                    let hex = String(scalar.value, radix: 16)
-                    line += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    line.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        line += "\""
-    }
+    /// A JSON string literal (``JSONText``).
+    static func append(_ text: String, to line: inout String) { JSONText.appendQuoted(text, to: &line) }
 
     /// RFC 3339 in UTC with milliseconds.
     static func timestamp() -> String {

@@ -152,7 +152,7 @@ def test_a_shadow_version_never_changes_an_answer_and_its_comparison_is_exact(se
 def test_the_cli_sets_and_shows_a_policy_that_a_running_server_follows(served):
     reg, server = served
     result = reg.cli("models", "traffic", "credit", "--weights", "1=0,2=1")
-    assert "credit: v1 0.0, v2 1.0" in result.stdout, result.stdout
+    assert "credit: v1 0.0%, v2 100.0%" in result.stdout, result.stdout
     assert "traffic: v1 0.0%, v2 100.0%" in reg.cli("models", "show", "credit").stdout
     import time
     session = requests.Session()

@@ -31,12 +31,15 @@ public struct InferenceResponse: Sendable {
     public var modelVersion: String
     public var id: String?
     public var outputs: [Tensor]
+    /// Response parameters: `fallback: true` and `fallback_reason` when a fallback answered.
+    public var parameters: [String: ParameterValue]
 
-    public init(modelName: String, modelVersion: String, id: String?, outputs: [Tensor]) {
+    public init(modelName: String, modelVersion: String, id: String?, outputs: [Tensor], parameters: [String: ParameterValue] = [:]) {
         self.modelName = modelName
         self.modelVersion = modelVersion
         self.id = id
         self.outputs = outputs
+        self.parameters = parameters
     }
 }
 

@@ -18,6 +18,8 @@ public final class ModelCatalog: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Whether any traffic policy has a fallback: without one, requests skip the fallback lookup.
+    private let fallbacksConfigured = Atomic<Bool>(false)
     /// Where each version's metric handles are made, once, as it joins the catalog.
     public let metricsFactory: any MetricsFactory
 
@@ -50,12 +52,23 @@ public final class ModelCatalog: Sendable {
         state.withLock { state in
             let result = body(&state)
             for versions in state.models.values { for served in versions.values { attachMetrics(served) } }
+            fallbacksConfigured.store(state.traffic.values.contains { $0.fallback != nil }, ordering: .relaxed)
             return result
         }
     }
 
     /// A copy of the whole state.
     public var current: State { state.withLock { $0 } }
+
+    /// The model's fallback (its traffic policy's) with the fallback version when it is loaded; nil, at the
+    /// cost of one atomic load, when no policy has one.
+    public func fallback(for name: String) -> (FallbackPolicy, ServedModel?)? {
+        guard fallbacksConfigured.load(ordering: .relaxed) else { return nil }
+        return state.withLock { state in
+            guard let policy = state.traffic[name]?.fallback else { return nil }
+            return (policy, policy.version.flatMap { state.models[name]?[$0] })
+        }
+    }
 
     /// Names of the models with at least one loaded version, sorted.
     public var modelNames: [String] { state.withLock { $0.models.keys.sorted() } }
@@ -241,18 +254,32 @@ public final class InferenceService: Sendable {
             end(context, served, [], .failure(error), completion)
             return
         }
-        served.statistics.versionMetrics?.started()
-        let id = request.id
+        let run = PreparedRun(request: request, inputs: inputs, outputs: outputs, explainer: explainer, explanationOutputs: named)
         let timing = timesRuns ? RunTiming() : nil
         let accepted = timesRuns ? ContinuousClock.now : context.received
-        let answer: @Sendable (Result<[Tensor], any Error>) -> Void = { result in
-            self.end(context, served, inputs, result.map {
-                InferenceResponse(modelName: served.name, modelVersion: String(served.version), id: id, outputs: $0)
-            }, completion, accepted: accepted, timing: timing)
+        if let (policy, fallbackVersion) = catalog.fallback(for: served.name), policy.version != served.version || policy.defaultOutputs != nil {
+            // A version is not its own fallback: its failure gets the default answer.
+            inferGuarded(context, served, run, policy: policy, fallback: fallbackVersion === served ? nil : fallbackVersion,
+                         inline: inline, timing: timing,
+                         accepted: accepted, completion: completion)
+            return
         }
+        served.statistics.versionMetrics?.started()
+        execute(served, run, inline: inline, timing: timing) { result in
+            self.end(context, served, inputs, result.map { run.response(served, outputs: $0) }, completion, accepted: accepted, timing: timing)
+        }
+    }
+
+    /// Runs a validated request on a version (queued on its batcher, or on its own), adding the explanation
+    /// when asked: what `completion` gets is the outputs or why there are none.
+    private func execute(
+        _ served: ServedModel, _ run: PreparedRun, inline: (any InlineRunner)?, timing: RunTiming?,
+        completion answer: @escaping @Sendable (Result<[Tensor], any Error>) -> Void
+    ) {
+        let (request, inputs, outputs, named) = (run.request, run.inputs, run.outputs, run.explanationOutputs)
         // With `explain: true`, the explanation's tensors join the outputs (computed in a task, off the runner
         // and event-loop threads); observers such as the prediction log see them with the prediction.
-        let finish: @Sendable (Result<[Tensor], any Error>) -> Void = if let explainer {
+        let finish: @Sendable (Result<[Tensor], any Error>) -> Void = if let explainer = run.explainer {
             { result in
                 guard case .success(let outputs) = result else { return answer(result) }
                 Task {
@@ -292,6 +319,111 @@ public final class InferenceService: Sendable {
                 } catch {
                     finish(.failure(error))
                 }
+            }
+        }
+    }
+
+    /// A request to a version that has a fallback: the version is called unless its circuit is open; when it
+    /// fails, or has not answered within the fallback's timeout, the fallback version (else the default
+    /// answer) answers instead, marked `fallback: true` with the reason. The failed version's failure is
+    /// counted as its own (statistics, metrics, its circuit) before the fallback answers.
+    private func inferGuarded(
+        _ context: CallContext, _ served: ServedModel, _ run: PreparedRun, policy: FallbackPolicy, fallback: ServedModel?,
+        inline: (any InlineRunner)?, timing: RunTiming?, accepted: ContinuousClock.Instant,
+        completion: @escaping @Sendable (Result<InferenceResponse, any Error>) -> Void
+    ) {
+        let breaker = served.breaker
+        let fallBack: @Sendable (String, String, any Error) -> Void = { kind, reason, failure in
+            Counter(label: "tern_fallback_total", dimensions: [("model", served.name), ("version", String(served.version)), ("reason", kind)],
+                    factory: self.catalog.metricsFactory).increment()
+            self.answerFallback(context, from: served, reason: reason, failure: failure, run, policy: policy, fallback: fallback,
+                                accepted: accepted, completion: completion)
+        }
+        let openFor = Duration.milliseconds(Int(policy.openSeconds * 1000))
+        guard breaker.decide(openFor: openFor) != .skip else {
+            fallBack("circuit_open", "v\(served.version)'s circuit is open", TernError.unavailable("v\(served.version)'s circuit is open"))
+            return
+        }
+        let circuitGauge = Gauge(label: "tern_circuit_open", dimensions: [("model", served.name), ("version", String(served.version))],
+                                 factory: catalog.metricsFactory)
+        let failed: @Sendable () -> Void = {
+            if breaker.failed(threshold: policy.failuresToOpen) { circuitGauge.record(1) }
+        }
+        let claim = FallbackClaim()
+        served.statistics.versionMetrics?.started()
+        execute(served, run, inline: inline, timing: timing) { result in
+            claim.timer.withLock { $0?.cancel() }
+            switch result {
+            case .success(let outputs):
+                if breaker.succeeded() { circuitGauge.record(0) }
+                guard claim.take() else { return }  // answered for after the timeout: this answer is dropped
+                self.end(context, served, run.inputs, .success(run.response(served, outputs: outputs)), completion, accepted: accepted, timing: timing)
+            case .failure(let error):
+                failed()
+                guard claim.take() else { return }
+                self.recordFailure(served, context, run, error)
+                fallBack("error", "v\(served.version) failed: \((error as? TernError)?.message ?? "\(error)")", error)
+            }
+        }
+        if let milliseconds = policy.timeoutMilliseconds {
+            let task = Task {
+                try await Task.sleep(for: .milliseconds(milliseconds))
+                guard claim.take() else { return }
+                failed()
+                let error = TernError(.timedOut, "v\(served.version) did not answer within \(milliseconds) ms")
+                self.recordFailure(served, context, run, error)
+                fallBack("timeout", "v\(served.version) did not answer within \(milliseconds) ms", error)
+            }
+            claim.timer.withLock { $0 = task }
+            if claim.isTaken { task.cancel() }
+        }
+    }
+
+    /// Counts a version's failure that a fallback answers for: in its statistics and metrics, not observed
+    /// as a request of its own (the answered request's event names it as `fallbackFrom`).
+    private func recordFailure(_ served: ServedModel, _ context: CallContext, _ run: PreparedRun, _ error: any Error) {
+        let duration = context.received.duration(to: .now)
+        let rows = served.rowsInFirstDimension ? (run.inputs.first?.shape.first ?? 1) : 1
+        served.statistics.recordRequest(succeeded: false, duration: duration, rows: rows)
+        served.statistics.versionMetrics?.ended(context.wire, RequestOutcome(error), duration: duration, rows: rows)
+    }
+
+    /// Answers from the fallback version, else (or when it fails too) the default answer, else the failure.
+    private func answerFallback(
+        _ context: CallContext, from failed: ServedModel, reason: String, failure: any Error, _ run: PreparedRun,
+        policy: FallbackPolicy, fallback: ServedModel?, accepted: ContinuousClock.Instant,
+        completion: @escaping @Sendable (Result<InferenceResponse, any Error>) -> Void
+    ) {
+        let marks: [String: ParameterValue] = ["fallback": .bool(true), "fallback_reason": .string(reason),
+                                               "fallback_from": .string(String(failed.version))]
+        let byDefault: @Sendable (any Error) -> Void = { error in
+            let rows = run.inputs.first?.shape.first ?? 1
+            let result: Result<InferenceResponse, any Error>
+            do {
+                if let outputs = try policy.defaultAnswer(outputs: failed.model.signature.outputs, rows: rows, requested: run.outputs) {
+                    var response = run.response(failed, outputs: outputs)
+                    response.parameters = marks
+                    response.parameters["fallback_source"] = .string("default")
+                    result = .success(response)
+                } else {
+                    result = .failure(error)
+                }
+            } catch {
+                result = .failure(error)
+            }
+            self.end(context, failed, run.inputs, result, completion, fallback: (failed, reason), countsVersion: false)
+        }
+        guard let fallback else { return byDefault(failure) }
+        fallback.statistics.versionMetrics?.started()
+        execute(fallback, run, inline: nil, timing: nil) { result in
+            switch result {
+            case .success(let outputs):
+                var response = run.response(fallback, outputs: outputs)
+                response.parameters = marks
+                self.end(context, fallback, run.inputs, .success(response), completion, accepted: accepted, fallback: (failed, reason))
+            case .failure(let error):
+                self.recordFailure(fallback, context, run, error)
+                byDefault(failure)
             }
         }
     }
@@ -338,7 +470,8 @@ public final class InferenceService: Sendable {
         _ context: CallContext, _ served: ServedModel?, _ inputs: [Tensor],
         _ result: Result<InferenceResponse, any Error>,
         _ completion: @Sendable (Result<InferenceResponse, any Error>) -> Void,
-        accepted: ContinuousClock.Instant? = nil, timing: RunTiming? = nil
+        accepted: ContinuousClock.Instant? = nil, timing: RunTiming? = nil,
+        fallback: (from: ServedModel, reason: String)? = nil, countsVersion: Bool = true
     ) {
         let answered = ContinuousClock.now
         context.caller?.slot?.release()  // the request's place among its caller's requests in flight
@@ -346,7 +479,9 @@ public final class InferenceService: Sendable {
         let duration = context.received.duration(to: answered)
         let error: (any Error)? = if case .failure(let error) = result { error } else { nil }
         let outcome = RequestOutcome(error)
-        if let served {
+        if !countsVersion {
+            // A default answer for a failed version: its failure is counted already.
+        } else if let served {
             let rows = served.rowsInFirstDimension ? (inputs.first?.shape.first ?? 1) : 1
             if ran {
                 // A refused request is the client's and is not in the statistics extension's counts.
@@ -370,6 +505,8 @@ public final class InferenceService: Sendable {
             context: context, served: served, outcome: outcome, error: error, duration: duration,
             inputs: inputs, outputs: (try? result.get())?.outputs ?? [], accepted: accepted, timing: timing,
             answered: answered, completed: answered)
+        event.fallbackFrom = fallback?.from
+        event.fallbackReason = fallback?.reason
         for observer in observers.beforeAnswer { observer.requestEnded(event) }
         completion(result)
         guard !observers.afterAnswer.isEmpty else { return }
@@ -465,4 +602,26 @@ extension InferenceService {
         .invalidArgument("this server serves a model folder, loaded whole at start; loading and unloading models "
             + "needs a registry (tern serve --data or --database)")
     }
+}
+
+/// A validated request ready to run: what a version and its fallback both run.
+struct PreparedRun: Sendable {
+    let request: InferenceRequest
+    let inputs: [Tensor]
+    let outputs: [String]
+    let explainer: (any ResponseExplainer)?
+    let explanationOutputs: [String]
+
+    func response(_ served: ServedModel, outputs: [Tensor]) -> InferenceResponse {
+        InferenceResponse(modelName: served.name, modelVersion: String(served.version), id: request.id, outputs: outputs)
+    }
+}
+
+/// Who answers a guarded request: the version or its fallback, whichever claims it first.
+private final class FallbackClaim: Sendable {
+    private let taken = Atomic<Bool>(false)
+    let timer = Mutex<Task<Void, any Error>?>(nil)
+
+    func take() -> Bool { !taken.exchange(true, ordering: .acquiringAndReleasing) }
+    var isTaken: Bool { taken.load(ordering: .acquiring) }
 }

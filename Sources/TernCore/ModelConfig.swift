@@ -113,6 +113,8 @@ public final class ServedModel: Sendable {
     /// What this version has served (the statistics extension); a batched model's batcher keeps its queue
     /// and execution times, the inference service the rest.
     public let statistics: ModelStatistics
+    /// Stops calling this version while it keeps failing, when its model has a fallback.
+    public let breaker = CircuitBreaker()
     /// Whether a request's first dimension counts its inferences (rows), decided once at load.
     let rowsInFirstDimension: Bool
     /// Whether the service counts executions itself (a batcher counts its own), decided once at load.

@@ -44,6 +44,10 @@ public struct InferenceEvent: Sendable {
     public var answered: ContinuousClock.Instant
     /// When the front-end's completion (encoding, and on the event loop writing) returned.
     public var completed: ContinuousClock.Instant
+    /// When a fallback answered: the version that failed, timed out or had its circuit open (`served` is the
+    /// fallback version, or nil-equal to it for a default answer), and why.
+    public var fallbackFrom: ServedModel? = nil
+    public var fallbackReason: String? = nil
 }
 
 /// When a request's batch ran, written by the dynamic batcher before it completes the request (so read

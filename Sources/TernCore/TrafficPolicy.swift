@@ -12,22 +12,25 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
     /// Versions that get a copy of every request, answered to nobody: their outputs are compared with the
     /// answering version's.
     public var shadows: [Int]
+    /// What answers when the chosen version fails or is too slow.
+    public var fallback: FallbackPolicy?
 
-    public init(weights: [Int: Double], stickyHeader: String? = nil, shadows: [Int] = []) {
+    public init(weights: [Int: Double], stickyHeader: String? = nil, shadows: [Int] = [], fallback: FallbackPolicy? = nil) {
         self.weights = weights
         self.stickyHeader = stickyHeader
         self.shadows = shadows
+        self.fallback = fallback
     }
 
     enum CodingKeys: String, CodingKey {
-        case weights, shadows
+        case weights, shadows, fallback
         case stickyHeader = "sticky_header"
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         // JSON object keys are strings: {"1": 90, "2": 10}.
-        let named = try container.decode([String: Double].self, forKey: .weights)
+        let named = try container.decodeIfPresent([String: Double].self, forKey: .weights) ?? [:]
         var weights: [Int: Double] = [:]
         for (key, weight) in named {
             guard let version = Int(key) else {
@@ -38,6 +41,7 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
         self.weights = weights
         stickyHeader = try container.decodeIfPresent(String.self, forKey: .stickyHeader)
         shadows = try container.decodeIfPresent([Int].self, forKey: .shadows) ?? []
+        fallback = try container.decodeIfPresent(FallbackPolicy.self, forKey: .fallback)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -45,22 +49,26 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
         try container.encode(Dictionary(uniqueKeysWithValues: weights.map { (String($0.key), $0.value) }), forKey: .weights)
         try container.encodeIfPresent(stickyHeader, forKey: .stickyHeader)
         try container.encode(shadows, forKey: .shadows)
+        try container.encodeIfPresent(fallback, forKey: .fallback)
     }
 
     /// Checks the policy against the versions a model has.
     public func validate(versions: Set<Int>) throws(TernError) {
-        guard !weights.isEmpty else { throw .invalidArgument("a traffic policy needs weights: {\"weights\": {\"1\": 90, \"2\": 10}}") }
+        guard !weights.isEmpty || fallback != nil || !shadows.isEmpty else {
+            throw .invalidArgument("a traffic policy needs weights, shadows or a fallback: {\"weights\": {\"1\": 90, \"2\": 10}}")
+        }
         for (version, weight) in weights {
             guard versions.contains(version) else { throw .invalidArgument("weights name version \(version), which the model does not have") }
             guard weight >= 0, weight.isFinite else { throw .invalidArgument("version \(version)'s weight must be 0 or more") }
         }
-        guard weights.values.reduce(0, +) > 0 else { throw .invalidArgument("the weights add up to 0: no version would answer") }
+        guard weights.isEmpty || weights.values.reduce(0, +) > 0 else { throw .invalidArgument("the weights add up to 0: no version would answer") }
         for version in shadows {
             guard versions.contains(version) else { throw .invalidArgument("shadows name version \(version), which the model does not have") }
             guard (weights[version] ?? 0) == 0 else {
                 throw .invalidArgument("version \(version) is both weighted and a shadow: a shadow answers nobody")
             }
         }
+        try fallback?.validate(versions: versions, weighted: Set(weights.filter { $0.value > 0 }.keys))
         if let header = stickyHeader {
             guard !header.isEmpty, header.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: ":") }) else {
                 throw .invalidArgument("sticky_header must be a header name")

@@ -145,6 +145,16 @@ enum GRPCResponseEncoder {
         message.modelName = response.modelName
         message.modelVersion = response.modelVersion
         if let id = response.id { message.id = id }
+        for (key, value) in response.parameters {
+            var parameter = Inference_InferParameter()
+            switch value {
+            case .bool(let b): parameter.boolParam = b
+            case .int(let i): parameter.int64Param = i
+            case .double(let d): parameter.doubleParam = d
+            case .string(let s): parameter.stringParam = s
+            }
+            message.parameters[key] = parameter
+        }
         message.outputs.reserveCapacity(response.outputs.count)
         message.rawOutputContents.reserveCapacity(response.outputs.count)
         for output in response.outputs {

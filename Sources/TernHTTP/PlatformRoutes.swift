@@ -153,8 +153,12 @@ public struct PlatformRoutes: Sendable {
             return contentType.hasPrefix("text/csv")
                 ? try Self.csvRequest(body, codec: codec) : try Self.jsonRequest(body, codec: codec)
         }
+        // The platform formats have no response parameters: a fallback's answer is marked in a header.
+        var headers: HTTPFields = [:]
+        if case .string(let reason)? = response.parameters["fallback_reason"] { headers[.ternFallback] = reason }
         if let accept = request.headers[.accept]?.lowercased(), accept.hasPrefix("text/csv") {
-            return Response(status: .ok, headers: [.contentType: "text/csv"],
+            headers[.contentType] = "text/csv"
+            return Response(status: .ok, headers: headers,
                             body: .init(byteBuffer: ByteBuffer(string: TabularCodec.csv(response.outputs))))
         }
         var writer = JSONWriter()
@@ -165,7 +169,8 @@ public struct PlatformRoutes: Sendable {
         writer.raw(",\"model_version\":")
         writer.string(response.modelVersion)
         writer.byte(UInt8(ascii: "}"))
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: writer.buffer))
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: writer.buffer))
     }
 
     static func jsonRequest(_ body: ByteBuffer, codec: TabularCodec) throws(TernError) -> InferenceRequest {
@@ -245,4 +250,9 @@ public struct PlatformRoutes: Sendable {
         }
         return try codec.request(instances: lines.map { .array($0.map(cell)) })
     }
+}
+
+extension HTTPField.Name {
+    /// Set on a platform-format answer that a fallback gave, to why.
+    static let ternFallback = HTTPField.Name("Tern-Fallback")!
 }

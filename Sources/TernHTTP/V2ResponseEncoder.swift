@@ -22,6 +22,16 @@ enum V2ResponseEncoder {
             json.raw(",\"id\":")
             json.string(id)
         }
+        if !response.parameters.isEmpty {
+            json.raw(",\"parameters\":{")
+            for (index, (key, value)) in response.parameters.sorted(by: { $0.key < $1.key }).enumerated() {
+                if index > 0 { json.byte(UInt8(ascii: ",")) }
+                json.string(key)
+                json.byte(UInt8(ascii: ":"))
+                json.parameter(value)
+            }
+            json.byte(UInt8(ascii: "}"))
+        }
         json.raw(",\"outputs\":[")
         var binary: [Tensor] = []
         for (index, output) in response.outputs.enumerated() {

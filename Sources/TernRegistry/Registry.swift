@@ -359,18 +359,36 @@ public actor Registry {
             }
             guard !active.isEmpty else { throw TernError.notFound("no model '\(model)' with active versions in the registry") }
             try policy.validate(versions: active)
-            // A shadow gets the answering versions' requests: its inputs must take them.
-            if !policy.shadows.isEmpty {
+            // A shadow or fallback version gets the answering versions' requests: its inputs must take them.
+            if !policy.shadows.isEmpty || policy.fallback != nil {
                 var inputs: [Int: String] = [:]
+                var signatures: [Int: [TensorSpec]] = [:]
                 for row in try await self.sql.raw("SELECT version, manifest FROM tern_versions WHERE model = \(bind: model)").all() {
                     let manifest = try JSONDecoder().decode(BundleManifest.self, from: Data(try row.decode(column: "manifest", as: String.self).utf8))
-                    inputs[try row.decode(column: "version", as: Int.self)] = manifest.signature.inputs
+                    let version = try row.decode(column: "version", as: Int.self)
+                    signatures[version] = manifest.signature.outputs.compactMap { spec in
+                        DataType(rawValue: spec.datatype).map { TensorSpec(name: spec.name, datatype: $0, shape: spec.shape) }
+                    }
+                    inputs[version] = manifest.signature.inputs
                         .map { "\($0.name) \($0.datatype) \($0.shape.dropFirst().map(String.init).joined(separator: "x"))" }.joined(separator: ", ")
                 }
-                for shadow in policy.shadows {
-                    for (version, weight) in policy.weights where weight > 0 && inputs[version] != inputs[shadow] {
-                        throw TernError.invalidArgument("shadow v\(shadow) takes \(inputs[shadow] ?? "?") but v\(version) takes "
+                // The versions that may answer: weighted ones, else every active one (requests by alias or number).
+                let answering = policy.weights.isEmpty ? Array(active) : policy.weights.filter { $0.value > 0 }.map(\.key)
+                let takers = policy.shadows.map { ("shadow", $0) } + (policy.fallback?.version).map { [("fallback", $0)] }.orEmpty
+                for (role, taker) in takers {
+                    for version in answering.sorted() where version != taker && inputs[version] != inputs[taker] {
+                        throw TernError.invalidArgument("\(role) v\(taker) takes \(inputs[taker] ?? "?") but v\(version) takes "
                             + "\(inputs[version] ?? "?"): every copy would fail")
+                    }
+                }
+                if let fallback = policy.fallback, fallback.defaultOutputs != nil {
+                    for version in answering.sorted() {
+                        guard let outputs = signatures[version] else { continue }
+                        do {
+                            try fallback.validateDefault(outputs: outputs)
+                        } catch let error as TernError {
+                            throw TernError.invalidArgument("v\(version): \(error.message)")
+                        }
                     }
                 }
             }
@@ -559,4 +577,8 @@ public actor Registry {
             throw .internalError("registry data error: \(error)")
         }
     }
+}
+
+private extension Optional where Wrapped == [(String, Int)] {
+    var orEmpty: [(String, Int)] { self ?? [] }
 }

@@ -63,7 +63,7 @@ struct ManagementRoutes: Sendable {
             do {
                 policy = try JSONDecoder().decode(TrafficPolicy.self, from: Data(buffer: body))
             } catch {
-                throw TernError.invalidArgument("a traffic policy is {\"weights\": {\"1\": 90, \"2\": 10}, \"sticky_header\": \"x-customer-id\", \"shadows\": [3]}: \(error)")
+                throw TernError.invalidArgument("a traffic policy is {\"weights\": {\"1\": 90, \"2\": 10}, \"sticky_header\": \"x-customer-id\", \"shadows\": [3], \"fallback\": {\"version\": 1, \"timeout_ms\": 250}}: \(error)")
             }
             let model = try context.parameters.require("model")
             try await models.setTraffic(model: model, policy: policy, actor: request.ternActor)

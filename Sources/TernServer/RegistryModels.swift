@@ -118,7 +118,10 @@ public actor RegistryModels: ModelRepositoryControl {
                 versions += Array(model.aliases.values)
                 if let preferred = model.defaultVersion { versions.append(preferred) }
                 // What the traffic policy weights or shadows.
-                if let traffic = model.traffic { versions += traffic.weights.filter { $0.value > 0 }.map(\.key) + traffic.shadows }
+                if let traffic = model.traffic {
+                    versions += traffic.weights.filter { $0.value > 0 }.map(\.key) + traffic.shadows
+                    if let fallback = traffic.fallback?.version { versions.append(fallback) }
+                }
                 // The newest version too, so that it can be tried as model@N before an alias points at it.
                 if let newest = active.max() { versions.append(newest) }
             }

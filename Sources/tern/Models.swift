@@ -4,6 +4,7 @@ import TernBundle
 import TernCore
 import TernRegistry
 import TernServer
+import Yams
 
 /// Runs a registry command, printing a failure as one line (exit 1).
 func withRegistry(_ options: RegistryOptions, changes: ChangeOptions? = nil, trust: TrustOptions? = nil,
@@ -160,13 +161,7 @@ struct Models: AsyncParsableCommand {
                     return try printJSON(WithLive(model: version == nil ? AnyEncodable(model) : AnyEncodable(versions[0]), live: live))
                 }
                 print("\(model.name)  default: " + (model.defaultVersion.map { "v\($0)" } ?? "none"))
-                if let traffic = model.traffic {
-                    let total = traffic.weights.values.reduce(0, +)
-                    let shares = traffic.weights.sorted { $0.key < $1.key }
-                        .map { "v\($0.key) " + String(format: "%.1f%%", total > 0 ? $0.value / total * 100 : 0) }.joined(separator: ", ")
-                    print("traffic: \(shares)" + (traffic.stickyHeader.map { ", sticky on \($0)" } ?? "")
-                        + (traffic.shadows.isEmpty ? "" : ", shadows " + traffic.shadows.map { "v\($0)" }.joined(separator: ", ")))
-                }
+                if let traffic = model.traffic { print("traffic: " + Traffic.describe(traffic)) }
                 for record in versions {
                     print("")
                     print("v\(record.version)  \(record.state)" + (record.aliases.isEmpty ? "" : "  aliases: \(record.aliases.joined(separator: ", "))"))
@@ -237,26 +232,81 @@ extension Models {
                   tern models traffic credit-risk --weights 1=90,2=10                      (a 10% canary)
                   tern models traffic credit-risk --weights 1=50,2=50 --sticky-header x-customer-id
                   tern models traffic credit-risk --weights 1=100 --shadow 2
+                  tern models traffic credit-risk --weights 1=90,2=10 --fallback-version 1 --fallback-timeout 250
+                  tern models traffic credit-risk --fallback-default '{"label": 0, "probabilities": [0.9, 0.1]}'
+                  tern models traffic credit-risk --file traffic.yaml                       (the policy as YAML or JSON)
                   tern models traffic credit-risk --clear                                   (all to the default again)
+
+                A fallback answers when the chosen version fails, or has not answered within --fallback-timeout milliseconds: the fallback version, else the default answer (per row, by output name). Such answers carry the parameters fallback: true, fallback_reason and fallback_from (a Tern-Fallback header in the platform formats). After --circuit-failures failures in a row a version's circuit opens: it is not called for --circuit-open seconds, then one request probes it.
                 """)
         @Argument(help: "The model.") var name: String
         @Option(help: ArgumentHelp("VERSION=WEIGHT pairs, comma-separated.", valueName: "v=w,...")) var weights: String?
         @Option(help: ArgumentHelp("A header whose value always picks the same version.", valueName: "name")) var stickyHeader: String?
         @Option(help: ArgumentHelp("Shadow versions, comma-separated.", valueName: "v,...")) var shadow: String?
+        @Option(help: ArgumentHelp("The version that answers when the chosen one fails or is too slow.", valueName: "v"))
+        var fallbackVersion: Int?
+        @Option(help: ArgumentHelp("The answer per row when no fallback version can answer, as JSON by output name.", valueName: "json"))
+        var fallbackDefault: String?
+        @Option(help: ArgumentHelp("Answer from the fallback when the chosen version has not answered after this long.", valueName: "ms"))
+        var fallbackTimeout: Int?
+        @Option(help: ArgumentHelp("Failures in a row that open a version's circuit (default 5).", valueName: "n")) var circuitFailures: Int?
+        @Option(help: ArgumentHelp("How long an open circuit stays open before a probe (default 30).", valueName: "seconds"))
+        var circuitOpen: Double?
+        @Option(help: ArgumentHelp("The whole policy from a YAML or JSON file (weights, sticky_header, shadows, fallback).", valueName: "file"))
+        var file: String?
         @Flag(help: "Remove the policy.") var clear = false
         @OptionGroup var registry: RegistryOptions
         @OptionGroup var changes: ChangeOptions
 
+        private var fallbackGiven: Bool {
+            fallbackVersion != nil || fallbackDefault != nil || fallbackTimeout != nil || circuitFailures != nil || circuitOpen != nil
+        }
+
         func validate() throws {
-            guard clear != (weights != nil) else { throw ValidationError("give --weights, or --clear") }
-            if clear, stickyHeader != nil || shadow != nil { throw ValidationError("--clear takes no other option") }
+            let given = [weights != nil || shadow != nil || fallbackGiven, file != nil, clear].filter { $0 }.count
+            guard given == 1 else { throw ValidationError("give --weights (and --shadow, --fallback-…), or --file, or --clear") }
+            if stickyHeader != nil, weights == nil { throw ValidationError("--sticky-header needs --weights") }
+        }
+
+        static func policy(file: String) throws -> TrafficPolicy {
+            let text: String
+            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
+                throw ValidationError("cannot read \(file): \(error.localizedDescription)")
+            }
+            do {
+                let node = try Yams.load(yaml: text)
+                guard let node, JSONSerialization.isValidJSONObject(node) else { throw ValidationError("\(file): expected a mapping") }
+                return try JSONDecoder().decode(TrafficPolicy.self, from: JSONSerialization.data(withJSONObject: node))
+            } catch let error as ValidationError {
+                throw error
+            } catch {
+                throw ValidationError("\(file) is not a traffic policy ({weights: {1: 90, 2: 10}, sticky_header, shadows, fallback}): \(error)")
+            }
+        }
+
+        /// One line: the shares, the sticky header, the shadows, the fallback.
+        static func describe(_ policy: TrafficPolicy) -> String {
+            let total = policy.weights.values.reduce(0, +)
+            var parts = policy.weights.isEmpty ? ["no weights (the default version answers)"] : [policy.weights.sorted { $0.key < $1.key }
+                .map { "v\($0.key) " + String(format: "%.1f%%", total > 0 ? $0.value / total * 100 : 0) }.joined(separator: ", ")]
+            if let header = policy.stickyHeader { parts.append("sticky on \(header)") }
+            if !policy.shadows.isEmpty { parts.append("shadows " + policy.shadows.map { "v\($0)" }.joined(separator: ", ")) }
+            if let fallback = policy.fallback {
+                var text = "fallback " + [fallback.version.map { "v\($0)" }, fallback.defaultOutputs.map { _ in "default answer" }]
+                    .compactMap { $0 }.joined(separator: " then ")
+                if let timeout = fallback.timeoutMilliseconds { text += " after \(timeout) ms" }
+                text += ", circuit opens after \(fallback.failuresToOpen) failures for \(fallback.openSeconds) s"
+                parts.append(text)
+            }
+            return parts.joined(separator: "; ")
         }
 
         func run() async throws {
             var policy: TrafficPolicy?
-            if let weights {
+            if let file { policy = try Self.policy(file: file) }
+            if !clear, file == nil {
                 var table: [Int: Double] = [:]
-                for pair in weights.split(separator: ",") {
+                for pair in (weights ?? "").split(separator: ",") {
                     let parts = pair.split(separator: "=")
                     guard parts.count == 2, let version = Int(parts[0].trimmingCharacters(in: .whitespaces)),
                           let weight = Double(parts[1].trimmingCharacters(in: .whitespaces)) else {
@@ -270,14 +320,25 @@ extension Models {
                     }
                     return version
                 }
-                policy = TrafficPolicy(weights: table, stickyHeader: stickyHeader, shadows: shadows)
+                var fallback: FallbackPolicy?
+                if fallbackGiven {
+                    var defaults: [String: [FallbackValue]]?
+                    if let fallbackDefault {
+                        do {
+                            defaults = try JSONDecoder().decode(FallbackPolicy.self, from: Data(#"{"default":\#(fallbackDefault)}"#.utf8)).defaultOutputs
+                        } catch {
+                            throw ValidationError("--fallback-default takes JSON by output name, such as '{\"label\": 0}'")
+                        }
+                    }
+                    fallback = FallbackPolicy(version: fallbackVersion, defaultOutputs: defaults, timeoutMilliseconds: fallbackTimeout,
+                                              failuresToOpen: circuitFailures ?? 5, openSeconds: circuitOpen ?? 30)
+                }
+                policy = TrafficPolicy(weights: table, stickyHeader: stickyHeader, shadows: shadows, fallback: fallback)
             }
             try await withRegistry(registry, changes: changes) { client in
                 try await client.setTraffic(model: name, policy: policy)
                 if let policy {
-                    let shares = policy.weights.sorted { $0.key < $1.key }.map { "v\($0.key) \($0.value)" }.joined(separator: ", ")
-                    print("\(name): \(shares)" + (policy.stickyHeader.map { ", sticky on \($0)" } ?? "")
-                        + (policy.shadows.isEmpty ? "" : ", shadows " + policy.shadows.map { "v\($0)" }.joined(separator: ", ")))
+                    print("\(name): \(Self.describe(policy))")
                 } else {
                     print("\(name): no traffic policy (requests go to the default version)")
                 }

@@ -2,6 +2,7 @@
 scikit-learn, both on the model's real outputs from onnxruntime."""
 import json
 import os
+import zipfile
 
 import numpy as np
 import onnxruntime as ort
@@ -62,7 +63,10 @@ def test_classifier_profile_and_metrics_match_scipy_and_sklearn(tmp_path):
     assert head["task"] == "classification" and head["class_labels"] == ["0", "1"]
     assert head["feature_names"] == CREDIT_FEATURES
     assert head["signature"]["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 10]}]
-    assert set(head["files"]) == {"model.onnx", "profile.json", "metrics.json", "MODEL_CARD.md"}
+    assert set(head["files"]) == {"model.onnx", "profile.json", "metrics.json", "MODEL_CARD.md", "holdout.csv"}
+    # The holdout rows are kept as given, for the validation gate.
+    with zipfile.ZipFile(path) as archive, open(holdout, "rb") as f:
+        assert archive.read("holdout.csv") == f.read()
 
     # Reference profile: every feature as scipy/numpy describe the values the CSV holds (float32 -> repr).
     profile = bundle["profile"]

@@ -131,9 +131,11 @@ public enum BundleFile {
     public static let metrics = "metrics.json"
     public static let card = "MODEL_CARD.md"
     public static let config = "config.yaml"
+    /// The labelled holdout rows `tern pack --holdout` scored: what the validation gate scores versions on.
+    public static let holdout = "holdout.csv"
     /// The signature of `tern.json` (``BundleSignature``); not listed in the manifest, which it signs.
     public static let signature = "tern.sig"
 
     /// Everything besides the manifest that a bundle may carry.
-    public static let known: Set<String> = [model, profile, metrics, card, config]
+    public static let known: Set<String> = [model, profile, metrics, card, config, holdout]
 }

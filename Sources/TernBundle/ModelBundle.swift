@@ -228,7 +228,7 @@ public struct ModelBundle: Sendable {
 public struct BundleLimits: Sendable {
     /// `model.onnx` (stored as it is, or deflated).
     public var modelBytes: Int
-    /// `profile.json`: per-feature statistics and a bounded sample of the reference data.
+    /// `profile.json`: per-feature statistics and a bounded sample of the reference data; `holdout.csv` too.
     public var profileBytes: Int
     /// `tern.json`, `metrics.json`, `MODEL_CARD.md`, `config.yaml`.
     public var smallFileBytes: Int
@@ -245,7 +245,7 @@ public struct BundleLimits: Sendable {
     func limit(for name: String) -> Int {
         switch name {
         case BundleFile.model: modelBytes
-        case BundleFile.profile: profileBytes
+        case BundleFile.profile, BundleFile.holdout: profileBytes
         default: smallFileBytes
         }
     }

@@ -333,15 +333,15 @@ public final class InferenceService: Sendable {
         completion: @escaping @Sendable (Result<InferenceResponse, any Error>) -> Void
     ) {
         let breaker = served.breaker
-        let fallBack: @Sendable (String, String, any Error) -> Void = { kind, reason, failure in
-            Counter(label: "tern_fallback_total", dimensions: [("model", served.name), ("version", String(served.version)), ("reason", kind)],
+        let fallBack: @Sendable (FallbackNote.Kind, String, any Error) -> Void = { kind, reason, failure in
+            Counter(label: "tern_fallback_total", dimensions: [("model", served.name), ("version", String(served.version)), ("reason", kind.rawValue)],
                     factory: self.catalog.metricsFactory).increment()
-            self.answerFallback(context, from: served, reason: reason, failure: failure, run, policy: policy, fallback: fallback,
-                                accepted: accepted, completion: completion)
+            self.answerFallback(context, note: FallbackNote(from: served, kind: kind, reason: reason), failure: failure, run,
+                                policy: policy, fallback: fallback, accepted: accepted, completion: completion)
         }
         let openFor = Duration.milliseconds(Int(policy.openSeconds * 1000))
         guard breaker.decide(openFor: openFor) != .skip else {
-            fallBack("circuit_open", "v\(served.version)'s circuit is open", TernError.unavailable("v\(served.version)'s circuit is open"))
+            fallBack(.circuitOpen, "v\(served.version)'s circuit is open", TernError.unavailable("v\(served.version)'s circuit is open"))
             return
         }
         let circuitGauge = Gauge(label: "tern_circuit_open", dimensions: [("model", served.name), ("version", String(served.version))],
@@ -362,7 +362,7 @@ public final class InferenceService: Sendable {
                 failed()
                 guard claim.take() else { return }
                 self.recordFailure(served, context, run, error)
-                fallBack("error", "v\(served.version) failed: \((error as? TernError)?.message ?? "\(error)")", error)
+                fallBack(.error, "v\(served.version) failed: \((error as? TernError)?.message ?? "\(error)")", error)
             }
         }
         if let milliseconds = policy.timeoutMilliseconds {
@@ -372,7 +372,7 @@ public final class InferenceService: Sendable {
                 failed()
                 let error = TernError(.timedOut, "v\(served.version) did not answer within \(milliseconds) ms")
                 self.recordFailure(served, context, run, error)
-                fallBack("timeout", "v\(served.version) did not answer within \(milliseconds) ms", error)
+                fallBack(.timeout, "v\(served.version) did not answer within \(milliseconds) ms", error)
             }
             claim.timer.withLock { $0 = task }
             if claim.isTaken { task.cancel() }
@@ -380,7 +380,7 @@ public final class InferenceService: Sendable {
     }
 
     /// Counts a version's failure that a fallback answers for: in its statistics and metrics, not observed
-    /// as a request of its own (the answered request's event names it as `fallbackFrom`).
+    /// as a request of its own (the answered request's event names it in its `fallback`).
     private func recordFailure(_ served: ServedModel, _ context: CallContext, _ run: PreparedRun, _ error: any Error) {
         let duration = context.received.duration(to: .now)
         let rows = served.rowsInFirstDimension ? (run.inputs.first?.shape.first ?? 1) : 1
@@ -390,10 +390,11 @@ public final class InferenceService: Sendable {
 
     /// Answers from the fallback version, else (or when it fails too) the default answer, else the failure.
     private func answerFallback(
-        _ context: CallContext, from failed: ServedModel, reason: String, failure: any Error, _ run: PreparedRun,
+        _ context: CallContext, note: FallbackNote, failure: any Error, _ run: PreparedRun,
         policy: FallbackPolicy, fallback: ServedModel?, accepted: ContinuousClock.Instant,
         completion: @escaping @Sendable (Result<InferenceResponse, any Error>) -> Void
     ) {
+        let (failed, reason) = (note.from, note.reason)
         let marks: [String: ParameterValue] = ["fallback": .bool(true), "fallback_reason": .string(reason),
                                                "fallback_from": .string(String(failed.version))]
         let byDefault: @Sendable (any Error) -> Void = { error in
@@ -411,7 +412,7 @@ public final class InferenceService: Sendable {
             } catch {
                 result = .failure(error)
             }
-            self.end(context, failed, run.inputs, result, completion, fallback: (failed, reason), countsVersion: false)
+            self.end(context, failed, run.inputs, result, completion, fallback: note, countsVersion: false)
         }
         guard let fallback else { return byDefault(failure) }
         fallback.statistics.versionMetrics?.started()
@@ -420,7 +421,7 @@ public final class InferenceService: Sendable {
             case .success(let outputs):
                 var response = run.response(fallback, outputs: outputs)
                 response.parameters = marks
-                self.end(context, fallback, run.inputs, .success(response), completion, accepted: accepted, fallback: (failed, reason))
+                self.end(context, fallback, run.inputs, .success(response), completion, accepted: accepted, fallback: note)
             case .failure(let error):
                 self.recordFailure(fallback, context, run, error)
                 byDefault(failure)
@@ -471,7 +472,7 @@ public final class InferenceService: Sendable {
         _ result: Result<InferenceResponse, any Error>,
         _ completion: @Sendable (Result<InferenceResponse, any Error>) -> Void,
         accepted: ContinuousClock.Instant? = nil, timing: RunTiming? = nil,
-        fallback: (from: ServedModel, reason: String)? = nil, countsVersion: Bool = true
+        fallback: FallbackNote? = nil, countsVersion: Bool = true
     ) {
         let answered = ContinuousClock.now
         context.caller?.slot?.release()  // the request's place among its caller's requests in flight
@@ -505,8 +506,7 @@ public final class InferenceService: Sendable {
             context: context, served: served, outcome: outcome, error: error, duration: duration,
             inputs: inputs, outputs: (try? result.get())?.outputs ?? [], accepted: accepted, timing: timing,
             answered: answered, completed: answered)
-        event.fallbackFrom = fallback?.from
-        event.fallbackReason = fallback?.reason
+        event.fallback = fallback
         for observer in observers.beforeAnswer { observer.requestEnded(event) }
         completion(result)
         guard !observers.afterAnswer.isEmpty else { return }

@@ -44,10 +44,25 @@ public struct InferenceEvent: Sendable {
     public var answered: ContinuousClock.Instant
     /// When the front-end's completion (encoding, and on the event loop writing) returned.
     public var completed: ContinuousClock.Instant
-    /// When a fallback answered: the version that failed, timed out or had its circuit open (`served` is the
-    /// fallback version, or nil-equal to it for a default answer), and why.
-    public var fallbackFrom: ServedModel? = nil
-    public var fallbackReason: String? = nil
+    /// When a fallback answered: the version it answered for, and why.
+    public var fallback: FallbackNote? = nil
+}
+
+/// Why a fallback answered a request.
+public struct FallbackNote: Sendable {
+    public enum Kind: String, Sendable {
+        /// The version failed.
+        case error
+        /// It had not answered within the fallback's timeout.
+        case timeout
+        /// Its circuit was open: it was not called.
+        case circuitOpen = "circuit_open"
+    }
+
+    /// The version answered for (`served` is the fallback version, or this one for a default answer).
+    public var from: ServedModel
+    public var kind: Kind
+    public var reason: String
 }
 
 /// When a request's batch ran, written by the dynamic batcher before it completes the request (so read

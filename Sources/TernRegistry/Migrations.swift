@@ -47,6 +47,11 @@ enum Migrations {
                 """,
                 "CREATE TABLE tern_traffic (model TEXT PRIMARY KEY, policy TEXT NOT NULL, updated_at TEXT NOT NULL)",
             ]),
+            (4, [
+                "CREATE TABLE tern_rollouts (model TEXT PRIMARY KEY, rollout TEXT NOT NULL, updated_at TEXT NOT NULL)",
+                "CREATE TABLE tern_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)",
+                "CREATE TABLE tern_gates (model TEXT PRIMARY KEY, gate TEXT NOT NULL, updated_at TEXT NOT NULL)",
+            ]),
         ]
     }
 

@@ -319,89 +319,101 @@ public actor Registry {
     /// - Throws: ``TernError`` `notFound` for a missing or archived version; `invalidArgument` for a bad alias name.
     public func setAlias(model: String, alias: String, version: Int, actor: String) async throws(TernError) {
         try Self.checkAlias(alias)
-        try await write {
-            let state = try await self.sql.raw("SELECT state FROM tern_versions WHERE model = \(bind: model) AND version = \(bind: version)")
-                .first()?.decode(column: "state", as: String.self)
-            guard let state else {
-                throw TernError.notFound("cannot point '\(alias)' at \(model) v\(version): no such version")
-            }
-            guard state == "active" else {
-                throw TernError.conflict("cannot point '\(alias)' at \(model) v\(version): the version is archived")
-            }
-            let before = try await self.aliasTarget(model: model, alias: alias)
-            if before == version { return }
-            let now = BundleManifest.timestamp()
-            if before == nil {
-                try await self.sql.raw("INSERT INTO tern_aliases (model, alias, version, updated_at) VALUES (\(bind: model), \(bind: alias), \(bind: version), \(bind: now))").run()
-            } else {
-                try await self.sql.raw("UPDATE tern_aliases SET version = \(bind: version), updated_at = \(bind: now) WHERE model = \(bind: model) AND alias = \(bind: alias)").run()
-            }
-            try await self.appendAudit(actor: actor, action: "alias", model: model, version: version,
-                                       before: before.map { #"{"alias":"\#(alias)","version":\#($0)}"# },
-                                       after: #"{"alias":"\#(alias)","version":\#(version)}"#)
+        try await write { try await self.moveAlias(model: model, alias: alias, version: version, actor: actor) }
+    }
+
+    /// Points an alias at a version, inside the caller's transaction.
+    func moveAlias(model: String, alias: String, version: Int, actor: String) async throws {
+        let state = try await self.sql.raw("SELECT state FROM tern_versions WHERE model = \(bind: model) AND version = \(bind: version)")
+            .first()?.decode(column: "state", as: String.self)
+        guard let state else {
+            throw TernError.notFound("cannot point '\(alias)' at \(model) v\(version): no such version")
         }
+        guard state == "active" else {
+            throw TernError.conflict("cannot point '\(alias)' at \(model) v\(version): the version is archived")
+        }
+        let before = try await self.aliasTarget(model: model, alias: alias)
+        if before == version { return }
+        let now = BundleManifest.timestamp()
+        if before == nil {
+            try await self.sql.raw("INSERT INTO tern_aliases (model, alias, version, updated_at) VALUES (\(bind: model), \(bind: alias), \(bind: version), \(bind: now))").run()
+        } else {
+            try await self.sql.raw("UPDATE tern_aliases SET version = \(bind: version), updated_at = \(bind: now) WHERE model = \(bind: model) AND alias = \(bind: alias)").run()
+        }
+        try await self.appendAudit(actor: actor, action: "alias", model: model, version: version,
+                                   before: before.map { #"{"alias":"\#(alias)","version":\#($0)}"# },
+                                   after: #"{"alias":"\#(alias)","version":\#(version)}"#)
     }
 
     /// Sets (or, with nil, removes) a model's traffic policy; the versions it names must be active.
     public func setTraffic(model: String, policy: TrafficPolicy?, actor: String) async throws(TernError) {
         try await write {
-            let active = Set(try await self.sql.raw(
-                "SELECT version FROM tern_versions WHERE model = \(bind: model) AND state = 'active'").all().map {
-                    try $0.decode(column: "version", as: Int.self)
-                })
-            let before = try await self.sql.raw("SELECT policy FROM tern_traffic WHERE model = \(bind: model)").first()?
-                .decode(column: "policy", as: String.self)
-            guard let policy else {
-                guard before != nil else { throw TernError.notFound("model '\(model)' has no traffic policy") }
-                try await self.sql.raw("DELETE FROM tern_traffic WHERE model = \(bind: model)").run()
-                try await self.appendAudit(actor: actor, action: "traffic", model: model, version: nil, before: before, after: nil)
-                return
+            if let text = try await self.sql.raw("SELECT rollout FROM tern_rollouts WHERE model = \(bind: model)").first()?
+                .decode(column: "rollout", as: String.self),
+               let rollout = try? JSONDecoder().decode(Rollout.self, from: Data(text.utf8)), rollout.isActive {
+                throw TernError.conflict("\(model)'s \(rollout.state) rollout to v\(rollout.candidate) sets its traffic policy; "
+                    + "abort or promote it first (tern rollout abort \(model))")
             }
-            guard !active.isEmpty else { throw TernError.notFound("no model '\(model)' with active versions in the registry") }
-            try policy.validate(versions: active)
-            // A shadow or fallback version gets the answering versions' requests: its inputs must take them.
-            if !policy.shadows.isEmpty || policy.fallback != nil {
-                var inputs: [Int: String] = [:]
-                var signatures: [Int: [TensorSpec]] = [:]
-                for row in try await self.sql.raw("SELECT version, manifest FROM tern_versions WHERE model = \(bind: model)").all() {
-                    let manifest = try JSONDecoder().decode(BundleManifest.self, from: Data(try row.decode(column: "manifest", as: String.self).utf8))
-                    let version = try row.decode(column: "version", as: Int.self)
-                    signatures[version] = manifest.signature.outputs.compactMap { spec in
-                        DataType(rawValue: spec.datatype).map { TensorSpec(name: spec.name, datatype: $0, shape: spec.shape) }
-                    }
-                    inputs[version] = manifest.signature.inputs
-                        .map { "\($0.name) \($0.datatype) \($0.shape.dropFirst().map(String.init).joined(separator: "x"))" }.joined(separator: ", ")
-                }
-                // The versions that may answer: weighted ones, else every active one (requests by alias or number).
-                let answering = policy.weights.isEmpty ? Array(active) : policy.weights.filter { $0.value > 0 }.map(\.key)
-                let takers = policy.shadows.map { ("shadow", $0) } + (policy.fallback?.version).map { [("fallback", $0)] }.orEmpty
-                for (role, taker) in takers {
-                    for version in answering.sorted() where version != taker && inputs[version] != inputs[taker] {
-                        throw TernError.invalidArgument("\(role) v\(taker) takes \(inputs[taker] ?? "?") but v\(version) takes "
-                            + "\(inputs[version] ?? "?"): every copy would fail")
-                    }
-                }
-                if let fallback = policy.fallback, fallback.defaultOutputs != nil {
-                    for version in answering.sorted() {
-                        guard let outputs = signatures[version] else { continue }
-                        do {
-                            try fallback.validateDefault(outputs: outputs)
-                        } catch let error as TernError {
-                            throw TernError.invalidArgument("v\(version): \(error.message)")
-                        }
-                    }
-                }
-            }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            let after = String(decoding: try encoder.encode(policy), as: UTF8.self)
-            if before == after { return }
-            try await self.sql.raw("DELETE FROM tern_traffic WHERE model = \(bind: model)").run()
-            try await self.sql.raw(
-                "INSERT INTO tern_traffic (model, policy, updated_at) VALUES (\(bind: model), \(bind: after), \(bind: BundleManifest.timestamp()))"
-            ).run()
-            try await self.appendAudit(actor: actor, action: "traffic", model: model, version: nil, before: before, after: after)
+            try await self.applyTraffic(model: model, policy: policy, actor: actor)
         }
+    }
+
+    /// Sets or removes a traffic policy, inside the caller's transaction.
+    func applyTraffic(model: String, policy: TrafficPolicy?, actor: String) async throws {
+        let active = Set(try await self.sql.raw(
+            "SELECT version FROM tern_versions WHERE model = \(bind: model) AND state = 'active'").all().map {
+                try $0.decode(column: "version", as: Int.self)
+            })
+        let before = try await self.sql.raw("SELECT policy FROM tern_traffic WHERE model = \(bind: model)").first()?
+            .decode(column: "policy", as: String.self)
+        guard let policy else {
+            guard before != nil else { throw TernError.notFound("model '\(model)' has no traffic policy") }
+            try await self.sql.raw("DELETE FROM tern_traffic WHERE model = \(bind: model)").run()
+            try await self.appendAudit(actor: actor, action: "traffic", model: model, version: nil, before: before, after: nil)
+            return
+        }
+        guard !active.isEmpty else { throw TernError.notFound("no model '\(model)' with active versions in the registry") }
+        try policy.validate(versions: active)
+        // A shadow or fallback version gets the answering versions' requests: its inputs must take them.
+        if !policy.shadows.isEmpty || policy.fallback != nil {
+            var inputs: [Int: String] = [:]
+            var signatures: [Int: [TensorSpec]] = [:]
+            for row in try await self.sql.raw("SELECT version, manifest FROM tern_versions WHERE model = \(bind: model)").all() {
+                let manifest = try JSONDecoder().decode(BundleManifest.self, from: Data(try row.decode(column: "manifest", as: String.self).utf8))
+                let version = try row.decode(column: "version", as: Int.self)
+                signatures[version] = manifest.signature.outputs.compactMap { spec in
+                    DataType(rawValue: spec.datatype).map { TensorSpec(name: spec.name, datatype: $0, shape: spec.shape) }
+                }
+                inputs[version] = manifest.signature.inputs
+                    .map { "\($0.name) \($0.datatype) \($0.shape.dropFirst().map(String.init).joined(separator: "x"))" }.joined(separator: ", ")
+            }
+            // The versions that may answer: weighted ones, else every active one (requests by alias or number).
+            let answering = policy.weights.isEmpty ? Array(active) : policy.weights.filter { $0.value > 0 }.map(\.key)
+            let takers = policy.shadows.map { ("shadow", $0) } + (policy.fallback?.version).map { [("fallback", $0)] }.orEmpty
+            for (role, taker) in takers {
+                for version in answering.sorted() where version != taker && inputs[version] != inputs[taker] {
+                    throw TernError.invalidArgument("\(role) v\(taker) takes \(inputs[taker] ?? "?") but v\(version) takes "
+                        + "\(inputs[version] ?? "?"): every copy would fail")
+                }
+            }
+            if let fallback = policy.fallback, fallback.defaultOutputs != nil {
+                for version in answering.sorted() {
+                    guard let outputs = signatures[version] else { continue }
+                    if case .failure(let error) = Result(catching: { () throws(TernError) in try fallback.validateDefault(outputs: outputs) }) {
+                        throw TernError.invalidArgument("v\(version): \(error.message)")
+                    }
+                }
+            }
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let after = String(decoding: try encoder.encode(policy), as: UTF8.self)
+        if before == after { return }
+        try await self.sql.raw("DELETE FROM tern_traffic WHERE model = \(bind: model)").run()
+        try await self.sql.raw(
+            "INSERT INTO tern_traffic (model, policy, updated_at) VALUES (\(bind: model), \(bind: after), \(bind: BundleManifest.timestamp()))"
+        ).run()
+        try await self.appendAudit(actor: actor, action: "traffic", model: model, version: nil, before: before, after: after)
     }
 
     public func removeAlias(model: String, alias: String, actor: String) async throws(TernError) {
@@ -486,7 +498,7 @@ public actor Registry {
         }
     }
 
-    private func aliasTarget(model: String, alias: String) async throws -> Int? {
+    func aliasTarget(model: String, alias: String) async throws -> Int? {
         try await sql.raw("SELECT version FROM tern_aliases WHERE model = \(bind: model) AND alias = \(bind: alias)")
             .first()?.decode(column: "version", as: Int.self)
     }

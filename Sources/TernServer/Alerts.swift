@@ -422,13 +422,20 @@ final class AlertEvaluator: Service, Sendable {
             "summary": "\(rule.model) v\(version): \(rule.metricName) is \(value.map { String($0) } ?? "unknown") (\(rule.comparison) \(rule.threshold))",
             "value": value.map { String($0) } ?? "",
         ]
+        return webhookJSON(labels: labels, annotations: annotations, status: status, startsAt: startsAt, endsAt: endsAt)
+    }
+
+    /// One alert as Alertmanager's webhook JSON; `labels` must hold `alertname`.
+    static func webhookJSON(labels: [String: String], annotations: [String: String], status: String, startsAt: String, endsAt: String?) -> Data {
+        let name = labels["alertname"] ?? "tern"
         let alert: [String: Any] = [
             "status": status, "labels": labels, "annotations": annotations, "startsAt": startsAt,
-            "endsAt": endsAt ?? "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": String(UInt64(bitPattern: Int64(rule.name.hashValue)), radix: 16),
+            "endsAt": endsAt ?? "0001-01-01T00:00:00Z", "generatorURL": "",
+            "fingerprint": String(UInt64(bitPattern: Int64(labels.sorted { $0.key < $1.key }.description.hashValue)), radix: 16),
         ]
         let body: [String: Any] = [
-            "version": "4", "groupKey": "{}:{alertname=\"\(rule.name)\"}", "truncatedAlerts": 0, "status": status, "receiver": "tern",
-            "groupLabels": ["alertname": rule.name], "commonLabels": labels, "commonAnnotations": annotations, "externalURL": "",
+            "version": "4", "groupKey": "{}:{alertname=\"\(name)\"}", "truncatedAlerts": 0, "status": status, "receiver": "tern",
+            "groupLabels": ["alertname": name], "commonLabels": labels, "commonAnnotations": annotations, "externalURL": "",
             "alerts": [alert],
         ]
         return (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()

@@ -92,7 +92,9 @@ struct ManagementRoutes: Sendable {
                 throw TernError.invalidArgument("the body must be {\"version\": N}")
             }
             let model = try context.parameters.require("model")
-            try await models.setAlias(model: model, alias: try context.parameters.require("alias"), version: number, actor: request.ternActor)
+            let force = request.uri.queryParameters.get("force") == "true"
+            try await models.setAlias(model: model, alias: try context.parameters.require("alias"), version: number, actor: request.ternActor,
+                                      force: force)
             return try encode(try await registry.model(model))
         }
         api.delete("/models/{model}/aliases/{alias}", .admin) { request, context in

@@ -203,9 +203,23 @@ public actor RegistryModels: ModelRepositoryControl {
     // MARK: Changes through the API
 
     /// Moves or creates an alias, then serves what it names.
-    public func setAlias(model: String, alias: String, version: Int, actor: String) async throws(TernError) {
+    /// Moves an alias once the model's validation gate lets it (with `force`, anyway: audited as forced).
+    public func setAlias(model: String, alias: String, version: Int, actor: String, force: Bool = false) async throws {
+        try await gate.enforce(model: model, candidate: version, alias: alias, force: force, actor: actor)
         try await registry.setAlias(model: model, alias: alias, version: version, actor: actor)
         try await refresh(force: true)
+    }
+
+    /// The model's validation gate, run with this server's runtime.
+    public nonisolated var gate: ValidationGate {
+        ValidationGate(registry: registry, runtime: runtime, pool: pool, sessionOptions: sessionOptions, scratch: cacheFolder)
+    }
+
+    /// Pauses, resumes, aborts or promotes a rollout (promotion through the gate) and serves the result.
+    public func updateRollout(model: String, _ action: RolloutAction, actor: String, force: Bool = false) async throws -> Rollout {
+        let rollout = try await gate.updateRollout(model: model, action, actor: actor, force: force)
+        try await refresh(force: true)
+        return rollout
     }
 
     public func setTraffic(model: String, policy: TrafficPolicy?, actor: String) async throws(TernError) {

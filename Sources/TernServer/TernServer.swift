@@ -137,6 +137,8 @@ public struct TernServer: Sendable {
     let predictionReader: PredictionReader
     /// Shadow versions' copies and comparisons (with a registry).
     let shadows: ShadowTraffic?
+    /// Each version's numbers for the models under rollout (with a registry).
+    let rolloutWatch: RolloutWatch?
     let runtime: ONNXRuntime
     let logger: Logger
     /// The API keys, when authentication is configured.
@@ -188,6 +190,9 @@ public struct TernServer: Sendable {
             : ShadowTraffic(catalog: catalog, factory: factory, logger: Logger(label: "tern.shadow"))
         self.shadows = shadows
         if let shadows { observers.append(shadows) }
+        let rolloutWatch = configuration.registry == nil ? nil : RolloutWatch()
+        self.rolloutWatch = rolloutWatch
+        if let rolloutWatch { observers.append(rolloutWatch) }
         service.observe(with: observers)
     }
 
@@ -212,7 +217,7 @@ public struct TernServer: Sendable {
     /// the alert evaluator and the drift gauges, so that each reads a version's reference profile once.
     func router(
         models: RegistryModels?, monitors: (drift: LiveDrift?, feedback: LiveFeedback?) = (nil, nil),
-        alerts: AlertEvaluator? = nil, jobs: BatchJobs? = nil, explanations: Explanations? = nil
+        alerts: AlertEvaluator? = nil, jobs: BatchJobs? = nil, explanations: Explanations? = nil, rollouts: RolloutDriver? = nil
     ) -> Router<BasicRequestContext> {
         let base = Router(context: BasicRequestContext.self)
         let router = ScopedRouter(router: base, access: configuration.http.access, table: routes)
@@ -237,6 +242,7 @@ public struct TernServer: Sendable {
                 models: models, shadows: shadows, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0,
                 uploadFolder: configuration.registry?.uploadFolder ?? NSTemporaryDirectory()
             ).register(on: router)
+            RolloutRoutes(models: models, driver: rollouts).register(on: router)
         }
         let table = routes, grpc = configuration.grpcPort == nil ? [] : GRPCFrontEnd.routes
         router.get("/api/v1/routes", .read) { _, _ in
@@ -321,6 +327,13 @@ public struct TernServer: Sendable {
             BatchJobs(configuration: $0, service: self.service, registry: models?.registry, runtime: self.runtime,
                       explanations: explanations, logger: Logger(label: "tern.batch"))
         }
+        let rollouts = models.flatMap { models in
+            rolloutWatch.map { watch in
+                RolloutDriver(models: models, watch: watch, feedback: feedback, gate: models.gate,
+                              webhooks: configuration.alerts?.webhooks ?? [], factory: self.service.catalog.metricsFactory,
+                              logger: Logger(label: "tern.rollout"))
+            }
+        }
         let (service, http) = (service, configuration.http)
         // The certificate and key, read again on SIGHUP for every new handshake (HTTP and gRPC).
         let reloader = try configuration.tls.map { files throws(TernError) in try FileCertificateReloader(files: files) }
@@ -331,7 +344,7 @@ public struct TernServer: Sendable {
                 V2Routes.inferFastPath(service: service, configuration: http),
             ]))
         let app = Application(
-            router: router(models: models, monitors: monitors, alerts: alerts, jobs: jobs, explanations: explanations),
+            router: router(models: models, monitors: monitors, alerts: alerts, jobs: jobs, explanations: explanations, rollouts: rollouts),
             server: try reloader.map { reloader in
                 var tls = try reloader.files.serverConfiguration()
                 tls.setCertificateReloader(reloader)
@@ -355,6 +368,7 @@ public struct TernServer: Sendable {
         services.append(.init(service: loader))
         if let alerts { services.append(.init(service: alerts)) }
         if let jobs { services.append(.init(service: jobs)) }
+        if let rollouts { services.append(.init(service: rollouts)) }
         if metrics != nil, configuration.driftInterval > .zero, let drift {
             services.append(.init(service: DriftMonitor(
                 drift: drift, feedback: feedback, service: service, interval: configuration.driftInterval, window: configuration.driftWindow,

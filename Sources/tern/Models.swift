@@ -107,7 +107,7 @@ struct Push: AsyncParsableCommand {
             let record = try await client.push(archive: try read(bundle), version: version)
             print("pushed \(record.model) v\(record.version) (sha256 \(record.sha256))")
             for name in alias {
-                try await client.setAlias(model: record.model, alias: name, version: record.version)
+                try await client.setAlias(model: record.model, alias: name, version: record.version, force: false)
                 print("\(record.model)@\(name) -> v\(record.version)")
             }
         }
@@ -117,7 +117,7 @@ struct Push: AsyncParsableCommand {
 struct Models: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List and change the registry's models: versions, aliases, archive, delete.",
-        subcommands: [List.self, Show.self, Alias.self, Unalias.self, Traffic.self, Archive.self, Delete.self])
+        subcommands: [List.self, Show.self, Alias.self, Unalias.self, Traffic.self, Gate.self, Archive.self, Delete.self])
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List models with their versions and aliases.")
@@ -162,6 +162,15 @@ struct Models: AsyncParsableCommand {
                 }
                 print("\(model.name)  default: " + (model.defaultVersion.map { "v\($0)" } ?? "none"))
                 if let traffic = model.traffic { print("traffic: " + Traffic.describe(traffic)) }
+                if let gate = try await client.gate(model: name) { print("gate:    " + Gate.describe(gate)) }
+                if let (rollout, _) = try? await client.rollout(model: name) { print("rollout: " + RolloutCommand.describe(rollout)) }
+                // Each version's newest gate verdict, from the audit trail.
+                var verdicts: [Int: (String, String)] = [:]
+                for entry in try await client.auditLog(model: name) where entry.action == "gate" || entry.action == "gate-forced" {
+                    guard let version = entry.version, let after = entry.after,
+                          let result = try? JSONDecoder().decode(GateResult.self, from: Data(after.utf8)) else { continue }
+                    verdicts[version] = (entry.at, (entry.action == "gate-forced" ? "FORCED past: " : "") + result.summary)
+                }
                 for record in versions {
                     print("")
                     print("v\(record.version)  \(record.state)" + (record.aliases.isEmpty ? "" : "  aliases: \(record.aliases.joined(separator: ", "))"))
@@ -170,6 +179,7 @@ struct Models: AsyncParsableCommand {
                     if let owner = record.manifest.owner { print("  owner:   \(owner)") }
                     if let description = record.manifest.description { print("  about:   \(description)") }
                     if let metrics = record.metrics { print("  " + Pack.summary(metrics)) }
+                    if let (at, verdict) = verdicts[record.version] { print("  gate (\(at)): \(verdict)") }
                     if let quality = live?.first(where: { $0.version == record.version }), let metrics = quality.live {
                         let delay = quality.labelDelaySecondsMedian.map { String(format: ", median label delay %.0f s", $0) } ?? ""
                         print("  live (\(quality.predictions) predictions with feedback\(delay)): "
@@ -180,6 +190,98 @@ struct Models: AsyncParsableCommand {
         }
     }
 
+}
+
+extension Models {
+    struct Gate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set a model's validation gate: what a version must do on labelled data before an alias names it.",
+            discussion: """
+                Before an alias the gate guards moves (tern models alias, the API, a rollout's promotion), the candidate and the version the alias names now are run on the same labelled rows (--labelled-data, a CSV on the machine that runs the gate, else the candidate bundle's holdout from tern pack --holdout) and scored as tern pack scores. Every bound must hold: --require (a minimum; a maximum for log_loss, mae, rmse), --max-regression (how much worse than the current version), --max-latency-increase (p99 over single-row runs, interleaved). The verdict, with every number, goes into the audit trail and tern models show. A failing gate leaves the alias where it was; --force on the alias moves it anyway, audited as forced.
+
+                Examples:
+                  tern models gate credit-risk --require roc_auc=0.75 --max-regression roc_auc=0.01 --max-latency-increase 0.2
+                  tern models gate credit-risk --check 2        (run it now for v2 as production; the verdict is recorded)
+                  tern models gate credit-risk --clear
+                """)
+        @Argument(help: "The model.") var name: String
+        @Option(help: ArgumentHelp("Absolute bounds, METRIC=VALUE, comma-separated (accuracy, precision, recall, f1, roc_auc, log_loss, mae, rmse, r2).", valueName: "m=v,..."))
+        var require: String?
+        @Option(help: ArgumentHelp("How much worse than the current version each metric may be, METRIC=VALUE.", valueName: "m=v,..."))
+        var maxRegression: String?
+        @Option(help: ArgumentHelp("The candidate's p99 at most this fraction above the current version's (0.2 = 20%).", valueName: "fraction"))
+        var maxLatencyIncrease: Double?
+        @Option(help: ArgumentHelp("The aliases it guards, comma-separated (default production).", valueName: "a,...")) var aliases: String?
+        @Option(help: ArgumentHelp("A labelled CSV to score on, on the machine that runs the gate (default: the candidate's holdout).", valueName: "csv"))
+        var labelledData: String?
+        @Option(help: "The label column of --labelled-data (default: the bundle's).") var labelColumn: String?
+        @Option(help: ArgumentHelp("Run the gate now for this version (as --alias), and record the verdict.", valueName: "version"))
+        var check: Int?
+        @Option(help: "The alias --check judges for (default production).") var alias: String = Registry.defaultAlias
+        @Flag(help: "Remove the gate.") var clear = false
+        @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var registry: RegistryOptions
+        @OptionGroup var changes: ChangeOptions
+        @OptionGroup var runtimeOptions: RuntimeLibraryOption
+
+        private var setting: Bool { require != nil || maxRegression != nil || maxLatencyIncrease != nil }
+
+        func validate() throws {
+            guard [setting, clear, check != nil].filter({ $0 }).count <= 1 else {
+                throw ValidationError("give bounds (--require, --max-regression, --max-latency-increase), or --check, or --clear")
+            }
+            if !setting, aliases != nil || labelledData != nil || labelColumn != nil {
+                throw ValidationError("--aliases, --labelled-data and --label-column go with the bounds")
+            }
+        }
+
+        static func bounds(_ text: String?, _ flag: String) throws -> [String: Double] {
+            var bounds: [String: Double] = [:]
+            for pair in (text ?? "").split(separator: ",") {
+                let parts = pair.split(separator: "=")
+                guard parts.count == 2, let value = Double(parts[1].trimmingCharacters(in: .whitespaces)) else {
+                    throw ValidationError("\(flag) takes METRIC=VALUE pairs, such as roc_auc=0.75; got '\(pair)'")
+                }
+                bounds[parts[0].trimmingCharacters(in: .whitespaces)] = value
+            }
+            return bounds
+        }
+
+        static func describe(_ gate: GatePolicy) -> String {
+            var parts = gate.require.sorted { $0.key < $1.key }.map {
+                "\($0.key) \(GatePolicy.lowerIsBetter.contains($0.key) ? "<=" : ">=") \($0.value)"
+            }
+            parts += gate.maxRegression.sorted { $0.key < $1.key }.map { "\($0.key) at most \($0.value) worse" }
+            if let increase = gate.maxLatencyIncrease { parts.append(String(format: "p99 at most %.0f%% slower", increase * 100)) }
+            return parts.joined(separator: ", ") + " (guards " + gate.aliases.joined(separator: ", ") + "; on "
+                + (gate.data ?? "the candidate's holdout") + ")"
+        }
+
+        func run() async throws {
+            try await withRegistry(registry, changes: changes, runtime: runtimeOptions) { client in
+                if clear {
+                    try await client.setGate(model: name, policy: nil)
+                    print("\(name): no validation gate")
+                } else if let check {
+                    let result = try await client.checkGate(model: name, version: check, alias: alias)
+                    if json { return try printJSON(result) }
+                    print("\(name) v\(check) as \(alias): \(result.summary)")
+                    if !result.passed { throw ExitCode(2) }
+                } else if setting {
+                    let policy = GatePolicy(
+                        aliases: aliases.map { Pack.list($0) } ?? [Registry.defaultAlias], require: try Self.bounds(require, "--require"),
+                        maxRegression: try Self.bounds(maxRegression, "--max-regression"), maxLatencyIncrease: maxLatencyIncrease,
+                        data: labelledData.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, labelColumn: labelColumn)
+                    try await client.setGate(model: name, policy: policy)
+                    print("\(name): gate \(Self.describe(policy))")
+                } else {
+                    guard let gate = try await client.gate(model: name) else { return print("\(name): no validation gate") }
+                    if json { return try printJSON(gate) }
+                    print("\(name): gate \(Self.describe(gate))")
+                }
+            }
+        }
+    }
 }
 
 extension Models.Show {
@@ -207,16 +309,22 @@ extension Models {
     struct Alias: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Point an alias at a version (creating or moving it).",
-            discussion: "Example: tern models alias credit-risk production 3   (roll back: the same with the old version)")
+            discussion: """
+                Example: tern models alias credit-risk production 3   (roll back: the same with the old version)
+
+                When the model has a validation gate guarding the alias (tern models gate), the version is scored on the gate's labelled data first, with the version the alias names now; a failing gate leaves the alias where it was. --force moves it anyway (audited as gate-forced).
+                """)
         @Argument(help: "The model.") var name: String
         @Argument(help: "The alias (production, staging, canary, ...).") var alias: String
         @Argument(help: "The version.") var version: Int
+        @Flag(help: "Move the alias even if the validation gate fails (audited as forced).") var force = false
         @OptionGroup var registry: RegistryOptions
         @OptionGroup var changes: ChangeOptions
+        @OptionGroup var runtimeOptions: RuntimeLibraryOption
 
         func run() async throws {
-            try await withRegistry(registry, changes: changes) { client in
-                try await client.setAlias(model: name, alias: alias, version: version)
+            try await withRegistry(registry, changes: changes, runtime: runtimeOptions) { client in
+                try await client.setAlias(model: name, alias: alias, version: version, force: force)
                 print("\(name)@\(alias) -> v\(version)")
             }
         }

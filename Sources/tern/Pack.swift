@@ -10,7 +10,7 @@ struct Pack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Package an ONNX model as a versioned bundle: model, manifest, reference profile, metrics, model card.",
         discussion: """
-            With --reference, the training data's distribution (and the model's outputs on it) is profiled for drift detection. With --holdout, the model is run on labelled rows and scored (classification: accuracy, precision, recall, F1, ROC AUC, log loss, confusion matrix; regression: MAE, RMSE, R2). CSV files need a header row naming the columns.
+            With --reference, the training data's distribution (and the model's outputs on it) is profiled for drift detection. With --holdout, the model is run on labelled rows and scored (classification: accuracy, precision, recall, F1, ROC AUC, log loss, confusion matrix; regression: MAE, RMSE, R2), and kept in the bundle (holdout.csv) for the validation gate (tern models gate) unless --no-keep-holdout. CSV files need a header row naming the columns.
 
             Example:
               tern pack model.onnx --name credit-risk --version 3 \\
@@ -38,6 +38,9 @@ struct Pack: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Labelled holdout data (CSV with a header) to compute validation metrics on.", valueName: "csv"))
     var holdout: String?
+
+    @Flag(inversion: .prefixedNo, help: "Keep the holdout rows in the bundle (holdout.csv), for the validation gate to score versions on.")
+    var keepHoldout = true
 
     @Option(help: "The holdout's (and, if present, the reference data's) label column.")
     var labelColumn: String = "label"
@@ -119,9 +122,17 @@ struct Pack: AsyncParsableCommand {
                     throw TernError.invalidArgument("\(holdout) has no column '\(labelColumn)'; name the label column with --label-column (columns: \(table.columns.joined(separator: ", ")))")
                 }
                 let truth = table.column(labelIndex)
+                if keepHoldout {
+                    let bytes = try read(holdout)
+                    if bytes.count <= BundleLimits().profileBytes {
+                        files[BundleFile.holdout] = bytes
+                    } else {
+                        FileHandle.standardError.write(Data("\(holdout) is over \(BundleLimits().profileBytes >> 20) MiB: not kept in the bundle (the validation gate then needs its data configured)\n".utf8))
+                    }
+                }
                 let outputs = try await runner.run(table.dropping([labelColumn]), source: holdout)
                 inferredTask = task ?? outputs.inferredTask
-                (metrics, classes) = try Self.score(task: inferredTask, truth: truth, outputs: outputs, classes: classes, labelColumn: labelColumn, source: holdout)
+                (metrics, classes) = try HoldoutScoring.score(task: inferredTask, truth: truth, outputs: outputs, classes: classes, labelColumn: labelColumn, source: holdout)
             } else if inferredTask == nil, onnx.signature.outputs.contains(where: { [.int64, .int32, .bytes].contains($0.datatype) }) {
                 inferredTask = "classification"
             }
@@ -158,55 +169,6 @@ struct Pack: AsyncParsableCommand {
         text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
-    /// Scores the holdout; returns the class list used (given, or the labels seen, sorted).
-    static func score(
-        task: String?, truth: [String], outputs: ModelOutputs, classes: [String]?, labelColumn: String, source: String
-    ) throws(TernError) -> (ValidationMetrics, [String]?) {
-        switch task {
-        case "classification":
-            guard let labels = outputs.labels?.labels else {
-                throw .invalidArgument("the model has no label output (an integer or string output with one value per row) to score as a classifier")
-            }
-            let probabilities = outputs.probabilities?.scores
-            let given = classes
-            let classes = classes ?? Self.sortedClasses(Set(truth).union(labels))
-            if let width = probabilities?.first?.count, width != classes.count {
-                throw .invalidArgument("the model has \(width) probability columns but \(classes.count) classes were found ("
-                    + classes.joined(separator: ", ") + "); name them, in the model's order, with --class-labels")
-            }
-            do {
-                let metrics = try ValidationMetrics.classification(
-                    truth: truth.map { $0.trimmingCharacters(in: .whitespaces) }, predicted: labels,
-                    probabilities: probabilities, classes: classes, labelColumn: labelColumn)
-                return (metrics, classes)
-            } catch where given != nil {
-                throw .invalidArgument("\(error.message) (--class-labels lists the label values as the data and the "
-                    + "model write them, in the order of the probability columns)")
-            }
-        case "regression":
-            guard let predicted = outputs.regression?.scores?.map({ $0[0] }) else {
-                throw .invalidArgument("the model has no single-valued numeric output to score as a regressor")
-            }
-            var numbers: [Double] = []
-            for (row, text) in truth.enumerated() {
-                guard let value = Double(text.trimmingCharacters(in: .whitespaces)) else {
-                    throw .invalidArgument("\(source) row \(row + 1): label '\(text)' is not a number")
-                }
-                numbers.append(value)
-            }
-            return (ValidationMetrics.regression(truth: numbers, predicted: predicted, labelColumn: labelColumn), nil)
-        default:
-            throw .invalidArgument("cannot tell whether the model classifies or regresses; say so with --task")
-        }
-    }
-
-    /// Integer labels sort numerically, others as text: scikit-learn's `classes_` order.
-    static func sortedClasses(_ labels: Set<String>) -> [String] {
-        let trimmed = Set(labels.map { $0.trimmingCharacters(in: .whitespaces) })
-        if trimmed.allSatisfy({ Int64($0) != nil }) { return trimmed.sorted { Int64($0)! < Int64($1)! } }
-        return trimmed.sorted()
-    }
-
     static func summary(_ metrics: ValidationMetrics) -> String {
         let values: [(String, Double?)] = [
             ("accuracy", metrics.accuracy), ("f1", metrics.f1), ("roc_auc", metrics.rocAuc), ("log_loss", metrics.logLoss),
@@ -215,34 +177,6 @@ struct Pack: AsyncParsableCommand {
         return "holdout (\(metrics.rows) rows): " + values.compactMap { name, value in
             value.map { "\(name) \(String(format: "%.4f", $0))" }
         }.joined(separator: ", ")
-    }
-}
-
-/// Runs a model over a table's rows, in blocks (at most the config's max_batch_size rows), collecting its outputs.
-struct TableRunner {
-    let served: ServedModel
-    private let service = InferenceService()
-    private var block: Int { served.config.maxBatchSize > 0 ? served.config.maxBatchSize : 4096 }
-
-    func run(_ table: CSVTable, source: String) async throws -> ModelOutputs {
-        do {
-            return try await run(table)
-        } catch let error as TernError where error.code == .invalidArgument {
-            throw TernError.invalidArgument("\(source): \(error.message) (a label column is left out with --label-column)")
-        }
-    }
-
-    private func run(_ table: CSVTable) async throws -> ModelOutputs {
-        var outputs = ModelOutputs()
-        var start = 0
-        while start < table.rows.count {
-            let rows = Array(table.rows[start..<min(start + block, table.rows.count)])
-            let request = try TabularInput.request(
-                columns: table.columns, rows: rows, signature: served.model.signature, featureNames: served.featureNames)
-            try outputs.append(try await service.infer(served, request: request).outputs, rows: rows.count)
-            start += rows.count
-        }
-        return outputs
     }
 }
 

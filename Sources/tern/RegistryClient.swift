@@ -14,7 +14,18 @@ protocol RegistryClient: Sendable {
     func models() async throws -> [ModelRecord]
     func model(_ name: String) async throws -> ModelRecord
     func push(archive: Data, version: Int?) async throws -> VersionRecord
-    func setAlias(model: String, alias: String, version: Int) async throws
+    /// Moves an alias once the model's validation gate lets it (with `force`, anyway: audited as forced).
+    func setAlias(model: String, alias: String, version: Int, force: Bool) async throws
+    func gate(model: String) async throws -> GatePolicy?
+    /// Sets (nil: removes) a model's validation gate.
+    func setGate(model: String, policy: GatePolicy?) async throws
+    /// Runs the gate for a version as an alias, records the verdict.
+    func checkGate(model: String, version: Int, alias: String) async throws -> GateResult
+    /// The model's rollout, with its current step's numbers when a server answers.
+    func rollout(model: String) async throws -> (Rollout, RolloutStepNumbers?)
+    func startRollout(model: String, _ start: RolloutStart) async throws -> Rollout
+    /// pause, resume, abort, promote (through the gate unless `force`).
+    func updateRollout(model: String, action: String, force: Bool) async throws -> Rollout
     func removeAlias(model: String, alias: String) async throws
     func archiveVersion(model: String, version: Int) async throws
     /// Sets (nil: removes) a model's traffic policy.
@@ -124,6 +135,7 @@ struct RegistryOptions: ParsableArguments {
         let scratch = serving.cacheFolder
         return LocalRegistry(
             registry: registry, validator: { BundleValidator(runtime: runtime(), pool: pool, scratch: scratch, trustedKeys: trustedKeys) },
+            gate: { ValidationGate(registry: registry, runtime: runtime(), pool: pool, sessionOptions: .init(), scratch: scratch) },
             pool: pool, actor: actor)
     }
 }
@@ -160,6 +172,8 @@ struct LocalRegistry: RegistryClient {
     let registry: Registry
     /// Made on first push: only pushing needs ONNX Runtime.
     let validator: @Sendable () -> BundleValidator
+    /// Made when an alias moves: only a gate with bounds needs ONNX Runtime.
+    let gate: @Sendable () -> ValidationGate
     let pool: RunnerPool
     let actor: String
 
@@ -174,8 +188,26 @@ struct LocalRegistry: RegistryClient {
         let bundle = try validator.validate(archive)
         return try await registry.push(archive: archive, bundle: bundle, version: version, actor: actor, signer: try validator.signer(of: bundle))
     }
-    func setAlias(model: String, alias: String, version: Int) async throws {
+    func setAlias(model: String, alias: String, version: Int, force: Bool) async throws {
+        if try await registry.gate(model: model) != nil {
+            try await gate().enforce(model: model, candidate: version, alias: alias, force: force, actor: actor)
+        }
         try await registry.setAlias(model: model, alias: alias, version: version, actor: actor)
+    }
+    func gate(model: String) async throws -> GatePolicy? { try await registry.gate(model: model) }
+    func setGate(model: String, policy: GatePolicy?) async throws { try await registry.setGate(model: model, policy: policy, actor: actor) }
+    func checkGate(model: String, version: Int, alias: String) async throws -> GateResult {
+        try await gate().check(model: model, candidate: version, alias: alias, actor: actor)
+    }
+    func rollout(model: String) async throws -> (Rollout, RolloutStepNumbers?) {
+        guard let rollout = try await registry.rollout(model: model) else { throw TernError.notFound("model '\(model)' has never had a rollout") }
+        return (rollout, nil)
+    }
+    func startRollout(model: String, _ start: RolloutStart) async throws -> Rollout {
+        try await registry.startRollout(try start.rollout(model: model), actor: actor)
+    }
+    func updateRollout(model: String, action: String, force: Bool) async throws -> Rollout {
+        try await gate().updateRollout(model: model, try RolloutAction(name: action), actor: actor, force: force)
     }
     func removeAlias(model: String, alias: String) async throws {
         try await registry.removeAlias(model: model, alias: alias, actor: actor)
@@ -239,9 +271,36 @@ struct RemoteRegistry: RegistryClient {
                 + "nothing was registered; pushing again is safe")
         }
     }
-    func setAlias(model: String, alias: String, version: Int) async throws {
-        let _: ModelRecord = try await call("PUT", "/api/v1/models/\(escape(model))/aliases/\(escape(alias))",
+    func setAlias(model: String, alias: String, version: Int, force: Bool) async throws {
+        let _: ModelRecord = try await call("PUT", "/api/v1/models/\(escape(model))/aliases/\(escape(alias))" + (force ? "?force=true" : ""),
                                             body: Data(#"{"version":\#(version)}"#.utf8))
+    }
+    func gate(model: String) async throws -> GatePolicy? {
+        let (status, data) = try await send("GET", "/api/v1/models/\(escape(model))/gate", body: nil, accept: [200, 404])
+        return status == 404 ? nil : try JSONDecoder().decode(GatePolicy.self, from: data)
+    }
+    func setGate(model: String, policy: GatePolicy?) async throws {
+        if let policy {
+            _ = try await send("PUT", "/api/v1/models/\(escape(model))/gate", body: try JSONEncoder().encode(policy))
+        } else {
+            _ = try await send("DELETE", "/api/v1/models/\(escape(model))/gate", body: nil)
+        }
+    }
+    func checkGate(model: String, version: Int, alias: String) async throws -> GateResult {
+        try await call("POST", "/api/v1/models/\(escape(model))/gate/check",
+                       body: try JSONSerialization.data(withJSONObject: ["version": version, "alias": alias]))
+    }
+    func rollout(model: String) async throws -> (Rollout, RolloutStepNumbers?) {
+        struct View: Decodable { var current_step: RolloutStepNumbers? }
+        let (_, data) = try await send("GET", "/api/v1/models/\(escape(model))/rollout", body: nil)
+        return (try JSONDecoder().decode(Rollout.self, from: data), try JSONDecoder().decode(View.self, from: data).current_step)
+    }
+    func startRollout(model: String, _ start: RolloutStart) async throws -> Rollout {
+        try await call("POST", "/api/v1/models/\(escape(model))/rollout", body: try JSONEncoder().encode(start))
+    }
+    func updateRollout(model: String, action: String, force: Bool) async throws -> Rollout {
+        _ = try RolloutAction(name: action)
+        return try await call("POST", "/api/v1/models/\(escape(model))/rollout/\(action)" + (force ? "?force=true" : ""))
     }
     func removeAlias(model: String, alias: String) async throws {
         let _: ModelRecord = try await call("DELETE", "/api/v1/models/\(escape(model))/aliases/\(escape(alias))")

@@ -1,0 +1,259 @@
+import Foundation
+import TernBundle
+import TernCore
+import TernHTTP
+import TernONNX
+import TernRegistry
+
+/// A gate's verdict: every number it compared, and whether the alias may move.
+public struct GateResult: Codable, Sendable {
+    public struct Check: Codable, Sendable {
+        public var check: String
+        public var value: Double
+        public var bound: Double
+        public var passed: Bool
+    }
+
+    public var passed: Bool
+    public var model: String
+    public var alias: String
+    public var candidate: Int
+    /// The version the alias named (compared against); nil when it named none.
+    public var current: Int?
+    /// What the versions were scored on.
+    public var data: String
+    public var rows: Int
+    public var checks: [Check]
+    public var candidateMetrics: ValidationMetrics?
+    public var currentMetrics: ValidationMetrics?
+    public var candidateP99Milliseconds: Double?
+    public var currentP99Milliseconds: Double?
+    /// Failed, and the alias moved anyway (`--force`).
+    public var forced: Bool
+    /// Why there was nothing to check (no gate, or the alias is not guarded); then `passed` is true.
+    public var skipped: String?
+
+    enum CodingKeys: String, CodingKey {
+        case passed, model, alias, candidate, current, data, rows, checks, forced, skipped
+        case candidateMetrics = "candidate_metrics"
+        case currentMetrics = "current_metrics"
+        case candidateP99Milliseconds = "candidate_p99_ms"
+        case currentP99Milliseconds = "current_p99_ms"
+    }
+
+    /// One line: each check with its number.
+    public var summary: String {
+        if let skipped { return skipped }
+        let checks = checks.map { check in
+            "\(check.check) \(Self.number(check.bound)): \(Self.number(check.value))" + (check.passed ? "" : " FAILED")
+        }
+        return (passed ? "gate passed on " : "gate failed on ") + "\(rows) rows of \(data): " + checks.joined(separator: "; ")
+    }
+
+    static func number(_ value: Double) -> String { String(format: "%.4g", value) }
+}
+
+/// Runs a model's validation gate: the candidate and the version the alias names now, on the same labelled
+/// rows (the gate's `data`, else the candidate bundle's holdout), scored as `tern pack` scores; their p99
+/// latency on single rows, interleaved; every bound checked; the verdict recorded in the audit trail.
+public struct ValidationGate: Sendable {
+    let registry: Registry
+    let runtime: ONNXRuntime
+    let pool: RunnerPool
+    let sessionOptions: SessionOptions
+    let scratch: String
+
+    public init(registry: Registry, runtime: ONNXRuntime, pool: RunnerPool, sessionOptions: SessionOptions, scratch: String) {
+        self.registry = registry
+        self.runtime = runtime
+        self.pool = pool
+        self.sessionOptions = sessionOptions
+        self.scratch = scratch
+    }
+
+    /// Checks `candidate` for `alias`; records the verdict (unless skipped) and, when it failed and
+    /// `force` is false, throws `conflict` with every number. With `force`, a failure is recorded as forced.
+    @discardableResult
+    public func enforce(model: String, candidate: Int, alias: String, force: Bool, actor: String) async throws -> GateResult {
+        var result = try await check(model: model, candidate: candidate, alias: alias, actor: actor, record: false)
+        guard result.skipped == nil else { return result }
+        result.forced = force && !result.passed
+        try await record(result, actor: actor)
+        if !result.passed && !force {
+            throw TernError.conflict("the validation gate refused \(model) v\(candidate) for '\(alias)': \(result.summary); "
+                + "the alias stays where it was (--force, or ?force=true, moves it anyway, audited as forced)")
+        }
+        return result
+    }
+
+    /// The verdict for `candidate` as `alias` (recorded unless `record` is false or there was nothing to check).
+    public func check(model: String, candidate: Int, alias: String, actor: String, record: Bool = true) async throws -> GateResult {
+        let record = record
+        var result = GateResult(passed: true, model: model, alias: alias, candidate: candidate, current: nil, data: "", rows: 0,
+                                checks: [], forced: false)
+        guard let policy = try await registry.gate(model: model) else {
+            result.skipped = "no validation gate for \(model)"
+            return result
+        }
+        guard policy.aliases.contains(alias) else {
+            result.skipped = "the gate does not guard '\(alias)'"
+            return result
+        }
+        let current = try await registry.model(model).aliases[alias]
+        result.current = current == candidate ? nil : current
+        let candidateBundle = try ModelBundle(archive: try await registry.archive(model, candidate))
+        // The rows: the gate's data, else the candidate's holdout.
+        let text: Data
+        if let path = policy.data {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw TernError.invalidArgument("the gate's data '\(path)' cannot be read on this machine")
+            }
+            (text, result.data) = (data, path)
+        } else if let holdout = candidateBundle.files[BundleFile.holdout] {
+            (text, result.data) = (holdout, "v\(candidate)'s holdout")
+        } else {
+            throw TernError.conflict("the validation gate of \(model) has no labelled data: v\(candidate)'s bundle holds no holdout "
+                + "(tern pack --holdout) and the gate names no data (tern models gate \(model) --labelled-data FILE)")
+        }
+        let table = try CSVTable(text: String(decoding: text, as: UTF8.self), source: result.data)
+        let metrics: ValidationMetrics? = try candidateBundle.decoded(ValidationMetrics.self, file: BundleFile.metrics)
+        let labelColumn = policy.labelColumn ?? metrics?.labelColumn ?? "label"
+        guard let labelIndex = table.index(of: labelColumn) else {
+            throw TernError.invalidArgument("\(result.data) has no label column '\(labelColumn)' (columns: \(table.columns.joined(separator: ", ")))")
+        }
+        let truth = table.column(labelIndex)
+        let features = table.dropping([labelColumn])
+        result.rows = table.rows.count
+
+        let candidateServed = try load(candidateBundle, model: model, version: candidate)
+        result.candidateMetrics = try await score(candidateServed, bundle: candidateBundle, features: features, truth: truth, labelColumn: labelColumn, source: result.data)
+        var currentServed: ServedModel?
+        if let current = result.current {
+            let bundle = try ModelBundle(archive: try await registry.archive(model, current))
+            let served = try load(bundle, model: model, version: current)
+            currentServed = served
+            result.currentMetrics = try await score(served, bundle: bundle, features: features, truth: truth, labelColumn: labelColumn, source: result.data)
+        }
+        // Absolute bounds, then the regression against the current version.
+        for (name, bound) in policy.require.sorted(by: { $0.key < $1.key }) {
+            let lower = GatePolicy.lowerIsBetter.contains(name)
+            guard let value = result.candidateMetrics.flatMap({ Self.metric(name, $0) }) else {
+                result.checks.append(.init(check: "\(name) (not measured for this model)", value: .nan, bound: bound, passed: false))
+                continue
+            }
+            result.checks.append(.init(check: "\(name) \(lower ? "<=" : ">=")", value: value, bound: bound,
+                                       passed: lower ? value <= bound : value >= bound))
+        }
+        if result.current != nil {
+            for (name, bound) in policy.maxRegression.sorted(by: { $0.key < $1.key }) {
+                guard let mine = result.candidateMetrics.flatMap({ Self.metric(name, $0) }),
+                      let theirs = result.currentMetrics.flatMap({ Self.metric(name, $0) }) else {
+                    result.checks.append(.init(check: "\(name) regression (not measured for this model)", value: .nan, bound: bound, passed: false))
+                    continue
+                }
+                let regression = GatePolicy.lowerIsBetter.contains(name) ? mine - theirs : theirs - mine
+                result.checks.append(.init(check: "\(name) regression vs v\(result.current!) <=", value: regression, bound: bound,
+                                           passed: regression <= bound))
+            }
+        }
+        if let currentServed {
+            let (mine, theirs) = try await latency(candidateServed, currentServed, features: features, runs: policy.latencyRows)
+            (result.candidateP99Milliseconds, result.currentP99Milliseconds) = (mine, theirs)
+            if let bound = policy.maxLatencyIncrease {
+                let increase = mine / theirs - 1
+                result.checks.append(.init(check: "p99 latency increase vs v\(result.current!) <=", value: increase, bound: bound,
+                                           passed: increase <= bound))
+            }
+        }
+        result.passed = result.checks.allSatisfy(\.passed)
+        if record { try await self.record(result, actor: actor) }
+        return result
+    }
+
+    /// Changes a rollout; promotion (the alias moving to the candidate) goes through the gate first.
+    public func updateRollout(model: String, _ action: RolloutAction, actor: String, force: Bool) async throws -> Rollout {
+        var action = action
+        if case .promote = action {
+            guard let rollout = try await registry.rollout(model: model), rollout.isActive else {
+                throw TernError.notFound("model '\(model)' has no active rollout to promote")
+            }
+            let result = try await enforce(model: model, candidate: rollout.candidate, alias: rollout.alias, force: force, actor: actor)
+            action = .promote(reason: "promoted by \(actor); " + result.summary)
+        }
+        return try await registry.updateRollout(model: model, action, actor: actor)
+    }
+
+    private func record(_ result: GateResult, actor: String) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        try await registry.recordGate(model: result.model, version: result.candidate,
+                                      result: String(decoding: try encoder.encode(result), as: UTF8.self),
+                                      forced: result.forced, actor: actor)
+    }
+
+    static func metric(_ name: String, _ metrics: ValidationMetrics) -> Double? {
+        switch name {
+        case "accuracy": metrics.accuracy
+        case "precision": metrics.precision
+        case "recall": metrics.recall
+        case "f1": metrics.f1
+        case "roc_auc": metrics.rocAuc
+        case "log_loss": metrics.logLoss
+        case "mae": metrics.mae
+        case "rmse": metrics.rmse
+        case "r2": metrics.r2
+        default: nil
+        }
+    }
+
+    private func load(_ bundle: ModelBundle, model: String, version: Int) throws(TernError) -> ServedModel {
+        let path = "\(scratch)/.gate-\(UUID().uuidString).onnx"
+        do {
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            try bundle.model.write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw .internalError("cannot write to \(scratch): \(error.localizedDescription)")
+        }
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var config = ModelConfig()
+        if let names = bundle.manifest.featureNames { config.featureNames = names }
+        let onnx = try ONNXModel(path: path, runtime: runtime, pool: pool, options: sessionOptions)
+        return ServedModel(name: model, version: version, model: onnx, config: config, platform: "onnxruntime_onnx")
+    }
+
+    private func score(
+        _ served: ServedModel, bundle: ModelBundle, features: CSVTable, truth: [String], labelColumn: String, source: String
+    ) async throws -> ValidationMetrics {
+        let outputs = try await TableRunner(served: served).run(features, source: source)
+        let task = bundle.manifest.task ?? outputs.inferredTask
+        return try HoldoutScoring.score(task: task, truth: truth, outputs: outputs, classes: bundle.manifest.classLabels,
+                                        labelColumn: labelColumn, source: source).0
+    }
+
+    /// Each version's p99 over `runs` single-row runs, interleaved (so both see the same machine), after a warm-up.
+    private func latency(_ a: ServedModel, _ b: ServedModel, features: CSVTable, runs: Int) async throws -> (Double, Double) {
+        var times: ([Double], [Double]) = ([], [])
+        let rows = features.rows
+        guard !rows.isEmpty else { return (0, 0) }
+        let requests = try (0..<min(rows.count, runs)).map { index in
+            try TabularInput.request(columns: features.columns, rows: [rows[index]], signature: a.model.signature, featureNames: a.featureNames)
+        }
+        let clock = ContinuousClock()
+        for index in 0..<(runs + 10) {
+            let request = requests[index % requests.count]
+            for (which, served) in [a, b].enumerated() {
+                let (inputs, outputs) = try RequestValidator.validate(request, against: served.model.signature, maxBatchSize: 0, allowNonFinite: true)
+                let elapsed = try await clock.measure { _ = try await served.model.run(inputs: inputs, outputs: outputs, timeout: nil) }
+                guard index >= 10 else { continue }
+                let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+                if which == 0 { times.0.append(milliseconds) } else { times.1.append(milliseconds) }
+            }
+        }
+        func p99(_ values: [Double]) -> Double {
+            let sorted = values.sorted()
+            return sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.99).rounded(.up)) - 1)]
+        }
+        return (p99(times.0), p99(times.1))
+    }
+}

@@ -1,0 +1,207 @@
+"""Progressive rollouts (issue 16): a good candidate is stepped up and promoted; a candidate made to fail is
+rolled back automatically under load from 8 clients with zero failed client requests (the stable version
+answers its failures), the alert sent and the audit written; pause, resume, abort; bad starts refused; a
+rollout survives a restart of the server that drives it."""
+import json
+import os
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+
+import controllable_models
+from conftest import run_concurrently
+from registry_support import Registry, api, tern
+from test_alerts import Receiver, wait_for
+
+
+def pack_model(reg, build, version, **options):
+    model = build(os.path.join(reg.tmp, f"{build.__name__}-{version}.onnx"), **options)
+    path = os.path.join(reg.tmp, f"flaky-{version}.tern")
+    tern("pack", model, "--name", "flaky", "--version", str(version), "-o", path)
+    return path
+
+
+def infer(session, server, first):
+    data = [first] + [1.0] * 9
+    response = session.post(f"http://{server.url}/v2/models/flaky/infer", timeout=30, json={
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10], "data": data}]})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def rollout(server):
+    answer = api(server, "GET", "/api/v1/models/flaky/rollout")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def audit_actions(reg):
+    return [e["action"] for e in json.loads(reg.cli("audit", "log", "--model", "flaky", "--json").stdout)]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    reg = Registry("sqlite", tmp_path_factory.mktemp("rollout"))
+    reg.cli("push", pack_model(reg, controllable_models.steady, 1), "--alias", "production")
+    reg.cli("push", pack_model(reg, controllable_models.steady, 2, scale=2.0))
+    reg.cli("push", pack_model(reg, controllable_models.failing, 3, limit=100, scale=3.0))
+    return reg
+
+
+@pytest.fixture
+def alerting(registry, tmp_path):
+    receiver = Receiver()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"interval: 1s\nwebhooks: [{receiver.url}]\nrules:\n"
+                     "  - {name: flaky-errors, model: flaky, metric: error_rate, op: '>', threshold: 0.99, window: 60}\n")
+    server = registry.serve("--alert-rules", str(rules))
+    yield server, receiver
+    server.stop()
+
+
+def test_a_failing_canary_is_rolled_back_under_load_with_no_failed_request(registry, alerting):
+    server, receiver = alerting
+    # A fallback that keeps calling a failing version (its circuit does not open): judged on the error rate.
+    assert api(server, "PUT", "/api/v1/models/flaky/traffic", json={
+        "fallback": {"version": 1, "failures_to_open": 100000}}).status_code == 200
+    answer = api(server, "POST", "/api/v1/models/flaky/rollout", json={
+        "to": 3, "steps": [10, 50, 100], "interval": "60s", "min_requests": 30})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["state"] == "running" and answer.json()["stable"] == 1
+    versions, failures, started = [], [], time.time()
+    lock = threading.Lock()
+
+    def client(index):
+        session = requests.Session()
+        rng = random.Random(index)
+        yield
+        mine = []
+        for _ in range(250):
+            body = infer(session, server, rng.uniform(0, 200))  # v3 fails on about half of these rows
+            mine.append((body["model_version"], body.get("parameters", {}).get("fallback_from")))
+        with lock:
+            versions.extend(mine)
+
+    run_concurrently(8, client)
+    wait_for(lambda: rollout(server)["state"] == "rolled_back", "the automatic rollback", timeout=30)
+    state = rollout(server)
+    # Within the first step's window (60 s), on the error rate, with every number in the reason.
+    assert time.time() - started < 60
+    assert state["step"] == 0 and "error rate" in state["reason"] and "v3" in state["reason"], state
+    assert [e["event"] for e in state["history"]] == ["start", "rollback"]
+    # Every client request was answered (infer asserts 200): v3's failures by v1, marked.
+    assert len(versions) == 2000 and not failures
+    assert any(fallback == "3" for _, fallback in versions), "no request met the canary's failure"
+    assert all(version in ("1", "3") for version, _ in versions)
+    assert all(version == "1" for version, fallback in versions if fallback == "3")
+    # The alert went to the webhooks, the audit holds the rollback, and the canary gets nothing now.
+    wait_for(lambda: any(p["commonLabels"]["alertname"] == "TernRolloutRolledBack" for p in receiver.posts), "the rollback alert")
+    alert = next(p for p in receiver.posts if p["commonLabels"]["alertname"] == "TernRolloutRolledBack")
+    assert alert["commonLabels"]["model"] == "flaky" and alert["commonLabels"]["version"] == "3"
+    assert "error rate" in alert["alerts"][0]["annotations"]["summary"]
+    assert "rollout-rollback" in audit_actions(registry)
+    assert api(server, "GET", "/api/v1/models/flaky/traffic").json()["weights"] == {"1": 100.0, "3": 0.0}
+    session = requests.Session()
+    assert {infer(session, server, 5)["model_version"] for _ in range(30)} == {"1"}
+    text = requests.get(f"http://{server.url}/metrics", timeout=10).text
+    assert 'tern_rollout_rollbacks_total{model="flaky"} 1' in text
+    api(server, "DELETE", "/api/v1/models/flaky/traffic")
+
+
+def test_a_canary_whose_circuit_opens_is_rolled_back_at_once(registry, alerting):
+    server, _ = alerting
+    # The rollout's own fallback (the stable version; the circuit opens after 5 failures in a row).
+    answer = api(server, "POST", "/api/v1/models/flaky/rollout", json={
+        "to": 3, "steps": [50, 100], "interval": "60s", "min_requests": 1000})
+    assert answer.status_code == 201, answer.text
+    assert api(server, "GET", "/api/v1/models/flaky/traffic").json()["fallback"]["version"] == 1
+    session = requests.Session()
+    deadline = time.time() + 30
+    while rollout(server)["state"] == "running":
+        assert time.time() < deadline
+        assert infer(session, server, 500)["model_version"] == "1"  # every row fails on v3: v1 answers
+    state = rollout(server)
+    assert state["state"] == "rolled_back" and "circuit opened" in state["reason"], state
+    api(server, "DELETE", "/api/v1/models/flaky/traffic")
+
+
+def test_a_good_candidate_is_stepped_up_and_promoted(registry, alerting):
+    server, _ = alerting
+    answer = api(server, "POST", "/api/v1/models/flaky/rollout", json={
+        "to": 2, "steps": [20, 60, 100], "interval": 1, "min_requests": 20})
+    assert answer.status_code == 201, answer.text
+    session = requests.Session()
+    shares = []
+    deadline = time.time() + 60
+    while rollout(server)["state"] == "running":
+        assert time.time() < deadline, rollout(server)
+        seen = [infer(session, server, 5)["model_version"] for _ in range(40)]
+        shares.append((rollout(server)["step"], seen.count("2") / len(seen)))
+    state = rollout(server)
+    assert state["state"] == "promoted", state
+    assert [e["event"] for e in state["history"]] == ["start", "step", "step", "promote"], state["history"]
+    assert api(server, "GET", "/api/v1/models/flaky").json()["aliases"]["production"] == 2
+    # The policy it replaced (none) is back: every request goes to the new production version.
+    assert api(server, "GET", "/api/v1/models/flaky/traffic").status_code == 404
+    assert {infer(session, server, 5)["model_version"] for _ in range(20)} == {"2"}
+    actions = audit_actions(registry)
+    assert actions.count("rollout-step") == 2 and "rollout-promote" in actions and "alias" in actions
+    # The candidate's share grew with the steps.
+    assert max(s for step, s in shares if step == 0) < 0.7
+    registry.cli("models", "alias", "flaky", "production", "1")
+
+
+def test_pause_resume_abort_and_bad_starts(registry, alerting):
+    server, _ = alerting
+    for body, status, message in [
+        ({"to": 9}, 404, "no version 9"),
+        ({"to": 1}, 409, "already flaky@production"),
+        ({"to": 2, "steps": [50, 10]}, 400, "must rise"),
+        ({"to": 2, "steps": [0]}, 400, "more than 0"),
+        ({"to": 2, "interval": "soon"}, 400, "not a duration"),
+        ({"to": 2, "alias": "nope"}, 404, "no alias 'nope'"),
+        ({"steps": [5]}, 400, "the body must be JSON"),
+    ]:
+        answer = api(server, "POST", "/api/v1/models/flaky/rollout", json=body)
+        assert answer.status_code == status and message in answer.json()["error"], (body, answer.text)
+    out = registry.cli("rollout", "start", "flaky", "--to", "2", "--steps", "30,100", "--interval", "1h").stdout
+    assert "v2 against v1 (production): running, step 1 of 2 at 30%" in out, out
+    again = api(server, "POST", "/api/v1/models/flaky/rollout", json={"to": 2})
+    assert again.status_code == 409 and "already has a running rollout" in again.json()["error"]
+    taken = api(server, "PUT", "/api/v1/models/flaky/traffic", json={"weights": {"1": 100}})
+    assert taken.status_code == 409 and "rollout to v2 sets its traffic policy" in taken.json()["error"], taken.text
+    assert "paused" in registry.cli("rollout", "pause", "flaky").stdout
+    assert api(server, "GET", "/api/v1/models/flaky/traffic").json()["weights"] == {"1": 70.0, "2": 30.0}
+    assert "running" in registry.cli("rollout", "resume", "flaky").stdout
+    status = registry.cli("rollout", "status", "flaky", "--server", f"http://{server.url}").stdout
+    assert "this step so far" in status and "candidate v2" in status, status
+    assert "aborted" in registry.cli("rollout", "abort", "flaky").stdout
+    bad = registry.cli("rollout", "abort", "flaky", check=False)
+    assert bad.returncode != 0 and "has ended (aborted)" in bad.stderr
+    wait_for(lambda: api(server, "GET", "/api/v1/models/flaky/traffic").status_code == 404, "the traffic policy restored")
+    assert api(server, "GET", "/api/v1/models/flaky").json()["aliases"]["production"] == 1
+    assert api(server, "POST", "/api/v1/models/flaky/rollout/explode").status_code == 404
+
+
+def test_a_rollout_survives_a_restart(registry):
+    server = registry.serve()
+    try:
+        answer = api(server, "POST", "/api/v1/models/flaky/rollout", json={"to": 2, "steps": [50, 100], "interval": "1h"})
+        assert answer.status_code == 201, answer.text
+    finally:
+        server.stop()
+    server = registry.serve()
+    try:
+        state = rollout(server)
+        assert state["state"] == "running" and state["step"] == 0
+        session = requests.Session()
+        seen = {infer(session, server, 5)["model_version"] for _ in range(60)}
+        assert seen == {"1", "2"}
+        assert "current_step" in state and state["current_step"]["candidate"]["requests"] >= 0
+        api(server, "POST", "/api/v1/models/flaky/rollout/abort")
+    finally:
+        server.stop()

@@ -77,6 +77,37 @@ def test_a_sticky_header_always_reaches_the_same_version_over_rest_and_grpc(serv
     assert len({infer(session, server) for _ in range(60)}) == 2
 
 
+def test_a_sticky_input_always_reaches_the_same_version_over_rest_and_grpc(served):
+    """With `sticky_input`, the named input's values pick the version (read from the body, after the header
+    would have): the same row always meets the same version, different rows spread by weight."""
+    import tritonclient.grpc as grpcclient
+    reg, server = served
+    answer = api(server, "PUT", "/api/v1/models/credit/traffic", json={"weights": {"1": 50, "2": 50}, "sticky_input": "features"})
+    assert answer.status_code == 200, answer.text
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    session = requests.Session()
+    seen = {}
+    for customer in range(40):
+        row = [30 + customer, 40000 + 100 * customer, 0.3, 4, 0, 0, 12000, 6, 7, 0.4]
+        versions = set()
+        for _ in range(4):
+            response = session.post(f"http://{server.url}/v2/models/credit/infer", timeout=30, json={
+                "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10], "data": row}]})
+            assert response.status_code == 200, response.text
+            versions.add(response.json()["model_version"])
+        features = grpcclient.InferInput("features", [1, 10], "FP32")
+        features.set_data_from_numpy(np.array([row], dtype=np.float32))
+        versions.add(client.infer("credit", [features]).get_response().model_version)
+        assert len(versions) == 1, (customer, versions)
+        seen[customer] = versions.pop()
+    assert set(seen.values()) == {"1", "2"}
+    assert "sticky on input features" in reg.cli("models", "show", "credit").stdout
+    both = api(server, "PUT", "/api/v1/models/credit/traffic",
+               json={"weights": {"1": 1}, "sticky_input": "features", "sticky_header": "x-id"})
+    assert both.status_code == 400 and "not both" in both.json()["error"]
+    api(server, "DELETE", "/api/v1/models/credit/traffic")
+
+
 @pytest.mark.parametrize("policy,message", [
     ({"weights": {"7": 100}}, "version 7"),
     ({"weights": {"1": 0, "2": 0}}, "add up to 0"),

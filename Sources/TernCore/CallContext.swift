@@ -39,6 +39,8 @@ public final class CallContext: @unchecked Sendable {
     /// authorized the request; nil when the server is open. The core checks the model grant once it has
     /// resolved the model.
     public var caller: Caller?
+    /// Set when a traffic policy sticky on an input picked the version: the input whose values pick it again.
+    public var stickyInput: String?
     /// When the front-end took the request.
     public let received: ContinuousClock.Instant
     /// The same moment on the wall clock, for records read by people and other systems (derived from

@@ -20,6 +20,7 @@ public final class ModelCatalog: Sendable {
     private let state = Mutex(State())
     /// Whether any traffic policy has a fallback: without one, requests skip the fallback lookup.
     private let fallbacksConfigured = Atomic<Bool>(false)
+    private let shadowsConfigured = Atomic<Bool>(false)
     /// Where each version's metric handles are made, once, as it joins the catalog.
     public let metricsFactory: any MetricsFactory
 
@@ -53,12 +54,21 @@ public final class ModelCatalog: Sendable {
             let result = body(&state)
             for versions in state.models.values { for served in versions.values { attachMetrics(served) } }
             fallbacksConfigured.store(state.traffic.values.contains { $0.fallback != nil }, ordering: .relaxed)
+            shadowsConfigured.store(state.traffic.values.contains { !$0.shadows.isEmpty }, ordering: .relaxed)
             return result
         }
     }
 
     /// A copy of the whole state.
     public var current: State { state.withLock { $0 } }
+
+    /// Reads the state under its lock (no copy, no change).
+    public func read<T>(_ body: (State) -> T) -> T {
+        state.withLock { body($0) }
+    }
+
+    /// Whether any traffic policy has shadow versions: without one, answered requests skip the shadow lookup.
+    public var hasShadows: Bool { shadowsConfigured.load(ordering: .relaxed) }
 
     /// The model's fallback (its traffic policy's) with the fallback version when it is loaded; nil, at the
     /// cost of one atomic load, when no policy has one.
@@ -107,6 +117,14 @@ public final class ModelCatalog: Sendable {
     ///
     /// - Throws: ``TernError`` `notFound` naming the model and, for an unknown version or alias, the known ones.
     public func resolve(name: String, version: String?, header: (String) -> String? = { _ in nil }) throws(TernError) -> ServedModel {
+        try resolve(name: name, version: version, header: header, stickyInput: nil)
+    }
+
+    /// As ``resolve(name:version:header:)``; when a traffic policy picked the version and is sticky on an
+    /// input, `stickyInput` gets the input's name (the pick is made again once the request is read).
+    public func resolve(
+        name: String, version: String?, header: (String) -> String?, stickyInput: UnsafeMutablePointer<String?>?
+    ) throws(TernError) -> ServedModel {
         var name = name
         var version = version
         if let at = name.firstIndex(of: "@") {
@@ -123,6 +141,7 @@ public final class ModelCatalog: Sendable {
                 // A traffic policy shares the requests that name no version (sticky on a header when it says so).
                 if let policy = state.traffic[name], let picked = policy.pick(key: policy.stickyHeader.flatMap(header)),
                    let served = versions[picked] {
+                    if let input = policy.stickyInput { stickyInput?.pointee = input }
                     return .success(served)
                 }
                 if let preferred = state.defaults[name], let served = versions[preferred] { return .success(served) }
@@ -201,9 +220,30 @@ public final class InferenceService: Sendable {
     /// is reported before its body is read.
     ///
     /// - Throws: ``TernError``: `unavailable` before the server is ready, `notFound` for an unknown model or version.
-    public func resolve(model name: String, version: String?, header: (String) -> String? = { _ in nil }) throws(TernError) -> ServedModel {
+    public func resolve(
+        model name: String, version: String?, context: CallContext? = nil, header: (String) -> String? = { _ in nil }
+    ) throws(TernError) -> ServedModel {
         guard isReady else { throw TernError.unavailable("the server is not ready: models are still loading") }
-        return try catalog.resolve(name: name, version: version, header: header)
+        var sticky: String?
+        let served = try catalog.resolve(name: name, version: version, header: header, stickyInput: &sticky)
+        context?.stickyInput = sticky
+        return served
+    }
+
+    /// For a version a policy sticky on an input picked: the version that input's values (as decoded) pick
+    /// (the same version when they pick it, or when the one they pick is not loaded).
+    private func repick(_ served: ServedModel, input name: String, inputs: [Tensor]) -> ServedModel {
+        guard let input = inputs.first(where: { $0.name == name }) else { return served }
+        var key: [UInt8] = []
+        switch input.contents {
+        case .raw(let bytes): key = bytes
+        case .strings(let elements): for element in elements { key += element; key.append(0) }
+        }
+        return catalog.read { state -> ServedModel in
+            guard let policy = state.traffic[served.name], let picked = policy.pick(keyBytes: key),
+                  let chosen = state.models[served.name]?[picked] else { return served }
+            return chosen
+        }
     }
 
     /// Validates the call's request against the version's signature, runs it, and reports through
@@ -218,10 +258,12 @@ public final class InferenceService: Sendable {
         completion: @escaping @Sendable (Result<InferenceResponse, any Error>) -> Void
     ) {
         let context = call.context
-        guard let served = call.served, let request = call.request else {
+        guard let picked = call.served, let request = call.request else {
             end(context, call.served, [], .failure(call.failure ?? TernError.internalError("a call with neither request nor failure")), completion)
             return
         }
+        // A policy sticky on an input picks again by that input's values, now that the request is read.
+        let served = context.stickyInput.map { repick(picked, input: $0, inputs: request.inputs) } ?? picked
         if let caller = context.caller, !caller.mayUse(model: served.name) {
             end(context, served, [], .failure(caller.refusal(model: served.name)), completion)
             return

@@ -9,15 +9,20 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
     /// A request header whose value picks the version (the same value, the same version); without it, or
     /// when a request lacks the header, the pick is random by weight.
     public var stickyHeader: String?
+    /// An input whose values pick the version (a customer id sent as an input): the same values, the same
+    /// version. The request is read before the pick, so it applies after the header.
+    public var stickyInput: String?
     /// Versions that get a copy of every request, answered to nobody: their outputs are compared with the
     /// answering version's.
     public var shadows: [Int]
     /// What answers when the chosen version fails or is too slow.
     public var fallback: FallbackPolicy?
 
-    public init(weights: [Int: Double], stickyHeader: String? = nil, shadows: [Int] = [], fallback: FallbackPolicy? = nil) {
+    public init(weights: [Int: Double], stickyHeader: String? = nil, stickyInput: String? = nil, shadows: [Int] = [],
+                fallback: FallbackPolicy? = nil) {
         self.weights = weights
         self.stickyHeader = stickyHeader
+        self.stickyInput = stickyInput
         self.shadows = shadows
         self.fallback = fallback
     }
@@ -25,6 +30,7 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case weights, shadows, fallback
         case stickyHeader = "sticky_header"
+        case stickyInput = "sticky_input"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -40,6 +46,7 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
         }
         self.weights = weights
         stickyHeader = try container.decodeIfPresent(String.self, forKey: .stickyHeader)
+        stickyInput = try container.decodeIfPresent(String.self, forKey: .stickyInput)
         shadows = try container.decodeIfPresent([Int].self, forKey: .shadows) ?? []
         fallback = try container.decodeIfPresent(FallbackPolicy.self, forKey: .fallback)
     }
@@ -48,6 +55,7 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(Dictionary(uniqueKeysWithValues: weights.map { (String($0.key), $0.value) }), forKey: .weights)
         try container.encodeIfPresent(stickyHeader, forKey: .stickyHeader)
+        try container.encodeIfPresent(stickyInput, forKey: .stickyInput)
         try container.encode(shadows, forKey: .shadows)
         try container.encodeIfPresent(fallback, forKey: .fallback)
     }
@@ -69,6 +77,10 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
             }
         }
         try fallback?.validate(versions: versions, weighted: Set(weights.filter { $0.value > 0 }.keys))
+        if stickyHeader != nil && stickyInput != nil {
+            throw .invalidArgument("give sticky_header or sticky_input, not both")
+        }
+        if let input = stickyInput, input.isEmpty { throw .invalidArgument("sticky_input must name an input") }
         if let header = stickyHeader {
             guard !header.isEmpty, header.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: ":") }) else {
                 throw .invalidArgument("sticky_header must be a header name")
@@ -79,6 +91,11 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
     /// The version for a request: by the sticky key's hash when there is one, else at random, each version
     /// as often as its share of the weights.
     public func pick(key: String?) -> Int? {
+        pick(keyBytes: key.map { Array($0.utf8) })
+    }
+
+    /// As ``pick(key:)``, by a key's bytes (an input's values).
+    public func pick(keyBytes key: [UInt8]?) -> Int? {
         let ordered = weights.filter { $0.value > 0 }.sorted { $0.key < $1.key }
         let total = ordered.reduce(0) { $0 + $1.value }
         guard total > 0 else { return nil }
@@ -86,7 +103,7 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
         if let key {
             // FNV-1a: stable across processes and replicas (Swift's Hasher is seeded per process).
             var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-            for byte in key.utf8 {
+            for byte in key {
                 hash ^= UInt64(byte)
                 hash = hash &* 0x100_0000_01B3
             }

@@ -78,7 +78,7 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
         var requestID = call.requestID
         do {
             let response = try await service.infer(call) {
-                try service.resolve(model: message.modelName, version: message.modelVersion.isEmpty ? nil : message.modelVersion) {
+                try service.resolve(model: message.modelName, version: message.modelVersion.isEmpty ? nil : message.modelVersion, context: call) {
                     Self.first(request.metadata, $0.lowercased())
                 }
             } decode: { _ in

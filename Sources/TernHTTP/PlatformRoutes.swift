@@ -143,7 +143,7 @@ public struct PlatformRoutes: Sendable {
 
     private func answer(_ request: Request, _ call: CallContext, model: String?, version: String?) async throws -> Response {
         let response = try await service.infer(call) {
-            try service.resolve(model: model ?? defaultModelName(), version: version) { name in
+            try service.resolve(model: model ?? defaultModelName(), version: version, context: call) { name in
                 HTTPField.Name(name).flatMap { request.headers[$0] }
             }
         } decode: { served in

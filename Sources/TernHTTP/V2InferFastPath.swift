@@ -176,7 +176,7 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             try HTTPFrontEndConfiguration.refuseByLength(
                 head.headerFields, upTo: configuration.maxRequestBytes, flag: "--max-request-size")
             let (served, headerLength) = try V2Routes.inferHead(
-                service: service, model: model, version: version, headers: head.headerFields)
+                service: service, model: model, version: version, headers: head.headerFields, context: requestContext)
             return Pending(context: requestContext, served: served, headerLength: headerLength, body: ByteBuffer(), close: close)
         } catch {
             return Pending(context: requestContext, failure: error, body: ByteBuffer(), close: close)

@@ -260,10 +260,10 @@ public struct V2Routes: Sendable {
 
     /// What an infer request's head decides before its body is read: the model version (so an unknown one is
     /// reported first) and the binary extension's JSON length. Used by ``V2InferFastPath``, where `/infer` is served.
-    static func inferHead(service: InferenceService, model: String, version: String?, headers: HTTPFields)
+    static func inferHead(service: InferenceService, model: String, version: String?, headers: HTTPFields, context: CallContext? = nil)
         throws(TernError) -> (ServedModel, Int?)
     {
-        let served = try service.resolve(model: model, version: version) { name in
+        let served = try service.resolve(model: model, version: version, context: context) { name in
             HTTPField.Name(name).flatMap { headers[$0] }
         }
         var headerLength: Int?

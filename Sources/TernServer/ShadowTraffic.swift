@@ -48,8 +48,8 @@ final class ShadowTraffic: InferenceObserver, Sendable {
     }
 
     func requestEnded(_ event: InferenceEvent) {
-        guard event.error == nil, let served = event.served, !event.inputs.isEmpty else { return }
-        let (policy, shadows): (TrafficPolicy?, [ServedModel]) = catalog.update { state in
+        guard catalog.hasShadows, event.error == nil, let served = event.served, !event.inputs.isEmpty else { return }
+        let (policy, shadows): (TrafficPolicy?, [ServedModel]) = catalog.read { state in
             guard let policy = state.traffic[served.name], !policy.shadows.isEmpty,
                   !policy.shadows.contains(served.version) else { return (nil, []) }
             return (policy, policy.shadows.compactMap { state.models[served.name]?[$0] })

@@ -339,6 +339,7 @@ extension Models {
                 Examples:
                   tern models traffic credit-risk --weights 1=90,2=10                      (a 10% canary)
                   tern models traffic credit-risk --weights 1=50,2=50 --sticky-header x-customer-id
+                  tern models traffic scorer --weights 1=50,2=50 --sticky-input customer_id     (by an input's values)
                   tern models traffic credit-risk --weights 1=100 --shadow 2
                   tern models traffic credit-risk --weights 1=90,2=10 --fallback-version 1 --fallback-timeout 250
                   tern models traffic credit-risk --fallback-default '{"label": 0, "probabilities": [0.9, 0.1]}'
@@ -350,6 +351,8 @@ extension Models {
         @Argument(help: "The model.") var name: String
         @Option(help: ArgumentHelp("VERSION=WEIGHT pairs, comma-separated.", valueName: "v=w,...")) var weights: String?
         @Option(help: ArgumentHelp("A header whose value always picks the same version.", valueName: "name")) var stickyHeader: String?
+        @Option(help: ArgumentHelp("An input whose values always pick the same version (such as a customer id input).", valueName: "name"))
+        var stickyInput: String?
         @Option(help: ArgumentHelp("Shadow versions, comma-separated.", valueName: "v,...")) var shadow: String?
         @Option(help: ArgumentHelp("The version that answers when the chosen one fails or is too slow.", valueName: "v"))
         var fallbackVersion: Int?
@@ -373,7 +376,7 @@ extension Models {
         func validate() throws {
             let given = [weights != nil || shadow != nil || fallbackGiven, file != nil, clear].filter { $0 }.count
             guard given == 1 else { throw ValidationError("give --weights (and --shadow, --fallback-…), or --file, or --clear") }
-            if stickyHeader != nil, weights == nil { throw ValidationError("--sticky-header needs --weights") }
+            if stickyHeader != nil || stickyInput != nil, weights == nil { throw ValidationError("--sticky-header and --sticky-input need --weights") }
         }
 
         static func policy(file: String) throws -> TrafficPolicy {
@@ -398,6 +401,7 @@ extension Models {
             var parts = policy.weights.isEmpty ? ["no weights (the default version answers)"] : [policy.weights.sorted { $0.key < $1.key }
                 .map { "v\($0.key) " + String(format: "%.1f%%", total > 0 ? $0.value / total * 100 : 0) }.joined(separator: ", ")]
             if let header = policy.stickyHeader { parts.append("sticky on \(header)") }
+            if let input = policy.stickyInput { parts.append("sticky on input \(input)") }
             if !policy.shadows.isEmpty { parts.append("shadows " + policy.shadows.map { "v\($0)" }.joined(separator: ", ")) }
             if let fallback = policy.fallback {
                 var text = "fallback " + [fallback.version.map { "v\($0)" }, fallback.defaultOutputs.map { _ in "default answer" }]
@@ -441,7 +445,7 @@ extension Models {
                     fallback = FallbackPolicy(version: fallbackVersion, defaultOutputs: defaults, timeoutMilliseconds: fallbackTimeout,
                                               failuresToOpen: circuitFailures ?? 5, openSeconds: circuitOpen ?? 30)
                 }
-                policy = TrafficPolicy(weights: table, stickyHeader: stickyHeader, shadows: shadows, fallback: fallback)
+                policy = TrafficPolicy(weights: table, stickyHeader: stickyHeader, stickyInput: stickyInput, shadows: shadows, fallback: fallback)
             }
             try await withRegistry(registry, changes: changes) { client in
                 try await client.setTraffic(model: name, policy: policy)

@@ -22,12 +22,16 @@ if [ -z "${TERN_TEST_POSTGRES_URL:-}" ]; then
 fi
 export TERN_TEST_POSTGRES_URL
 
-# Prometheus (and promtool) and headless Chromium from Debian's packages: the observability tests scrape a
-# live server with Prometheus; the drift report is opened in Chromium.
+# Prometheus (and promtool), headless Chromium, podman and nginx from Debian's packages: the observability
+# tests scrape a live server with Prometheus; the drift report is opened in Chromium; the image is built and
+# run with podman; replicas are balanced by nginx.
 missing=()
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+# podman (with buildah and runc) builds and runs the container image; nginx balances the scale-out test.
+command -v podman >/dev/null || missing+=(podman buildah runc)
+command -v nginx >/dev/null || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (apt-get)..." >&2
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -200,6 +200,9 @@ final class RolloutDriver: Service, Sendable {
                                       stable.errorRate * 100, rollout.maxErrorRateIncrease * 100, candidate.requests)
             return judgement
         }
+        // Latency is judged over the whole step (a p99 over a few hundred requests moves with one slow
+        // moment of the machine): when the step would pass.
+        guard judgement.elapsed >= rollout.intervalSeconds else { return judgement }
         if let mine = candidate.p99Milliseconds, let theirs = stable.p99Milliseconds, stable.succeeded >= rollout.minRequests,
            mine > theirs * rollout.maxLatencyRatio, mine - theirs > 1 {
             judgement.breach = String(format: "v%d's p99 latency %.2f ms is %.2fx v%d's %.2f ms (at most %.2fx allowed)",

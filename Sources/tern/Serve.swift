@@ -122,7 +122,7 @@ struct Serve: AsyncParsableCommand {
                                valueName: "rate"))
     var ipRateLimit: Double?
 
-    @Option(help: "HTTP port (default 8000, or the platform's).")
+    @Option(help: "HTTP port (default: $PORT when set, as Cloud Run, Knative and KServe set it; else 8000, or the platform's).")
     var httpPort: Int?
 
     @Option(help: "gRPC port (Open Inference Protocol v2 over gRPC; default 8001, off with --platform).")
@@ -407,7 +407,7 @@ struct Serve: AsyncParsableCommand {
             }
         }
         let host = configuration.host
-        configuration.httpPort = httpPort ?? preset.httpPort
+        configuration.httpPort = try httpPort ?? Self.portFromEnvironment(platform: platform) ?? preset.httpPort
         configuration.grpcPort = noGRPC ? nil : grpcPort ?? (preset.grpc ? 8001 : nil)
         configuration.singleModelName = modelName
         configuration.platform = PlatformRoutesConfiguration(
@@ -510,9 +510,18 @@ struct Serve: AsyncParsableCommand {
                 logger.info("serving", metadata: metadata)
             }
         }
+        // As an AWS Lambda container image: invocations from the Runtime API, answered through the HTTP port.
+        let lambdaAPI = ProcessInfo.processInfo.environment["AWS_LAMBDA_RUNTIME_API"].flatMap { $0.isEmpty ? nil : $0 }
+        let lambdaLogger = logger
         do {
             try await server.run(
-                onHTTPReady: { await report("http", $0) }, onGRPCReady: { await report("grpc", $0) },
+                onHTTPReady: { port in
+                    await report("http", port)
+                    if let lambdaAPI {
+                        lambdaLogger.info("taking invocations from the Lambda Runtime API", metadata: ["api": "\(lambdaAPI)"])
+                        Task.detached { await LambdaRuntime(api: lambdaAPI, localPort: port, logger: lambdaLogger).run() }
+                    }
+                }, onGRPCReady: { await report("grpc", $0) },
                 onMetricsReady: { await report("metrics", $0) })
         } catch {
             fail(error)
@@ -563,5 +572,17 @@ actor Listeners {
     func bound(_ name: String, _ port: Int) -> [(String, Int)]? {
         ports.append((name, port))
         return ports.count == expected ? ports : nil
+    }
+}
+
+extension Serve {
+    /// `$PORT`, which Cloud Run, Knative (and KServe's serverless mode) and Heroku-style platforms set for
+    /// the port to listen on; the `--platform` presets read their own variables instead.
+    static func portFromEnvironment(platform: Platform, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Int? {
+        guard platform == .standalone, let text = environment["PORT"], !text.isEmpty else { return nil }
+        guard let port = Int(text), (1...65535).contains(port) else {
+            throw ValidationError("$PORT is '\(text)', not a port number (1...65535)")
+        }
+        return port
     }
 }

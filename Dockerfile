@@ -12,7 +12,7 @@ COPY Package.swift Package.resolved* ./
 COPY Sources Sources
 COPY Tests Tests
 RUN swift build -c release --product tern --static-swift-stdlib \
- && install -D .build/release/tern /out/usr/local/bin/tern
+ && install -D --strip .build/release/tern /out/usr/local/bin/tern
 
 # 2. ONNX Runtime's shared library from the pinned PyPI wheel (what scripts/install-onnxruntime.sh does).
 FROM ${PYTHON_IMAGE} AS onnxruntime

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import ROOT, free_port, run_concurrently
+from conftest import ROOT, Server, free_port, run_concurrently
 from registry_support import POSTGRES_URL, Registry, pack
 
 pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="TERN_TEST_POSTGRES_URL is not set (scripts/test.sh starts a PostgreSQL server)")
@@ -98,8 +98,10 @@ def test_three_replicas_behind_nginx_follow_one_registry_and_survive_a_kill(tmp_
         failed = [s for s in statuses if s[0] != 200]
         assert len(statuses) == 2400 and not failed, failed[:5]
         assert {v for _, v in statuses} == {"2"}
-        # A replica started later catches up: it serves what the registry says now.
-        late = reg.serve(data=str(tmp_path / "replica-late"))
+        # A replica started later catches up: it serves what the registry says now (started without
+        # --artifacts-in-database, it still reads the bundles the others pushed into the database).
+        late = Server(None, "--data", str(tmp_path / "replica-late"), "--database", reg.database, "--poll-interval", "0.2",
+                      log_dir=str(tmp_path))
         assert version_of(late.url) == "2"
         assert requests.get(f"http://{late.url}/api/v1/models/credit", timeout=10).json()["aliases"]["production"] == 2
     finally:

@@ -170,16 +170,28 @@ public actor Registry {
     /// The bundle archive of a version, as pushed.
     public func archive(_ name: String, _ version: Int) async throws(TernError) -> Data {
         let record = try await self.version(name, version)
+        // New archives go where this registry was told; an archive is read from wherever it is (a replica
+        // started without --artifacts-in-database still serves what another pushed into the database).
+        let fromDatabase: () async throws(TernError) -> Data? = {
+            let row = try await self.run {
+                try await self.sql.raw("SELECT data FROM tern_artifacts WHERE sha256 = \(bind: record.sha256)").first()
+            }
+            return try row.map { row throws(TernError) in try self.run { try row.decode(column: "data", as: Data.self) } }
+        }
         let data: Data
         switch artifactLocation {
         case .folder(let root):
-            data = try FolderArtifacts(root: root).get(record.sha256)
-        case .database:
-            let row = try await run {
-                try await self.sql.raw("SELECT data FROM tern_artifacts WHERE sha256 = \(bind: record.sha256)").first()
+            let folder = FolderArtifacts(root: root)
+            if let stored = try? folder.get(record.sha256) {
+                data = stored
+            } else if let stored = try await fromDatabase() {
+                data = stored
+            } else {
+                data = try folder.get(record.sha256)  // the folder's error names what is missing
             }
-            guard let row else { throw .internalError("artifact \(record.sha256) is missing from the database") }
-            data = try run { try row.decode(column: "data", as: Data.self) }
+        case .database:
+            guard let stored = try await fromDatabase() else { throw .internalError("artifact \(record.sha256) is missing from the database") }
+            data = stored
         }
         guard Digest.sha256(data) == record.sha256 else {
             throw .internalError("artifact of \(name) v\(version) does not match its recorded sha256 \(record.sha256)")

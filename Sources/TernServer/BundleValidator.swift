@@ -40,7 +40,19 @@ public struct BundleValidator: Sendable {
         if let config = bundle.files[BundleFile.config] {
             _ = try ModelRepository.parseConfig(yaml: String(decoding: config, as: UTF8.self), source: BundleFile.config)
         }
-        let path = "\(scratch)/.validate-\(UUID().uuidString).onnx"
+        let model = try Self.load(bundle, runtime: runtime, pool: pool, scratch: scratch)
+        try bundle.manifest.checkSignature(matches: model.signature)
+        return bundle
+    }
+
+    /// Loads a bundle's model (ONNX Runtime reads it from a file, written to `scratch` for the load and removed).
+    ///
+    /// - Throws: ``TernError`` `invalidArgument` when ONNX Runtime does not load it; `internalError` when
+    ///   `scratch` cannot be written.
+    static func load(
+        _ bundle: ModelBundle, runtime: ONNXRuntime, pool: RunnerPool, options: SessionOptions = .init(), scratch: String
+    ) throws(TernError) -> ONNXModel {
+        let path = "\(scratch)/.load-\(UUID().uuidString).onnx"
         do {
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
             try bundle.model.write(to: URL(fileURLWithPath: path))
@@ -48,13 +60,10 @@ public struct BundleValidator: Sendable {
             throw .internalError("cannot write to \(scratch): \(error.localizedDescription)")
         }
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let model: ONNXModel
         do {
-            model = try ONNXModel(path: path, runtime: runtime, pool: pool)
+            return try ONNXModel(path: path, runtime: runtime, pool: pool, options: options)
         } catch {
             throw .invalidArgument("the bundle's model.onnx does not load: \(error.message.replacingOccurrences(of: path, with: "model.onnx"))")
         }
-        try bundle.manifest.checkSignature(matches: model.signature)
-        return bundle
     }
 }

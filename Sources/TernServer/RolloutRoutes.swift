@@ -65,6 +65,7 @@ struct RolloutRoutes: Sendable {
             let start: RolloutStart = try await Self.decode(request, example: #"{"to": 2, "steps": [5, 25, 50, 100], "interval": "10m", "min_requests": 100}"#)
             let proposed = try start.rollout(model: try context.parameters.require("model"))
             let rollout = try await models.registry.startRollout(proposed, actor: request.ternActor)
+            driver?.watch.watch(adding: rollout.model)  // before its shares are served: the first requests count
             try await models.refresh(force: true)
             return try Self.json(try Self.object(rollout), status: .created)
         }

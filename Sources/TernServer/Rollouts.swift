@@ -43,15 +43,29 @@ final class RolloutWatch: InferenceObserver, Sendable {
     }
 
     private let active = Atomic<Bool>(false)
-    private let state = Mutex<(models: Set<String>, tallies: [String: [Int: Tally]])>(([], [:]))
+    private let state = Mutex<(models: [String: Date], tallies: [String: [Int: Tally]])>(([:], [:]))
 
     /// The models to watch (those with an active rollout); others are forgotten.
     func watch(_ models: Set<String>) {
         state.withLock { state in
-            state.models = models
+            let now = Date()
+            state.models = Dictionary(uniqueKeysWithValues: models.map { ($0, state.models[$0] ?? now) })
             state.tallies = state.tallies.filter { models.contains($0.key) }
         }
         active.store(!models.isEmpty, ordering: .relaxed)
+    }
+
+    /// Starts watching one more model now (a rollout started on this replica: its first requests count).
+    func watch(adding model: String) {
+        state.withLock { state in
+            if state.models[model] == nil { state.models[model] = Date() }
+        }
+        active.store(true, ordering: .relaxed)
+    }
+
+    /// Since when this replica has counted the model's requests.
+    func watchedSince(_ model: String) -> Date? {
+        state.withLock { $0.models[model] }
     }
 
     func requestEnded(_ event: InferenceEvent) {
@@ -59,7 +73,7 @@ final class RolloutWatch: InferenceObserver, Sendable {
         let micros = Double(event.duration.components.seconds) * 1e6 + Double(event.duration.components.attoseconds) / 1e12
         let bucket = min(Self.bucketCount - 1, max(0, Int(log(max(micros, 10) / 10) / log(1.1))))
         state.withLock { state in
-            guard state.models.contains(served.name) else { return }
+            guard state.models[served.name] != nil else { return }
             if let note = event.fallback {
                 // The fallback's answer: not the answering version's own latency.
                 if note.kind == .circuitOpen {
@@ -172,19 +186,23 @@ final class RolloutDriver: Service, Sendable {
         let key = "\(rollout.step)@\(rollout.stepStartedAt)"
         let candidateNow = watch.tally(model: rollout.model, version: rollout.candidate)
         let stableNow = watch.tally(model: rollout.model, version: rollout.stable)
+        let started = (try? Date(rollout.stepStartedAt, strategy: .iso8601)) ?? Date()
+        // A step that began before this replica started counting counts from zero: everything counted is in it.
+        let countedFromStart = watch.watchedSince(rollout.model).map { $0 >= started } ?? false
         let baseline = baselines.withLock { baselines in
             if let known = baselines[rollout.model], known.key == key { return known }
             // A new step: the stable version's numbers of the step that ended stay as the comparison.
             let previous = baselines[rollout.model]
             let earlier = previous.map { stableNow - $0.stable }.flatMap { $0.succeeded >= rollout.minRequests ? $0 : previous?.earlierStable }
-            let fresh = Baseline(key: key, candidate: candidateNow, stable: stableNow, earlierStable: earlier)
+            let fresh = countedFromStart
+                ? Baseline(key: key, candidate: .init(), stable: .init(), earlierStable: earlier)
+                : Baseline(key: key, candidate: candidateNow, stable: stableNow, earlierStable: earlier)
             baselines[rollout.model] = fresh
             return fresh
         }
         let candidate = candidateNow - baseline.candidate
         let stepStable = stableNow - baseline.stable
         let stable = stepStable.requests >= rollout.minRequests ? stepStable : (baseline.earlierStable ?? stepStable)
-        let started = (try? Date(rollout.stepStartedAt, strategy: .iso8601)) ?? Date()
         var judgement = Judgement(candidate: candidate, stable: stable, elapsed: Date().timeIntervalSince(started))
         // Its circuit opened (failures in a row): out, whatever the count.
         if candidate.skipped > 0 {
@@ -234,7 +252,9 @@ final class RolloutDriver: Service, Sendable {
         }
         guard judgement.elapsed >= rollout.intervalSeconds, judgement.candidate.requests >= rollout.minRequests else { return }
         if rollout.step + 1 < rollout.steps.count {
-            _ = try await registry.updateRollout(model: rollout.model, .advance(from: rollout.step), actor: "rollout")
+            let advanced = try await registry.updateRollout(model: rollout.model, .advance(from: rollout.step), actor: "rollout")
+            // The new step counts from now: its baseline is taken before the new shares are served.
+            _ = await judge(advanced)
             try await models.refresh(force: true)
             logger.notice("rollout advanced", metadata: ["model": "\(rollout.model)", "weight": "\(rollout.steps[rollout.step + 1])"])
         } else if rollout.autoPromote {

@@ -208,17 +208,9 @@ public struct ValidationGate: Sendable {
     }
 
     private func load(_ bundle: ModelBundle, model: String, version: Int) throws(TernError) -> ServedModel {
-        let path = "\(scratch)/.gate-\(UUID().uuidString).onnx"
-        do {
-            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-            try bundle.model.write(to: URL(fileURLWithPath: path))
-        } catch {
-            throw .internalError("cannot write to \(scratch): \(error.localizedDescription)")
-        }
-        defer { try? FileManager.default.removeItem(atPath: path) }
         var config = ModelConfig()
         if let names = bundle.manifest.featureNames { config.featureNames = names }
-        let onnx = try ONNXModel(path: path, runtime: runtime, pool: pool, options: sessionOptions)
+        let onnx = try BundleValidator.load(bundle, runtime: runtime, pool: pool, options: sessionOptions, scratch: scratch)
         return ServedModel(name: model, version: version, model: onnx, config: config, platform: "onnxruntime_onnx")
     }
 

@@ -14,7 +14,7 @@ import requests
 
 import controllable_models
 from conftest import run_concurrently
-from registry_support import Registry, api, tern
+from registry_support import POSTGRES_URL, Registry, api, tern
 from test_alerts import Receiver, wait_for
 
 
@@ -285,3 +285,50 @@ def test_a_canary_less_accurate_on_feedback_is_rolled_back_at_the_end_of_its_ste
         assert state["state"] == "rolled_back" and "accuracy" in state["reason"] and "on feedback" in state["reason"], state
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="TERN_TEST_POSTGRES_URL is not set (scripts/test.sh starts a PostgreSQL server)")
+def test_one_replica_drives_a_rollout_and_another_takes_over_when_it_dies(tmp_path):
+    """Two replicas on one PostgreSQL registry: one holds the rollout lease and drives the steps; killed with
+    SIGKILL, its lease expires and the other finishes the rollout. No step is taken twice."""
+    import signal
+    import subprocess
+    reg = Registry("postgres", tmp_path, artifacts_in_database=True)
+    reg.cli("push", pack_model(reg, controllable_models.steady, 1), "--alias", "production")
+    reg.cli("push", pack_model(reg, controllable_models.steady, 2, scale=2.0))
+    replicas = [reg.serve(data=str(tmp_path / f"replica-{i}")) for i in range(2)]
+    try:
+        answer = api(replicas[0], "POST", "/api/v1/models/flaky/rollout", json={
+            "to": 2, "steps": [30, 60, 100], "interval": 1, "min_requests": 10, "max_latency_ratio": 1000})
+        assert answer.status_code == 201, answer.text
+
+        def holder():
+            out = subprocess.run(["psql", reg.database, "-tA", "-c", "SELECT holder FROM tern_leases WHERE name = 'rollouts'"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            return out
+
+        wait_for(lambda: holder() != "", "a replica taking the lease")
+        first = holder()
+        driving = next(r for r in replicas if first in r.output())  # the driver logs its holder name at start
+        other = next(r for r in replicas if r is not driving)
+        sessions = [requests.Session(), requests.Session()]
+        # Traffic on both replicas; the driver sees its own share.
+        while rollout(other)["step"] == 0 and rollout(other)["state"] == "running":
+            for replica, session in zip(replicas, sessions):
+                infer(session, replica, 5)
+        driving.process.send_signal(signal.SIGKILL)
+        driving.process.wait(timeout=10)
+        deadline = time.time() + 60
+        while rollout(other)["state"] == "running":
+            assert time.time() < deadline, rollout(other)
+            infer(sessions[1], other, 5)
+        state = rollout(other)
+        assert state["state"] == "promoted", state
+        assert [e["event"] for e in state["history"]] == ["start", "step", "step", "promote"], state["history"]
+        assert holder() != first
+    finally:
+        for replica in replicas:
+            if replica.process.poll() is None:
+                replica.stop()
+            else:
+                replica.log.close()

@@ -115,6 +115,7 @@ final class RolloutDriver: Service, Sendable {
     /// This replica, in the lease.
     let holder = "tern-" + UUID().uuidString.prefix(8).lowercased()
     private let baselines = Mutex<[String: Baseline]>([:])
+    private let holding = Atomic<Bool>(false)
 
     /// The tallies when a step began (or when this replica first saw it), and the stable version's numbers
     /// from an earlier step, for steps where it gets too few requests to judge by (the last, at 100%).
@@ -157,7 +158,12 @@ final class RolloutDriver: Service, Sendable {
                       factory: factory).record(rollout.isActive || rollout.state == "promoted" ? rollout.weight : 0)
             }
             let running = active.filter { $0.state == "running" }
-            guard !running.isEmpty, try await models.registry.holdLease("rollouts", holder: holder, seconds: 10) else { return }
+            guard !running.isEmpty else { return }
+            let held = try await models.registry.holdLease("rollouts", holder: holder, seconds: 10)
+            if holding.exchange(held, ordering: .relaxed) != held {
+                logger.notice(held ? "driving the rollouts" : "another replica drives the rollouts", metadata: ["holder": "\(holder)"])
+            }
+            guard held else { return }
             for rollout in running { try await drive(rollout, client: client) }
         } catch {
             logger.warning("rollout pass failed", metadata: ["error": "\(error)"])

@@ -116,7 +116,7 @@ struct Push: AsyncParsableCommand {
 
 struct Models: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List and change the registry's models: versions, aliases, archive, delete.",
+        abstract: "List and change the registry's models: versions, aliases, traffic, validation gates, archive, delete.",
         subcommands: [List.self, Show.self, Alias.self, Unalias.self, Traffic.self, Gate.self, Archive.self, Delete.self])
 
     struct List: AsyncParsableCommand {

@@ -117,14 +117,12 @@ public final class ModelCatalog: Sendable {
     ///
     /// - Throws: ``TernError`` `notFound` naming the model and, for an unknown version or alias, the known ones.
     public func resolve(name: String, version: String?, header: (String) -> String? = { _ in nil }) throws(TernError) -> ServedModel {
-        try resolve(name: name, version: version, header: header, stickyInput: nil)
+        try pick(name: name, version: version, header: header).served
     }
 
-    /// As ``resolve(name:version:header:)``; when a traffic policy picked the version and is sticky on an
-    /// input, `stickyInput` gets the input's name (the pick is made again once the request is read).
-    public func resolve(
-        name: String, version: String?, header: (String) -> String?, stickyInput: UnsafeMutablePointer<String?>?
-    ) throws(TernError) -> ServedModel {
+    /// As ``resolve(name:version:header:)``, with the input whose values pick the version again once the
+    /// request is read (when a traffic policy sticky on an input picked it).
+    func pick(name: String, version: String?, header: (String) -> String?) throws(TernError) -> (served: ServedModel, stickyInput: String?) {
         var name = name
         var version = version
         if let at = name.firstIndex(of: "@") {
@@ -135,24 +133,23 @@ public final class ModelCatalog: Sendable {
             }
             version = reference
         }
-        let found: Result<ServedModel, TernError> = state.withLock { state in
+        let found: Result<(served: ServedModel, stickyInput: String?), TernError> = state.withLock { state in
             guard let versions = state.models[name], !versions.isEmpty else { return .failure(Self.unknownModel(name, in: state)) }
             guard let version, !version.isEmpty else {
                 // A traffic policy shares the requests that name no version (sticky on a header when it says so).
                 if let policy = state.traffic[name], let picked = policy.pick(key: policy.stickyHeader.flatMap(header)),
                    let served = versions[picked] {
-                    if let input = policy.stickyInput { stickyInput?.pointee = input }
-                    return .success(served)
+                    return .success((served, policy.stickyInput))
                 }
-                if let preferred = state.defaults[name], let served = versions[preferred] { return .success(served) }
-                return .success(versions[versions.keys.max()!]!)
+                if let preferred = state.defaults[name], let served = versions[preferred] { return .success((served, nil)) }
+                return .success((versions[versions.keys.max()!]!, nil))
             }
             if let number = Int(version) {
                 guard let served = versions[number] else {
                     let loaded = versions.keys.sorted().map(String.init).joined(separator: ", ")
                     return .failure(.notFound("model '\(name)' has no loaded version '\(Echo.clip(version))'; loaded versions: \(loaded)"))
                 }
-                return .success(served)
+                return .success((served, nil))
             }
             let aliases = state.aliases[name] ?? [:]
             guard let number = aliases[version] else {
@@ -162,7 +159,7 @@ public final class ModelCatalog: Sendable {
             guard let served = versions[number] else {
                 return .failure(.unavailable("model '\(name)' alias '\(version)' names version \(number), which is not loaded"))
             }
-            return .success(served)
+            return .success((served, nil))
         }
         return try found.get()
     }
@@ -224,8 +221,7 @@ public final class InferenceService: Sendable {
         model name: String, version: String?, context: CallContext? = nil, header: (String) -> String? = { _ in nil }
     ) throws(TernError) -> ServedModel {
         guard isReady else { throw TernError.unavailable("the server is not ready: models are still loading") }
-        var sticky: String?
-        let served = try catalog.resolve(name: name, version: version, header: header, stickyInput: &sticky)
+        let (served, sticky) = try catalog.pick(name: name, version: version, header: header)
         context?.stickyInput = sticky
         return served
     }
@@ -386,10 +382,14 @@ public final class InferenceService: Sendable {
             fallBack(.circuitOpen, "v\(served.version)'s circuit is open", TernError.unavailable("v\(served.version)'s circuit is open"))
             return
         }
-        let circuitGauge = Gauge(label: "tern_circuit_open", dimensions: [("model", served.name), ("version", String(served.version))],
-                                 factory: catalog.metricsFactory)
+        // The gauge's handle is looked up only when the circuit opens or closes, not per request.
+        let factory = catalog.metricsFactory
+        let circuit: @Sendable (Int) -> Void = { open in
+            Gauge(label: "tern_circuit_open", dimensions: [("model", served.name), ("version", String(served.version))],
+                  factory: factory).record(open)
+        }
         let failed: @Sendable () -> Void = {
-            if breaker.failed(threshold: policy.failuresToOpen) { circuitGauge.record(1) }
+            if breaker.failed(threshold: policy.failuresToOpen) { circuit(1) }
         }
         let claim = FallbackClaim()
         served.statistics.versionMetrics?.started()
@@ -397,7 +397,7 @@ public final class InferenceService: Sendable {
             claim.timer.withLock { $0?.cancel() }
             switch result {
             case .success(let outputs):
-                if breaker.succeeded() { circuitGauge.record(0) }
+                if breaker.succeeded() { circuit(0) }
                 guard claim.take() else { return }  // answered for after the timeout: this answer is dropped
                 self.end(context, served, run.inputs, .success(run.response(served, outputs: outputs)), completion, accepted: accepted, timing: timing)
             case .failure(let error):

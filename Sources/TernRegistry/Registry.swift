@@ -360,9 +360,7 @@ public actor Registry {
     /// Sets (or, with nil, removes) a model's traffic policy; the versions it names must be active.
     public func setTraffic(model: String, policy: TrafficPolicy?, actor: String) async throws(TernError) {
         try await write {
-            if let text = try await self.sql.raw("SELECT rollout FROM tern_rollouts WHERE model = \(bind: model)").first()?
-                .decode(column: "rollout", as: String.self),
-               let rollout = try? JSONDecoder().decode(Rollout.self, from: Data(text.utf8)), rollout.isActive {
+            if let rollout = try await self.storedRollout(model), rollout.isActive {
                 throw TernError.conflict("\(model)'s \(rollout.state) rollout to v\(rollout.candidate) sets its traffic policy; "
                     + "abort or promote it first (tern rollout abort \(model))")
             }

@@ -149,11 +149,7 @@ public enum RolloutAction: Sendable, Equatable {
 extension Registry {
     /// The model's rollout (the newest, active or ended), if it ever had one.
     public func rollout(model: String) async throws(TernError) -> Rollout? {
-        try await run {
-            guard let text = try await self.sql.raw("SELECT rollout FROM tern_rollouts WHERE model = \(bind: model)").first()?
-                .decode(column: "rollout", as: String.self) else { return nil }
-            return try JSONDecoder().decode(Rollout.self, from: Data(text.utf8))
-        }
+        try await run { try await self.storedRollout(model) }
     }
 
     /// Every model's rollout.
@@ -291,7 +287,8 @@ extension Registry {
         return try JSONDecoder().decode(TrafficPolicy.self, from: Data(text.utf8))
     }
 
-    private func storedRollout(_ model: String) async throws -> Rollout? {
+    /// The model's rollout, inside the caller's transaction.
+    func storedRollout(_ model: String) async throws -> Rollout? {
         guard let text = try await sql.raw("SELECT rollout FROM tern_rollouts WHERE model = \(bind: model)").first()?
             .decode(column: "rollout", as: String.self) else { return nil }
         return try JSONDecoder().decode(Rollout.self, from: Data(text.utf8))

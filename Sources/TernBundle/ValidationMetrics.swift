@@ -32,6 +32,25 @@ public struct ValidationMetrics: Codable, Sendable, Equatable {
         case confusionMatrix = "confusion_matrix"
     }
 
+    /// The metrics' names, as the metrics file and ``value(named:)`` spell them.
+    public static let names: Set<String> = ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "mae", "rmse", "r2"]
+
+    /// A metric by its name in the metrics file (`accuracy`, `roc_auc`, `rmse`, ...); nil when not measured.
+    public func value(named name: String) -> Double? {
+        switch name {
+        case "accuracy": accuracy
+        case "precision": precision
+        case "recall": recall
+        case "f1": f1
+        case "roc_auc": rocAuc
+        case "log_loss": logLoss
+        case "mae": mae
+        case "rmse": rmse
+        case "r2": r2
+        default: nil
+        }
+    }
+
     /// Classification metrics. `probabilities[i]` holds row i's probability per class, in `classes` order.
     ///
     /// - Throws: ``TernError`` `invalidArgument` when a true label is not among `classes` or the

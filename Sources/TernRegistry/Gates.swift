@@ -24,7 +24,7 @@ public struct GatePolicy: Codable, Sendable, Equatable {
     /// Single-row runs per version for the latency comparison.
     public var latencyRows: Int
 
-    public static let metrics: Set<String> = ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "mae", "rmse", "r2"]
+    public static let metrics = ValidationMetrics.names
     public static let lowerIsBetter: Set<String> = ["log_loss", "mae", "rmse"]
 
     public init(aliases: [String] = [Registry.defaultAlias], require: [String: Double] = [:], maxRegression: [String: Double] = [:],

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import Synchronization
+import TernBundle
 import TernCore
 import TernHTTP
 import TernRegistry
@@ -141,7 +142,7 @@ public struct AlertRule: Sendable {
     public var retrainRetries = 2
     public var retrainBackoff: Duration = .seconds(30)
 
-    static let feedbackMetrics: Set<String> = ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "mae", "rmse", "r2"]
+    static let feedbackMetrics = ValidationMetrics.names
 
     init(_ item: Any, index: Int, source: String) throws(TernError) {
         let label = "'\(source)' rule \(index + 1)"
@@ -325,17 +326,7 @@ final class AlertEvaluator: Service, Sendable {
             guard let feedback else { return nil }
             let versions = try await feedback.performance(of: served.name, since: since(rule), newest: rule.window)
             guard let live = versions.first(where: { $0.version == served.version })?.live else { return nil }
-            return switch name {
-            case "accuracy": live.accuracy
-            case "precision": live.precision
-            case "recall": live.recall
-            case "f1": live.f1
-            case "roc_auc": live.rocAuc
-            case "log_loss": live.logLoss
-            case "mae": live.mae
-            case "rmse": live.rmse
-            default: live.r2
-            }
+            return live.value(named: name)
         case .errorRate, .traffic:
             // From the statistics extension's counters, remembered each evaluation over the window.
             let stats = served.statistics.snapshot

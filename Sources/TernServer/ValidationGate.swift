@@ -137,7 +137,7 @@ public struct ValidationGate: Sendable {
         // Absolute bounds, then the regression against the current version.
         for (name, bound) in policy.require.sorted(by: { $0.key < $1.key }) {
             let lower = GatePolicy.lowerIsBetter.contains(name)
-            guard let value = result.candidateMetrics.flatMap({ Self.metric(name, $0) }) else {
+            guard let value = result.candidateMetrics?.value(named: name) else {
                 result.checks.append(.init(check: "\(name) (not measured for this model)", value: .nan, bound: bound, passed: false))
                 continue
             }
@@ -146,8 +146,8 @@ public struct ValidationGate: Sendable {
         }
         if result.current != nil {
             for (name, bound) in policy.maxRegression.sorted(by: { $0.key < $1.key }) {
-                guard let mine = result.candidateMetrics.flatMap({ Self.metric(name, $0) }),
-                      let theirs = result.currentMetrics.flatMap({ Self.metric(name, $0) }) else {
+                guard let mine = result.candidateMetrics?.value(named: name),
+                      let theirs = result.currentMetrics?.value(named: name) else {
                     result.checks.append(.init(check: "\(name) regression (not measured for this model)", value: .nan, bound: bound, passed: false))
                     continue
                 }
@@ -190,21 +190,6 @@ public struct ValidationGate: Sendable {
         try await registry.recordGate(model: result.model, version: result.candidate,
                                       result: String(decoding: try encoder.encode(result), as: UTF8.self),
                                       forced: result.forced, actor: actor)
-    }
-
-    static func metric(_ name: String, _ metrics: ValidationMetrics) -> Double? {
-        switch name {
-        case "accuracy": metrics.accuracy
-        case "precision": metrics.precision
-        case "recall": metrics.recall
-        case "f1": metrics.f1
-        case "roc_auc": metrics.rocAuc
-        case "log_loss": metrics.logLoss
-        case "mae": metrics.mae
-        case "rmse": metrics.rmse
-        case "r2": metrics.r2
-        default: nil
-        }
     }
 
     private func load(_ bundle: ModelBundle, model: String, version: Int) throws(TernError) -> ServedModel {

@@ -232,6 +232,7 @@ if Context.environment["TERN_FUZZ"] != nil {
         ("FuzzGRPCRequest", ["TernGRPC"]),
         ("FuzzTabular", ["TernHTTP", "TernBundle"]),
         ("FuzzBundle", ["TernBundle"]),
+        ("FuzzParsers", ["TernServer"]),
     ]
     for (name, dependencies) in fuzzTargets {
         package.targets.append(.executableTarget(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a libFuzzer target with AddressSanitizer and runs it for SECONDS on the committed seed corpus.
 #   tools/fuzz.sh TARGET SECONDS [libFuzzer flags...]
-# Targets: FuzzV2JSON FuzzV2Binary FuzzGRPCRequest FuzzTabular FuzzBundle (Fuzz/<target>/main.swift).
+# Targets: FuzzV2JSON FuzzV2Binary FuzzGRPCRequest FuzzTabular FuzzBundle FuzzParsers (Fuzz/<target>/main.swift).
 # The corpus grows in .build-fuzz/corpus/TARGET (seeded from Fuzz/Corpus/TARGET); a crash, leak or hang is
 # written to .build-fuzz/crashes/TARGET/ and the script exits non-zero. Replay one with
 #   .build-fuzz/debug/TARGET .build-fuzz/crashes/TARGET/crash-...
@@ -9,7 +9,7 @@
 # the first time; it is kept in .build-fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGETS="FuzzV2JSON FuzzV2Binary FuzzGRPCRequest FuzzTabular FuzzBundle"
+TARGETS="FuzzV2JSON FuzzV2Binary FuzzGRPCRequest FuzzTabular FuzzBundle FuzzParsers"
 if [ $# -lt 2 ] || ! [[ " $TARGETS " == *" $1 "* ]] || ! [[ "$2" =~ ^[0-9]+$ ]]; then
     echo "usage: tools/fuzz.sh TARGET SECONDS [libFuzzer flags...]; targets: $TARGETS" >&2
     exit 2

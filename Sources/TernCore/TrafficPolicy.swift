@@ -67,7 +67,8 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
         }
         for (version, weight) in weights {
             guard versions.contains(version) else { throw .invalidArgument("weights name version \(version), which the model does not have") }
-            guard weight >= 0, weight.isFinite else { throw .invalidArgument("version \(version)'s weight must be 0 or more") }
+            // Shares, usually percentages: a bound keeps their sum finite and every share representable.
+            _ = try OutsideNumber.finite(weight, "version \(version)'s weight", in: 0...1_000_000)
         }
         guard weights.isEmpty || weights.values.reduce(0, +) > 0 else { throw .invalidArgument("the weights add up to 0: no version would answer") }
         for version in shadows {

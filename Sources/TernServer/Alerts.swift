@@ -46,6 +46,11 @@ public struct AlertConfiguration: Sendable {
         } catch {
             throw .invalidArgument("cannot read the alert rules \(path): \(error.localizedDescription)")
         }
+        return try parse(yaml: text, source: path)
+    }
+
+    /// Parses a rules file's text; `source` names it in errors.
+    public static func parse(yaml text: String, source path: String) throws(TernError) -> AlertConfiguration {
         let node: Any?
         do {
             node = try Yams.load(yaml: text)
@@ -101,13 +106,7 @@ public struct AlertConfiguration: Sendable {
     }
 
     static func duration(_ value: Any, _ what: String) throws(TernError) -> Duration {
-        if let seconds = value as? Int, seconds >= 0 { return .seconds(seconds) }
-        if let seconds = value as? Double, seconds >= 0 { return .milliseconds(Int(seconds * 1000)) }
-        if let text = value as? String, let unit = text.last, let count = Double(text.dropLast()), count >= 0,
-           let scale = ["s": 1.0, "m": 60, "h": 3600, "d": 86400][String(unit)] {
-            return .milliseconds(Int(count * scale * 1000))
-        }
-        throw .invalidArgument("\(what): '\(value)' is not a duration (such as 30s, 5m, 1h)")
+        try OutsideNumber.duration(value, what)
     }
 }
 

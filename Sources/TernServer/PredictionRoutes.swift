@@ -135,18 +135,21 @@ public enum PredictionTime {
             .timeSeparator(.colon).timeZone(separator: .omitted)) 
     }
 
+    /// Times a client may name: the years 1 to 9999, in milliseconds since the epoch.
+    static let range: ClosedRange<Int64> = -62_135_596_800_000...253_402_300_799_999
+
     /// An RFC 3339 time (`2026-11-30T08:00:00Z`, `2026-11-30`) or an age before now (`90s`, `15m`, `24h`, `7d`).
     public static func parse(_ text: String, name: String, now: Date = Date()) throws(TernError) -> Int64 {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if let unit = trimmed.last, let seconds = ["s": 1.0, "m": 60, "h": 3600, "d": 86400][String(unit)],
            let count = Double(trimmed.dropLast()), count >= 0, count < 1e7 {
-            return Int64((now.timeIntervalSince1970 - count * seconds) * 1000)
+            return try OutsideNumber.integer((now.timeIntervalSince1970 - count * seconds) * 1000, name, in: Self.range)
         }
         for style in [Date.ISO8601FormatStyle(includingFractionalSeconds: true), Date.ISO8601FormatStyle()] {
-            if let date = try? style.parse(trimmed) { return Int64(date.timeIntervalSince1970 * 1000) }
+            if let date = try? style.parse(trimmed) { return try OutsideNumber.integer(date.timeIntervalSince1970 * 1000, name, in: Self.range) }
         }
         if let date = try? Date.ISO8601FormatStyle().year().month().day().parse(trimmed) {
-            return Int64(date.timeIntervalSince1970 * 1000)
+            return try OutsideNumber.integer(date.timeIntervalSince1970 * 1000, name, in: Self.range)
         }
         throw .invalidArgument("\(name) '\(Echo.clip(text))' is not a time: give an RFC 3339 time such as "
             + "2026-11-30T08:00:00Z, a date such as 2026-11-30, or an age such as 15m, 24h or 7d")

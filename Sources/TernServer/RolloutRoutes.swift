@@ -162,8 +162,7 @@ public struct RolloutStart: Codable, Sendable {
         switch interval {
         case .seconds(let seconds)?: rollout.intervalSeconds = seconds
         case .text(let text)?:
-            let duration = try AlertConfiguration.duration(text, "interval")
-            rollout.intervalSeconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+            rollout.intervalSeconds = OutsideNumber.seconds(try OutsideNumber.duration(text: text, "interval"))
         case nil: break
         }
         if let minRequests { rollout.minRequests = minRequests }

@@ -131,7 +131,7 @@ def test_sigterm_drains_a_request_in_flight(repository):
         body = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10],
                                        "data": golden("logreg")[0]["inputs"][0][2].tolist()[0]}]}).encode()
         with socket.create_connection(("127.0.0.1", server.port)) as connection:
-            head = (f"POST /v2/models/logreg/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            head = (f"POST /v2/models/logreg/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n"
                     "Content-Type: application/json\r\n\r\n").encode()
             connection.sendall(head + body[:20])  # the request is now in flight
             time.sleep(0.2)

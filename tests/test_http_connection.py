@@ -18,7 +18,7 @@ def infer_body(rows=ROWS):
 
 
 def request(method, path, body=b"", extra=""):
-    return (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+    return (f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
 
 
 def read_responses(sock, count):

@@ -366,7 +366,7 @@ def test_kill_during_push_leaves_the_registry_consistent(backend, bundles, tmp_p
 
     def start_push(server, sent):
         connection = socket.create_connection(("127.0.0.1", server.port))
-        connection.sendall((f"POST /api/v1/bundles HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n").encode())
+        connection.sendall((f"POST /api/v1/bundles HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n").encode())
         connection.sendall(body[:sent])
         return connection
 

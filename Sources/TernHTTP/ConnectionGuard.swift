@@ -18,16 +18,23 @@ public struct ConnectionLimits: Sendable {
     public var maxConnections: Int
     /// On shutdown, how long an idle keep-alive connection stays open for a request already on its way.
     public var drainLinger: Duration
+    /// The slowest a request body may arrive, in bytes a second, averaged from its head on, once
+    /// ``minBodyRateGrace`` has passed: a body trickling a byte every few seconds is closed. 0: no minimum.
+    public var minBodyRate: Int
+    public var minBodyRateGrace: Duration
 
     public init(
         headerTimeout: Duration = .seconds(10), bodyTimeout: Duration = .seconds(30), idleTimeout: Duration = .seconds(60),
-        maxConnections: Int = 4096, drainLinger: Duration = .milliseconds(500)
+        maxConnections: Int = 4096, drainLinger: Duration = .milliseconds(500), minBodyRate: Int = 240,
+        minBodyRateGrace: Duration = .seconds(5)
     ) {
         self.headerTimeout = headerTimeout
         self.bodyTimeout = bodyTimeout
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
         self.drainLinger = drainLinger
+        self.minBodyRate = minBodyRate
+        self.minBodyRateGrace = minBodyRateGrace
     }
 }
 
@@ -47,6 +54,11 @@ public final class ConnectionCount: Sendable {
 ///
 /// Timers cost nothing per request: the handler only notes the time of each change, and one scheduled check
 /// per connection closes it when the deadline of its current phase has passed (else looks again at the new one).
+/// A phase whose deadline is earlier than the scheduled check (a head's, after an idle wait) moves it earlier.
+///
+/// Closing never loses an answer: a connection closes only once the last byte of its final answer has been
+/// written to the socket (the write's promise), however large the answer and however slowly the client
+/// reads; a close asked for by a handler after this one waits for that write the same way.
 final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -71,6 +83,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var address: String?
     /// Web origins whose pages may call this server (`--cors-origin`; `*`: any).
     private let allowedOrigins: Set<String>
+    /// The names `Host` may give; nil: any (``HTTPFrontEndConfiguration/allowedHosts``).
+    private let allowedHosts: Set<String>?
     /// The allowed origin of the request being answered: its answer carries the CORS headers.
     private var corsOrigin: String?
     /// A preflight answered here: the rest of its request is dropped.
@@ -85,14 +99,25 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var closeAfterAnswer = false
     private var closed = false
     private var check: Scheduled<Void>?
+    /// When the scheduled check runs.
+    private var checkAt = NIODeadline.distantFuture
+    /// The current body's first moment and its bytes so far (the minimum body rate).
+    private var bodyStart = NIODeadline.now()
+    private var bodyBytes = 0
+    /// The write of the final answer before a close, while it is in progress: the close waits for it.
+    private var finalWrite: EventLoopFuture<Void>?
+    /// A request that asked for `Connection: close`: its answer is the last.
+    private var clientCloses = false
 
     private static let logger = Logger(label: "tern.http")
 
-    init(limits: ConnectionLimits, count: ConnectionCount, addressLimiter: RateLimiter?, allowedOrigins: Set<String>) {
+    init(limits: ConnectionLimits, count: ConnectionCount, addressLimiter: RateLimiter?, allowedOrigins: Set<String>,
+         allowedHosts: Set<String>? = nil) {
         self.limits = limits
         self.count = count
         self.addressLimiter = addressLimiter
         self.allowedOrigins = allowedOrigins
+        self.allowedHosts = allowedHosts
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -104,7 +129,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
         address = context.channel.remoteAddress?.ipAddress
         // Sees the raw bytes before the HTTP codec, to tell a head in progress from an idle connection.
-        try? context.pipeline.syncOperations.addHandler(ByteWatcher(self), position: .first)
+        try? context.pipeline.syncOperations.addHandler(ByteWatcher(self, context: context), position: .first)
         since = .now()
         schedule(context: context, at: since + .init(limits.idleTimeout))
     }
@@ -116,13 +141,16 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Called by ``ByteWatcher`` for every read.
-    fileprivate func bytesArrived() {
+    fileprivate func bytesArrived(_ count: Int, context: ChannelHandlerContext) {
         switch phase {
         case .idle:
             phase = .head
             since = .now()
+            // The header timeout runs from this first byte, not from the idle check scheduled long after it.
+            if since + .init(limits.headerTimeout) < checkAt { schedule(context: context, at: since + .init(limits.headerTimeout)) }
         case .body:
             since = .now()
+            bodyBytes += count
         case .head, .answering:
             break
         }
@@ -153,6 +181,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 refuse(context: context, answer, retryAfter: answer.headers[.retryAfter] ?? "1")
                 return
             }
+            if let allowedHosts, let host = head.authority, !Self.hostAllowed(host, allowedHosts) {
+                // A page whose name was re-pointed at this address (DNS rebinding) must not read it.
+                refuse(context: context, ErrorAnswer(status: .misdirectedRequest, message: "this server does not answer for the "
+                    + "host '\(Echo.clip(host))' (an open server answers only for its own names; add one with --allowed-host)"),
+                    retryAfter: nil)
+                return
+            }
             corsOrigin = nil
             if let origin = head.headerFields[.origin] {
                 let allowed = allowedOrigins.contains(origin) || allowedOrigins.contains("*")
@@ -171,12 +206,35 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             unanswered += 1
             phase = .body
             since = .now()
+            bodyStart = since
+            bodyBytes = 0
+            if Self.asksClose(head) { clientCloses = true }
+            let bodyCheck = since + .init(min(limits.bodyTimeout, limits.minBodyRate > 0 ? limits.minBodyRateGrace : limits.bodyTimeout))
+            if bodyCheck < checkAt { schedule(context: context, at: bodyCheck) }
         case .body:
             break
         case .end:
             phase = .answering
         }
         context.fireChannelRead(data)
+    }
+
+    /// Whether a `Host` (or `:authority`) names one of the allowed names, whatever its port.
+    static func hostAllowed(_ host: String, _ allowed: Set<String>) -> Bool {
+        var name = Substring(host.lowercased())
+        if name.hasPrefix("[") {
+            if let end = name.firstIndex(of: "]") { name = name[...end] }
+        } else if let colon = name.lastIndex(of: ":") {
+            name = name[..<colon]
+        }
+        if name.hasSuffix(".") { name = name.dropLast() }
+        return allowed.contains(String(name))
+    }
+
+    /// Whether a request asks that its connection close after the answer.
+    private static func asksClose(_ head: HTTPRequest) -> Bool {
+        guard let value = head.headerFields[.connection] else { return false }
+        return value.lowercased().contains("close")
     }
 
     /// Probes are never limited.
@@ -230,6 +288,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             }
             if head.status == .contentTooLarge { closeAfterAnswer = true }  // the rest of the body is not read
+            if unanswered <= 1, clientCloses { closeAfterAnswer = true }
             if draining || closeAfterAnswer || Self.saysClose(head) {
                 closeAfterAnswer = true
                 head.headerFields[.connection] = "close"
@@ -242,9 +301,21 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case .end:
             unanswered = max(0, unanswered - 1)
             if closeAfterAnswer {
-                context.write(data, promise: promise)
+                // Close once the answer's last byte is in the socket: a close now would drop what still waits
+                // in the channel's buffers (a large answer, a slow reader).
+                let written = context.eventLoop.makePromise(of: Void.self)
+                if let promise { written.futureResult.cascade(to: promise) }
+                finalWrite = written.futureResult
+                context.write(data, promise: written)
                 context.flush()
-                finish(context: context)
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                written.futureResult.whenComplete { _ in
+                    let (handler, context) = bound.value
+                    handler.finalWrite = nil
+                    handler.finish(context: context)
+                }
+                // A client that never reads would hold the connection: the idle timeout bounds the wait.
+                schedule(context: context, at: .now() + .init(limits.idleTimeout))
                 return
             }
             if unanswered == 0, case .answering = phase {
@@ -273,8 +344,17 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// A close asked for by a handler after this one (``V2InferFastPath`` after a 413) lingers the same way.
+    /// A close asked for by a handler after this one (``V2InferFastPath`` after a 413, Hummingbird after an
+    /// answer) waits for the final answer's write, and lingers the same way.
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        if let finalWrite, !closed {
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            finalWrite.whenComplete { _ in
+                let (handler, context) = bound.value
+                handler.close(context: context, mode: mode, promise: promise)
+            }
+            return
+        }
         if mode == .all, !closed, case .body = phase {
             finish(context: context)
             promise?.succeed()
@@ -295,17 +375,30 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch phase {
         case .idle: since + .init(draining ? limits.drainLinger : limits.idleTimeout)
         case .head: since + .init(limits.headerTimeout)
-        case .body: since + .init(limits.bodyTimeout)
+        case .body: min(since + .init(limits.bodyTimeout), rateDeadline())
         case .answering: nil
         }
     }
 
+    /// When the body, arriving at its average rate so far, falls below the minimum: checked once the grace
+    /// has passed, then every second.
+    private func rateDeadline() -> NIODeadline {
+        guard limits.minBodyRate > 0 else { return .distantFuture }
+        let now = NIODeadline.now()
+        let graceEnd = bodyStart + .init(limits.minBodyRateGrace)
+        guard now >= graceEnd else { return graceEnd }
+        let elapsed = Double((now - bodyStart).nanoseconds) / 1e9
+        return Double(bodyBytes) / elapsed < Double(limits.minBodyRate) ? now : now + .seconds(1)
+    }
+
     private func schedule(context: ChannelHandlerContext, at deadline: NIODeadline) {
         check?.cancel()
+        checkAt = deadline
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         check = context.eventLoop.scheduleTask(deadline: deadline) {
             let (handler, context) = bound.value
             handler.check = nil
+            handler.checkAt = .distantFuture
             handler.expire(context: context)
         }
     }
@@ -313,6 +406,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// Closes the connection when its current phase is past its deadline, else looks again at that deadline.
     private func expire(context: ChannelHandlerContext) {
         guard !closed else { return }
+        if finalWrite != nil {
+            // The final answer's write did not finish within the idle timeout: the client does not read it.
+            Self.logger.debug("closing connection", metadata: ["reason": "the client did not read its answer within the idle timeout"])
+            closed = true
+            context.close(promise: nil)
+            return
+        }
         guard let deadline = deadline() else {
             // Answering: look again after the idle timeout (the phase changes when the answer ends).
             schedule(context: context, at: .now() + .init(limits.idleTimeout))
@@ -326,7 +426,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             let reason: String = switch phase {
             case .idle: "idle"
             case .head: "request head not complete within the header timeout (--header-timeout)"
-            case .body: "no request body data within the body timeout (--body-timeout)"
+            case .body: "request body silent past the body timeout (--body-timeout) or slower than --min-body-rate"
             case .answering: "answering"
             }
             Self.logger.debug("closing connection", metadata: ["reason": "\(reason)"])
@@ -359,11 +459,16 @@ private final class ByteWatcher: ChannelInboundHandler, RemovableChannelHandler 
     typealias InboundOut = ByteBuffer
 
     private let owner: ConnectionGuard
+    /// The guard's own context (its deadlines are scheduled there).
+    private let ownerContext: ChannelHandlerContext
 
-    init(_ owner: ConnectionGuard) { self.owner = owner }
+    init(_ owner: ConnectionGuard, context: ChannelHandlerContext) {
+        self.owner = owner
+        self.ownerContext = context
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        owner.bytesArrived()
+        owner.bytesArrived(unwrapInboundIn(data).readableBytes, context: ownerContext)
         context.fireChannelRead(data)
     }
 }
@@ -371,6 +476,7 @@ private final class ByteWatcher: ChannelInboundHandler, RemovableChannelHandler 
 extension HTTPFrontEndConfiguration {
     /// The connection guard for Hummingbird's `additionalChannelHandlers`: one per connection, placed first.
     public func connectionGuard(count: ConnectionCount) -> any RemovableChannelHandler {
-        ConnectionGuard(limits: connections, count: count, addressLimiter: access.addressLimiter, allowedOrigins: Set(allowedOrigins))
+        ConnectionGuard(limits: connections, count: count, addressLimiter: access.addressLimiter, allowedOrigins: Set(allowedOrigins),
+                        allowedHosts: allowedHosts)
     }
 }

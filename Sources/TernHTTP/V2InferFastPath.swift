@@ -97,7 +97,7 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             if let (model, version) = Self.route(head) {
                 let pending = start(head, model: model, version: version)
                 if let failure = pending.failure, Self.mustClose(failure) {
-                    // Refused by its Content-Length: answered now, the body never read.
+                    // Refused by its Content-Length or its credentials: answered now, the body never read.
                     state = .running
                     finish(context: context, pending, failure: failure)
                     return
@@ -284,9 +284,11 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         return (HTTPResponse(status: answer.status, headerFields: answer.headers), answer.body)
     }
 
-    /// After a body over the limit (read and discarded) the connection closes, as after any refused upload.
+    /// A request refused at its head for its size or its credentials is answered at once, its body never
+    /// read (an unauthenticated client does not get to make the server read 64 MiB), and the connection closes.
     private static func mustClose(_ error: any Error) -> Bool {
-        (error as? TernError)?.code == .payloadTooLarge
+        guard let code = (error as? TernError)?.code else { return false }
+        return code == .payloadTooLarge || code == .unauthenticated || code == .permissionDenied
     }
 
     // MARK: Outbound (Hummingbird's answers)

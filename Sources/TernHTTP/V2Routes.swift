@@ -18,6 +18,9 @@ public struct HTTPFrontEndConfiguration: Sendable {
     /// Web origins whose pages may call the server (CORS; `*` for any). Other pages' requests that could
     /// change something are refused (403), so a page a colleague opens cannot unload a model.
     public var allowedOrigins: [String] = []
+    /// The names a request's `Host` may give (lowercased, without the port); nil: any. An open server on
+    /// loopback sets them, so that a web page whose name a DNS rebinding points at 127.0.0.1 is refused.
+    public var allowedHosts: Set<String>?
 
     public init(
         maxRequestBytes: Int = 64 << 20, inlineRunBudget: Duration = .microseconds(200),

@@ -95,6 +95,9 @@ public struct AccessControl: Sendable {
     public let addressLimiter: RateLimiter?
     /// Requests in flight per API key (`--key-concurrency`).
     public let keyConcurrency: ConcurrencyLimiter?
+    /// Set on an open server reachable beyond loopback (a platform's container, `--insecure-open`): while no
+    /// credential is checked, management (admin scope, `/api/v1`) is refused with this; inference is served.
+    public var openManagementRefusal: TernError?
 
     public static let open = AccessControl(verifier: nil)
 
@@ -120,6 +123,16 @@ public struct AccessControl: Sendable {
 
     /// Whether requests need credentials now.
     public var isOn: Bool { verifier?.enforcing ?? false }
+
+    /// Refuses management on an open server reachable beyond loopback (``openManagementRefusal``).
+    public func refuseOpenManagement() throws(TernError) {
+        if let openManagementRefusal, !isOn { throw openManagementRefusal }
+    }
+
+    /// The refusal for such a server, naming the way to turn management on.
+    public static let managementNeedsKeys = TernError(.permissionDenied, "management is off on a server without API keys "
+        + "that listens beyond loopback: create a key on the server's registry (tern keys create NAME --scopes admin --data DIR) "
+        + "and call with it")
 
     /// The credential from the `Authorization: Bearer` header value or the `x-api-key` value. Read on every
     /// request: plain UTF-8 scanning (Foundation's trimming cost 15% of a request's CPU here).
@@ -149,6 +162,7 @@ public struct AccessControl: Sendable {
     ///   - scope: what the route needs; nil for open routes (health).
     ///   - model: the model the route names, if it names one.
     public func authorize(credential: String?, scope: Scope?, model: String? = nil) throws(TernError) -> Caller? {
+        if scope == .admin { try refuseOpenManagement() }
         guard let verifier, let scope, verifier.enforcing else { return nil }
         guard let credential, !credential.isEmpty else {
             throw TernError(.unauthenticated, "authentication required: send an API key or a token as 'Authorization: Bearer CREDENTIAL' (or a key as 'x-api-key: KEY')")

@@ -105,8 +105,9 @@ public final class ModelCatalog: Sendable {
         return try found.get()
     }
 
-    private static func unknownModel(_ name: String, in state: State) -> TernError {
-        let loaded = state.models.filter { !$0.value.isEmpty }.keys.sorted()
+    /// `visible`: the models the caller may use (only those are named).
+    private static func unknownModel(_ name: String, in state: State, visible: ((String) -> Bool)? = nil) -> TernError {
+        let loaded = state.models.filter { !$0.value.isEmpty && visible?($0.key) != false }.keys.sorted()
         return .notFound("unknown model '\(Echo.clip(name))'; "
             + (loaded.isEmpty ? "no model is loaded" : "loaded models: " + loaded.joined(separator: ", ")))
     }
@@ -122,7 +123,9 @@ public final class ModelCatalog: Sendable {
 
     /// As ``resolve(name:version:header:)``, with the input whose values pick the version again once the
     /// request is read (when a traffic policy sticky on an input picked it).
-    func pick(name: String, version: String?, header: (String) -> String?) throws(TernError) -> (served: ServedModel, stickyInput: String?) {
+    func pick(
+        name: String, version: String?, header: (String) -> String?, visible: ((String) -> Bool)? = nil
+    ) throws(TernError) -> (served: ServedModel, stickyInput: String?) {
         var name = name
         var version = version
         if let at = name.firstIndex(of: "@") {
@@ -134,7 +137,9 @@ public final class ModelCatalog: Sendable {
             version = reference
         }
         let found: Result<(served: ServedModel, stickyInput: String?), TernError> = state.withLock { state in
-            guard let versions = state.models[name], !versions.isEmpty else { return .failure(Self.unknownModel(name, in: state)) }
+            guard let versions = state.models[name], !versions.isEmpty else {
+                return .failure(Self.unknownModel(name, in: state, visible: visible))
+            }
             guard let version, !version.isEmpty else {
                 // A traffic policy shares the requests that name no version (sticky on a header when it says so).
                 if let policy = state.traffic[name], let picked = policy.pick(key: policy.stickyHeader.flatMap(header)),
@@ -221,7 +226,9 @@ public final class InferenceService: Sendable {
         model name: String, version: String?, context: CallContext? = nil, header: (String) -> String? = { _ in nil }
     ) throws(TernError) -> ServedModel {
         guard isReady else { throw TernError.unavailable("the server is not ready: models are still loading") }
-        let (served, sticky) = try catalog.pick(name: name, version: version, header: header)
+        let caller = context?.caller
+        let (served, sticky) = try catalog.pick(
+            name: name, version: version, header: header, visible: caller?.models == nil ? nil : { caller?.mayUse(model: $0) ?? true })
         context?.stickyInput = sticky
         return served
     }

@@ -41,14 +41,17 @@ public struct ScopedRouter {
         let full = prefix + path
         table.add(RouteEntry(method: method.rawValue, path: full, scope: scope))
         let access = self.access
+        let management = scope == .admin || full.hasPrefix("/api/v1/")
         guard access.verifier != nil, let scope else {
             router.on(RouterPath(full), method: method) { request, context in
-                try await handler(request, context).response(from: request, context: context)
+                if management { try access.refuseOpenManagement() }
+                return try await handler(request, context).response(from: request, context: context)
             }
             return self
         }
         let namesModel = full.contains("{model}")
         router.on(RouterPath(full), method: method) { request, context in
+            if management { try access.refuseOpenManagement() }
             let caller = try access.authorize(
                 credential: Self.credential(request.headers), scope: scope,
                 model: namesModel && scope != .infer ? context.parameters.get("model") : nil)

@@ -130,13 +130,25 @@ extension Registry {
         return (record, APIKeySecret.prefix + id + "_" + secret)
     }
 
-    /// Revokes a key by name: every server refuses it within its poll interval. Audited as `key-revoke`.
-    public func revokeKey(name: String, actor: String) async throws(TernError) -> APIKeyRecord {
+    /// Revokes a key by name: every server refuses it within its poll interval (the server that revoked it, at
+    /// once). Audited as `key-revoke`. The last active key with the admin scope is revoked only with `force`:
+    /// without it nobody could manage the registry over the API again.
+    public func revokeKey(name: String, actor: String, force: Bool = false) async throws(TernError) -> APIKeyRecord {
         try await write {
-            guard var key = try await self.storedKeys(name: name).first?.record else {
+            let all = try await self.storedKeys(name: nil).map(\.record)
+            guard var key = all.first(where: { $0.name == name }) else {
                 throw TernError.notFound("no key named '\(Echo.clip(name))'")
             }
             if key.revokedAt != nil { return key }
+            let now = Date()
+            func activeAdmin(_ record: APIKeyRecord) -> Bool {
+                record.revokedAt == nil && record.scopes.contains(.admin) && !(record.expiry.map { $0 <= now } ?? false)
+            }
+            if !force, activeAdmin(key), !all.contains(where: { $0.name != name && activeAdmin($0) }) {
+                throw TernError.conflict("'\(name)' is the last active key with the admin scope: revoking it leaves nobody able to "
+                    + "manage this registry over the API; create another admin key first, or force it (tern keys revoke --force, "
+                    + "API: ?force=true)")
+            }
             key.revokedAt = BundleManifest.timestamp()
             try await self.sql.raw("UPDATE tern_api_keys SET revoked_at = \(bind: key.revokedAt) WHERE name = \(bind: name)").run()
             try await self.appendAudit(actor: actor, action: "key-revoke", model: "*", version: nil,

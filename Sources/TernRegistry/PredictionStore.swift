@@ -227,6 +227,27 @@ public final class PredictionStore: Sendable {
 
     /// Stores feedback (replacing earlier feedback of the same request ids); returns the request ids the log
     /// does not know (their feedback is not stored).
+    /// The model and version each of these request ids was answered by (ids the log does not know are absent).
+    public func answeredBy(_ requestIDs: [String]) async throws(TernError) -> [String: (model: String, version: Int)] {
+        let database = try await self.database
+        return try await run {
+            var found: [String: (model: String, version: Int)] = [:]
+            let ids = Array(Set(requestIDs))
+            for start in stride(from: 0, to: ids.count, by: 500) {
+                let chunk = ids[start..<min(ids.count, start + 500)]
+                var list = SQLQueryString("")
+                for (index, id) in chunk.enumerated() { list = list + (index == 0 ? "" : ", ") + "\(bind: id)" }
+                let rows = try await database.sql.raw(
+                    "SELECT DISTINCT request_id, model, version FROM tern_predictions WHERE request_id IN (\(list))").all()
+                for row in rows {
+                    found[try row.decode(column: "request_id", as: String.self)] =
+                        (try row.decode(column: "model", as: String.self), try row.decode(column: "version", as: Int.self))
+                }
+            }
+            return found
+        }
+    }
+
     public func addFeedback(_ items: [FeedbackRecord]) async throws(TernError) -> [String] {
         guard !items.isEmpty else { return [] }
         let database = try await self.database

@@ -39,6 +39,12 @@ public final class APIKeyring: CredentialVerifier, Service {
         install(try await registry.storedKeys())
     }
 
+    /// Reads the keys again now (after this server created or revoked one: effective at once here).
+    public func reload() async {
+        guard let registry = state.withLock({ $0.registry }) else { return }
+        if let keys = try? await registry.storedKeys() { install(keys) }
+    }
+
     private func install(_ keys: [StoredAPIKey]) {
         var table: [Substring: StoredAPIKey] = [:]
         for key in keys { table[Substring(key.record.id)] = key }

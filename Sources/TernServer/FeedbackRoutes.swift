@@ -27,7 +27,7 @@ struct FeedbackRoutes {
             let items = contentType.hasPrefix("text/csv")
                 ? try FeedbackParser.csv(String(buffer: body), received: now)
                 : try FeedbackParser.json(Data(buffer: body), received: now)
-            let unknown = try await feedback.add(items)
+            let unknown = try await feedback.add(items, caller: CurrentCaller.value)
             var text = "{\"accepted\":\(Set(items.map(\.requestID)).count - unknown.count),\"unknown\":\(unknown.count)"
             text += ",\"unknown_request_ids\":["
             text += unknown.prefix(100).map { id in
@@ -54,10 +54,10 @@ struct FeedbackRoutes {
 }
 
 /// Feedback as clients send it.
-enum FeedbackParser {
+public enum FeedbackParser {
     static let maxItems = 100_000
 
-    static func json(_ data: Data, received: Int64) throws(TernError) -> [FeedbackRecord] {
+    public static func json(_ data: Data, received: Int64) throws(TernError) -> [FeedbackRecord] {
         let parsed: Any
         do {
             parsed = try JSONSerialization.jsonObject(with: data)
@@ -78,7 +78,7 @@ enum FeedbackParser {
         }
     }
 
-    static func csv(_ text: String, received: Int64) throws(TernError) -> [FeedbackRecord] {
+    public static func csv(_ text: String, received: Int64) throws(TernError) -> [FeedbackRecord] {
         let table = try CSVTable(text: text, source: "feedback CSV")
         guard let idColumn = table.index(of: "request_id") else { throw .invalidArgument("feedback CSV needs a request_id column") }
         let labelColumn = table.index(of: "label"), valueColumn = table.index(of: "value"), timeColumn = table.index(of: "time")
@@ -129,7 +129,9 @@ enum FeedbackParser {
     private static func time(_ value: Any?, item: Int) throws(TernError) -> Int64? {
         guard let value else { return nil }
         if let text = value as? String { return try PredictionTime.parse(text, name: "feedback item \(item): time") }
-        if let number = value as? NSNumber, number.doubleValue.isFinite { return Int64(number.doubleValue) }
+        if let number = value as? NSNumber, !(number is Bool) {
+            return try OutsideNumber.integer(number.doubleValue, "feedback item \(item): time", in: OutsideNumber.epochMilliseconds)
+        }
         throw .invalidArgument("feedback item \(item): time must be an RFC 3339 time or milliseconds since the epoch")
     }
 }

@@ -15,8 +15,32 @@ struct LiveFeedback: Sendable {
     let models: RegistryModels?
 
     /// Stores feedback; answers the request ids the prediction log does not know (not stored).
-    func add(_ items: [FeedbackRecord]) async throws -> [String] {
-        try await store().addFeedback(items)
+    ///
+    /// Each item is checked against the prediction it is for before anything is stored: the caller needs a
+    /// grant for that prediction's model (403), and a label must be one of the version's classes when its
+    /// bundle names them (400). A refused item refuses the whole request: nothing is stored.
+    func add(_ items: [FeedbackRecord], caller: Caller?) async throws -> [String] {
+        let store = try await store()
+        let targets = try await store.answeredBy(items.map(\.requestID))
+        var classes: [String: Set<String>?] = [:]
+        for (index, item) in items.enumerated() {
+            guard let (model, version) = targets[item.requestID] else { continue }
+            if let caller, !caller.mayUse(model: model) {
+                throw TernError(.permissionDenied, "feedback item \(index): request id '\(Echo.clip(item.requestID))' was answered by "
+                    + "a model \(caller.name) has no grant for")
+            }
+            let key = "\(model)\u{0}\(version)"
+            if classes[key] == nil {
+                let labels = (try? await models?.registry.version(model, version))?.manifest.classLabels
+                classes[key] = .some(labels.map(Set.init))
+            }
+            guard let known = classes[key] ?? nil, let truth = LivePerformance.json(item.truth) else { continue }
+            for label in ((truth as? [Any]) ?? [truth]).map(LivePerformance.label) where !known.contains(label) {
+                throw TernError.invalidArgument("feedback item \(index): label '\(Echo.clip(label))' is not one of \(model) "
+                    + "version \(version)'s classes (\(known.sorted().joined(separator: ", ")))")
+            }
+        }
+        return try await store.addFeedback(items)
     }
 
     /// Each version's live quality from the predictions with feedback (since a time, or the newest `newest`).
@@ -103,6 +127,8 @@ public enum LivePerformance {
             }
             let perRow: [Any] = (truth as? [Any]) ?? [truth]
             guard perRow.count == rows.count else { mismatched += 1; continue }
+            // Feedback stored before labels were checked: a class the version does not have is left out.
+            if let classLabels, !perRow.allSatisfy({ classLabels.contains(Self.label($0)) }) { mismatched += 1; continue }
             delays.append(Double(feedback.received - record.time) / 1000)
             for (row, actual) in zip(rows, perRow) {
                 let scalars = row.filter { !$0.1.hasPrefix("[") && !$0.1.hasPrefix("{") }

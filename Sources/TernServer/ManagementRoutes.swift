@@ -34,6 +34,8 @@ struct ManagementRoutes: Sendable {
     let maxBundleBytes: Int
     /// Where uploads are written while they arrive and are checked.
     let uploadFolder: String
+    /// Called after a key is created or revoked: this server's keyring reads the keys again at once.
+    var keysChanged: @Sendable () async -> Void = {}
 
     func register(on router: ScopedRouter) {
         let api = router.group("/api/v1")
@@ -129,11 +131,20 @@ struct ManagementRoutes: Sendable {
         }
         api.get("/keys", .admin) { _, _ in try encode(try await registry.keys()) }
         api.post("/keys", .admin) { request, _ in
+            // On a server that checks no credential, anyone who reaches it could make themselves its first admin.
+            guard CurrentCaller.value != nil else {
+                throw TernError(.permissionDenied, "the first API key is created on the server's machine, not over the API: "
+                    + "tern keys create NAME --scopes admin --data DIR (or tern serve --bootstrap-key-file FILE)")
+            }
             let created = try await createKey(request)
+            await keysChanged()
             return try encode(created, status: .created)
         }
         api.delete("/keys/{name}", .admin) { request, context in
-            try encode(try await registry.revokeKey(name: try context.parameters.require("name"), actor: request.ternActor))
+            let force = request.uri.queryParameters.get("force").map { $0 == "true" || $0 == "1" } ?? false
+            let revoked = try await registry.revokeKey(name: try context.parameters.require("name"), actor: request.ternActor, force: force)
+            await keysChanged()
+            return try encode(revoked)
         }
     }
 
@@ -157,8 +168,9 @@ struct ManagementRoutes: Sendable {
         return CreatedKey(key: key, record: record)
     }
 
+    /// A small JSON body (an alias move): buffered up to 64 KiB, its own limit, not the bundle's.
     private func body(_ request: Request) async throws -> ByteBuffer {
-        try await HTTPFrontEndConfiguration.collectBody(request, upTo: maxBundleBytes, flag: "--max-bundle-size")
+        try await HTTPFrontEndConfiguration.collectBody(request, upTo: 64 << 10, flag: "(an alias move is small)")
     }
 
     /// Writes an uploaded bundle to a file as it arrives (memory stays flat whatever its size), refused by

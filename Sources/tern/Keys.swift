@@ -91,12 +91,15 @@ struct Keys: AsyncParsableCommand {
         @Argument(help: "The key's name.")
         var name: String
 
+        @Flag(help: "Revoke it even when it is the last active key with the admin scope.")
+        var force = false
+
         @OptionGroup var registry: RegistryOptions
         @OptionGroup var changes: ChangeOptions
 
         func run() async throws {
             try await withRegistry(registry, changes: changes) { client in
-                let key = try await client.revokeKey(name: name)
+                let key = try await client.revokeKey(name: name, force: force)
                 print("key '\(key.name)' revoked at \(key.revokedAt ?? "?")")
             }
         }

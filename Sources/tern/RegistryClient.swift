@@ -37,7 +37,7 @@ protocol RegistryClient: Sendable {
     func verifyAudit() async throws -> AuditVerification
     func createKey(name: String, scopes: Set<Scope>, models: [String]?, expires: String?) async throws -> (record: APIKeyRecord, key: String)
     func keys() async throws -> [APIKeyRecord]
-    func revokeKey(name: String) async throws -> APIKeyRecord
+    func revokeKey(name: String, force: Bool) async throws -> APIKeyRecord
     func close() async
 }
 
@@ -226,7 +226,9 @@ struct LocalRegistry: RegistryClient {
             actor: actor)
     }
     func keys() async throws -> [APIKeyRecord] { try await registry.keys() }
-    func revokeKey(name: String) async throws -> APIKeyRecord { try await registry.revokeKey(name: name, actor: actor) }
+    func revokeKey(name: String, force: Bool) async throws -> APIKeyRecord {
+        try await registry.revokeKey(name: name, actor: actor, force: force)
+    }
     func close() async {
         pool.shutdown()
         await registry.close()
@@ -328,7 +330,9 @@ struct RemoteRegistry: RegistryClient {
         return (created.record, created.key)
     }
     func keys() async throws -> [APIKeyRecord] { try await call("GET", "/api/v1/keys") }
-    func revokeKey(name: String) async throws -> APIKeyRecord { try await call("DELETE", "/api/v1/keys/\(escape(name))") }
+    func revokeKey(name: String, force: Bool) async throws -> APIKeyRecord {
+        try await call("DELETE", "/api/v1/keys/\(escape(name))" + (force ? "?force=true" : ""))
+    }
     func close() async {}
 
     private func escape(_ segment: String) -> String {

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 import zipfile
@@ -20,7 +21,7 @@ import pytest
 import requests
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from conftest import EXAMPLES, Server
+from conftest import BINARY, EXAMPLES, Server
 from registry_support import Registry, api, pack, rewrite_bundle, state
 
 ROW = [41, 52000, 0.31, 4, 0, 0, 12000, 6.5, 8, 0.42]
@@ -222,7 +223,7 @@ def test_junk_uploads_are_cheap_and_never_block_inference(reg):
 def test_an_abandoned_upload_stops_costing_at_once(reg):
     registry, server, _, _ = reg
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(b"POST /api/v1/bundles HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n")
+        sock.sendall(b"POST /api/v1/bundles HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1073741824\r\n\r\n")
         chunk = b"\1" * (1 << 20)
         for _ in range(200):
             sock.sendall(chunk)
@@ -241,7 +242,7 @@ def test_a_body_is_refused_by_its_content_length_before_it_is_read(reg):
     for path, length in [("/api/v1/bundles", 3_000_000_000), ("/v2/models/credit-risk/infer", 70 << 20),
                          ("/v2/models/credit-risk/infer", 3_000_000_000), ("/v1/models/credit-risk:predict", 70 << 20)]:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}\r\n\r\n".encode())
             answer = sock.recv(4096).decode(errors="replace")
             assert answer.startswith("HTTP/1.1 413"), (path, answer)
             assert "connection: close" in answer.lower() and "--max-" in answer, answer
@@ -285,7 +286,7 @@ def test_sigterm_under_keep_alive_load_loses_no_request(repository):
     lost, answered = [], []
     stop = threading.Event()
     body = infer_body().encode()
-    request = (f"POST /v2/models/credit-risk/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    request = (f"POST /v2/models/credit-risk/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n"
                .encode() + body)
 
     def http_client():
@@ -363,10 +364,10 @@ def test_slow_idle_and_half_sent_clients_are_closed_while_a_normal_client_is_ser
         half = []
         for _ in range(50):
             sock = socket.create_connection(("127.0.0.1", server.port))
-            sock.sendall(b"POST /v2/models/credit-risk/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"in")
+            sock.sendall(b"POST /v2/models/credit-risk/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{\"in")
             half.append(sock)
         slow = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(200)]
-        header = b"GET /v2/health/ready HTTP/1.1\r\nHost: slowloris\r\nX-Pad: " + b"a" * 100
+        header = b"GET /v2/health/ready HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 100
         latencies = []
         session = requests.Session()
         started = time.time()
@@ -414,7 +415,7 @@ def test_past_the_connection_cap_a_request_gets_a_clear_503(repository):
         time.sleep(0.3)
         answers = []
         for sock in held:  # which five are over the cap depends on the order the event loops took them
-            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
             answers.append(sock.recv(4096).decode())
         refused = [a for a in answers if a.startswith("HTTP/1.1 503")]
         assert len(refused) == 5 and sum(a.startswith("HTTP/1.1 200") for a in answers) == 20, answers
@@ -518,3 +519,266 @@ def test_a_missing_artifact_answers_500_without_a_path(reg):
     # put it back, so the registry is whole for the cases after this one
     api(server, "DELETE", "/api/v1/models/lost/versions/1")
     alive(server)
+
+
+# Round 2 (issue 25): each attack replayed as it was reported, at the default timeouts.
+
+def test_a_feedback_time_of_1e19_is_a_400_and_the_server_stays_up(reg):
+    registry, server, _, _ = reg
+    answer = requests.post(f"http://{server.url}/v2/models/credit-risk/infer", data=infer_body(),
+                           headers={"X-Request-ID": "time-attack"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    for time_value in [1e19, -1e19, 1e300]:
+        refused = api(server, "POST", "/api/v1/feedback", json=[{"request_id": "time-attack", "label": 1, "time": time_value}])
+        assert refused.status_code == 400 and "feedback item 0: time must be between" in refused.json()["error"], refused.text
+    alive(server)
+
+
+@pytest.mark.parametrize("interval", ["1e300s", "infm", "nan", "-5s", "1e20"])
+def test_a_rollout_interval_out_of_range_is_a_400_and_the_server_stays_up(reg, interval):
+    registry, server, _, _ = reg
+    before = state(server)
+    refused = api(server, "POST", "/api/v1/models/credit-risk/rollout", json={"to": 1, "interval": interval})
+    assert refused.status_code == 400 and "interval" in refused.json()["error"], refused.text
+    assert state(server) == before
+    alive(server)
+
+
+def test_an_alert_rules_file_with_a_huge_duration_stops_the_start_in_one_line(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("interval: 1e300s\nrules:\n  - name: r\n    model: credit-risk\n    metric: error_rate\n"
+                     "    threshold: 0.1\n")
+    refused = subprocess.run([BINARY, "serve", "--models", EXAMPLES, "--alert-rules", str(rules), "--http-port", "0"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1, (refused.returncode, refused.stderr[-2000:])  # not a trap's signal
+    assert "interval must be between 0 and" in refused.stderr, refused.stderr
+
+
+BIG_ROWS = 250_000  # about 5.7 MB of JSON answer from logreg: more than loopback's socket buffers
+
+
+def big_request(close):
+    body = infer_body(BIG_ROWS).encode()
+    head = (f"POST /v2/models/logreg/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n"
+            + ("Connection: close\r\n" if close else "") + "\r\n")
+    return head.encode() + body
+
+
+def read_answer(sock, slow=0.0):
+    """One HTTP answer read from a socket (after `slow` seconds): its status, headers and body as received."""
+    if slow:
+        time.sleep(slow)
+    reader = sock.makefile("rb")
+    status = reader.readline()
+    headers = {}
+    while True:
+        line = reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    body = reader.read(length)
+    return status, headers, body
+
+
+def test_a_large_answer_with_connection_close_arrives_whole(server):
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        sock.sendall(big_request(close=True))
+        status, headers, body = read_answer(sock, slow=1.0)  # the answer waits in the server's buffers meanwhile
+        assert b"200" in status and headers.get("connection") == "close", (status, headers)
+        assert len(body) == int(headers["content-length"]) > 5_000_000, (len(body), headers)
+        assert len(json.loads(body)["outputs"][0]["data"]) == BIG_ROWS
+    finally:
+        sock.close()
+
+
+def test_eight_large_answers_in_flight_at_sigterm_all_arrive_whole(repository):
+    # The prediction log off: writing 2 million logged rows at the stop is the log's cost, not the drain's.
+    server = Server(repository, "--prediction-log", "off")
+    request = big_request(close=False)
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(8)]
+    try:
+        for sock in socks:
+            sock.sendall(request)
+        time.sleep(0.5)  # the requests are read and running
+        server.process.send_signal(signal.SIGTERM)
+        for index, sock in enumerate(socks):
+            sock.settimeout(60)
+            status, headers, body = read_answer(sock, slow=0.5 if index == 0 else 0.0)
+            assert b"200" in status, status
+            assert len(body) == int(headers["content-length"]) > 5_000_000, (index, len(body), headers)
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop()
+
+
+def test_a_request_head_trickling_in_is_closed_at_the_header_timeout_not_the_idle_one(server):
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    started = time.time()
+    sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: localhost\r\n")
+    sock.settimeout(30)
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    took = time.time() - started
+    assert 9 <= took < 15, f"closed after {took:.1f} s; the default --header-timeout is 10 s"
+    alive(server)
+
+
+def test_a_body_trickling_a_byte_every_two_seconds_is_closed_by_the_minimum_rate(server):
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    started = time.time()
+    sock.sendall(b"POST /v2/models/credit-risk/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n{")
+    closed_after = None
+    while time.time() - started < 30:
+        time.sleep(2)
+        try:
+            sock.sendall(b" ")
+            sock.settimeout(0.01)
+            if sock.recv(4096) == b"":
+                closed_after = time.time() - started
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            closed_after = time.time() - started
+            break
+    sock.close()
+    assert closed_after is not None and closed_after < 12, closed_after
+    alive(server)
+
+
+def test_a_page_reached_through_dns_rebinding_gets_421_from_an_open_server(server):
+    for host in ["evil.example", "evil.example:8000", "127.0.0.1.nip.example"]:
+        answer = requests.get(f"http://127.0.0.1:{server.port}/v2", headers={"Host": host}, timeout=5)
+        assert answer.status_code == 421 and "does not answer for the host" in answer.json()["error"], answer.text
+    for host in ["localhost", f"localhost:{server.port}", f"127.0.0.1:{server.port}", f"[::1]:{server.port}"]:
+        assert requests.get(f"http://127.0.0.1:{server.port}/v2", headers={"Host": host}, timeout=5).status_code == 200, host
+    alive(server)
+
+
+def test_the_first_key_is_never_made_over_the_api_of_an_open_server(reg):
+    registry, server, _, _ = reg
+    refused = api(server, "POST", "/api/v1/keys", json={"name": "mine", "scopes": ["admin"]})
+    assert refused.status_code == 403 and "tern keys create" in refused.json()["error"], refused.text
+    assert api(server, "GET", "/api/v1/keys").json() == []
+
+
+def test_a_platform_server_without_keys_serves_inference_but_no_management(tmp_path):
+    reg = Registry("sqlite", tmp_path)
+    reg.cli("push", pack(reg.tmp, "logreg", "credit-risk", 1))
+    server = reg.serve("--platform", "sagemaker", "--default-model", "credit-risk")
+    try:
+        assert requests.post(f"http://{server.url}/invocations", data="41,52000,0.31,4,0,0,12000,6.5,8,0.42",
+                             headers={"Content-Type": "text/csv"}, timeout=10).status_code == 200
+        alive(server)
+        for method, path, body in [("GET", "/api/v1/models", None), ("POST", "/api/v1/keys", {"name": "x", "scopes": ["admin"]}),
+                                   ("PUT", "/api/v1/models/credit-risk/aliases/production", {"version": 1}),
+                                   ("POST", "/v2/repository/models/credit-risk/unload", {})]:
+            answer = api(server, method, path, json=body)
+            assert answer.status_code == 403 and "management is off" in answer.json()["error"], (path, answer.text)
+        assert len(reg.cli("keys", "list").stdout.strip().splitlines()) <= 1  # the header alone: no key was made
+    finally:
+        server.stop()
+
+
+def test_grants_hold_for_feedback_and_unknown_models_name_only_what_the_key_may_use(tmp_path):
+    reg = Registry("sqlite", tmp_path)
+    reg.cli("push", pack(reg.tmp, "gbc", "credit", 1))
+    holdout = os.path.join(os.path.dirname(EXAMPLES), "data", "credit-holdout.csv")
+    reg.cli("push", pack(reg.tmp, "logreg", "other", 1, "--holdout", holdout, "--label-column", "default"))
+    admin = reg.cli("keys", "create", "root", "--scopes", "admin,infer,read").stdout.strip()
+    limited = reg.cli("keys", "create", "limited", "--scopes", "infer,read", "--models", "credit").stdout.strip()
+    server = reg.serve()
+    try:
+        def call(method, path, key, **kwargs):
+            return requests.request(method, f"http://{server.url}{path}", headers={"Authorization": f"Bearer {key}"},
+                                    timeout=30, **kwargs)
+        body = json.loads(infer_body())
+        answered = requests.post(f"http://{server.url}/v2/models/other/infer", json=body, timeout=10,
+                                 headers={"Authorization": f"Bearer {admin}", "X-Request-ID": "other-1"})
+        assert answered.status_code == 200, answered.text
+        deadline = time.time() + 10
+        while call("GET", "/api/v1/predictions/other-1", admin).status_code != 200:  # the log's writer has it
+            assert time.time() < deadline
+            time.sleep(0.1)
+        # Feedback for another model's prediction: refused, and its ground truth is not written.
+        refused = call("POST", "/api/v1/feedback", limited, json=[{"request_id": "other-1", "label": 1}])
+        assert refused.status_code == 403 and "has no grant" in refused.json()["error"], refused.text
+        performance = call("GET", "/api/v1/models/other/performance", admin).json()
+        assert all(v["predictions"] == 0 for v in performance["versions"]), performance
+        # A label the version does not have: refused per item, and the performance API keeps answering.
+        out_of_class = call("POST", "/api/v1/feedback", admin, json=[{"request_id": "other-1", "label": "banana"}])
+        assert out_of_class.status_code == 400 and "is not one of other version 1's classes" in out_of_class.json()["error"]
+        assert call("GET", "/api/v1/models/other/performance", admin).status_code == 200
+        # An unknown model: the 404 names only the models the key may use.
+        unknown = call("POST", "/v2/models/nope/infer", limited, json=body)
+        assert unknown.status_code == 404 and "other" not in unknown.json()["error"], unknown.text
+        # An unauthenticated infer with a huge declared body is answered at once, the body never read.
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"POST /v2/models/credit/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000000\r\n\r\n")
+            sock.settimeout(5)
+            assert b" 401 " in sock.recv(4096)
+        # The last admin key is revoked only by force; a revocation counts at once on the server that made it.
+        last = call("DELETE", "/api/v1/keys/root", admin)
+        assert last.status_code == 409 and "last active key with the admin scope" in last.json()["error"], last.text
+        assert call("DELETE", "/api/v1/keys/limited", admin).status_code == 200
+        assert call("POST", "/v2/models/credit/infer", limited, json=body).status_code == 401
+    finally:
+        server.stop()
+
+
+def test_weights_of_1e308_are_refused(reg):
+    registry, server, _, _ = reg
+    before = state(server)
+    refused = api(server, "PUT", "/api/v1/models/credit-risk/traffic", json={"weights": {"1": 1e308}})
+    assert refused.status_code == 400 and "weight must be a number between 0 and 1000000" in refused.json()["error"], refused.text
+    assert state(server) == before
+
+
+def test_an_alias_move_buffers_only_a_small_body(reg):
+    registry, server, _, _ = reg
+    refused = api(server, "PUT", "/api/v1/models/credit-risk/aliases/staging", data=b"{" + b" " * 200_000 + b"}")
+    assert refused.status_code == 413, refused.text
+    alive(server)
+
+
+def test_gate_data_is_read_only_under_the_gate_root_and_never_echoed(reg):
+    registry, server, _, _ = reg
+    secret = os.path.join(registry.tmp, "secret.csv")
+    with open(secret, "w") as f:
+        f.write("hunter2,password\n1,2\n")
+    assert api(server, "PUT", "/api/v1/models/credit-risk/gate", json={"data": secret, "aliases": ["production"],
+                                                                      "require": {"accuracy": 0.1}}).status_code == 200
+    try:
+        answer = api(server, "POST", "/api/v1/models/credit-risk/gate/check", json={"version": 1, "alias": "production"})
+        assert answer.status_code == 400 and "--gate-root" in answer.json()["error"], answer.text
+        assert "hunter2" not in answer.text
+    finally:
+        api(server, "DELETE", "/api/v1/models/credit-risk/gate")
+    alive(server)
+
+
+def test_nan_on_the_explain_route_is_a_400(tmp_path):
+    reg = Registry("sqlite", tmp_path)
+    reference = os.path.join(os.path.dirname(EXAMPLES), "data", "credit-reference.csv")
+    reg.cli("push", pack(reg.tmp, "gbc", "credit", 1, "--reference", reference, "--label-column", "default"))
+    server = reg.serve()
+    try:
+        body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10], "data": [float("nan")] + ROW[1:]}]}
+        answer = api(server, "POST", "/v2/models/credit/explain", data=json.dumps(body))
+        assert answer.status_code == 400 and "finite" in answer.json()["error"], answer.text
+        huge = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [200, 10], "data": ROW * 200}],
+                "parameters": {"method": "kernel", "samples": 1000000, "background_rows": 200}}
+        answer = api(server, "POST", "/v2/models/credit/explain", json=huge)
+        assert answer.status_code == 400 and "--max-explain-work" in answer.json()["error"], answer.text
+        alive_credit = api(server, "POST", "/v2/models/credit/infer", data=infer_body())
+        assert alive_credit.status_code == 200
+    finally:
+        server.stop()

@@ -19,6 +19,7 @@ INCOME = 52345.25  # exact in FP32, and unlikely to appear in a file by chance
 
 def key_file(path, *ids):
     path.write_text("".join(f"{i} {base64.b64encode(os.urandom(32)).decode()}\n" for i in ids))
+    path.chmod(0o600)
     return path
 
 
@@ -70,6 +71,7 @@ def test_records_are_sealed_at_rest_and_open_with_the_key(tmp_path):
     # Rotation: a new key first seals new records; the old one, kept second, still opens the old ones.
     rotated = tmp_path / "rotated.keys"
     rotated.write_text(key_file(tmp_path / "k2.keys", "k2").read_text() + keys.read_text())
+    rotated.chmod(0o600)
     server = reg.serve("--prediction-log-key", str(rotated))
     try:
         infer(server, "loan-2")

@@ -111,7 +111,8 @@ public struct ModelBundle: Sendable {
         } catch {
             throw .invalidArgument("not a Tern bundle: the data is not a complete zip archive")
         }
-        try self.init(reading: archive, limits: limits)
+        // Large entries inflate to files beside the archive and are mapped, not held on the heap.
+        try self.init(reading: archive, limits: limits, spool: URL(fileURLWithPath: path).deletingLastPathComponent().path)
     }
 
     /// A zip ends with its end-of-central-directory record (22 bytes, then a comment of at most 65,535).
@@ -136,8 +137,9 @@ public struct ModelBundle: Sendable {
     /// Nothing is inflated before its size is known to be allowed: the central directory's entries are
     /// checked first (names, duplicates, sizes per kind of file, compression ratio), then the manifest is
     /// read, then each file, whose inflated bytes may not pass the size the manifest records.
-    private init(reading archive: Archive, limits: BundleLimits) throws(TernError) {
+    private init(reading archive: Archive, limits: BundleLimits, spool: String? = nil) throws(TernError) {
         var entries: [String: Entry] = [:]
+        var total: UInt64 = 0
         for entry in archive {
             let name = entry.path
             guard name == BundleFile.manifest || name == BundleFile.signature || BundleFile.known.contains(name) else {
@@ -147,6 +149,10 @@ public struct ModelBundle: Sendable {
             guard entries[name] == nil else { throw .invalidArgument("bundle holds \(name) twice") }
             guard entry.type == .file else { throw .invalidArgument("bundle entry '\(name)' is not a regular file") }
             try limits.check(name: name, bytes: entry.uncompressedSize, compressed: entry.compressedSize)
+            total += entry.uncompressedSize
+            guard total <= UInt64(limits.totalBytes) else {
+                throw .invalidArgument("bundle inflates to more than \(limits.totalBytes) bytes in all")
+            }
             entries[name] = entry
         }
         guard let manifestEntry = entries.removeValue(forKey: BundleFile.manifest) else {
@@ -181,7 +187,11 @@ public struct ModelBundle: Sendable {
                 throw .invalidArgument("size mismatch for \(name): \(BundleFile.manifest) records \(recorded.bytes) bytes, "
                     + "the archive \(entry.uncompressedSize)")
             }
-            let (data, digest) = try Self.inflate(archive, entry, upTo: recorded.bytes)
+            let (data, digest) = if let spool, recorded.bytes > Self.spoolThreshold {
+                try Self.inflate(archive, entry, upTo: recorded.bytes, spool: spool)
+            } else {
+                try Self.inflate(archive, entry, upTo: recorded.bytes)
+            }
             guard digest == recorded.sha256, data.count == recorded.bytes else {
                 throw .invalidArgument("checksum mismatch for \(name): \(BundleFile.manifest) records sha256 "
                     + "\(recorded.sha256) (\(recorded.bytes) bytes), the file has \(digest) (\(data.count) bytes)")
@@ -192,6 +202,45 @@ public struct ModelBundle: Sendable {
         self.files = contents
         self.manifestData = manifestData
         self.signature = signature
+    }
+
+    /// Entries larger than this inflate to a file and are mapped (``init(archiveFile:limits:)``).
+    static let spoolThreshold = 1 << 20
+
+    /// One entry inflated into a file in `folder`, hashed as it is written, then mapped (the file is removed
+    /// at once; the mapping keeps its pages, which the kernel may drop and read again: no heap grows with it).
+    private static func inflate(_ archive: Archive, _ entry: Entry, upTo limit: Int, spool folder: String) throws(TernError)
+        -> (data: Data, sha256: String)
+    {
+        struct TooLarge: Error {}
+        let path = folder + "/.inflate-\(UUID().uuidString)"
+        guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
+              let handle = FileHandle(forWritingAtPath: path) else {
+            return try inflate(archive, entry, upTo: limit)
+        }
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var written = 0
+        var hash = SHA256()
+        do {
+            defer { try? handle.close() }
+            _ = try archive.extract(entry, skipCRC32: false) { chunk in
+                guard written + chunk.count <= limit else { throw TooLarge() }
+                try handle.write(contentsOf: chunk)
+                written += chunk.count
+                hash.update(data: chunk)
+            }
+        } catch is TooLarge {
+            throw .invalidArgument("bundle entry '\(entry.path)' inflates past \(limit) bytes, more than it declares")
+        } catch {
+            throw .invalidArgument("bundle entry '\(entry.path)' is corrupt: \(error)")
+        }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+        } catch {
+            throw .internalError("cannot read back an inflated bundle entry: \(error)")
+        }
+        return (data, hash.finalize().map { String(format: "%02x", $0) }.joined())
     }
 
     /// One entry's bytes and SHA-256, refused as soon as they pass `limit` (a zip may understate a size).
@@ -234,6 +283,8 @@ public struct BundleLimits: Sendable {
     public var smallFileBytes: Int
     /// Inflated size over compressed size, for entries over 1 MiB: real models and profiles stay far below it.
     public var maxCompressionRatio: Int
+    /// Every entry together, inflated.
+    public var totalBytes: Int = (4 << 30) + (512 << 20)
 
     public init(modelBytes: Int = 4 << 30, profileBytes: Int = 256 << 20, smallFileBytes: Int = 16 << 20, maxCompressionRatio: Int = 100) {
         self.modelBytes = modelBytes

@@ -137,6 +137,10 @@ extension FeatureRows {
                 }
             }
         }
+        if let bad = values.firstIndex(where: { !$0.isFinite }) {
+            throw .invalidArgument("input '\(tensor.name)' row \(bad / max(width, 1)) feature \(bad % max(width, 1)) is \(values[bad]): "
+                + "explanations take finite numbers")
+        }
         return stride(from: 0, to: count, by: width).map { Array(values[$0..<min($0 + width, count)]) }
     }
 }

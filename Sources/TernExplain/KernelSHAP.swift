@@ -29,7 +29,7 @@ public struct KernelSHAP: Sendable {
     }
 
     /// Groups the sampled pairs are split into for the error estimate.
-    static let errorGroups = 8
+    public static let errorGroups = 8
 
     /// Whether every coalition of `features` fits in `samples` (the result is then exact).
     public func isExact(features: Int) -> Bool { features < 31 && (1 << features) - 2 <= samples }

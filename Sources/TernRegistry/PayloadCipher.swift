@@ -20,6 +20,11 @@ public struct PayloadCipher: Sendable {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw .invalidArgument("cannot read the prediction log key file \(path) (--prediction-log-key)")
         }
+        // As ssh does with private keys: a key file other users may read is refused.
+        if let mode = (try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? Int, mode & 0o077 != 0 {
+            throw .invalidArgument("the prediction log key file \(path) may be read by other users (mode \(String(mode & 0o777, radix: 8))): "
+                + "chmod 600 \(path)")
+        }
         var keys: [String: Data] = [:]
         var first: String?
         for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {

@@ -257,6 +257,11 @@ public actor Registry {
     public func register(archive: Data, bundle: ModelBundle, version: Int? = nil, actor: String, signer: String? = nil)
         async throws(TernError) -> (record: VersionRecord, created: Bool)
     {
+        // A signed manifest's version is part of what was signed: it may not be registered as another one.
+        if let signature = bundle.signature, let signed = bundle.manifest.version, let version, version != signed {
+            throw TernError.invalidArgument("this bundle is signed (by \(signer ?? signature.signer)) as version \(signed); it cannot be "
+                + "registered as version \(version): pack and sign it again as that version")
+        }
         let name = bundle.manifest.name
         let sha = Digest.sha256(archive)
         if case .folder(let root) = artifactLocation {

@@ -123,12 +123,21 @@ final class BatchJobs: Service, Sendable {
         pool = RunnerPool(threads: configuration.threads, name: "tern.batch", niceness: 10)
     }
 
-    /// A path of a request, inside the batch folder (a path that leaves it is refused).
+    /// A path of a request, inside the batch folder (a path that leaves it is refused). No part of it may be
+    /// a symbolic link: a link inside the folder could point anywhere on the host.
     func resolve(_ path: String, _ what: String) throws(TernError) -> String {
         guard !path.isEmpty, !path.hasPrefix("/"), !path.split(separator: "/").contains("..") else {
             throw .invalidArgument("\(what) '\(Echo.clip(path))' must be a relative path inside the batch folder (no '..')")
         }
-        return URL(fileURLWithPath: configuration.root).appendingPathComponent(path).standardizedFileURL.path
+        var current = URL(fileURLWithPath: configuration.root).standardizedFileURL.path
+        for part in path.split(separator: "/") where part != "." {
+            current += "/" + part
+            if (try? FileManager.default.destinationOfSymbolicLink(atPath: current)) != nil {
+                throw .invalidArgument("\(what) '\(Echo.clip(path))' passes through a symbolic link; give a path of real folders and files "
+                    + "inside the batch folder")
+            }
+        }
+        return current
     }
 
     /// Checks and starts a job; answers its record at once (state running).
@@ -141,6 +150,11 @@ final class BatchJobs: Service, Sendable {
             throw TernError.invalidArgument("\(served.name) v\(served.version) is not an ONNX model")
         }
         var options = BatchOptions(input: try resolve(request.input, "input"), output: try resolve(request.output, "output"))
+        let inputName = options.input.hasSuffix(".gz") ? String(options.input.dropLast(3)) : options.input
+        let outputName = options.output.hasSuffix(".gz") ? String(options.output.dropLast(3)) : options.output
+        guard inputName != outputName else {
+            throw TernError.invalidArgument("output '\(Echo.clip(request.output))' is the input (or its .gz twin): name another file")
+        }
         let plain = options.output.hasSuffix(".gz") ? String(options.output.dropLast(3)) : options.output
         options.format = request.format.flatMap(OutputFormat.init(rawValue:)) ?? (plain.hasSuffix(".jsonl") ? .jsonl : .csv)
         options.idColumn = request.idColumn

@@ -11,7 +11,10 @@ import TernRegistry
 /// The observer only keeps the event (its tensors are shared, not copied); rows are built when a window is
 /// read (``records(of:window:since:until:)``), as the prediction log builds them, so both sources give the
 /// same columns. Each version keeps its newest `capacity` predictions: a window by count slides over them,
-/// a window by time (`since`/`until`) takes those in the range.
+/// a window by time (`since`/`until`) takes those in the range. Each version's ring is bounded three ways: by
+/// predictions (`capacity`), by rows (`maxRows`) and by bytes of tensors (`maxBytes`), so that a few huge
+/// requests cannot hold gigabytes or make every drift pass long; a request larger than `maxBytes` alone is
+/// not kept in memory (drift then reads it from the prediction log).
 public final class DriftWindows: InferenceObserver {
     /// What a window needs of a prediction: when, and the tensors (shared with the request, not copied).
     struct Entry {
@@ -20,6 +23,8 @@ public final class DriftWindows: InferenceObserver {
         var latency: Duration
         var inputs: [Tensor]
         var outputs: [Tensor]
+        var rows: Int
+        var bytes: Int
     }
     /// One version's newest predictions, behind its own lock (versions do not contend).
     final class Ring: Sendable {
@@ -30,6 +35,8 @@ public final class DriftWindows: InferenceObserver {
             var entries = Deque<Entry>()
             /// Whether older entries were dropped (the ring then covers only from its oldest entry).
             var dropped = false
+            var rows = 0
+            var bytes = 0
         }
         let state = Mutex(State())
         init(model: String, version: Int) {
@@ -42,11 +49,25 @@ public final class DriftWindows: InferenceObserver {
     /// takes over its ring.
     private let rings = Mutex<[ObjectIdentifier: Ring]>([:])
     public let capacity: Int
+    /// Rows (first dimensions) and tensor bytes each version keeps at most.
+    public let maxRows: Int
+    public let maxBytes: Int
     /// Since when every answered prediction is here (entries older than a dropped one are not).
     private let started = Int64(Date().timeIntervalSince1970 * 1000)
 
-    public init(capacity: Int = 1_000) {
+    public init(capacity: Int = 1_000, maxRows: Int = 10_000, maxBytes: Int = 16 << 20) {
         self.capacity = capacity
+        self.maxRows = maxRows
+        self.maxBytes = maxBytes
+    }
+
+    private static func size(_ tensors: [Tensor]) -> Int {
+        tensors.reduce(0) { total, tensor in
+            switch tensor.contents {
+            case .raw(let bytes): total + bytes.count
+            case .strings(let elements): elements.reduce(total) { $0 + $1.count + 16 }
+            }
+        }
     }
 
     /// After the answer: nothing here delays it.
@@ -63,15 +84,30 @@ public final class DriftWindows: InferenceObserver {
             rings[id] = ring
             return ring
         }
+        let bytes = Self.size(event.inputs) + Self.size(event.outputs)
+        let rows = max(1, event.inputs.first?.shape.first ?? 1)
+        guard bytes <= maxBytes else {
+            ring.state.withLock { $0.dropped = true }
+            return
+        }
         let entry = Entry(
             time: Int64(event.context.receivedAt.timeIntervalSince1970 * 1000), requestID: event.context.requestID,
-            latency: event.duration, inputs: event.inputs, outputs: event.outputs)
-        // The evicted entry is released after the lock, not under it.
-        let evicted: Entry? = ring.state.withLock { state in
+            latency: event.duration, inputs: event.inputs, outputs: event.outputs, rows: rows, bytes: bytes)
+        // The evicted entries are released after the lock, not under it.
+        let evicted: [Entry] = ring.state.withLock { state in
             state.entries.append(entry)
-            guard state.entries.count > capacity else { return nil }
-            state.dropped = true
-            return state.entries.removeFirst()
+            state.rows += rows
+            state.bytes += bytes
+            var evicted: [Entry] = []
+            while state.entries.count > 1,
+                  state.entries.count > capacity || state.rows > maxRows || state.bytes > maxBytes {
+                let first = state.entries.removeFirst()
+                state.rows -= first.rows
+                state.bytes -= first.bytes
+                state.dropped = true
+                evicted.append(first)
+            }
+            return evicted
         }
         _ = evicted
     }

@@ -27,6 +27,7 @@ final class Explanations: Sendable, ResponseExplainer {
 
     let service: InferenceService
     let models: RegistryModels?
+    let limits: ExplanationLimits
     private let prepared = Mutex<[String: Prepared]>([:])
     /// The background of a model folder's version: a CSV file beside its model.onnx.
     static let folderBackground = "reference.csv"
@@ -35,9 +36,10 @@ final class Explanations: Sendable, ResponseExplainer {
     /// Background rows KernelSHAP uses unless asked (each coalition costs one model row per background row).
     static let kernelBackgroundRows = 50
 
-    init(service: InferenceService, models: RegistryModels?) {
+    init(service: InferenceService, models: RegistryModels?, limits: ExplanationLimits = ExplanationLimits()) {
         self.service = service
         self.models = models
+        self.limits = limits
     }
 
     func prepare(_ served: ServedModel) async throws -> Prepared {
@@ -147,6 +149,8 @@ final class Explanations: Sendable, ResponseExplainer {
             if ready.background.isEmpty, options.method != .pathDependent || !exact.structure.hasCovers {
                 throw TernError.invalidArgument(noBackground)
             }
+            let work = Double(rows.count) * Double(options.method == .pathDependent ? 1 : max(1, ready.background.count))
+            try limits.check(work: work, what: "\(rows.count) rows x \(ready.background.count) background rows")
             return (try exact.explain(rows, method: options.method), ready, ready.background.count)
         }
         if let method = options.method, method != .kernel {
@@ -158,7 +162,22 @@ final class Explanations: Sendable, ResponseExplainer {
         }
         let target = try kernel.get()
         let background = Array(ready.background.prefix(options.backgroundRows ?? Self.kernelBackgroundRows))
-        let attributions = try await options.kernel.explain(rows, background: background, outputs: target.columns, predict: target.predict)
+        let width = rows.first?.count ?? 0
+        let coalitions = options.kernel.isExact(features: width) ? (1 << width) - 2 : max(4 * KernelSHAP.errorGroups, options.kernel.samples)
+        try limits.check(work: Double(rows.count) * Double(coalitions) * Double(max(1, background.count)),
+                         what: "\(rows.count) rows x \(coalitions) coalitions x \(background.count) background rows")
+        // Stopped at its deadline, and when the task is cancelled, between the model's batches.
+        let deadline = ContinuousClock.now + limits.timeout
+        let predict = target.predict, timeout = limits.timeout
+        let bounded: KernelSHAP.Predict = { rows, count in
+            try Task.checkCancellation()
+            guard ContinuousClock.now < deadline else {
+                throw TernError(.timedOut, "the explanation took longer than \(timeout) (--explain-timeout): explain fewer rows, "
+                    + "or lower samples or background_rows")
+            }
+            return try await predict(rows, count)
+        }
+        let attributions = try await options.kernel.explain(rows, background: background, outputs: target.columns, predict: bounded)
         return (attributions, ready, background.count)
     }
 
@@ -203,6 +222,27 @@ final class Explanations: Sendable, ResponseExplainer {
             tensors.append(try Tensor(name: "explain_standard_errors", shape: shape, values: errors.flatMap { $0 }))
         }
         return tensors
+    }
+}
+
+/// How much work one explanation may cost: model rows evaluated (KernelSHAP: rows x coalitions x background
+/// rows; interventional TreeSHAP: rows x background rows) and wall time. Past either: a 4xx naming the flag.
+public struct ExplanationLimits: Sendable {
+    /// `--max-explain-work`: model rows (or row and background pairs) one request may cost.
+    public var maxWork: Int
+    /// `--explain-timeout`: KernelSHAP stops between batches past it.
+    public var timeout: Duration
+
+    public init(maxWork: Int = 10_000_000, timeout: Duration = .seconds(30)) {
+        self.maxWork = maxWork
+        self.timeout = timeout
+    }
+
+    func check(work: Double, what: String) throws(TernError) {
+        guard work <= Double(maxWork) else {
+            throw .invalidArgument("this explanation would cost \(Int64(min(work, 9e18))) model rows (\(what)), more than --max-explain-work "
+                + "(\(maxWork)): explain fewer rows at once, or lower samples or background_rows")
+        }
     }
 }
 

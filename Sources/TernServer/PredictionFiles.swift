@@ -102,7 +102,7 @@ final class PredictionFiles: PredictionSink {
                 var created = now
                 if created <= current.created { created = current.created + 1 }  // names and ids stay unique
                 let path = folder + "/" + Self.name(created)
-                guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
+                guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]), let handle = FileHandle(forWritingAtPath: path) else {
                     return .failure(.unavailable("cannot create \(path)"))
                 }
                 current = Current(handle: handle, created: created, bytes: 0, lines: 0, day: day)

@@ -15,8 +15,9 @@ public struct PredictionLogConfiguration: Sendable {
     public var queueCapacity = 20_000
     /// How often the writer wakes to write what has queued.
     public var flushInterval: Duration = .milliseconds(250)
-    /// Retention: records older than this are deleted (checked every minute); nil keeps them.
-    public var maxAge: Duration?
+    /// Retention: records older than this are deleted (checked every minute); nil keeps them. 30 days by
+    /// default (`--prediction-log-retention`, `forever` to keep everything).
+    public var maxAge: Duration? = .seconds(30 * 86_400)
     /// Retention: at most this many records are kept (the oldest go first); nil keeps them all.
     public var maxRows: Int?
     /// Encrypts each record's inputs and outputs at rest (`--prediction-log-key`); nil: plain.
@@ -112,6 +113,12 @@ public final class PredictionLog: InferenceObserver, Service {
             throw TernError(error.code, error.message + " (choose another place with --prediction-log, or turn it off with --prediction-log off)")
         }
         _ = opened.storeIfNil(SinkBox(sink))
+        // What was asked and answered is as private as the data it came from: only this user reads the log.
+        if case .database(.sqlite(let path)) = configuration.location {
+            for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
+                try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
+            }
+        }
     }
 
     private var store: any PredictionSink { opened.load()!.sink }

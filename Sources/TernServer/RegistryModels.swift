@@ -18,6 +18,8 @@ public struct RegistryServing: Sendable {
     public var maxBundleBytes: Int = 2 << 30
     /// With them, pushes and loads take only bundles one of them signed (`--trusted-keys`).
     public var trustedKeys: TrustedKeys?
+    /// The folder a validation gate's `data` must be in (`--gate-root`); nil: gates score bundles' holdouts only.
+    public var gateRoot: String?
     /// Where pushes are written while they arrive and are checked: beside the cache folder.
     public var uploadFolder: String {
         URL(fileURLWithPath: cacheFolder).deletingLastPathComponent().appendingPathComponent("uploads").path
@@ -56,6 +58,8 @@ public actor RegistryModels: ModelRepositoryControl {
     let cacheFolder: String
     let logger: Logger
     public let validator: BundleValidator
+    /// Where a validation gate's `data` may be read (`--gate-root`); nil: nowhere on this server.
+    nonisolated let gateRoot: String?
 
     private var seenSeq = -1
     private var snapshot = RegistrySnapshot(seq: 0, models: [])
@@ -71,8 +75,9 @@ public actor RegistryModels: ModelRepositoryControl {
 
     public init(
         registry: Registry, service: InferenceService, runtime: ONNXRuntime, pool: RunnerPool,
-        sessionOptions: SessionOptions, cacheFolder: String, logger: Logger, trustedKeys: TrustedKeys? = nil
+        sessionOptions: SessionOptions, cacheFolder: String, logger: Logger, trustedKeys: TrustedKeys? = nil, gateRoot: String? = nil
     ) {
+        self.gateRoot = gateRoot
         self.registry = registry
         self.service = service
         self.runtime = runtime
@@ -212,7 +217,8 @@ public actor RegistryModels: ModelRepositoryControl {
 
     /// The model's validation gate, run with this server's runtime.
     public nonisolated var gate: ValidationGate {
-        ValidationGate(registry: registry, runtime: runtime, pool: pool, sessionOptions: sessionOptions, scratch: cacheFolder)
+        ValidationGate(registry: registry, runtime: runtime, pool: pool, sessionOptions: sessionOptions, scratch: cacheFolder,
+                       dataRoot: .some(gateRoot))
     }
 
     /// Pauses, resumes, aborts or promotes a rollout (promotion through the gate) and serves the result.

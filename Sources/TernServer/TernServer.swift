@@ -67,6 +67,11 @@ public struct ServerConfiguration: Sendable {
     public var driftWindowCapacity = 1_000
     /// API keys: nil serves everyone (an open server; the CLI then binds it to loopback).
     public var auth: AuthConfiguration?
+    /// Whether an open server serves management (admin routes and RPCs, `/api/v1`): off when it is reachable
+    /// beyond loopback with no credential checked (``AccessControl/openManagementRefusal``).
+    public var openManagement = true
+    /// What one explanation may cost (`--max-explain-work`, `--explain-timeout`).
+    public var explanationLimits = ExplanationLimits()
     /// TLS for HTTP and gRPC (mutual with a client CA); nil: plaintext.
     public var tls: TLSFiles?
     /// Requests a second per API key, and per client address (health probes aside); nil: unlimited.
@@ -161,6 +166,7 @@ public struct TernServer: Sendable {
             verifier: configuration.auth == nil ? nil : Credentials(keys: keyring, tokens: tokens), protectsMetrics: configuration.auth?.protectsMetrics ?? false,
             keyLimiter: configuration.keyRateLimit.map(RateLimiter.init), addressLimiter: configuration.addressRateLimit.map(RateLimiter.init),
             keyConcurrency: configuration.keyConcurrency.map { ConcurrencyLimiter(limit: $0) })
+        if !configuration.openManagement { configuration.http.access.openManagementRefusal = AccessControl.managementNeedsKeys }
         self.configuration = configuration
         self.predictionReader = PredictionReader(cipher: configuration.predictionLog?.cipher)
         self.runtime = runtime
@@ -222,7 +228,7 @@ public struct TernServer: Sendable {
         let base = Router(context: BasicRequestContext.self)
         let router = ScopedRouter(router: base, access: configuration.http.access, table: routes)
         V2Routes(service: service, configuration: configuration.http).register(on: router)
-        let explanations = explanations ?? Explanations(service: service, models: models)
+        let explanations = explanations ?? Explanations(service: service, models: models, limits: configuration.explanationLimits)
         service.explainer = explanations  // `explain: true` on infer requests, whatever the protocol
         ExplainRoutes(explanations: explanations, http: configuration.http).register(on: router)
         PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http) { served, request in
@@ -240,7 +246,8 @@ public struct TernServer: Sendable {
         if let models {
             ManagementRoutes(
                 models: models, shadows: shadows, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0,
-                uploadFolder: configuration.registry?.uploadFolder ?? NSTemporaryDirectory()
+                uploadFolder: configuration.registry?.uploadFolder ?? NSTemporaryDirectory(),
+                keysChanged: { [keyring] in await keyring?.reload() }
             ).register(on: router)
             RolloutRoutes(models: models, driver: rollouts).register(on: router)
         }
@@ -288,7 +295,7 @@ public struct TernServer: Sendable {
             let registryModels = RegistryModels(
                 registry: registry, service: service, runtime: runtime, pool: pool,
                 sessionOptions: configuration.sessionOptions, cacheFolder: serving.cacheFolder, logger: logger,
-                trustedKeys: serving.trustedKeys)
+                trustedKeys: serving.trustedKeys, gateRoot: serving.gateRoot)
             models = registryModels
             service.repository = registryModels
             loader = RegistrySyncService(
@@ -322,7 +329,7 @@ public struct TernServer: Sendable {
                 factory: service.catalog.metricsFactory, logger: Logger(label: "tern.alerts"))
         }
         // One per server: each version's explainer is prepared once, for the explain routes, `explain: true` and jobs.
-        let explanations = Explanations(service: service, models: models)
+        let explanations = Explanations(service: service, models: models, limits: configuration.explanationLimits)
         let jobs = configuration.batch.map {
             BatchJobs(configuration: $0, service: self.service, registry: models?.registry, runtime: self.runtime,
                       explanations: explanations, logger: Logger(label: "tern.batch"))

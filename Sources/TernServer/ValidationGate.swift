@@ -62,13 +62,43 @@ public struct ValidationGate: Sendable {
     let pool: RunnerPool
     let sessionOptions: SessionOptions
     let scratch: String
+    /// Where a gate's `data` may be read: nil reads any path (the CLI on the user's own machine);
+    /// `.some(nil)`, none (a server without `--gate-root`); `.some(root)`, files under `root` only.
+    let dataRoot: String??
 
-    public init(registry: Registry, runtime: ONNXRuntime, pool: RunnerPool, sessionOptions: SessionOptions, scratch: String) {
+    public init(
+        registry: Registry, runtime: ONNXRuntime, pool: RunnerPool, sessionOptions: SessionOptions, scratch: String,
+        dataRoot: String?? = nil
+    ) {
         self.registry = registry
         self.runtime = runtime
         self.pool = pool
         self.sessionOptions = sessionOptions
         self.scratch = scratch
+        self.dataRoot = dataRoot
+    }
+
+    /// The gate's data file, read only inside ``dataRoot`` (symbolic links resolved first).
+    func readData(_ path: String) throws(TernError) -> Data {
+        if case .some(let root) = dataRoot {
+            guard let root else {
+                throw .invalidArgument("this server reads a gate's data only under --gate-root, which it was not given: start "
+                    + "it with --gate-root DIR, or leave the data out to score the candidate's holdout")
+            }
+            let base = URL(fileURLWithPath: root).resolvingSymlinksInPath().standardizedFileURL.path
+            let full = URL(fileURLWithPath: path.hasPrefix("/") ? path : root + "/" + path).resolvingSymlinksInPath().standardizedFileURL.path
+            guard full.hasPrefix(base.hasSuffix("/") ? base : base + "/") else {
+                throw .invalidArgument("the gate's data must be a file under --gate-root (\(root))")
+            }
+            guard let data = FileManager.default.contents(atPath: full) else {
+                throw .invalidArgument("the gate's data '\(Echo.clip(path))' cannot be read under --gate-root")
+            }
+            return data
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .invalidArgument("the gate's data '\(Echo.clip(path))' cannot be read on this machine")
+        }
+        return data
     }
 
     /// Checks `candidate` for `alias`; records the verdict (unless skipped) and, when it failed and
@@ -105,21 +135,25 @@ public struct ValidationGate: Sendable {
         // The rows: the gate's data, else the candidate's holdout.
         let text: Data
         if let path = policy.data {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw TernError.invalidArgument("the gate's data '\(path)' cannot be read on this machine")
-            }
-            (text, result.data) = (data, path)
+            (text, result.data) = (try readData(path), path)
         } else if let holdout = candidateBundle.files[BundleFile.holdout] {
             (text, result.data) = (holdout, "v\(candidate)'s holdout")
         } else {
             throw TernError.conflict("the validation gate of \(model) has no labelled data: v\(candidate)'s bundle holds no holdout "
                 + "(tern pack --holdout) and the gate names no data (tern models gate \(model) --labelled-data FILE)")
         }
-        let table = try CSVTable(text: String(decoding: text, as: UTF8.self), source: result.data)
+        // A file's contents are never echoed in errors (a gate's data may be any file an admin names).
+        let table: CSVTable
+        do {
+            table = try CSVTable(text: String(decoding: text, as: UTF8.self), source: result.data)
+        } catch {
+            throw TernError.invalidArgument("\(result.data) is not a CSV file with a header row")
+        }
         let metrics: ValidationMetrics? = try candidateBundle.decoded(ValidationMetrics.self, file: BundleFile.metrics)
         let labelColumn = policy.labelColumn ?? metrics?.labelColumn ?? "label"
         guard let labelIndex = table.index(of: labelColumn) else {
-            throw TernError.invalidArgument("\(result.data) has no label column '\(labelColumn)' (columns: \(table.columns.joined(separator: ", ")))")
+            let columns = policy.data == nil ? " (columns: \(table.columns.joined(separator: ", ")))" : " (\(table.columns.count) columns)"
+            throw TernError.invalidArgument("\(result.data) has no label column '\(Echo.clip(labelColumn))'" + columns)
         }
         let truth = table.column(labelIndex)
         let features = table.dropping([labelColumn])

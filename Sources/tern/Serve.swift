@@ -57,8 +57,35 @@ struct Serve: AsyncParsableCommand {
         valueName: "address"))
     var host: String?
 
-    @Flag(help: "Listen on every address even though no API key exists: anyone who reaches the port may infer, change and delete models.")
+    @Flag(help: "Listen on every address even though no API key exists: anyone who reaches the port may infer (management stays off until a key exists).")
     var insecureOpen = false
+
+    @Option(help: ArgumentHelp(
+        "When the registry holds no API key: create an admin key at start and write it to this file (mode 0600), "
+            + "so the server starts with authentication on.", valueName: "file"))
+    var bootstrapKeyFile: String?
+
+    @Option(help: ArgumentHelp(
+        "A further name a server without keys answers for (its Host header; repeatable). Such a server answers only "
+            + "for localhost, its loopback addresses and --host, so that no web page reaches it through DNS rebinding.",
+        valueName: "name"))
+    var allowedHost: [String] = []
+
+    @Option(help: ArgumentHelp(
+        "With a registry: the folder a validation gate's labelled data (tern models gate --labelled-data) must be in; "
+            + "without it, gates score the candidate bundle's holdout only.", valueName: "dir"))
+    var gateRoot: String?
+
+    @Option(help: "The slowest a request body may arrive, in bytes a second (averaged, after 5 s); 0: no minimum.")
+    var minBodyRate: Int = 240
+
+    @Option(help: ArgumentHelp(
+        "Model rows one explanation may cost (KernelSHAP: rows x coalitions x background rows; TreeSHAP: rows x background rows).",
+        valueName: "rows"))
+    var maxExplainWork: Int = 10_000_000
+
+    @Option(help: "Seconds one explanation may run before it is stopped (a 504).")
+    var explainTimeout: Double = 30
 
     @Flag(help: "GET /metrics needs a key with the metrics scope (else it is open, as the health routes are).")
     var metricsAuth = false
@@ -234,7 +261,7 @@ struct Serve: AsyncParsableCommand {
         valueName: "url"))
     var predictionLog: String?
 
-    @Option(help: ArgumentHelp("Delete prediction-log records older than this (such as 30d, 12h); default: keep.", valueName: "age"))
+    @Option(help: ArgumentHelp("Delete prediction-log records older than this (such as 30d, 12h), or 'forever' to keep them all; default: 30d.", valueName: "age"))
     var predictionLogRetention: String?
 
     @Option(help: ArgumentHelp("Keep at most this many prediction-log records (the oldest go first).", valueName: "rows"))
@@ -262,7 +289,10 @@ struct Serve: AsyncParsableCommand {
         if models != nil, data != nil || database != nil {
             throw ValidationError("give --models (a folder of models) or --data/--database (a registry), not both")
         }
-        guard pollInterval > 0 else { throw ValidationError("--poll-interval must be positive") }
+        guard pollInterval > 0, pollInterval <= 3600 else { throw ValidationError("--poll-interval must be between 0 and 3600 seconds") }
+        guard (0...1 << 30).contains(minBodyRate) else { throw ValidationError("--min-body-rate must be 0 or more bytes a second") }
+        guard (1...1_000_000_000_000).contains(maxExplainWork) else { throw ValidationError("--max-explain-work must be 1 or more rows") }
+        guard explainTimeout > 0, explainTimeout <= 3600 else { throw ValidationError("--explain-timeout must be between 0 and 3600 seconds") }
         for (flag, seconds) in [("--header-timeout", headerTimeout), ("--body-timeout", bodyTimeout), ("--idle-timeout", idleTimeout)]
         where !(seconds > 0 && seconds <= 86_400) {
             throw ValidationError("\(flag) must be between 0 and 86400 seconds")
@@ -270,7 +300,7 @@ struct Serve: AsyncParsableCommand {
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard (1...65_536).contains(grpcMaxStreams) else { throw ValidationError("--grpc-max-streams must be 1...65536") }
         guard (0...3600).contains(drainTimeout) else { throw ValidationError("--drain-timeout must be 0...3600 seconds") }
-        if let predictionLogRetention { _ = try parseAge(predictionLogRetention) }
+        if let predictionLogRetention, predictionLogRetention != "forever" { _ = try parseAge(predictionLogRetention) }
         if let predictionLogMaxRows, predictionLogMaxRows < 1 { throw ValidationError("--prediction-log-max-rows must be at least 1") }
         guard (1...10_000_000).contains(predictionLogQueue) else { throw ValidationError("--prediction-log-queue must be 1...10000000") }
         if trustedKeys != nil, models != nil { throw ValidationError("--trusted-keys applies to a registry (--data/--database), not to --models") }
@@ -335,8 +365,9 @@ struct Serve: AsyncParsableCommand {
             options.data = data
             options.database = database
             var serving = try options.serving(artifactsInDatabase: artifactsInDatabase)
-            serving.pollInterval = .milliseconds(Int(pollInterval * 1000))
+            serving.pollInterval = try OutsideNumber.duration(seconds: pollInterval, "--poll-interval")
             serving.maxBundleBytes = try parseSize(maxBundleSize)
+            serving.gateRoot = gateRoot
             if let trustedKeys {
                 do {
                     serving.trustedKeys = try TrustedKeys(path: trustedKeys)
@@ -347,24 +378,34 @@ struct Serve: AsyncParsableCommand {
             configuration.registry = serving
         }
         // Authentication: the registry's API keys (the served registry's, else the default data folder's).
-        let keysLocation: RegistryLocation?
+        var keysLocation: RegistryLocation?
         if useRegistry {
             keysLocation = configuration.registry?.database
         } else {
             let file = RegistryOptions.dataFolder(nil) + "/registry.sqlite"
             keysLocation = FileManager.default.fileExists(atPath: file) ? .sqlite(path: file) : nil
         }
+        if bootstrapKeyFile != nil, keysLocation == nil {
+            // A model folder: the key lives in the default data folder's registry.
+            let folder = RegistryOptions.dataFolder(nil)
+            try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            keysLocation = .sqlite(path: folder + "/registry.sqlite")
+        }
         var keyCount = 0
         if let keysLocation {
             do {
                 let registry = try await Registry.open(database: keysLocation, artifacts: .database, logger: logger)
                 keyCount = try await registry.keys().count
+                if keyCount == 0, let bootstrapKeyFile {
+                    try await Self.bootstrapKey(registry, file: bootstrapKeyFile, logger: logger)
+                    keyCount = 1
+                }
                 await registry.close()
             } catch {
                 fail(error)
             }
             var auth = AuthConfiguration(keys: useRegistry ? nil : keysLocation)
-            auth.pollInterval = .milliseconds(Int(pollInterval * 1000))
+            auth.pollInterval = try OutsideNumber.duration(seconds: pollInterval, "--poll-interval")
             auth.protectsMetrics = metricsAuth
             configuration.auth = auth
         }
@@ -379,13 +420,26 @@ struct Serve: AsyncParsableCommand {
             auth.tokens = tokens
             configuration.auth = auth
         }
-        let open = keyCount == 0 && configuration.auth?.tokens == nil
+        // Mutual TLS authenticates every client by its certificate: such a server is not open.
+        let open = keyCount == 0 && configuration.auth?.tokens == nil && tlsClientCa == nil
         let fronted = platform != .standalone
         if open, !insecureOpen, !fronted, let host, !Self.isLoopback(host) {
             fail(TernError.invalidArgument("refusing to listen on \(host) without authentication: create a key "
                 + "(tern keys create NAME --scopes infer,read) or pass --insecure-open"))
         }
         configuration.host = host ?? (open && !insecureOpen && !fronted ? "127.0.0.1" : "0.0.0.0")
+        if open {
+            if fronted || !Self.isLoopback(configuration.host) {
+                // A platform's container, or reachable from other machines, with no credential checked:
+                // inference only, never management.
+                configuration.openManagement = false
+            }
+            if Self.isLoopback(configuration.host) {
+                // Only its own names: a page whose name a DNS rebinding points at 127.0.0.1 gets a 421.
+                configuration.http.allowedHosts = Set(["localhost", "127.0.0.1", "::1", "[::1]", configuration.host.lowercased()]
+                    + allowedHost.map { $0.lowercased() })
+            }
+        }
         let tokenSource = configuration.auth?.tokens?.keySource
         // Said once the checks before binding passed (a failing start prints one line only).
         let sayAccess = { [host = configuration.host] in
@@ -427,8 +481,10 @@ struct Serve: AsyncParsableCommand {
         if let httpThreads { configuration.httpThreads = max(1, httpThreads) }
         configuration.drainTimeout = .seconds(drainTimeout)
         configuration.http.connections = ConnectionLimits(
-            headerTimeout: .milliseconds(Int(headerTimeout * 1000)), bodyTimeout: .milliseconds(Int(bodyTimeout * 1000)),
-            idleTimeout: .milliseconds(Int(idleTimeout * 1000)), maxConnections: maxConnections)
+            headerTimeout: try OutsideNumber.duration(seconds: headerTimeout, "--header-timeout"),
+            bodyTimeout: try OutsideNumber.duration(seconds: bodyTimeout, "--body-timeout"),
+            idleTimeout: try OutsideNumber.duration(seconds: idleTimeout, "--idle-timeout"), maxConnections: maxConnections,
+            minBodyRate: minBodyRate)
         configuration.grpcMaxConcurrentStreams = grpcMaxStreams
         configuration.http.allowedOrigins = corsOrigin
         if let tlsCert, let tlsKey { configuration.tls = TLSFiles(certificate: tlsCert, key: tlsKey, clientCA: tlsClientCa) }
@@ -438,7 +494,9 @@ struct Serve: AsyncParsableCommand {
         configuration.metricsEnabled = !noMetrics
         configuration.metricsPort = metricsPort
         configuration.accessLogSampleRate = accessLog
-        configuration.driftInterval = .milliseconds(Int(driftInterval * 1000))
+        configuration.driftInterval = try OutsideNumber.duration(seconds: driftInterval, "--drift-interval")
+        configuration.explanationLimits = ExplanationLimits(
+            maxWork: maxExplainWork, timeout: try OutsideNumber.duration(seconds: explainTimeout, "--explain-timeout"))
         configuration.driftWindow = driftWindow
         configuration.driftWindowCapacity = driftMemory
         if let alertRules {
@@ -480,7 +538,9 @@ struct Serve: AsyncParsableCommand {
         logOptions.database = database
         if let location = try logOptions.predictionLogLocation(predictionLog) {
             var log = PredictionLogConfiguration(location: location)
-            log.maxAge = try predictionLogRetention.map(parseAge)
+            if let predictionLogRetention {
+                log.maxAge = predictionLogRetention == "forever" ? nil : try parseAge(predictionLogRetention)
+            }
             log.maxRows = predictionLogMaxRows
             if case .files = location, predictionLogMaxRows != nil {
                 fail(TernError.invalidArgument("--prediction-log-max-rows applies to a database; for jsonl: files use --prediction-log-retention"))
@@ -531,6 +591,19 @@ struct Serve: AsyncParsableCommand {
 
 /// Parses "1048576", "64M", "64MiB", "2G" into bytes.
 extension Serve {
+    /// Creates the first admin key and writes it to `file` (0600), for a server that must start with
+    /// authentication on and nobody at a terminal (a container's first start).
+    static func bootstrapKey(_ registry: Registry, file: String, logger: Logger) async throws {
+        let (_, key) = try await registry.createKey(
+            name: "bootstrap", scopes: [.admin, .infer, .read, .metrics], models: nil, expiresAt: nil, actor: "tern serve --bootstrap-key-file")
+        let url = URL(fileURLWithPath: file)
+        try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        guard FileManager.default.createFile(atPath: file, contents: Data((key + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw TernError.invalidArgument("cannot write the bootstrap key to \(file)")
+        }
+        logger.notice("created the first API key 'bootstrap' (admin); it is in the bootstrap key file", metadata: ["file": "\(file)"])
+    }
+
     static func isLoopback(_ host: String) -> Bool {
         host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }

@@ -125,9 +125,19 @@ def test_bad_jobs_are_refused_saying_why(tmp_path):
     root = tmp_path / "batch"
     root.mkdir()
     table(root / "in.csv", 10, 10, FEATURES)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    table(outside / "secret.csv", 10, 10, FEATURES)
+    os.symlink(outside, root / "linked")  # a folder inside the root that leads out of it
+    os.symlink(outside / "secret.csv", root / "secret.csv")
     server = reg.serve("--batch-root", str(root))
     try:
         for body, status, message in [
+            ({"model": "credit", "input": "linked/secret.csv", "output": "o.csv"}, 400, "symbolic link"),
+            ({"model": "credit", "input": "secret.csv", "output": "o.csv"}, 400, "symbolic link"),
+            ({"model": "credit", "input": "in.csv", "output": "linked/o.csv"}, 400, "symbolic link"),
+            ({"model": "credit", "input": "in.csv", "output": "in.csv"}, 400, "is the input"),
+            ({"model": "credit", "input": "in.csv", "output": "./in.csv.gz"}, 400, "is the input"),
             ({"model": "credit", "input": "../secret.csv", "output": "o.csv"}, 400, "inside the batch folder"),
             ({"model": "credit", "input": "/etc/passwd", "output": "o.csv"}, 400, "inside the batch folder"),
             ({"model": "nothing", "input": "in.csv", "output": "o.csv"}, 404, "nothing"),
@@ -143,7 +153,8 @@ def test_bad_jobs_are_refused_saying_why(tmp_path):
                 continue
             assert answer.status_code == status and message in answer.json()["error"], (body, answer.text)
         assert api(server, "DELETE", "/api/v1/jobs/job-nope").status_code == 404
-        assert not os.path.exists(root / "o.csv")
+        assert not os.path.exists(root / "o.csv") and not os.path.exists(outside / "o.csv")
+        assert (root / "in.csv").stat().st_size > 0
     finally:
         server.stop()
     refused = tern("serve", "--models", str(tmp_path), "--batch-schedules", "x.yaml", check=False)

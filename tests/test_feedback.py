@@ -61,11 +61,13 @@ def test_feedback_gives_each_version_its_live_quality(served, tmp_path):
     csv = "request_id,label\n" + "".join(f"loan-{i},{truth[i * 5]}\n" for i in range(40, 45))
     assert post(served, csv, "text/csv").status_code == 200  # one label for five rows: counted as mismatched
     csv = "request_id,label\n" + "".join(f"loan-{i},\"[{','.join(map(str, truth[i * 5:(i + 1) * 5]))}]\"\n" for i in range(45, 50))
-    post(served, csv, "text/csv")
+    # A list written as text is one label "[0,1,...]", which is none of the model's classes: refused, nothing stored.
+    refused = post(served, csv, "text/csv")
+    assert refused.status_code == 400 and "is not one of credit version 1's classes" in refused.json()["error"], refused.text
 
     report = requests.get(f"http://{served.url}/api/v1/models/credit/performance", timeout=10).json()
     [version] = report["versions"]
-    assert version["version"] == 1 and version["mismatched"] == 10  # 5 one-label CSV rows, 5 CSV rows with a list text
+    assert version["version"] == 1 and version["mismatched"] == 5  # the 5 one-label CSV rows
     live = version["live"]
     n = 40 * 5
     assert version["rows"] == n and live["rows"] == n

@@ -782,3 +782,55 @@ def test_nan_on_the_explain_route_is_a_400(tmp_path):
         assert alive_credit.status_code == 200
     finally:
         server.stop()
+
+
+def test_a_large_compressible_bundle_inflates_to_disk_not_to_memory(tmp_path):
+    reg = Registry("sqlite", tmp_path)
+    bundle = pack(str(tmp_path), "logreg", "credit-risk", 1)
+    reg.cli("push", bundle)
+    with zipfile.ZipFile(bundle) as source:
+        files = {name: source.read(name) for name in source.namelist()}
+    doc0 = json.loads(files["tern.json"])
+    doc0["version"] = 2
+    files["tern.json"] = json.dumps(doc0).encode()
+    block = os.urandom(16 << 10)  # a repeated 16 KiB block deflates about 80 times: under the 100x limit
+    size = 200 << 20
+    digest = hashlib.sha256()
+    for _ in range(size // len(block)):
+        digest.update(block)
+    doc = json.loads(files["tern.json"])
+    doc["files"]["profile.json"] = {"sha256": digest.hexdigest(), "bytes": size}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for name, data in files.items():
+            if name not in ("tern.json", "profile.json"):
+                target.writestr(name, data)
+        target.writestr("tern.json", json.dumps(doc))
+        with target.open("profile.json", "w", force_zip64=True) as entry:
+            for _ in range(size // len(block)):
+                entry.write(block)
+    data = out.getvalue()
+    assert len(data) < 4 << 20
+    server = reg.serve()
+    try:
+        _, rss0 = proc_stat(server.process.pid)
+        peak = [rss0]
+        done = threading.Event()
+
+        def watch():
+            while not done.is_set():
+                peak[0] = max(peak[0], proc_stat(server.process.pid)[1])
+                time.sleep(0.02)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            api(server, "POST", "/api/v1/bundles", data=data)  # accepted or refused: what matters is the memory
+        finally:
+            done.set()
+            watcher.join()
+        assert peak[0] - rss0 < 120, f"RSS grew {peak[0] - rss0:.0f} MB while a {size >> 20} MB entry inflated"
+        assert not [name for name in os.listdir(os.path.join(reg.data, "uploads")) if name.startswith(".inflate")] \
+            if os.path.isdir(os.path.join(reg.data, "uploads")) else True
+        alive(server)
+    finally:
+        server.stop()

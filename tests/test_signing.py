@@ -85,6 +85,10 @@ def test_a_server_with_trusted_keys_refuses_at_push_and_at_load(tmp_path, keys):
         untrusted = api(server, "POST", "/api/v1/bundles", data=open(signed(reg.tmp, keys, "mallory", 3), "rb").read())
         assert untrusted.status_code == 400 and "not a trusted key" in untrusted.json()["error"]
         assert state(server) == before
+        # A signed version is part of what was signed: it cannot be registered as another.
+        renumbered = api(server, "POST", "/api/v1/bundles?version=7", data=open(signed(reg.tmp, keys, "ops", 3), "rb").read())
+        assert renumbered.status_code == 400 and "signed (by" in renumbered.json()["error"] and "as version 3" in renumbered.json()["error"]
+        assert state(server) == before
         accepted = api(server, "POST", "/api/v1/bundles", data=open(signed(reg.tmp, keys, "ops", 3), "rb").read())
         assert accepted.status_code == 201, accepted.text
         # v1 (unsigned) is not loaded, whatever its alias says; v2 (alice) is.

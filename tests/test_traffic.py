@@ -114,7 +114,8 @@ def test_a_sticky_input_always_reaches_the_same_version_over_rest_and_grpc(serve
     ({"weights": {"1": 100}, "shadows": [1]}, "both weighted and a shadow"),
     ({"weights": {"one": 100}}, "keyed by version number"),
     ({"weights": {}}, "needs weights"),
-    ({"weights": {"1": -1}}, "0 or more"),
+    ({"weights": {"1": -1}}, "between 0 and 1000000"),
+    ({"weights": {"1": 1e308, "2": 1e308}}, "between 0 and 1000000"),
 ])
 def test_bad_policies_are_refused_and_change_nothing(served, policy, message):
     reg, server = served
@@ -177,6 +178,14 @@ def test_a_shadow_version_never_changes_an_answer_and_its_comparison_is_exact(se
     differences = np.abs(probabilities1.astype(np.float64) - probabilities2.astype(np.float64))
     assert abs(comparison["score_mean_abs_difference"] - differences.mean()) < 1e-6
     assert abs(comparison["score_max_abs_difference"] - differences.max()) < 1e-6
+    # The histogram's buckets fit probability differences (0.001 ... 1), not sizes: they tell requests apart.
+    metrics = requests.get(f"http://{server.url}/metrics", timeout=10).text
+    buckets = {float(line.split('le="')[1].split('"')[0]): float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("tern_shadow_score_abs_difference_bucket") and 'le="+Inf"' not in line}
+    assert sorted(buckets)[:3] == [0.001, 0.002, 0.005] and max(buckets) == 1.0, sorted(buckets)
+    per_request = differences.reshape(len(rows), -1).mean(axis=1)
+    for bound in (0.01, 0.1):
+        assert buckets[bound] == float((per_request <= bound).sum()), (bound, buckets, per_request)
     api(server, "DELETE", "/api/v1/models/credit/traffic")
 
 

@@ -161,6 +161,8 @@ rules:
         wait_for(lambda: "resolved" in receiver.statuses("credit-accuracy"), "the accuracy alert's resolution")
         resolved = [p for p in receiver.posts if p["status"] == "resolved"][0]
         assert resolved["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
+        # Resolved says so, with the value now (not the firing wording).
+        assert ": resolved: " in resolved["alerts"][0]["annotations"]["summary"], resolved["alerts"][0]["annotations"]
         assert alert("credit-drift")["state"] == "inactive" and alert("credit-drift")["last_resolved"]
         assert 'tern_alert_firing{alert="credit-drift",model="credit",severity="page"} 0' in requests.get(f"{url}/metrics", timeout=10).text
     finally:

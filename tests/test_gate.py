@@ -89,13 +89,23 @@ def test_the_regression_bound_compares_with_the_current_version(gated):
     assert production(server) == worse and last_verdict(reg)["after"]["passed"] is True
     out = reg.cli("models", "gate", "credit", "--check", str(better)).stdout
     assert "gate passed on 600 rows of" in out, out
+    # Exit codes a CI step relies on: 2 for a failing gate, with or without --json.
+    set_gate(server, {"require": {"roc_auc": 0.999}})
+    for extra in [[], ["--json"]]:
+        failing = reg.cli("models", "gate", "credit", "--check", str(better), *extra, check=False)
+        assert failing.returncode == 2 and "ExitCode" not in failing.stderr, (failing.returncode, failing.stderr)
     reg.cli("models", "alias", "credit", "production", "1", "--force")
 
 
 def test_a_rollouts_promotion_goes_through_the_gate(gated):
     reg, server, auc, _ = gated
     set_gate(server, {"require": {"roc_auc": 0.999}})
-    started = api(server, "POST", "/api/v1/models/credit/rollout", json={"to": 2, "interval": "1h", "auto_promote": False})
+    # The gate runs before the first step: the rollout does not start, and no traffic moves.
+    refused = api(server, "POST", "/api/v1/models/credit/rollout", json={"to": 2, "interval": "1h", "auto_promote": False})
+    assert refused.status_code == 409 and "validation gate refused to start" in refused.json()["error"], refused.text
+    assert api(server, "GET", "/api/v1/models/credit/traffic").status_code == 404
+    started = api(server, "POST", "/api/v1/models/credit/rollout", json={"to": 2, "interval": "1h", "auto_promote": False,
+                                                                          "skip_gate": True})
     assert started.status_code == 201, started.text
     refused = api(server, "POST", "/api/v1/models/credit/rollout/promote")
     assert refused.status_code == 409 and "gate refused" in refused.json()["error"], refused.text

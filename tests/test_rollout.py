@@ -39,8 +39,8 @@ def rollout(server, model="flaky"):
     return answer.json()
 
 
-def audit_actions(reg):
-    return [e["action"] for e in json.loads(reg.cli("audit", "log", "--model", "flaky", "--json").stdout)]
+def audit_actions(reg, model="flaky"):
+    return [e["action"] for e in json.loads(reg.cli("audit", "log", "--model", model, "--json").stdout)]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,9 @@ def test_a_failing_canary_is_rolled_back_under_load_with_no_failed_request(regis
     assert alert["commonLabels"]["model"] == "flaky" and alert["commonLabels"]["version"] == "3"
     assert "error rate" in alert["alerts"][0]["annotations"]["summary"]
     assert "rollout-rollback" in audit_actions(registry)
-    assert api(server, "GET", "/api/v1/models/flaky/traffic").json()["weights"] == {"1": 100.0, "3": 0.0}
+    # The policy from before the rollout, exactly: no 100/0 weights left behind.
+    restored = api(server, "GET", "/api/v1/models/flaky/traffic").json()
+    assert restored.get("weights", {}) == {} and restored["fallback"]["version"] == 1, restored
     session = requests.Session()
     assert {infer(session, server, 5)["model_version"] for _ in range(30)} == {"1"}
     text = requests.get(f"http://{server.url}/metrics", timeout=10).text
@@ -184,8 +186,10 @@ def test_a_slow_canary_is_rolled_back_on_its_p99_at_the_end_of_its_step(registry
             stop.set()
             loader.join()
         state = rollout(server)
+        # A first breach of the latency bound judges the step again over a new window; the second rolls back.
         assert state["state"] == "rolled_back" and "p99 latency" in state["reason"], state
-        assert [e["event"] for e in state["history"]] == ["start", "rollback"]
+        assert "two windows in a row" in state["reason"], state
+        assert [e["event"] for e in state["history"]] == ["start", "rejudge", "rollback"], state["history"]
     finally:
         server.stop()
 
@@ -261,13 +265,24 @@ def test_a_canary_less_accurate_on_feedback_is_rolled_back_at_the_end_of_its_ste
     reg = Registry("sqlite", tmp_path)
     reg.cli("push", pack(reg.tmp, "gbc", "credit", 1), "--alias", "production")
     bundle = os.path.join(reg.tmp, "inverted.tern")
-    tern("pack", inverted, "--name", "credit", "--version", "2", "-o", bundle)
+    from conftest import EXAMPLES
+    holdout = os.path.join(os.path.dirname(EXAMPLES), "data", "credit-holdout.csv")
+    tern("pack", inverted, "--name", "credit", "--version", "2", "-o", bundle, "--holdout", holdout, "--label-column", "default")
     reg.cli("push", bundle)
     server = reg.serve()
     try:
-        answer = api(server, "POST", "/api/v1/models/credit/rollout", json={
-            "to": 2, "steps": [50, 100], "interval": 4, "min_requests": 10, "max_accuracy_drop": 0.05, "max_latency_ratio": 100})
-        assert answer.status_code == 201, answer.text
+        # The gate runs before the first step: with no gate configured, the default one (accuracy on the
+        # candidate's holdout at most 0.02 below the stable version's) refuses the inverted model.
+        start = {"to": 2, "steps": [50, 100], "interval": 4, "min_requests": 10, "max_latency_ratio": 100}
+        refused = api(server, "POST", "/api/v1/models/credit/rollout", json=start)
+        assert refused.status_code == 409 and "validation gate refused to start" in refused.json()["error"], refused.text
+        assert "--skip-gate" in refused.json()["error"] and api(server, "GET", "/api/v1/models/credit/traffic").status_code == 404
+        cli = reg.cli("rollout", "start", "credit", "--to", "2", check=False)
+        assert cli.returncode == 1 and "validation gate refused" in cli.stderr, cli.stderr
+        # Forced past the gate (audited), it is judged on live quality by default (no max_accuracy_drop given).
+        answer = api(server, "POST", "/api/v1/models/credit/rollout", json={**start, "skip_gate": True})
+        assert answer.status_code == 201 and answer.json()["gate_skipped"], answer.text
+        assert "gate-forced" in audit_actions(reg, "credit")
         x, y = credit_table(400, seed=31)
         session = requests.Session()
         feedback = []
@@ -280,9 +295,43 @@ def test_a_canary_less_accurate_on_feedback_is_rolled_back_at_the_end_of_its_ste
         time.sleep(0.6)  # the prediction log's writer
         posted = api(server, "POST", "/api/v1/feedback", json=feedback)
         assert posted.status_code == 200 and posted.json()["accepted"] == 80, posted.text
-        wait_for(lambda: rollout(server, "credit")["state"] != "running", "the end of the first step", timeout=30)
+        deadline = time.time() + 30
+        while rollout(server, "credit")["state"] == "running":
+            assert time.time() < deadline, ("the end of the first step", rollout(server, "credit"))
+            time.sleep(0.2)
         state = rollout(server, "credit")
         assert state["state"] == "rolled_back" and "accuracy" in state["reason"] and "on feedback" in state["reason"], state
+    finally:
+        server.stop()
+
+
+def test_after_a_rollback_a_promoted_rollout_takes_all_the_traffic(tmp_path):
+    """A rollback restores the policy from before its rollout exactly (none here), so a later rollout that is
+    promoted leaves every request without a version on the promoted version."""
+    reg = Registry("sqlite", tmp_path)
+    reg.cli("push", pack_model(reg, controllable_models.steady, 1), "--alias", "production")
+    reg.cli("push", pack_model(reg, controllable_models.steady, 2, scale=2.0))
+    reg.cli("push", pack_model(reg, controllable_models.failing, 3, limit=100, scale=3.0))
+    server = reg.serve()
+    try:
+        assert api(server, "POST", "/api/v1/models/flaky/rollout", json={
+            "to": 3, "steps": [50, 100], "interval": "60s", "min_requests": 1000}).status_code == 201
+        session = requests.Session()
+        wait_for_state = time.time() + 30
+        while rollout(server)["state"] == "running":
+            assert time.time() < wait_for_state
+            infer(session, server, 500)  # every row fails on v3: its circuit opens
+        assert rollout(server)["state"] == "rolled_back"
+        assert api(server, "GET", "/api/v1/models/flaky/traffic").status_code == 404  # nothing left behind
+        assert api(server, "POST", "/api/v1/models/flaky/rollout", json={
+            "to": 2, "steps": [50, 100], "interval": 1, "min_requests": 10, "max_latency_ratio": 1000}).status_code == 201
+        deadline = time.time() + 60
+        while rollout(server)["state"] == "running":
+            assert time.time() < deadline, rollout(server)
+            infer(session, server, 5)
+        assert rollout(server)["state"] == "promoted", rollout(server)
+        assert api(server, "GET", "/api/v1/models/flaky/traffic").status_code == 404
+        assert {infer(session, server, 5)["model_version"] for _ in range(100)} == {"2"}
     finally:
         server.stop()
 

@@ -111,3 +111,31 @@ def test_three_replicas_behind_nginx_follow_one_registry_and_survive_a_kill(tmp_
                 replica.stop()
             else:
                 replica.log.close()
+
+
+def test_a_rollout_step_is_judged_on_every_replicas_requests(tmp_path):
+    """Three replicas behind nginx: each records its share of the step in the registry and the replica that
+    drives the rollout judges their sum, so the step's numbers count (nearly) every request the clients sent."""
+    reg = Registry("postgres", tmp_path, artifacts_in_database=True)
+    reg.cli("push", pack(reg.tmp, "logreg", "credit", 1), "--alias", "production")
+    reg.cli("push", pack(reg.tmp, "logreg", "credit", 2))
+    replicas = [reg.serve(data=str(tmp_path / f"replica-{i}")) for i in range(3)]
+    nginx = Nginx(str(tmp_path), [r.port for r in replicas])
+    try:
+        started = requests.post(f"http://{replicas[0].url}/api/v1/models/credit/rollout", timeout=60, json={
+            "to": 2, "steps": [50, 100], "interval": "1h", "min_requests": 100000})
+        assert started.status_code == 201, started.text
+        time.sleep(2)  # every replica follows the rollout's traffic policy and its window
+        sent = 0
+        for _ in range(900):
+            version_of(f"127.0.0.1:{nginx.port}")
+            sent += 1
+        time.sleep(2.5)  # each replica records its share every second
+        numbers = requests.get(f"http://{replicas[1].url}/api/v1/models/credit/rollout", timeout=30).json()["current_step"]
+        counted = numbers["candidate"]["requests"] + numbers["stable"]["requests"]
+        assert counted >= 0.95 * sent and counted <= sent, (counted, sent, numbers)
+        requests.post(f"http://{replicas[0].url}/api/v1/models/credit/rollout/abort", timeout=30)
+    finally:
+        nginx.stop()
+        for replica in replicas:
+            replica.stop()

@@ -52,6 +52,14 @@ enum Migrations {
                 "CREATE TABLE tern_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)",
                 "CREATE TABLE tern_gates (model TEXT PRIMARY KEY, gate TEXT NOT NULL, updated_at TEXT NOT NULL)",
             ]),
+            (5, [
+                // Each replica's numbers for a rollout's current window: the driver judges their sum.
+                """
+                CREATE TABLE tern_rollout_tallies (
+                    model TEXT NOT NULL, window_key TEXT NOT NULL, replica TEXT NOT NULL, version BIGINT NOT NULL,
+                    tally TEXT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (model, window_key, replica, version))
+                """,
+            ]),
         ]
     }
 

@@ -34,6 +34,10 @@ public struct Rollout: Codable, Sendable, Equatable {
     public var stepStartedAt: String
     /// The traffic policy before the rollout, restored when it ends.
     public var previousPolicy: TrafficPolicy?
+    /// Windows of the current step that breached a noisy bound (latency) in a row: two roll back.
+    public var strikes: Int?
+    /// Why the gate did not run before the first step (`--skip-gate`), when it did not.
+    public var gateSkipped: String?
     public var history: [Event]
 
     public struct Event: Codable, Sendable, Equatable {
@@ -54,6 +58,8 @@ public struct Rollout: Codable, Sendable, Equatable {
         case startedBy = "started_by"
         case stepStartedAt = "step_started_at"
         case previousPolicy = "previous_policy"
+        case strikes
+        case gateSkipped = "gate_skipped"
     }
 
     public init(model: String, candidate: Int, alias: String = Registry.defaultAlias, steps: [Double] = [5, 25, 50, 100],
@@ -77,6 +83,10 @@ public struct Rollout: Codable, Sendable, Equatable {
         self.stepStartedAt = ""
         self.history = []
     }
+
+    /// The live-quality bound a rollout gets unless it names one: judged only once both versions have
+    /// feedback (``RolloutJudge/minFeedbackRows`` rows each) in the step.
+    public static let defaultMaxAccuracyDrop = 0.05
 
     public var isActive: Bool { state == "running" || state == "paused" }
     /// The candidate's share now, in percent.
@@ -112,6 +122,21 @@ public struct Rollout: Codable, Sendable, Equatable {
         if policy.fallback == nil { policy.fallback = FallbackPolicy(version: stable) }
         return policy
     }
+
+    /// The traffic policy once the candidate is promoted: the one the model had, less what would keep the
+    /// alias's requests from the promoted version (weights naming either version of the rollout, the
+    /// candidate as its own shadow or fallback); nil when nothing of it is left.
+    var policyAfterPromotion: TrafficPolicy? {
+        guard var policy = previousPolicy else { return nil }
+        if policy.weights.keys.contains(stable) || policy.weights.keys.contains(candidate) { policy.weights = [:] }
+        policy.shadows.removeAll { $0 == candidate }
+        if policy.fallback?.version == candidate {
+            policy.fallback?.version = nil
+            if policy.fallback?.defaultOutputs == nil { policy.fallback = nil }
+        }
+        if policy.weights.isEmpty { policy.stickyHeader = nil; policy.stickyInput = nil }
+        return policy.weights.isEmpty && policy.shadows.isEmpty && policy.fallback == nil ? nil : policy
+    }
 }
 
 /// What a rollout command or its driver does.
@@ -120,6 +145,8 @@ public enum RolloutAction: Sendable, Equatable {
     /// To the next step, from the step the driver judged (a replica that lost the lease cannot step twice).
     case advance(from: Int)
     case rollback(reason: String)
+    /// The step is judged again over a new window of the same length (a first breach of a noisy bound).
+    case rejudge(reason: String)
     /// The alias moves to the candidate (the caller has checked the validation gate).
     case promote(reason: String)
 
@@ -141,6 +168,7 @@ public enum RolloutAction: Sendable, Equatable {
         case .abort: "abort"
         case .advance: "step"
         case .rollback: "rollback"
+        case .rejudge: "rejudge"
         case .promote: "promote"
         }
     }
@@ -230,15 +258,20 @@ extension Registry {
                 }
                 rollout.step += 1
                 rollout.stepStartedAt = now
+                rollout.strikes = nil
                 detail = "v\(rollout.candidate) to \(Rollout.percent(rollout.weight))%"
                 try await self.applyTraffic(model: model, policy: rollout.policy(candidateShare: rollout.weight), actor: actor)
             case .rollback(let reason):
+                // Exactly the policy before the rollout: no 100/0 weights left behind to outlive it.
                 rollout.state = "rolled_back"
                 rollout.reason = reason
                 detail = reason
-                var policy = rollout.policy(candidateShare: 0)
-                policy.weights = [rollout.stable: 100, rollout.candidate: 0]
-                try await self.applyTraffic(model: model, policy: policy, actor: actor)
+                try await self.restoreTraffic(rollout, actor: actor)
+            case .rejudge(let reason):
+                guard rollout.state == "running" else { throw TernError.conflict("\(model)'s rollout is not running") }
+                rollout.stepStartedAt = now
+                rollout.strikes = (rollout.strikes ?? 0) + 1
+                detail = reason
             case .abort:
                 rollout.state = "aborted"
                 detail = "v\(rollout.stable) answers again"
@@ -248,7 +281,9 @@ extension Registry {
                 rollout.reason = reason
                 detail = "\(model)@\(rollout.alias) -> v\(rollout.candidate): \(reason)"
                 try await self.moveAlias(model: model, alias: rollout.alias, version: rollout.candidate, actor: actor)
-                try await self.restoreTraffic(rollout, actor: actor)
+                if try await self.trafficPolicy(model) != rollout.policyAfterPromotion {
+                    try await self.applyTraffic(model: model, policy: rollout.policyAfterPromotion, actor: actor)
+                }
             }
             rollout.history.append(.init(at: now, event: action.name, detail: detail))
             try await self.storeRollout(rollout, action: "rollout-\(action.name)", actor: actor)

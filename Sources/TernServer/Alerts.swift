@@ -408,8 +408,11 @@ final class AlertEvaluator: Service, Sendable {
     static func webhookJSON(rule: AlertRule, status: String, value: Double?, version: String, startsAt: String, endsAt: String?) -> Data {
         let labels: [String: String] = ["alertname": rule.name, "model": rule.model, "version": version, "severity": rule.severity,
                                         "metric": rule.metricName]
+        let shown = value.map { String($0) } ?? "unknown"
         let annotations: [String: String] = [
-            "summary": "\(rule.model) v\(version): \(rule.metricName) is \(value.map { String($0) } ?? "unknown") (\(rule.comparison) \(rule.threshold))",
+            "summary": status == "resolved"
+                ? "\(rule.model) v\(version): resolved: \(rule.metricName) is \(shown), back past \(rule.resolveThreshold) (it fired at \(rule.comparison) \(rule.threshold))"
+                : "\(rule.model) v\(version): \(rule.metricName) is \(shown) (\(rule.comparison) \(rule.threshold))",
             "value": value.map { String($0) } ?? "",
         ]
         return webhookJSON(labels: labels, annotations: annotations, status: status, startsAt: startsAt, endsAt: endsAt)

@@ -19,6 +19,10 @@ public struct TernMetricsFactory: MetricsFactory {
         .seconds(10),
     ]
     public static let sizeBuckets: [Double] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    /// For differences of probabilities (a shadow's scores against the answering version's): 0.001 ... 1.
+    public static let probabilityBuckets: [Double] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1]
+    /// Recorders whose values are probabilities, not sizes.
+    static let probabilityLabels: Set<String> = ["tern_shadow_score_abs_difference"]
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -36,7 +40,8 @@ public struct TernMetricsFactory: MetricsFactory {
 
     public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
         guard aggregate else { return registry.makeGauge(name: label, labels: dimensions, help: help(label)) }
-        return registry.makeValueHistogram(name: label, labels: dimensions, buckets: Self.sizeBuckets, help: help(label))
+        let buckets = Self.probabilityLabels.contains(label) ? Self.probabilityBuckets : Self.sizeBuckets
+        return registry.makeValueHistogram(name: label, labels: dimensions, buckets: buckets, help: help(label))
     }
 
     public func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {

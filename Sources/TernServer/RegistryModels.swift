@@ -221,6 +221,17 @@ public actor RegistryModels: ModelRepositoryControl {
                        dataRoot: .some(gateRoot))
     }
 
+    /// Starts a rollout through the gate (``ValidationGate/startRollout(_:actor:skipGate:)``) and serves its first
+    /// step; `started` runs once it is recorded, before its shares are served (the watch counts from there).
+    public func startRollout(
+        _ proposed: Rollout, actor: String, skipGate: Bool, started: @Sendable (Rollout) -> Void = { _ in }
+    ) async throws -> Rollout {
+        let rollout = try await gate.startRollout(proposed, actor: actor, skipGate: skipGate)
+        started(rollout)
+        try await refresh(force: true)
+        return rollout
+    }
+
     /// Pauses, resumes, aborts or promotes a rollout (promotion through the gate) and serves the result.
     public func updateRollout(model: String, _ action: RolloutAction, actor: String, force: Bool = false) async throws -> Rollout {
         let rollout = try await gate.updateRollout(model: model, action, actor: actor, force: force)

@@ -63,10 +63,12 @@ struct RolloutRoutes: Sendable {
         }
         api.post("/models/{model}/rollout", .admin) { request, context in
             let start: RolloutStart = try await Self.decode(request, example: #"{"to": 2, "steps": [5, 25, 50, 100], "interval": "10m", "min_requests": 100}"#)
-            let proposed = try start.rollout(model: try context.parameters.require("model"))
-            let rollout = try await models.registry.startRollout(proposed, actor: request.ternActor)
-            driver?.watch.watch(adding: rollout.model)  // before its shares are served: the first requests count
-            try await models.refresh(force: true)
+            let model = try context.parameters.require("model")
+            let proposed = try start.rollout(model: model)
+            let watch = driver?.watch
+            let rollout = try await models.startRollout(proposed, actor: request.ternActor, skipGate: start.skipGate ?? false) { started in
+                watch?.watch(adding: started.model)  // before its shares are served: the first requests count
+            }
             return try Self.json(try Self.object(rollout), status: .created)
         }
         api.post("/models/{model}/rollout/{action}", .admin) { request, context in
@@ -125,6 +127,8 @@ public struct RolloutStart: Codable, Sendable {
     public var maxLatencyRatio: Double?
     public var maxAccuracyDrop: Double?
     public var autoPromote: Bool?
+    /// Start without running the validation gate first (audited).
+    public var skipGate: Bool?
 
     public enum IntervalValue: Codable, Sendable {
         case seconds(Double)
@@ -151,6 +155,7 @@ public struct RolloutStart: Codable, Sendable {
         case maxLatencyRatio = "max_latency_ratio"
         case maxAccuracyDrop = "max_accuracy_drop"
         case autoPromote = "auto_promote"
+        case skipGate = "skip_gate"
     }
 
     public init(to: Int) { self.to = to }
@@ -168,7 +173,7 @@ public struct RolloutStart: Codable, Sendable {
         if let minRequests { rollout.minRequests = minRequests }
         if let maxErrorRateIncrease { rollout.maxErrorRateIncrease = maxErrorRateIncrease }
         if let maxLatencyRatio { rollout.maxLatencyRatio = maxLatencyRatio }
-        rollout.maxAccuracyDrop = maxAccuracyDrop
+        rollout.maxAccuracyDrop = maxAccuracyDrop ?? Rollout.defaultMaxAccuracyDrop
         if let autoPromote { rollout.autoPromote = autoPromote }
         try rollout.validate()
         return rollout

@@ -8,39 +8,12 @@ import TernBundle
 import TernCore
 import TernRegistry
 
-/// Each version's requests, failures and latency, for the models under rollout: what a step is judged on.
+/// Each version's requests, failures and latency, for the models under rollout, as this replica served
+/// them: every replica records its share of a window in the registry, and the driver judges their sum.
 /// A failure a fallback answered counts against the version that failed; a request its open circuit sent
 /// to the fallback counts as skipped; requests refused as the client's mistake count for no version.
 final class RolloutWatch: InferenceObserver, Sendable {
-    /// Latency buckets: bucket i holds latencies below 10 µs x 1.1^(i+1).
-    static let bucketCount = 200
-
-    struct Tally: Sendable, Equatable {
-        var succeeded = 0
-        var failed = 0
-        /// Requests sent to the fallback because the version's circuit was open.
-        var skipped = 0
-        var buckets = [Int](repeating: 0, count: RolloutWatch.bucketCount)
-
-        static func - (a: Tally, b: Tally) -> Tally {
-            Tally(succeeded: a.succeeded - b.succeeded, failed: a.failed - b.failed, skipped: a.skipped - b.skipped,
-                  buckets: zip(a.buckets, b.buckets).map { $0 - $1 })
-        }
-
-        var requests: Int { succeeded + failed }
-        var errorRate: Double { requests == 0 ? 0 : Double(failed) / Double(requests) }
-        /// The 99th percentile of the successes' latency (the bucket's upper bound), in milliseconds.
-        var p99Milliseconds: Double? {
-            guard succeeded > 0 else { return nil }
-            let rank = Int((Double(succeeded) * 0.99).rounded(.up))
-            var seen = 0
-            for (index, count) in buckets.enumerated() {
-                seen += count
-                if seen >= rank { return 0.01 * pow(1.1, Double(index + 1)) }
-            }
-            return nil
-        }
-    }
+    typealias Tally = VersionTally
 
     private let active = Atomic<Bool>(false)
     private let state = Mutex<(models: [String: Date], tallies: [String: [Int: Tally]])>(([:], [:]))
@@ -71,7 +44,7 @@ final class RolloutWatch: InferenceObserver, Sendable {
     func requestEnded(_ event: InferenceEvent) {
         guard active.load(ordering: .relaxed), let served = event.served else { return }
         let micros = Double(event.duration.components.seconds) * 1e6 + Double(event.duration.components.attoseconds) / 1e12
-        let bucket = min(Self.bucketCount - 1, max(0, Int(log(max(micros, 10) / 10) / log(1.1))))
+        let bucket = VersionTally.bucket(microseconds: micros)
         state.withLock { state in
             guard state.models[served.name] != nil else { return }
             if let note = event.fallback {
@@ -117,14 +90,20 @@ final class RolloutDriver: Service, Sendable {
     private let baselines = Mutex<[String: Baseline]>([:])
     private let holding = Atomic<Bool>(false)
 
-    /// The tallies when a step began (or when this replica first saw it), and the stable version's numbers
-    /// from an earlier step, for steps where it gets too few requests to judge by (the last, at 100%).
+    /// This replica's tallies when a window began (or when it first saw the window).
     struct Baseline: Sendable {
         var key: String
         var candidate: RolloutWatch.Tally
         var stable: RolloutWatch.Tally
+    }
+    /// The driver's memory of each model's last judged window (all replicas' numbers), for the stable
+    /// version's error rate where it answers too few requests (the last step).
+    struct Judged: Sendable {
+        var key: String
+        var stable: RolloutWatch.Tally
         var earlierStable: RolloutWatch.Tally?
     }
+    private let judged = Mutex<[String: Judged]>([:])
 
     init(models: RegistryModels, watch: RolloutWatch, feedback: LiveFeedback?, gate: ValidationGate, webhooks: [String],
          tick: Duration = .seconds(1), factory: any MetricsFactory, logger: Logger) {
@@ -159,6 +138,8 @@ final class RolloutDriver: Service, Sendable {
             }
             let running = active.filter { $0.state == "running" }
             guard !running.isEmpty else { return }
+            // Every replica records what it served; the one holding the lease judges the sum.
+            for rollout in running { await publish(rollout) }
             let held = try await models.registry.holdLease("rollouts", holder: holder, seconds: 10)
             if holding.exchange(held, ordering: .relaxed) != held {
                 logger.notice(held ? "driving the rollouts" : "another replica drives the rollouts", metadata: ["holder": "\(holder)"])
@@ -170,12 +151,12 @@ final class RolloutDriver: Service, Sendable {
         }
     }
 
-    /// What a step's numbers say: the candidate's and the stable version's since the step began.
+    /// What a step's numbers say: the candidate's and the stable version's since the step began, and the
+    /// judge's verdict on them.
     struct Judgement: Sendable {
         var candidate: RolloutWatch.Tally
         var stable: RolloutWatch.Tally
-        /// Why the candidate is out of bounds; nil while it is within them.
-        var breach: String?
+        var verdict: RolloutJudge.Verdict
         var elapsed: Double
 
         var numbers: RolloutStepNumbers {
@@ -183,87 +164,101 @@ final class RolloutDriver: Service, Sendable {
                 .init(requests: tally.requests, failed: tally.failed, skipped: tally.skipped, errorRate: tally.errorRate,
                       p99Milliseconds: tally.p99Milliseconds)
             }
-            return RolloutStepNumbers(candidate: numbers(candidate), stable: numbers(stable), stepSeconds: elapsed, breach: breach)
+            return RolloutStepNumbers(candidate: numbers(candidate), stable: numbers(stable), stepSeconds: elapsed, breach: verdict.breach)
         }
     }
 
-    /// Judges a rollout's current step (also for `GET .../rollout`, on any replica: its own requests).
-    func judge(_ rollout: Rollout) async -> Judgement {
-        let key = "\(rollout.step)@\(rollout.stepStartedAt)"
+    /// What this replica served in a rollout's current window: its tallies less those when the window began.
+    func ownWindow(_ rollout: Rollout) -> (candidate: RolloutWatch.Tally, stable: RolloutWatch.Tally) {
+        let key = rollout.windowKey
         let candidateNow = watch.tally(model: rollout.model, version: rollout.candidate)
         let stableNow = watch.tally(model: rollout.model, version: rollout.stable)
         let started = (try? Date(rollout.stepStartedAt, strategy: .iso8601)) ?? Date()
-        // A step that began before this replica started counting counts from zero: everything counted is in it.
+        // A window that began before this replica started counting counts from zero: everything counted is in it.
         let countedFromStart = watch.watchedSince(rollout.model).map { $0 >= started } ?? false
         let baseline = baselines.withLock { baselines in
             if let known = baselines[rollout.model], known.key == key { return known }
-            // A new step: the stable version's numbers of the step that ended stay as the comparison.
-            let previous = baselines[rollout.model]
-            let earlier = previous.map { stableNow - $0.stable }.flatMap { $0.succeeded >= rollout.minRequests ? $0 : previous?.earlierStable }
             let fresh = countedFromStart
-                ? Baseline(key: key, candidate: .init(), stable: .init(), earlierStable: earlier)
-                : Baseline(key: key, candidate: candidateNow, stable: stableNow, earlierStable: earlier)
+                ? Baseline(key: key, candidate: .init(), stable: .init())
+                : Baseline(key: key, candidate: candidateNow, stable: stableNow)
             baselines[rollout.model] = fresh
             return fresh
         }
-        let candidate = candidateNow - baseline.candidate
-        let stepStable = stableNow - baseline.stable
-        let stable = stepStable.requests >= rollout.minRequests ? stepStable : (baseline.earlierStable ?? stepStable)
-        var judgement = Judgement(candidate: candidate, stable: stable, elapsed: Date().timeIntervalSince(started))
-        // Its circuit opened (failures in a row): out, whatever the count.
-        if candidate.skipped > 0 {
-            judgement.breach = "v\(rollout.candidate)'s circuit opened after failures in a row (\(candidate.failed) failed of "
-                + "\(candidate.requests) requests; \(candidate.skipped) more went to the fallback)"
-            return judgement
+        return (candidateNow - baseline.candidate, stableNow - baseline.stable)
+    }
+
+    /// Records this replica's share of a rollout's window in the registry (every replica, every tick).
+    func publish(_ rollout: Rollout) async {
+        let (candidate, stable) = ownWindow(rollout)
+        do {
+            try await models.registry.recordRolloutTallies(
+                model: rollout.model, window: rollout.windowKey, replica: holder, tallies: [rollout.candidate: candidate, rollout.stable: stable])
+        } catch {
+            logger.warning("cannot record the rollout's numbers", metadata: ["model": "\(rollout.model)", "error": "\(error)"])
         }
-        guard candidate.requests >= rollout.minRequests else { return judgement }
-        let increase = candidate.errorRate - (stable.requests > 0 ? stable.errorRate : 0)
-        if increase > rollout.maxErrorRateIncrease {
-            judgement.breach = String(format: "v%d's error rate %.2f%% is %.2f points above v%d's %.2f%% (at most %.2f allowed) over %d requests",
-                                      rollout.candidate, candidate.errorRate * 100, increase * 100, rollout.stable,
-                                      stable.errorRate * 100, rollout.maxErrorRateIncrease * 100, candidate.requests)
-            return judgement
+    }
+
+    /// Gathers a rollout's current window's numbers, every replica's summed (this replica's own when the
+    /// registry cannot be read), and judges them (``RolloutJudge``); also for `GET .../rollout`.
+    func judge(_ rollout: Rollout) async -> Judgement {
+        let own = ownWindow(rollout)
+        var candidate = own.candidate, stable = own.stable
+        if let merged = try? await models.registry.rolloutTallies(model: rollout.model, window: rollout.windowKey), merged.replicas > 0 {
+            candidate = merged.tallies[rollout.candidate] ?? .init()
+            stable = merged.tallies[rollout.stable] ?? .init()
         }
-        // Latency is judged over the whole step (a p99 over a few hundred requests moves with one slow
-        // moment of the machine): when the step would pass.
-        guard judgement.elapsed >= rollout.intervalSeconds else { return judgement }
-        if let mine = candidate.p99Milliseconds, let theirs = stable.p99Milliseconds, stable.succeeded >= rollout.minRequests,
-           mine > theirs * rollout.maxLatencyRatio, mine - theirs > 1 {
-            judgement.breach = String(format: "v%d's p99 latency %.2f ms is %.2fx v%d's %.2f ms (at most %.2fx allowed)",
-                                      rollout.candidate, mine, mine / theirs, rollout.stable, theirs, rollout.maxLatencyRatio)
-            return judgement
-        }
-        if let drop = rollout.maxAccuracyDrop, let feedback,
-           let performance = try? await feedback.performance(of: rollout.model, since: Int64(started.timeIntervalSince1970 * 1000), newest: nil) {
-            let byVersion = Dictionary(performance.map { ($0.version, $0) }, uniquingKeysWith: { a, _ in a })
-            if let mine = byVersion[rollout.candidate], let theirs = byVersion[rollout.stable], mine.rows >= 20, theirs.rows >= 20,
-               let a = mine.live?.accuracy, let b = theirs.live?.accuracy, b - a > drop {
-                judgement.breach = String(format: "v%d's accuracy %.4f is %.4f below v%d's %.4f (at most %.4f allowed) on feedback",
-                                          rollout.candidate, a, b - a, rollout.stable, b, drop)
+        let earlier: RolloutWatch.Tally? = judged.withLock { judged in
+            var entry = judged[rollout.model] ?? Judged(key: rollout.windowKey, stable: stable)
+            if entry.key != rollout.windowKey {
+                // A new window: the one that ended is the comparison for the stable version's error rate.
+                entry.earlierStable = entry.stable.succeeded >= rollout.minRequests ? entry.stable : entry.earlierStable
+                entry.key = rollout.windowKey
             }
+            entry.stable = stable
+            judged[rollout.model] = entry
+            return entry.earlierStable
         }
-        return judgement
+        let started = (try? Date(rollout.stepStartedAt, strategy: .iso8601)) ?? Date()
+        let elapsed = Date().timeIntervalSince(started)
+        var window = RolloutJudge.Window(candidate: candidate.numbers, stable: stable.numbers, earlierStable: earlier?.numbers, elapsed: elapsed)
+        if rollout.maxAccuracyDrop != nil, elapsed >= rollout.intervalSeconds, let feedback,
+           let performance = try? await feedback.performance(of: rollout.model, since: Int64(started.timeIntervalSince1970 * 1000), newest: nil) {
+            func quality(_ version: Int) -> RolloutJudge.Quality? {
+                guard let found = performance.first(where: { $0.version == version }), let accuracy = found.live?.accuracy else { return nil }
+                return .init(accuracy: accuracy, rows: found.rows)
+            }
+            window.candidateQuality = quality(rollout.candidate)
+            window.stableQuality = quality(rollout.stable)
+        }
+        return Judgement(candidate: candidate, stable: stable, verdict: RolloutJudge(rollout: rollout).judge(window), elapsed: elapsed)
     }
 
     private func drive(_ rollout: Rollout, client: HTTPClient) async throws {
         let judgement = await judge(rollout)
         let registry = models.registry
-        if let breach = judgement.breach {
+        switch judgement.verdict {
+        case .wait:
+            return
+        case .rollBack(let breach):
             _ = try await registry.updateRollout(model: rollout.model, .rollback(reason: breach), actor: "rollout")
+            try? await registry.pruneRolloutTallies(model: rollout.model, keeping: nil)
             try await models.refresh(force: true)
             Counter(label: "tern_rollout_rollbacks_total", dimensions: [("model", rollout.model)], factory: factory).increment()
             logger.warning("rollout rolled back", metadata: ["model": "\(rollout.model)", "candidate": "\(rollout.candidate)", "reason": "\(breach)"])
             alert(rollout, reason: breach, client: client)
-            return
-        }
-        guard judgement.elapsed >= rollout.intervalSeconds, judgement.candidate.requests >= rollout.minRequests else { return }
-        if rollout.step + 1 < rollout.steps.count {
+        case .rejudge(let reason):
+            let again = try await registry.updateRollout(model: rollout.model, .rejudge(reason: reason), actor: "rollout")
+            _ = ownWindow(again)  // the new window counts from now
+            try? await registry.pruneRolloutTallies(model: rollout.model, keeping: again.windowKey)
+            logger.notice("rollout step judged again", metadata: ["model": "\(rollout.model)", "reason": "\(reason)"])
+        case .advance:
             let advanced = try await registry.updateRollout(model: rollout.model, .advance(from: rollout.step), actor: "rollout")
             // The new step counts from now: its baseline is taken before the new shares are served.
-            _ = await judge(advanced)
+            _ = ownWindow(advanced)
+            try? await registry.pruneRolloutTallies(model: rollout.model, keeping: advanced.windowKey)
             try await models.refresh(force: true)
             logger.notice("rollout advanced", metadata: ["model": "\(rollout.model)", "weight": "\(rollout.steps[rollout.step + 1])"])
-        } else if rollout.autoPromote {
+        case .promote:
             let result = try await gate.check(model: rollout.model, candidate: rollout.candidate, alias: rollout.alias, actor: "rollout")
             if result.passed {
                 _ = try await registry.updateRollout(
@@ -274,6 +269,7 @@ final class RolloutDriver: Service, Sendable {
                 _ = try await registry.updateRollout(model: rollout.model, .rollback(reason: reason), actor: "rollout")
                 alert(rollout, reason: reason, client: client)
             }
+            try? await registry.pruneRolloutTallies(model: rollout.model, keeping: nil)
             try await models.refresh(force: true)
         }
     }

@@ -116,12 +116,60 @@ public struct ValidationGate: Sendable {
         return result
     }
 
+    /// How much worse than the stable version a candidate's holdout metric may be when a rollout starts and
+    /// the model has no gate of its own: accuracy for a classifier, r2 for a regressor (docs/rollouts.md).
+    public static let defaultRolloutTolerance = 0.02
+
+    /// Starts a rollout the gate lets start (the one place a rollout starts, for the server and the CLI's
+    /// local mode alike): the model's gate, else the default one (``defaultRolloutTolerance`` on the
+    /// candidate's holdout, both versions scored on the same rows), runs before the first step; a failing
+    /// candidate is refused (`conflict`). `skipGate` starts it anyway, audited as a forced gate.
+    public func startRollout(_ proposed: Rollout, actor: String, skipGate: Bool) async throws -> Rollout {
+        try proposed.validate()
+        var proposed = proposed
+        if skipGate {
+            var result = GateResult(passed: false, model: proposed.model, alias: proposed.alias, candidate: proposed.candidate,
+                                    current: nil, data: "", rows: 0, checks: [], forced: true)
+            result.skipped = "skipped by --skip-gate before the rollout's first step"
+            try await record(result, actor: actor)
+            proposed.gateSkipped = "started with --skip-gate by \(actor)"
+        } else {
+            let configured = try await registry.gate(model: proposed.model)
+            var policy = configured
+            if policy.map({ !$0.aliases.contains(proposed.alias) }) ?? true {
+                let bundle = try ModelBundle(archive: try await registry.archive(proposed.model, proposed.candidate))
+                guard bundle.files[BundleFile.holdout] != nil else {
+                    proposed.gateSkipped = "no gate: v\(proposed.candidate)'s bundle holds no holdout (tern pack --holdout) and the model "
+                        + "has no gate (tern models gate)"
+                    return try await registry.startRollout(proposed, actor: actor)
+                }
+                let metrics: ValidationMetrics? = try bundle.decoded(ValidationMetrics.self, file: BundleFile.metrics)
+                let metric = metrics?.task == "regression" ? "r2" : "accuracy"
+                policy = GatePolicy(aliases: [proposed.alias], maxRegression: [metric: Self.defaultRolloutTolerance])
+            }
+            let result = try await check(model: proposed.model, candidate: proposed.candidate, alias: proposed.alias, actor: actor,
+                                         record: true, policy: policy)
+            if !result.passed {
+                throw TernError.conflict("the validation gate refused to start rolling out \(proposed.model) v\(proposed.candidate): "
+                    + result.summary + (configured == nil ? " (the default gate: no more than \(Self.defaultRolloutTolerance) worse "
+                    + "than the stable version on the candidate's holdout)" : "")
+                    + "; no traffic moved (--skip-gate, or \"skip_gate\": true, starts it anyway, audited)")
+            }
+        }
+        return try await registry.startRollout(proposed, actor: actor)
+    }
+
     /// The verdict for `candidate` as `alias` (recorded unless `record` is false or there was nothing to check).
-    public func check(model: String, candidate: Int, alias: String, actor: String, record: Bool = true) async throws -> GateResult {
+    /// `policy` replaces the model's own gate (a rollout's default gate).
+    public func check(
+        model: String, candidate: Int, alias: String, actor: String, record: Bool = true, policy override: GatePolicy? = nil
+    ) async throws -> GateResult {
         let record = record
         var result = GateResult(passed: true, model: model, alias: alias, candidate: candidate, current: nil, data: "", rows: 0,
                                 checks: [], forced: false)
-        guard let policy = try await registry.gate(model: model) else {
+        var found = override
+        if found == nil { found = try await registry.gate(model: model) }
+        guard let policy = found else {
             result.skipped = "no validation gate for \(model)"
             return result
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import TernBundle
 import TernCore
 import TernRegistry
@@ -258,15 +259,17 @@ extension Models {
         }
 
         func run() async throws {
+            // Exit codes a CI step can rely on: 0 the gate passed, 2 it failed (with or without --json), 1 an error.
+            let failed = Mutex(false)
             try await withRegistry(registry, changes: changes, runtime: runtimeOptions) { client in
                 if clear {
                     try await client.setGate(model: name, policy: nil)
                     print("\(name): no validation gate")
                 } else if let check {
                     let result = try await client.checkGate(model: name, version: check, alias: alias)
+                    failed.withLock { $0 = !result.passed }
                     if json { return try printJSON(result) }
                     print("\(name) v\(check) as \(alias): \(result.summary)")
-                    if !result.passed { throw ExitCode(2) }
                 } else if setting {
                     let policy = GatePolicy(
                         aliases: aliases.map { Pack.list($0) } ?? [Registry.defaultAlias], require: try Self.bounds(require, "--require"),
@@ -280,6 +283,7 @@ extension Models {
                     print("\(name): gate \(Self.describe(gate))")
                 }
             }
+            if failed.withLock({ $0 }) { throw ExitCode(2) }
         }
     }
 }

@@ -204,7 +204,7 @@ struct LocalRegistry: RegistryClient {
         return (rollout, nil)
     }
     func startRollout(model: String, _ start: RolloutStart) async throws -> Rollout {
-        try await registry.startRollout(try start.rollout(model: model), actor: actor)
+        try await gate().startRollout(try start.rollout(model: model), actor: actor, skipGate: start.skipGate ?? false)
     }
     func updateRollout(model: String, action: String, force: Bool) async throws -> Rollout {
         try await gate().updateRollout(model: model, try RolloutAction(name: action), actor: actor, force: force)

@@ -42,7 +42,8 @@ struct RolloutCommand: AsyncParsableCommand {
         @Option(help: "Requests the candidate must have in a step before it is judged (default 100).") var minRequests: Int?
         @Option(help: "How much higher the candidate's error rate may be, absolute (default 0.01).") var maxErrorRateIncrease: Double?
         @Option(help: "How many times the stable version's p99 latency the candidate's may be (default 1.5).") var maxLatencyRatio: Double?
-        @Option(help: "How much lower its accuracy on ground-truth feedback may be (off by default).") var maxAccuracyDrop: Double?
+        @Option(help: "How much lower its accuracy on ground-truth feedback may be (default 0.05; judged once both versions have 20 rows of feedback in a step).") var maxAccuracyDrop: Double?
+        @Flag(help: "Start without running the validation gate first (audited as a forced gate).") var skipGate = false
         @Option(help: "The alias that names the stable version, moved at the end (default production).") var alias: String?
         @Flag(inversion: .prefixedNo, help: "Move the alias (through the gate) when the last step passes.") var autoPromote = true
         @OptionGroup var registry: RegistryOptions
@@ -65,9 +66,11 @@ struct RolloutCommand: AsyncParsableCommand {
             start.maxLatencyRatio = maxLatencyRatio
             start.maxAccuracyDrop = maxAccuracyDrop
             start.autoPromote = autoPromote
+            if skipGate { start.skipGate = true }
             try await withRegistry(registry, changes: changes) { client in
                 let rollout = try await client.startRollout(model: name, start)
                 print("\(name): rollout " + RolloutCommand.describe(rollout))
+                if let skipped = rollout.gateSkipped { print("gate: \(skipped)") }
                 if registry.server == nil {
                     print("a tern serve on this registry drives it (every replica follows its traffic share)")
                 }

@@ -1,5 +1,6 @@
 import Foundation
 import TernCore
+import TernRegistry
 import Testing
 
 @testable import TernServer

@@ -15,8 +15,10 @@ import Foundation
 ///    or, when the stable version had too few requests in it, its rate over an earlier window).
 /// 4. At the end of the step (`elapsed >= intervalSeconds`), with at least `minRequests` successes for each
 ///    version in this window: the candidate's p99 at most `maxLatencyRatio` times the stable's (and more than
-///    1 ms apart). A p99 over a few hundred requests moves with the machine, so a first breach judges the step
-///    again over a new window (`rejudge`); a second in a row rolls back.
+///    1 ms apart), and its mean run time per request (the model's own time, which queueing behind the other
+///    version cannot hide) at most `maxLatencyRatio` times the stable's (and more than 0.2 ms apart). Both
+///    move with the machine, so a first breach judges the step again over a new window (`rejudge`); a second
+///    in a row rolls back.
 /// 5. Live quality, when both versions have at least `minFeedbackRows` rows of feedback in the step: the
 ///    candidate's accuracy at most `maxAccuracyDrop` below the stable's.
 /// 6. Then the step has passed: advance, or at the last step promote (through the gate), or wait when the
@@ -29,12 +31,16 @@ public struct RolloutJudge: Sendable {
         /// Sent to the fallback by an open circuit (not called).
         public var skipped: Int
         public var p99Milliseconds: Double?
+        /// The model's mean run time per request (no queueing), in milliseconds.
+        public var computeMilliseconds: Double?
 
-        public init(succeeded: Int = 0, failed: Int = 0, skipped: Int = 0, p99Milliseconds: Double? = nil) {
+        public init(succeeded: Int = 0, failed: Int = 0, skipped: Int = 0, p99Milliseconds: Double? = nil,
+                    computeMilliseconds: Double? = nil) {
             self.succeeded = succeeded
             self.failed = failed
             self.skipped = skipped
             self.p99Milliseconds = p99Milliseconds
+            self.computeMilliseconds = computeMilliseconds
         }
 
         public var requests: Int { succeeded + failed }
@@ -120,10 +126,18 @@ public struct RolloutJudge: Sendable {
             return .wait(String(format: "the step has run %.0f of its %.0f s", window.elapsed, r.intervalSeconds))
         }
         let s = window.stable
-        if c.succeeded >= r.minRequests, s.succeeded >= r.minRequests, let mine = c.p99Milliseconds, let theirs = s.p99Milliseconds,
-           mine > theirs * r.maxLatencyRatio, mine - theirs > 1 {
-            let reason = String(format: "v%d's p99 latency %.2f ms is %.2fx v%d's %.2f ms over the same window (at most %.2fx allowed)",
-                                r.candidate, mine, mine / theirs, r.stable, theirs, r.maxLatencyRatio)
+        var latency: String?
+        if c.succeeded >= r.minRequests, s.succeeded >= r.minRequests {
+            if let mine = c.p99Milliseconds, let theirs = s.p99Milliseconds, mine > theirs * r.maxLatencyRatio, mine - theirs > 1 {
+                latency = String(format: "v%d's p99 latency %.2f ms is %.2fx v%d's %.2f ms over the same window (at most %.2fx allowed)",
+                                 r.candidate, mine, mine / theirs, r.stable, theirs, r.maxLatencyRatio)
+            } else if let mine = c.computeMilliseconds, let theirs = s.computeMilliseconds, mine > theirs * r.maxLatencyRatio,
+                      mine - theirs > 0.2 {
+                latency = String(format: "v%d's run time %.2f ms a request is %.2fx v%d's %.2f ms over the same window (at most %.2fx allowed)",
+                                 r.candidate, mine, mine / theirs, r.stable, theirs, r.maxLatencyRatio)
+            }
+        }
+        if let reason = latency {
             return (r.strikes ?? 0) >= 1 ? .rollBack(reason + ", in two windows in a row") : .rejudge(reason + "; judging the step again")
         }
         if let drop = r.maxAccuracyDrop, let mine = window.candidateQuality, let theirs = window.stableQuality,

@@ -13,6 +13,10 @@ public struct VersionTally: Codable, Sendable, Equatable {
     /// Requests sent to the fallback because the version's circuit was open.
     public var skipped = 0
     public var buckets = [Int](repeating: 0, count: VersionTally.bucketCount)
+    /// The model's own run time for the requests it ran (no queueing: a slow version sharing the cores
+    /// with the other cannot hide behind its waits), summed.
+    public var computeRequests = 0
+    public var computeNanoseconds = 0
 
     public init() {}
 
@@ -26,6 +30,8 @@ public struct VersionTally: Codable, Sendable, Equatable {
         sum.succeeded += b.succeeded
         sum.failed += b.failed
         sum.skipped += b.skipped
+        sum.computeRequests += b.computeRequests
+        sum.computeNanoseconds += b.computeNanoseconds
         for index in sum.buckets.indices { sum.buckets[index] += b.buckets[index] }
         return sum
     }
@@ -35,6 +41,8 @@ public struct VersionTally: Codable, Sendable, Equatable {
         difference.succeeded -= b.succeeded
         difference.failed -= b.failed
         difference.skipped -= b.skipped
+        difference.computeRequests -= b.computeRequests
+        difference.computeNanoseconds -= b.computeNanoseconds
         for index in difference.buckets.indices { difference.buckets[index] -= b.buckets[index] }
         return difference
     }
@@ -54,19 +62,31 @@ public struct VersionTally: Codable, Sendable, Equatable {
         return nil
     }
 
+    /// The mean run time of the model per request, in milliseconds.
+    public var computeMilliseconds: Double? {
+        computeRequests > 0 && computeNanoseconds >= 0 ? Double(computeNanoseconds) / Double(computeRequests) / 1e6 : nil
+    }
+
     /// What the judge reads of it.
     public var numbers: RolloutJudge.Numbers {
-        .init(succeeded: succeeded, failed: failed, skipped: skipped, p99Milliseconds: p99Milliseconds)
+        .init(succeeded: succeeded, failed: failed, skipped: skipped, p99Milliseconds: p99Milliseconds,
+              computeMilliseconds: computeMilliseconds)
     }
 
     // Stored sparsely: a window's latencies fill a few buckets of the 200.
-    enum CodingKeys: String, CodingKey { case succeeded, failed, skipped, buckets }
+    enum CodingKeys: String, CodingKey {
+        case succeeded, failed, skipped, buckets
+        case computeRequests = "compute_requests"
+        case computeNanoseconds = "compute_ns"
+    }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         succeeded = try container.decode(Int.self, forKey: .succeeded)
         failed = try container.decode(Int.self, forKey: .failed)
         skipped = try container.decode(Int.self, forKey: .skipped)
+        computeRequests = try container.decodeIfPresent(Int.self, forKey: .computeRequests) ?? 0
+        computeNanoseconds = try container.decodeIfPresent(Int.self, forKey: .computeNanoseconds) ?? 0
         for (index, count) in try container.decode([String: Int].self, forKey: .buckets) {
             if let i = Int(index), buckets.indices.contains(i) { buckets[i] = count }
         }
@@ -77,6 +97,8 @@ public struct VersionTally: Codable, Sendable, Equatable {
         try container.encode(succeeded, forKey: .succeeded)
         try container.encode(failed, forKey: .failed)
         try container.encode(skipped, forKey: .skipped)
+        try container.encode(computeRequests, forKey: .computeRequests)
+        try container.encode(computeNanoseconds, forKey: .computeNanoseconds)
         var sparse: [String: Int] = [:]
         for (index, count) in buckets.enumerated() where count != 0 { sparse[String(index)] = count }
         try container.encode(sparse, forKey: .buckets)

@@ -17,6 +17,9 @@ final class RolloutWatch: InferenceObserver, Sendable {
 
     private let active = Atomic<Bool>(false)
     private let state = Mutex<(models: [String: Date], tallies: [String: [Int: Tally]])>(([:], [:]))
+    /// Each watched version's run-time counters and their value when watching began (compute time comes from
+    /// the version's own statistics, which count whether or not it is watched).
+    private let compute = Mutex<[String: [Int: (statistics: ModelStatistics, origin: ModelStatistics.Counter)]]>([:])
 
     /// The models to watch (those with an active rollout); others are forgotten.
     func watch(_ models: Set<String>) {
@@ -25,6 +28,7 @@ final class RolloutWatch: InferenceObserver, Sendable {
             state.models = Dictionary(uniqueKeysWithValues: models.map { ($0, state.models[$0] ?? now) })
             state.tallies = state.tallies.filter { models.contains($0.key) }
         }
+        compute.withLock { $0 = $0.filter { models.contains($0.key) } }
         active.store(!models.isEmpty, ordering: .relaxed)
     }
 
@@ -43,6 +47,10 @@ final class RolloutWatch: InferenceObserver, Sendable {
 
     func requestEnded(_ event: InferenceEvent) {
         guard active.load(ordering: .relaxed), let served = event.served else { return }
+        compute.withLock { compute in
+            if let known = compute[served.name]?[served.version], known.statistics === served.statistics { return }
+            compute[served.name, default: [:]][served.version] = (served.statistics, served.statistics.snapshot.compute)
+        }
         let micros = Double(event.duration.components.seconds) * 1e6 + Double(event.duration.components.attoseconds) / 1e12
         let bucket = VersionTally.bucket(microseconds: micros)
         state.withLock { state in
@@ -69,7 +77,13 @@ final class RolloutWatch: InferenceObserver, Sendable {
     }
 
     func tally(model: String, version: Int) -> Tally {
-        state.withLock { $0.tallies[model]?[version] ?? Tally() }
+        var tally = state.withLock { $0.tallies[model]?[version] ?? Tally() }
+        if let (statistics, origin) = compute.withLock({ $0[model]?[version] }) {
+            let now = statistics.snapshot.compute
+            tally.computeRequests = now.count - origin.count
+            tally.computeNanoseconds = now.nanoseconds - origin.nanoseconds
+        }
+        return tally
     }
 }
 
@@ -162,7 +176,7 @@ final class RolloutDriver: Service, Sendable {
         var numbers: RolloutStepNumbers {
             func numbers(_ tally: RolloutWatch.Tally) -> RolloutStepNumbers.Version {
                 .init(requests: tally.requests, failed: tally.failed, skipped: tally.skipped, errorRate: tally.errorRate,
-                      p99Milliseconds: tally.p99Milliseconds)
+                      p99Milliseconds: tally.p99Milliseconds, runMilliseconds: tally.computeMilliseconds)
             }
             return RolloutStepNumbers(candidate: numbers(candidate), stable: numbers(stable), stepSeconds: elapsed, breach: verdict.breach)
         }
@@ -296,11 +310,14 @@ public struct RolloutStepNumbers: Codable, Sendable {
         public var skipped: Int
         public var errorRate: Double
         public var p99Milliseconds: Double?
+        /// The model's mean run time per request.
+        public var runMilliseconds: Double?
 
         enum CodingKeys: String, CodingKey {
             case requests, failed, skipped
             case errorRate = "error_rate"
             case p99Milliseconds = "p99_ms"
+            case runMilliseconds = "run_ms"
         }
     }
 

@@ -96,6 +96,7 @@ struct RolloutCommand: AsyncParsableCommand {
                     func line(_ label: String, _ version: Int, _ n: RolloutStepNumbers.Version) -> String {
                         String(format: "  %@ v%d: %d requests, %d failed (%.2f%%)", label, version, n.requests, n.failed, n.errorRate * 100)
                             + (n.p99Milliseconds.map { String(format: ", p99 %.2f ms", $0) } ?? "")
+                            + (n.runMilliseconds.map { String(format: ", run %.2f ms", $0) } ?? "")
                     }
                     print(String(format: "  this step so far (%.0f s, as the answering server saw it):", numbers.stepSeconds))
                     print(line("candidate", rollout.candidate, numbers.candidate))

@@ -834,3 +834,46 @@ def test_a_large_compressible_bundle_inflates_to_disk_not_to_memory(tmp_path):
         alive(server)
     finally:
         server.stop()
+
+
+def test_huge_requests_do_not_fill_the_drift_windows(tmp_path):
+    """Three 15 MB requests: each is larger than a drift window's budget (10,000 rows and 16 MiB of tensors per
+    version), so none is kept in memory, and a drift pass reads a window of ordinary size."""
+    reg = Registry("sqlite", tmp_path)
+    reference = os.path.join(os.path.dirname(EXAMPLES), "data", "credit-reference.csv")
+    reg.cli("push", pack(reg.tmp, "logreg", "credit-risk", 1, "--reference", reference, "--label-column", "default"))
+    server = reg.serve("--prediction-log", "off")
+    try:
+        for _ in range(20):
+            alive(server)
+        _, rss0 = proc_stat(server.process.pid)
+        body = infer_body(250_000)
+        for _ in range(3):
+            answer = requests.post(f"http://{server.url}/v2/models/credit-risk/infer", data=body, timeout=120)
+            assert answer.status_code == 200
+        drift = api(server, "GET", "/api/v1/models/credit-risk/drift")
+        assert drift.status_code == 200, drift.text
+        assert drift.json()["predictions"] == 20, drift.json()  # the ordinary ones; the huge ones are not kept
+        _, rss1 = proc_stat(server.process.pid)
+        assert rss1 - rss0 < 250, f"RSS grew {rss1 - rss0:.0f} MB"
+        alive(server)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("config", [b"{[a]: 1}\n", b"{{max_batch_size: 1}: 2}\n", b"a: &x [1]\nb: *x\n"])
+def test_a_bundle_whose_config_yaml_has_a_non_scalar_key_is_a_400_not_a_crash(reg, config):
+    """Yams's constructor force-unwraps a mapping key that is not a scalar (found by FuzzParsers): a pushed
+    bundle's config.yaml is read without it."""
+    registry, server, _, bundle = reg
+
+    def add_config(files):
+        doc = json.loads(files["tern.json"])
+        doc["files"]["config.yaml"] = {"sha256": hashlib.sha256(config).hexdigest(), "bytes": len(config)}
+        files["tern.json"] = json.dumps(doc).encode()
+        files["config.yaml"] = config
+    before = state(server)
+    answer = api(server, "POST", "/api/v1/bundles?version=77", data=rewrite_bundle(bundle, add_config))
+    assert answer.status_code == 400 and "config.yaml" in answer.json()["error"], answer.text
+    assert state(server) == before
+    alive(server)

@@ -3,6 +3,7 @@ route and RPC (walked from the server's own route list, so a new route cannot be
 revocation and expiry, the audit trail's identities, and an open server kept on loopback."""
 import datetime
 import json
+import os
 import socket
 import subprocess
 import time
@@ -453,5 +454,27 @@ def test_a_key_past_its_requests_in_flight_gets_429_and_every_end_gives_its_plac
             assert grpc_status(lambda: client.infer("credit", [grpc_input()], headers={"x-api-key": busy})) == "OK"
         assert call(server, "POST", "/v2/models/credit/infer", busy, json=infer_body()).status_code == 200
         assert call(server, "POST", "/v2/models/credit/infer", other, json=infer_body()).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_bootstrap_key_file_starts_a_keyless_registry_with_authentication_on(tmp_path):
+    reg = Registry("sqlite", tmp_path)
+    reg.cli("push", pack(reg.tmp, "gbc", "credit", 1))
+    key_file = tmp_path / "secrets" / "admin.key"
+    server = reg.serve("--bootstrap-key-file", str(key_file))
+    try:
+        assert os.stat(key_file).st_mode & 0o777 == 0o600
+        key = key_file.read_text().strip()
+        assert key.startswith("tern_") and "created the first API key 'bootstrap'" in server.output()
+        assert call(server, "POST", "/v2/models/credit/infer", json=infer_body()).status_code == 401
+        assert call(server, "POST", "/v2/models/credit/infer", key, json=infer_body()).status_code == 200
+        assert call(server, "GET", "/api/v1/keys", key).json()[0]["name"] == "bootstrap"
+    finally:
+        server.stop()
+    # A second start finds the key there: nothing is created again, the file is left as it is.
+    server = reg.serve("--bootstrap-key-file", str(key_file))
+    try:
+        assert len(call(server, "GET", "/api/v1/keys", key).json()) == 1
     finally:
         server.stop()

@@ -10,7 +10,6 @@ import TernBundle
 import TernCore
 import TernHTTP
 import TernRegistry
-import Yams
 
 /// Alert rules (`tern serve --alert-rules FILE`):
 ///
@@ -51,12 +50,7 @@ public struct AlertConfiguration: Sendable {
 
     /// Parses a rules file's text; `source` names it in errors.
     public static func parse(yaml text: String, source path: String) throws(TernError) -> AlertConfiguration {
-        let node: Any?
-        do {
-            node = try Yams.load(yaml: text)
-        } catch {
-            throw .invalidArgument("'\(path)' is not valid YAML: \(error)")
-        }
+        let node = try SafeYAML.load(text, source: path)
         guard let map = node as? [String: Any] else { throw .invalidArgument("'\(path)': expected interval, webhooks and rules") }
         var configuration = AlertConfiguration()
         for key in map.keys where !["interval", "webhooks", "rules"].contains(key) {

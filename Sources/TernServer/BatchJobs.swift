@@ -73,6 +73,7 @@ public struct BatchJobsConfiguration: Sendable {
             var schedules: [Entry]
         }
         let file: File
+        try SafeYAML.check(text, source: path)
         do {
             file = try YAMLDecoder().decode(File.self, from: text)
         } catch {

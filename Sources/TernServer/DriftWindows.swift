@@ -13,8 +13,8 @@ import TernRegistry
 /// same columns. Each version keeps its newest `capacity` predictions: a window by count slides over them,
 /// a window by time (`since`/`until`) takes those in the range. Each version's ring is bounded three ways: by
 /// predictions (`capacity`), by rows (`maxRows`) and by bytes of tensors (`maxBytes`), so that a few huge
-/// requests cannot hold gigabytes or make every drift pass long; a request larger than `maxBytes` alone is
-/// not kept in memory (drift then reads it from the prediction log).
+/// requests cannot hold gigabytes or make every drift pass long; a request larger than `maxBytes` or
+/// `maxRows` alone is not kept in memory (drift then reads it from the prediction log).
 public final class DriftWindows: InferenceObserver {
     /// What a window needs of a prediction: when, and the tensors (shared with the request, not copied).
     struct Entry {
@@ -86,7 +86,7 @@ public final class DriftWindows: InferenceObserver {
         }
         let bytes = Self.size(event.inputs) + Self.size(event.outputs)
         let rows = max(1, event.inputs.first?.shape.first ?? 1)
-        guard bytes <= maxBytes else {
+        guard bytes <= maxBytes, rows <= maxRows else {
             ring.state.withLock { $0.dropped = true }
             return
         }

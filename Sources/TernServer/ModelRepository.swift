@@ -1,6 +1,5 @@
 import Foundation
 import TernCore
-import Yams
 
 /// A model found in a repository folder: its configuration and version folders.
 public struct RepositoryModel: Sendable, Equatable {
@@ -111,12 +110,7 @@ public struct ModelRepository: Sendable {
     }
 
     public static func parseConfig(yaml text: String, source: String) throws(TernError) -> ModelConfig {
-        let node: Any?
-        do {
-            node = try Yams.load(yaml: text)
-        } catch {
-            throw .invalidArgument("'\(source)' is not valid YAML: \(error)")
-        }
+        let node = try SafeYAML.load(text, source: source)
         var config = ModelConfig()
         guard let node else { return config }
         guard let map = node as? [String: Any] else {

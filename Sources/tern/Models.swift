@@ -5,7 +5,6 @@ import TernBundle
 import TernCore
 import TernRegistry
 import TernServer
-import Yams
 
 /// Runs a registry command, printing a failure as one line (exit 1).
 func withRegistry(_ options: RegistryOptions, changes: ChangeOptions? = nil, trust: TrustOptions? = nil,
@@ -389,7 +388,7 @@ extension Models {
                 throw ValidationError("cannot read \(file): \(error.localizedDescription)")
             }
             do {
-                let node = try Yams.load(yaml: text)
+                let node = try SafeYAML.load(text, source: file)
                 guard let node, JSONSerialization.isValidJSONObject(node) else { throw ValidationError("\(file): expected a mapping") }
                 return try JSONDecoder().decode(TrafficPolicy.self, from: JSONSerialization.data(withJSONObject: node))
             } catch let error as ValidationError {

@@ -83,8 +83,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var address: String?
     /// Web origins whose pages may call this server (`--cors-origin`; `*`: any).
     private let allowedOrigins: Set<String>
-    /// The names `Host` may give; nil: any (``HTTPFrontEndConfiguration/allowedHosts``).
-    private let allowedHosts: Set<String>?
+    /// The names `Host` may give, lowercased bytes; nil: any (``HTTPFrontEndConfiguration/allowedHosts``).
+    private let allowedHosts: [[UInt8]]?
     /// The allowed origin of the request being answered: its answer carries the CORS headers.
     private var corsOrigin: String?
     /// A preflight answered here: the rest of its request is dropped.
@@ -117,7 +117,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         self.count = count
         self.addressLimiter = addressLimiter
         self.allowedOrigins = allowedOrigins
-        self.allowedHosts = allowedHosts
+        self.allowedHosts = allowedHosts.map { $0.map { Array($0.lowercased().utf8) } }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -219,16 +219,21 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelRead(data)
     }
 
-    /// Whether a `Host` (or `:authority`) names one of the allowed names, whatever its port.
-    static func hostAllowed(_ host: String, _ allowed: Set<String>) -> Bool {
-        var name = Substring(host.lowercased())
-        if name.hasPrefix("[") {
-            if let end = name.firstIndex(of: "]") { name = name[...end] }
-        } else if let colon = name.lastIndex(of: ":") {
+    /// Whether a `Host` (or `:authority`) names one of the allowed names (lowercased bytes), whatever its port
+    /// and case. Runs on every request of an open server: no allocation.
+    static func hostAllowed(_ host: String, _ allowed: [[UInt8]]) -> Bool {
+        var name = host.utf8[...]
+        if name.first == UInt8(ascii: "[") {
+            if let end = name.firstIndex(of: UInt8(ascii: "]")) { name = name[...end] }
+        } else if let colon = name.lastIndex(of: UInt8(ascii: ":")) {
             name = name[..<colon]
         }
-        if name.hasSuffix(".") { name = name.dropLast() }
-        return allowed.contains(String(name))
+        if name.last == UInt8(ascii: ".") { name = name.dropLast() }
+        return allowed.contains { candidate in
+            candidate.count == name.count && zip(candidate, name).allSatisfy { expected, byte in
+                expected == ((byte >= 65 && byte <= 90) ? byte | 0x20 : byte)
+            }
+        }
     }
 
     /// Whether a request asks that its connection close after the answer.

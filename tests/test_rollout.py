@@ -332,6 +332,12 @@ def test_after_a_rollback_a_promoted_rollout_takes_all_the_traffic(tmp_path):
         assert rollout(server)["state"] == "promoted", rollout(server)
         assert api(server, "GET", "/api/v1/models/flaky/traffic").status_code == 404
         assert {infer(session, server, 5)["model_version"] for _ in range(100)} == {"2"}
+        # Promoted, then another rollout (back to v1, say): it starts from the promoted version, cleanly.
+        again = api(server, "POST", "/api/v1/models/flaky/rollout", json={"to": 1, "steps": [20, 100], "interval": "1h"})
+        assert again.status_code == 201 and again.json()["stable"] == 2, again.text
+        assert api(server, "GET", "/api/v1/models/flaky/traffic").json()["weights"] == {"1": 20.0, "2": 80.0}
+        assert api(server, "POST", "/api/v1/models/flaky/rollout/abort").status_code == 200
+        assert api(server, "GET", "/api/v1/models/flaky/traffic").status_code == 404
     finally:
         server.stop()
 

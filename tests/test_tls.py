@@ -195,3 +195,25 @@ def test_sighup_reloads_the_certificate_for_new_connections(tmp_path, certs):
         assert answer.status_code == 200 and server.process.poll() is None
     finally:
         server.stop()
+
+
+def test_mutual_tls_without_keys_is_authenticated_and_listens_beyond_loopback(tmp_path, certs):
+    """A client certificate the CA signed is a credential: such a server is not an open one, so it does not
+    keep to loopback (a server with neither keys nor client certificates does)."""
+    port, grpc_port = free_port(), free_port()
+    log = open(tmp_path / "mtls.log", "w+")
+    process = subprocess.Popen(
+        [BINARY, "serve", "--models", EXAMPLES, "--tls-cert", certs["server.pem"], "--tls-key", certs["server.key"],
+         "--tls-client-ca", certs["ca.pem"], "--http-port", str(port), "--grpc-port", str(grpc_port)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.time() + 30
+        while "serving" not in (log.seek(0) or log.read()):
+            assert process.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        log.seek(0)
+        text = log.read()
+        assert f"http=0.0.0.0:{port}" in text and "listening on loopback only" not in text, text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

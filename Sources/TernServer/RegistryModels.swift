@@ -397,6 +397,8 @@ struct RegistrySyncService: Service {
                     try await models.refresh()
                     LoadMetrics(factory: service.catalog.metricsFactory).synced(succeeded: true)
                 } catch {
+                    // A poll cut short by the stop is not a failure: a clean stop logs no warning.
+                    if Task.isCancelled { break }
                     LoadMetrics(factory: service.catalog.metricsFactory).synced(succeeded: false)
                     logger.warning("registry poll failed", metadata: ["error": "\(error)"])
                 }

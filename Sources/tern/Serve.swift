@@ -84,7 +84,7 @@ struct Serve: AsyncParsableCommand {
         valueName: "rows"))
     var maxExplainWork: Int = 10_000_000
 
-    @Option(help: "Seconds one explanation may run before it is stopped (a 504).")
+    @Option(help: "Seconds one explanation may run before it is stopped (a 503).")
     var explainTimeout: Double = 30
 
     @Flag(help: "GET /metrics needs a key with the metrics scope (else it is open, as the health routes are).")

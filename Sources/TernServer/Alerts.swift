@@ -57,7 +57,7 @@ public struct AlertConfiguration: Sendable {
             throw .invalidArgument("'\(path)': unknown setting '\(key)'; known: interval, webhooks, rules")
         }
         if let interval = map["interval"] {
-            configuration.interval = try duration(interval, "\(path): interval")
+            configuration.interval = try OutsideNumber.duration(interval, "\(path): interval")
         }
         if let hooks = map["webhooks"] {
             guard let list = hooks as? [String], list.allSatisfy({ $0.hasPrefix("http://") || $0.hasPrefix("https://") }) else {
@@ -97,10 +97,6 @@ public struct AlertConfiguration: Sendable {
             text += "        annotations:\n          summary: \(quoted("{{ $labels.model }}: \(rule.metricName) is {{ $value }} (\(rule.comparison) \(rule.threshold))"))\n"
         }
         return text
-    }
-
-    static func duration(_ value: Any, _ what: String) throws(TernError) -> Duration {
-        try OutsideNumber.duration(value, what)
     }
 }
 
@@ -174,7 +170,7 @@ public struct AlertRule: Sendable {
             if let count = given as? Int {
                 window = count
             } else {
-                let duration = try AlertConfiguration.duration(given, "\(named): window")
+                let duration = try OutsideNumber.duration(given, "\(named): window")
                 guard duration >= .seconds(1) else { throw .invalidArgument("\(named): window must be at least 1s") }
                 if timed { window = Int(duration.components.seconds) } else { timeWindow = duration; window = 10_000 }
             }
@@ -190,12 +186,12 @@ public struct AlertRule: Sendable {
                 throw .invalidArgument("\(named): retrain must be {command: ..., timeout: ..., retries: ..., backoff: ...}")
             }
             retrain = command
-            if let value = spec["timeout"] { timeout = try AlertConfiguration.duration(value, "\(named): retrain timeout") }
+            if let value = spec["timeout"] { timeout = try OutsideNumber.duration(value, "\(named): retrain timeout") }
             if let value = spec["retries"] {
                 guard let count = value as? Int, (0...10).contains(count) else { throw .invalidArgument("\(named): retrain retries must be 0...10") }
                 retries = count
             }
-            if let value = spec["backoff"] { backoff = try AlertConfiguration.duration(value, "\(named): retrain backoff") }
+            if let value = spec["backoff"] { backoff = try OutsideNumber.duration(value, "\(named): retrain backoff") }
         }
         self.name = name
         self.model = model
@@ -204,7 +200,7 @@ public struct AlertRule: Sendable {
         self.threshold = threshold
         self.resolveThreshold = resolve
         self.window = window
-        if let value = map["for"] { self.forDuration = try AlertConfiguration.duration(value, "\(named): for") } else { self.forDuration = .zero }
+        if let value = map["for"] { self.forDuration = try OutsideNumber.duration(value, "\(named): for") } else { self.forDuration = .zero }
         self.severity = (map["severity"] as? String) ?? "warning"
         self.retrainCommand = retrain
         self.retrainTimeout = timeout

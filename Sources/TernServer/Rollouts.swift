@@ -16,10 +16,14 @@ final class RolloutWatch: InferenceObserver, Sendable {
     typealias Tally = VersionTally
 
     private let active = Atomic<Bool>(false)
-    private let state = Mutex<(models: [String: Date], tallies: [String: [Int: Tally]])>(([:], [:]))
-    /// Each watched version's run-time counters and their value when watching began (compute time comes from
-    /// the version's own statistics, which count whether or not it is watched).
-    private let compute = Mutex<[String: [Int: (statistics: ModelStatistics, origin: ModelStatistics.Counter)]]>([:])
+    private struct State {
+        var models: [String: Date] = [:]
+        var tallies: [String: [Int: Tally]] = [:]
+        /// Each watched version's run-time counters and their value when watching began (run time comes from
+        /// the version's own statistics, which count whether or not it is watched).
+        var compute: [String: [Int: (statistics: ModelStatistics, origin: ModelStatistics.Counter)]] = [:]
+    }
+    private let state = Mutex(State())
 
     /// The models to watch (those with an active rollout); others are forgotten.
     func watch(_ models: Set<String>) {
@@ -27,8 +31,8 @@ final class RolloutWatch: InferenceObserver, Sendable {
             let now = Date()
             state.models = Dictionary(uniqueKeysWithValues: models.map { ($0, state.models[$0] ?? now) })
             state.tallies = state.tallies.filter { models.contains($0.key) }
+            state.compute = state.compute.filter { models.contains($0.key) }
         }
-        compute.withLock { $0 = $0.filter { models.contains($0.key) } }
         active.store(!models.isEmpty, ordering: .relaxed)
     }
 
@@ -47,14 +51,13 @@ final class RolloutWatch: InferenceObserver, Sendable {
 
     func requestEnded(_ event: InferenceEvent) {
         guard active.load(ordering: .relaxed), let served = event.served else { return }
-        compute.withLock { compute in
-            if let known = compute[served.name]?[served.version], known.statistics === served.statistics { return }
-            compute[served.name, default: [:]][served.version] = (served.statistics, served.statistics.snapshot.compute)
-        }
         let micros = Double(event.duration.components.seconds) * 1e6 + Double(event.duration.components.attoseconds) / 1e12
         let bucket = VersionTally.bucket(microseconds: micros)
         state.withLock { state in
             guard state.models[served.name] != nil else { return }
+            if state.compute[served.name]?[served.version]?.statistics !== served.statistics {
+                state.compute[served.name, default: [:]][served.version] = (served.statistics, served.statistics.snapshot.compute)
+            }
             if let note = event.fallback {
                 // The fallback's answer: not the answering version's own latency.
                 if note.kind == .circuitOpen {
@@ -77,8 +80,9 @@ final class RolloutWatch: InferenceObserver, Sendable {
     }
 
     func tally(model: String, version: Int) -> Tally {
-        var tally = state.withLock { $0.tallies[model]?[version] ?? Tally() }
-        if let (statistics, origin) = compute.withLock({ $0[model]?[version] }) {
+        let (counted, compute) = state.withLock { ($0.tallies[model]?[version] ?? Tally(), $0.compute[model]?[version]) }
+        var tally = counted
+        if let (statistics, origin) = compute {
             let now = statistics.snapshot.compute
             tally.computeRequests = now.count - origin.count
             tally.computeNanoseconds = now.nanoseconds - origin.nanoseconds

@@ -13,15 +13,23 @@ public struct LambdaRuntime: Sendable {
     let api: String
     let localPort: Int
     let logger: Logger
+    let ready: @Sendable () -> Bool
 
-    public init(api: String, localPort: Int, logger: Logger) {
+    /// `ready`: whether the server answers (models loaded, every front-end listening); no invocation is
+    /// taken before, as Lambda's init phase ends only when the function can answer.
+    public init(api: String, localPort: Int, logger: Logger, ready: @escaping @Sendable () -> Bool = { true }) {
         self.api = api
         self.localPort = localPort
         self.logger = logger
+        self.ready = ready
     }
 
     /// Takes and answers invocations until the task is cancelled.
     public func run() async {
+        // The init phase: the HTTP port listens before the models finish loading.
+        while !ready() {
+            guard (try? await Task.sleep(for: .milliseconds(5))) != nil else { return }
+        }
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         defer { _ = client.shutdown() }
         let base = "http://\(api)/2018-06-01/runtime"

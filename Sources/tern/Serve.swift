@@ -572,14 +572,14 @@ struct Serve: AsyncParsableCommand {
         }
         // As an AWS Lambda container image: invocations from the Runtime API, answered through the HTTP port.
         let lambdaAPI = ProcessInfo.processInfo.environment["AWS_LAMBDA_RUNTIME_API"].flatMap { $0.isEmpty ? nil : $0 }
-        let lambdaLogger = logger
+        let lambdaLogger = logger, service = server.service
         do {
             try await server.run(
                 onHTTPReady: { port in
                     await report("http", port)
                     if let lambdaAPI {
                         lambdaLogger.info("taking invocations from the Lambda Runtime API", metadata: ["api": "\(lambdaAPI)"])
-                        Task.detached { await LambdaRuntime(api: lambdaAPI, localPort: port, logger: lambdaLogger).run() }
+                        Task.detached { await LambdaRuntime(api: lambdaAPI, localPort: port, logger: lambdaLogger) { service.isReady }.run() }
                     }
                 }, onGRPCReady: { await report("grpc", $0) },
                 onMetricsReady: { await report("metrics", $0) })

@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "TernGRPC", targets: ["TernGRPC"]),
         .library(name: "TernServer", targets: ["TernServer"]),
         .library(name: "TernMonitoring", targets: ["TernMonitoring"]),
+        .library(name: "TernStatistics", targets: ["TernStatistics"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -54,7 +55,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Yams", package: "Yams"),
             ],
+            swiftSettings: strict
+        ),
+        // The wire codecs that are not HTTP: v2 JSON and binary tensors, tabular rows, prediction records, JSON text.
+        .target(
+            name: "TernCodecs",
+            dependencies: ["TernCore", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .target(
@@ -68,8 +76,15 @@ let package = Package(
         .target(
             name: "TernHTTP",
             dependencies: [
-                "TernCore",
+                "TernCore", "TernCodecs", "TernModels", "TernMonitoring", "TernRollouts", "TernBatch", "TernExplain", "TernRegistry",
+                "TernBundle", "TernONNX", "TernAuth",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -95,26 +110,38 @@ let package = Package(
             swiftSettings: strict
         ),
         // Batch scoring: files in, predictions out, chunked on all cores, resumable, sharded.
-        .target(name: "TernBatch", dependencies: ["TernCore", "CGzip"], swiftSettings: strict),
+        // and the server's batch jobs (scheduled, cancellable).
+        .target(
+            name: "TernBatch",
+            dependencies: [
+                "TernCore", "CGzip", "TernCodecs", "TernONNX", "TernBundle", "TernRegistry", "TernExplain",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         // gzip members for batch outputs, and zlib's gz* reader for gzip inputs.
         .target(name: "CGzip", linkerSettings: [.linkedLibrary("z")]),
         // Explanations: the model's structure read from its ONNX file (our own minimal .proto), exact
         // TreeSHAP (interventional, path-dependent) and linear attributions.
         .target(
             name: "TernExplain",
-            dependencies: ["TernCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            dependencies: [
+                "TernCore", "TernCodecs", "TernONNX", "TernBundle", "TernRegistry",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             exclude: ["Generated/README.md"],
             swiftSettings: strict
         ),
-        // Drift statistics (and, to come, windows, feedback and alerts): pure Swift, no server types.
-        .target(name: "TernMonitoring", swiftSettings: strict),
+        // Drift statistics as scipy computes them and the per-column drift report: pure Swift, no server types.
+        .target(name: "TernStatistics", swiftSettings: strict),
         // A zlib check of each deflated zip entry before ZIPFoundation inflates it (DeflateCheck.swift).
         .target(name: "CZipCheck", linkerSettings: [.linkedLibrary("z")]),
         // The bundle format: manifest, archive, reference profile, validation metrics, model card.
         .target(
             name: "TernBundle",
             dependencies: [
-                "TernCore", "TernMonitoring", "CZipCheck",
+                "TernCore", "TernStatistics", "CZipCheck",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ],
@@ -133,14 +160,61 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Where served models come from: a repository folder or a registry; loading, checking, swapping.
+        .target(
+            name: "TernModels",
+            dependencies: [
+                "TernCore", "TernONNX", "TernBundle", "TernRegistry",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // Watching served models: the prediction log, drift windows and live drift, feedback and live quality,
+        // alert rules with their webhooks and retraining hooks.
+        .target(
+            name: "TernMonitoring",
+            dependencies: [
+                "TernCore", "TernCodecs", "TernStatistics", "TernBundle", "TernRegistry", "TernModels",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict
+        ),
+        // Safe updates: the validation gate, rollouts and their driver, shadow comparison, holdout scoring.
+        .target(
+            name: "TernRollouts",
+            dependencies: [
+                "TernCore", "TernCodecs", "TernONNX", "TernBundle", "TernRegistry", "TernModels", "TernMonitoring",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict
+        ),
+        // Who is calling: API keys from a registry, bearer tokens (JWTs) from an identity provider.
+        .target(
+            name: "TernAuth",
+            dependencies: [
+                "TernCore", "TernRegistry",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict
+        ),
+        // Composition: configuration, wiring of the services above, lifecycle.
         .target(
             name: "TernServer",
             dependencies: [
-                "TernBatch",
+                "TernBatch", "TernCodecs", "TernModels", "TernRollouts", "TernAuth", "TernStatistics",
                 "TernCore", "TernONNX", "TernHTTP", "TernGRPC", "TernBundle", "TernRegistry", "TernMonitoring", "TernExplain",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCertificateReloading", package: "swift-nio-extras"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -161,7 +235,7 @@ let package = Package(
             name: "tern",
             dependencies: [
                 "TernServer", "TernONNX", "TernCore", "TernHTTP", "TernBundle", "TernRegistry", "TernMonitoring", "TernExplain",
-                "TernBatch",
+                "TernBatch", "TernCodecs", "TernModels", "TernRollouts", "TernAuth", "TernStatistics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -172,7 +246,7 @@ let package = Package(
         ),
         // Fixture paths, golden data and comparisons shared by the test targets.
         .target(name: "TernTestSupport", dependencies: ["TernCore", "TernONNX"], path: "Tests/TernTestSupport"),
-        .testTarget(name: "TernCoreTests", dependencies: ["TernCore"], swiftSettings: strict),
+        .testTarget(name: "TernCoreTests", dependencies: ["TernCore", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .testTarget(
             name: "TernONNXTests",
             dependencies: ["TernONNX", "TernCore", "TernTestSupport"],
@@ -181,7 +255,7 @@ let package = Package(
         .testTarget(
             name: "TernHTTPTests",
             dependencies: [
-                "TernHTTP", "TernServer", "TernONNX", "TernCore", "TernTestSupport",
+                "TernHTTP", "TernCodecs", "TernServer", "TernONNX", "TernCore", "TernTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: strict
@@ -189,8 +263,9 @@ let package = Package(
         .testTarget(
             name: "TernGRPCTests",
             dependencies: [
-                "TernGRPC", "TernCore",
+                "TernGRPC", "TernCore", "TernModels", "TernONNX", "TernTestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
             ],
             swiftSettings: strict
         ),
@@ -200,8 +275,28 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "TernBatchTests",
+            dependencies: ["TernBatch", "TernModels", "TernONNX", "TernCore", "TernTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TernModelsTests",
+            dependencies: ["TernModels", "TernCore", "TernTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TernRolloutsTests",
+            dependencies: ["TernRollouts", "TernRegistry", "TernBundle", "TernCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "TernMonitoringTests",
-            dependencies: ["TernMonitoring", "TernTestSupport"],
+            dependencies: ["TernMonitoring", "TernCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TernStatisticsTests",
+            dependencies: ["TernStatistics", "TernTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -227,12 +322,12 @@ let package = Package(
 if Context.environment["TERN_FUZZ"] != nil {
     package.targets.append(.target(name: "FuzzSupport", dependencies: ["TernCore"], path: "Fuzz/FuzzSupport"))
     let fuzzTargets: [(String, [Target.Dependency])] = [
-        ("FuzzV2JSON", ["TernHTTP", .product(name: "NIOCore", package: "swift-nio")]),
-        ("FuzzV2Binary", ["TernHTTP", .product(name: "NIOCore", package: "swift-nio")]),
+        ("FuzzV2JSON", ["TernCodecs", .product(name: "NIOCore", package: "swift-nio")]),
+        ("FuzzV2Binary", ["TernCodecs", .product(name: "NIOCore", package: "swift-nio")]),
         ("FuzzGRPCRequest", ["TernGRPC"]),
-        ("FuzzTabular", ["TernHTTP", "TernBundle"]),
+        ("FuzzTabular", ["TernCodecs", "TernBundle"]),
         ("FuzzBundle", ["TernBundle"]),
-        ("FuzzParsers", ["TernServer"]),
+        ("FuzzParsers", ["TernMonitoring"]),
     ]
     for (name, dependencies) in fuzzTargets {
         package.targets.append(.executableTarget(

@@ -292,6 +292,44 @@ def test_explain_true_on_infer_adds_the_explanation_on_every_protocol_and_logs_i
     assert "explain_attributions" in shown.stdout and f"{expected[0][0]:.6g}"[:6] in shown.stdout, shown.stdout
 
 
+def requests_counted(server, model, outcome):
+    text = requests.get(f"http://{server.url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("tern_requests_total{") and f'model="{model}"' in line and 'protocol="v2_rest"' in line \
+                and f'outcome="{outcome}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_explain_route_is_counted_and_logged_like_a_prediction(served):
+    """The explain route goes through the core as infer does (issue 26): counted in tern_requests_total (a
+    refused one as a client error), and kept in the prediction log under its request id, marked as an
+    explanation (drift leaves it out)."""
+    reg, server = served
+    with open(REFERENCE) as f:
+        reader = csv.reader(f)
+        next(reader)
+        applicants = [[float(v) for v in row[:10]] for _, row in zip(range(2), reader)]
+    before = requests_counted(server, "credit", "success"), requests_counted(server, "credit", "client_error")
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 10], "data": np.asarray(applicants).reshape(-1).tolist()}]}
+    answer = requests.post(f"http://{server.url}/v2/models/credit/explain", json=body, headers={"X-Request-ID": "explained-1"}, timeout=30)
+    assert answer.status_code == 200 and answer.headers["X-Request-ID"] == "explained-1", answer.text
+    refused = explain(server, "credit", applicants, method="nonsense")
+    assert refused.status_code == 400
+    assert requests_counted(server, "credit", "success") == before[0] + 1
+    assert requests_counted(server, "credit", "client_error") == before[1] + 1
+    deadline = time.time() + 10
+    while True:
+        shown = tern("predictions", "show", "explained-1", *reg.args, check=False)
+        if shown.returncode == 0 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert shown.returncode == 0, shown.stderr
+    assert "v2_rest:explain" in shown.stdout and "explain_attributions" in shown.stdout, shown.stdout
+    first = answer.json()["rows"][0]["attributions"]["class 1"][0]
+    assert f"{first:.6g}"[:6] in shown.stdout, shown.stdout
+
+
 @pytest.mark.parametrize("parameters,message", [
     ({"explain": "yes"}, "parameter explain must be true or false"),
     ({"explain": True, "explain_method": "magic"}, "parameter explain_method must be"),

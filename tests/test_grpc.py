@@ -271,3 +271,46 @@ def test_large_message_within_the_default_limit(client):
     tensor.set_data_from_numpy(rows)
     result = client.infer("logreg", [tensor], outputs=[grpcclient.InferRequestedOutput("label")])
     assert result.as_numpy("label").shape == (150_000,)
+
+
+def test_rest_config_and_grpc_model_config_agree_field_by_field(tmp_path):
+    """One model description encoded twice (issue 26): tritonclient's HTTP and gRPC configs of a version with
+    dynamic batching settings, and of one without, compared field by field."""
+    import shutil
+
+    import tritonclient.http as httpclient
+
+    from conftest import EXAMPLES
+
+    repository = tmp_path / "models"
+    shutil.copytree(f"{EXAMPLES}/credit-risk", repository / "batched")
+    (repository / "batched" / "config.yaml").write_text(
+        "max_batch_size: 64\ndynamic_batching:\n  preferred_batch_sizes: [8, 4]\n  max_queue_delay_microseconds: 500\n")
+    shutil.copytree(f"{EXAMPLES}/credit-risk", repository / "plain")
+    (repository / "plain" / "config.yaml").write_text("dynamic_batching: false\n")
+    server = Server(str(repository))
+    try:
+        rest_client = httpclient.InferenceServerClient(url=server.url)
+        grpc_client = grpcclient.InferenceServerClient(url=server.grpc_url)
+        for name in ("batched", "plain"):
+            rest = rest_client.get_model_config(name)
+            over_grpc = grpc_client.get_model_config(name, as_json=True)["config"]
+            for field in ("name", "platform", "backend"):
+                assert rest[field] == over_grpc[field], field
+            # protobuf's JSON leaves out fields at their default (0: no limit).
+            assert rest["max_batch_size"] == int(over_grpc.get("max_batch_size", 0))
+            for key in ("input", "output"):
+                assert [(t["name"], t["data_type"], t["dims"]) for t in rest[key]] == \
+                    [(t["name"], t["data_type"], [int(d) for d in t["dims"]]) for t in over_grpc[key]], key
+            if name == "batched":
+                assert rest["max_batch_size"] == 64
+                assert rest["dynamic_batching"] == {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": 500}
+                grpc_batching = over_grpc["dynamic_batching"]
+                assert grpc_batching["preferred_batch_size"] == rest["dynamic_batching"]["preferred_batch_size"]
+                assert int(grpc_batching["max_queue_delay_microseconds"]) == 500
+            else:
+                assert "dynamic_batching" not in rest and "dynamic_batching" not in over_grpc
+        rest_client.close()
+        grpc_client.close()
+    finally:
+        server.stop()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes Sources/TernServer/OpenAPIDocument.swift from docs/openapi.yaml: the document as JSON (YAML anchors
+"""Writes Sources/TernHTTP/OpenAPIDocument.swift from docs/openapi.yaml: the document as JSON (YAML anchors
 expanded), which the server answers at GET /openapi.json. Run it after editing the YAML;
 tests/test_openapi.py fails while the two disagree."""
 import json
@@ -21,5 +21,5 @@ enum OpenAPIDocument {{
 """####
 }}
 '''
-with open(os.path.join(ROOT, "Sources", "TernServer", "OpenAPIDocument.swift"), "w") as f:
+with open(os.path.join(ROOT, "Sources", "TernHTTP", "OpenAPIDocument.swift"), "w") as f:
     f.write(swift)

@@ -4,7 +4,7 @@
 import Foundation
 import FuzzSupport
 import TernCore
-import TernServer
+import TernMonitoring
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzParsers(_ start: UnsafeRawPointer, _ count: Int) -> CInt {

@@ -1,7 +1,7 @@
 // libFuzzer target: the tabular request formats (KServe v1 instances, MLflow dataframe_split/records,
 // Vertex, Azure ML, CSV) and the CSV reader bundles use for reference and holdout data.
 import TernBundle
-import TernHTTP
+import TernCodecs
 import FuzzSupport
 import TernCore
 

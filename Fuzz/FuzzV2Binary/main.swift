@@ -1,7 +1,7 @@
 // libFuzzer target: the v2 binary tensor extension (a JSON header, then raw tensor bytes). The first two
 // bytes of the input give the JSON header's length (Inference-Header-Content-Length).
 import NIOCore
-@testable import TernHTTP
+@testable import TernCodecs
 import FuzzSupport
 
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -1,6 +1,6 @@
 // libFuzzer target: the Open Inference Protocol v2 JSON request decoder, then validation.
 import NIOCore
-@testable import TernHTTP
+@testable import TernCodecs
 import FuzzSupport
 
 @_cdecl("LLVMFuzzerTestOneInput")

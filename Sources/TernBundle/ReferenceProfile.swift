@@ -1,6 +1,6 @@
 import Foundation
 import TernCore
-import TernMonitoring
+import TernStatistics
 
 /// What the training (reference) data looked like: the baseline that drift is measured against.
 public struct ReferenceProfile: Codable, Sendable, Equatable {

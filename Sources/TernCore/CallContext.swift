@@ -53,6 +53,14 @@ public final class CallContext: @unchecked Sendable {
     public var read: ContinuousClock.Instant?
     /// When the front-end had decoded the request, if it says.
     public var decoded: ContinuousClock.Instant?
+    /// What the caller asked of the model: a prediction, or an explanation of one.
+    public var operation = Operation.infer
+
+    /// What a request asks of a model. Observers that judge a version by its predictions (drift windows, the
+    /// rollout watch, shadow copies) look at `infer` only; the prediction log and the metrics count both.
+    public enum Operation: String, Sendable {
+        case infer, explain
+    }
 
     /// - Parameter requestID: the client's id, kept if it is usable (see ``RequestID/accept(_:)``); a new
     ///   one is made otherwise.

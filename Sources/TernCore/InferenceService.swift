@@ -515,6 +515,31 @@ public final class InferenceService: Sendable {
         return try await infer(InferenceCall(context: context, served: served, request: request))
     }
 
+    /// Work on a version other than a plain run (the explain routes): the version found and the request
+    /// decoded as for ``infer(_:resolve:decode:)`` (readiness, the traffic policy's pick, the caller's grant),
+    /// then counted in the metrics and shown to the observers like any request, with the tensors `work`
+    /// answers (the prediction log records them). The statistics extension counts inferences only.
+    public func perform<Answer: Sendable>(
+        _ context: CallContext, resolve: () throws -> ServedModel, decode: (ServedModel) async throws -> InferenceRequest,
+        work: (ServedModel, InferenceRequest) async throws -> (answer: Answer, outputs: [Tensor])
+    ) async throws -> Answer {
+        var served: ServedModel?
+        do {
+            let found = try resolve()
+            served = found
+            if let caller = context.caller, !caller.mayUse(model: found.name) { throw caller.refusal(model: found.name) }
+            let request = try await decode(found)
+            context.adoptBodyID(request.id)
+            let (answer, outputs) = try await work(found, request)
+            let response = InferenceResponse(modelName: found.name, modelVersion: String(found.version), id: request.id, outputs: outputs)
+            end(context, found, request.inputs, .success(response), { _ in })
+            return answer
+        } catch {
+            end(context, served, [], .failure(error), { _ in })
+            throw error
+        }
+    }
+
     /// Counts and records a request's end, completes it, then shows it to the observers (the answer on its way).
     private func end(
         _ context: CallContext, _ served: ServedModel?, _ inputs: [Tensor],

@@ -113,29 +113,30 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
     {
         try AccessInterceptor.checkGrant(request.name)
         let served = try service.catalog.resolve(name: request.name, version: request.version.isEmpty ? nil : request.version)
+        let description = ModelDescription(served)
         var config = Inference_ModelConfig()
-        config.name = served.name
-        config.platform = served.platform
-        config.backend = "onnxruntime"
-        config.maxBatchSize = Int32(clamping: served.config.maxBatchSize)
-        config.input = served.model.signature.inputs.map { spec in
+        config.name = description.name
+        config.platform = description.platform
+        config.backend = description.backend
+        config.maxBatchSize = Int32(clamping: description.maxBatchSize)
+        config.input = description.inputs.map { tensor in
             var input = Inference_ModelInput()
-            input.name = spec.name
-            input.dataType = Self.dataType(spec.datatype)
-            input.dims = spec.shape.map(Int64.init)
+            input.name = tensor.name
+            input.dataType = Self.dataType(tensor.dataType)
+            input.dims = tensor.dims.map(Int64.init)
             return input
         }
-        config.output = served.model.signature.outputs.map { spec in
+        config.output = description.outputs.map { tensor in
             var output = Inference_ModelOutput()
-            output.name = spec.name
-            output.dataType = Self.dataType(spec.datatype)
-            output.dims = spec.shape.map(Int64.init)
+            output.name = tensor.name
+            output.dataType = Self.dataType(tensor.dataType)
+            output.dims = tensor.dims.map(Int64.init)
             return output
         }
-        if let batcher = served.model as? DynamicBatcher {
+        if let described = description.dynamicBatching {
             var batching = Inference_ModelDynamicBatching()
-            batching.preferredBatchSize = batcher.configuration.preferredBatchSizes.map { Int32(clamping: $0) }
-            batching.maxQueueDelayMicroseconds = UInt64(max(0, batcher.configuration.maxQueueDelay / .microseconds(1)))
+            batching.preferredBatchSize = described.preferredBatchSizes.map { Int32(clamping: $0) }
+            batching.maxQueueDelayMicroseconds = described.maxQueueDelayMicroseconds
             config.dynamicBatching = batching
         }
         var response = Inference_ModelConfigResponse()
@@ -174,6 +175,11 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
             return statistics
         }
         return response
+    }
+
+    /// The enum value of a configuration's data type name (``ModelDescription/dataType(_:)``).
+    static func dataType(_ name: String) -> Inference_DataType {
+        DataType.allCases.first { ModelDescription.dataType($0) == name }.map(dataType) ?? .typeInvalid
     }
 
     static func dataType(_ type: DataType) -> Inference_DataType {

@@ -2,6 +2,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import TernCodecs
 import TernCore
 
 extension TernError.Code {

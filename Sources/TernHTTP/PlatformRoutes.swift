@@ -1,6 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import TernCodecs
 import TernCore
 
 /// Settings of the platform routes.
@@ -30,7 +31,8 @@ public struct PlatformRoutesConfiguration: Sendable {
 /// - Vertex AI and Azure ML custom containers: their health and predict routes (configured), same formats.
 public struct PlatformRoutes: Sendable {
     /// Explains a decoded request's rows, answering JSON (KServe v1's `:explain`); nil: not offered.
-    public typealias Explainer = @Sendable (ServedModel, InferenceRequest) async throws -> ByteBuffer
+    /// The explanation's JSON answer, and the same explanation as tensors (for the prediction log).
+    public typealias Explainer = @Sendable (ServedModel, InferenceRequest) async throws -> (answer: ByteBuffer, outputs: [Tensor])
 
     let service: InferenceService
     let configuration: PlatformRoutesConfiguration
@@ -130,15 +132,30 @@ public struct PlatformRoutes: Sendable {
         }
     }
 
-    /// KServe v1 `:explain`: the same rows as `:predict`, answered with the explanation.
+    /// KServe v1 `:explain`: the same rows as `:predict`, answered with the explanation; found, counted and
+    /// logged through the core as a prediction is (``InferenceService/perform(_:resolve:decode:work:)``).
     private func explain(_ request: Request, _ explainer: Explainer, model: String, version: String?) async throws -> Response {
-        let served = try service.resolve(model: model, version: version)
-        if let caller = CurrentCaller.value, !caller.mayUse(model: served.name) { throw caller.refusal(model: served.name) }
-        let body = try await http.collectBody(request)
-        let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
-        let contentType = request.headers[.contentType]?.lowercased() ?? ""
-        let decoded = contentType.hasPrefix("text/csv") ? try Self.csvRequest(body, codec: codec) : try Self.jsonRequest(body, codec: codec)
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: try await explainer(served, decoded)))
+        let call = V2Routes.callContext(.kserveV1, request.headers, peer: nil)
+        call.caller = CurrentCaller.value
+        call.operation = .explain
+        let requestID = call.requestID
+        do {
+            let answer = try await service.perform(call) {
+                try service.resolve(model: model, version: version, context: call) { name in
+                    HTTPField.Name(name).flatMap { request.headers[$0] }
+                }
+            } decode: { served in
+                let body = try await http.collectBody(request)
+                let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
+                let contentType = request.headers[.contentType]?.lowercased() ?? ""
+                return contentType.hasPrefix("text/csv") ? try PlatformForms.csvRequest(body, codec: codec) : try PlatformForms.jsonRequest(body, codec: codec)
+            } work: { served, decoded in
+                try await explainer(served, decoded)
+            }
+            return Response(status: .ok, headers: [.contentType: "application/json", .requestID: requestID], body: .init(byteBuffer: answer))
+        } catch {
+            throw IdentifiedError(error: error, requestID: requestID)
+        }
     }
 
     private func answer(_ request: Request, _ call: CallContext, model: String?, version: String?) async throws -> Response {
@@ -151,7 +168,7 @@ public struct PlatformRoutes: Sendable {
             let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
             let contentType = request.headers[.contentType]?.lowercased() ?? ""
             return contentType.hasPrefix("text/csv")
-                ? try Self.csvRequest(body, codec: codec) : try Self.jsonRequest(body, codec: codec)
+                ? try PlatformForms.csvRequest(body, codec: codec) : try PlatformForms.jsonRequest(body, codec: codec)
         }
         // The platform formats have no response parameters: a fallback's answer is marked in a header.
         var headers: HTTPFields = [:]
@@ -171,84 +188,6 @@ public struct PlatformRoutes: Sendable {
         writer.byte(UInt8(ascii: "}"))
         headers[.contentType] = "application/json"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: writer.buffer))
-    }
-
-    static func jsonRequest(_ body: ByteBuffer, codec: TabularCodec) throws(TernError) -> InferenceRequest {
-        guard body.readableBytes > 0 else { throw .invalidArgument("the request body is empty") }
-        let value: JSONValue = try body.withUnsafeReadableBytes { bytes in
-            Result { () throws(TernError) in try JSONValue.parse(bytes) }
-        }.get()
-        return try request(value, codec: codec)
-    }
-
-    /// A request from a parsed body in one of the platform forms.
-    static func request(_ value: JSONValue, codec: TabularCodec) throws(TernError) -> InferenceRequest {
-        guard case .object = value else {
-            throw .invalidArgument("the request must be a JSON object with one of: instances, inputs, dataframe_split, "
-                + "dataframe_records")
-        }
-        if let split = value["dataframe_split"] {
-            guard case .array(let columns)? = split["columns"], case .array(let data)? = split["data"] else {
-                throw .invalidArgument("dataframe_split needs 'columns' (a list of names) and 'data' (a list of rows)")
-            }
-            var names: [String] = []
-            for column in columns {
-                guard case .string(let name) = column else { throw .invalidArgument("dataframe_split 'columns' must be strings") }
-                names.append(name)
-            }
-            return try codec.request(columns: names, data: data)
-        }
-        if let records = value["dataframe_records"] {
-            guard case .array(let rows) = records else { throw .invalidArgument("dataframe_records must be a list of objects") }
-            return try codec.request(instances: rows)
-        }
-        if let instances = value["instances"] {
-            guard case .array(let rows) = instances else { throw .invalidArgument("'instances' must be a list of rows") }
-            return try codec.request(instances: rows)
-        }
-        if let inputs = value["inputs"] {
-            return try codec.request(columnar: inputs)
-        }
-        throw .invalidArgument("expected one of: instances, inputs, dataframe_split, dataframe_records; got keys: "
-            + value.keys.joined(separator: ", "))
-    }
-
-    /// SageMaker's text/csv: one row per line, no header (a first line of names only is taken as a header).
-    static func csvRequest(_ body: ByteBuffer, codec: TabularCodec) throws(TernError) -> InferenceRequest {
-        let text = String(buffer: body)
-        guard text.utf8.elementsEqual(body.readableBytesView) else { throw .invalidArgument("the CSV body is not valid UTF-8") }
-        return try csvRequest(text, codec: codec)
-    }
-
-    static func csvRequest(_ text: String, codec: TabularCodec) throws(TernError) -> InferenceRequest {
-        var lines = text.split(whereSeparator: \.isNewline).map { line in
-            line.split(separator: ",", omittingEmptySubsequences: false).map {
-                $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: .init(charactersIn: "\""))
-            }
-        }.filter { !($0.count == 1 && $0[0].isEmpty) }
-        guard !lines.isEmpty else { throw .invalidArgument("the CSV body has no rows") }
-        func cell(_ text: String) -> JSONValue {
-            if let exact = Int64(text) { return .number(Double(exact), exact) }
-            if let double = Double(text) { return .number(double, nil) }
-            return .string(text)
-        }
-        if lines.count > 1, lines[0].allSatisfy({ Double($0) == nil }) {
-            let header = lines.removeFirst()
-            return try codec.request(columns: header, data: lines.map { .array($0.map(cell)) })
-        }
-        let width = lines[0].count
-        if let bad = lines.firstIndex(where: { $0.count != width }) {
-            throw .invalidArgument("CSV line \(bad + 1) has \(lines[bad].count) values; line 1 has \(width)")
-        }
-        if codec.signature.inputs.count > 1 {
-            // Columns map to the inputs in order.
-            let names = codec.signature.inputs.map(\.name)
-            guard width == names.count else {
-                throw .invalidArgument("CSV lines have \(width) values but the model has \(names.count) inputs (\(names.joined(separator: ", ")))")
-            }
-            return try codec.request(columns: names, data: lines.map { .array($0.map(cell)) })
-        }
-        return try codec.request(instances: lines.map { .array($0.map(cell)) })
     }
 }
 

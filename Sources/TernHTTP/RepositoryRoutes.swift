@@ -1,6 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import TernCodecs
 import TernCore
 
 /// The Open Inference Protocol's model repository extension, as Triton serves it and tritonclient calls it:

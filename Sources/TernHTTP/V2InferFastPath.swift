@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTPTypes
+import TernCodecs
 import TernCore
 
 /// `POST /v2/models/{m}[/versions/{v}]/infer`, served inside the connection's channel pipeline.

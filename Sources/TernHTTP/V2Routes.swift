@@ -1,6 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import TernCodecs
 import TernCore
 
 /// Settings of the HTTP front-end.
@@ -231,31 +232,41 @@ public struct V2Routes: Sendable {
         return json(.ok, writer.buffer)
     }
 
-    /// Triton's model configuration (`GET .../config`), which tritonclient's `get_model_config` reads.
+    /// Triton's model configuration (`GET .../config`), which tritonclient's `get_model_config` reads: the
+    /// version's ``ModelDescription``, as gRPC's `ModelConfig` encodes it too.
     private func modelConfig(_ context: some RequestContext, version: String?) throws -> Response {
-        let served = try service.catalog.resolve(name: context.parameters.require("model"), version: version)
+        let description = ModelDescription(try service.catalog.resolve(name: context.parameters.require("model"), version: version))
         var writer = JSONWriter()
         writer.raw("{\"name\":")
-        writer.string(served.name)
+        writer.string(description.name)
         writer.raw(",\"platform\":")
-        writer.string(served.platform)
-        writer.raw(",\"backend\":\"onnxruntime\",\"max_batch_size\":")
-        writer.integer(served.config.maxBatchSize)
-        for (key, specs) in [("input", served.model.signature.inputs), ("output", served.model.signature.outputs)] {
+        writer.string(description.platform)
+        writer.raw(",\"backend\":")
+        writer.string(description.backend)
+        writer.raw(",\"max_batch_size\":")
+        writer.integer(description.maxBatchSize)
+        for (key, tensors) in [("input", description.inputs), ("output", description.outputs)] {
             writer.raw(",\"")
             writer.buffer.writeString(key)
             writer.raw("\":[")
-            for (index, spec) in specs.enumerated() {
+            for (index, tensor) in tensors.enumerated() {
                 if index > 0 { writer.byte(UInt8(ascii: ",")) }
                 writer.raw("{\"name\":")
-                writer.string(spec.name)
+                writer.string(tensor.name)
                 writer.raw(",\"data_type\":")
-                writer.string("TYPE_" + (spec.datatype == .bytes ? "STRING" : spec.datatype.rawValue))
+                writer.string(tensor.dataType)
                 writer.raw(",\"dims\":")
-                writer.integers(spec.shape)
+                writer.integers(tensor.dims)
                 writer.byte(UInt8(ascii: "}"))
             }
             writer.byte(UInt8(ascii: "]"))
+        }
+        if let batching = description.dynamicBatching {
+            writer.raw(",\"dynamic_batching\":{\"preferred_batch_size\":")
+            writer.integers(batching.preferredBatchSizes)
+            writer.raw(",\"max_queue_delay_microseconds\":")
+            writer.buffer.writeString(String(batching.maxQueueDelayMicroseconds))
+            writer.byte(UInt8(ascii: "}"))
         }
         writer.byte(UInt8(ascii: "}"))
         return json(.ok, writer.buffer)

@@ -7,6 +7,10 @@ import TernCore
 
 /// One recorded prediction.
 public struct PredictionRecord: Sendable, Equatable, Codable {
+    /// Ends the protocol of an explanation's record (`v2_rest:explain`): its outputs are the attributions.
+    public static let explanationSuffix = ":explain"
+    /// Whether the record is an explanation's, not a prediction's (drift looks at predictions only).
+    public var isExplanation: Bool { `protocol`.hasSuffix(Self.explanationSuffix) }
     /// Milliseconds since the Unix epoch, when the request was received.
     public var time: Int64
     public var requestID: String

@@ -1,10 +1,8 @@
 import CoreMetrics
 import Foundation
-import Hummingbird
 import NIOCore
 import Prometheus
 import TernCore
-import TernHTTP
 
 /// Tern's metrics as Prometheus scrapes them: swift-metrics handles made by this factory land in a
 /// swift-prometheus registry, with each metric's help text (``MetricNames/help``) and buckets fit for
@@ -74,38 +72,6 @@ public struct TernMetricsFactory: MetricsFactory {
     }
 }
 
-/// Model loads and registry syncs, as metrics: made per event (loads are rare), kept by the registry.
-struct LoadMetrics: Sendable {
-    let factory: any MetricsFactory
-
-    func loaded(_ model: String, _ version: Int, seconds: Double) {
-        let labels = [("model", model), ("version", String(version))]
-        Gauge(label: MetricNames.modelLoaded, dimensions: labels, factory: factory).record(1)
-        Gauge(label: MetricNames.modelLoadSeconds, dimensions: labels, factory: factory).record(seconds)
-    }
-
-    func failed(_ model: String, _ version: Int) {
-        let labels = [("model", model), ("version", String(version))]
-        Gauge(label: MetricNames.modelLoaded, dimensions: labels, factory: factory).record(0)
-        CoreMetrics.Counter(label: MetricNames.modelLoadFailures, dimensions: labels, factory: factory).increment()
-    }
-
-    func unloaded(_ model: String, _ version: Int) {
-        Gauge(label: MetricNames.modelLoaded, dimensions: [("model", model), ("version", String(version))], factory: factory)
-            .record(0)
-    }
-
-    static func seconds(since started: ContinuousClock.Instant) -> Double {
-        let (seconds, attoseconds) = started.duration(to: .now).components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
-
-    func synced(succeeded: Bool) {
-        CoreMetrics.Counter(label: MetricNames.registrySyncs, dimensions: [("outcome", succeeded ? "success" : "failure")],
-                            factory: factory).increment()
-    }
-}
-
 /// The standard `process_*` metrics, read from /proc at each scrape (as Prometheus's own client libraries
 /// name them): CPU seconds, resident and virtual memory, open and maximum file descriptors, start time.
 enum ProcessMetrics {
@@ -138,25 +104,5 @@ enum ProcessMetrics {
         metric("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
                bootTime + field(22) / ticks)
         return text
-    }
-}
-
-/// `GET /metrics`: the registry's metrics, then the process's, in Prometheus's text format.
-struct MetricsRoute: Sendable {
-    let registry: PrometheusCollectorRegistry
-    /// Gauges read at scrape time (queue depths of background writers).
-    let extra: @Sendable () -> String
-
-    func register(on router: ScopedRouter) {
-        router.get("/metrics", router.access.protectsMetrics ? .metrics : nil) { _, _ in
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(16 << 10)
-            registry.emit(into: &bytes)
-            var buffer = ByteBuffer(bytes: bytes)
-            buffer.writeString(extra())
-            buffer.writeString(ProcessMetrics.exposition())
-            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                            body: .init(byteBuffer: buffer))
-        }
     }
 }

@@ -3,9 +3,6 @@ import Foundation
 import Glibc
 #endif
 import CoreMetrics
-import Hummingbird
-import HummingbirdCore
-import HummingbirdTLS
 import NIOCertificateReloading
 import Logging
 import NIOCore
@@ -14,7 +11,13 @@ import OTel
 import ServiceLifecycle
 import Synchronization
 import UnixSignals
+import TernAuth
+import TernBatch
 import TernCore
+import TernExplain
+import TernModels
+import TernMonitoring
+import TernRollouts
 import TernGRPC
 import TernHTTP
 import TernONNX
@@ -150,8 +153,6 @@ public struct TernServer: Sendable {
     let keyring: APIKeyring?
     /// The identity provider's tokens, when configured.
     let tokens: BearerTokens?
-    /// Every HTTP route with its scope, filled as the router is built.
-    let routes = RouteTable()
     /// Each served version's newest predictions in memory, for drift (with a registry, whose bundles hold
     /// the reference data).
     let driftWindows: DriftWindows?
@@ -202,10 +203,20 @@ public struct TernServer: Sendable {
         service.observe(with: observers)
     }
 
-    /// `GET /metrics`, when metrics are on.
+    /// `GET /metrics`, when metrics are on: the registry's metrics, the gauges read at scrape time (queue depths
+    /// of background writers), then the process's.
     func metricsRoute() -> MetricsRoute? {
         let predictionLog = self.predictionLog
-        return metrics.map { MetricsRoute(registry: $0.registry, extra: { predictionLog?.exposition ?? "" }) }
+        return metrics.map { metrics in
+            MetricsRoute { buffer in
+                var bytes: [UInt8] = []
+                bytes.reserveCapacity(16 << 10)
+                metrics.registry.emit(into: &bytes)
+                buffer.writeBytes(bytes)
+                buffer.writeString(predictionLog?.exposition ?? "")
+                buffer.writeString(ProcessMetrics.exposition())
+            }
+        }
     }
 
     /// Drift and feedback over the prediction log (drift needs a registry's reference profiles).
@@ -214,56 +225,32 @@ public struct TernServer: Sendable {
         let drift = models.flatMap { models in
             driftWindows.map { LiveDrift(service: service, models: models, log: location, reader: predictionReader, windows: $0) }
         }
-        let feedback = location.map { LiveFeedback(log: $0, reader: predictionReader, http: configuration.http, models: models) }
+        let feedback = location.map { LiveFeedback(log: $0, reader: predictionReader, models: models) }
         return (drift, feedback)
     }
 
-    /// The HTTP router with every route Tern serves; with a registry, its management API too.
-    /// `monitors`: live drift and feedback, made once per server (``monitoring(models:)``) and shared with
-    /// the alert evaluator and the drift gauges, so that each reads a version's reference profile once.
-    func router(
+    /// The HTTP API over this server's services. `monitors`: live drift and feedback, made once per server
+    /// (``monitoring(models:)``) and shared with the alert evaluator and the drift gauges, so that each reads a
+    /// version's reference profile once.
+    func httpAPI(
         models: RegistryModels?, monitors: (drift: LiveDrift?, feedback: LiveFeedback?) = (nil, nil),
-        alerts: AlertEvaluator? = nil, jobs: BatchJobs? = nil, explanations: Explanations? = nil, rollouts: RolloutDriver? = nil
-    ) -> Router<BasicRequestContext> {
-        let base = Router(context: BasicRequestContext.self)
-        let router = ScopedRouter(router: base, access: configuration.http.access, table: routes)
-        V2Routes(service: service, configuration: configuration.http).register(on: router)
-        let explanations = explanations ?? Explanations(service: service, models: models, limits: configuration.explanationLimits)
-        service.explainer = explanations  // `explain: true` on infer requests, whatever the protocol
-        ExplainRoutes(explanations: explanations, http: configuration.http).register(on: router)
-        PlatformRoutes(service: service, configuration: configuration.platform, http: configuration.http) { served, request in
-            try Explanations.encode(try await explanations.explain(served, request))
-        }.register(on: router)
-        // After V2Routes: its error middleware applies to the routes added after it.
-        if configuration.metricsPort == nil { metricsRoute()?.register(on: router) }
-        if let location = configuration.predictionLog?.location {
-            PredictionRoutes(location: location, reader: predictionReader).register(on: router)
-        }
-        if let drift = monitors.drift { DriftRoutes(drift: drift).register(on: router) }
-        if let feedback = monitors.feedback { FeedbackRoutes(feedback: feedback).register(on: router) }
-        alerts?.register(on: router)
-        if let jobs { BatchJobRoutes(jobs: jobs).register(on: router) }
-        if let models {
-            ManagementRoutes(
-                models: models, shadows: shadows, maxBundleBytes: configuration.registry?.maxBundleBytes ?? 0,
-                uploadFolder: configuration.registry?.uploadFolder ?? NSTemporaryDirectory(),
-                keysChanged: { [keyring] in await keyring?.reload() }
-            ).register(on: router)
-            RolloutRoutes(models: models, driver: rollouts).register(on: router)
-        }
-        let table = routes, grpc = configuration.grpcPort == nil ? [] : GRPCFrontEnd.routes
-        router.get("/api/v1/routes", .read) { _, _ in
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            return Response(status: .ok, headers: [.contentType: "application/json"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(table.all + grpc))))
-        }
-        // Open, like the health routes: it describes the API, not this server's models or data.
-        let openAPI = ByteBuffer(string: OpenAPIDocument.json)
-        router.get("/openapi.json", nil) { _, _ in
-            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: openAPI))
-        }
-        return base
+        alerts: AlertEvaluator? = nil, jobs: BatchJobs? = nil, explanations: Explanations, rollouts: RolloutDriver? = nil
+    ) -> HTTPAPI {
+        var api = HTTPAPI(service: service, http: configuration.http, platform: configuration.platform, explanations: explanations)
+        if configuration.metricsPort == nil { api.metrics = metricsRoute() }
+        api.predictionLog = configuration.predictionLog?.location
+        api.predictionReader = predictionReader
+        (api.drift, api.feedback) = monitors
+        api.alerts = alerts
+        api.jobs = jobs
+        api.models = models
+        api.shadows = shadows
+        api.rollouts = rollouts
+        api.maxBundleBytes = configuration.registry?.maxBundleBytes ?? 0
+        api.uploadFolder = configuration.registry?.uploadFolder ?? NSTemporaryDirectory()
+        api.keysChanged = { [keyring] in await keyring?.reload() }
+        api.otherRoutes = configuration.grpcPort == nil ? [] : GRPCFrontEnd.routes
+        return api
     }
 
     /// Runs until a signal (or, with `signals: []`, until the task is cancelled); `onHTTPReady` and
@@ -329,7 +316,8 @@ public struct TernServer: Sendable {
                 factory: service.catalog.metricsFactory, logger: Logger(label: "tern.alerts"))
         }
         // One per server: each version's explainer is prepared once, for the explain routes, `explain: true` and jobs.
-        let explanations = Explanations(service: service, models: models, limits: configuration.explanationLimits)
+        let explanations = Explanations(service: service, registry: models?.registry, limits: configuration.explanationLimits)
+        service.explainer = explanations  // `explain: true` on infer requests, whatever the protocol
         let jobs = configuration.batch.map {
             BatchJobs(configuration: $0, service: self.service, registry: models?.registry, runtime: self.runtime,
                       explanations: explanations, logger: Logger(label: "tern.batch"))
@@ -341,29 +329,22 @@ public struct TernServer: Sendable {
                               logger: Logger(label: "tern.rollout"))
             }
         }
-        let (service, http) = (service, configuration.http)
         // The certificate and key, read again on SIGHUP for every new handshake (HTTP and gRPC).
         let reloader = try configuration.tls.map { files throws(TernError) in try FileCertificateReloader(files: files) }
-        let connections = ConnectionCount()
-        let http1 = HTTPServerBuilder.http1(configuration: .init(
-            additionalChannelHandlers: [
-                http.connectionGuard(count: connections),
-                V2Routes.inferFastPath(service: service, configuration: http),
-            ]))
-        let app = Application(
-            router: router(models: models, monitors: monitors, alerts: alerts, jobs: jobs, explanations: explanations, rollouts: rollouts),
-            server: try reloader.map { reloader in
+        let app = try httpAPI(
+            models: models, monitors: monitors, alerts: alerts, jobs: jobs, explanations: explanations, rollouts: rollouts
+        ).server(
+            host: configuration.host, port: configuration.httpPort, threads: configuration.httpThreads,
+            tls: try reloader.map { reloader in
                 var tls = try reloader.files.serverConfiguration()
                 tls.setCertificateReloader(reloader)
-                return try .tls(http1, tlsConfiguration: tls)
-            } ?? http1,
-            configuration: .init(
-                address: .hostname(configuration.host, port: configuration.httpPort), serverName: "tern"),
-            onServerRunning: { channel in
-                listening.opened()
-                await onHTTPReady(channel.localAddress?.port ?? 0)
+                return tls
             },
-            eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.httpThreads))),
+            connections: ConnectionCount(),
+            onRunning: { port in
+                listening.opened()
+                await onHTTPReady(port)
+            },
             logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // First in, last out: the prediction log writes what the drained requests queued before it stops.
@@ -397,16 +378,12 @@ public struct TernServer: Sendable {
         }
         services.append(.init(service: app))
         if let metricsPort = configuration.metricsPort, let route = metricsRoute() {
-            let router = Router(context: BasicRequestContext.self)
-            route.register(on: ScopedRouter(router: router, access: configuration.http.access))
-            services.append(.init(service: Application(
-                router: router,
-                configuration: .init(address: .hostname(configuration.host, port: metricsPort), serverName: "tern"),
-                onServerRunning: { channel in
+            services.append(.init(service: HTTPAPI.metricsServer(
+                route, access: configuration.http.access, host: configuration.host, port: metricsPort,
+                onRunning: { port in
                     listening.opened()
-                    await onMetricsReady(channel.localAddress?.port ?? 0)
-                },
-                logger: logger)))
+                    await onMetricsReady(port)
+                }, logger: logger)))
         }
         var groupConfiguration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: signals, logger: logger)
@@ -506,49 +483,5 @@ struct PortReporter: Service {
     func run() async throws {
         if let bound = await port() { await onReady(bound) }
         try? await gracefulShutdown()
-    }
-}
-
-/// Opens once every front-end listens: a server says "ready" (and answers ready) only then, never while a
-/// port is still to be bound.
-final class ListenerGate: Sendable {
-    private struct State {
-        var remaining: Int
-        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
-        var nextWaiter: UInt64 = 0
-    }
-    private let state: Mutex<State>
-
-    init(listeners: Int) { state = Mutex(State(remaining: listeners)) }
-
-    /// One front-end listens.
-    func opened() {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.remaining -= 1
-            guard state.remaining <= 0 else { return [] }
-            defer { state.waiters = [:] }
-            return Array(state.waiters.values)
-        }
-        for waiter in waiters { waiter.resume() }
-    }
-
-    /// Returns once every front-end listens, or when the task is cancelled (a front-end failed to start).
-    func wait() async {
-        let id = state.withLock { state -> UInt64 in
-            state.nextWaiter += 1
-            return state.nextWaiter
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let open = state.withLock { state -> Bool in
-                    if state.remaining <= 0 || Task.isCancelled { return true }
-                    state.waiters[id] = continuation
-                    return false
-                }
-                if open { continuation.resume() }
-            }
-        } onCancel: {
-            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
-        }
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TernCore
 import TernServer
+import TernMonitoring
 
 struct Alerts: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -5,6 +5,7 @@ import TernBundle
 import TernCore
 import TernExplain
 import TernONNX
+import TernCodecs
 
 struct Batch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,8 +2,10 @@ import ArgumentParser
 import Foundation
 import TernBundle
 import TernCore
-import TernMonitoring
+import TernStatistics
 import TernServer
+import TernCodecs
+import TernMonitoring
 
 struct Drift: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

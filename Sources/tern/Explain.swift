@@ -4,6 +4,7 @@ import TernBundle
 import TernCore
 import TernExplain
 import TernONNX
+import TernCodecs
 
 struct Explain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

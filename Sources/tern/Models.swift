@@ -5,6 +5,8 @@ import TernBundle
 import TernCore
 import TernRegistry
 import TernServer
+import TernMonitoring
+import TernRollouts
 
 /// Runs a registry command, printing a failure as one line (exit 1).
 func withRegistry(_ options: RegistryOptions, changes: ChangeOptions? = nil, trust: TrustOptions? = nil,

@@ -2,9 +2,11 @@ import ArgumentParser
 import Foundation
 import TernBundle
 import TernCore
-import TernHTTP
 import TernONNX
 import TernServer
+import TernCodecs
+import TernModels
+import TernRollouts
 
 struct Pack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

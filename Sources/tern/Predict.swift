@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 import TernCore
-import TernHTTP
 import TernONNX
+import TernCodecs
 
 struct Predict: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -5,6 +5,7 @@ import NIOCore
 import TernCore
 import TernRegistry
 import TernServer
+import TernMonitoring
 
 struct Predictions: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

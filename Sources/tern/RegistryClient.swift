@@ -8,6 +8,8 @@ import TernCore
 import TernONNX
 import TernRegistry
 import TernServer
+import TernModels
+import TernRollouts
 
 /// What the registry commands do, whether on a local data folder / database or through a server's API.
 protocol RegistryClient: Sendable {
@@ -135,7 +137,7 @@ struct RegistryOptions: ParsableArguments {
         let scratch = serving.cacheFolder
         return LocalRegistry(
             registry: registry, validator: { BundleValidator(runtime: runtime(), pool: pool, scratch: scratch, trustedKeys: trustedKeys) },
-            gate: { ValidationGate(registry: registry, runtime: runtime(), pool: pool, sessionOptions: .init(), scratch: scratch) },
+            gate: { ValidationGate(registry: registry, runtime: runtime, pool: pool, sessionOptions: .init(), scratch: scratch) },
             pool: pool, actor: actor)
     }
 }
@@ -189,10 +191,7 @@ struct LocalRegistry: RegistryClient {
         return try await registry.push(archive: archive, bundle: bundle, version: version, actor: actor, signer: try validator.signer(of: bundle))
     }
     func setAlias(model: String, alias: String, version: Int, force: Bool) async throws {
-        if try await registry.gate(model: model) != nil {
-            try await gate().enforce(model: model, candidate: version, alias: alias, force: force, actor: actor)
-        }
-        try await registry.setAlias(model: model, alias: alias, version: version, actor: actor)
+        try await gate().moveAlias(model: model, alias: alias, version: version, force: force, actor: actor)
     }
     func gate(model: String) async throws -> GatePolicy? { try await registry.gate(model: model) }
     func setGate(model: String, policy: GatePolicy?) async throws { try await registry.setGate(model: model, policy: policy, actor: actor) }

@@ -3,6 +3,7 @@ import Foundation
 import TernCore
 import TernRegistry
 import TernServer
+import TernRollouts
 
 /// `tern rollout`: progressive rollouts, driven by a running `tern serve` on the registry.
 struct RolloutCommand: AsyncParsableCommand {

@@ -6,6 +6,10 @@ import TernCore
 import TernHTTP
 import TernRegistry
 import TernServer
+import TernMonitoring
+import TernAuth
+import TernBatch
+import TernExplain
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

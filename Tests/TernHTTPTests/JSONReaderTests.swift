@@ -3,6 +3,7 @@ import NIOCore
 import TernCore
 import Testing
 
+@testable import TernCodecs
 @testable import TernHTTP
 
 @Suite("JSON reader")

@@ -6,6 +6,7 @@ import TernCore
 import TernTestSupport
 import Testing
 
+@testable import TernCodecs
 @testable import TernHTTP
 
 /// One malformed request and what the server must answer.

@@ -7,6 +7,7 @@ import TernCore
 import TernONNX
 import TernTestSupport
 
+@testable import TernCodecs
 @testable import TernHTTP
 
 /// A service with the named fixture models loaded (each as version 1), ready; as `tern serve` loads them,

@@ -1,0 +1,208 @@
+import CoreMetrics
+import DequeModule
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+import TernCore
+import TernModels
+import TernCodecs
+import TernRegistry
+
+/// Where the prediction log goes and what it keeps.
+public struct PredictionLogConfiguration: Sendable {
+    public var location: PredictionLogLocation
+    /// Predictions waiting for the writer; past it new ones are dropped (and counted), never waited for.
+    public var queueCapacity = 20_000
+    /// How often the writer wakes to write what has queued.
+    public var flushInterval: Duration = .milliseconds(250)
+    /// Retention: records older than this are deleted (checked every minute); nil keeps them. 30 days by
+    /// default (`--prediction-log-retention`, `forever` to keep everything).
+    public var maxAge: Duration? = .seconds(30 * 86_400)
+    /// Retention: at most this many records are kept (the oldest go first); nil keeps them all.
+    public var maxRows: Int?
+    /// Encrypts each record's inputs and outputs at rest (`--prediction-log-key`); nil: plain.
+    public var cipher: PayloadCipher?
+
+    public init(location: PredictionLogLocation) {
+        self.location = location
+    }
+}
+
+/// The prediction log: every successful prediction (or a model's configured share, `prediction_log` in its
+/// config.yaml) with its request id, model, version, protocol, latency, inputs and outputs, recorded off the
+/// request path.
+///
+/// ``requestEnded(_:)`` only appends the event to a bounded queue (a lock, an append); a writer task wakes
+/// every ``PredictionLogConfiguration/flushInterval``, turns what queued into records (JSON inputs keyed by
+/// feature name, redacted fields replaced) and appends them in one transaction. A full queue drops the new
+/// prediction and counts it (`tern_prediction_log_dropped_total`). A graceful stop writes everything queued
+/// before the process exits (the front-ends have stopped by then); a crash loses what was queued, at most
+/// one flush interval's predictions.
+public final class PredictionLog: InferenceObserver, Service {
+    private struct Queue {
+        var events = Deque<InferenceEvent>()
+        var seen = 0
+        var models: Set<String> = []
+    }
+
+    public let configuration: PredictionLogConfiguration
+    private let opened = AtomicLazyReference<SinkBox>()
+    private let queue = Mutex(Queue())
+    private let factory: any MetricsFactory
+    private let droppedCounters = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let writtenCounters = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let logger: Logger
+    private let written = Atomic<Int>(0)
+
+    public init(configuration: PredictionLogConfiguration, factory: any MetricsFactory, logger: Logger) {
+        self.configuration = configuration
+        self.factory = factory
+        self.logger = logger
+    }
+
+    /// Predictions waiting for the writer.
+    public var queued: Int { queue.withLock { $0.events.count } }
+
+    /// The queue's gauge, in Prometheus's text format, read at each scrape.
+    package var exposition: String {
+        let name = MetricNames.predictionLogQueue
+        return "# HELP \(name) \(MetricNames.help[name] ?? "")\n# TYPE \(name) gauge\n\(name) \(queued)\n"
+    }
+
+    /// Predictions written since start.
+    public var writtenCount: Int { written.load(ordering: .relaxed) }
+
+    public func requestEnded(_ event: InferenceEvent) {
+        guard event.outcome == .success, let served = event.served else { return }
+        let rate = served.config.predictionLog.sampleRate
+        guard rate > 0 else { return }
+        let (kept, newModel) = queue.withLock { queue -> (Bool, Bool) in
+            let newModel = queue.models.insert(served.name).inserted
+            queue.seen &+= 1
+            if rate < 1, Int(Double(queue.seen) * rate) == Int(Double(queue.seen - 1) * rate) { return (true, newModel) }
+            guard queue.events.count < configuration.queueCapacity else { return (false, newModel) }
+            queue.events.append(event)
+            return (true, newModel)
+        }
+        if newModel { modelSeen(served.name) }
+        if !kept { counter(droppedCounters, MetricNames.predictionLogDropped, served.name).increment() }
+    }
+
+    private func counter(_ counters: borrowing Mutex<[String: CoreMetrics.Counter]>, _ label: String, _ model: String) -> CoreMetrics.Counter {
+        counters.withLock { counters in
+            if let counter = counters[model] { return counter }
+            let counter = CoreMetrics.Counter(label: label, dimensions: [("model", model)], factory: factory)
+            counters[model] = counter
+            return counter
+        }
+    }
+
+    /// Makes a model's counters at 0, so that dashboards and alerts see the series before anything is dropped.
+    private func modelSeen(_ name: String) {
+        _ = counter(droppedCounters, MetricNames.predictionLogDropped, name)
+        _ = counter(writtenCounters, MetricNames.predictionLogRows, name)
+    }
+
+    /// Opens the store (before the server starts, so that a bad location stops it with one line).
+    public func open() async throws(TernError) {
+        guard opened.load() == nil else { return }
+        let sink: any PredictionSink
+        do {
+            sink = try await configuration.location.open(cipher: configuration.cipher)
+        } catch {
+            throw TernError(error.code, error.message + " (choose another place with --prediction-log, or turn it off with --prediction-log off)")
+        }
+        _ = opened.storeIfNil(SinkBox(sink))
+        // What was asked and answered is as private as the data it came from: only this user reads the log.
+        if case .database(.sqlite(let path)) = configuration.location {
+            for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
+                try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
+            }
+        }
+    }
+
+    private var store: any PredictionSink { opened.load()!.sink }
+
+    public func run() async throws {
+        try await open()
+        logger.info("prediction log", metadata: ["store": "\(configuration.location)"])
+        var lastPrune = ContinuousClock.now - .seconds(3600)
+        let stopping = Atomic<Bool>(false)
+        await withGracefulShutdownHandler {
+            while true {
+                let stop = stopping.load(ordering: .relaxed)
+                await flush()
+                if stop { break }
+                if lastPrune.duration(to: .now) > .seconds(60) {
+                    lastPrune = .now
+                    await prune()
+                }
+                try? await Task.sleep(for: configuration.flushInterval)
+                if Task.isCancelled { stopping.store(true, ordering: .relaxed) }
+            }
+        } onGracefulShutdown: {
+            stopping.store(true, ordering: .relaxed)
+        }
+        await flush()
+        await store.close()
+    }
+
+    /// Writes everything queued now.
+    package func flush() async {
+        while true {
+            let batch = queue.withLock { queue -> [InferenceEvent] in
+                let count = min(queue.events.count, 5_000)
+                defer { queue.events.removeFirst(count) }
+                return Array(queue.events.prefix(count))
+            }
+            guard !batch.isEmpty else { return }
+            let records = batch.map(Self.record)
+            do {
+                try await store.append(records)
+                written.add(records.count, ordering: .relaxed)
+                var perModel: [String: Int] = [:]
+                for record in records { perModel[record.model, default: 0] += 1 }
+                for (model, count) in perModel { counter(writtenCounters, MetricNames.predictionLogRows, model).increment(by: count) }
+            } catch {
+                // The database is away: these are lost (and counted), the next batch tries again.
+                logger.error("prediction log write failed", metadata: ["error": "\(error)", "records": "\(records.count)"])
+                for record in records { counter(droppedCounters, MetricNames.predictionLogDropped, record.model).increment() }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    private func prune() async {
+        guard configuration.maxAge != nil || configuration.maxRows != nil else { return }
+        let cutoff = configuration.maxAge.map { age -> Int64 in
+            let (seconds, _) = age.components
+            return Int64(Date().timeIntervalSince1970 * 1000) - seconds * 1000
+        }
+        do {
+            let removed = try await store.prune(olderThan: cutoff, keepingAtMost: configuration.maxRows)
+            if removed > 0 { logger.info("prediction log pruned", metadata: ["records": "\(removed)"]) }
+        } catch {
+            logger.warning("prediction log retention failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    package static func record(_ event: InferenceEvent) -> PredictionRecord {
+        let served = event.served!
+        let settings = served.config.predictionLog
+        return PredictionRecord(
+            time: Int64(event.context.receivedAt.timeIntervalSince1970 * 1000),
+            requestID: event.context.requestID, model: served.name, version: served.version,
+            protocol: event.context.wire.rawValue + (event.context.operation == .explain ? PredictionRecord.explanationSuffix : ""),
+            latencyMicroseconds: VersionMetrics.nanoseconds(event.duration) / 1000,
+            caller: event.context.caller?.name, traceID: event.context.trace?.traceID,
+            inputs: PredictionRecordEncoder.rows(event.inputs, featureNames: served.featureNames, redact: settings.redact),
+            outputs: PredictionRecordEncoder.rows(event.outputs, redact: settings.redact))
+    }
+}
+
+/// A sink behind a class reference (what `AtomicLazyReference` holds).
+package final class SinkBox: Sendable {
+    package let sink: any PredictionSink
+    package init(_ sink: any PredictionSink) { self.sink = sink }
+}

@@ -39,6 +39,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
+# The code follows .swift-format (scripts/format.sh rewrites it): checked before anything is built.
+scripts/format.sh --lint
 swift build --build-tests
 swift test --skip-build
 TERN_BINARY="$PWD/.build/debug/tern" .venv/bin/python -m pytest -q tests

@@ -2,7 +2,7 @@
 import PackageDescription
 
 let strict: [SwiftSetting] = [
-    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("ExistentialAny")
 ]
 
 let package = Package(
@@ -311,7 +311,10 @@ let package = Package(
         ),
         .testTarget(
             name: "TernRegistryTests",
-            dependencies: ["TernRegistry", "TernBundle", "TernCore", .product(name: "PostgresKit", package: "postgres-kit"), .product(name: "SQLKit", package: "sql-kit")],
+            dependencies: [
+                "TernRegistry", "TernBundle", "TernCore", .product(name: "PostgresKit", package: "postgres-kit"),
+                .product(name: "SQLKit", package: "sql-kit"),
+            ],
             swiftSettings: strict
         ),
     ]
@@ -330,7 +333,8 @@ if Context.environment["TERN_FUZZ"] != nil {
         ("FuzzParsers", ["TernMonitoring"]),
     ]
     for (name, dependencies) in fuzzTargets {
-        package.targets.append(.executableTarget(
-            name: name, dependencies: ["FuzzSupport", "TernCore"] + dependencies, path: "Fuzz/\(name)"))
+        package.targets.append(
+            .executableTarget(
+                name: name, dependencies: ["FuzzSupport", "TernCore"] + dependencies, path: "Fuzz/\(name)"))
     }
 }

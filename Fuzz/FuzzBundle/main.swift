@@ -1,8 +1,8 @@
 // libFuzzer target: the bundle reader (a ZIP archive: limits, manifest, checksums, reference profile,
 // model card, signature file) on arbitrary bytes.
 import Foundation
-import TernBundle
 import FuzzSupport
+import TernBundle
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzBundle(_ start: UnsafeRawPointer, _ count: Int) -> CInt {

@@ -1,7 +1,8 @@
 // libFuzzer target: a gRPC ModelInferRequest (protobuf bytes) translated to the core's request, then validated.
 import Foundation
-@testable import TernGRPC
 import FuzzSupport
+
+@testable import TernGRPC
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzGRPCRequest(_ start: UnsafeRawPointer, _ count: Int) -> CInt {

@@ -1,8 +1,8 @@
+import FuzzSupport
 // libFuzzer target: the tabular request formats (KServe v1 instances, MLflow dataframe_split/records,
 // Vertex, Azure ML, CSV) and the CSV reader bundles use for reference and holdout data.
 import TernBundle
 import TernCodecs
-import FuzzSupport
 import TernCore
 
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -1,8 +1,9 @@
+import FuzzSupport
 // libFuzzer target: the v2 binary tensor extension (a JSON header, then raw tensor bytes). The first two
 // bytes of the input give the JSON header's length (Inference-Header-Content-Length).
 import NIOCore
+
 @testable import TernCodecs
-import FuzzSupport
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzV2Binary(_ start: UnsafeRawPointer, _ count: Int) -> CInt {

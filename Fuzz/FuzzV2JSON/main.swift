@@ -1,7 +1,8 @@
+import FuzzSupport
 // libFuzzer target: the Open Inference Protocol v2 JSON request decoder, then validation.
 import NIOCore
+
 @testable import TernCodecs
-import FuzzSupport
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzV2JSON(_ start: UnsafeRawPointer, _ count: Int) -> CInt {

@@ -109,9 +109,9 @@ public final class BearerTokens: CredentialVerifier, Service {
         }
         let parts = credential.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
         guard parts.count == 3, let headerBytes = JWTBase64.decode(parts[0]), let payloadBytes = JWTBase64.decode(parts[1]),
-              let signature = JWTBase64.decode(parts[2]),
-              let header = (try? JSONSerialization.jsonObject(with: Data(headerBytes))) as? [String: Any],
-              let claims = (try? JSONSerialization.jsonObject(with: Data(payloadBytes))) as? [String: Any]
+            let signature = JWTBase64.decode(parts[2]),
+            let header = (try? JSONSerialization.jsonObject(with: Data(headerBytes))) as? [String: Any],
+            let claims = (try? JSONSerialization.jsonObject(with: Data(payloadBytes))) as? [String: Any]
         else {
             throw Self.refusal("the credential is neither a Tern API key (tern_<id>_<secret>) nor a JWT")
         }
@@ -138,13 +138,17 @@ public final class BearerTokens: CredentialVerifier, Service {
         guard !candidates.isEmpty else {
             if id != nil { askForKeys() }
             let known = keys.map { $0.id ?? "(no id)" }.joined(separator: ", ")
-            throw Self.refusal(id.map { "the token names key '\(Echo.clip($0))', which the issuer's keys (read "
-                + "\(readAt?.formatted(.iso8601) ?? "never")) do not hold: \(known)" }
-                ?? "the token names no key ('kid') and the issuer has several: \(known)")
+            throw Self.refusal(
+                id.map {
+                    "the token names key '\(Echo.clip($0))', which the issuer's keys (read "
+                        + "\(readAt?.formatted(.iso8601) ?? "never")) do not hold: \(known)"
+                }
+                    ?? "the token names no key ('kid') and the issuer has several: \(known)")
         }
         guard let key = candidates.first(where: { $0.algorithm == algorithm }) else {
-            throw Self.refusal("the token says it is signed with \(Echo.clip(algorithm)); key '\(id ?? "")' signs with "
-                + candidates.map(\.algorithm).joined(separator: ", "))
+            throw Self.refusal(
+                "the token says it is signed with \(Echo.clip(algorithm)); key '\(id ?? "")' signs with "
+                    + candidates.map(\.algorithm).joined(separator: ", "))
         }
         return key
     }
@@ -232,9 +236,11 @@ public final class BearerTokens: CredentialVerifier, Service {
             }
         } catch {
             // Keep the keys last read: an issuer hiccup must not lock everyone out.
-            logger.warning("cannot read the token keys; keeping the last ones", metadata: [
-                "source": "\(policy.keySource)", "reason": "\(why)", "error": "\(error)",
-            ])
+            logger.warning(
+                "cannot read the token keys; keeping the last ones",
+                metadata: [
+                    "source": "\(policy.keySource)", "reason": "\(why)", "error": "\(error)",
+                ])
         }
     }
 
@@ -253,7 +259,7 @@ public final class BearerTokens: CredentialVerifier, Service {
         let base = issuer.hasSuffix("/") ? String(issuer.dropLast()) : issuer
         let discovery = try await Self.get(base + "/.well-known/openid-configuration")
         guard let document = (try? JSONSerialization.jsonObject(with: discovery)) as? [String: Any],
-              let uri = document["jwks_uri"] as? String
+            let uri = document["jwks_uri"] as? String
         else { throw TernError(.invalidArgument, "\(base)/.well-known/openid-configuration names no jwks_uri") }
         return try await Self.get(uri)
     }
@@ -268,7 +274,7 @@ public final class BearerTokens: CredentialVerifier, Service {
     /// (`use: enc`) and of kinds jwt-kit cannot verify with are skipped, with a log line.
     package static func signingKeys(from document: Data, logger: Logger) async throws -> [SigningKey] {
         guard let object = try JSONSerialization.jsonObject(with: document) as? [String: Any],
-              let entries = object["keys"] as? [[String: Any]]
+            let entries = object["keys"] as? [[String: Any]]
         else { throw TernError(.invalidArgument, "not a JWKS: a JSON object with a 'keys' array") }
         var keys: [SigningKey] = []
         for (index, entry) in entries.enumerated() where (entry["use"] as? String ?? "sig") == "sig" {

@@ -95,8 +95,9 @@ public final class BatchJob: @unchecked Sendable {
         let fm = FileManager.default
         let input = options.input
         guard fm.isReadableFile(atPath: input),
-              let attributes = try? fm.attributesOfItem(atPath: input),
-              (attributes[.type] as? FileAttributeType) == .typeRegular else {
+            let attributes = try? fm.attributesOfItem(atPath: input),
+            (attributes[.type] as? FileAttributeType) == .typeRegular
+        else {
             throw TernError.invalidArgument("cannot read the input '\(input)': no such file (or not a regular file)")
         }
         let gzipInput = ByteSource.isGzip(input)
@@ -113,17 +114,22 @@ public final class BatchJob: @unchecked Sendable {
         }
         let jsonLines = JSONLines.isJSONLines(input)
         // A JSON Lines input has no header line: its columns are the first object's keys, and it starts at 0.
-        let header = jsonLines ? try JSONLines.header(first.line(0)) : first.bytes.withUnsafeBufferPointer { buffer in
-            var fields: [Field] = []
-            CSVFields.split(buffer[first.lineRange(0)], into: &fields)
-            return fields.map { CSVFields.text($0).trimmingCharacters(in: .whitespaces) }
-        }
+        let header =
+            jsonLines
+            ? try JSONLines.header(first.line(0))
+            : first.bytes.withUnsafeBufferPointer { buffer in
+                var fields: [Field] = []
+                CSVFields.split(buffer[first.lineRange(0)], into: &fields)
+                return fields.map { CSVFields.text($0).trimmingCharacters(in: .whitespaces) }
+            }
         let plan = try BatchPlan(
             signature: model.signature, featureNames: options.featureNames, header: header, idColumn: options.idColumn,
             passthrough: options.passthrough, outputs: options.outputs)
         if jsonLines, case .matrix = plan.feed, !(options.featureNames.map { Set($0).isSubset(of: header) } ?? false) {
-            throw TernError.invalidArgument("a JSON Lines input is matched to the model by feature name, and this model names "
-                + "none its keys (\(Echo.clip(header.joined(separator: ", ")))) give: use a bundle with feature names, or CSV with the columns in order")
+            throw TernError.invalidArgument(
+                "a JSON Lines input is matched to the model by feature name, and this model names "
+                    + "none its keys (\(Echo.clip(header.joined(separator: ", ")))) give: use a bundle with feature names, or CSV with the columns in order"
+            )
         }
         // The shard's byte range, aligned to line starts.
         let body = jsonLines ? 0 : first.end
@@ -131,8 +137,10 @@ public final class BatchJob: @unchecked Sendable {
         let span = size - body
         let start = index == 0 ? body : try LineChunkReader.lineStart(path: input, atOrAfter: body + span * Int64(index) / Int64(count))
         let end = index == count - 1 ? size : try LineChunkReader.lineStart(path: input, atOrAfter: body + span * Int64(index + 1) / Int64(count))
-        let settings = [options.format.rawValue, options.idColumn ?? "", options.passthrough.joined(separator: ","),
-                        options.outputs.joined(separator: ","), "\(index)/\(count)", options.modelFingerprint].joined(separator: "|")
+        let settings = [
+            options.format.rawValue, options.idColumn ?? "", options.passthrough.joined(separator: ","),
+            options.outputs.joined(separator: ","), "\(index)/\(count)", options.modelFingerprint,
+        ].joined(separator: "|")
 
         // Where to start: a fresh run, or where a checkpoint says an interrupted one stopped.
         var checkpoint: BatchCheckpoint?
@@ -142,13 +150,16 @@ public final class BatchJob: @unchecked Sendable {
             }
             if options.resume {
                 guard let data = fm.contents(atPath: options.checkpoint),
-                      let read = try? JSONDecoder().decode(BatchCheckpoint.self, from: data) else {
+                    let read = try? JSONDecoder().decode(BatchCheckpoint.self, from: data)
+                else {
                     throw TernError.invalidArgument("cannot read the checkpoint '\(options.checkpoint)'; start over with --force")
                 }
                 guard read.input == input, read.inputSize == size, read.inputModified == modified, read.settings == settings,
-                      read.end == end else {
-                    throw TernError.conflict("the checkpoint '\(options.checkpoint)' is of another input, model or options; "
-                        + "resume with the same ones, or start over with --force")
+                    read.end == end
+                else {
+                    throw TernError.conflict(
+                        "the checkpoint '\(options.checkpoint)' is of another input, model or options; "
+                            + "resume with the same ones, or start over with --force")
                 }
                 checkpoint = read
             }
@@ -162,8 +173,9 @@ public final class BatchJob: @unchecked Sendable {
         guard fm.isWritableFile(atPath: folder) else {
             throw TernError.invalidArgument("cannot write the output '\(options.output)': its folder does not exist or is not writable")
         }
-        return Prepared(plan: plan, size: size, modified: modified, start: start, end: end, settings: settings,
-                        checkpoint: checkpoint, gzipInput: gzipInput)
+        return Prepared(
+            plan: plan, size: size, modified: modified, start: start, end: end, settings: settings,
+            checkpoint: checkpoint, gzipInput: gzipInput)
     }
 
     /// The output's column names: the plan's, then the explanation's pairs.
@@ -182,14 +194,17 @@ public final class BatchJob: @unchecked Sendable {
         let prepared = try prepare()
         let (plan, size, modified, start, end, settings, checkpoint, gzipInput) = (
             prepared.plan, prepared.size, prepared.modified, prepared.start, prepared.end, prepared.settings,
-            prepared.checkpoint, prepared.gzipInput)
+            prepared.checkpoint, prepared.gzipInput
+        )
         let index = options.shard.index
         let output = try OutputFile(path: options.output, keeping: checkpoint?.outputBytes)
         let gzipOutput = ByteSource.isGzip(options.output)
         let rejects = try OutputFile(path: options.rejects, keeping: checkpoint?.rejectBytes)
-        var state = checkpoint ?? BatchCheckpoint(
-            input: input, inputSize: size, inputModified: modified, settings: settings, offset: start, end: end,
-            nextLine: index == 0 ? (start == 0 ? 1 : 2) : -1, outputBytes: 0, rejectBytes: 0, rows: 0, rejected: 0)
+        var state =
+            checkpoint
+            ?? BatchCheckpoint(
+                input: input, inputSize: size, inputModified: modified, settings: settings, offset: start, end: end,
+                nextLine: index == 0 ? (start == 0 ? 1 : 2) : -1, outputBytes: 0, rejectBytes: 0, rows: 0, rejected: 0)
         if state.nextLine < 0 { state.nextLine = try Self.lineNumber(path: input, at: start) }
         let resumedFrom = checkpoint?.rows ?? 0
         if state.outputBytes == 0, options.format == .csv {
@@ -221,9 +236,10 @@ public final class BatchJob: @unchecked Sendable {
             func commit(_ scored: ScoredChunk) throws {
                 if output.pendingHeader {
                     let widths = scored.widths ?? plan.outputs.map { $0.shape.count == 2 ? max(1, $0.shape[1]) : 1 }
-                    let header = Array((self.header(plan, widths).map {
-                        String(decoding: ChunkScorer.csvQuoted($0), as: UTF8.self)
-                    }.joined(separator: ",") + "\n").utf8)
+                    let header = Array(
+                        (self.header(plan, widths).map {
+                            String(decoding: ChunkScorer.csvQuoted($0), as: UTF8.self)
+                        }.joined(separator: ",") + "\n").utf8)
                     try output.append(gzipOutput ? try Gzip.member(header) : header)
                     output.pendingHeader = false
                 }
@@ -234,7 +250,8 @@ public final class BatchJob: @unchecked Sendable {
                 state.offset = scored.end
                 state.nextLine = scored.nextLine
                 if let limit = options.maxRejects, state.rejected > limit {
-                    throw TernError.invalidArgument("more than \(limit) rejected lines (--max-rejects): stopped at line \(scored.nextLine - 1); see \(options.rejects)")
+                    throw TernError.invalidArgument(
+                        "more than \(limit) rejected lines (--max-rejects): stopped at line \(scored.nextLine - 1); see \(options.rejects)")
                 }
                 // Committed (synced, then the checkpoint moved) at most every `commitInterval`: a resumed run
                 // cuts the files back to the last commit, so what was written after it is written again.
@@ -249,8 +266,10 @@ public final class BatchJob: @unchecked Sendable {
                 }
                 if let progress, now - lastReport >= .milliseconds(200) {
                     lastReport = now
-                    progress(BatchProgress(rows: state.rows, rejected: state.rejected, bytesDone: state.offset - start,
-                                           bytesTotal: gzipInput ? 0 : end - start, elapsed: started.duration(to: now)))
+                    progress(
+                        BatchProgress(
+                            rows: state.rows, rejected: state.rejected, bytesDone: state.offset - start,
+                            bytesTotal: gzipInput ? 0 : end - start, elapsed: started.duration(to: now)))
                 }
             }
             func collect() async throws {
@@ -273,8 +292,9 @@ public final class BatchJob: @unchecked Sendable {
         }
         if output.pendingHeader {
             // No row at all: the header alone, the widths from the signature.
-            let header = Array((self.header(plan, plan.outputs.map { $0.shape.count == 2 ? max(1, $0.shape[1]) : 1 })
-                .joined(separator: ",") + "\n").utf8)
+            let header = Array(
+                (self.header(plan, plan.outputs.map { $0.shape.count == 2 ? max(1, $0.shape[1]) : 1 })
+                    .joined(separator: ",") + "\n").utf8)
             try output.append(gzipOutput ? try Gzip.member(header) : header)
         }
         try output.sync()

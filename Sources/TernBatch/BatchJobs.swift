@@ -4,9 +4,9 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 import TernBundle
+import TernCodecs
 import TernCore
 import TernExplain
-import TernCodecs
 import TernONNX
 import TernRegistry
 import Yams
@@ -29,7 +29,8 @@ public struct JobRequest: Codable, Sendable, Equatable {
 
     package enum CodingKeys: String, CodingKey {
         case model, input, output, format, passthrough, outputs, resume, force, explain
-        case idColumn = "id_column", maxRejects = "max_rejects"
+        case idColumn = "id_column"
+        case maxRejects = "max_rejects"
     }
 }
 
@@ -132,8 +133,9 @@ package final class BatchJobs: Service, Sendable {
         for part in path.split(separator: "/") where part != "." {
             current += "/" + part
             if (try? FileManager.default.destinationOfSymbolicLink(atPath: current)) != nil {
-                throw .invalidArgument("\(what) '\(Echo.clip(path))' passes through a symbolic link; give a path of real folders and files "
-                    + "inside the batch folder")
+                throw .invalidArgument(
+                    "\(what) '\(Echo.clip(path))' passes through a symbolic link; give a path of real folders and files "
+                        + "inside the batch folder")
             }
         }
         return current
@@ -169,9 +171,11 @@ package final class BatchJobs: Service, Sendable {
         if let top = request.explain {
             guard (1...1000).contains(top) else { throw TernError.invalidArgument("explain must be 1...1000 features") }
             guard let prepared = try await explanations?.prepare(served), let exact = prepared.exact,
-                  !prepared.background.isEmpty || exact.structure.hasCovers else {
-                throw TernError.invalidArgument("explain on a job needs an exact explainer (trees or linear) and background data: "
-                    + "a bundle packed with --reference")
+                !prepared.background.isEmpty || exact.structure.hasCovers
+            else {
+                throw TernError.invalidArgument(
+                    "explain on a job needs an exact explainer (trees or linear) and background data: "
+                        + "a bundle packed with --reference")
             }
             let (names, method): ([String]?, Attributions.Method?) = (prepared.featureNames, prepared.background.isEmpty ? .pathDependent : nil)
             options.explainer = { rows throws(TernError) in try exact.top(rows, count: top, featureNames: names, method: method) }
@@ -183,9 +187,11 @@ package final class BatchJobs: Service, Sendable {
         sessionOptions.instances = configuration.threads
         let model = try ONNXModel(path: onnx.path, runtime: runtime, pool: pool, options: sessionOptions)
         let id = "job-" + UUID().uuidString.lowercased().prefix(12)
-        let job = BatchJob(options: options, model: model, progress: { [weak self] progress in
-            self?.jobs.withLock { $0[id]?.progress = progress }
-        })
+        let job = BatchJob(
+            options: options, model: model,
+            progress: { [weak self] progress in
+                self?.jobs.withLock { $0[id]?.progress = progress }
+            })
         // What can fail before a byte is written fails the request (a 4xx), not the job.
         try job.check()
         let encoder = JSONEncoder()
@@ -195,8 +201,9 @@ package final class BatchJobs: Service, Sendable {
             input: request.input, output: request.output, options: String(decoding: try encoder.encode(request), as: UTF8.self),
             schedule: schedule, state: "running", createdBy: actor, startedAt: BundleManifest.timestamp())
         try await registry?.saveJob(started)
-        try await registry?.record(action: "batch-job-start", model: served.name, version: served.version, actor: actor,
-                                   detail: "\(id) \(request.input) -> \(request.output)")
+        try await registry?.record(
+            action: "batch-job-start", model: served.name, version: served.version, actor: actor,
+            detail: "\(id) \(request.input) -> \(request.output)")
         jobs.withLock { $0[id] = Running(record: started) }
         let task = Task { [self] in
             var record = started
@@ -217,19 +224,28 @@ package final class BatchJobs: Service, Sendable {
             }
             record.endedAt = BundleManifest.timestamp()
             jobs.withLock { $0[id]?.record = record }
-            logger.info("batch job ended", metadata: ["job": "\(id)", "state": "\(record.state)", "rows": "\(record.rows)",
-                                                      "error": "\(record.error ?? "")"])
+            logger.info(
+                "batch job ended",
+                metadata: [
+                    "job": "\(id)", "state": "\(record.state)", "rows": "\(record.rows)",
+                    "error": "\(record.error ?? "")",
+                ])
             do {
                 try await registry?.saveJob(record)
-                try await registry?.record(action: "batch-job-\(record.state)", model: record.model, version: record.version,
-                                           actor: actor, detail: "\(id) rows \(record.rows) rejected \(record.rejected)")
+                try await registry?.record(
+                    action: "batch-job-\(record.state)", model: record.model, version: record.version,
+                    actor: actor, detail: "\(id) rows \(record.rows) rejected \(record.rejected)")
             } catch {
                 logger.warning("cannot record the batch job", metadata: ["job": "\(id)", "error": "\(error)"])
             }
         }
         jobs.withLock { $0[id]?.task = task }
-        logger.info("batch job started", metadata: ["job": "\(id)", "model": "\(served.name)", "version": "\(served.version)",
-                                                    "input": "\(request.input)", "output": "\(request.output)"])
+        logger.info(
+            "batch job started",
+            metadata: [
+                "job": "\(id)", "model": "\(served.name)", "version": "\(served.version)",
+                "input": "\(request.input)", "output": "\(request.output)",
+            ])
         return started
     }
 
@@ -290,8 +306,11 @@ package final class BatchJobs: Service, Sendable {
                         do {
                             _ = try await self.submit(schedule.job, actor: "schedule:\(schedule.name)", schedule: schedule.name)
                         } catch {
-                            self.logger.warning("a scheduled batch job did not start", metadata: [
-                                "schedule": "\(schedule.name)", "error": "\(error)"])
+                            self.logger.warning(
+                                "a scheduled batch job did not start",
+                                metadata: [
+                                    "schedule": "\(schedule.name)", "error": "\(error)",
+                                ])
                         }
                     }
                 }
@@ -321,7 +340,8 @@ public struct CronExpression: Sendable, Equatable {
     public init(_ text: String) throws(TernError) {
         var fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
         guard fields.count == 5 || fields.count == 6 else {
-            throw .invalidArgument("'\(Echo.clip(text))' is not a cron expression: five fields (minute hour day month weekday) or six (seconds first)")
+            throw .invalidArgument(
+                "'\(Echo.clip(text))' is not a cron expression: five fields (minute hour day month weekday) or six (seconds first)")
         }
         if fields.count == 5 { fields.insert("0", at: 0) }
         seconds = try Self.parse(fields[0], 0...59, "seconds")

@@ -27,11 +27,13 @@ public struct BatchPlan: Sendable {
         self.header = header
         func column(_ name: String, _ what: String) throws(TernError) -> Int {
             guard let index = header.firstIndex(of: name) else {
-                throw .invalidArgument("the input has no column '\(Echo.clip(name))' (\(what)); its columns: \(Echo.clip(header.joined(separator: ", ")))")
+                throw .invalidArgument(
+                    "the input has no column '\(Echo.clip(name))' (\(what)); its columns: \(Echo.clip(header.joined(separator: ", ")))")
             }
             return index
         }
-        copied = try (idColumn.map { [$0] } ?? []).map { name throws(TernError) in try column(name, "--id-column") }
+        copied =
+            try (idColumn.map { [$0] } ?? []).map { name throws(TernError) in try column(name, "--id-column") }
             + passthrough.map { name throws(TernError) in try column(name, "--passthrough") }
         let numeric: Set<DataType> = [.fp32, .fp64, .int32, .int64, .int8, .int16, .uint8, .uint16, .uint32, .uint64, .bool, .fp16]
         if signature.inputs.count == 1, let input = signature.inputs.first, input.shape.count == 2, input.shape[1] != 1 {
@@ -46,8 +48,9 @@ public struct BatchPlan: Sendable {
                 let candidates = header.indices.filter { !unused.contains($0) }
                 guard width < 0 || candidates.count == width else {
                     let names = featureNames.map { ": " + Echo.clip($0.joined(separator: ", ")) } ?? ""
-                    throw .invalidArgument("the input has \(candidates.count) feature columns (\(Echo.clip(candidates.map { header[$0] }.joined(separator: ", ")))); "
-                        + "the model takes \(width) features\(names)")
+                    throw .invalidArgument(
+                        "the input has \(candidates.count) feature columns (\(Echo.clip(candidates.map { header[$0] }.joined(separator: ", ")))); "
+                            + "the model takes \(width) features\(names)")
                 }
                 feed = .matrix(input: input, columns: candidates)
             }
@@ -66,7 +69,8 @@ public struct BatchPlan: Sendable {
         } else {
             outputs = try wanted.map { name throws(TernError) in
                 guard let spec = signature.output(named: name) else {
-                    throw .invalidArgument("the model has no output '\(Echo.clip(name))'; its outputs: \(signature.outputs.map(\.name).joined(separator: ", "))")
+                    throw .invalidArgument(
+                        "the model has no output '\(Echo.clip(name))'; its outputs: \(signature.outputs.map(\.name).joined(separator: ", "))")
                 }
                 return spec
             }

@@ -146,7 +146,9 @@ public struct ChunkScorer: Sendable {
                         output.append(contentsOf: ",\"explanation\":[".utf8)
                         for (j, item) in why[row].prefix(explainTop).enumerated() {
                             if j > 0 { output.append(UInt8(ascii: ",")) }
-                            output.append(contentsOf: "{\"feature\":\(Self.jsonString(item.feature)),\"value\":\(Self.jsonNumber(item.value.description))}".utf8)
+                            output.append(
+                                contentsOf: "{\"feature\":\(Self.jsonString(item.feature)),\"value\":\(Self.jsonNumber(item.value.description))}".utf8
+                            )
                         }
                         output.append(contentsOf: "]}".utf8)
                     }
@@ -210,7 +212,9 @@ public struct ChunkScorer: Sendable {
             let spec = plan.outputs[o], width = columnsPerRow[o]
             output.append(contentsOf: Self.jsonString(spec.name).utf8)
             output.append(UInt8(ascii: ":"))
-            let json = answers[o].datatype == .bytes ? (0..<width).map { Self.jsonString(values[row * width + $0]) }
+            let json =
+                answers[o].datatype == .bytes
+                ? (0..<width).map { Self.jsonString(values[row * width + $0]) }
                 : (0..<width).map { Self.jsonNumber(values[row * width + $0]) }
             let isMatrix = answers[o].shape.count == 2
             output.append(contentsOf: (isMatrix ? "[" + json.joined(separator: ",") + "]" : json[0]).utf8)
@@ -223,7 +227,8 @@ public struct ChunkScorer: Sendable {
     static func appendCSV(_ text: String, to output: inout [UInt8]) {
         var text = text
         text.withUTF8 { bytes in
-            if bytes.contains(where: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }) {
+            if bytes.contains(where: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") })
+            {
                 output.append(contentsOf: csvQuoted(String(decoding: bytes, as: UTF8.self)))
             } else {
                 output.append(contentsOf: bytes)
@@ -261,7 +266,8 @@ public struct ChunkScorer: Sendable {
 
     static func csvQuoted(_ text: String) -> [UInt8] {
         let bytes = Array(text.utf8)
-        guard bytes.contains(where: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }) else {
+        guard bytes.contains(where: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") })
+        else {
             return bytes
         }
         return Array(("\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"").utf8)
@@ -276,7 +282,8 @@ public struct ChunkScorer: Sendable {
 
     static func isJSONNumber(_ text: String) -> Bool {
         guard let value = Double(text), value.isFinite, let first = text.first else { return false }
-        return first == "-" || first.isNumber ? !text.contains(where: { $0 == " " || $0 == "+" }) && !(text.hasPrefix("0") && text.count > 1 && !text.hasPrefix("0.")) : false
+        return first == "-" || first.isNumber
+            ? !text.contains(where: { $0 == " " || $0 == "+" }) && !(text.hasPrefix("0") && text.count > 1 && !text.hasPrefix("0.")) : false
     }
 }
 

@@ -63,8 +63,8 @@ public enum SigningKeys {
         }
         let begin = "-----BEGIN \(label)-----", end = "-----END \(label)-----"
         guard let start = text.range(of: begin), let stop = text.range(of: end, range: start.upperBound..<text.endIndex),
-              let der = Data(base64Encoded: text[start.upperBound..<stop.lowerBound].filter { !$0.isWhitespace }),
-              der.count == prefix.count + 32, Array(der.prefix(prefix.count)) == prefix
+            let der = Data(base64Encoded: text[start.upperBound..<stop.lowerBound].filter { !$0.isWhitespace }),
+            der.count == prefix.count + 32, Array(der.prefix(prefix.count)) == prefix
         else {
             throw .invalidArgument("\(path) is not \(what) in PEM (\(begin) ... as openssl genpkey -algorithm ed25519 writes)")
         }
@@ -88,7 +88,8 @@ public struct TrustedKeys: Sendable {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
             throw .invalidArgument("no trusted keys at \(path) (--trusted-keys: a public key file or a folder of them)")
         }
-        let files = isFolder.boolValue
+        let files =
+            isFolder.boolValue
             ? ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(".pub") || $0.hasSuffix(".pem") }.sorted()
                 .map { "\(path)/\($0)" }
             : [path]
@@ -106,20 +107,24 @@ public struct TrustedKeys: Sendable {
     /// trusted, and one whose `tern.json` changed after signing.
     public func verify(_ bundle: ModelBundle) throws(TernError) -> String {
         guard let signature = bundle.signature, let manifest = bundle.manifestData else {
-            throw .invalidArgument("the bundle is not signed; this registry takes only bundles signed by a trusted key "
-                + "(tern pack --sign KEY; trusted: \(keys.values.map(\.name).sorted().joined(separator: ", ")))")
+            throw .invalidArgument(
+                "the bundle is not signed; this registry takes only bundles signed by a trusted key "
+                    + "(tern pack --sign KEY; trusted: \(keys.values.map(\.name).sorted().joined(separator: ", ")))")
         }
         guard signature.algorithm == BundleSignature.algorithmName else {
             throw .invalidArgument("the bundle is signed with '\(Echo.clip(signature.algorithm))'; only ed25519 is accepted")
         }
         guard let trusted = keys[signature.keyID] else {
-            throw .invalidArgument("the bundle is signed by '\(Echo.clip(signature.signer))' (key \(Echo.clip(signature.keyID))), "
-                + "which is not a trusted key (--trusted-keys)")
+            throw .invalidArgument(
+                "the bundle is signed by '\(Echo.clip(signature.signer))' (key \(Echo.clip(signature.keyID))), "
+                    + "which is not a trusted key (--trusted-keys)")
         }
         guard let bytes = Data(base64Encoded: signature.signature), let key = try? Curve25519.Signing.PublicKey(rawRepresentation: trusted.raw),
-              key.isValidSignature(bytes, for: manifest) else {
-            throw .invalidArgument("the bundle's signature does not match its \(BundleFile.manifest): the bundle was changed after "
-                + "'\(trusted.name)' signed it")
+            key.isValidSignature(bytes, for: manifest)
+        else {
+            throw .invalidArgument(
+                "the bundle's signature does not match its \(BundleFile.manifest): the bundle was changed after "
+                    + "'\(trusted.name)' signed it")
         }
         return trusted.name
     }

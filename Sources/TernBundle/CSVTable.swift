@@ -32,7 +32,12 @@ public struct CSVTable: Sendable, Equatable {
             if inQuotes {
                 if scalar == "\"" {
                     let next = iterator.next()
-                    if next == "\"" { field.unicodeScalars.append("\"") } else { inQuotes = false; pending = next }
+                    if next == "\"" {
+                        field.unicodeScalars.append("\"")
+                    } else {
+                        inQuotes = false
+                        pending = next
+                    }
                 } else {
                     if scalar == "\n" { line += 1 }
                     field.unicodeScalars.append(scalar)
@@ -41,12 +46,17 @@ public struct CSVTable: Sendable, Equatable {
             }
             switch scalar {
             case "\"" where field.isEmpty: inQuotes = true
-            case ",": record.append(field); field = ""
+            case ",":
+                record.append(field)
+                field = ""
             case "\r":
                 let next = iterator.next()
                 if next != "\n" { pending = next }
-                endRecord(); line += 1
-            case "\n": endRecord(); line += 1
+                endRecord()
+                line += 1
+            case "\n":
+                endRecord()
+                line += 1
             default: field.unicodeScalars.append(scalar)
             }
         }

@@ -86,7 +86,9 @@ enum DeflateCheck {
         for _ in 0..<count {
             guard at + 46 <= directory.count, directory.u32(at) == 0x0201_4B50 else { throw corrupt("a central directory entry is malformed") }
             let nameLength = Int(directory.u16(at + 28)), extraLength = Int(directory.u16(at + 30)), commentLength = Int(directory.u16(at + 32))
-            guard at + 46 + nameLength + extraLength + commentLength <= directory.count else { throw corrupt("a central directory entry is malformed") }
+            guard at + 46 + nameLength + extraLength + commentLength <= directory.count else {
+                throw corrupt("a central directory entry is malformed")
+            }
             var entry = Entry(
                 name: String(decoding: directory[(at + 46)..<(at + 46 + nameLength)], as: UTF8.self),
                 method: directory.u16(at + 10), compressed: UInt64(directory.u32(at + 20)),
@@ -121,8 +123,8 @@ enum DeflateCheck {
     }
 }
 
-private extension Array where Element == UInt8 {
-    func u16(_ at: Int) -> UInt16 { UInt16(self[at]) | UInt16(self[at + 1]) << 8 }
-    func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) | UInt32(u16(at + 2)) << 16 }
-    func u64(_ at: Int) -> UInt64 { UInt64(u32(at)) | UInt64(u32(at + 4)) << 32 }
+extension Array where Element == UInt8 {
+    fileprivate func u16(_ at: Int) -> UInt16 { UInt16(self[at]) | UInt16(self[at + 1]) << 8 }
+    fileprivate func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) | UInt32(u16(at + 2)) << 16 }
+    fileprivate func u64(_ at: Int) -> UInt64 { UInt64(u32(at)) | UInt64(u32(at + 4)) << 32 }
 }

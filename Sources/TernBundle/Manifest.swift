@@ -83,8 +83,9 @@ public struct BundleManifest: Codable, Sendable, Equatable {
 
     /// UTC, to the millisecond: `2026-11-23T17:02:50.123Z`.
     public static func timestamp(_ date: Date = Date()) -> String {
-        date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)
-            .timeSeparator(.colon).timeZone(separator: .omitted))
+        date.formatted(
+            .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)
+                .timeSeparator(.colon).timeZone(separator: .omitted))
     }
 
     /// Model names become URL path segments, folder names and `name@alias` references.

@@ -127,7 +127,8 @@ public struct ModelBundle: Sendable {
             guard raw.count >= 22 else { return false }
             for start in stride(from: raw.count - 22, through: 0, by: -1)
             where raw[start] == signature[0] && raw[start + 1] == signature[1] && raw[start + 2] == signature[2]
-                && raw[start + 3] == signature[3] {
+                && raw[start + 3] == signature[3]
+            {
                 return true
             }
             return false
@@ -143,8 +144,9 @@ public struct ModelBundle: Sendable {
         for entry in archive {
             let name = entry.path
             guard name == BundleFile.manifest || name == BundleFile.signature || BundleFile.known.contains(name) else {
-                throw .invalidArgument("bundle holds an unexpected file '\(Echo.clip(name))'; allowed: "
-                    + ([BundleFile.manifest, BundleFile.signature] + BundleFile.known.sorted()).joined(separator: ", "))
+                throw .invalidArgument(
+                    "bundle holds an unexpected file '\(Echo.clip(name))'; allowed: "
+                        + ([BundleFile.manifest, BundleFile.signature] + BundleFile.known.sorted()).joined(separator: ", "))
             }
             guard entries[name] == nil else { throw .invalidArgument("bundle holds \(name) twice") }
             guard entry.type == .file else { throw .invalidArgument("bundle entry '\(name)' is not a regular file") }
@@ -184,17 +186,20 @@ public struct ModelBundle: Sendable {
                 throw .invalidArgument("bundle is missing \(name), which \(BundleFile.manifest) lists")
             }
             guard Int(entry.uncompressedSize) == recorded.bytes else {
-                throw .invalidArgument("size mismatch for \(name): \(BundleFile.manifest) records \(recorded.bytes) bytes, "
-                    + "the archive \(entry.uncompressedSize)")
+                throw .invalidArgument(
+                    "size mismatch for \(name): \(BundleFile.manifest) records \(recorded.bytes) bytes, "
+                        + "the archive \(entry.uncompressedSize)")
             }
-            let (data, digest) = if let spool, recorded.bytes > Self.spoolThreshold {
-                try Self.inflate(archive, entry, upTo: recorded.bytes, spool: spool)
-            } else {
-                try Self.inflate(archive, entry, upTo: recorded.bytes)
-            }
+            let (data, digest) =
+                if let spool, recorded.bytes > Self.spoolThreshold {
+                    try Self.inflate(archive, entry, upTo: recorded.bytes, spool: spool)
+                } else {
+                    try Self.inflate(archive, entry, upTo: recorded.bytes)
+                }
             guard digest == recorded.sha256, data.count == recorded.bytes else {
-                throw .invalidArgument("checksum mismatch for \(name): \(BundleFile.manifest) records sha256 "
-                    + "\(recorded.sha256) (\(recorded.bytes) bytes), the file has \(digest) (\(data.count) bytes)")
+                throw .invalidArgument(
+                    "checksum mismatch for \(name): \(BundleFile.manifest) records sha256 "
+                        + "\(recorded.sha256) (\(recorded.bytes) bytes), the file has \(digest) (\(data.count) bytes)")
             }
             contents[name] = data
         }
@@ -215,7 +220,8 @@ public struct ModelBundle: Sendable {
         struct TooLarge: Error {}
         let path = folder + "/.inflate-\(UUID().uuidString)"
         guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
-              let handle = FileHandle(forWritingAtPath: path) else {
+            let handle = FileHandle(forWritingAtPath: path)
+        else {
             return try inflate(archive, entry, upTo: limit)
         }
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -307,8 +313,9 @@ public struct BundleLimits: Sendable {
             throw .invalidArgument("bundle entry '\(name)' is \(bytes) bytes; the limit for it is \(limit)")
         }
         if bytes > 1 << 20, bytes / max(compressed, 1) > UInt64(maxCompressionRatio) {
-            throw .invalidArgument("bundle entry '\(name)' inflates \(bytes / max(compressed, 1)) times (\(compressed) to "
-                + "\(bytes) bytes); the limit is \(maxCompressionRatio) times")
+            throw .invalidArgument(
+                "bundle entry '\(name)' inflates \(bytes / max(compressed, 1)) times (\(compressed) to "
+                    + "\(bytes) bytes); the limit is \(maxCompressionRatio) times")
         }
     }
 }

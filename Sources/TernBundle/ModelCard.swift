@@ -64,8 +64,9 @@ public enum ModelCard {
             lines.append("|---|---|---|---|---|---|---|---|")
             for feature in profile.features + profile.predictions {
                 if let numeric = feature.numeric {
-                    lines.append("| \(feature.name) | numeric | \(feature.missing) | \(format(numeric.mean)) | "
-                        + "\(format(numeric.std)) | \(format(numeric.min)) | \(format(numeric.quantiles["0.5"])) | \(format(numeric.max)) |")
+                    lines.append(
+                        "| \(feature.name) | numeric | \(feature.missing) | \(format(numeric.mean)) | "
+                            + "\(format(numeric.std)) | \(format(numeric.min)) | \(format(numeric.quantiles["0.5"])) | \(format(numeric.max)) |")
                 } else if let categorical = feature.categorical {
                     let top = categorical.frequencies.max { $0.value < $1.value }.map { "most: \($0.key)" } ?? ""
                     lines.append("| \(feature.name) | categorical (\(categorical.distinct) values) | \(feature.missing) | \(top) | | | | |")

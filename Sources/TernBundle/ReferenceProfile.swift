@@ -157,7 +157,10 @@ public struct NumericSummary: Codable, Sendable, Equatable {
     /// numpy's `histogram(values, bins)`: equal-width bins over [min, max] (±0.5 when they are equal).
     static func histogram(_ sorted: [Double], bins: Int) -> Histogram {
         var first = sorted.first!, last = sorted.last!
-        if first == last { first -= 0.5; last += 0.5 }
+        if first == last {
+            first -= 0.5
+            last += 0.5
+        }
         let step = (last - first) / Double(bins)
         var edges = (0...bins).map { first + Double($0) * step }
         edges[bins] = last
@@ -193,4 +196,3 @@ public struct CategoricalSummary: Codable, Sendable, Equatable {
         other = values.count - top.reduce(0) { $0 + $1.value }
     }
 }
-

@@ -63,8 +63,9 @@ public struct ValidationMetrics: Codable, Sendable, Equatable {
         var matrix = [[Int]](repeating: [Int](repeating: 0, count: classes.count), count: classes.count)
         for (row, (actual, guess)) in zip(truth, predicted).enumerated() {
             guard let t = index[actual] else {
-                throw .invalidArgument("holdout row \(row + 1): label '\(actual)' is not one of the model's classes ("
-                    + classes.joined(separator: ", ") + ")")
+                throw .invalidArgument(
+                    "holdout row \(row + 1): label '\(actual)' is not one of the model's classes ("
+                        + classes.joined(separator: ", ") + ")")
             }
             guard let p = index[guess] else {
                 throw .invalidArgument("the model predicted '\(guess)', which is not one of the classes (\(classes.joined(separator: ", ")))")

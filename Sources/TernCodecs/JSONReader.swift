@@ -1,7 +1,7 @@
 import TernCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A JSON scanner over bytes, for decoding request bodies without building a generic object tree.
@@ -317,8 +317,9 @@ public struct JSONReader {
     /// (or Float16), which allows a faster path for long mantissas.
     public mutating func readDouble(forFloat32: Bool = false) throws(TernError) -> Double {
         guard let first = peek() else { throw error("expected a number, found end of input") }
-        guard first == UInt8(ascii: "-") || first == UInt8(ascii: "N") || first == UInt8(ascii: "I")
-            || (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9"))
+        guard
+            first == UInt8(ascii: "-") || first == UInt8(ascii: "N") || first == UInt8(ascii: "I")
+                || (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9"))
         else { throw error("expected a number, found '\(Self.describe(first))'") }
         if let (value, next) = Self.fastDouble(bytes, from: index, to: end, forFloat32: forFloat32) {
             index = next

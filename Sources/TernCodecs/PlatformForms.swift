@@ -16,8 +16,9 @@ public enum PlatformForms {
     /// A request from a parsed body in one of the platform forms.
     public static func request(_ value: JSONValue, codec: TabularCodec) throws(TernError) -> InferenceRequest {
         guard case .object = value else {
-            throw .invalidArgument("the request must be a JSON object with one of: instances, inputs, dataframe_split, "
-                + "dataframe_records")
+            throw .invalidArgument(
+                "the request must be a JSON object with one of: instances, inputs, dataframe_split, "
+                    + "dataframe_records")
         }
         if let split = value["dataframe_split"] {
             guard case .array(let columns)? = split["columns"], case .array(let data)? = split["data"] else {
@@ -41,8 +42,9 @@ public enum PlatformForms {
         if let inputs = value["inputs"] {
             return try codec.request(columnar: inputs)
         }
-        throw .invalidArgument("expected one of: instances, inputs, dataframe_split, dataframe_records; got keys: "
-            + value.keys.joined(separator: ", "))
+        throw .invalidArgument(
+            "expected one of: instances, inputs, dataframe_split, dataframe_records; got keys: "
+                + value.keys.joined(separator: ", "))
     }
 
     /// SageMaker's text/csv: one row per line, no header (a first line of names only is taken as a header).

@@ -26,8 +26,10 @@ public enum PredictionRecordEncoder {
             return String(buffer: writer.buffer)
         }
         // A single [rows, k] input whose k columns have names is spread into them.
-        let columns: [String]? = if tensors.count == 1, tensors[0].shape.count == 2, let featureNames,
-            featureNames.count == tensors[0].shape[1] { featureNames } else { nil }
+        let columns: [String]? =
+            if tensors.count == 1, tensors[0].shape.count == 2, let featureNames,
+                featureNames.count == tensors[0].shape[1]
+            { featureNames } else { nil }
         writer.byte(UInt8(ascii: "["))
         for row in 0..<rows {
             if row > 0 { writer.byte(UInt8(ascii: ",")) }
@@ -37,7 +39,9 @@ public enum PredictionRecordEncoder {
                     if column > 0 { writer.byte(UInt8(ascii: ",")) }
                     writer.string(name)
                     writer.byte(UInt8(ascii: ":"))
-                    if redact.contains(name) { writer.string("[redacted]") } else {
+                    if redact.contains(name) {
+                        writer.string("[redacted]")
+                    } else {
                         writer.element(tensors[0], at: row * columns.count + column)
                     }
                 }
@@ -46,7 +50,9 @@ public enum PredictionRecordEncoder {
                     if index > 0 { writer.byte(UInt8(ascii: ",")) }
                     writer.string(tensor.name)
                     writer.byte(UInt8(ascii: ":"))
-                    if redact.contains(tensor.name) { writer.string("[redacted]") } else {
+                    if redact.contains(tensor.name) {
+                        writer.string("[redacted]")
+                    } else {
                         TabularCodec.writeRow(tensor, row: row, into: &writer)
                     }
                 }

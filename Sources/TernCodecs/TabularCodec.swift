@@ -1,3 +1,4 @@
+import NIOCore
 import TernCore
 
 /// Translates the row- and table-shaped request formats (KServe v1 / TF Serving `instances` and `inputs`,
@@ -69,16 +70,18 @@ public struct TabularCodec {
             guard case .object = row else { return [row] }
             if row.keys == [spec.name] { return [row[spec.name]!] }
             guard let featureNames else {
-                throw .invalidArgument("instance \(index) is an object with keys \(row.keys.joined(separator: ", ")), but the "
-                    + "model's input '\(spec.name)' has no feature names; send the row as a list, or set feature_names in "
-                    + "the model's config.yaml")
+                throw .invalidArgument(
+                    "instance \(index) is an object with keys \(row.keys.joined(separator: ", ")), but the "
+                        + "model's input '\(spec.name)' has no feature names; send the row as a list, or set feature_names in "
+                        + "the model's config.yaml")
             }
             try checkKeys(row.keys, expected: featureNames, context: "instance \(index)", what: "feature")
             return [.array(featureNames.map { row[$0]! })]
         }
         guard case .object = row else {
-            throw .invalidArgument("instance \(index): the model has several inputs (\(names)); give each row as an "
-                + "object keyed by them")
+            throw .invalidArgument(
+                "instance \(index): the model has several inputs (\(names)); give each row as an "
+                    + "object keyed by them")
         }
         try checkKeys(row.keys, expected: signature.inputs.map(\.name), context: "instance \(index)", what: "input")
         return signature.inputs.map { row[$0.name]! }
@@ -94,8 +97,9 @@ public struct TabularCodec {
             if !missing.isEmpty { parts.append("missing \(what)s: " + missing.map { "'\($0)'" }.joined(separator: ", ")) }
             if !extra.isEmpty { parts.append("unexpected keys: " + extra.map { "'\($0)'" }.joined(separator: ", ")) }
             if parts.isEmpty { parts.append("a key is repeated") }
-            throw .invalidArgument("\(context): " + parts.joined(separator: "; ") + " (expected: "
-                + expected.joined(separator: ", ") + ")")
+            throw .invalidArgument(
+                "\(context): " + parts.joined(separator: "; ") + " (expected: "
+                    + expected.joined(separator: ", ") + ")")
         }
     }
 
@@ -122,8 +126,9 @@ public struct TabularCodec {
         try flatten(batch, shape: shape[...], into: &leaves, name: spec.name)
         // One row given for a model that takes [batch, ...]: add the batch dimension.
         if shape.count + 1 == spec.shape.count { shape.insert(1, at: 0) }
-        return try Tensor(name: spec.name, datatype: spec.datatype, shape: shape,
-                          contents: try Self.contents(leaves, datatype: spec.datatype, name: spec.name))
+        return try Tensor(
+            name: spec.name, datatype: spec.datatype, shape: shape,
+            contents: try Self.contents(leaves, datatype: spec.datatype, name: spec.name))
     }
 
     private func flatten(_ value: JSONValue, shape: ArraySlice<Int>, into leaves: inout [JSONValue], name: String)
@@ -310,8 +315,6 @@ extension JSONValue {
         }
     }
 }
-
-import NIOCore
 
 extension JSONWriter {
     /// One element of a tensor.

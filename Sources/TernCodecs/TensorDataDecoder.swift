@@ -31,42 +31,66 @@ public enum TensorDataDecoder {
             throw tooFew(name, count, found)
         }
         switch datatype {
-        case .bool: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Bool in
-            try r.readBool()
-        })
-        case .uint8: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt8 in
-            try integer(&r, datatype: datatype, name: name)
-        })
-        case .uint16: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt16 in
-            try integer(&r, datatype: datatype, name: name)
-        })
-        case .uint32: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt32 in
-            try integer(&r, datatype: datatype, name: name)
-        })
-        case .uint64: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt64 in
-            try integer(&r, datatype: datatype, name: name)
-        })
-        case .int8: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int8 in
-            try integer(&r, datatype: datatype, name: name)
-        })
-        case .int16: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int16 in
-            try integer(&r, datatype: datatype, name: name)
-        })
-        case .int32: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int32 in
-            try integer(&r, datatype: datatype, name: name)
-        })
-        case .int64: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int64 in
-            try integer(&r, datatype: datatype, name: name)
-        })
-        case .fp16: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Float16 in
-            try narrowed(try number(&r, name: name, forFloat32: true), as: Float16.self, name: name)
-        })
-        case .fp32: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Float in
-            try narrowed(try number(&r, name: name, forFloat32: true), as: Float.self, name: name)
-        })
-        case .fp64: return .raw(try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Double in
-            try number(&r, name: name)
-        })
+        case .bool:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Bool in
+                    try r.readBool()
+                })
+        case .uint8:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt8 in
+                    try integer(&r, datatype: datatype, name: name)
+                })
+        case .uint16:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt16 in
+                    try integer(&r, datatype: datatype, name: name)
+                })
+        case .uint32:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt32 in
+                    try integer(&r, datatype: datatype, name: name)
+                })
+        case .uint64:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> UInt64 in
+                    try integer(&r, datatype: datatype, name: name)
+                })
+        case .int8:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int8 in
+                    try integer(&r, datatype: datatype, name: name)
+                })
+        case .int16:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int16 in
+                    try integer(&r, datatype: datatype, name: name)
+                })
+        case .int32:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int32 in
+                    try integer(&r, datatype: datatype, name: name)
+                })
+        case .int64:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Int64 in
+                    try integer(&r, datatype: datatype, name: name)
+                })
+        case .fp16:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Float16 in
+                    try narrowed(try number(&r, name: name, forFloat32: true), as: Float16.self, name: name)
+                })
+        case .fp32:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Float in
+                    try narrowed(try number(&r, name: name, forFloat32: true), as: Float.self, name: name)
+                })
+        case .fp64:
+            return .raw(
+                try fixed(&reader, count: count, nesting: &nesting) { (r: inout JSONReader) throws(TernError) -> Double in
+                    try number(&r, name: name)
+                })
         case .bytes:
             var elements: [[UInt8]] = []
             elements.reserveCapacity(count)
@@ -92,21 +116,24 @@ public enum TensorDataDecoder {
         mutating func leaf(at depth: Int) throws(TernError) {
             guard let leafDepth else {
                 guard depth <= 1 || depth == shape.count else {
-                    throw .invalidArgument("input '\(name)': data nested \(depth) deep does not follow its shape \(shape); "
-                        + "send it flat or nested as the shape says")
+                    throw .invalidArgument(
+                        "input '\(name)': data nested \(depth) deep does not follow its shape \(shape); "
+                            + "send it flat or nested as the shape says")
                 }
                 leafDepth = depth
                 return
             }
             guard depth == leafDepth else {
-                throw .invalidArgument("input '\(name)': data mixes values and arrays at one level; send it flat or nested as its shape \(shape) says")
+                throw .invalidArgument(
+                    "input '\(name)': data mixes values and arrays at one level; send it flat or nested as its shape \(shape) says")
             }
         }
 
         func closed(array depth: Int, holding elements: Int) throws(TernError) {
             guard let leafDepth, leafDepth > 1, depth < shape.count, elements != shape[depth] else { return }
-            throw .invalidArgument("input '\(name)': nested data has an array of \(elements) where its shape \(shape) "
-                + "has \(shape[depth]) (ragged rows?)")
+            throw .invalidArgument(
+                "input '\(name)': nested data has an array of \(elements) where its shape \(shape) "
+                    + "has \(shape[depth]) (ragged rows?)")
         }
     }
 

@@ -59,10 +59,13 @@ public struct V2RequestDecoder {
         var sawInputs = false
         guard reader.peek() == UInt8(ascii: "{") else {
             let first = reader.peek()
-            let looksLikeRows = first.map { $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "[") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } ?? false
-            throw reader.error("the request must be a JSON object, as the Open Inference Protocol v2 defines it"
-                + (looksLikeRows ? "; CSV rows go to POST /invocations (Content-Type: text/csv), JSON rows to "
-                    + "POST /v1/models/<name>:predict as {\"instances\": [...]}" : ""))
+            let looksLikeRows =
+                first.map { $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "[") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } ?? false
+            throw reader.error(
+                "the request must be a JSON object, as the Open Inference Protocol v2 defines it"
+                    + (looksLikeRows
+                        ? "; CSV rows go to POST /invocations (Content-Type: text/csv), JSON rows to "
+                            + "POST /v1/models/<name>:predict as {\"instances\": [...]}" : ""))
         }
         try reader.readObject { (reader: inout JSONReader, key: String) throws(TernError) in
             switch key {
@@ -95,8 +98,9 @@ public struct V2RequestDecoder {
             guard let name = header.name else { throw .invalidArgument("input \(position) has no 'name'") }
             guard let typeName = header.datatype else { throw .invalidArgument("input '\(name)' has no 'datatype'") }
             guard let datatype = DataType(v2Name: typeName) else {
-                throw .invalidArgument("input '\(name)' has unknown datatype '\(typeName)'; expected one of "
-                    + DataType.allCases.map(\.rawValue).joined(separator: ", "))
+                throw .invalidArgument(
+                    "input '\(name)' has unknown datatype '\(typeName)'; expected one of "
+                        + DataType.allCases.map(\.rawValue).joined(separator: ", "))
             }
             guard let shape = header.shape else { throw .invalidArgument("input '\(name)' has no 'shape'") }
             let count = try Shape.elementCount(shape, name: name)
@@ -114,12 +118,14 @@ public struct V2RequestDecoder {
                 }
             case (nil, .some(let size)):
                 guard hasBinary else {
-                    throw .invalidArgument("input '\(name)' has binary_data_size but the request has no "
-                        + "Inference-Header-Content-Length header")
+                    throw .invalidArgument(
+                        "input '\(name)' has binary_data_size but the request has no "
+                            + "Inference-Header-Content-Length header")
                 }
                 guard size >= 0, size <= bytes.count - binaryOffset else {
-                    throw .invalidArgument("input '\(name)' declares \(size) bytes of binary data but only "
-                        + "\(bytes.count - binaryOffset) remain in the body (truncated?)")
+                    throw .invalidArgument(
+                        "input '\(name)' declares \(size) bytes of binary data but only "
+                            + "\(bytes.count - binaryOffset) remain in the body (truncated?)")
                 }
                 let slice = UnsafeRawBufferPointer(rebasing: bytes[binaryOffset..<(binaryOffset + size)])
                 contents = try RawTensorEncoding.decode(slice, datatype: datatype, count: count, name: name)
@@ -128,8 +134,9 @@ public struct V2RequestDecoder {
             request.inputs.append(try Tensor(name: name, datatype: datatype, shape: shape, contents: contents))
         }
         guard binaryOffset == bytes.count else {
-            throw .invalidArgument("the body has \(bytes.count - binaryOffset) bytes after the declared binary "
-                + "data; check Inference-Header-Content-Length and each input's binary_data_size")
+            throw .invalidArgument(
+                "the body has \(bytes.count - binaryOffset) bytes after the declared binary "
+                    + "data; check Inference-Header-Content-Length and each input's binary_data_size")
         }
         return (request, encoding)
     }
@@ -188,8 +195,9 @@ public struct V2RequestDecoder {
                 let parameters = try readParameters(&reader, context: "output")
                 if case .bool(let flag) = parameters["binary_data"] { binary = flag }
                 if parameters["classification"] != nil {
-                    throw .invalidArgument("the classification extension is not supported; request the "
-                        + "probabilities output instead")
+                    throw .invalidArgument(
+                        "the classification extension is not supported; request the "
+                            + "probabilities output instead")
                 }
             default: try reader.skipValue()
             }

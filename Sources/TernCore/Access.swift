@@ -65,8 +65,10 @@ public struct Caller: Sendable, Equatable {
 
     /// The refusal for a model outside the caller's grants.
     public func refusal(model: String) -> TernError {
-        TernError(.permissionDenied, "\(name) may not use model '\(Echo.clip(model))'; it may use: "
-            + (models ?? []).sorted().joined(separator: ", "))
+        TernError(
+            .permissionDenied,
+            "\(name) may not use model '\(Echo.clip(model))'; it may use: "
+                + (models ?? []).sorted().joined(separator: ", "))
     }
 }
 
@@ -130,9 +132,11 @@ public struct AccessControl: Sendable {
     }
 
     /// The refusal for such a server, naming the way to turn management on.
-    public static let managementNeedsKeys = TernError(.permissionDenied, "management is off on a server without API keys "
-        + "that listens beyond loopback: create a key on the server's registry (tern keys create NAME --scopes admin --data DIR) "
-        + "and call with it")
+    public static let managementNeedsKeys = TernError(
+        .permissionDenied,
+        "management is off on a server without API keys "
+            + "that listens beyond loopback: create a key on the server's registry (tern keys create NAME --scopes admin --data DIR) "
+            + "and call with it")
 
     /// The credential from the `Authorization: Bearer` header value or the `x-api-key` value. Read on every
     /// request: plain UTF-8 scanning (Foundation's trimming cost 15% of a request's CPU here).
@@ -165,12 +169,16 @@ public struct AccessControl: Sendable {
         if scope == .admin { try refuseOpenManagement() }
         guard let verifier, let scope, verifier.enforcing else { return nil }
         guard let credential, !credential.isEmpty else {
-            throw TernError(.unauthenticated, "authentication required: send an API key or a token as 'Authorization: Bearer CREDENTIAL' (or a key as 'x-api-key: KEY')")
+            throw TernError(
+                .unauthenticated,
+                "authentication required: send an API key or a token as 'Authorization: Bearer CREDENTIAL' (or a key as 'x-api-key: KEY')")
         }
         let caller = try verifier.verify(credential)
         guard caller.has(scope) else {
-            throw TernError(.permissionDenied, "\(caller.name) lacks the '\(scope.rawValue)' scope this needs (it has "
-                + "\(caller.scopes.sorted().map(\.rawValue).joined(separator: ", ")))")
+            throw TernError(
+                .permissionDenied,
+                "\(caller.name) lacks the '\(scope.rawValue)' scope this needs (it has "
+                    + "\(caller.scopes.sorted().map(\.rawValue).joined(separator: ", ")))")
         }
         if let model, !caller.mayUse(model: model) { throw caller.refusal(model: model) }
         if let keyLimiter, let wait = keyLimiter.take(caller.name) {

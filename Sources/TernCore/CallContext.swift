@@ -96,7 +96,10 @@ public enum RequestID {
     public static func accept(_ id: String) -> String? {
         guard !id.isEmpty else { return nil }
         var clean = true
-        for byte in id.utf8 where byte < 0x20 || byte == 0x7F { clean = false; break }
+        for byte in id.utf8 where byte < 0x20 || byte == 0x7F {
+            clean = false
+            break
+        }
         if clean && id.utf8.count <= maxLength { return id }
         var kept = ""
         var bytes = 0
@@ -137,10 +140,10 @@ public struct TraceParent: Sendable, Equatable {
     public init?(header: String) {
         let parts = header.trimmingCharacters(in: .whitespaces).split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count >= 4, parts[0].count == 2, parts[0] != "ff", Self.isHex(parts[0]),
-              parts[0] != "00" || parts.count == 4,
-              parts[1].count == 32, Self.isHex(parts[1]), parts[1] != String(repeating: "0", count: 32),
-              parts[2].count == 16, Self.isHex(parts[2]), parts[2] != String(repeating: "0", count: 16),
-              parts[3].count == 2, Self.isHex(parts[3]), let flags = UInt8(parts[3], radix: 16)
+            parts[0] != "00" || parts.count == 4,
+            parts[1].count == 32, Self.isHex(parts[1]), parts[1] != String(repeating: "0", count: 32),
+            parts[2].count == 16, Self.isHex(parts[2]), parts[2] != String(repeating: "0", count: 16),
+            parts[3].count == 2, Self.isHex(parts[3]), let flags = UInt8(parts[3], radix: 16)
         else { return nil }
         self.traceID = String(parts[1])
         self.parentID = String(parts[2])

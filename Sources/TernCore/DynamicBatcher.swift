@@ -92,8 +92,9 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         case .enabled(var batching):
             guard model.signature.hasBatchDimension else {
                 let spec = (model.signature.inputs + model.signature.outputs).first { $0.shape.first != -1 }!
-                throw .invalidArgument("model '\(name)' sets dynamic_batching, but '\(spec.name)' has shape \(spec.shape) "
-                    + "with no leading dynamic (batch) dimension; remove dynamic_batching")
+                throw .invalidArgument(
+                    "model '\(name)' sets dynamic_batching, but '\(spec.name)' has shape \(spec.shape) "
+                        + "with no leading dynamic (batch) dimension; remove dynamic_batching")
             }
             batching.maxBatchSize = rows
             if let too = batching.preferredBatchSizes.first(where: { $0 > rows || $0 < 1 }) {
@@ -155,13 +156,17 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         condition.lock()
         guard queue.count < configuration.maxQueueSize else {
             condition.unlock()
-            completion(.failure(TernError(.resourceExhausted,
-                "the model's queue is full (\(configuration.maxQueueSize) requests waiting); retry later")))
+            completion(
+                .failure(
+                    TernError(
+                        .resourceExhausted,
+                        "the model's queue is full (\(configuration.maxQueueSize) requests waiting); retry later")))
             return
         }
-        queue.append(Pending(
-            inputs: inputs, outputs: outputs, rows: rows, enqueued: now, deadline: limit.map { now + $0 },
-            timing: timing, completion: completion))
+        queue.append(
+            Pending(
+                inputs: inputs, outputs: outputs, rows: rows, enqueued: now, deadline: limit.map { now + $0 },
+                timing: timing, completion: completion))
         let startDrainer = wakeRunner && claimDrainer()
         if !startDrainer {
             condition.signal()  // a drainer waiting for a preferred batch size may now have one
@@ -298,8 +303,11 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         for request in queue {
             if let deadline = request.deadline, now >= deadline {
                 let waited = request.enqueued.duration(to: now)
-                request.completion(.failure(TernError(.timedOut,
-                    "the request waited \(waited.formatted(.units(allowed: [.milliseconds]))) in the queue, past its timeout")))
+                request.completion(
+                    .failure(
+                        TernError(
+                            .timedOut,
+                            "the request waited \(waited.formatted(.units(allowed: [.milliseconds]))) in the queue, past its timeout")))
             } else {
                 kept.append(request)
             }
@@ -410,15 +418,17 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
             guard bytes.count % total == 0 else { throw .internalError("output '\(tensor.name)' does not split by rows") }
             let perRow = bytes.count / total
             guard rows.upperBound <= total else { throw .internalError("output '\(tensor.name)' has too few rows") }
-            return Tensor(unchecked: tensor.name, datatype: tensor.datatype, shape: shape,
-                          contents: .raw(Array(bytes[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
+            return Tensor(
+                unchecked: tensor.name, datatype: tensor.datatype, shape: shape,
+                contents: .raw(Array(bytes[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
         case .strings(let elements):
             guard elements.count % total == 0, rows.upperBound <= total else {
                 throw .internalError("output '\(tensor.name)' does not split by rows")
             }
             let perRow = elements.count / total
-            return Tensor(unchecked: tensor.name, datatype: tensor.datatype, shape: shape,
-                          contents: .strings(Array(elements[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
+            return Tensor(
+                unchecked: tensor.name, datatype: tensor.datatype, shape: shape,
+                contents: .strings(Array(elements[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
         }
     }
 }

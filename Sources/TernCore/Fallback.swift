@@ -19,8 +19,10 @@ public struct FallbackPolicy: Codable, Sendable, Equatable {
     public var failuresToOpen: Int
     public var openSeconds: Double
 
-    public init(version: Int? = nil, defaultOutputs: [String: [FallbackValue]]? = nil, timeoutMilliseconds: Int? = nil,
-                failuresToOpen: Int = 5, openSeconds: Double = 30) {
+    public init(
+        version: Int? = nil, defaultOutputs: [String: [FallbackValue]]? = nil, timeoutMilliseconds: Int? = nil,
+        failuresToOpen: Int = 5, openSeconds: Double = 30
+    ) {
         self.version = version
         self.defaultOutputs = defaultOutputs
         self.timeoutMilliseconds = timeoutMilliseconds
@@ -80,8 +82,9 @@ public struct FallbackPolicy: Codable, Sendable, Equatable {
     public func validateDefault(outputs: [TensorSpec]) throws(TernError) {
         for (name, values) in defaultOutputs ?? [:] {
             guard let spec = outputs.first(where: { $0.name == name }) else {
-                throw .invalidArgument("fallback.default names output '\(name)', which the model does not have (outputs: "
-                    + outputs.map(\.name).joined(separator: ", ") + ")")
+                throw .invalidArgument(
+                    "fallback.default names output '\(name)', which the model does not have (outputs: "
+                        + outputs.map(\.name).joined(separator: ", ") + ")")
             }
             _ = try Self.tensor(spec, values: values, rows: 1)
         }
@@ -116,13 +119,15 @@ public struct FallbackPolicy: Codable, Sendable, Equatable {
         }
         switch spec.datatype {
         case .bytes:
-            return try Tensor(name: spec.name, shape: shape, strings: repeated.map {
-                switch $0 {
-                case .string(let s): s
-                case .number(let x): x == x.rounded() && abs(x) < 1e15 ? String(Int64(x)) : String(x)
-                case .bool(let b): String(b)
-                }
-            })
+            return try Tensor(
+                name: spec.name, shape: shape,
+                strings: repeated.map {
+                    switch $0 {
+                    case .string(let s): s
+                    case .number(let x): x == x.rounded() && abs(x) < 1e15 ? String(Int64(x)) : String(x)
+                    case .bool(let b): String(b)
+                    }
+                })
         case .fp32: return try Tensor(name: spec.name, shape: shape, values: try numbers().map(Float.init))
         case .fp64: return try Tensor(name: spec.name, shape: shape, values: try numbers())
         case .int64: return try Tensor(name: spec.name, shape: shape, values: try numbers().map { Int64(exactly: $0.rounded()) ?? 0 })

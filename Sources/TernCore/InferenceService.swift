@@ -108,8 +108,9 @@ public final class ModelCatalog: Sendable {
     /// `visible`: the models the caller may use (only those are named).
     private static func unknownModel(_ name: String, in state: State, visible: ((String) -> Bool)? = nil) -> TernError {
         let loaded = state.models.filter { !$0.value.isEmpty && visible?($0.key) != false }.keys.sorted()
-        return .notFound("unknown model '\(Echo.clip(name))'; "
-            + (loaded.isEmpty ? "no model is loaded" : "loaded models: " + loaded.joined(separator: ", ")))
+        return .notFound(
+            "unknown model '\(Echo.clip(name))'; "
+                + (loaded.isEmpty ? "no model is loaded" : "loaded models: " + loaded.joined(separator: ", ")))
     }
 
     /// Finds a model version. `name` may carry a version or alias after `@` (`credit-risk@production`,
@@ -143,7 +144,8 @@ public final class ModelCatalog: Sendable {
             guard let version, !version.isEmpty else {
                 // A traffic policy shares the requests that name no version (sticky on a header when it says so).
                 if let policy = state.traffic[name], let picked = policy.pick(key: policy.stickyHeader.flatMap(header)),
-                   let served = versions[picked] {
+                    let served = versions[picked]
+                {
                     return .success((served, policy.stickyInput))
                 }
                 if let preferred = state.defaults[name], let served = versions[preferred] { return .success((served, nil)) }
@@ -240,11 +242,16 @@ public final class InferenceService: Sendable {
         var key: [UInt8] = []
         switch input.contents {
         case .raw(let bytes): key = bytes
-        case .strings(let elements): for element in elements { key += element; key.append(0) }
+        case .strings(let elements):
+            for element in elements {
+                key += element
+                key.append(0)
+            }
         }
         return catalog.read { state -> ServedModel in
             guard let policy = state.traffic[served.name], let picked = policy.pick(keyBytes: key),
-                  let chosen = state.models[served.name]?[picked] else { return served }
+                let chosen = state.models[served.name]?[picked]
+            else { return served }
             return chosen
         }
     }
@@ -304,9 +311,10 @@ public final class InferenceService: Sendable {
         let accepted = timesRuns ? ContinuousClock.now : context.received
         if let (policy, fallbackVersion) = catalog.fallback(for: served.name), policy.version != served.version || policy.defaultOutputs != nil {
             // A version is not its own fallback: its failure gets the default answer.
-            inferGuarded(context, served, run, policy: policy, fallback: fallbackVersion === served ? nil : fallbackVersion,
-                         inline: inline, timing: timing,
-                         accepted: accepted, completion: completion)
+            inferGuarded(
+                context, served, run, policy: policy, fallback: fallbackVersion === served ? nil : fallbackVersion,
+                inline: inline, timing: timing,
+                accepted: accepted, completion: completion)
             return
         }
         served.statistics.versionMetrics?.started()
@@ -324,30 +332,32 @@ public final class InferenceService: Sendable {
         let (request, inputs, outputs, named) = (run.request, run.inputs, run.outputs, run.explanationOutputs)
         // With `explain: true`, the explanation's tensors join the outputs (computed in a task, off the runner
         // and event-loop threads); observers such as the prediction log see them with the prediction.
-        let finish: @Sendable (Result<[Tensor], any Error>) -> Void = if let explainer = run.explainer {
-            { result in
-                guard case .success(let outputs) = result else { return answer(result) }
-                Task {
-                    do {
-                        var explanation = try await explainer.explain(served, request: request, inputs: inputs)
-                        // Outputs asked for by name: the explanation's named among them, else all of it.
-                        if !named.isEmpty {
-                            let unknown = named.filter { name in !explanation.contains { $0.name == name } }
-                            if let name = unknown.first {
-                                throw TernError.invalidArgument("unknown output '\(Echo.clip(name))'; the explanation's outputs are: "
-                                    + explanation.map(\.name).joined(separator: ", "))
+        let finish: @Sendable (Result<[Tensor], any Error>) -> Void =
+            if let explainer = run.explainer {
+                { result in
+                    guard case .success(let outputs) = result else { return answer(result) }
+                    Task {
+                        do {
+                            var explanation = try await explainer.explain(served, request: request, inputs: inputs)
+                            // Outputs asked for by name: the explanation's named among them, else all of it.
+                            if !named.isEmpty {
+                                let unknown = named.filter { name in !explanation.contains { $0.name == name } }
+                                if let name = unknown.first {
+                                    throw TernError.invalidArgument(
+                                        "unknown output '\(Echo.clip(name))'; the explanation's outputs are: "
+                                            + explanation.map(\.name).joined(separator: ", "))
+                                }
+                                explanation.removeAll { !named.contains($0.name) }
                             }
-                            explanation.removeAll { !named.contains($0.name) }
+                            answer(.success(outputs + explanation))
+                        } catch {
+                            answer(.failure(error))
                         }
-                        answer(.success(outputs + explanation))
-                    } catch {
-                        answer(.failure(error))
                     }
                 }
+            } else {
+                answer
             }
-        } else {
-            answer
-        }
         if let inline, let batcher = served.inlineBatcher {
             batcher.runDeferred(inputs: inputs, outputs: outputs, timeout: request.timeout, timing: timing, completion: finish)
             inline.needsDrain(batcher)
@@ -379,10 +389,13 @@ public final class InferenceService: Sendable {
     ) {
         let breaker = served.breaker
         let fallBack: @Sendable (FallbackNote.Kind, String, any Error) -> Void = { kind, reason, failure in
-            Counter(label: "tern_fallback_total", dimensions: [("model", served.name), ("version", String(served.version)), ("reason", kind.rawValue)],
-                    factory: self.catalog.metricsFactory).increment()
-            self.answerFallback(context, note: FallbackNote(from: served, kind: kind, reason: reason), failure: failure, run,
-                                policy: policy, fallback: fallback, accepted: accepted, completion: completion)
+            Counter(
+                label: "tern_fallback_total", dimensions: [("model", served.name), ("version", String(served.version)), ("reason", kind.rawValue)],
+                factory: self.catalog.metricsFactory
+            ).increment()
+            self.answerFallback(
+                context, note: FallbackNote(from: served, kind: kind, reason: reason), failure: failure, run,
+                policy: policy, fallback: fallback, accepted: accepted, completion: completion)
         }
         let openFor = Duration.milliseconds(Int(policy.openSeconds * 1000))
         guard breaker.decide(openFor: openFor) != .skip else {
@@ -392,8 +405,10 @@ public final class InferenceService: Sendable {
         // The gauge's handle is looked up only when the circuit opens or closes, not per request.
         let factory = catalog.metricsFactory
         let circuit: @Sendable (Int) -> Void = { open in
-            Gauge(label: "tern_circuit_open", dimensions: [("model", served.name), ("version", String(served.version))],
-                  factory: factory).record(open)
+            Gauge(
+                label: "tern_circuit_open", dimensions: [("model", served.name), ("version", String(served.version))],
+                factory: factory
+            ).record(open)
         }
         let failed: @Sendable () -> Void = {
             if breaker.failed(threshold: policy.failuresToOpen) { circuit(1) }
@@ -406,7 +421,8 @@ public final class InferenceService: Sendable {
             case .success(let outputs):
                 if breaker.succeeded() { circuit(0) }
                 guard claim.take() else { return }  // answered for after the timeout: this answer is dropped
-                self.end(context, served, run.inputs, .success(run.response(served, outputs: outputs)), completion, accepted: accepted, timing: timing)
+                self.end(
+                    context, served, run.inputs, .success(run.response(served, outputs: outputs)), completion, accepted: accepted, timing: timing)
             case .failure(let error):
                 failed()
                 guard claim.take() else { return }
@@ -444,8 +460,10 @@ public final class InferenceService: Sendable {
         completion: @escaping @Sendable (Result<InferenceResponse, any Error>) -> Void
     ) {
         let (failed, reason) = (note.from, note.reason)
-        let marks: [String: ParameterValue] = ["fallback": .bool(true), "fallback_reason": .string(reason),
-                                               "fallback_from": .string(String(failed.version))]
+        let marks: [String: ParameterValue] = [
+            "fallback": .bool(true), "fallback_reason": .string(reason),
+            "fallback_from": .string(String(failed.version)),
+        ]
         let byDefault: @Sendable (any Error) -> Void = { error in
             let rows = run.inputs.first?.shape.first ?? 1
             let result: Result<InferenceResponse, any Error>
@@ -673,8 +691,9 @@ extension InferenceService {
     }
 
     static var noRepository: TernError {
-        .invalidArgument("this server serves a model folder, loaded whole at start; loading and unloading models "
-            + "needs a registry (tern serve --data or --database)")
+        .invalidArgument(
+            "this server serves a model folder, loaded whole at start; loading and unloading models "
+                + "needs a registry (tern serve --data or --database)")
     }
 }
 

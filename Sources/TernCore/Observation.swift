@@ -12,8 +12,14 @@ public enum RequestOutcome: String, Sendable, CaseIterable {
     case timeout
 
     public init(_ error: (any Error)?) {
-        guard let error else { self = .success; return }
-        guard let error = error as? TernError else { self = .serverError; return }
+        guard let error else {
+            self = .success
+            return
+        }
+        guard let error = error as? TernError else {
+            self = .serverError
+            return
+        }
         switch error.code {
         case .timedOut: self = .timeout
         case .invalidArgument, .notFound, .payloadTooLarge, .conflict, .unauthenticated, .permissionDenied, .rateLimited: self = .clientError
@@ -162,7 +168,8 @@ public final class VersionMetrics: Sendable {
         let labels = [("model", model), ("version", String(version))]
         requests = WireProtocol.served.map { wire in
             RequestOutcome.allCases.map { outcome in
-                CoreMetrics.Counter(label: MetricNames.requests,
+                CoreMetrics.Counter(
+                    label: MetricNames.requests,
                     dimensions: labels + [("protocol", wire.rawValue), ("outcome", outcome.rawValue)], factory: factory)
             }
         }
@@ -217,9 +224,11 @@ final class UnresolvedMetrics: Sendable {
     init(factory: any MetricsFactory) {
         requests = WireProtocol.served.map { wire in
             RequestOutcome.allCases.map { outcome in
-                CoreMetrics.Counter(label: MetricNames.requests, dimensions: [
-                    ("model", ""), ("version", ""), ("protocol", wire.rawValue), ("outcome", outcome.rawValue),
-                ], factory: factory)
+                CoreMetrics.Counter(
+                    label: MetricNames.requests,
+                    dimensions: [
+                        ("model", ""), ("version", ""), ("protocol", wire.rawValue), ("outcome", outcome.rawValue),
+                    ], factory: factory)
             }
         }
     }

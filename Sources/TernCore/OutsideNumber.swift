@@ -18,7 +18,8 @@ public enum OutsideNumber {
     /// A whole number within `range`; fractions are truncated toward zero, as `Int64(_:)` does.
     public static func integer(_ value: Double, _ field: String, in range: ClosedRange<Int64>) throws(TernError) -> Int64 {
         guard value.isFinite, value >= Double(range.lowerBound), value <= Double(range.upperBound),
-              let whole = Int64(exactly: value.rounded(.towardZero)), range.contains(whole) else {
+            let whole = Int64(exactly: value.rounded(.towardZero)), range.contains(whole)
+        else {
             throw .invalidArgument("\(field) must be between \(range.lowerBound) and \(range.upperBound); got \(describe(value))")
         }
         return whole
@@ -27,7 +28,8 @@ public enum OutsideNumber {
     /// A finite number within `range`.
     public static func finite(_ value: Double, _ field: String, in range: ClosedRange<Double>) throws(TernError) -> Double {
         guard value.isFinite, range.contains(value) else {
-            throw .invalidArgument("\(field) must be a number between \(describe(range.lowerBound)) and \(describe(range.upperBound)); got \(describe(value))")
+            throw .invalidArgument(
+                "\(field) must be a number between \(describe(range.lowerBound)) and \(describe(range.upperBound)); got \(describe(value))")
         }
         return value
     }
@@ -62,9 +64,13 @@ public enum OutsideNumber {
             break
         }
         // Only plain decimals: Double("inf"), "nan", hex floats and signs are not durations.
-        guard !number.isEmpty, number.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e")
-                || $0 == UInt8(ascii: "E") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") }),
-              number.first.map({ $0.isNumber || $0 == "." }) == true, let count = Double(number) else {
+        guard !number.isEmpty,
+            number.utf8.allSatisfy({
+                ($0 >= 48 && $0 <= 57) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e")
+                    || $0 == UInt8(ascii: "E") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-")
+            }),
+            number.first.map({ $0.isNumber || $0 == "." }) == true, let count = Double(number)
+        else {
             throw .invalidArgument("\(field): '\(Echo.clip(text))' is not a duration (such as 250ms, 30s, 5m, 1h, 1d)")
         }
         return try duration(seconds: count * scale, field, longest: longest)

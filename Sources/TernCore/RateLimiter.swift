@@ -56,8 +56,10 @@ public final class RateLimiter: Sendable {
 
     /// The refusal of a request over its rate: 429 (gRPC RESOURCE_EXHAUSTED) with the seconds to wait.
     public func refusal(_ who: String, wait: Duration, flag: String) -> TernError {
-        var error = TernError(.rateLimited, "\(who) is over its rate limit of \(Self.format(limit.perSecond)) requests a second "
-            + "(\(flag)); retry in \(Self.format(Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)) s")
+        var error = TernError(
+            .rateLimited,
+            "\(who) is over its rate limit of \(Self.format(limit.perSecond)) requests a second "
+                + "(\(flag)); retry in \(Self.format(Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)) s")
         error.retryAfter = wait
         return error
     }

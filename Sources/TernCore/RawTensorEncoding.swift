@@ -19,21 +19,24 @@ public enum RawTensorEncoding {
                 let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
                 offset += 4
                 guard length <= bytes.count - offset else {
-                    throw .invalidArgument("input '\(name)': raw BYTES element \(elements.count) declares "
-                        + "\(length) bytes but only \(bytes.count - offset) remain")
+                    throw .invalidArgument(
+                        "input '\(name)': raw BYTES element \(elements.count) declares "
+                            + "\(length) bytes but only \(bytes.count - offset) remain")
                 }
                 elements.append(Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)])))
                 offset += length
             }
             guard elements.count == count else {
-                throw .invalidArgument("input '\(name)': its shape needs \(count) elements but the raw data "
-                    + "holds \(elements.count)")
+                throw .invalidArgument(
+                    "input '\(name)': its shape needs \(count) elements but the raw data "
+                        + "holds \(elements.count)")
             }
             return .strings(elements)
         }
         guard bytes.count == count * size else {
-            throw .invalidArgument("input '\(name)': raw data is \(bytes.count) bytes but its shape and "
-                + "\(datatype) need \(count * size)")
+            throw .invalidArgument(
+                "input '\(name)': raw data is \(bytes.count) bytes but its shape and "
+                    + "\(datatype) need \(count * size)")
         }
         return .raw(Array(bytes))
     }

@@ -22,8 +22,10 @@ public final class RequestLogger: InferenceObserver {
 
     public func requestEnded(_ event: InferenceEvent) {
         if accessSampleRate > 0, sampled() {
-            logger.info("request", metadata: Self.metadata(
-                event.context, served: event.served, outcome: event.outcome, error: event.error, duration: event.duration))
+            logger.info(
+                "request",
+                metadata: Self.metadata(
+                    event.context, served: event.served, outcome: event.outcome, error: event.error, duration: event.duration))
         }
     }
 

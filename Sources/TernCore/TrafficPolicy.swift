@@ -18,8 +18,10 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
     /// What answers when the chosen version fails or is too slow.
     public var fallback: FallbackPolicy?
 
-    public init(weights: [Int: Double], stickyHeader: String? = nil, stickyInput: String? = nil, shadows: [Int] = [],
-                fallback: FallbackPolicy? = nil) {
+    public init(
+        weights: [Int: Double], stickyHeader: String? = nil, stickyInput: String? = nil, shadows: [Int] = [],
+        fallback: FallbackPolicy? = nil
+    ) {
         self.weights = weights
         self.stickyHeader = stickyHeader
         self.stickyInput = stickyInput
@@ -40,7 +42,8 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
         var weights: [Int: Double] = [:]
         for (key, weight) in named {
             guard let version = Int(key) else {
-                throw DecodingError.dataCorruptedError(forKey: .weights, in: container, debugDescription: "weights are keyed by version number, got '\(key)'")
+                throw DecodingError.dataCorruptedError(
+                    forKey: .weights, in: container, debugDescription: "weights are keyed by version number, got '\(key)'")
             }
             weights[version] = weight
         }

@@ -77,8 +77,9 @@ public enum RequestValidator {
         default: found = nil
         }
         if let (index, value) = found {
-            throw .invalidArgument("input '\(tensor.name)' holds \(value) at element \(index); this model takes finite "
-                + "numbers only (allow_non_finite: true in its config.yaml accepts NaN and infinities)")
+            throw .invalidArgument(
+                "input '\(tensor.name)' holds \(value) at element \(index); this model takes finite "
+                    + "numbers only (allow_non_finite: true in its config.yaml accepts NaN and infinities)")
         }
     }
 }

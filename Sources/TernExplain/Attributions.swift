@@ -80,7 +80,9 @@ public final class Explainer: Sendable {
             return interventional.explain(rows)
         case (.trees, .pathDependent?):
             guard let covered else {
-                throw .invalidArgument("path-dependent TreeSHAP needs the trees' covers: this ONNX file has no hit counts, so give a sample (the training data or the bundle's reference data) to count them")
+                throw .invalidArgument(
+                    "path-dependent TreeSHAP needs the trees' covers: this ONNX file has no hit counts, so give a sample (the training data or the bundle's reference data) to count them"
+                )
             }
             return PathDependentTreeSHAP(trees: covered).explain(rows)
         case (.linear(let linear), nil), (.linear(let linear), .linear?):
@@ -140,7 +142,8 @@ enum LinearAttributions {
             }
             values.append(phi)
         }
-        return Attributions(method: .linear, link: model.link, values: values, base: base,
-                            margins: rows.map(model.margins), outputs: k, featureCount: f)
+        return Attributions(
+            method: .linear, link: model.link, values: values, base: base,
+            margins: rows.map(model.margins), outputs: k, featureCount: f)
     }
 }

@@ -5,7 +5,8 @@ import TernCore
 public enum FeatureRows {
     /// `rows` of `columns` as rows of the model's `width` features: by name when the columns name every
     /// feature (other columns, such as a label, are left out), else in order when there are exactly `width`.
-    public static func rows(columns: [String], values: [[String]], featureNames: [String]?, width: Int, what: String) throws(TernError) -> [[Double]] {
+    public static func rows(columns: [String], values: [[String]], featureNames: [String]?, width: Int, what: String) throws(TernError) -> [[Double]]
+    {
         let order: [Int]
         if let featureNames, featureNames.count == width, Set(featureNames).isSubset(of: columns) {
             order = featureNames.map { name in columns.firstIndex(of: name)! }
@@ -13,8 +14,9 @@ public enum FeatureRows {
             order = Array(0..<width)
         } else {
             let names = featureNames.map { ": " + $0.joined(separator: ", ") } ?? ""
-            throw .invalidArgument("\(what) has \(columns.count) columns (\(Echo.clip(columns.joined(separator: ", ")))); "
-                + "the model takes \(width) features\(names)")
+            throw .invalidArgument(
+                "\(what) has \(columns.count) columns (\(Echo.clip(columns.joined(separator: ", ")))); "
+                    + "the model takes \(width) features\(names)")
         }
         var rows: [[Double]] = []
         rows.reserveCapacity(values.count)
@@ -51,7 +53,8 @@ public enum ExplanationJSON {
                 byOutput[output] = (0..<attributions.featureCount).map { f in attributions.value(row: r, feature: f, output: o) }
             }
             var row: [String: Any] = [
-                "attributions": byOutput, "margin": attributions.margins[r], "score": score(attributions.margins[r], link: attributions.link)]
+                "attributions": byOutput, "margin": attributions.margins[r], "score": score(attributions.margins[r], link: attributions.link),
+            ]
             if let errors = attributions.errors?[r] {
                 var byOutput: [String: Any] = [:]
                 for (o, output) in outputs.enumerated() {
@@ -122,24 +125,26 @@ extension FeatureRows {
         bytes.withUnsafeBytes { raw in
             for i in 0..<count {
                 let at = i * size
-                values[i] = switch tensor.datatype {
-                case .fp32: Double(Float(bitPattern: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self).littleEndian))
-                case .fp64: Double(bitPattern: raw.loadUnaligned(fromByteOffset: at, as: UInt64.self).littleEndian)
-                case .int8: Double(raw.loadUnaligned(fromByteOffset: at, as: Int8.self))
-                case .int16: Double(Int16(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int16.self)))
-                case .int32: Double(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int32.self)))
-                case .int64: Double(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int64.self)))
-                case .uint8, .bool: Double(raw.loadUnaligned(fromByteOffset: at, as: UInt8.self))
-                case .uint16: Double(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt16.self)))
-                case .uint32: Double(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
-                case .uint64: Double(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt64.self)))
-                case .fp16, .bytes: 0
-                }
+                values[i] =
+                    switch tensor.datatype {
+                    case .fp32: Double(Float(bitPattern: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self).littleEndian))
+                    case .fp64: Double(bitPattern: raw.loadUnaligned(fromByteOffset: at, as: UInt64.self).littleEndian)
+                    case .int8: Double(raw.loadUnaligned(fromByteOffset: at, as: Int8.self))
+                    case .int16: Double(Int16(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int16.self)))
+                    case .int32: Double(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int32.self)))
+                    case .int64: Double(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int64.self)))
+                    case .uint8, .bool: Double(raw.loadUnaligned(fromByteOffset: at, as: UInt8.self))
+                    case .uint16: Double(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt16.self)))
+                    case .uint32: Double(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
+                    case .uint64: Double(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt64.self)))
+                    case .fp16, .bytes: 0
+                    }
             }
         }
         if let bad = values.firstIndex(where: { !$0.isFinite }) {
-            throw .invalidArgument("input '\(tensor.name)' row \(bad / max(width, 1)) feature \(bad % max(width, 1)) is \(values[bad]): "
-                + "explanations take finite numbers")
+            throw .invalidArgument(
+                "input '\(tensor.name)' row \(bad / max(width, 1)) feature \(bad % max(width, 1)) is \(values[bad]): "
+                    + "explanations take finite numbers")
         }
         return stride(from: 0, to: count, by: width).map { Array(values[$0..<min($0 + width, count)]) }
     }

@@ -2,10 +2,10 @@ import Foundation
 import NIOCore
 import Synchronization
 import TernBundle
-import TernRegistry
-import TernCore
 import TernCodecs
+import TernCore
 import TernONNX
+import TernRegistry
 
 /// Explanations of served versions: each version's structure read once from its ONNX file, its
 /// background from its bundle's reference sample (with a registry), computed off the event loops. Trees and
@@ -64,8 +64,10 @@ public final class Explanations: Sendable, ResponseExplainer {
         let width = structure?.featureCount ?? (input.map { $0.shape.count == 2 && $0.shape[1] > 0 ? $0.shape[1] : 0 } ?? 0)
         var names = served.featureNames ?? ModelStructure.featureNames(onnx: data)
         var background: [[Double]] = []
-        if let registry, let profile = try? ModelBundle(archive: try await registry.archive(served.name, served.version))
-            .decoded(ReferenceProfile.self, file: BundleFile.profile) {
+        if let registry,
+            let profile = try? ModelBundle(archive: try await registry.archive(served.name, served.version))
+                .decoded(ReferenceProfile.self, file: BundleFile.profile)
+        {
             let sample = profile.sample
             background = try FeatureRows.rows(
                 columns: sample.columns, values: Array(sample.rows.prefix(Self.defaultBackgroundRows)), featureNames: names,
@@ -125,12 +127,13 @@ public final class Explanations: Sendable, ResponseExplainer {
 
         private static func integer(_ parameters: [String: ParameterValue], _ name: String, _ range: ClosedRange<Int>) throws(TernError) -> Int? {
             guard let value = parameters[name] else { return nil }
-            let number: Int? = switch value {
-            case .int(let n): Int(exactly: n)
-            case .double(let d): d.rounded() == d && abs(d) < 1e15 ? Int(d) : nil
-            case .string(let text): Int(text)
-            case .bool: nil
-            }
+            let number: Int? =
+                switch value {
+                case .int(let n): Int(exactly: n)
+                case .double(let d): d.rounded() == d && abs(d) < 1e15 ? Int(d) : nil
+                case .string(let text): Int(text)
+                case .bool: nil
+                }
             guard let number, range.contains(number) else {
                 throw .invalidArgument("parameter \(name) must be an integer in \(range.lowerBound)...\(range.upperBound)")
             }
@@ -141,7 +144,8 @@ public final class Explanations: Sendable, ResponseExplainer {
     /// Explains `rows` of a version, exactly where its structure allows, else (or when asked) by KernelSHAP.
     package func attributions(_ served: ServedModel, rows: [[Double]], options: Options) async throws -> (Attributions, Prepared, Int) {
         let ready = try await prepare(served)
-        let noBackground = "\(served.name) v\(served.version) has no background data to explain against: "
+        let noBackground =
+            "\(served.name) v\(served.version) has no background data to explain against: "
             + (registry == nil
                 ? "put a sample of the training data, a CSV file with a header, beside its model.onnx as \(Self.folderBackground)"
                 : "push a bundle packed with --reference TRAINING.csv (its reference sample is the background)")
@@ -154,26 +158,31 @@ public final class Explanations: Sendable, ResponseExplainer {
             return (try exact.explain(rows, method: options.method), ready, ready.background.count)
         }
         if let method = options.method, method != .kernel {
-            throw TernError.invalidArgument("the \(method.rawValue) method needs a tree ensemble or a linear model; "
-                + "\(served.name) v\(served.version) is neither (\(ready.unsupported ?? "")): use method kernel")
+            throw TernError.invalidArgument(
+                "the \(method.rawValue) method needs a tree ensemble or a linear model; "
+                    + "\(served.name) v\(served.version) is neither (\(ready.unsupported ?? "")): use method kernel")
         }
         guard let kernel = ready.kernel else {
-            throw TernError.invalidArgument(noBackground + (ready.unsupported.map { "; no exact method applies (\($0)), so KernelSHAP needs it" } ?? ""))
+            throw TernError.invalidArgument(
+                noBackground + (ready.unsupported.map { "; no exact method applies (\($0)), so KernelSHAP needs it" } ?? ""))
         }
         let target = try kernel.get()
         let background = Array(ready.background.prefix(options.backgroundRows ?? Self.kernelBackgroundRows))
         let width = rows.first?.count ?? 0
         let coalitions = options.kernel.isExact(features: width) ? (1 << width) - 2 : max(4 * KernelSHAP.errorGroups, options.kernel.samples)
-        try limits.check(work: Double(rows.count) * Double(coalitions) * Double(max(1, background.count)),
-                         what: "\(rows.count) rows x \(coalitions) coalitions x \(background.count) background rows")
+        try limits.check(
+            work: Double(rows.count) * Double(coalitions) * Double(max(1, background.count)),
+            what: "\(rows.count) rows x \(coalitions) coalitions x \(background.count) background rows")
         // Stopped at its deadline, and when the task is cancelled, between the model's batches.
         let deadline = ContinuousClock.now + limits.timeout
         let predict = target.predict, timeout = limits.timeout
         let bounded: KernelSHAP.Predict = { rows, count in
             try Task.checkCancellation()
             guard ContinuousClock.now < deadline else {
-                throw TernError(.timedOut, "the explanation took longer than \(timeout) (--explain-timeout): explain fewer rows, "
-                    + "or lower samples or background_rows")
+                throw TernError(
+                    .timedOut,
+                    "the explanation took longer than \(timeout) (--explain-timeout): explain fewer rows, "
+                        + "or lower samples or background_rows")
             }
             return try await predict(rows, count)
         }
@@ -223,7 +232,8 @@ public final class Explanations: Sendable, ResponseExplainer {
         var tensors = [
             try Tensor(name: "explain_attributions", shape: shape, values: attributions.values.flatMap { $0 }),
             try Tensor(name: "explain_base_values", shape: [k], values: attributions.base),
-            try Tensor(name: "explain_features", shape: [f], strings: ready.featureNames?.count == f ? ready.featureNames! : (0..<f).map { "feature_\($0)" }),
+            try Tensor(
+                name: "explain_features", shape: [f], strings: ready.featureNames?.count == f ? ready.featureNames! : (0..<f).map { "feature_\($0)" }),
             try Tensor(name: "explain_outputs", shape: [k], strings: outputs.count == k ? outputs : (0..<k).map { "output_\($0)" }),
         ]
         if let errors = attributions.errors {
@@ -248,8 +258,9 @@ public struct ExplanationLimits: Sendable {
 
     package func check(work: Double, what: String) throws(TernError) {
         guard work <= Double(maxWork) else {
-            throw .invalidArgument("this explanation would cost \(Int64(min(work, 9e18))) model rows (\(what)), more than --max-explain-work "
-                + "(\(maxWork)): explain fewer rows at once, or lower samples or background_rows")
+            throw .invalidArgument(
+                "this explanation would cost \(Int64(min(work, 9e18))) model rows (\(what)), more than --max-explain-work "
+                    + "(\(maxWork)): explain fewer rows at once, or lower samples or background_rows")
         }
     }
 }

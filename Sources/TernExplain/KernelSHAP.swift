@@ -38,8 +38,9 @@ public struct KernelSHAP: Sendable {
         _ rows: [[Double]], background: [[Double]], outputs k: Int, predict: Predict
     ) async throws -> Attributions {
         guard let width = rows.first?.count ?? background.first?.count else {
-            return Attributions(method: .kernel, link: .identity, values: [], base: [Double](repeating: 0, count: k),
-                                margins: [], outputs: k, featureCount: 0)
+            return Attributions(
+                method: .kernel, link: .identity, values: [], base: [Double](repeating: 0, count: k),
+                margins: [], outputs: k, featureCount: 0)
         }
         guard !background.isEmpty else {
             throw TernError.invalidArgument("KernelSHAP needs a background sample: give one (or a bundle with reference data)")
@@ -64,18 +65,22 @@ public struct KernelSHAP: Sendable {
                 var fits: [[Double]] = []
                 for g in 0..<groups {
                     let chosen = (0..<pairs).filter { $0 % groups == g }.flatMap { [2 * $0, 2 * $0 + 1] }
-                    fits.append(Self.fit(chosen.map { coalitions.masks[$0] }, weights: chosen.map { coalitions.weights[$0] },
-                                         values: chosen.map { valued[$0] }, base: base, total: total, width: width, k: k))
+                    fits.append(
+                        Self.fit(
+                            chosen.map { coalitions.masks[$0] }, weights: chosen.map { coalitions.weights[$0] },
+                            values: chosen.map { valued[$0] }, base: base, total: total, width: width, k: k))
                 }
-                errors.append((0..<(width * k)).map { i in
-                    let mean = fits.reduce(0) { $0 + $1[i] } / Double(groups)
-                    let variance = fits.reduce(0) { $0 + ($1[i] - mean) * ($1[i] - mean) } / Double(groups - 1)
-                    return (variance / Double(groups)).squareRoot()
-                })
+                errors.append(
+                    (0..<(width * k)).map { i in
+                        let mean = fits.reduce(0) { $0 + $1[i] } / Double(groups)
+                        let variance = fits.reduce(0) { $0 + ($1[i] - mean) * ($1[i] - mean) } / Double(groups - 1)
+                        return (variance / Double(groups)).squareRoot()
+                    })
             }
         }
-        var attributions = Attributions(method: .kernel, link: .identity, values: values, base: base, margins: margins,
-                                        outputs: k, featureCount: width)
+        var attributions = Attributions(
+            method: .kernel, link: .identity, values: values, base: base, margins: margins,
+            outputs: k, featureCount: width)
         attributions.errors = errors
         return attributions
     }

@@ -13,17 +13,20 @@ public struct KernelTarget: Sendable {
     public init(model: any InferenceModel, probe: [Double]) async throws {
         let signature = model.signature
         guard signature.inputs.count == 1, let input = signature.inputs.first else {
-            throw TernError.invalidArgument("KernelSHAP explains a model with one [rows, features] input; this one has "
-                + "\(signature.inputs.count): \(signature.inputs.map(\.name).joined(separator: ", "))")
+            throw TernError.invalidArgument(
+                "KernelSHAP explains a model with one [rows, features] input; this one has "
+                    + "\(signature.inputs.count): \(signature.inputs.map(\.name).joined(separator: ", "))")
         }
         guard input.shape.count == 2, [.fp32, .fp64].contains(input.datatype) else {
-            throw TernError.invalidArgument("KernelSHAP explains a model whose input is FP32 or FP64 [rows, features]; "
-                + "'\(input.name)' is \(input.datatype.rawValue) \(input.shape)")
+            throw TernError.invalidArgument(
+                "KernelSHAP explains a model whose input is FP32 or FP64 [rows, features]; "
+                    + "'\(input.name)' is \(input.datatype.rawValue) \(input.shape)")
         }
         let explained = signature.outputs.filter { [.fp32, .fp64].contains($0.datatype) }
         guard !explained.isEmpty else {
-            throw TernError.invalidArgument("KernelSHAP explains floating-point outputs; this model's outputs are "
-                + signature.outputs.map { "\($0.name) (\($0.datatype.rawValue))" }.joined(separator: ", "))
+            throw TernError.invalidArgument(
+                "KernelSHAP explains floating-point outputs; this model's outputs are "
+                    + signature.outputs.map { "\($0.name) (\($0.datatype.rawValue))" }.joined(separator: ", "))
         }
         let width = input.shape[1] > 0 ? input.shape[1] : probe.count
         guard probe.count == width else {

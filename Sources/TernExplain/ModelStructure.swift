@@ -42,7 +42,7 @@ public enum ModelStructure: Sendable {
         var options = BinaryDecodingOptions()
         options.discardUnknownFields = true
         guard let model = try? Tern_Onnx_ModelProto(serializedBytes: data, options: options),
-              let text = model.metadataProps.first(where: { $0.key == "feature_names" })?.value, !text.isEmpty
+            let text = model.metadataProps.first(where: { $0.key == "feature_names" })?.value, !text.isEmpty
         else { return nil }
         return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
     }
@@ -77,9 +77,10 @@ public enum ModelStructure: Sendable {
             case ("ai.onnx.ml", "LinearClassifier"), ("ai.onnx.ml", "LinearRegressor"):
                 return .linear(try LinearModel(node: node, featureCount: declared))
             default:
-                throw .invalidArgument("no exact explainer for this model: it starts with the operator "
-                    + "\(node.domain.isEmpty ? "" : node.domain + ".")\(node.opType) (exact methods read "
-                    + "TreeEnsembleClassifier/Regressor and LinearClassifier/Regressor fed by the input; other models cannot be explained yet)")
+                throw .invalidArgument(
+                    "no exact explainer for this model: it starts with the operator "
+                        + "\(node.domain.isEmpty ? "" : node.domain + ".")\(node.opType) (exact methods read "
+                        + "TreeEnsembleClassifier/Regressor and LinearClassifier/Regressor fed by the input; other models cannot be explained yet)")
             }
         }
         throw .invalidArgument("no operator reads the model's input '\(input.name)'")

@@ -39,7 +39,8 @@ public struct TreeEnsemble: Sendable {
         let trues = a.ints("nodes_truenodeids"), falses = a.ints("nodes_falsenodeids")
         let count = nodeIDs.count
         guard count > 0, treeIDs.count == count, features.count == count, modes.count == count, trues.count == count,
-              falses.count == count, values.count == count || values.isEmpty else {
+            falses.count == count, values.count == count || values.isEmpty
+        else {
             throw a.fail("the nodes_* attributes disagree in length")
         }
         let missing = a.ints("nodes_missing_value_tracks_true")
@@ -70,7 +71,10 @@ public struct TreeEnsemble: Sendable {
         }
         // Each tree's root: the node no other node points at.
         var pointedAt = Set<Int32>()
-        for i in 0..<count where parsedModes[i] != .leaf { pointedAt.insert(yes[i]); pointedAt.insert(no[i]) }
+        for i in 0..<count where parsedModes[i] != .leaf {
+            pointedAt.insert(yes[i])
+            pointedAt.insert(no[i])
+        }
         var roots: [Int32] = []
         var seenTrees = Set<Int64>()
         for i in 0..<count where !pointedAt.contains(Int32(i)) {
@@ -135,9 +139,11 @@ public struct TreeEnsemble: Sendable {
         // Converters write 1.0 for every node when they know no counts: covers only when they add up
         // (XGBoost's are sums of hessians, in float32).
         let hits = try a.reals("nodes_hitrates")
-        let consistent = hits.count == count && (0..<count).allSatisfy { n in
-            parsedModes[n] == .leaf || abs(hits[n] - hits[Int(yes[n])] - hits[Int(no[n])]) <= 1e-4 * max(1, hits[n])
-        } && roots.allSatisfy { hits[Int($0)] > 0 }
+        let consistent =
+            hits.count == count
+            && (0..<count).allSatisfy { n in
+                parsedModes[n] == .leaf || abs(hits[n] - hits[Int(yes[n])] - hits[Int(no[n])]) <= 1e-4 * max(1, hits[n])
+            } && roots.allSatisfy { hits[Int($0)] > 0 }
         self.covers = consistent ? hits : nil
         self.outputs = outputs
         self.base = base

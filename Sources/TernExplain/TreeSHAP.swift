@@ -117,8 +117,9 @@ final class InterventionalTreeSHAP: Sendable {
             for i in phi.indices { phi[i] /= count }
             values.append(phi)
         }
-        return Attributions(method: .interventional, link: trees.link, values: values, base: base,
-                            margins: rows.map(trees.margins), outputs: k, featureCount: width)
+        return Attributions(
+            method: .interventional, link: trees.link, values: values, base: base,
+            margins: rows.map(trees.margins), outputs: k, featureCount: width)
     }
 
     /// The state of one walk: which features are fixed to x (1) or z (2), and the lists of each, over raw
@@ -160,11 +161,13 @@ final class InterventionalTreeSHAP: Sendable {
         }
 
         deinit {
-            for buffer in [UnsafeMutableRawPointer(mode.baseAddress!), UnsafeMutableRawPointer(feature.baseAddress!),
-                           UnsafeMutableRawPointer(yes.baseAddress!), UnsafeMutableRawPointer(no.baseAddress!),
-                           UnsafeMutableRawPointer(leafValues.baseAddress!), UnsafeMutableRawPointer(state.baseAddress!),
-                           UnsafeMutableRawPointer(local.baseAddress!),
-                           UnsafeMutableRawPointer(fromX), UnsafeMutableRawPointer(fromZ)] {
+            for buffer in [
+                UnsafeMutableRawPointer(mode.baseAddress!), UnsafeMutableRawPointer(feature.baseAddress!),
+                UnsafeMutableRawPointer(yes.baseAddress!), UnsafeMutableRawPointer(no.baseAddress!),
+                UnsafeMutableRawPointer(leafValues.baseAddress!), UnsafeMutableRawPointer(state.baseAddress!),
+                UnsafeMutableRawPointer(local.baseAddress!),
+                UnsafeMutableRawPointer(fromX), UnsafeMutableRawPointer(fromZ),
+            ] {
                 buffer.deallocate()
             }
         }
@@ -286,8 +289,9 @@ struct PathDependentTreeSHAP {
                 }
             }
         }
-        return Attributions(method: .pathDependent, link: trees.link, values: values, base: base,
-                            margins: rows.map(trees.margins), outputs: k, featureCount: width)
+        return Attributions(
+            method: .pathDependent, link: trees.link, values: values, base: base,
+            margins: rows.map(trees.margins), outputs: k, featureCount: width)
     }
 
     /// Each node's tree (its root).
@@ -297,7 +301,10 @@ struct PathDependentTreeSHAP {
             var stack = [Int(root)]
             while let n = stack.popLast() {
                 owner[n] = root
-                if trees.mode[n] != .leaf { stack.append(Int(trees.yes[n])); stack.append(Int(trees.no[n])) }
+                if trees.mode[n] != .leaf {
+                    stack.append(Int(trees.yes[n]))
+                    stack.append(Int(trees.no[n]))
+                }
             }
         }
         return owner
@@ -309,7 +316,10 @@ struct PathDependentTreeSHAP {
             var stack = [(Int(root), 0)]
             while let (n, d) = stack.popLast() {
                 deepest = max(deepest, d)
-                if trees.mode[n] != .leaf { stack.append((Int(trees.yes[n]), d + 1)); stack.append((Int(trees.no[n]), d + 1)) }
+                if trees.mode[n] != .leaf {
+                    stack.append((Int(trees.yes[n]), d + 1))
+                    stack.append((Int(trees.no[n]), d + 1))
+                }
             }
         }
         return deepest

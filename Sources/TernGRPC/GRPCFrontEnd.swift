@@ -67,9 +67,12 @@ public struct GRPCFrontEnd: Service {
         if let reloader {
             // Primed by its creator (the files were read), so these do not throw.
             if let ca = tls.clientCA,
-               let security = try? HTTP2ServerTransport.Posix.TransportSecurity.mTLS(certificateReloader: reloader, configure: {
-                   $0.trustRoots = .certificates([.file(path: ca, format: .pem)])
-               }) {
+                let security = try? HTTP2ServerTransport.Posix.TransportSecurity.mTLS(
+                    certificateReloader: reloader,
+                    configure: {
+                        $0.trustRoots = .certificates([.file(path: ca, format: .pem)])
+                    })
+            {
                 return security
             }
             if tls.clientCA == nil, let security = try? HTTP2ServerTransport.Posix.TransportSecurity.tls(certificateReloader: reloader) {

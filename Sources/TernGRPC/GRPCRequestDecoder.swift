@@ -8,8 +8,9 @@ enum GRPCRequestDecoder {
         let raw = message.rawInputContents
         if !raw.isEmpty {
             if let typed = message.inputs.first(where: { $0.hasContents && Self.lists($0.contents).contains { $0.count > 0 } }) {
-                throw .invalidArgument("input '\(typed.name)' has typed contents while the request also has "
-                    + "raw_input_contents; use one or the other for all inputs")
+                throw .invalidArgument(
+                    "input '\(typed.name)' has typed contents while the request also has "
+                        + "raw_input_contents; use one or the other for all inputs")
             }
             guard raw.count == message.inputs.count else {
                 throw .invalidArgument("raw_input_contents has \(raw.count) entries for \(message.inputs.count) inputs")
@@ -22,8 +23,9 @@ enum GRPCRequestDecoder {
         for (index, input) in message.inputs.enumerated() {
             guard !input.name.isEmpty else { throw .invalidArgument("input \(index) has no name") }
             guard let datatype = DataType(v2Name: input.datatype) else {
-                throw .invalidArgument("input '\(input.name)' has unknown datatype '\(input.datatype)'; expected one of "
-                    + DataType.allCases.map(\.rawValue).joined(separator: ", "))
+                throw .invalidArgument(
+                    "input '\(input.name)' has unknown datatype '\(input.datatype)'; expected one of "
+                        + DataType.allCases.map(\.rawValue).joined(separator: ", "))
             }
             let shape = input.shape.map { $0 > Int64(Int.max) ? Int.max : Int($0) }
             let count = try Shape.elementCount(shape, name: input.name)
@@ -66,10 +68,12 @@ enum GRPCRequestDecoder {
 
     /// The typed lists of a contents message, by field name, with their element counts.
     private static func lists(_ contents: Inference_InferTensorContents) -> [(name: String, count: Int)] {
-        [("bool_contents", contents.boolContents.count), ("int_contents", contents.intContents.count),
-         ("int64_contents", contents.int64Contents.count), ("uint_contents", contents.uintContents.count),
-         ("uint64_contents", contents.uint64Contents.count), ("fp32_contents", contents.fp32Contents.count),
-         ("fp64_contents", contents.fp64Contents.count), ("bytes_contents", contents.bytesContents.count)]
+        [
+            ("bool_contents", contents.boolContents.count), ("int_contents", contents.intContents.count),
+            ("int64_contents", contents.int64Contents.count), ("uint_contents", contents.uintContents.count),
+            ("uint64_contents", contents.uint64Contents.count), ("fp32_contents", contents.fp32Contents.count),
+            ("fp64_contents", contents.fp64Contents.count), ("bytes_contents", contents.bytesContents.count),
+        ]
     }
 
     private static func field(for datatype: DataType) -> String? {

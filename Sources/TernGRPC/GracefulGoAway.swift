@@ -27,7 +27,8 @@ final class GracefulGoAway: ChannelOutboundHandler, RemovableChannelHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let frame = unwrapOutboundIn(data)
         if frame.streamID == .rootStream, case .goAway(let last, let code, nil) = frame.payload,
-           last == .maxID, code == .noError {
+            last == .maxID, code == .noError
+        {
             var bytes = context.channel.allocator.buffer(capacity: 17)
             bytes.writeInteger(UInt32(8) << 8 | 0x07)  // length 8 (24 bits), type GOAWAY
             bytes.writeInteger(UInt8(0))  // flags

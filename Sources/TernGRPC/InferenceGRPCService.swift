@@ -89,8 +89,10 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
         } catch {
             if !call.clientRequestID, !message.id.isEmpty, let accepted = RequestID.accept(message.id) { requestID = accepted }
             let tern = error as? TernError ?? TernError.internalError("\(error)")
-            return ServerResponse(accepted: .failure(RPCError(
-                code: tern.rpcErrorCode, message: tern.rpcErrorMessage, metadata: ["x-request-id": .string(requestID)])))
+            return ServerResponse(
+                accepted: .failure(
+                    RPCError(
+                        code: tern.rpcErrorCode, message: tern.rpcErrorMessage, metadata: ["x-request-id": .string(requestID)])))
         }
     }
 
@@ -104,7 +106,6 @@ struct InferenceGRPCService: Inference_GRPCInferenceService.SimpleServiceProtoco
         for value in metadata[stringValues: key] { return value }
         return nil
     }
-
 
     // MARK: The model configuration and statistics extensions
 

@@ -111,8 +111,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     private static let logger = Logger(label: "tern.http")
 
-    init(limits: ConnectionLimits, count: ConnectionCount, addressLimiter: RateLimiter?, allowedOrigins: Set<String>,
-         allowedHosts: Set<String>? = nil) {
+    init(
+        limits: ConnectionLimits, count: ConnectionCount, addressLimiter: RateLimiter?, allowedOrigins: Set<String>,
+        allowedHosts: Set<String>? = nil
+    ) {
         self.limits = limits
         self.count = count
         self.addressLimiter = addressLimiter
@@ -124,8 +126,11 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         let open = count.value.add(1, ordering: .relaxed).newValue
         if open > limits.maxConnections {
             refused = true
-            Self.logger.warning("connection refused: at the limit of open connections", metadata: [
-                "limit": "\(limits.maxConnections)", "flag": "--max-connections"])
+            Self.logger.warning(
+                "connection refused: at the limit of open connections",
+                metadata: [
+                    "limit": "\(limits.maxConnections)", "flag": "--max-connections",
+                ])
         }
         address = context.channel.remoteAddress?.ipAddress
         // Sees the raw bytes before the HTTP codec, to tell a head in progress from an idle connection.
@@ -171,8 +176,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             if refused {
-                refuse(context: context, ErrorAnswer(status: .serviceUnavailable, message: "the server is at its limit of "
-                    + "\(limits.maxConnections) open connections (--max-connections); retry later"), retryAfter: "1")
+                refuse(
+                    context: context,
+                    ErrorAnswer(
+                        status: .serviceUnavailable,
+                        message: "the server is at its limit of "
+                            + "\(limits.maxConnections) open connections (--max-connections); retry later"), retryAfter: "1")
                 return
             }
             if let addressLimiter, let address, !Self.isHealth(head), let wait = addressLimiter.take(address) {
@@ -183,8 +192,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             }
             if let allowedHosts, let host = head.authority, !Self.hostAllowed(host, allowedHosts) {
                 // A page whose name was re-pointed at this address (DNS rebinding) must not read it.
-                refuse(context: context, ErrorAnswer(status: .misdirectedRequest, message: "this server does not answer for the "
-                    + "host '\(Echo.clip(host))' (an open server answers only for its own names; add one with --allowed-host)"),
+                refuse(
+                    context: context,
+                    ErrorAnswer(
+                        status: .misdirectedRequest,
+                        message: "this server does not answer for the "
+                            + "host '\(Echo.clip(host))' (an open server answers only for its own names; add one with --allowed-host)"),
                     retryAfter: nil)
                 return
             }
@@ -197,8 +210,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 }
                 if !allowed, head.method != .get, head.method != .head {
                     // A page on another site can send this (a form, a text/plain fetch) without asking first.
-                    refuse(context: context, ErrorAnswer(status: .forbidden, message: "a request from a web page at "
-                        + "\(Echo.clip(origin)) is refused: allow the page's origin with --cors-origin"), retryAfter: nil)
+                    refuse(
+                        context: context,
+                        ErrorAnswer(
+                            status: .forbidden,
+                            message: "a request from a web page at "
+                                + "\(Echo.clip(origin)) is refused: allow the page's origin with --cors-origin"), retryAfter: nil)
                     return
                 }
                 if allowed { corsOrigin = origin }
@@ -230,9 +247,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
         if name.last == UInt8(ascii: ".") { name = name.dropLast() }
         return allowed.contains { candidate in
-            candidate.count == name.count && zip(candidate, name).allSatisfy { expected, byte in
-                expected == ((byte >= 65 && byte <= 90) ? byte | 0x20 : byte)
-            }
+            candidate.count == name.count
+                && zip(candidate, name).allSatisfy { expected, byte in
+                    expected == ((byte >= 65 && byte <= 90) ? byte | 0x20 : byte)
+                }
         }
     }
 
@@ -428,12 +446,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         if !draining {
-            let reason: String = switch phase {
-            case .idle: "idle"
-            case .head: "request head not complete within the header timeout (--header-timeout)"
-            case .body: "request body silent past the body timeout (--body-timeout) or slower than --min-body-rate"
-            case .answering: "answering"
-            }
+            let reason: String =
+                switch phase {
+                case .idle: "idle"
+                case .head: "request head not complete within the header timeout (--header-timeout)"
+                case .body: "request body silent past the body timeout (--body-timeout) or slower than --min-body-rate"
+                case .answering: "answering"
+                }
             Self.logger.debug("closing connection", metadata: ["reason": "\(reason)"])
         }
         closed = true
@@ -481,7 +500,8 @@ private final class ByteWatcher: ChannelInboundHandler, RemovableChannelHandler 
 extension HTTPFrontEndConfiguration {
     /// The connection guard for Hummingbird's `additionalChannelHandlers`: one per connection, placed first.
     public func connectionGuard(count: ConnectionCount) -> any RemovableChannelHandler {
-        ConnectionGuard(limits: connections, count: count, addressLimiter: access.addressLimiter, allowedOrigins: Set(allowedOrigins),
-                        allowedHosts: allowedHosts)
+        ConnectionGuard(
+            limits: connections, count: count, addressLimiter: access.addressLimiter, allowedOrigins: Set(allowedOrigins),
+            allowedHosts: allowedHosts)
     }
 }

@@ -41,7 +41,9 @@ struct ErrorAnswer {
             self.init(status: status, message: status == .internalServerError ? TernError.faultMessageForClients : error.message)
             if error.code == .resourceExhausted { headers[.retryAfter] = "1" }
             if error.code == .unauthenticated { headers[.wwwAuthenticate] = #"Bearer realm="tern""# }
-            if let wait = error.retryAfter { headers[.retryAfter] = String(max(1, wait.components.seconds + (wait.components.attoseconds > 0 ? 1 : 0))) }
+            if let wait = error.retryAfter {
+                headers[.retryAfter] = String(max(1, wait.components.seconds + (wait.components.attoseconds > 0 ? 1 : 0)))
+            }
         case is NIOTooManyBytesError:
             self.init(status: .contentTooLarge, message: "the request body is larger than the server's limit")
         default:
@@ -78,8 +80,10 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as HTTPError {
-            let message = error.body ?? (error.status == .notFound
-                ? "no route for \(request.method) \(request.uri.path)" : error.status.reasonPhrase)
+            let message =
+                error.body
+                ?? (error.status == .notFound
+                    ? "no route for \(request.method) \(request.uri.path)" : error.status.reasonPhrase)
             return ErrorAnswer(status: error.status, message: message).response
         } catch let error as IdentifiedError {
             // An inference the core has counted, logged and observed: answered with its request id.

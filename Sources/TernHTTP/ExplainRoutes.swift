@@ -32,8 +32,9 @@ struct ExplainRoutes {
                     } work: { served, decoded in
                         try await explanations.explainRoute(served, decoded)
                     }
-                    return Response(status: .ok, headers: [.contentType: "application/json", .requestID: requestID],
-                                    body: .init(byteBuffer: answer))
+                    return Response(
+                        status: .ok, headers: [.contentType: "application/json", .requestID: requestID],
+                        body: .init(byteBuffer: answer))
                 } catch {
                     throw IdentifiedError(error: error, requestID: requestID)
                 }

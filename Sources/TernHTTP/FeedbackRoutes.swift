@@ -26,7 +26,8 @@ struct FeedbackRoutes {
             let body = try await HTTPFrontEndConfiguration.collectBody(request, upTo: http.maxRequestBytes, flag: "--max-request-size")
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             let contentType = request.headers[.contentType]?.lowercased() ?? ""
-            let items = contentType.hasPrefix("text/csv")
+            let items =
+                contentType.hasPrefix("text/csv")
                 ? try FeedbackParser.csv(String(buffer: body), received: now)
                 : try FeedbackParser.json(Data(buffer: body), received: now)
             let unknown = try await feedback.add(items, caller: CurrentCaller.value)

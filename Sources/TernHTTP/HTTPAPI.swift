@@ -80,8 +80,9 @@ package struct HTTPAPI: Sendable {
         router.get("/api/v1/routes", .read) { _, _ in
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            return Response(status: .ok, headers: [.contentType: "application/json"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(table.all + others))))
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(table.all + others))))
         }
         // Open, like the health routes: it describes the API, not this server's models or data.
         let openAPI = ByteBuffer(string: OpenAPIDocument.json)
@@ -97,11 +98,12 @@ package struct HTTPAPI: Sendable {
         host: String, port: Int, threads: Int, tls: TLSConfiguration?, connections: ConnectionCount,
         onRunning: @escaping @Sendable (Int) async -> Void, logger: Logger
     ) throws -> any Service {
-        let http1 = HTTPServerBuilder.http1(configuration: .init(
-            additionalChannelHandlers: [
-                http.connectionGuard(count: connections),
-                V2Routes.inferFastPath(service: service, configuration: http),
-            ]))
+        let http1 = HTTPServerBuilder.http1(
+            configuration: .init(
+                additionalChannelHandlers: [
+                    http.connectionGuard(count: connections),
+                    V2Routes.inferFastPath(service: service, configuration: http),
+                ]))
         return Application(
             router: router(),
             server: try tls.map { try .tls(http1, tlsConfiguration: $0) } ?? http1,

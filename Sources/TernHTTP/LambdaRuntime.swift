@@ -116,7 +116,8 @@ public struct LambdaRuntime: Sendable {
         let method: String, path: String
         var query = ""
         if let context = object["requestContext"] as? [String: Any], let http = context["http"] as? [String: Any],
-           let verb = http["method"] as? String {
+            let verb = http["method"] as? String
+        {
             // v2 (HTTP API) and function URLs.
             method = verb
             path = (object["rawPath"] as? String) ?? (http["path"] as? String) ?? "/"

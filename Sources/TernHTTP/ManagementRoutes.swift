@@ -58,8 +58,11 @@ struct ManagementRoutes: Sendable {
             encoder.outputFormatting = [.sortedKeys]
             var object = try JSONSerialization.jsonObject(with: try encoder.encode(traffic)) as? [String: Any] ?? [:]
             object["shadow_comparison"] = shadows?.comparison(model: record.name) ?? [:]
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(
-                bytes: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))))
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(
+                    byteBuffer: ByteBuffer(
+                        bytes: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))))
         }
         api.put("/models/{model}/traffic", .admin) { request, context in
             let body = try await request.body.collect(upTo: 1 << 16)
@@ -67,7 +70,9 @@ struct ManagementRoutes: Sendable {
             do {
                 policy = try JSONDecoder().decode(TrafficPolicy.self, from: Data(buffer: body))
             } catch {
-                throw TernError.invalidArgument("a traffic policy is {\"weights\": {\"1\": 90, \"2\": 10}, \"sticky_header\": \"x-customer-id\", \"shadows\": [3], \"fallback\": {\"version\": 1, \"timeout_ms\": 250}}: \(error)")
+                throw TernError.invalidArgument(
+                    "a traffic policy is {\"weights\": {\"1\": 90, \"2\": 10}, \"sticky_header\": \"x-customer-id\", \"shadows\": [3], \"fallback\": {\"version\": 1, \"timeout_ms\": 250}}: \(error)"
+                )
             }
             let model = try context.parameters.require("model")
             try await models.setTraffic(model: model, policy: policy, actor: request.ternActor)
@@ -92,13 +97,15 @@ struct ManagementRoutes: Sendable {
         api.put("/models/{model}/aliases/{alias}", .admin) { request, context in
             let body = try await body(request)
             guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any],
-                  let number = (object["version"] as? Int) ?? (object["version"] as? String).flatMap({ Int($0) }) else {
+                let number = (object["version"] as? Int) ?? (object["version"] as? String).flatMap({ Int($0) })
+            else {
                 throw TernError.invalidArgument("the body must be {\"version\": N}")
             }
             let model = try context.parameters.require("model")
             let force = request.uri.queryParameters.get("force") == "true"
-            try await models.setAlias(model: model, alias: try context.parameters.require("alias"), version: number, actor: request.ternActor,
-                                      force: force)
+            try await models.setAlias(
+                model: model, alias: try context.parameters.require("alias"), version: number, actor: request.ternActor,
+                force: force)
             return try encode(try await registry.model(model))
         }
         api.delete("/models/{model}/aliases/{alias}", .admin) { request, context in
@@ -135,8 +142,10 @@ struct ManagementRoutes: Sendable {
         api.post("/keys", .admin) { request, _ in
             // On a server that checks no credential, anyone who reaches it could make themselves its first admin.
             guard CurrentCaller.value != nil else {
-                throw TernError(.permissionDenied, "the first API key is created on the server's machine, not over the API: "
-                    + "tern keys create NAME --scopes admin --data DIR (or tern serve --bootstrap-key-file FILE)")
+                throw TernError(
+                    .permissionDenied,
+                    "the first API key is created on the server's machine, not over the API: "
+                        + "tern keys create NAME --scopes admin --data DIR (or tern serve --bootstrap-key-file FILE)")
             }
             let created = try await createKey(request)
             await keysChanged()
@@ -155,13 +164,19 @@ struct ManagementRoutes: Sendable {
     /// `POST /api/v1/keys` with `{"name": "ci", "scopes": ["infer"], "models": ["credit-risk"], "expires": "90d"}`.
     private func createKey(_ request: Request) async throws -> CreatedKey {
         let body = try await HTTPFrontEndConfiguration.collectBody(request, upTo: 64 << 10, flag: "(a key request is small)")
-        struct Body: Decodable { var name: String; var scopes: [String]; var models: [String]?; var expires: String? }
+        struct Body: Decodable {
+            var name: String
+            var scopes: [String]
+            var models: [String]?
+            var expires: String?
+        }
         let given: Body
         do {
             given = try JSONDecoder().decode(Body.self, from: Data(buffer: body))
         } catch {
-            throw TernError.invalidArgument("the body must be {\"name\": ..., \"scopes\": [\"infer\", \"read\", \"admin\", \"metrics\"], "
-                + "\"models\": [...]?, \"expires\": \"90d\"?}")
+            throw TernError.invalidArgument(
+                "the body must be {\"name\": ..., \"scopes\": [\"infer\", \"read\", \"admin\", \"metrics\"], "
+                    + "\"models\": [...]?, \"expires\": \"90d\"?}")
         }
         let scopes = try Scope.parseList(given.scopes.joined(separator: ","))
         let expiry = try given.expires.map { text throws(TernError) in try APIKeySecret.expiry(text) }
@@ -210,13 +225,15 @@ struct ManagementRoutes: Sendable {
 private func encode<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    return Response(status: status, headers: [.contentType: "application/json"],
-                    body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
+    return Response(
+        status: status, headers: [.contentType: "application/json"],
+        body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
 }
 
 private func jsonObject(_ value: Any) throws -> Response {
-    Response(status: .ok, headers: [.contentType: "application/json"],
-             body: .init(byteBuffer: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]))))
+    Response(
+        status: .ok, headers: [.contentType: "application/json"],
+        body: .init(byteBuffer: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]))))
 }
 
 private func json(_ text: String) -> Response {

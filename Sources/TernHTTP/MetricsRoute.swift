@@ -17,8 +17,9 @@ public struct MetricsRoute: Sendable {
             var buffer = ByteBuffer()
             buffer.reserveCapacity(16 << 10)
             exposition(&buffer)
-            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                            body: .init(byteBuffer: buffer))
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: buffer))
         }
     }
 }

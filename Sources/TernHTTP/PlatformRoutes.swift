@@ -83,8 +83,9 @@ public struct PlatformRoutes: Sendable {
 
     private func health() -> Response {
         let ready = service.isReady
-        return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(string: ready ? "{\"status\":\"ok\"}" : "{\"status\":\"loading\"}")))
+        return Response(
+            status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: ready ? "{\"status\":\"ok\"}" : "{\"status\":\"loading\"}")))
     }
 
     /// KServe v1 model status, with TensorFlow Serving's `model_version_status` alongside.
@@ -109,9 +110,11 @@ public struct PlatformRoutes: Sendable {
         if let name = configuration.defaultModel { return name }
         let names = service.catalog.modelNames
         guard names.count == 1 else {
-            throw .invalidArgument(names.isEmpty ? "no model is loaded"
-                : "several models are loaded (\(names.joined(separator: ", "))); choose one with --default-model, "
-                    + "or call /v1/models/{name}:predict")
+            throw .invalidArgument(
+                names.isEmpty
+                    ? "no model is loaded"
+                    : "several models are loaded (\(names.joined(separator: ", "))); choose one with --default-model, "
+                        + "or call /v1/models/{name}:predict")
         }
         return names[0]
     }
@@ -148,7 +151,8 @@ public struct PlatformRoutes: Sendable {
                 let body = try await http.collectBody(request)
                 let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
                 let contentType = request.headers[.contentType]?.lowercased() ?? ""
-                return contentType.hasPrefix("text/csv") ? try PlatformForms.csvRequest(body, codec: codec) : try PlatformForms.jsonRequest(body, codec: codec)
+                return contentType.hasPrefix("text/csv")
+                    ? try PlatformForms.csvRequest(body, codec: codec) : try PlatformForms.jsonRequest(body, codec: codec)
             } work: { served, decoded in
                 try await explainer(served, decoded)
             }
@@ -175,8 +179,9 @@ public struct PlatformRoutes: Sendable {
         if case .string(let reason)? = response.parameters["fallback_reason"] { headers[.ternFallback] = reason }
         if let accept = request.headers[.accept]?.lowercased(), accept.hasPrefix("text/csv") {
             headers[.contentType] = "text/csv"
-            return Response(status: .ok, headers: headers,
-                            body: .init(byteBuffer: ByteBuffer(string: TabularCodec.csv(response.outputs))))
+            return Response(
+                status: .ok, headers: headers,
+                body: .init(byteBuffer: ByteBuffer(string: TabularCodec.csv(response.outputs))))
         }
         var writer = JSONWriter()
         writer.raw("{\"predictions\":")

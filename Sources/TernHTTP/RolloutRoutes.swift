@@ -35,7 +35,8 @@ struct RolloutRoutes: Sendable {
             return try Self.json(object)
         }
         api.put("/models/{model}/gate", .admin) { request, context in
-            let policy: GatePolicy = try await Self.decode(request, example: #"{"require": {"roc_auc": 0.75}, "max_regression": {"roc_auc": 0.01}, "max_latency_increase": 0.2}"#)
+            let policy: GatePolicy = try await Self.decode(
+                request, example: #"{"require": {"roc_auc": 0.75}, "max_regression": {"roc_auc": 0.01}, "max_latency_increase": 0.2}"#)
             let model = try context.parameters.require("model")
             try await models.registry.setGate(model: model, policy: policy, actor: request.ternActor)
             return try Self.json(try Self.object(policy))
@@ -45,7 +46,10 @@ struct RolloutRoutes: Sendable {
             return Response(status: .noContent)
         }
         api.post("/models/{model}/gate/check", .admin) { request, context in
-            struct Body: Decodable { var version: Int; var alias: String? }
+            struct Body: Decodable {
+                var version: Int
+                var alias: String?
+            }
             let body: Body = try await Self.decode(request, example: #"{"version": 2, "alias": "production"}"#)
             let result = try await models.gate.check(
                 model: try context.parameters.require("model"), candidate: body.version, alias: body.alias ?? Registry.defaultAlias,
@@ -64,7 +68,8 @@ struct RolloutRoutes: Sendable {
             return try Self.json(object)
         }
         api.post("/models/{model}/rollout", .admin) { request, context in
-            let start: RolloutStart = try await Self.decode(request, example: #"{"to": 2, "steps": [5, 25, 50, 100], "interval": "10m", "min_requests": 100}"#)
+            let start: RolloutStart = try await Self.decode(
+                request, example: #"{"to": 2, "steps": [5, 25, 50, 100], "interval": "10m", "min_requests": 100}"#)
             let model = try context.parameters.require("model")
             let proposed = try start.rollout(model: model)
             let watch = driver?.watch
@@ -79,8 +84,9 @@ struct RolloutRoutes: Sendable {
             guard let action = try? RolloutAction(name: name) else {
                 throw TernError.notFound("no rollout action '\(Echo.clip(name))'; actions: pause, resume, abort, promote")
             }
-            let rollout = try await models.updateRollout(model: model, action, actor: request.ternActor,
-                                                         force: request.uri.queryParameters.get("force") == "true")
+            let rollout = try await models.updateRollout(
+                model: model, action, actor: request.ternActor,
+                force: request.uri.queryParameters.get("force") == "true")
             return try Self.json(try Self.object(rollout))
         }
     }
@@ -90,7 +96,8 @@ struct RolloutRoutes: Sendable {
         var verdicts: [String: Any] = [:]
         for entry in try await registry.auditLog(model: model) where entry.action == "gate" || entry.action == "gate-forced" {
             guard let version = entry.version, let after = entry.after,
-                  let object = try? JSONSerialization.jsonObject(with: Data(after.utf8)) else { continue }
+                let object = try? JSONSerialization.jsonObject(with: Data(after.utf8))
+            else { continue }
             verdicts[String(version)] = object  // the log is oldest first: the newest stays
         }
         return verdicts
@@ -112,7 +119,10 @@ struct RolloutRoutes: Sendable {
     }
 
     static func json(_ object: [String: Any], status: HTTPResponse.Status = .ok) throws -> Response {
-        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(
-            bytes: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))))
+        Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(
+                byteBuffer: ByteBuffer(
+                    bytes: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))))
     }
 }

@@ -56,8 +56,10 @@ public struct ScopedRouter {
                 credential: Self.credential(request.headers), scope: scope,
                 model: namesModel && scope != .infer ? context.parameters.get("model") : nil)
             if let caller, let models = caller.models, !namesModel, scope != .infer, !aboutNoModel {
-                throw TernError(.permissionDenied, "\(caller.name) may use only \(models.sorted().joined(separator: ", ")); "
-                    + "\(method.rawValue) \(full) spans every model")
+                throw TernError(
+                    .permissionDenied,
+                    "\(caller.name) may use only \(models.sorted().joined(separator: ", ")); "
+                        + "\(method.rawValue) \(full) spans every model")
             }
             defer { caller?.slot?.release() }
             return try await CurrentCaller.$value.withValue(caller) {

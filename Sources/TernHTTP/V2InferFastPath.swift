@@ -148,7 +148,8 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         let parts = path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
         // "", "v2", "models", m, "infer"  or  "", "v2", "models", m, "versions", v, "infer"
         guard parts.last?.elementsEqual("infer".utf8) == true, !parts[3].isEmpty,
-              let model = segment(parts[3]) else { return nil }
+            let model = segment(parts[3])
+        else { return nil }
         switch parts.count {
         case 5: return (model, nil)
         case 7 where parts[4].elementsEqual("versions".utf8) && !parts[5].isEmpty:

@@ -62,8 +62,10 @@ extension HTTPFrontEndConfiguration {
     }
 
     public static func tooLarge(_ length: Int?, limit: Int, flag: String) -> TernError {
-        TernError(.payloadTooLarge, "the request body"
-            + (length.map { " (\($0) bytes)" } ?? "") + " is larger than the limit of \(limit) bytes (raise it with \(flag))")
+        TernError(
+            .payloadTooLarge,
+            "the request body"
+                + (length.map { " (\($0) bytes)" } ?? "") + " is larger than the limit of \(limit) bytes (raise it with \(flag))")
     }
 }
 

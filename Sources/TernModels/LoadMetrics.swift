@@ -30,7 +30,9 @@ public struct LoadMetrics: Sendable {
     }
 
     public func synced(succeeded: Bool) {
-        CoreMetrics.Counter(label: MetricNames.registrySyncs, dimensions: [("outcome", succeeded ? "success" : "failure")],
-                            factory: factory).increment()
+        CoreMetrics.Counter(
+            label: MetricNames.registrySyncs, dimensions: [("outcome", succeeded ? "success" : "failure")],
+            factory: factory
+        ).increment()
     }
 }

@@ -19,8 +19,9 @@ public struct ModelLoader: Service {
         repository: ModelRepository, service: InferenceService, runtime: ONNXRuntime, pool: RunnerPool,
         sessionOptions: SessionOptions, logger: Logger
     ) {
-        self.init(repository: repository, service: service, runtime: runtime, pool: pool, sessionOptions: sessionOptions,
-                  logger: logger, listening: nil)
+        self.init(
+            repository: repository, service: service, runtime: runtime, pool: pool, sessionOptions: sessionOptions,
+            logger: logger, listening: nil)
     }
 
     package init(
@@ -56,8 +57,10 @@ public struct ModelLoader: Service {
                 loads.loaded(model.name, version, seconds: LoadMetrics.seconds(since: started))
                 logger.info(
                     "model loaded",
-                    metadata: ["model": "\(model.name)", "version": "\(version)", "path": "\(path)",
-                               "batching": "\(served.model is DynamicBatcher ? "dynamic" : "off")"])
+                    metadata: [
+                        "model": "\(model.name)", "version": "\(version)", "path": "\(path)",
+                        "batching": "\(served.model is DynamicBatcher ? "dynamic" : "off")",
+                    ])
             }
         }
     }

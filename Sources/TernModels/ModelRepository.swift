@@ -92,8 +92,9 @@ public struct ModelRepository: Sendable {
         }
         let model = RepositoryModel(name: name, config: config, versions: versions)
         if model.selectedVersions.isEmpty {
-            throw .invalidArgument("the version_policy in '\(folder)' selects none of the versions found ("
-                + versions.keys.sorted().map(String.init).joined(separator: ", ") + ")")
+            throw .invalidArgument(
+                "the version_policy in '\(folder)' selects none of the versions found ("
+                    + versions.keys.sorted().map(String.init).joined(separator: ", ") + ")")
         }
         return model
     }
@@ -135,8 +136,9 @@ public struct ModelRepository: Sendable {
             case "prediction_log":
                 config.predictionLog = try predictionLog(value, source: source)
             default:
-                throw .invalidArgument("'\(source)': unknown setting '\(key)'; known: version_policy, "
-                    + "max_batch_size, instances, dynamic_batching, feature_names, allow_non_finite, prediction_log")
+                throw .invalidArgument(
+                    "'\(source)': unknown setting '\(key)'; known: version_policy, "
+                        + "max_batch_size, instances, dynamic_batching, feature_names, allow_non_finite, prediction_log")
             }
         }
         return config
@@ -193,8 +195,9 @@ public struct ModelRepository: Sendable {
                 let micros = try number(key, value, minimum: 0)
                 batching.defaultTimeout = micros > 0 ? .microseconds(micros) : nil
             default:
-                throw .invalidArgument("'\(source)': unknown dynamic_batching setting '\(key)'; known: "
-                    + "preferred_batch_sizes, max_queue_delay_microseconds, max_queue_size, default_timeout_microseconds")
+                throw .invalidArgument(
+                    "'\(source)': unknown dynamic_batching setting '\(key)'; known: "
+                        + "preferred_batch_sizes, max_queue_delay_microseconds, max_queue_size, default_timeout_microseconds")
             }
         }
         return .enabled(batching)

@@ -1,9 +1,9 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import TernBundle
 import TernCore
 import TernONNX
-import ServiceLifecycle
 import TernRegistry
 
 /// Where a registry-backed server keeps its registry and its unpacked models.
@@ -310,8 +310,9 @@ public actor RegistryModels: ModelRepositoryControl {
             model.versions.map { record in
                 let key = VersionKey(model.name, record.version)
                 let reason = loaded[key] != nil ? "" : failures[key] ?? (record.state == "archived" ? "archived" : "unloaded")
-                return RepositoryEntry(name: model.name, version: String(record.version),
-                                       state: reason.isEmpty ? "READY" : "UNAVAILABLE", reason: reason)
+                return RepositoryEntry(
+                    name: model.name, version: String(record.version),
+                    state: reason.isEmpty ? "READY" : "UNAVAILABLE", reason: reason)
             }
         }.filter { !readyOnly || $0.state == "READY" }
     }
@@ -351,7 +352,9 @@ package struct RegistrySyncService: Service {
     /// Ready is said only once the front-ends listen.
     package var listening: ListenerGate? = nil
 
-    package init(models: RegistryModels, service: InferenceService, pool: RunnerPool, pollInterval: Duration, logger: Logger, listening: ListenerGate? = nil) {
+    package init(
+        models: RegistryModels, service: InferenceService, pool: RunnerPool, pollInterval: Duration, logger: Logger, listening: ListenerGate? = nil
+    ) {
         self.models = models
         self.service = service
         self.pool = pool
@@ -365,8 +368,12 @@ package struct RegistrySyncService: Service {
         await listening?.wait()
         guard !Task.isCancelled else { return }  // a front-end failed to start: never ready
         service.isReady = true
-        logger.info("ready", metadata: ["models": "\(service.catalog.modelNames.joined(separator: ","))",
-                                        "registry": "\(models.registry.location)"])
+        logger.info(
+            "ready",
+            metadata: [
+                "models": "\(service.catalog.modelNames.joined(separator: ","))",
+                "registry": "\(models.registry.location)",
+            ])
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: pollInterval)

@@ -6,9 +6,9 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 import TernBundle
+import TernCodecs
 import TernCore
 import TernModels
-import TernCodecs
 import TernRegistry
 
 /// Alert rules (`tern serve --alert-rules FILE`):
@@ -85,7 +85,8 @@ public struct AlertConfiguration: Sendable {
         func quoted(_ text: String) -> String {
             "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
         }
-        var text = "# Made by tern alerts export from Tern's alert rules: each fires on the tern_alert_value gauge\n"
+        var text =
+            "# Made by tern alerts export from Tern's alert rules: each fires on the tern_alert_value gauge\n"
             + "# that tern serve --alert-rules exports for the rule.\ngroups:\n  - name: tern-alert-rules\n    rules:\n"
         for rule in rules {
             let name = rule.name.map { $0.isLetter || $0.isNumber || $0 == "_" ? $0 : "_" }
@@ -94,7 +95,8 @@ public struct AlertConfiguration: Sendable {
             text += "        for: \(seconds(rule.forDuration))\n"
             text += "        labels:\n          severity: \(quoted(rule.severity))\n          model: \(quoted(rule.model))\n"
             text += "          rule: \(quoted(rule.name))\n"
-            text += "        annotations:\n          summary: \(quoted("{{ $labels.model }}: \(rule.metricName) is {{ $value }} (\(rule.comparison) \(rule.threshold))"))\n"
+            text +=
+                "        annotations:\n          summary: \(quoted("{{ $labels.model }}: \(rule.metricName) is {{ $value }} (\(rule.comparison) \(rule.threshold))"))\n"
         }
         return text
     }
@@ -154,8 +156,9 @@ public struct AlertRule: Sendable {
         case let text where text.hasPrefix("feedback.") && Self.feedbackMetrics.contains(String(text.dropFirst("feedback.".count))):
             metric = .feedback(String(text.dropFirst("feedback.".count)))
         default:
-            throw .invalidArgument("\(named): unknown metric '\(metricName)'; known: drift.drifted_features, drift.psi:<feature>, "
-                + Self.feedbackMetrics.sorted().map { "feedback." + $0 }.joined(separator: ", ") + ", error_rate, traffic, latency_p99")
+            throw .invalidArgument(
+                "\(named): unknown metric '\(metricName)'; known: drift.drifted_features, drift.psi:<feature>, "
+                    + Self.feedbackMetrics.sorted().map { "feedback." + $0 }.joined(separator: ", ") + ", error_rate, traffic, latency_p99")
         }
         let op = (map["op"] as? String) ?? ">"
         guard [">", ">=", "<", "<="].contains(op) else { throw .invalidArgument("\(named): op must be >, >=, < or <=") }
@@ -172,12 +175,18 @@ public struct AlertRule: Sendable {
             } else {
                 let duration = try OutsideNumber.duration(given, "\(named): window")
                 guard duration >= .seconds(1) else { throw .invalidArgument("\(named): window must be at least 1s") }
-                if timed { window = Int(duration.components.seconds) } else { timeWindow = duration; window = 10_000 }
+                if timed {
+                    window = Int(duration.components.seconds)
+                } else {
+                    timeWindow = duration
+                    window = 10_000
+                }
             }
         }
         guard window > 0, window <= 10_000 || timed else {
-            throw .invalidArgument("\(named): window must be 1...10000 predictions, or a duration such as 15m (seconds for "
-                + "error_rate, traffic and latency_p99)")
+            throw .invalidArgument(
+                "\(named): window must be 1...10000 predictions, or a duration such as 15m (seconds for "
+                    + "error_rate, traffic and latency_p99)")
         }
         self.timeWindow = timeWindow
         var retrain: String?, timeout = Duration.seconds(1800), retries = 2, backoff = Duration.seconds(30)
@@ -250,8 +259,10 @@ package final class AlertEvaluator: Service, Sendable {
     private let machines = Mutex<[String: AlertStateMachine]>([:])
     private let counts = Mutex<[String: [(ContinuousClock.Instant, Int, Int)]]>([:])
 
-    package init(configuration: AlertConfiguration, drift: LiveDrift?, feedback: LiveFeedback?, windows: DriftWindows?,
-         service: InferenceService, registry: Registry?, factory: any MetricsFactory, logger: Logger) {
+    package init(
+        configuration: AlertConfiguration, drift: LiveDrift?, feedback: LiveFeedback?, windows: DriftWindows?,
+        service: InferenceService, registry: Registry?, factory: any MetricsFactory, logger: Logger
+    ) {
         self.configuration = configuration
         self.drift = drift
         self.windows = windows
@@ -260,10 +271,16 @@ package final class AlertEvaluator: Service, Sendable {
         self.registry = registry
         self.factory = factory
         self.logger = logger
-        states = Mutex(Dictionary(uniqueKeysWithValues: configuration.rules.map { rule in
-            (rule.name, AlertState(rule: rule.name, model: rule.model, metric: rule.metricName, severity: rule.severity,
-                                   state: "inactive", threshold: rule.threshold))
-        }))
+        states = Mutex(
+            Dictionary(
+                uniqueKeysWithValues: configuration.rules.map { rule in
+                    (
+                        rule.name,
+                        AlertState(
+                            rule: rule.name, model: rule.model, metric: rule.metricName, severity: rule.severity,
+                            state: "inactive", threshold: rule.threshold)
+                    )
+                }))
     }
 
     package var snapshot: [AlertState] {
@@ -357,19 +374,25 @@ package final class AlertEvaluator: Service, Sendable {
         case (nil, .firing): break
         }
         current.state = machine.state.rawValue
-        Gauge(label: "tern_alert_firing", dimensions: [("alert", rule.name), ("model", rule.model), ("severity", rule.severity)],
-              factory: factory).record(current.state == "firing" ? 1 : 0)
+        Gauge(
+            label: "tern_alert_firing", dimensions: [("alert", rule.name), ("model", rule.model), ("severity", rule.severity)],
+            factory: factory
+        ).record(current.state == "firing" ? 1 : 0)
         if let value {
             Gauge(label: "tern_alert_value", dimensions: [("alert", rule.name), ("model", rule.model)], factory: factory).record(value)
         }
         let snapshot = current
         states.withLock { $0[rule.name] = snapshot }
         guard let transition else { return }
-        logger.warning(transition == .firing ? "alert firing" : "alert resolved", metadata: [
-            "alert": "\(rule.name)", "model": "\(rule.model)", "value": "\(value ?? .nan)", "threshold": "\(rule.threshold)"])
+        logger.warning(
+            transition == .firing ? "alert firing" : "alert resolved",
+            metadata: [
+                "alert": "\(rule.name)", "model": "\(rule.model)", "value": "\(value ?? .nan)", "threshold": "\(rule.threshold)",
+            ])
         let version = (try? service.catalog.resolve(name: rule.model, version: nil).version).map(String.init) ?? ""
-        let payload = Self.webhookJSON(rule: rule, status: transition.rawValue, value: value, version: version, startsAt: snapshot.since ?? wall,
-                                       endsAt: transition == .resolved ? wall : nil)
+        let payload = Self.webhookJSON(
+            rule: rule, status: transition.rawValue, value: value, version: version, startsAt: snapshot.since ?? wall,
+            endsAt: transition == .resolved ? wall : nil)
         for url in configuration.webhooks {
             Task { await Self.deliver(payload, to: url, client: client, logger: logger) }
         }
@@ -380,8 +403,10 @@ package final class AlertEvaluator: Service, Sendable {
 
     /// Alertmanager's webhook JSON (version 4), so that receivers built for it accept Tern's alerts.
     package static func webhookJSON(rule: AlertRule, status: String, value: Double?, version: String, startsAt: String, endsAt: String?) -> Data {
-        let labels: [String: String] = ["alertname": rule.name, "model": rule.model, "version": version, "severity": rule.severity,
-                                        "metric": rule.metricName]
+        let labels: [String: String] = [
+            "alertname": rule.name, "model": rule.model, "version": version, "severity": rule.severity,
+            "metric": rule.metricName,
+        ]
         let shown = value.map { String($0) } ?? "unknown"
         let annotations: [String: String] = [
             "summary": status == "resolved"
@@ -393,7 +418,9 @@ package final class AlertEvaluator: Service, Sendable {
     }
 
     /// One alert as Alertmanager's webhook JSON; `labels` must hold `alertname`.
-    package static func webhookJSON(labels: [String: String], annotations: [String: String], status: String, startsAt: String, endsAt: String?) -> Data {
+    package static func webhookJSON(labels: [String: String], annotations: [String: String], status: String, startsAt: String, endsAt: String?)
+        -> Data
+    {
         let name = labels["alertname"] ?? "tern"
         let alert: [String: Any] = [
             "status": status, "labels": labels, "annotations": annotations, "startsAt": startsAt,
@@ -438,7 +465,8 @@ package final class AlertEvaluator: Service, Sendable {
         try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let dataPath = folder + "/\(rule.name)-\(Int(Date().timeIntervalSince1970 * 1000)).csv"
         if let drift, let served = try? service.catalog.resolve(name: rule.model, version: nil),
-           let records = try? await drift.records(of: served, window: rule.window) {
+            let records = try? await drift.records(of: served, window: rule.window)
+        {
             let labels = try? await feedback?.labels(of: served.name)
             FileManager.default.createFile(
                 atPath: dataPath, contents: Data(PredictionExport.text(records, format: .csv, labels: labels ?? [:]).utf8))
@@ -480,11 +508,15 @@ package final class AlertEvaluator: Service, Sendable {
             outcome = "could not start: \(error)"
         }
         let seconds = Date().timeIntervalSince(started)
-        logger.info("retraining \(outcome)", metadata: [
-            "alert": "\(rule.name)", "model": "\(rule.model)", "seconds": "\(seconds)", "attempt": "\(attempt)"])
+        logger.info(
+            "retraining \(outcome)",
+            metadata: [
+                "alert": "\(rule.name)", "model": "\(rule.model)", "seconds": "\(seconds)", "attempt": "\(attempt)",
+            ])
         states.withLock { $0[rule.name]?.lastRetrain = attempt > 1 ? "\(outcome) (attempt \(attempt))" : outcome }
-        try? await registry?.record(action: "retrain", model: rule.model, version: Int(version), actor: "alert:\(rule.name)",
-                                    detail: "\(command): \(outcome)" + (attempt > 1 ? " (attempt \(attempt))" : ""))
+        try? await registry?.record(
+            action: "retrain", model: rule.model, version: Int(version), actor: "alert:\(rule.name)",
+            detail: "\(command): \(outcome)" + (attempt > 1 ? " (attempt \(attempt))" : ""))
         return outcome
     }
 }

@@ -22,7 +22,10 @@ package struct DriftMonitor: Service {
     package let factory: any MetricsFactory
     package let logger: Logger
 
-    package init(drift: LiveDrift, feedback: LiveFeedback?, service: InferenceService, interval: Duration, window: Int, factory: any MetricsFactory, logger: Logger) {
+    package init(
+        drift: LiveDrift, feedback: LiveFeedback?, service: InferenceService, interval: Duration, window: Int, factory: any MetricsFactory,
+        logger: Logger
+    ) {
         self.drift = drift
         self.feedback = feedback
         self.service = service
@@ -60,7 +63,8 @@ package struct DriftMonitor: Service {
                 }
             }
             guard let served = try? service.catalog.resolve(name: name, version: nil),
-                  let answer = try? await drift.drift(of: served, window: window), answer.predictions > 0 else { continue }
+                let answer = try? await drift.drift(of: served, window: window), answer.predictions > 0
+            else { continue }
             let labels = [("model", served.name), ("version", String(served.version))]
             Gauge(label: MetricNames.driftFeatures, dimensions: labels, factory: factory).record(answer.drifted.count)
             for feature in answer.features {

@@ -1,9 +1,9 @@
 import DequeModule
 import Foundation
 import Synchronization
+import TernCodecs
 import TernCore
 import TernModels
-import TernCodecs
 import TernRegistry
 
 /// Live windows for drift: each served version's newest predictions, kept in memory as they are answered,
@@ -101,7 +101,8 @@ public final class DriftWindows: InferenceObserver {
             state.bytes += bytes
             var evicted: [Entry] = []
             while state.entries.count > 1,
-                  state.entries.count > capacity || state.rows > maxRows || state.bytes > maxBytes {
+                state.entries.count > capacity || state.rows > maxRows || state.bytes > maxBytes
+            {
                 let first = state.entries.removeFirst()
                 state.rows -= first.rows
                 state.bytes -= first.bytes
@@ -123,19 +124,23 @@ public final class DriftWindows: InferenceObserver {
         let (entries, coveredFrom): ([Entry], Int64) = ring.state.withLock { state in
             let from = state.dropped ? state.entries.first?.time ?? started : started
             if since == nil, until == nil { return (Array(state.entries.suffix(window)), from) }
-            return (state.entries.filter { entry in
-                (since.map { entry.time >= $0 } ?? true) && (until.map { entry.time <= $0 } ?? true)
-            }.prefix(window).map { $0 }, from)
+            return (
+                state.entries.filter { entry in
+                    (since.map { entry.time >= $0 } ?? true) && (until.map { entry.time <= $0 } ?? true)
+                }.prefix(window).map { $0 }, from
+            )
         }
         let complete = since == nil && until == nil ? entries.count >= window : (since ?? 0) >= coveredFrom || entries.count >= window
         let settings = served.config.predictionLog
-        return (entries.map { entry in
-            PredictionRecord(
-                time: entry.time, requestID: entry.requestID, model: served.name, version: served.version, protocol: "",
-                latencyMicroseconds: 0,
-                inputs: PredictionRecordEncoder.rows(entry.inputs, featureNames: served.featureNames, redact: settings.redact),
-                outputs: PredictionRecordEncoder.rows(entry.outputs, redact: settings.redact))
-        }, complete)
+        return (
+            entries.map { entry in
+                PredictionRecord(
+                    time: entry.time, requestID: entry.requestID, model: served.name, version: served.version, protocol: "",
+                    latencyMicroseconds: 0,
+                    inputs: PredictionRecordEncoder.rows(entry.inputs, featureNames: served.featureNames, redact: settings.redact),
+                    outputs: PredictionRecordEncoder.rows(entry.outputs, redact: settings.redact))
+            }, complete
+        )
     }
 
     /// The 99th percentile (nearest rank) of a version's successful requests' latency over the last `span`;

@@ -1,6 +1,6 @@
 import Foundation
-import TernCodecs
 import TernBundle
+import TernCodecs
 import TernCore
 import TernRegistry
 
@@ -25,7 +25,8 @@ public enum FeedbackParser {
                 throw .invalidArgument("feedback item \(index): request_id must be a non-empty string")
             }
             let truth = try Self.truth(object["label"], object["value"], item: index)
-            return FeedbackRecord(requestID: requestID, truth: truth, time: try Self.time(object["time"], item: index) ?? received, received: received)
+            return FeedbackRecord(
+                requestID: requestID, truth: truth, time: try Self.time(object["time"], item: index) ?? received, received: received)
         }
     }
 
@@ -67,9 +68,11 @@ public enum FeedbackParser {
         let given = label ?? value!
         let elements = (given as? [Any]) ?? [given]
         guard !elements.isEmpty, elements.allSatisfy(scalarOK) else {
-            throw .invalidArgument("feedback item \(item): " + (value != nil
-                ? "value must be a number (or a list of numbers, one per row)"
-                : "label must be a string or a number (or a list of them, one per row)"))
+            throw .invalidArgument(
+                "feedback item \(item): "
+                    + (value != nil
+                        ? "value must be a number (or a list of numbers, one per row)"
+                        : "label must be a string or a number (or a list of them, one per row)"))
         }
         guard let data = try? JSONSerialization.data(withJSONObject: given, options: [.fragmentsAllowed]) else {
             throw .invalidArgument("feedback item \(item): unreadable label")

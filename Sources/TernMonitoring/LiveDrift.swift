@@ -1,11 +1,11 @@
 import Foundation
 import Synchronization
 import TernBundle
+import TernCodecs
 import TernCore
 import TernModels
-import TernCodecs
-import TernStatistics
 import TernRegistry
+import TernStatistics
 
 /// Live drift: a served version's recent predictions (kept in memory by ``DriftWindows``, else read from the
 /// prediction log) against the reference data its bundle carries (the profile's seeded sample). Used by the
@@ -67,8 +67,12 @@ package final class LiveDrift: Sendable {
         for (prefix, profiles) in [("", profile.features), ("prediction.", profile.predictions)] {
             for feature in profiles { if let deciles = feature.numeric?.deciles { bins[prefix + feature.name] = (deciles.edges, deciles.counts) } }
         }
-        let features = records.isEmpty ? [] : DriftReport.compare(
-            reference: reference, live: live, columns: columns, referenceBins: bins)
+        let features =
+            records.isEmpty
+            ? []
+            : DriftReport.compare(
+                reference: reference, live: live, columns: columns, referenceBins: bins
+            )
             .sorted { ($0.drifted ? 1 : 0, $0.severity) > ($1.drifted ? 1 : 0, $1.severity) }
         return DriftAnswer(
             model: served.name, version: served.version, referenceRows: sample.rows.count, predictions: records.count,
@@ -103,8 +107,9 @@ package final class LiveDrift: Sendable {
         if let profile = references.withLock({ $0[key] }) { return profile }
         let bundle = try ModelBundle(archive: try await models.registry.archive(served.name, served.version))
         guard let profile = try bundle.decoded(ReferenceProfile.self, file: BundleFile.profile) else {
-            throw TernError.notFound("\(served.name) v\(served.version) has no reference profile to compare with; "
-                + "pack it with tern pack --reference TRAINING.csv")
+            throw TernError.notFound(
+                "\(served.name) v\(served.version) has no reference profile to compare with; "
+                    + "pack it with tern pack --reference TRAINING.csv")
         }
         references.withLock { $0[key] = profile }
         return profile

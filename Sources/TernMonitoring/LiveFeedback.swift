@@ -1,9 +1,9 @@
 import Foundation
 import NIOCore
 import TernBundle
+import TernCodecs
 import TernCore
 import TernModels
-import TernCodecs
 import TernRegistry
 
 /// Ground truth joined with the prediction log by request id, and the live quality it gives each version
@@ -32,8 +32,10 @@ package struct LiveFeedback: Sendable {
         for (index, item) in items.enumerated() {
             guard let (model, version) = targets[item.requestID] else { continue }
             if let caller, !caller.mayUse(model: model) {
-                throw TernError(.permissionDenied, "feedback item \(index): request id '\(Echo.clip(item.requestID))' was answered by "
-                    + "a model \(caller.name) has no grant for")
+                throw TernError(
+                    .permissionDenied,
+                    "feedback item \(index): request id '\(Echo.clip(item.requestID))' was answered by "
+                        + "a model \(caller.name) has no grant for")
             }
             let key = "\(model)\u{0}\(version)"
             if classes[key] == nil {
@@ -42,8 +44,9 @@ package struct LiveFeedback: Sendable {
             }
             guard let known = classes[key] ?? nil, let truth = LivePerformance.json(item.truth) else { continue }
             for label in ((truth as? [Any]) ?? [truth]).map(LivePerformance.label) where !known.contains(label) {
-                throw TernError.invalidArgument("feedback item \(index): label '\(Echo.clip(label))' is not one of \(model) "
-                    + "version \(version)'s classes (\(known.sorted().joined(separator: ", ")))")
+                throw TernError.invalidArgument(
+                    "feedback item \(index): label '\(Echo.clip(label))' is not one of \(model) "
+                        + "version \(version)'s classes (\(known.sorted().joined(separator: ", ")))")
             }
         }
         return try await store.addFeedback(items)
@@ -71,8 +74,9 @@ package struct LiveFeedback: Sendable {
 
     private func store() async throws(TernError) -> PredictionStore {
         guard let store = try await reader.store(log) as? PredictionStore else {
-            throw TernError.invalidArgument("feedback needs the prediction log in a database (SQLite or PostgreSQL), "
-                + "not in JSON Lines files (--prediction-log)")
+            throw TernError.invalidArgument(
+                "feedback needs the prediction log in a database (SQLite or PostgreSQL), "
+                    + "not in JSON Lines files (--prediction-log)")
         }
         return store
     }
@@ -137,9 +141,15 @@ public enum LivePerformance {
                 continue
             }
             let perRow: [Any] = (truth as? [Any]) ?? [truth]
-            guard perRow.count == rows.count else { mismatched += 1; continue }
+            guard perRow.count == rows.count else {
+                mismatched += 1
+                continue
+            }
             // Feedback stored before labels were checked: a class the version does not have is left out.
-            if let classLabels, !perRow.allSatisfy({ classLabels.contains(Self.label($0)) }) { mismatched += 1; continue }
+            if let classLabels, !perRow.allSatisfy({ classLabels.contains(Self.label($0)) }) {
+                mismatched += 1
+                continue
+            }
             delays.append(Double(feedback.received - record.time) / 1000)
             for (row, actual) in zip(rows, perRow) {
                 let scalars = row.filter { !$0.1.hasPrefix("[") && !$0.1.hasPrefix("{") }
@@ -188,4 +198,3 @@ public enum LivePerformance {
         return "\(value ?? "")"
     }
 }
-

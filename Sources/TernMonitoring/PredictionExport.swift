@@ -34,13 +34,16 @@ public enum PredictionExport {
                     if columns == nil {
                         columns = input.map(\.0) + output.map(\.0)
                         if header {
-                            out += (["time", "request_id", "model", "version", "protocol", "latency_ms", "row"] + columns!
+                            out +=
+                                (["time", "request_id", "model", "version", "protocol", "latency_ms", "row"] + columns!
                                 + (labels == nil ? [] : ["label"])).map(cell).joined(separator: ",") + "\n"
                         }
                     }
                     let values = Dictionary(input + output, uniquingKeysWith: { first, _ in first })
-                    let fixed = [PredictionTime.format(record.time), record.requestID, record.model, String(record.version),
-                                 record.protocol, String(Double(record.latencyMicroseconds) / 1000), String(row)]
+                    let fixed = [
+                        PredictionTime.format(record.time), record.requestID, record.model, String(record.version),
+                        record.protocol, String(Double(record.latencyMicroseconds) / 1000), String(row),
+                    ]
                     var cells = fixed.map(cell) + columns!.map { values[$0].map(value) ?? "" }
                     if let labels {
                         let truth = labels[record.requestID] ?? []
@@ -56,7 +59,8 @@ public enum PredictionExport {
     /// A JSON value as a CSV cell: strings unquoted, numbers and booleans as written, arrays as JSON.
     private static func value(_ json: String) -> String {
         if json.hasPrefix("\""), let data = json.data(using: .utf8),
-           let text = try? JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed) as? String {
+            let text = try? JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed) as? String
+        {
             return cell(text)
         }
         return cell(json)
@@ -98,7 +102,10 @@ package enum RowScanner {
         while index < bytes.count {
             skipSpace(bytes, &index)
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
-                if index < bytes.count, bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+                if index < bytes.count, bytes[index] == UInt8(ascii: ",") {
+                    index += 1
+                    continue
+                }
                 index += 1  // }
                 return pairs
             }
@@ -135,11 +142,16 @@ package enum RowScanner {
             var depth = 0
             while index < bytes.count {
                 switch bytes[index] {
-                case UInt8(ascii: "\""): skipValue(bytes, &index); continue
+                case UInt8(ascii: "\""):
+                    skipValue(bytes, &index)
+                    continue
                 case UInt8(ascii: "["), UInt8(ascii: "{"): depth += 1
                 case UInt8(ascii: "]"), UInt8(ascii: "}"):
                     depth -= 1
-                    if depth == 0 { index += 1; return }
+                    if depth == 0 {
+                        index += 1
+                        return
+                    }
                 default: break
                 }
                 index += 1

@@ -98,12 +98,15 @@ package final class PredictionFiles: PredictionSink {
         let result: Result<Void, TernError> = current.withLock { current in
             let day = Int(now / 86_400_000)
             if current.handle == nil || current.bytes + bytes.count > Self.maxFileBytes
-                || current.lines + records.count > Self.maxFileLines || current.day != day {
+                || current.lines + records.count > Self.maxFileLines || current.day != day
+            {
                 try? current.handle?.close()
                 var created = now
                 if created <= current.created { created = current.created + 1 }  // names and ids stay unique
                 let path = folder + "/" + Self.name(created)
-                guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]), let handle = FileHandle(forWritingAtPath: path) else {
+                guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
+                    let handle = FileHandle(forWritingAtPath: path)
+                else {
                     return .failure(.unavailable("cannot create \(path)"))
                 }
                 current = Current(handle: handle, created: created, bytes: 0, lines: 0, day: day)
@@ -138,8 +141,9 @@ package final class PredictionFiles: PredictionSink {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
         return names.compactMap { name -> (String, Int64)? in
             guard name.hasPrefix("predictions-"), name.hasSuffix(".jsonl"),
-                  let dash = name.lastIndex(of: "-"),
-                  let created = Int64(name[name.index(after: dash)...].dropLast(".jsonl".count)) else { return nil }
+                let dash = name.lastIndex(of: "-"),
+                let created = Int64(name[name.index(after: dash)...].dropLast(".jsonl".count))
+            else { return nil }
             return (folder + "/" + name, created)
         }.sorted { $0.1 < $1.1 }
     }
@@ -196,7 +200,8 @@ package final class PredictionFiles: PredictionSink {
         for file in files() where file.created != open {
             let attributes = try? FileManager.default.attributesOfItem(atPath: file.path)
             guard let modified = attributes?[.modificationDate] as? Date,
-                  Int64(modified.timeIntervalSince1970 * 1000) < olderThan else { continue }
+                Int64(modified.timeIntervalSince1970 * 1000) < olderThan
+            else { continue }
             let text = (try? String(contentsOfFile: file.path, encoding: .utf8)) ?? ""
             removed += text.split(separator: "\n").count
             try? FileManager.default.removeItem(atPath: file.path)
@@ -227,10 +232,11 @@ package final class PredictionFiles: PredictionSink {
             return (try? JSONSerialization.jsonObject(with: Data(raw.utf8), options: .fragmentsAllowed)) as? String
         }
         guard let time = text("time").flatMap({ try? PredictionTime.parse($0, name: "time") }),
-              let requestID = text("request_id"), let model = text("model"),
-              let version = values["version"].flatMap({ Int($0) }), let wire = text("protocol"),
-              let latency = values["latency_ms"].flatMap({ Double($0) }),
-              let inputs = values["inputs"], let outputs = values["outputs"] else { return nil }
+            let requestID = text("request_id"), let model = text("model"),
+            let version = values["version"].flatMap({ Int($0) }), let wire = text("protocol"),
+            let latency = values["latency_ms"].flatMap({ Double($0) }),
+            let inputs = values["inputs"], let outputs = values["outputs"]
+        else { return nil }
         return PredictionRecord(
             time: time, requestID: requestID, model: model, version: version, protocol: wire,
             latencyMicroseconds: Int64((latency * 1000).rounded()), caller: text("caller"), traceID: text("trace_id"),

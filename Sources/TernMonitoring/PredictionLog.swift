@@ -4,9 +4,9 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
+import TernCodecs
 import TernCore
 import TernModels
-import TernCodecs
 import TernRegistry
 
 /// Where the prediction log goes and what it keeps.

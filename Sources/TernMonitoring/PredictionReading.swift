@@ -66,8 +66,9 @@ public enum PredictionJSON {
 public enum PredictionTime {
     public static func format(_ milliseconds: Int64) -> String {
         let date = Date(timeIntervalSince1970: Double(milliseconds) / 1000)
-        return date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)
-            .timeSeparator(.colon).timeZone(separator: .omitted)) 
+        return date.formatted(
+            .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)
+                .timeSeparator(.colon).timeZone(separator: .omitted))
     }
 
     /// Times a client may name: the years 1 to 9999, in milliseconds since the epoch.
@@ -77,7 +78,8 @@ public enum PredictionTime {
     public static func parse(_ text: String, name: String, now: Date = Date()) throws(TernError) -> Int64 {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if let unit = trimmed.last, let seconds = ["s": 1.0, "m": 60, "h": 3600, "d": 86400][String(unit)],
-           let count = Double(trimmed.dropLast()), count >= 0, count < 1e7 {
+            let count = Double(trimmed.dropLast()), count >= 0, count < 1e7
+        {
             return try OutsideNumber.integer((now.timeIntervalSince1970 - count * seconds) * 1000, name, in: Self.range)
         }
         for style in [Date.ISO8601FormatStyle(includingFractionalSeconds: true), Date.ISO8601FormatStyle()] {
@@ -86,7 +88,8 @@ public enum PredictionTime {
         if let date = try? Date.ISO8601FormatStyle().year().month().day().parse(trimmed) {
             return try OutsideNumber.integer(date.timeIntervalSince1970 * 1000, name, in: Self.range)
         }
-        throw .invalidArgument("\(name) '\(Echo.clip(text))' is not a time: give an RFC 3339 time such as "
-            + "2026-11-30T08:00:00Z, a date such as 2026-11-30, or an age such as 15m, 24h or 7d")
+        throw .invalidArgument(
+            "\(name) '\(Echo.clip(text))' is not a time: give an RFC 3339 time such as "
+                + "2026-11-30T08:00:00Z, a date such as 2026-11-30, or an age such as 15m, 24h or 7d")
     }
 }

@@ -52,16 +52,19 @@ public enum ModelFileSniffer {
         switch kind {
         case .pickle, .joblibCompressed:
             what = "a Python pickle (pickle or joblib; Tern never loads one, as loading it runs code)"
-            recipe = "convert the fitted model with skl2onnx (scikit-learn): "
+            recipe =
+                "convert the fitted model with skl2onnx (scikit-learn): "
                 + "onx = skl2onnx.to_onnx(model, X[:1].astype(numpy.float32)); open('model.onnx', 'wb').write(onx.SerializeToString()); "
                 + "XGBoost and LightGBM models convert with onnxmltools.convert_xgboost / convert_lightgbm"
         case .pytorch:
             what = "a PyTorch checkpoint"
-            recipe = "export it with torch.onnx.export(model, example_input, 'model.onnx', input_names=['features'], "
+            recipe =
+                "export it with torch.onnx.export(model, example_input, 'model.onnx', input_names=['features'], "
                 + "dynamic_axes={'features': {0: 'batch'}})"
         case .savedModel, .keras:
             what = kind == .keras ? "a Keras HDF5 model" : "a TensorFlow SavedModel"
-            recipe = "convert it with tf2onnx: python -m tf2onnx.convert --saved-model DIR --output model.onnx "
+            recipe =
+                "convert it with tf2onnx: python -m tf2onnx.convert --saved-model DIR --output model.onnx "
                 + "(or tf2onnx.convert.from_keras(model) for Keras)"
         case .ternBundle:
             what = "a Tern bundle (from tern pack)"

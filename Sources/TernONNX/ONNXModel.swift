@@ -175,8 +175,9 @@ public final class ONNXModel: BlockingInferenceModel, @unchecked Sendable {
         var total = 0
         for (index, element) in elements.enumerated() {
             if element.contains(0) {
-                throw .invalidArgument("input '\(name)': BYTES element \(index) contains a NUL byte, "
-                    + "which ONNX string tensors cannot hold")
+                throw .invalidArgument(
+                    "input '\(name)': BYTES element \(index) contains a NUL byte, "
+                        + "which ONNX string tensors cannot hold")
             }
             total += element.count + 1
         }

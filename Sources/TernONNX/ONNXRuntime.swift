@@ -3,7 +3,7 @@ import Foundation
 import TernCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An error reported by ONNX Runtime, carrying its own code and message. Wrapped as the `cause` of a

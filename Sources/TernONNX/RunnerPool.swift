@@ -1,4 +1,5 @@
 import Foundation
+import TernCore
 
 /// A fixed set of threads that run blocking work (ONNX Runtime's `Run`) off the event loops and off
 /// Swift's cooperative pool.
@@ -89,8 +90,6 @@ public final class RunnerPool: @unchecked Sendable {
         condition.unlock()
     }
 }
-
-import TernCore
 
 extension RunnerPool: BlockingExecutor {}
 

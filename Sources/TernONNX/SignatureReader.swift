@@ -69,8 +69,9 @@ struct SignatureReader {
             defer { api.ReleaseTypeInfo(valueInfo) }
             let (valueType, _) = try tensorType(valueInfo)
             guard let datatype = ElementType.dataType(onnx: valueType), datatype != .bytes else {
-                throw .invalidArgument("output '\(name)' maps to \(ElementType.name(onnx: valueType)) values, "
-                    + "which Tern cannot serve")
+                throw .invalidArgument(
+                    "output '\(name)' maps to \(ElementType.name(onnx: valueType)) values, "
+                        + "which Tern cannot serve")
             }
             return (TensorSpec(name: name, datatype: datatype, shape: [-1, -1]), .sequenceOfMaps)
         default:

@@ -70,15 +70,18 @@ public enum APIKeySecret {
     }
 
     static func date(_ text: String) -> Date? {
-        try? Date(text, strategy: .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)
-            .timeSeparator(.colon).timeZone(separator: .omitted))
+        try? Date(
+            text,
+            strategy: .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)
+                .timeSeparator(.colon).timeZone(separator: .omitted))
     }
 
     /// When a key given `expires` stops working: an age from now (`90d`, `12h`, `30m`) or an RFC 3339 time.
     public static func expiry(_ text: String, now: Date = Date()) throws(TernError) -> Date {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if let unit = trimmed.last, let seconds = ["m": 60.0, "h": 3600, "d": 86400][String(unit)],
-           let count = Int(trimmed.dropLast()), count > 0, count <= 36_500 * 24 * 60 {
+            let count = Int(trimmed.dropLast()), count > 0, count <= 36_500 * 24 * 60
+        {
             return now.addingTimeInterval(Double(count) * seconds)
         }
         if let date = try? Date.ISO8601FormatStyle().parse(trimmed) { return date }
@@ -119,12 +122,14 @@ extension Registry {
             if taken != nil {
                 throw TernError.conflict("a key named '\(name)' exists (revoked keys keep their names, for the record); choose another name")
             }
-            try await self.sql.raw("""
+            try await self.sql.raw(
+                """
                 INSERT INTO tern_api_keys (id, name, salt, hash, scopes, models, created_at, created_by, expires_at, revoked_at)
                 VALUES (\(bind: id), \(bind: name), \(bind: APIKeySecret.hex(salt)), \(bind: hash),
                         \(bind: record.scopes.map(\.rawValue).joined(separator: ",")), \(bind: record.models?.joined(separator: ",")),
                         \(bind: record.createdAt), \(bind: actor), \(bind: record.expiresAt), \(bind: nil as String?))
-                """).run()
+                """
+            ).run()
             try await self.appendAudit(actor: actor, action: "key-create", model: "*", version: nil, before: nil, after: detail)
         }
         return (record, APIKeySecret.prefix + id + "_" + secret)
@@ -145,14 +150,16 @@ extension Registry {
                 record.revokedAt == nil && record.scopes.contains(.admin) && !(record.expiry.map { $0 <= now } ?? false)
             }
             if !force, activeAdmin(key), !all.contains(where: { $0.name != name && activeAdmin($0) }) {
-                throw TernError.conflict("'\(name)' is the last active key with the admin scope: revoking it leaves nobody able to "
-                    + "manage this registry over the API; create another admin key first, or force it (tern keys revoke --force, "
-                    + "API: ?force=true)")
+                throw TernError.conflict(
+                    "'\(name)' is the last active key with the admin scope: revoking it leaves nobody able to "
+                        + "manage this registry over the API; create another admin key first, or force it (tern keys revoke --force, "
+                        + "API: ?force=true)")
             }
             key.revokedAt = BundleManifest.timestamp()
             try await self.sql.raw("UPDATE tern_api_keys SET revoked_at = \(bind: key.revokedAt) WHERE name = \(bind: name)").run()
-            try await self.appendAudit(actor: actor, action: "key-revoke", model: "*", version: nil,
-                                       before: Self.keyDetail(key), after: nil)
+            try await self.appendAudit(
+                actor: actor, action: "key-revoke", model: "*", version: nil,
+                before: Self.keyDetail(key), after: nil)
             return key
         }
     }
@@ -169,10 +176,12 @@ extension Registry {
 
     private func storedKeys(name: String?) async throws -> [StoredAPIKey] {
         let filter: SQLQueryString = name.map { "WHERE name = \(bind: $0)" } ?? ""
-        return try await sql.raw("""
+        return try await sql.raw(
+            """
             SELECT id, name, salt, hash, scopes, models, created_at, created_by, expires_at, revoked_at
             FROM tern_api_keys \(filter) ORDER BY created_at, name
-            """).all().map { row in
+            """
+        ).all().map { row in
             let models = try row.decode(column: "models", as: String?.self)
             let record = APIKeyRecord(
                 id: try row.decode(column: "id", as: String.self), name: try row.decode(column: "name", as: String.self),

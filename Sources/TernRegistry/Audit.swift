@@ -29,15 +29,18 @@ public struct AuditEntry: Codable, Sendable, Equatable {
         prevHash: String, seq: Int, at: String, actor: String, action: String, model: String, version: Int?,
         before: String?, after: String?
     ) -> String {
-        let fields = [prevHash, String(seq), at, actor, action, model, version.map(String.init) ?? "-",
-                      before ?? "-", after ?? "-"]
+        let fields = [
+            prevHash, String(seq), at, actor, action, model, version.map(String.init) ?? "-",
+            before ?? "-", after ?? "-",
+        ]
         let text = fields.map { "\($0.utf8.count):\($0)" }.joined(separator: "|")
         return Digest.sha256(Data(text.utf8))
     }
 
     var computedHash: String {
-        Self.hash(prevHash: prevHash, seq: seq, at: at, actor: actor, action: action, model: model,
-                  version: version, before: before, after: after)
+        Self.hash(
+            prevHash: prevHash, seq: seq, at: at, actor: actor, action: action, model: model,
+            version: version, before: before, after: after)
     }
 }
 
@@ -55,22 +58,26 @@ public struct AuditVerification: Codable, Sendable, Equatable {
         for (index, entry) in entries.enumerated() {
             let expectedSeq = index + 1
             if entry.seq != expectedSeq {
-                return .init(ok: false, entries: entries.count,
-                             problem: "entry \(expectedSeq) is missing (found \(entry.seq) in its place): rows were deleted")
+                return .init(
+                    ok: false, entries: entries.count,
+                    problem: "entry \(expectedSeq) is missing (found \(entry.seq) in its place): rows were deleted")
             }
             if entry.prevHash != previous {
-                return .init(ok: false, entries: entries.count,
-                             problem: "entry \(entry.seq) does not follow entry \(entry.seq - 1): the chain is broken")
+                return .init(
+                    ok: false, entries: entries.count,
+                    problem: "entry \(entry.seq) does not follow entry \(entry.seq - 1): the chain is broken")
             }
             if entry.computedHash != entry.hash {
-                return .init(ok: false, entries: entries.count,
-                             problem: "entry \(entry.seq) (\(entry.action) \(entry.model)) was edited: its hash does not match its contents")
+                return .init(
+                    ok: false, entries: entries.count,
+                    problem: "entry \(entry.seq) (\(entry.action) \(entry.model)) was edited: its hash does not match its contents")
             }
             previous = entry.hash
         }
         if entries.count != headSeq || previous != headHash {
-            return .init(ok: false, entries: entries.count,
-                         problem: "the registry recorded \(headSeq) entries but \(entries.count) remain: the newest were deleted")
+            return .init(
+                ok: false, entries: entries.count,
+                problem: "the registry recorded \(headSeq) entries but \(entries.count) remain: the newest were deleted")
         }
         return .init(ok: true, entries: entries.count, problem: nil)
     }

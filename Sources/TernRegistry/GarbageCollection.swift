@@ -22,10 +22,12 @@ extension Registry {
         switch artifactLocation {
         case .database:
             report = try await write {
-                let rows = try await self.sql.raw("""
+                let rows = try await self.sql.raw(
+                    """
                     SELECT sha256, LENGTH(data) AS bytes FROM tern_artifacts
                     WHERE sha256 NOT IN (SELECT sha256 FROM tern_versions) ORDER BY sha256
-                    """).all()
+                    """
+                ).all()
                 var found = GarbageReport(artifacts: [], partials: 0, bytes: 0)
                 for row in rows {
                     found.artifacts.append(try row.decode(column: "sha256", as: String.self))
@@ -37,16 +39,18 @@ extension Registry {
                 return found
             }
         case .folder(let root):
-            let referenced = Set(try await run {
-                try await self.sql.raw("SELECT DISTINCT sha256 FROM tern_versions").all().map { try $0.decode(column: "sha256", as: String.self) }
-            })
+            let referenced = Set(
+                try await run {
+                    try await self.sql.raw("SELECT DISTINCT sha256 FROM tern_versions").all().map { try $0.decode(column: "sha256", as: String.self) }
+                })
             let cutoff = Date().addingTimeInterval(-Double(minimumAge.components.seconds))
             let files = FileManager.default
             for folder in (try? files.contentsOfDirectory(atPath: root)) ?? [] where folder.count == 2 {
                 for name in (try? files.contentsOfDirectory(atPath: "\(root)/\(folder)")) ?? [] {
                     let path = "\(root)/\(folder)/\(name)"
                     guard let attributes = try? files.attributesOfItem(atPath: path),
-                          let modified = attributes[.modificationDate] as? Date, modified < cutoff else { continue }
+                        let modified = attributes[.modificationDate] as? Date, modified < cutoff
+                    else { continue }
                     let size = (attributes[.size] as? Int) ?? 0
                     if name.hasPrefix("."), name.hasSuffix(".partial") {
                         report.partials += 1

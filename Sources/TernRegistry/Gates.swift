@@ -27,8 +27,10 @@ public struct GatePolicy: Codable, Sendable, Equatable {
     public static let metrics = ValidationMetrics.names
     public static let lowerIsBetter: Set<String> = ["log_loss", "mae", "rmse"]
 
-    public init(aliases: [String] = [Registry.defaultAlias], require: [String: Double] = [:], maxRegression: [String: Double] = [:],
-                maxLatencyIncrease: Double? = nil, data: String? = nil, labelColumn: String? = nil, latencyRows: Int = 200) {
+    public init(
+        aliases: [String] = [Registry.defaultAlias], require: [String: Double] = [:], maxRegression: [String: Double] = [:],
+        maxLatencyIncrease: Double? = nil, data: String? = nil, labelColumn: String? = nil, latencyRows: Int = 200
+    ) {
         self.aliases = aliases
         self.require = require
         self.maxRegression = maxRegression
@@ -61,7 +63,8 @@ public struct GatePolicy: Codable, Sendable, Equatable {
         guard !aliases.isEmpty else { throw .invalidArgument("a gate guards at least one alias") }
         for alias in aliases { try Registry.checkAlias(alias) }
         guard !require.isEmpty || !maxRegression.isEmpty || maxLatencyIncrease != nil else {
-            throw .invalidArgument("a gate needs a bound: require {\"roc_auc\": 0.75}, max_regression {\"roc_auc\": 0.01} or max_latency_increase 0.2")
+            throw .invalidArgument(
+                "a gate needs a bound: require {\"roc_auc\": 0.75}, max_regression {\"roc_auc\": 0.01} or max_latency_increase 0.2")
         }
         for name in Set(require.keys).union(maxRegression.keys) where !Self.metrics.contains(name) {
             throw .invalidArgument("unknown metric '\(name)'; known: " + Self.metrics.sorted().joined(separator: ", "))
@@ -83,8 +86,10 @@ extension Registry {
     /// The model's validation gate, if it has one.
     public func gate(model: String) async throws(TernError) -> GatePolicy? {
         try await run {
-            guard let text = try await self.sql.raw("SELECT gate FROM tern_gates WHERE model = \(bind: model)").first()?
-                .decode(column: "gate", as: String.self) else { return nil }
+            guard
+                let text = try await self.sql.raw("SELECT gate FROM tern_gates WHERE model = \(bind: model)").first()?
+                    .decode(column: "gate", as: String.self)
+            else { return nil }
             return try JSONDecoder().decode(GatePolicy.self, from: Data(text.utf8))
         }
     }
@@ -101,7 +106,8 @@ extension Registry {
                 try await self.appendAudit(actor: actor, action: "gate-policy", model: model, version: nil, before: before, after: nil)
                 return
             }
-            let known = try await self.sql.raw("SELECT COUNT(*) AS n FROM tern_versions WHERE model = \(bind: model)").first()?
+            let known =
+                try await self.sql.raw("SELECT COUNT(*) AS n FROM tern_versions WHERE model = \(bind: model)").first()?
                 .decode(column: "n", as: Int.self) ?? 0
             guard known > 0 else { throw TernError.notFound("no model '\(model)' in the registry") }
             let encoder = JSONEncoder()
@@ -109,7 +115,9 @@ extension Registry {
             let after = String(decoding: try encoder.encode(policy), as: UTF8.self)
             if before == after { return }
             try await self.sql.raw("DELETE FROM tern_gates WHERE model = \(bind: model)").run()
-            try await self.sql.raw("INSERT INTO tern_gates (model, gate, updated_at) VALUES (\(bind: model), \(bind: after), \(bind: BundleManifest.timestamp()))").run()
+            try await self.sql.raw(
+                "INSERT INTO tern_gates (model, gate, updated_at) VALUES (\(bind: model), \(bind: after), \(bind: BundleManifest.timestamp()))"
+            ).run()
             try await self.appendAudit(actor: actor, action: "gate-policy", model: model, version: nil, before: before, after: after)
         }
     }
@@ -118,8 +126,9 @@ extension Registry {
     /// the alias moved anyway).
     public func recordGate(model: String, version: Int, result: String, forced: Bool, actor: String) async throws(TernError) {
         try await write {
-            try await self.appendAudit(actor: actor, action: forced ? "gate-forced" : "gate", model: model, version: version,
-                                       before: nil, after: result)
+            try await self.appendAudit(
+                actor: actor, action: forced ? "gate-forced" : "gate", model: model, version: version,
+                before: nil, after: result)
         }
     }
 }

@@ -45,7 +45,9 @@ public struct JobRecord: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case id, model, version, input, output, options, schedule, state, rows, rejected, error
-        case createdBy = "created_by", startedAt = "started_at", endedAt = "ended_at"
+        case createdBy = "created_by"
+        case startedAt = "started_at"
+        case endedAt = "ended_at"
     }
 }
 
@@ -54,13 +56,15 @@ extension Registry {
     public func saveJob(_ job: JobRecord) async throws(TernError) {
         try await run {
             try await self.sql.raw("DELETE FROM tern_jobs WHERE id = \(bind: job.id)").run()
-            try await self.sql.raw("""
+            try await self.sql.raw(
+                """
                 INSERT INTO tern_jobs (id, model, version, input, output, options, schedule, state, rows, rejected, error,
                     created_by, started_at, ended_at)
                 VALUES (\(bind: job.id), \(bind: job.model), \(bind: job.version), \(bind: job.input), \(bind: job.output),
                     \(bind: job.options), \(bind: job.schedule), \(bind: job.state), \(bind: job.rows), \(bind: job.rejected),
                     \(bind: job.error), \(bind: job.createdBy), \(bind: job.startedAt), \(bind: job.endedAt))
-                """).run()
+                """
+            ).run()
         }
     }
 

@@ -22,8 +22,9 @@ public struct PayloadCipher: Sendable {
         }
         // As ssh does with private keys: a key file other users may read is refused.
         if let mode = (try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? Int, mode & 0o077 != 0 {
-            throw .invalidArgument("the prediction log key file \(path) may be read by other users (mode \(String(mode & 0o777, radix: 8))): "
-                + "chmod 600 \(path)")
+            throw .invalidArgument(
+                "the prediction log key file \(path) may be read by other users (mode \(String(mode & 0o777, radix: 8))): "
+                    + "chmod 600 \(path)")
         }
         var keys: [String: Data] = [:]
         var first: String?
@@ -32,9 +33,11 @@ public struct PayloadCipher: Sendable {
             if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
             let parts = trimmed.split(separator: " ", omittingEmptySubsequences: true)
             guard parts.count == 2, let key = Data(base64Encoded: String(parts[1])), key.count == 32,
-                  parts[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }) else {
-                throw .invalidArgument("\(path) line \(number + 1): expected '<key id> <base64 of 32 random bytes>' "
-                    + "(make one with: echo \"k1 $(openssl rand -base64 32)\")")
+                parts[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." })
+            else {
+                throw .invalidArgument(
+                    "\(path) line \(number + 1): expected '<key id> <base64 of 32 random bytes>' "
+                        + "(make one with: echo \"k1 $(openssl rand -base64 32)\")")
             }
             let id = String(parts[0])
             guard keys[id] == nil else { throw .invalidArgument("\(path) line \(number + 1): key id '\(id)' appears twice") }
@@ -69,15 +72,18 @@ public struct PayloadCipher: Sendable {
         guard let colon = rest.firstIndex(of: ":") else { throw .internalError("a prediction log record is sealed in an unknown form") }
         let id = String(rest[..<colon])
         guard let key = keys[id] else {
-            throw TernError(.unavailable, "prediction log records are encrypted with key '\(Echo.clip(id))', which the "
-                + "key file does not hold (--prediction-log-key)")
+            throw TernError(
+                .unavailable,
+                "prediction log records are encrypted with key '\(Echo.clip(id))', which the "
+                    + "key file does not hold (--prediction-log-key)")
         }
         do {
             guard let combined = Data(base64Encoded: String(rest[rest.index(after: colon)...])) else { throw TernError.internalError("") }
             let plain = try AES.GCM.open(try AES.GCM.SealedBox(combined: combined), using: SymmetricKey(data: key))
             return String(decoding: plain, as: UTF8.self)
         } catch {
-            throw TernError(.internalError, "a prediction log record encrypted with key '\(id)' does not decrypt (altered, or another key under that id)")
+            throw TernError(
+                .internalError, "a prediction log record encrypted with key '\(id)' does not decrypt (altered, or another key under that id)")
         }
     }
 

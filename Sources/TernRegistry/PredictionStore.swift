@@ -103,7 +103,8 @@ public final class PredictionStore: Sendable {
                 // Rows are appended in batches; a power cut may lose the last ones, never corrupt the file (WAL).
                 try await sql.raw("PRAGMA synchronous = NORMAL").run()
             }
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 CREATE TABLE IF NOT EXISTS tern_predictions (
                     \(unsafeRaw: id),
                     time_ms BIGINT NOT NULL,
@@ -116,17 +117,20 @@ public final class PredictionStore: Sendable {
                     trace_id TEXT,
                     inputs TEXT NOT NULL,
                     outputs TEXT NOT NULL)
-                """).run()
+                """
+            ).run()
             try await sql.raw("CREATE INDEX IF NOT EXISTS tern_predictions_request ON tern_predictions (request_id)").run()
             try await sql.raw("CREATE INDEX IF NOT EXISTS tern_predictions_model_time ON tern_predictions (model, time_ms)").run()
             // Ground truth, one row per request id (the last sent wins): a label or a value, or one per row.
-            try await sql.raw("""
+            try await sql.raw(
+                """
                 CREATE TABLE IF NOT EXISTS tern_feedback (
                     request_id TEXT PRIMARY KEY,
                     truth TEXT NOT NULL,
                     time_ms BIGINT NOT NULL,
                     received_ms BIGINT NOT NULL)
-                """).run()
+                """
+            ).run()
         } catch {
             await database.close()
             throw .unavailable("cannot prepare the prediction log in \(location): \(String(reflecting: error))")
@@ -156,9 +160,11 @@ public final class PredictionStore: Sendable {
             do {
                 for start in stride(from: 0, to: records.count, by: 500) {
                     let rows = records[start..<min(records.count, start + 500)].map { record -> [any SQLExpression] in
-                        [SQLBind(record.time), SQLBind(record.requestID), SQLBind(record.model), SQLBind(record.version),
-                         SQLBind(record.protocol), SQLBind(record.latencyMicroseconds), SQLBind(record.caller),
-                         SQLBind(record.traceID), SQLBind(record.inputs), SQLBind(record.outputs)]
+                        [
+                            SQLBind(record.time), SQLBind(record.requestID), SQLBind(record.model), SQLBind(record.version),
+                            SQLBind(record.protocol), SQLBind(record.latencyMicroseconds), SQLBind(record.caller),
+                            SQLBind(record.traceID), SQLBind(record.inputs), SQLBind(record.outputs),
+                        ]
                     }
                     try await database.sql.insert(into: "tern_predictions").columns(Self.columns).rows(rows).run()
                 }
@@ -180,10 +186,12 @@ public final class PredictionStore: Sendable {
                 var binds: [SQLiteData] = []
                 binds.reserveCapacity(chunk.count * 10)
                 for record in chunk {
-                    binds += [.integer(Int(record.time)), .text(record.requestID), .text(record.model), .integer(record.version),
-                              .text(record.protocol), .integer(Int(record.latencyMicroseconds)),
-                              record.caller.map(SQLiteData.text) ?? .null, record.traceID.map(SQLiteData.text) ?? .null,
-                              .text(record.inputs), .text(record.outputs)]
+                    binds += [
+                        .integer(Int(record.time)), .text(record.requestID), .text(record.model), .integer(record.version),
+                        .text(record.protocol), .integer(Int(record.latencyMicroseconds)),
+                        record.caller.map(SQLiteData.text) ?? .null, record.traceID.map(SQLiteData.text) ?? .null,
+                        .text(record.inputs), .text(record.outputs),
+                    ]
                 }
                 try await connection.query(Self.insertStatement(rows: chunk.count), binds) { _ in }
             }
@@ -242,7 +250,8 @@ public final class PredictionStore: Sendable {
                 var list = SQLQueryString("")
                 for (index, id) in chunk.enumerated() { list = list + (index == 0 ? "" : ", ") + "\(bind: id)" }
                 let rows = try await database.sql.raw(
-                    "SELECT DISTINCT request_id, model, version FROM tern_predictions WHERE request_id IN (\(list))").all()
+                    "SELECT DISTINCT request_id, model, version FROM tern_predictions WHERE request_id IN (\(list))"
+                ).all()
                 for row in rows {
                     found[try row.decode(column: "request_id", as: String.self)] =
                         (try row.decode(column: "model", as: String.self), try row.decode(column: "version", as: Int.self))
@@ -268,12 +277,14 @@ public final class PredictionStore: Sendable {
             try await database.sql.raw(database.kind == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN").run()
             do {
                 for item in items where known.contains(item.requestID) {
-                    try await database.sql.raw("""
+                    try await database.sql.raw(
+                        """
                         INSERT INTO tern_feedback (request_id, truth, time_ms, received_ms)
                         VALUES (\(bind: item.requestID), \(bind: item.truth), \(bind: item.time), \(bind: item.received))
                         ON CONFLICT (request_id) DO UPDATE SET truth = excluded.truth, time_ms = excluded.time_ms,
                             received_ms = excluded.received_ms
-                        """).run()
+                        """
+                    ).run()
                 }
                 try await database.sql.raw("COMMIT").run()
             } catch {
@@ -297,12 +308,14 @@ public final class PredictionStore: Sendable {
         var filter: SQLQueryString = "WHERE p.model = \(bind: model)"
         if let since { filter = filter + " AND p.time_ms >= \(bind: since)" }
         return try await run {
-            let rows = try await database.sql.raw("""
+            let rows = try await database.sql.raw(
+                """
                 SELECT p.time_ms, p.request_id, p.model, p.version, p.protocol, p.latency_us, p.caller, p.trace_id,
                        p.inputs, p.outputs, f.truth, f.time_ms AS feedback_time, f.received_ms
                 FROM tern_predictions p JOIN tern_feedback f ON f.request_id = p.request_id
                 \(filter) ORDER BY p.id LIMIT \(bind: limit)
-                """).all()
+                """
+            ).all()
             return try rows.map { row in
                 let record = try self.record(row)
                 let feedback = FeedbackRecord(
@@ -338,9 +351,11 @@ public final class PredictionStore: Sendable {
                 let total = try await self.countRows(database)
                 if total > keepingAtMost {
                     // The id of the oldest row kept: everything before it goes.
-                    let cutoff = try await database.sql.raw("""
+                    let cutoff = try await database.sql.raw(
+                        """
                         SELECT id FROM tern_predictions ORDER BY id DESC LIMIT 1 OFFSET \(bind: keepingAtMost - 1)
-                        """).first()?.decode(column: "id", as: Int64.self)
+                        """
+                    ).first()?.decode(column: "id", as: Int64.self)
                     if let cutoff {
                         try await database.sql.raw("DELETE FROM tern_predictions WHERE id < \(bind: cutoff)").run()
                         removed += total - keepingAtMost
@@ -362,10 +377,12 @@ public final class PredictionStore: Sendable {
     private func selectWithIDs(_ filter: SQLQueryString, limit: Int) async throws(TernError) -> [(id: Int64, record: PredictionRecord)] {
         let database = try await self.database
         return try await run {
-            let rows = try await database.sql.raw("""
+            let rows = try await database.sql.raw(
+                """
                 SELECT id, time_ms, request_id, model, version, protocol, latency_us, caller, trace_id, inputs, outputs
                 FROM tern_predictions \(filter) LIMIT \(bind: limit)
-                """).all()
+                """
+            ).all()
             return try rows.map { row in
                 (id: try row.decode(column: "id", as: Int64.self), record: try self.record(row))
             }

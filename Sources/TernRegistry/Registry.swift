@@ -161,8 +161,9 @@ public actor Registry {
     public func version(_ name: String, _ version: Int) async throws(TernError) -> VersionRecord {
         let model = try await model(name)
         guard let record = model.versions.first(where: { $0.version == version }) else {
-            throw .notFound("model '\(name)' has no version \(version); versions: "
-                + model.versions.map { String($0.version) }.joined(separator: ", "))
+            throw .notFound(
+                "model '\(name)' has no version \(version); versions: "
+                    + model.versions.map { String($0.version) }.joined(separator: ", "))
         }
         return record
     }
@@ -219,14 +220,15 @@ public actor Registry {
             let metrics = try row.decode(column: "metrics", as: String?.self)
             let named = (aliases[model] ?? [:]).filter { $0.value == version }.keys.sorted()
             if models[model] == nil { order.append(model) }
-            models[model, default: []].append(VersionRecord(
-                model: model, version: version, state: try row.decode(column: "state", as: String.self),
-                sha256: try row.decode(column: "sha256", as: String.self), bytes: try row.decode(column: "bytes", as: Int.self),
-                createdAt: try row.decode(column: "created_at", as: String.self),
-                createdBy: try row.decode(column: "created_by", as: String.self),
-                manifest: try decoder.decode(BundleManifest.self, from: Data(try row.decode(column: "manifest", as: String.self).utf8)),
-                metrics: try metrics.map { try decoder.decode(ValidationMetrics.self, from: Data($0.utf8)) },
-                aliases: named))
+            models[model, default: []].append(
+                VersionRecord(
+                    model: model, version: version, state: try row.decode(column: "state", as: String.self),
+                    sha256: try row.decode(column: "sha256", as: String.self), bytes: try row.decode(column: "bytes", as: Int.self),
+                    createdAt: try row.decode(column: "created_at", as: String.self),
+                    createdBy: try row.decode(column: "created_by", as: String.self),
+                    manifest: try decoder.decode(BundleManifest.self, from: Data(try row.decode(column: "manifest", as: String.self).utf8)),
+                    metrics: try metrics.map { try decoder.decode(ValidationMetrics.self, from: Data($0.utf8)) },
+                    aliases: named))
         }
         var traffic: [String: TrafficPolicy] = [:]
         for row in try await sql.raw("SELECT model, policy FROM tern_traffic \(filter)").all() {
@@ -259,8 +261,9 @@ public actor Registry {
     {
         // A signed manifest's version is part of what was signed: it may not be registered as another one.
         if let signature = bundle.signature, let signed = bundle.manifest.version, let version, version != signed {
-            throw TernError.invalidArgument("this bundle is signed (by \(signer ?? signature.signer)) as version \(signed); it cannot be "
-                + "registered as version \(version): pack and sign it again as that version")
+            throw TernError.invalidArgument(
+                "this bundle is signed (by \(signer ?? signature.signer)) as version \(signed); it cannot be "
+                    + "registered as version \(version): pack and sign it again as that version")
         }
         let name = bundle.manifest.name
         let sha = Digest.sha256(archive)
@@ -300,33 +303,44 @@ public actor Registry {
     ) async throws(TernError) -> (Int, Bool) {
         try await write {
             // The same archive again: its version (the one asked for, else the newest holding it), unchanged.
-            let same = try await self.sql.raw("""
-                SELECT MAX(version) AS v FROM tern_versions
-                WHERE model = \(bind: name) AND sha256 = \(bind: sha) AND (\(bind: requested ?? 0) = 0 OR version = \(bind: requested ?? 0))
-                """).first()?.decode(column: "v", as: Int?.self) ?? nil
+            let same =
+                try await self.sql.raw(
+                    """
+                    SELECT MAX(version) AS v FROM tern_versions
+                    WHERE model = \(bind: name) AND sha256 = \(bind: sha) AND (\(bind: requested ?? 0) = 0 OR version = \(bind: requested ?? 0))
+                    """
+                ).first()?.decode(column: "v", as: Int?.self) ?? nil
             if let same { return (same, false) }
-            let newest = try await self.sql.raw("SELECT MAX(version) AS v FROM tern_versions WHERE model = \(bind: name)").first()?
+            let newest =
+                try await self.sql.raw("SELECT MAX(version) AS v FROM tern_versions WHERE model = \(bind: name)").first()?
                 .decode(column: "v", as: Int?.self) ?? nil
             let next = (newest ?? 0) < ModelVersionNumber.maximum ? (newest ?? 0) + 1 : nil
             guard let number = requested ?? next else {
-                throw TernError.conflict("model '\(name)' has reached the highest version number, \(ModelVersionNumber.maximum); "
-                    + "push under a new model name")
+                throw TernError.conflict(
+                    "model '\(name)' has reached the highest version number, \(ModelVersionNumber.maximum); "
+                        + "push under a new model name")
             }
-            let exists = try await self.sql.raw("SELECT 1 AS one FROM tern_versions WHERE model = \(bind: name) AND version = \(bind: number)").first()
+            let exists = try await self.sql.raw("SELECT 1 AS one FROM tern_versions WHERE model = \(bind: name) AND version = \(bind: number)")
+                .first()
             if exists != nil {
                 throw TernError.conflict("model '\(name)' already has version \(number); versions are immutable: push a new version")
             }
             if self.artifactLocation == .database {
-                try await self.sql.raw("INSERT INTO tern_artifacts (sha256, data) VALUES (\(bind: sha), \(bind: archive)) ON CONFLICT (sha256) DO NOTHING").run()
+                try await self.sql.raw(
+                    "INSERT INTO tern_artifacts (sha256, data) VALUES (\(bind: sha), \(bind: archive)) ON CONFLICT (sha256) DO NOTHING"
+                ).run()
             }
-            try await self.sql.raw("""
+            try await self.sql.raw(
+                """
                 INSERT INTO tern_versions (model, version, state, sha256, bytes, manifest, metrics, created_at, created_by)
                 VALUES (\(bind: name), \(bind: number), 'active', \(bind: sha), \(bind: archive.count), \(bind: manifestJSON),
                         \(bind: metricsJSON), \(bind: created), \(bind: actor))
-                """).run()
-            try await self.appendAudit(actor: actor, action: "push", model: name, version: number, before: nil,
-                                       after: #"{"sha256":"\#(sha)","bytes":\#(archive.count)"#
-                                           + (signer.map { #","signer":\#(Self.jsonString($0))}"# } ?? "}"))
+                """
+            ).run()
+            try await self.appendAudit(
+                actor: actor, action: "push", model: name, version: number, before: nil,
+                after: #"{"sha256":"\#(sha)","bytes":\#(archive.count)"#
+                    + (signer.map { #","signer":\#(Self.jsonString($0))}"# } ?? "}"))
             return (number, true)
         }
     }
@@ -353,21 +367,27 @@ public actor Registry {
         if before == version { return }
         let now = BundleManifest.timestamp()
         if before == nil {
-            try await self.sql.raw("INSERT INTO tern_aliases (model, alias, version, updated_at) VALUES (\(bind: model), \(bind: alias), \(bind: version), \(bind: now))").run()
+            try await self.sql.raw(
+                "INSERT INTO tern_aliases (model, alias, version, updated_at) VALUES (\(bind: model), \(bind: alias), \(bind: version), \(bind: now))"
+            ).run()
         } else {
-            try await self.sql.raw("UPDATE tern_aliases SET version = \(bind: version), updated_at = \(bind: now) WHERE model = \(bind: model) AND alias = \(bind: alias)").run()
+            try await self.sql.raw(
+                "UPDATE tern_aliases SET version = \(bind: version), updated_at = \(bind: now) WHERE model = \(bind: model) AND alias = \(bind: alias)"
+            ).run()
         }
-        try await self.appendAudit(actor: actor, action: "alias", model: model, version: version,
-                                   before: before.map { #"{"alias":"\#(alias)","version":\#($0)}"# },
-                                   after: #"{"alias":"\#(alias)","version":\#(version)}"#)
+        try await self.appendAudit(
+            actor: actor, action: "alias", model: model, version: version,
+            before: before.map { #"{"alias":"\#(alias)","version":\#($0)}"# },
+            after: #"{"alias":"\#(alias)","version":\#(version)}"#)
     }
 
     /// Sets (or, with nil, removes) a model's traffic policy; the versions it names must be active.
     public func setTraffic(model: String, policy: TrafficPolicy?, actor: String) async throws(TernError) {
         try await write {
             if let rollout = try await self.storedRollout(model), rollout.isActive {
-                throw TernError.conflict("\(model)'s \(rollout.state) rollout to v\(rollout.candidate) sets its traffic policy; "
-                    + "abort or promote it first (tern rollout abort \(model))")
+                throw TernError.conflict(
+                    "\(model)'s \(rollout.state) rollout to v\(rollout.candidate) sets its traffic policy; "
+                        + "abort or promote it first (tern rollout abort \(model))")
             }
             try await self.applyTraffic(model: model, policy: policy, actor: actor)
         }
@@ -375,8 +395,10 @@ public actor Registry {
 
     /// Sets or removes a traffic policy, inside the caller's transaction.
     func applyTraffic(model: String, policy: TrafficPolicy?, actor: String) async throws {
-        let active = Set(try await self.sql.raw(
-            "SELECT version FROM tern_versions WHERE model = \(bind: model) AND state = 'active'").all().map {
+        let active = Set(
+            try await self.sql.raw(
+                "SELECT version FROM tern_versions WHERE model = \(bind: model) AND state = 'active'"
+            ).all().map {
                 try $0.decode(column: "version", as: Int.self)
             })
         let before = try await self.sql.raw("SELECT policy FROM tern_traffic WHERE model = \(bind: model)").first()?
@@ -407,8 +429,9 @@ public actor Registry {
             let takers = policy.shadows.map { ("shadow", $0) } + (policy.fallback?.version).map { [("fallback", $0)] }.orEmpty
             for (role, taker) in takers {
                 for version in answering.sorted() where version != taker && inputs[version] != inputs[taker] {
-                    throw TernError.invalidArgument("\(role) v\(taker) takes \(inputs[taker] ?? "?") but v\(version) takes "
-                        + "\(inputs[version] ?? "?"): every copy would fail")
+                    throw TernError.invalidArgument(
+                        "\(role) v\(taker) takes \(inputs[taker] ?? "?") but v\(version) takes "
+                            + "\(inputs[version] ?? "?"): every copy would fail")
                 }
             }
             if let fallback = policy.fallback, fallback.defaultOutputs != nil {
@@ -437,8 +460,9 @@ public actor Registry {
                 throw TernError.notFound("model '\(model)' has no alias '\(alias)'")
             }
             try await self.sql.raw("DELETE FROM tern_aliases WHERE model = \(bind: model) AND alias = \(bind: alias)").run()
-            try await self.appendAudit(actor: actor, action: "unalias", model: model, version: before,
-                                       before: #"{"alias":"\#(alias)","version":\#(before)}"#, after: nil)
+            try await self.appendAudit(
+                actor: actor, action: "unalias", model: model, version: before,
+                before: #"{"alias":"\#(alias)","version":\#(before)}"#, after: nil)
         }
     }
 
@@ -448,8 +472,9 @@ public actor Registry {
             let state = try await self.checkUnaliased(model: model, version: version, doing: "archive")
             if state == "archived" { return }
             try await self.sql.raw("UPDATE tern_versions SET state = 'archived' WHERE model = \(bind: model) AND version = \(bind: version)").run()
-            try await self.appendAudit(actor: actor, action: "archive", model: model, version: version,
-                                       before: #"{"state":"active"}"#, after: #"{"state":"archived"}"#)
+            try await self.appendAudit(
+                actor: actor, action: "archive", model: model, version: version,
+                before: #"{"state":"active"}"#, after: #"{"state":"archived"}"#)
         }
     }
 
@@ -464,8 +489,9 @@ public actor Registry {
             if !shared, self.artifactLocation == .database {
                 try await self.sql.raw("DELETE FROM tern_artifacts WHERE sha256 = \(bind: sha)").run()
             }
-            try await self.appendAudit(actor: actor, action: "delete", model: model, version: version,
-                                       before: #"{"sha256":"\#(sha)"}"#, after: nil)
+            try await self.appendAudit(
+                actor: actor, action: "delete", model: model, version: version,
+                before: #"{"sha256":"\#(sha)"}"#, after: nil)
             return shared ? "" : sha
         }
         if !sha.isEmpty, case .folder(let root) = artifactLocation { FolderArtifacts(root: root).remove(sha) }
@@ -483,7 +509,9 @@ public actor Registry {
     public func auditLog(model: String? = nil) async throws(TernError) -> [AuditEntry] {
         try await run {
             let filter: SQLQueryString = model.map { "WHERE model = \(bind: $0)" } ?? ""
-            return try await self.sql.raw("SELECT seq, at, actor, action, model, version, before, after, prev_hash, hash FROM tern_audit \(filter) ORDER BY seq").all().map { row in
+            return try await self.sql.raw(
+                "SELECT seq, at, actor, action, model, version, before, after, prev_hash, hash FROM tern_audit \(filter) ORDER BY seq"
+            ).all().map { row in
                 AuditEntry(
                     seq: try row.decode(column: "seq", as: Int.self), at: try row.decode(column: "at", as: String.self),
                     actor: try row.decode(column: "actor", as: String.self), action: try row.decode(column: "action", as: String.self),
@@ -499,8 +527,9 @@ public actor Registry {
         let head = try await run { try await self.sql.raw("SELECT seq, hash FROM tern_head WHERE id = 1").first() }
         guard let head else { return AuditVerification(ok: false, entries: entries.count, problem: "the registry's head row is missing") }
         return try run {
-            AuditVerification.verify(entries, headSeq: try head.decode(column: "seq", as: Int.self),
-                                     headHash: try head.decode(column: "hash", as: String.self))
+            AuditVerification.verify(
+                entries, headSeq: try head.decode(column: "seq", as: Int.self),
+                headHash: try head.decode(column: "hash", as: String.self))
         }
     }
 
@@ -526,8 +555,9 @@ public actor Registry {
         let names = try await sql.raw("SELECT alias FROM tern_aliases WHERE model = \(bind: model) AND version = \(bind: version) ORDER BY alias")
             .all().map { try $0.decode(column: "alias", as: String.self) }
         if !names.isEmpty {
-            throw TernError.conflict("cannot \(verb) \(model) v\(version): alias \(names.map { "'\($0)'" }.joined(separator: ", ")) "
-                + "points at it; move or delete the alias first")
+            throw TernError.conflict(
+                "cannot \(verb) \(model) v\(version): alias \(names.map { "'\($0)'" }.joined(separator: ", ")) "
+                    + "points at it; move or delete the alias first")
         }
         return state
     }
@@ -537,13 +567,16 @@ public actor Registry {
         let seq = try head.decode(column: "seq", as: Int.self) + 1
         let prev = try head.decode(column: "hash", as: String.self)
         let at = BundleManifest.timestamp()
-        let hash = AuditEntry.hash(prevHash: prev, seq: seq, at: at, actor: actor, action: action, model: model,
-                                   version: version, before: before, after: after)
-        try await sql.raw("""
+        let hash = AuditEntry.hash(
+            prevHash: prev, seq: seq, at: at, actor: actor, action: action, model: model,
+            version: version, before: before, after: after)
+        try await sql.raw(
+            """
             INSERT INTO tern_audit (seq, at, actor, action, model, version, before, after, prev_hash, hash)
             VALUES (\(bind: seq), \(bind: at), \(bind: actor), \(bind: action), \(bind: model), \(bind: version),
                     \(bind: before), \(bind: after), \(bind: prev), \(bind: hash))
-            """).run()
+            """
+        ).run()
         try await sql.raw("UPDATE tern_head SET seq = \(bind: seq), hash = \(bind: hash) WHERE id = 1").run()
     }
 
@@ -606,6 +639,6 @@ public actor Registry {
     }
 }
 
-private extension Optional where Wrapped == [(String, Int)] {
-    var orEmpty: [(String, Int)] { self ?? [] }
+extension Optional where Wrapped == [(String, Int)] {
+    fileprivate var orEmpty: [(String, Int)] { self ?? [] }
 }

@@ -34,8 +34,10 @@ public struct RolloutJudge: Sendable {
         /// The model's mean run time per request (no queueing), in milliseconds.
         public var computeMilliseconds: Double?
 
-        public init(succeeded: Int = 0, failed: Int = 0, skipped: Int = 0, p99Milliseconds: Double? = nil,
-                    computeMilliseconds: Double? = nil) {
+        public init(
+            succeeded: Int = 0, failed: Int = 0, skipped: Int = 0, p99Milliseconds: Double? = nil,
+            computeMilliseconds: Double? = nil
+        ) {
             self.succeeded = succeeded
             self.failed = failed
             self.skipped = skipped
@@ -70,8 +72,10 @@ public struct RolloutJudge: Sendable {
         public var candidateQuality: Quality?
         public var stableQuality: Quality?
 
-        public init(candidate: Numbers, stable: Numbers, earlierStable: Numbers? = nil, elapsed: Double,
-                    candidateQuality: Quality? = nil, stableQuality: Quality? = nil) {
+        public init(
+            candidate: Numbers, stable: Numbers, earlierStable: Numbers? = nil, elapsed: Double,
+            candidateQuality: Quality? = nil, stableQuality: Quality? = nil
+        ) {
             self.candidate = candidate
             self.stable = stable
             self.earlierStable = earlierStable
@@ -109,8 +113,9 @@ public struct RolloutJudge: Sendable {
     public func judge(_ window: Window) -> Verdict {
         let r = rollout, c = window.candidate
         if c.skipped > 0 {
-            return .rollBack("v\(r.candidate)'s circuit opened after failures in a row (\(c.failed) failed of \(c.requests) "
-                + "requests; \(c.skipped) more went to the fallback)")
+            return .rollBack(
+                "v\(r.candidate)'s circuit opened after failures in a row (\(c.failed) failed of \(c.requests) "
+                    + "requests; \(c.skipped) more went to the fallback)")
         }
         guard c.requests >= r.minRequests else {
             return .wait("v\(r.candidate) has \(c.requests) of the \(r.minRequests) requests a verdict needs")
@@ -118,9 +123,11 @@ public struct RolloutJudge: Sendable {
         let stableForErrors = window.stable.requests >= r.minRequests ? window.stable : (window.earlierStable ?? window.stable)
         let increase = c.errorRate - (stableForErrors.requests > 0 ? stableForErrors.errorRate : 0)
         if increase > r.maxErrorRateIncrease {
-            return .rollBack(String(format: "v%d's error rate %.2f%% is %.2f points above v%d's %.2f%% (at most %.2f allowed) over %d requests",
-                                    r.candidate, c.errorRate * 100, increase * 100, r.stable, stableForErrors.errorRate * 100,
-                                    r.maxErrorRateIncrease * 100, c.requests))
+            return .rollBack(
+                String(
+                    format: "v%d's error rate %.2f%% is %.2f points above v%d's %.2f%% (at most %.2f allowed) over %d requests",
+                    r.candidate, c.errorRate * 100, increase * 100, r.stable, stableForErrors.errorRate * 100,
+                    r.maxErrorRateIncrease * 100, c.requests))
         }
         guard window.elapsed >= r.intervalSeconds else {
             return .wait(String(format: "the step has run %.0f of its %.0f s", window.elapsed, r.intervalSeconds))
@@ -129,21 +136,27 @@ public struct RolloutJudge: Sendable {
         var latency: String?
         if c.succeeded >= r.minRequests, s.succeeded >= r.minRequests {
             if let mine = c.p99Milliseconds, let theirs = s.p99Milliseconds, mine > theirs * r.maxLatencyRatio, mine - theirs > 1 {
-                latency = String(format: "v%d's p99 latency %.2f ms is %.2fx v%d's %.2f ms over the same window (at most %.2fx allowed)",
-                                 r.candidate, mine, mine / theirs, r.stable, theirs, r.maxLatencyRatio)
+                latency = String(
+                    format: "v%d's p99 latency %.2f ms is %.2fx v%d's %.2f ms over the same window (at most %.2fx allowed)",
+                    r.candidate, mine, mine / theirs, r.stable, theirs, r.maxLatencyRatio)
             } else if let mine = c.computeMilliseconds, let theirs = s.computeMilliseconds, mine > theirs * r.maxLatencyRatio,
-                      mine - theirs > 0.2 {
-                latency = String(format: "v%d's run time %.2f ms a request is %.2fx v%d's %.2f ms over the same window (at most %.2fx allowed)",
-                                 r.candidate, mine, mine / theirs, r.stable, theirs, r.maxLatencyRatio)
+                mine - theirs > 0.2
+            {
+                latency = String(
+                    format: "v%d's run time %.2f ms a request is %.2fx v%d's %.2f ms over the same window (at most %.2fx allowed)",
+                    r.candidate, mine, mine / theirs, r.stable, theirs, r.maxLatencyRatio)
             }
         }
         if let reason = latency {
             return (r.strikes ?? 0) >= 1 ? .rollBack(reason + ", in two windows in a row") : .rejudge(reason + "; judging the step again")
         }
         if let drop = r.maxAccuracyDrop, let mine = window.candidateQuality, let theirs = window.stableQuality,
-           mine.rows >= Self.minFeedbackRows, theirs.rows >= Self.minFeedbackRows, theirs.accuracy - mine.accuracy > drop {
-            return .rollBack(String(format: "v%d's accuracy %.4f is %.4f below v%d's %.4f (at most %.4f allowed) on feedback",
-                                    r.candidate, mine.accuracy, theirs.accuracy - mine.accuracy, r.stable, theirs.accuracy, drop))
+            mine.rows >= Self.minFeedbackRows, theirs.rows >= Self.minFeedbackRows, theirs.accuracy - mine.accuracy > drop
+        {
+            return .rollBack(
+                String(
+                    format: "v%d's accuracy %.4f is %.4f below v%d's %.4f (at most %.4f allowed) on feedback",
+                    r.candidate, mine.accuracy, theirs.accuracy - mine.accuracy, r.stable, theirs.accuracy, drop))
         }
         if r.step + 1 < r.steps.count { return .advance }
         return r.autoPromote ? .promote : .wait("every step passed; promote it (tern rollout promote \(r.model))")

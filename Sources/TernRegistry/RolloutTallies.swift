@@ -69,8 +69,9 @@ public struct VersionTally: Codable, Sendable, Equatable {
 
     /// What the judge reads of it.
     public var numbers: RolloutJudge.Numbers {
-        .init(succeeded: succeeded, failed: failed, skipped: skipped, p99Milliseconds: p99Milliseconds,
-              computeMilliseconds: computeMilliseconds)
+        .init(
+            succeeded: succeeded, failed: failed, skipped: skipped, p99Milliseconds: p99Milliseconds,
+            computeMilliseconds: computeMilliseconds)
     }
 
     // Stored sparsely: a window's latencies fill a few buckets of the 200.
@@ -117,14 +118,18 @@ extension Registry {
         }
         let encoded = rows
         try await write {
-            try await self.sql.raw("""
+            try await self.sql.raw(
+                """
                 DELETE FROM tern_rollout_tallies WHERE model = \(bind: model) AND window_key = \(bind: window) AND replica = \(bind: replica)
-                """).run()
+                """
+            ).run()
             for (version, text) in encoded {
-                try await self.sql.raw("""
+                try await self.sql.raw(
+                    """
                     INSERT INTO tern_rollout_tallies (model, window_key, replica, version, tally, updated_at)
                     VALUES (\(bind: model), \(bind: window), \(bind: replica), \(bind: version), \(bind: text), \(bind: now))
-                    """).run()
+                    """
+                ).run()
             }
         }
     }
@@ -132,9 +137,11 @@ extension Registry {
     /// Every replica's numbers for a rollout's window, summed by version; and how many replicas reported.
     public func rolloutTallies(model: String, window: String) async throws(TernError) -> (tallies: [Int: VersionTally], replicas: Int) {
         try await run {
-            let rows = try await self.sql.raw("""
+            let rows = try await self.sql.raw(
+                """
                 SELECT replica, version, tally FROM tern_rollout_tallies WHERE model = \(bind: model) AND window_key = \(bind: window)
-                """).all()
+                """
+            ).all()
             var sums: [Int: VersionTally] = [:]
             var replicas = Set<String>()
             for row in rows {

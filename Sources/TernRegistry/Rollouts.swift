@@ -62,9 +62,11 @@ public struct Rollout: Codable, Sendable, Equatable {
         case gateSkipped = "gate_skipped"
     }
 
-    public init(model: String, candidate: Int, alias: String = Registry.defaultAlias, steps: [Double] = [5, 25, 50, 100],
-                intervalSeconds: Double = 600, minRequests: Int = 100, maxErrorRateIncrease: Double = 0.01,
-                maxLatencyRatio: Double = 1.5, maxAccuracyDrop: Double? = nil, autoPromote: Bool = true) {
+    public init(
+        model: String, candidate: Int, alias: String = Registry.defaultAlias, steps: [Double] = [5, 25, 50, 100],
+        intervalSeconds: Double = 600, minRequests: Int = 100, maxErrorRateIncrease: Double = 0.01,
+        maxLatencyRatio: Double = 1.5, maxAccuracyDrop: Double? = nil, autoPromote: Bool = true
+    ) {
         self.model = model
         self.alias = alias
         self.stable = 0
@@ -95,8 +97,12 @@ public struct Rollout: Codable, Sendable, Equatable {
     public func validate() throws(TernError) {
         guard !steps.isEmpty, steps.count <= 100 else { throw .invalidArgument("steps must list 1 to 100 shares, such as 5,25,50,100") }
         for (index, share) in steps.enumerated() {
-            guard share > 0, share <= 100, share.isFinite else { throw .invalidArgument("each step is a share in percent, more than 0 and at most 100") }
-            if index > 0, share <= steps[index - 1] { throw .invalidArgument("steps must rise: \(steps.map { Self.percent($0) }.joined(separator: ","))") }
+            guard share > 0, share <= 100, share.isFinite else {
+                throw .invalidArgument("each step is a share in percent, more than 0 and at most 100")
+            }
+            if index > 0, share <= steps[index - 1] {
+                throw .invalidArgument("steps must rise: \(steps.map { Self.percent($0) }.joined(separator: ","))")
+            }
         }
         guard intervalSeconds > 0, intervalSeconds.isFinite, intervalSeconds <= 30 * 86_400 else {
             throw .invalidArgument("the interval must be more than 0 and at most 30 days")
@@ -134,7 +140,10 @@ public struct Rollout: Codable, Sendable, Equatable {
             policy.fallback?.version = nil
             if policy.fallback?.defaultOutputs == nil { policy.fallback = nil }
         }
-        if policy.weights.isEmpty { policy.stickyHeader = nil; policy.stickyInput = nil }
+        if policy.weights.isEmpty {
+            policy.stickyHeader = nil
+            policy.stickyInput = nil
+        }
         return policy.weights.isEmpty && policy.shadows.isEmpty && policy.fallback == nil ? nil : policy
     }
 }
@@ -199,8 +208,9 @@ extension Registry {
         return try await write {
             let model = proposed.model
             if let current = try await self.storedRollout(model), current.isActive {
-                throw TernError.conflict("\(model) already has a \(current.state) rollout to v\(current.candidate); "
-                    + "abort or promote it first (tern rollout abort \(model))")
+                throw TernError.conflict(
+                    "\(model) already has a \(current.state) rollout to v\(current.candidate); "
+                        + "abort or promote it first (tern rollout abort \(model))")
             }
             guard let stable = try await self.aliasTarget(model: model, alias: proposed.alias) else {
                 throw TernError.notFound("model '\(model)' has no alias '\(proposed.alias)' to roll out from")
@@ -223,7 +233,9 @@ extension Registry {
             rollout.startedBy = actor
             rollout.stepStartedAt = now
             rollout.previousPolicy = try await self.trafficPolicy(model)
-            rollout.history = [.init(at: now, event: "start", detail: "v\(rollout.candidate) at \(Rollout.percent(rollout.steps[0]))% against v\(stable)")]
+            rollout.history = [
+                .init(at: now, event: "start", detail: "v\(rollout.candidate) at \(Rollout.percent(rollout.steps[0]))% against v\(stable)")
+            ]
             try await self.applyTraffic(model: model, policy: rollout.policy(candidateShare: rollout.steps[0]), actor: actor)
             try await self.storeRollout(rollout, action: "rollout-start", actor: actor)
             return rollout
@@ -298,7 +310,8 @@ extension Registry {
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             let until = now + Int64(seconds * 1000)
             guard let row = try await self.sql.raw("SELECT holder, expires_at FROM tern_leases WHERE name = \(bind: name)").first() else {
-                try await self.sql.raw("INSERT INTO tern_leases (name, holder, expires_at) VALUES (\(bind: name), \(bind: holder), \(bind: until))").run()
+                try await self.sql.raw("INSERT INTO tern_leases (name, holder, expires_at) VALUES (\(bind: name), \(bind: holder), \(bind: until))")
+                    .run()
                 return true
             }
             let current = try row.decode(column: "holder", as: String.self)
@@ -317,15 +330,19 @@ extension Registry {
     }
 
     private func trafficPolicy(_ model: String) async throws -> TrafficPolicy? {
-        guard let text = try await sql.raw("SELECT policy FROM tern_traffic WHERE model = \(bind: model)").first()?
-            .decode(column: "policy", as: String.self) else { return nil }
+        guard
+            let text = try await sql.raw("SELECT policy FROM tern_traffic WHERE model = \(bind: model)").first()?
+                .decode(column: "policy", as: String.self)
+        else { return nil }
         return try JSONDecoder().decode(TrafficPolicy.self, from: Data(text.utf8))
     }
 
     /// The model's rollout, inside the caller's transaction.
     func storedRollout(_ model: String) async throws -> Rollout? {
-        guard let text = try await sql.raw("SELECT rollout FROM tern_rollouts WHERE model = \(bind: model)").first()?
-            .decode(column: "rollout", as: String.self) else { return nil }
+        guard
+            let text = try await sql.raw("SELECT rollout FROM tern_rollouts WHERE model = \(bind: model)").first()?
+                .decode(column: "rollout", as: String.self)
+        else { return nil }
         return try JSONDecoder().decode(Rollout.self, from: Data(text.utf8))
     }
 
@@ -334,7 +351,9 @@ extension Registry {
         encoder.outputFormatting = [.sortedKeys]
         let text = String(decoding: try encoder.encode(rollout), as: UTF8.self)
         try await sql.raw("DELETE FROM tern_rollouts WHERE model = \(bind: rollout.model)").run()
-        try await sql.raw("INSERT INTO tern_rollouts (model, rollout, updated_at) VALUES (\(bind: rollout.model), \(bind: text), \(bind: BundleManifest.timestamp()))").run()
+        try await sql.raw(
+            "INSERT INTO tern_rollouts (model, rollout, updated_at) VALUES (\(bind: rollout.model), \(bind: text), \(bind: BundleManifest.timestamp()))"
+        ).run()
         // The audit keeps what the change was, without the history that every entry would repeat.
         var summary = rollout
         summary.history = []

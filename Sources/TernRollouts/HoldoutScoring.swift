@@ -1,9 +1,9 @@
 import Foundation
 import TernBundle
-import TernCore
-import TernMonitoring
-import TernModels
 import TernCodecs
+import TernCore
+import TernModels
+import TernMonitoring
 
 /// Scores a model's outputs on labelled rows as scikit-learn does: what `tern pack --holdout` records and
 /// the validation gate compares.
@@ -21,17 +21,19 @@ public enum HoldoutScoring {
             let given = classes
             let classes = classes ?? Self.sortedClasses(Set(truth).union(labels))
             if let width = probabilities?.first?.count, width != classes.count {
-                throw .invalidArgument("the model has \(width) probability columns but \(classes.count) classes were found ("
-                    + classes.joined(separator: ", ") + "); name them, in the model's order, with --class-labels")
+                throw .invalidArgument(
+                    "the model has \(width) probability columns but \(classes.count) classes were found ("
+                        + classes.joined(separator: ", ") + "); name them, in the model's order, with --class-labels")
             }
             do {
                 let metrics = try ValidationMetrics.classification(
                     truth: truth.map { $0.trimmingCharacters(in: .whitespaces) }, predicted: labels,
                     probabilities: probabilities, classes: classes, labelColumn: labelColumn)
                 return (metrics, classes)
-            } catch where given != nil {
-                throw .invalidArgument("\(error.message) (--class-labels lists the label values as the data and the "
-                    + "model write them, in the order of the probability columns)")
+            } catch  where given != nil {
+                throw .invalidArgument(
+                    "\(error.message) (--class-labels lists the label values as the data and the "
+                        + "model write them, in the order of the probability columns)")
             }
         case "regression":
             guard let predicted = outputs.regression?.scores?.map({ $0[0] }) else {
@@ -88,4 +90,3 @@ public struct TableRunner: Sendable {
         return outputs
     }
 }
-

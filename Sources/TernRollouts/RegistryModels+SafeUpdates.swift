@@ -1,6 +1,6 @@
 import TernCore
-import TernMonitoring
 import TernModels
+import TernMonitoring
 import TernRegistry
 
 /// The served registry's safe updates: every alias move and rollout goes through the model's validation
@@ -14,8 +14,9 @@ extension RegistryModels {
 
     /// The model's validation gate, run with this server's runtime.
     public nonisolated var gate: ValidationGate {
-        ValidationGate(registry: registry, runtime: runtime, pool: pool, sessionOptions: sessionOptions, scratch: cacheFolder,
-                       dataRoot: .some(gateRoot))
+        ValidationGate(
+            registry: registry, runtime: runtime, pool: pool, sessionOptions: sessionOptions, scratch: cacheFolder,
+            dataRoot: .some(gateRoot))
     }
 
     /// Starts a rollout through the gate (``ValidationGate/startRollout(_:actor:skipGate:)``) and serves its first

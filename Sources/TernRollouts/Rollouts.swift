@@ -6,8 +6,8 @@ import ServiceLifecycle
 import Synchronization
 import TernBundle
 import TernCore
-import TernMonitoring
 import TernModels
+import TernMonitoring
 import TernRegistry
 
 /// Each version's requests, failures and latency, for the models under rollout, as this replica served
@@ -127,8 +127,10 @@ package final class RolloutDriver: Service, Sendable {
     }
     private let judged = Mutex<[String: Judged]>([:])
 
-    package init(models: RegistryModels, watch: RolloutWatch, feedback: LiveFeedback?, gate: ValidationGate, webhooks: [String],
-         tick: Duration = .seconds(1), factory: any MetricsFactory, logger: Logger) {
+    package init(
+        models: RegistryModels, watch: RolloutWatch, feedback: LiveFeedback?, gate: ValidationGate, webhooks: [String],
+        tick: Duration = .seconds(1), factory: any MetricsFactory, logger: Logger
+    ) {
         self.models = models
         self.watch = watch
         self.feedback = feedback
@@ -155,8 +157,10 @@ package final class RolloutDriver: Service, Sendable {
             let active = try await models.registry.rollouts().filter(\.isActive)
             watch.watch(Set(active.map(\.model)))
             for rollout in try await models.registry.rollouts() {
-                Gauge(label: "tern_rollout_candidate_weight", dimensions: [("model", rollout.model), ("version", String(rollout.candidate))],
-                      factory: factory).record(rollout.isActive || rollout.state == "promoted" ? rollout.weight : 0)
+                Gauge(
+                    label: "tern_rollout_candidate_weight", dimensions: [("model", rollout.model), ("version", String(rollout.candidate))],
+                    factory: factory
+                ).record(rollout.isActive || rollout.state == "promoted" ? rollout.weight : 0)
             }
             let running = active.filter { $0.state == "running" }
             guard !running.isEmpty else { return }
@@ -183,8 +187,9 @@ package final class RolloutDriver: Service, Sendable {
 
         package var numbers: RolloutStepNumbers {
             func numbers(_ tally: RolloutWatch.Tally) -> RolloutStepNumbers.Version {
-                .init(requests: tally.requests, failed: tally.failed, skipped: tally.skipped, errorRate: tally.errorRate,
-                      p99Milliseconds: tally.p99Milliseconds, runMilliseconds: tally.computeMilliseconds)
+                .init(
+                    requests: tally.requests, failed: tally.failed, skipped: tally.skipped, errorRate: tally.errorRate,
+                    p99Milliseconds: tally.p99Milliseconds, runMilliseconds: tally.computeMilliseconds)
             }
             return RolloutStepNumbers(candidate: numbers(candidate), stable: numbers(stable), stepSeconds: elapsed, breach: verdict.breach)
         }
@@ -200,7 +205,8 @@ package final class RolloutDriver: Service, Sendable {
         let countedFromStart = watch.watchedSince(rollout.model).map { $0 >= started } ?? false
         let baseline = baselines.withLock { baselines in
             if let known = baselines[rollout.model], known.key == key { return known }
-            let fresh = countedFromStart
+            let fresh =
+                countedFromStart
                 ? Baseline(key: key, candidate: .init(), stable: .init())
                 : Baseline(key: key, candidate: candidateNow, stable: stableNow)
             baselines[rollout.model] = fresh
@@ -244,7 +250,8 @@ package final class RolloutDriver: Service, Sendable {
         let elapsed = Date().timeIntervalSince(started)
         var window = RolloutJudge.Window(candidate: candidate.numbers, stable: stable.numbers, earlierStable: earlier?.numbers, elapsed: elapsed)
         if rollout.maxAccuracyDrop != nil, elapsed >= rollout.intervalSeconds, let feedback,
-           let performance = try? await feedback.performance(of: rollout.model, since: Int64(started.timeIntervalSince1970 * 1000), newest: nil) {
+            let performance = try? await feedback.performance(of: rollout.model, since: Int64(started.timeIntervalSince1970 * 1000), newest: nil)
+        {
             func quality(_ version: Int) -> RolloutJudge.Quality? {
                 guard let found = performance.first(where: { $0.version == version }), let accuracy = found.live?.accuracy else { return nil }
                 return .init(accuracy: accuracy, rows: found.rows)
@@ -266,7 +273,8 @@ package final class RolloutDriver: Service, Sendable {
             try? await registry.pruneRolloutTallies(model: rollout.model, keeping: nil)
             try await models.refresh(force: true)
             Counter(label: "tern_rollout_rollbacks_total", dimensions: [("model", rollout.model)], factory: factory).increment()
-            logger.warning("rollout rolled back", metadata: ["model": "\(rollout.model)", "candidate": "\(rollout.candidate)", "reason": "\(breach)"])
+            logger.warning(
+                "rollout rolled back", metadata: ["model": "\(rollout.model)", "candidate": "\(rollout.candidate)", "reason": "\(breach)"])
             alert(rollout, reason: breach, client: client)
         case .rejudge(let reason):
             let again = try await registry.updateRollout(model: rollout.model, .rejudge(reason: reason), actor: "rollout")
@@ -299,8 +307,10 @@ package final class RolloutDriver: Service, Sendable {
     private func alert(_ rollout: Rollout, reason: String, client: HTTPClient) {
         let now = BundleManifest.timestamp()
         let payload = AlertEvaluator.webhookJSON(
-            labels: ["alertname": "TernRolloutRolledBack", "model": rollout.model, "version": String(rollout.candidate),
-                     "stable": String(rollout.stable), "severity": "page"],
+            labels: [
+                "alertname": "TernRolloutRolledBack", "model": rollout.model, "version": String(rollout.candidate),
+                "stable": String(rollout.stable), "severity": "page",
+            ],
             annotations: ["summary": "\(rollout.model) v\(rollout.candidate) rolled back: \(reason)"],
             status: "firing", startsAt: now, endsAt: nil)
         for url in webhooks {

@@ -3,8 +3,8 @@ import Foundation
 import Logging
 import Synchronization
 import TernCore
-import TernMonitoring
 import TernModels
+import TernMonitoring
 
 /// Shadow versions (a traffic policy's `shadows`): each answered request of the model is copied to them off
 /// the request path, through a bounded queue (full: the copy is dropped and counted, never the client
@@ -50,10 +50,13 @@ package final class ShadowTraffic: InferenceObserver, Sendable {
     }
 
     package func requestEnded(_ event: InferenceEvent) {
-        guard catalog.hasShadows, event.error == nil, event.context.operation == .infer, let served = event.served, !event.inputs.isEmpty else { return }
+        guard catalog.hasShadows, event.error == nil, event.context.operation == .infer, let served = event.served, !event.inputs.isEmpty else {
+            return
+        }
         let (policy, shadows): (TrafficPolicy?, [ServedModel]) = catalog.read { state in
             guard let policy = state.traffic[served.name], !policy.shadows.isEmpty,
-                  !policy.shadows.contains(served.version) else { return (nil, []) }
+                !policy.shadows.contains(served.version)
+            else { return (nil, []) }
             return (policy, policy.shadows.compactMap { state.models[served.name]?[$0] })
         }
         guard policy != nil else { return }
@@ -62,8 +65,10 @@ package final class ShadowTraffic: InferenceObserver, Sendable {
             guard pending.add(1, ordering: .relaxed).newValue <= capacity else {
                 pending.subtract(1, ordering: .relaxed)
                 record(served.name, shadow.version) { $0.dropped += 1 }
-                Counter(label: "tern_shadow_dropped_total", dimensions: [("model", served.name), ("version", String(shadow.version))],
-                        factory: factory).increment()
+                Counter(
+                    label: "tern_shadow_dropped_total", dimensions: [("model", served.name), ("version", String(shadow.version))],
+                    factory: factory
+                ).increment()
                 continue
             }
             Task.detached(priority: .background) { [self] in

@@ -1,9 +1,9 @@
 import Foundation
 import TernBundle
-import TernCore
-import TernMonitoring
-import TernModels
 import TernCodecs
+import TernCore
+import TernModels
+import TernMonitoring
 import TernONNX
 import TernRegistry
 
@@ -92,8 +92,9 @@ public struct ValidationGate: Sendable {
     package func readData(_ path: String) throws(TernError) -> Data {
         if case .some(let root) = dataRoot {
             guard let root else {
-                throw .invalidArgument("this server reads a gate's data only under --gate-root, which it was not given: start "
-                    + "it with --gate-root DIR, or leave the data out to score the candidate's holdout")
+                throw .invalidArgument(
+                    "this server reads a gate's data only under --gate-root, which it was not given: start "
+                        + "it with --gate-root DIR, or leave the data out to score the candidate's holdout")
             }
             let base = URL(fileURLWithPath: root).resolvingSymlinksInPath().standardizedFileURL.path
             let full = URL(fileURLWithPath: path.hasPrefix("/") ? path : root + "/" + path).resolvingSymlinksInPath().standardizedFileURL.path
@@ -120,8 +121,9 @@ public struct ValidationGate: Sendable {
         result.forced = force && !result.passed
         try await record(result, actor: actor)
         if !result.passed && !force {
-            throw TernError.conflict("the validation gate refused \(model) v\(candidate) for '\(alias)': \(result.summary); "
-                + "the alias stays where it was (--force, or ?force=true, moves it anyway, audited as forced)")
+            throw TernError.conflict(
+                "the validation gate refused \(model) v\(candidate) for '\(alias)': \(result.summary); "
+                    + "the alias stays where it was (--force, or ?force=true, moves it anyway, audited as forced)")
         }
         return result
     }
@@ -145,8 +147,9 @@ public struct ValidationGate: Sendable {
         try proposed.validate()
         var proposed = proposed
         if skipGate {
-            var result = GateResult(passed: false, model: proposed.model, alias: proposed.alias, candidate: proposed.candidate,
-                                    current: nil, data: "", rows: 0, checks: [], forced: true)
+            var result = GateResult(
+                passed: false, model: proposed.model, alias: proposed.alias, candidate: proposed.candidate,
+                current: nil, data: "", rows: 0, checks: [], forced: true)
             result.skipped = "skipped by --skip-gate before the rollout's first step"
             try await record(result, actor: actor)
             proposed.gateSkipped = "started with --skip-gate by \(actor)"
@@ -156,7 +159,8 @@ public struct ValidationGate: Sendable {
             if policy.map({ !$0.aliases.contains(proposed.alias) }) ?? true {
                 let bundle = try ModelBundle(archive: try await registry.archive(proposed.model, proposed.candidate))
                 guard bundle.files[BundleFile.holdout] != nil else {
-                    proposed.gateSkipped = "no gate: v\(proposed.candidate)'s bundle holds no holdout (tern pack --holdout) and the model "
+                    proposed.gateSkipped =
+                        "no gate: v\(proposed.candidate)'s bundle holds no holdout (tern pack --holdout) and the model "
                         + "has no gate (tern models gate)"
                     return try await registry.startRollout(proposed, actor: actor)
                 }
@@ -164,13 +168,17 @@ public struct ValidationGate: Sendable {
                 let metric = metrics?.task == "regression" ? "r2" : "accuracy"
                 policy = GatePolicy(aliases: [proposed.alias], maxRegression: [metric: Self.defaultRolloutTolerance])
             }
-            let result = try await check(model: proposed.model, candidate: proposed.candidate, alias: proposed.alias, actor: actor,
-                                         record: true, policy: policy)
+            let result = try await check(
+                model: proposed.model, candidate: proposed.candidate, alias: proposed.alias, actor: actor,
+                record: true, policy: policy)
             if !result.passed {
-                throw TernError.conflict("the validation gate refused to start rolling out \(proposed.model) v\(proposed.candidate): "
-                    + result.summary + (configured == nil ? " (the default gate: no more than \(Self.defaultRolloutTolerance) worse "
-                    + "than the stable version on the candidate's holdout)" : "")
-                    + "; no traffic moved (--skip-gate, or \"skip_gate\": true, starts it anyway, audited)")
+                throw TernError.conflict(
+                    "the validation gate refused to start rolling out \(proposed.model) v\(proposed.candidate): "
+                        + result.summary
+                        + (configured == nil
+                            ? " (the default gate: no more than \(Self.defaultRolloutTolerance) worse "
+                                + "than the stable version on the candidate's holdout)" : "")
+                        + "; no traffic moved (--skip-gate, or \"skip_gate\": true, starts it anyway, audited)")
             }
         }
         return try await registry.startRollout(proposed, actor: actor)
@@ -182,8 +190,9 @@ public struct ValidationGate: Sendable {
         model: String, candidate: Int, alias: String, actor: String, record: Bool = true, policy override: GatePolicy? = nil
     ) async throws -> GateResult {
         let record = record
-        var result = GateResult(passed: true, model: model, alias: alias, candidate: candidate, current: nil, data: "", rows: 0,
-                                checks: [], forced: false)
+        var result = GateResult(
+            passed: true, model: model, alias: alias, candidate: candidate, current: nil, data: "", rows: 0,
+            checks: [], forced: false)
         var found = override
         if found == nil { found = try await registry.gate(model: model) }
         guard let policy = found else {
@@ -204,8 +213,9 @@ public struct ValidationGate: Sendable {
         } else if let holdout = candidateBundle.files[BundleFile.holdout] {
             (text, result.data) = (holdout, "v\(candidate)'s holdout")
         } else {
-            throw TernError.conflict("the validation gate of \(model) has no labelled data: v\(candidate)'s bundle holds no holdout "
-                + "(tern pack --holdout) and the gate names no data (tern models gate \(model) --labelled-data FILE)")
+            throw TernError.conflict(
+                "the validation gate of \(model) has no labelled data: v\(candidate)'s bundle holds no holdout "
+                    + "(tern pack --holdout) and the gate names no data (tern models gate \(model) --labelled-data FILE)")
         }
         // A file's contents are never echoed in errors (a gate's data may be any file an admin names).
         let table: CSVTable
@@ -225,13 +235,15 @@ public struct ValidationGate: Sendable {
         result.rows = table.rows.count
 
         let candidateServed = try load(candidateBundle, model: model, version: candidate)
-        result.candidateMetrics = try await score(candidateServed, bundle: candidateBundle, features: features, truth: truth, labelColumn: labelColumn, source: result.data)
+        result.candidateMetrics = try await score(
+            candidateServed, bundle: candidateBundle, features: features, truth: truth, labelColumn: labelColumn, source: result.data)
         var currentServed: ServedModel?
         if let current = result.current {
             let bundle = try ModelBundle(archive: try await registry.archive(model, current))
             let served = try load(bundle, model: model, version: current)
             currentServed = served
-            result.currentMetrics = try await score(served, bundle: bundle, features: features, truth: truth, labelColumn: labelColumn, source: result.data)
+            result.currentMetrics = try await score(
+                served, bundle: bundle, features: features, truth: truth, labelColumn: labelColumn, source: result.data)
         }
         if let currentServed {
             let (mine, theirs) = try await latency(candidateServed, currentServed, features: features, runs: policy.latencyRows)
@@ -262,9 +274,10 @@ public struct ValidationGate: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        try await registry.recordGate(model: result.model, version: result.candidate,
-                                      result: String(decoding: try encoder.encode(result), as: UTF8.self),
-                                      forced: result.forced, actor: actor)
+        try await registry.recordGate(
+            model: result.model, version: result.candidate,
+            result: String(decoding: try encoder.encode(result), as: UTF8.self),
+            forced: result.forced, actor: actor)
     }
 
     private func load(_ bundle: ModelBundle, model: String, version: Int) throws(TernError) -> ServedModel {
@@ -279,8 +292,10 @@ public struct ValidationGate: Sendable {
     ) async throws -> ValidationMetrics {
         let outputs = try await TableRunner(served: served).run(features, source: source)
         let task = bundle.manifest.task ?? outputs.inferredTask
-        return try HoldoutScoring.score(task: task, truth: truth, outputs: outputs, classes: bundle.manifest.classLabels,
-                                        labelColumn: labelColumn, source: source).0
+        return try HoldoutScoring.score(
+            task: task, truth: truth, outputs: outputs, classes: bundle.manifest.classLabels,
+            labelColumn: labelColumn, source: source
+        ).0
     }
 
     /// Each version's p99 over `runs` single-row runs, interleaved (so both see the same machine), after a warm-up.

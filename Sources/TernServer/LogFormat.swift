@@ -115,7 +115,10 @@ public struct LineLogHandler: LogHandler {
                 var offset = 0
                 while offset < bytes.count {
                     let written = Foundation.write(2, bytes.baseAddress! + offset, bytes.count - offset)
-                    if written <= 0 { if errno == EINTR { continue }; return }
+                    if written <= 0 {
+                        if errno == EINTR { continue }
+                        return
+                    }
                     offset += written
                 }
             }

@@ -77,7 +77,8 @@ public struct TernMetricsFactory: MetricsFactory {
 enum ProcessMetrics {
     static func exposition() -> String {
         guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return "" }
+            let close = stat.lastIndex(of: ")")
+        else { return "" }
         // Fields after "pid (comm) ": state is field 3; utime 14, stime 15, starttime 22, vsize 23, rss 24.
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         func field(_ number: Int) -> Double { Double(fields[number - 3]) ?? 0 }
@@ -85,7 +86,8 @@ enum ProcessMetrics {
         let pageSize = Double(sysconf(Int32(_SC_PAGESIZE)))
         var bootTime = 0.0
         if let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
-           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }) {
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("btime ") })
+        {
             bootTime = Double(line.dropFirst(6)) ?? 0
         }
         let openFiles = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
@@ -95,14 +97,16 @@ enum ProcessMetrics {
         func metric(_ name: String, _ type: String, _ help: String, _ value: Double) {
             text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
         }
-        metric("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
-               (field(14) + field(15)) / ticks)
+        metric(
+            "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+            (field(14) + field(15)) / ticks)
         metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", field(24) * pageSize)
         metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", field(23))
         metric("process_open_fds", "gauge", "Number of open file descriptors.", Double(openFiles))
         metric("process_max_fds", "gauge", "Maximum number of open file descriptors.", Double(limit.rlim_cur))
-        metric("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
-               bootTime + field(22) / ticks)
+        metric(
+            "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
+            bootTime + field(22) / ticks)
         return text
     }
 }

@@ -1,28 +1,29 @@
-import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import CoreMetrics
-import NIOCertificateReloading
+import Foundation
 import Logging
+import NIOCertificateReloading
 import NIOCore
 import NIOPosix
 import OTel
 import ServiceLifecycle
 import Synchronization
-import UnixSignals
 import TernAuth
 import TernBatch
 import TernCore
 import TernExplain
-import TernModels
-import TernMonitoring
-import TernRollouts
 import TernGRPC
 import TernHTTP
+import TernModels
+import TernMonitoring
 import TernONNX
 import TernRegistry
+import TernRollouts
 import Tracing
+import UnixSignals
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Everything `tern serve` needs, parsed at the edge (CLI flags) and passed in.
 public struct ServerConfiguration: Sendable {
@@ -164,7 +165,8 @@ public struct TernServer: Sendable {
         let tokens = configuration.auth?.tokens.map { BearerTokens(policy: $0, logger: Logger(label: "tern.auth")) }
         self.tokens = tokens
         configuration.http.access = AccessControl(
-            verifier: configuration.auth == nil ? nil : Credentials(keys: keyring, tokens: tokens), protectsMetrics: configuration.auth?.protectsMetrics ?? false,
+            verifier: configuration.auth == nil ? nil : Credentials(keys: keyring, tokens: tokens),
+            protectsMetrics: configuration.auth?.protectsMetrics ?? false,
             keyLimiter: configuration.keyRateLimit.map(RateLimiter.init), addressLimiter: configuration.addressRateLimit.map(RateLimiter.init),
             keyConcurrency: configuration.keyConcurrency.map { ConcurrencyLimiter(limit: $0) })
         if !configuration.openManagement { configuration.http.access.openManagementRefusal = AccessControl.managementNeedsKeys }
@@ -187,13 +189,16 @@ public struct TernServer: Sendable {
         if let predictionLog { observers.append(predictionLog) }
         // With a registry (drift needs its bundles' reference data), or for latency alert rules.
         let latencyRules = configuration.alerts?.rules.contains { $0.metric == .latencyP99 } ?? false
-        driftWindows = (configuration.registry != nil || latencyRules) && configuration.driftWindowCapacity > 0
+        driftWindows =
+            (configuration.registry != nil || latencyRules) && configuration.driftWindowCapacity > 0
             ? DriftWindows(capacity: configuration.driftWindowCapacity) : nil
         if let driftWindows { observers.append(driftWindows) }
         if let tracing = configuration.tracing { observers.append(SpanObserver(tracer: tracing.tracer)) }
         // Traffic policies come from a registry: so do their shadow versions.
         let catalog = service.catalog
-        let shadows = configuration.registry == nil ? nil
+        let shadows =
+            configuration.registry == nil
+            ? nil
             : ShadowTraffic(catalog: catalog, factory: factory, logger: Logger(label: "tern.shadow"))
         self.shadows = shadows
         if let shadows { observers.append(shadows) }
@@ -273,8 +278,11 @@ public struct TernServer: Sendable {
             do {
                 let garbage = try await registry.collectGarbage()
                 if !garbage.artifacts.isEmpty || garbage.partials > 0 {
-                    logger.notice("removed unreferenced archives", metadata: [
-                        "archives": "\(garbage.artifacts.count)", "partials": "\(garbage.partials)", "bytes": "\(garbage.bytes)"])
+                    logger.notice(
+                        "removed unreferenced archives",
+                        metadata: [
+                            "archives": "\(garbage.artifacts.count)", "partials": "\(garbage.partials)", "bytes": "\(garbage.bytes)",
+                        ])
                 }
             } catch {
                 logger.warning("cannot look for unreferenced archives", metadata: ["error": "\(error)"])
@@ -319,14 +327,16 @@ public struct TernServer: Sendable {
         let explanations = Explanations(service: service, registry: models?.registry, limits: configuration.explanationLimits)
         service.explainer = explanations  // `explain: true` on infer requests, whatever the protocol
         let jobs = configuration.batch.map {
-            BatchJobs(configuration: $0, service: self.service, registry: models?.registry, runtime: self.runtime,
-                      explanations: explanations, logger: Logger(label: "tern.batch"))
+            BatchJobs(
+                configuration: $0, service: self.service, registry: models?.registry, runtime: self.runtime,
+                explanations: explanations, logger: Logger(label: "tern.batch"))
         }
         let rollouts = models.flatMap { models in
             rolloutWatch.map { watch in
-                RolloutDriver(models: models, watch: watch, feedback: feedback, gate: models.gate,
-                              webhooks: configuration.alerts?.webhooks ?? [], factory: self.service.catalog.metricsFactory,
-                              logger: Logger(label: "tern.rollout"))
+                RolloutDriver(
+                    models: models, watch: watch, feedback: feedback, gate: models.gate,
+                    webhooks: configuration.alerts?.webhooks ?? [], factory: self.service.catalog.metricsFactory,
+                    logger: Logger(label: "tern.rollout"))
             }
         }
         // The certificate and key, read again on SIGHUP for every new handshake (HTTP and gRPC).
@@ -358,9 +368,11 @@ public struct TernServer: Sendable {
         if let jobs { services.append(.init(service: jobs)) }
         if let rollouts { services.append(.init(service: rollouts)) }
         if metrics != nil, configuration.driftInterval > .zero, let drift {
-            services.append(.init(service: DriftMonitor(
-                drift: drift, feedback: feedback, service: service, interval: configuration.driftInterval, window: configuration.driftWindow,
-                factory: service.catalog.metricsFactory, logger: Logger(label: "tern.drift"))))
+            services.append(
+                .init(
+                    service: DriftMonitor(
+                        drift: drift, feedback: feedback, service: service, interval: configuration.driftInterval, window: configuration.driftWindow,
+                        factory: service.catalog.metricsFactory, logger: Logger(label: "tern.drift"))))
         }
         if let grpcPort = configuration.grpcPort {
             let grpc = GRPCFrontEnd(
@@ -371,19 +383,25 @@ public struct TernServer: Sendable {
                     maxIdleTime: configuration.http.connections.idleTimeout * 5, access: configuration.http.access,
                     tls: configuration.tls, certificateReloader: reloader))
             services.append(.init(service: grpc))
-            services.append(.init(service: PortReporter({ await grpc.port }, onReady: { port in
-                listening.opened()
-                await onGRPCReady(port)
-            })))
+            services.append(
+                .init(
+                    service: PortReporter(
+                        { await grpc.port },
+                        onReady: { port in
+                            listening.opened()
+                            await onGRPCReady(port)
+                        })))
         }
         services.append(.init(service: app))
         if let metricsPort = configuration.metricsPort, let route = metricsRoute() {
-            services.append(.init(service: HTTPAPI.metricsServer(
-                route, access: configuration.http.access, host: configuration.host, port: metricsPort,
-                onRunning: { port in
-                    listening.opened()
-                    await onMetricsReady(port)
-                }, logger: logger)))
+            services.append(
+                .init(
+                    service: HTTPAPI.metricsServer(
+                        route, access: configuration.http.access, host: configuration.host, port: metricsPort,
+                        onRunning: { port in
+                            listening.opened()
+                            await onMetricsReady(port)
+                        }, logger: logger)))
         }
         var groupConfiguration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: signals, logger: logger)
@@ -417,8 +435,9 @@ extension TernServer {
             let repository = ModelRepository(root: configuration.modelsDirectory, singleModelName: configuration.singleModelName)
             let models = try repository.discover()
             guard !models.isEmpty else {
-                throw .invalidArgument("model repository '\(configuration.modelsDirectory)' holds no models; expected "
-                    + "\(configuration.modelsDirectory)/<name>/<version>/model.onnx")
+                throw .invalidArgument(
+                    "model repository '\(configuration.modelsDirectory)' holds no models; expected "
+                        + "\(configuration.modelsDirectory)/<name>/<version>/model.onnx")
             }
             // A pickle or a checkpoint where a model.onnx should be: said before anything starts (files are only peeked at).
             for model in models {

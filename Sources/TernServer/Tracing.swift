@@ -36,8 +36,9 @@ struct SpanObserver: InferenceObserver {
             tracer.extract(["traceparent": trace.header], into: &parent, using: HeaderExtractor())
         }
         let name = "infer " + (event.served?.name ?? "(unknown model)")
-        let root = tracer.startAnySpan(name, context: parent, ofKind: .server, at: at(context.received),
-                                       function: #function, file: #fileID, line: #line)
+        let root = tracer.startAnySpan(
+            name, context: parent, ofKind: .server, at: at(context.received),
+            function: #function, file: #fileID, line: #line)
         root.attributes["tern.request_id"] = context.requestID
         root.attributes["rpc.system"] = context.wire == .v2GRPC ? "grpc" : "http"
         root.attributes["tern.protocol"] = context.wire.rawValue
@@ -50,11 +51,14 @@ struct SpanObserver: InferenceObserver {
         if let error = event.error {
             root.setStatus(SpanStatus(code: .error, message: "\(error)"))
         }
-        func child(_ name: String, _ start: ContinuousClock.Instant?, _ end: ContinuousClock.Instant?,
-                   _ configure: (any Span) -> Void = { _ in }) {
+        func child(
+            _ name: String, _ start: ContinuousClock.Instant?, _ end: ContinuousClock.Instant?,
+            _ configure: (any Span) -> Void = { _ in }
+        ) {
             guard let start, let end, start <= end else { return }
-            let span = tracer.startAnySpan(name, context: root.context, ofKind: .internal, at: at(start),
-                                           function: #function, file: #fileID, line: #line)
+            let span = tracer.startAnySpan(
+                name, context: root.context, ofKind: .internal, at: at(start),
+                function: #function, file: #fileID, line: #line)
             configure(span)
             span.end(at: at(end))
         }

@@ -29,33 +29,43 @@ public enum DriftHTML {
 
             """
         for feature in ordered {
-            html += "<tr><td><a href=\"#\(anchor(feature.feature))\">\(escape(feature.feature))</a></td><td>\(feature.kind.rawValue)</td><td>"
+            html +=
+                "<tr><td><a href=\"#\(anchor(feature.feature))\">\(escape(feature.feature))</a></td><td>\(feature.kind.rawValue)</td><td>"
                 + badge(feature) + "</td><td>\(number(feature.psi))</td><td>\(number(feature.jensenShannon))</td><td>"
                 + number(feature.ksPValue ?? feature.chiSquaredPValue) + "</td><td>"
                 + String(format: "%.1f%% / %.1f%%", feature.referenceMissingRate * 100, feature.liveMissingRate * 100) + "</td></tr>\n"
         }
         html += "</tbody></table>\n"
         for feature in ordered { html += section(feature) }
-        html += "<p class=\"sub\">Statistics as scipy computes them; a feature drifts when its PSI is above 0.2, a test's p-value is below 0.01 with at least 100 live values, or a new category appears (docs/drift.md).</p>\n</body></html>\n"
+        html +=
+            "<p class=\"sub\">Statistics as scipy computes them; a feature drifts when its PSI is above 0.2, a test's p-value is below 0.01 with at least 100 live values, or a new category appears (docs/drift.md).</p>\n</body></html>\n"
         return html
     }
 
     static func section(_ feature: FeatureDrift) -> String {
         var html = "<section id=\"\(anchor(feature.feature))\"><h2>\(escape(feature.feature)) " + badge(feature) + "</h2>\n"
         if !feature.reasons.isEmpty { html += "<p class=\"reasons\">" + escape(feature.reasons.joined(separator: "; ")) + "</p>\n" }
-        html += "<div class=\"legend\"><span style=\"background:#9aa5b8\"></span>reference (\(feature.referenceCount))"
+        html +=
+            "<div class=\"legend\"><span style=\"background:#9aa5b8\"></span>reference (\(feature.referenceCount))"
             + "<span style=\"background:#2f6fdf\"></span>live (\(feature.liveCount))</div>\n"
         html += chart(feature)
-        var rows: [(String, String)] = [("kind", feature.kind.rawValue), ("PSI", number(feature.psi)), ("Jensen-Shannon distance", number(feature.jensenShannon))]
+        var rows: [(String, String)] = [
+            ("kind", feature.kind.rawValue), ("PSI", number(feature.psi)), ("Jensen-Shannon distance", number(feature.jensenShannon)),
+        ]
         if feature.kind == .numeric {
-            rows += [("Kolmogorov-Smirnov", number(feature.ksStatistic)), ("KS p-value", number(feature.ksPValue)),
-                     ("Wasserstein", number(feature.wasserstein))]
+            rows += [
+                ("Kolmogorov-Smirnov", number(feature.ksStatistic)), ("KS p-value", number(feature.ksPValue)),
+                ("Wasserstein", number(feature.wasserstein)),
+            ]
         } else {
-            rows += [("chi-squared", number(feature.chiSquared)), ("chi-squared p-value", number(feature.chiSquaredPValue)),
-                     ("new categories", escape((feature.newCategories ?? []).joined(separator: ", "))),
-                     ("vanished categories", escape((feature.vanishedCategories ?? []).joined(separator: ", ")))]
+            rows += [
+                ("chi-squared", number(feature.chiSquared)), ("chi-squared p-value", number(feature.chiSquaredPValue)),
+                ("new categories", escape((feature.newCategories ?? []).joined(separator: ", "))),
+                ("vanished categories", escape((feature.vanishedCategories ?? []).joined(separator: ", "))),
+            ]
         }
-        rows.append(("missing (reference / live)", String(format: "%.1f%% / %.1f%%", feature.referenceMissingRate * 100, feature.liveMissingRate * 100)))
+        rows.append(
+            ("missing (reference / live)", String(format: "%.1f%% / %.1f%%", feature.referenceMissingRate * 100, feature.liveMissingRate * 100)))
         html += "<table class=\"stats\">" + rows.map { "<tr><td>\($0.0)</td><td>\($0.1)</td></tr>" }.joined() + "</table></section>\n"
         return html
     }
@@ -69,20 +79,25 @@ public enum DriftHTML {
         let width = 1000.0, height = 220.0, left = 44.0, bottom = 56.0, top = 14.0
         let slot = (width - left) / Double(bins.count)
         let bar = min(28, slot * 0.36)
-        var svg = "<svg viewBox=\"0 -\(Int(top)) \(Int(width)) \(Int(height + bottom + top))\" width=\"100%\" role=\"img\" aria-label=\"\(escape(feature.feature)) distribution\">"
+        var svg =
+            "<svg viewBox=\"0 -\(Int(top)) \(Int(width)) \(Int(height + bottom + top))\" width=\"100%\" role=\"img\" aria-label=\"\(escape(feature.feature)) distribution\">"
         for tick in 0...4 {
             let value = highest * Double(tick) / 4
             let y = height - height * Double(tick) / 4 + 4
             svg += "<line x1=\"\(left)\" x2=\"\(width)\" y1=\"\(y)\" y2=\"\(y)\" stroke=\"#e3e7ee\"/>"
-            svg += "<text x=\"\(left - 6)\" y=\"\(y + 4)\" font-size=\"11\" text-anchor=\"end\" fill=\"#5b6575\">\(Int((value * 100).rounded()))%</text>"
+            svg +=
+                "<text x=\"\(left - 6)\" y=\"\(y + 4)\" font-size=\"11\" text-anchor=\"end\" fill=\"#5b6575\">\(Int((value * 100).rounded()))%</text>"
         }
         for (index, (r, l)) in shares.enumerated() {
             let x = left + slot * Double(index) + slot / 2
             let rh = height * r / highest, lh = height * l / highest
-            svg += "<rect x=\"\(x - bar - 1)\" y=\"\(height - rh + 4)\" width=\"\(bar)\" height=\"\(rh)\" fill=\"#9aa5b8\"><title>reference \(String(format: "%.1f%%", r * 100))</title></rect>"
-            svg += "<rect x=\"\(x + 1)\" y=\"\(height - lh + 4)\" width=\"\(bar)\" height=\"\(lh)\" fill=\"#2f6fdf\"><title>live \(String(format: "%.1f%%", l * 100))</title></rect>"
+            svg +=
+                "<rect x=\"\(x - bar - 1)\" y=\"\(height - rh + 4)\" width=\"\(bar)\" height=\"\(rh)\" fill=\"#9aa5b8\"><title>reference \(String(format: "%.1f%%", r * 100))</title></rect>"
+            svg +=
+                "<rect x=\"\(x + 1)\" y=\"\(height - lh + 4)\" width=\"\(bar)\" height=\"\(lh)\" fill=\"#2f6fdf\"><title>live \(String(format: "%.1f%%", l * 100))</title></rect>"
             let label = escape(bins[index].count > 18 ? String(bins[index].prefix(17)) + "…" : bins[index])
-            svg += "<text x=\"\(x)\" y=\"\(height + 20)\" font-size=\"11\" text-anchor=\"end\" fill=\"#1d2430\" transform=\"rotate(-30 \(x) \(height + 20))\">\(label)</text>"
+            svg +=
+                "<text x=\"\(x)\" y=\"\(height + 20)\" font-size=\"11\" text-anchor=\"end\" fill=\"#1d2430\" transform=\"rotate(-30 \(x) \(height + 20))\">\(label)</text>"
         }
         return svg + "</svg>\n"
     }

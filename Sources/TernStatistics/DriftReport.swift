@@ -72,7 +72,8 @@ public enum DriftReport {
         let livePresent = liveCells.filter { !missingTokens.contains($0.trimmingCharacters(in: .whitespaces)) }
         let referenceNumbers = referencePresent.compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
         let liveNumbers = livePresent.compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
-        let numeric = referenceNumbers.count == referencePresent.count && liveNumbers.count == livePresent.count
+        let numeric =
+            referenceNumbers.count == referencePresent.count && liveNumbers.count == livePresent.count
             && !referencePresent.isEmpty
         var drift = FeatureDrift(
             feature: name, kind: numeric ? .numeric : .categorical, referenceCount: referencePresent.count,

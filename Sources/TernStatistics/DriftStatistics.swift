@@ -131,9 +131,11 @@ public enum DriftStatistics {
 
     /// log(n! / n^n) by Stirling's series, as scipy writes it.
     static func logFactorialOverPower(_ n: Double) -> Double {
-        let coefficients = [-2.955065359477124183e-2, 6.4102564102564102564e-3, -1.9175269175269175269e-3,
-                            8.4175084175084175084e-4, -5.952380952380952381e-4, 7.9365079365079365079e-4,
-                            -2.7777777777777777778e-3, 8.3333333333333333333e-2]
+        let coefficients = [
+            -2.955065359477124183e-2, 6.4102564102564102564e-3, -1.9175269175269175269e-3,
+            8.4175084175084175084e-4, -5.952380952380952381e-4, 7.9365079365079365079e-4,
+            -2.7777777777777777778e-3, 8.3333333333333333333e-2,
+        ]
         let rn = 1 / n
         var poly = 0.0
         for c in coefficients { poly = poly * (rn / n) + c }
@@ -153,7 +155,8 @@ public enum DriftStatistics {
         for j in 0...last {
             let base = 1 - x - Double(j) / nd
             guard base > 0 else { continue }
-            let logTerm: Double = logN - lgamma(Double(j) + 1) - lgamma(nd - Double(j) + 1)
+            let logTerm: Double =
+                logN - lgamma(Double(j) + 1) - lgamma(nd - Double(j) + 1)
                 + (nd - Double(j)) * log(base) + Double(j - 1) * log(x + Double(j) / nd)
             sum += exp(logTerm)
         }

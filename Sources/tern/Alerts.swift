@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 import TernCore
-import TernServer
 import TernMonitoring
+import TernServer
 
 struct Alerts: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,8 +18,9 @@ struct Alerts: AsyncParsableCommand {
         func run() async throws {
             do {
                 let configuration = try AlertConfiguration.load(path: rules)
-                print("\(rules): \(configuration.rules.count) rules, evaluated every \(configuration.interval), "
-                    + "\(configuration.webhooks.count) webhooks")
+                print(
+                    "\(rules): \(configuration.rules.count) rules, evaluated every \(configuration.interval), "
+                        + "\(configuration.webhooks.count) webhooks")
             } catch {
                 fail(error)
             }

@@ -2,10 +2,10 @@ import ArgumentParser
 import Foundation
 import TernBatch
 import TernBundle
+import TernCodecs
 import TernCore
 import TernExplain
 import TernONNX
-import TernCodecs
 
 struct Batch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -106,7 +106,8 @@ struct BatchRun: AsyncParsableCommand {
     static func parseShard(_ text: String) -> (Int, Int)? {
         let parts = text.split(separator: "/")
         guard parts.count == 2, let index = Int(parts[0]), let count = Int(parts[1]), count >= 1, count <= 100_000,
-              (0..<count).contains(index) else { return nil }
+            (0..<count).contains(index)
+        else { return nil }
         return (index, count)
     }
 
@@ -249,7 +250,8 @@ final class ProgressDisplay: @unchecked Sendable {
         let share = progress.bytesTotal > 0 ? Double(progress.bytesDone) / Double(progress.bytesTotal) : 1
         let rate = seconds > 0 ? Double(progress.rows) / seconds : 0
         let eta = share > 0 ? seconds / share - seconds : 0
-        let text = "\(progress.rows) rows, \(Int(rate)) rows/s, \(Int(share * 100))%, ETA \(Int(eta)) s, \(Int(seconds)) s elapsed"
+        let text =
+            "\(progress.rows) rows, \(Int(rate)) rows/s, \(Int(share * 100))%, ETA \(Int(eta)) s, \(Int(seconds)) s elapsed"
             + (progress.rejected > 0 ? ", \(progress.rejected) rejected" : "")
         if terminal {
             let width = 30, filled = Int(share * Double(width))

@@ -1,11 +1,11 @@
 import ArgumentParser
 import Foundation
 import TernBundle
-import TernCore
-import TernStatistics
-import TernServer
 import TernCodecs
+import TernCore
 import TernMonitoring
+import TernServer
+import TernStatistics
 
 struct Drift: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -49,14 +49,17 @@ struct Drift: AsyncParsableCommand {
             do {
                 let title: String, subtitle: String, features: [FeatureDrift]
                 if let server, let model {
-                    let path = "/api/v1/models/" + (model.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(.init(charactersIn: "/"))) ?? model)
+                    let path =
+                        "/api/v1/models/"
+                        + (model.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(.init(charactersIn: "/"))) ?? model)
                         + "/drift?window=\(window)"
                     let decoder = JSONDecoder()
                     decoder.keyDecodingStrategy = .convertFromSnakeCase
                     decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
                     let answer = try decoder.decode(DriftAnswer.self, from: Data(try await PredictionLogSource.get(server, path).text.utf8))
                     title = "Drift: \(answer.model) v\(answer.version)"
-                    subtitle = "\(answer.predictions) newest predictions (\(answer.rows) rows" + (answer.from.map { ", \($0) to \(answer.to ?? "")" } ?? "")
+                    subtitle =
+                        "\(answer.predictions) newest predictions (\(answer.rows) rows" + (answer.from.map { ", \($0) to \(answer.to ?? "")" } ?? "")
                         + ") against the bundle's reference sample (\(answer.referenceRows) rows); \(answer.drifted.count) of \(answer.features.count) features drifted"
                     features = answer.features
                 } else {
@@ -68,7 +71,8 @@ struct Drift: AsyncParsableCommand {
                     }
                     features = DriftReport.compare(reference: cells(referenceTable), live: cells(currentTable), columns: names)
                     title = "Drift: " + (current! as NSString).lastPathComponent + " against " + (reference! as NSString).lastPathComponent
-                    subtitle = "\(currentTable.rows.count) current rows against \(referenceTable.rows.count) reference rows; "
+                    subtitle =
+                        "\(currentTable.rows.count) current rows against \(referenceTable.rows.count) reference rows; "
                         + "\(features.filter(\.drifted).count) of \(features.count) columns drifted"
                 }
                 let page = DriftHTML.page(title: title, subtitle: subtitle, features: features)
@@ -107,7 +111,9 @@ struct Drift: AsyncParsableCommand {
 
         func run() async throws {
             do {
-                var path = "/api/v1/models/" + (model.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(.init(charactersIn: "/"))) ?? model)
+                var path =
+                    "/api/v1/models/"
+                    + (model.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(.init(charactersIn: "/"))) ?? model)
                     + "/drift?window=\(window)"
                 if let version { path += "&version=" + (version.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? version) }
                 let text = try await PredictionLogSource.get(server, path).text
@@ -118,8 +124,9 @@ struct Drift: AsyncParsableCommand {
                 if json {
                     print(text)
                 } else {
-                    print("\(answer.model) v\(answer.version): \(answer.predictions) predictions"
-                        + (answer.from.map { " from \($0) to \(answer.to ?? "")" } ?? ""))
+                    print(
+                        "\(answer.model) v\(answer.version): \(answer.predictions) predictions"
+                            + (answer.from.map { " from \($0) to \(answer.to ?? "")" } ?? ""))
                     print(Compare.table(answer.features, reference: answer.referenceRows, current: answer.rows))
                 }
                 if failOnDrift, !answer.drifted.isEmpty { throw ExitCode(3) }
@@ -133,7 +140,8 @@ struct Drift: AsyncParsableCommand {
 
     struct Compare: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Compare two CSV files column by column: PSI, Jensen-Shannon, Kolmogorov-Smirnov and Wasserstein (numeric columns), chi-squared and new or vanished categories (the others).",
+            abstract:
+                "Compare two CSV files column by column: PSI, Jensen-Shannon, Kolmogorov-Smirnov and Wasserstein (numeric columns), chi-squared and new or vanished categories (the others).",
             discussion: """
                 Every statistic is computed as scipy computes it (ks_2samp with its exact p-value up to 10,000 values \
                 a side, wasserstein_distance, chi2_contingency, jensenshannon with base 2); PSI and Jensen-Shannon of \

@@ -1,10 +1,10 @@
 import ArgumentParser
 import Foundation
 import TernBundle
+import TernCodecs
 import TernCore
 import TernExplain
 import TernONNX
-import TernCodecs
 
 struct Explain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,13 +29,18 @@ struct Explain: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The rows to explain: a CSV file.", valueName: "csv"))
     var input: String
 
-    @Option(help: ArgumentHelp("Background rows (a CSV file), for interventional and linear attributions; default: the bundle's reference sample.", valueName: "csv"))
+    @Option(
+        help: ArgumentHelp(
+            "Background rows (a CSV file), for interventional and linear attributions; default: the bundle's reference sample.", valueName: "csv"))
     var background: String?
 
     @Option(help: ArgumentHelp("How many background rows to use (the first ones).", valueName: "rows"))
     var backgroundRows = 200
 
-    @Option(help: ArgumentHelp("interventional, path_dependent, linear or kernel (default: interventional for trees, linear for linear models, kernel for any other).", valueName: "method"))
+    @Option(
+        help: ArgumentHelp(
+            "interventional, path_dependent, linear or kernel (default: interventional for trees, linear for linear models, kernel for any other).",
+            valueName: "method"))
     var method: String?
 
     @Option(help: ArgumentHelp("KernelSHAP: coalitions valued per row.", valueName: "n"))
@@ -83,7 +88,8 @@ struct Explain: AsyncParsableCommand {
             var kernelModel: ONNXModel?
             if structure == nil || chosen == .kernel {
                 try onnx.write(to: URL(fileURLWithPath: file))
-                kernelModel = try ONNXModel(path: file, runtime: runtimeOptions.openRuntime(), pool: pool, options: try runtimeOptions.sessionOptions())
+                kernelModel = try ONNXModel(
+                    path: file, runtime: runtimeOptions.openRuntime(), pool: pool, options: try runtimeOptions.sessionOptions())
             }
             let spec = kernelModel?.signature.inputs.first
             let width = structure?.featureCount ?? (spec.map { $0.shape.count == 2 && $0.shape[1] > 0 ? $0.shape[1] : 0 } ?? 0)
@@ -94,7 +100,8 @@ struct Explain: AsyncParsableCommand {
             var backgroundRows: [[Double]] = []
             if let background {
                 let table = try readTable(background, what: "--background")
-                backgroundRows = try FeatureRows.rows(columns: table.columns, values: table.rows, featureNames: names, width: width, what: "--background")
+                backgroundRows = try FeatureRows.rows(
+                    columns: table.columns, values: table.rows, featureNames: names, width: width, what: "--background")
             } else if let reference {
                 backgroundRows = try FeatureRows.rows(
                     columns: reference.columns, values: reference.rows, featureNames: names, width: width, what: "the bundle's reference sample")
@@ -156,21 +163,27 @@ struct Explain: AsyncParsableCommand {
     }
 
     private func printTable(_ attributions: Attributions, names: [String], outputs: [String]) {
-        print("method \(attributions.method.rawValue), margins in \(attributions.link == .identity ? "the model's output" : attributions.link == .logistic ? "log-odds" : "raw class scores")")
+        print(
+            "method \(attributions.method.rawValue), margins in \(attributions.link == .identity ? "the model's output" : attributions.link == .logistic ? "log-odds" : "raw class scores")"
+        )
         for o in 0..<attributions.outputs {
             print("base value (\(outputs[o])): \(String(format: "%.6g", attributions.base[o]))")
         }
         for r in attributions.values.indices {
             let scores = ExplanationJSON.score(attributions.margins[r], link: attributions.link)
             for o in 0..<attributions.outputs {
-                print("row \(r + 1)  \(outputs[o])  margin \(String(format: "%.6g", attributions.margins[r][o]))  score \(String(format: "%.4g", scores[min(o, scores.count - 1)]))")
+                print(
+                    "row \(r + 1)  \(outputs[o])  margin \(String(format: "%.6g", attributions.margins[r][o]))  score \(String(format: "%.4g", scores[min(o, scores.count - 1)]))"
+                )
                 let ranked = (0..<attributions.featureCount).sorted {
                     abs(attributions.value(row: r, feature: $0, output: o)) > abs(attributions.value(row: r, feature: $1, output: o))
                 }
                 for f in ranked.prefix(top) {
                     let value = attributions.value(row: r, feature: f, output: o)
                     let error = attributions.errors.map { "  ± " + String(format: "%.2g", $0[r][f * attributions.outputs + o]) } ?? ""
-                    print("    \(names[f].padding(toLength: max(20, names[f].count), withPad: " ", startingAt: 0)) \(value >= 0 ? "+" : "")\(String(format: "%.6g", value))\(error)")
+                    print(
+                        "    \(names[f].padding(toLength: max(20, names[f].count), withPad: " ", startingAt: 0)) \(value >= 0 ? "+" : "")\(String(format: "%.6g", value))\(error)"
+                    )
                 }
             }
         }

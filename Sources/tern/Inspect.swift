@@ -66,7 +66,9 @@ struct Inspect: AsyncParsableCommand {
                 let data = file == BundleFile.manifest ? try JSONEncoder().encode(bundle.manifest) : bundle.files[file]
                 if let data { object[key] = try JSONSerialization.jsonObject(with: data) }
             }
-            if let signature = bundle.signature { object["signature"] = ["signer": signature.signer, "key_id": signature.keyID, "algorithm": signature.algorithm] }
+            if let signature = bundle.signature {
+                object["signature"] = ["signer": signature.signer, "key_id": signature.keyID, "algorithm": signature.algorithm]
+            }
             let out = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: out, as: UTF8.self))
             return

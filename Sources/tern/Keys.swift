@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import TernCore
 import TernBundle
+import TernCore
 import TernRegistry
 
 /// `tern keys create|list|revoke`: the API keys a server accepts, kept in the registry (only a salted hash).
@@ -49,13 +49,18 @@ struct Keys: AsyncParsableCommand {
             try await withRegistry(registry, changes: changes) { client in
                 let (record, key) = try await client.createKey(name: name, scopes: scopes, models: models, expires: expires)
                 if json {
-                    struct Created: Encodable { var key: String; var record: APIKeyRecord }
+                    struct Created: Encodable {
+                        var key: String
+                        var record: APIKeyRecord
+                    }
                     try printJSON(Created(key: key, record: record))
                 } else {
                     print(key)
-                    FileHandle.standardError.write(Data(("key '\(record.name)' created (scopes \(record.scopes.map(\.rawValue).joined(separator: ",")); "
-                        + "models \(record.models?.joined(separator: ",") ?? "all"); expires \(record.expiresAt ?? "never")). "
-                        + "Store it now: it is not shown again.\n").utf8))
+                    FileHandle.standardError.write(
+                        Data(
+                            ("key '\(record.name)' created (scopes \(record.scopes.map(\.rawValue).joined(separator: ",")); "
+                                + "models \(record.models?.joined(separator: ",") ?? "all"); expires \(record.expiresAt ?? "never")). "
+                                + "Store it now: it is not shown again.\n").utf8))
                 }
             }
         }
@@ -77,8 +82,10 @@ struct Keys: AsyncParsableCommand {
                 var rows = [["NAME", "ID", "SCOPES", "MODELS", "CREATED", "EXPIRES", "STATE"]]
                 for key in keys {
                     let state = key.revokedAt != nil ? "revoked" : (key.expiry.map { $0 <= now } == true ? "expired" : "active")
-                    rows.append([key.name, key.id, key.scopes.map(\.rawValue).joined(separator: ","), key.models?.joined(separator: ",") ?? "all",
-                                 key.createdAt, key.expiresAt ?? "never", state])
+                    rows.append([
+                        key.name, key.id, key.scopes.map(\.rawValue).joined(separator: ","), key.models?.joined(separator: ",") ?? "all",
+                        key.createdAt, key.expiresAt ?? "never", state,
+                    ])
                 }
                 printTable(rows)
             }
@@ -109,7 +116,9 @@ struct Keys: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "create-signing",
             abstract: "Create an Ed25519 key pair for signing bundles: NAME.key (keep it secret) and NAME.pub (give it to registries).",
-            discussion: "Sign with tern pack --sign NAME.key; make registries and servers take only signed bundles with --trusted-keys NAME.pub (or a folder of .pub files).")
+            discussion:
+                "Sign with tern pack --sign NAME.key; make registries and servers take only signed bundles with --trusted-keys NAME.pub (or a folder of .pub files)."
+        )
 
         @Argument(help: "The key's name: the signer recorded with each signature.")
         var name: String
@@ -130,7 +139,8 @@ struct Keys: AsyncParsableCommand {
             }
             do {
                 try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-                guard FileManager.default.createFile(atPath: privatePath, contents: Data(privatePEM.utf8), attributes: [.posixPermissions: 0o600]) else {
+                guard FileManager.default.createFile(atPath: privatePath, contents: Data(privatePEM.utf8), attributes: [.posixPermissions: 0o600])
+                else {
                     throw TernError.internalError("cannot write \(privatePath)")
                 }
                 try Data(publicPEM.utf8).write(to: URL(fileURLWithPath: publicPath))

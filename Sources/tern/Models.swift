@@ -3,22 +3,26 @@ import Foundation
 import Synchronization
 import TernBundle
 import TernCore
-import TernRegistry
-import TernServer
 import TernMonitoring
+import TernRegistry
 import TernRollouts
+import TernServer
 
 /// Runs a registry command, printing a failure as one line (exit 1).
-func withRegistry(_ options: RegistryOptions, changes: ChangeOptions? = nil, trust: TrustOptions? = nil,
-                  runtime runtimeOptions: RuntimeLibraryOption? = nil,
-                  _ body: (any RegistryClient) async throws -> Void) async throws {
+func withRegistry(
+    _ options: RegistryOptions, changes: ChangeOptions? = nil, trust: TrustOptions? = nil,
+    runtime runtimeOptions: RuntimeLibraryOption? = nil,
+    _ body: (any RegistryClient) async throws -> Void
+) async throws {
     let client: any RegistryClient
     // A command that only reads never creates a registry: it says there is none.
     if changes == nil, options.server == nil, options.database == nil || options.database?.hasPrefix("postgres") == false {
         let path = options.database.map { $0.hasPrefix("sqlite:") ? String($0.dropFirst(7)) : $0 } ?? options.dataFolder + "/registry.sqlite"
         if !FileManager.default.fileExists(atPath: path) {
-            fail(TernError.notFound("there is no registry at \(path): tern push or tern keys create makes one there; "
-                + "name another with --data or --database, or a server with --server"))
+            fail(
+                TernError.notFound(
+                    "there is no registry at \(path): tern push or tern keys create makes one there; "
+                        + "name another with --data or --database, or a server with --server"))
         }
     }
     do {
@@ -46,7 +50,9 @@ func printTable(_ rows: [[String]]) {
     guard let columns = rows.first?.count else { return }
     let widths = (0..<columns).map { column in rows.map { $0[column].count }.max() ?? 0 }
     for row in rows {
-        let cells = row.enumerated().map { $0.offset == columns - 1 ? $0.element : $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
+        let cells = row.enumerated().map {
+            $0.offset == columns - 1 ? $0.element : $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0)
+        }
         print(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
     }
 }
@@ -134,8 +140,9 @@ struct Models: AsyncParsableCommand {
                 for model in models {
                     let aliases = model.aliases.sorted { $0.key < $1.key }.map { "\($0.key)=v\($0.value)" }.joined(separator: " ")
                     let versions = model.versions.map { "v\($0.version)" + ($0.state == "archived" ? " (archived)" : "") }
-                    print("\(model.name)  versions: \(versions.joined(separator: ", "))  default: "
-                        + (model.defaultVersion.map { "v\($0)" } ?? "none") + (aliases.isEmpty ? "" : "  aliases: \(aliases)"))
+                    print(
+                        "\(model.name)  versions: \(versions.joined(separator: ", "))  default: "
+                            + (model.defaultVersion.map { "v\($0)" } ?? "none") + (aliases.isEmpty ? "" : "  aliases: \(aliases)"))
                 }
             }
         }
@@ -159,7 +166,10 @@ struct Models: AsyncParsableCommand {
                 let live = await Self.liveQuality(model, registry: registry)
                 if json {
                     guard let live, !live.isEmpty else { return try printJSON(version == nil ? AnyEncodable(model) : AnyEncodable(versions[0])) }
-                    struct WithLive: Encodable { var model: AnyEncodable; var live: [VersionPerformance] }
+                    struct WithLive: Encodable {
+                        var model: AnyEncodable
+                        var live: [VersionPerformance]
+                    }
                     return try printJSON(WithLive(model: version == nil ? AnyEncodable(model) : AnyEncodable(versions[0]), live: live))
                 }
                 print("\(model.name)  default: " + (model.defaultVersion.map { "v\($0)" } ?? "none"))
@@ -170,12 +180,15 @@ struct Models: AsyncParsableCommand {
                 var verdicts: [Int: (String, String)] = [:]
                 for entry in try await client.auditLog(model: name) where entry.action == "gate" || entry.action == "gate-forced" {
                     guard let version = entry.version, let after = entry.after,
-                          let result = try? JSONDecoder().decode(GateResult.self, from: Data(after.utf8)) else { continue }
+                        let result = try? JSONDecoder().decode(GateResult.self, from: Data(after.utf8))
+                    else { continue }
                     verdicts[version] = (entry.at, (entry.action == "gate-forced" ? "FORCED past: " : "") + result.summary)
                 }
                 for record in versions {
                     print("")
-                    print("v\(record.version)  \(record.state)" + (record.aliases.isEmpty ? "" : "  aliases: \(record.aliases.joined(separator: ", "))"))
+                    print(
+                        "v\(record.version)  \(record.state)" + (record.aliases.isEmpty ? "" : "  aliases: \(record.aliases.joined(separator: ", "))")
+                    )
                     print("  pushed:  \(record.createdAt) by \(record.createdBy)")
                     print("  bundle:  \(record.bytes) bytes, sha256 \(record.sha256)")
                     if let owner = record.manifest.owner { print("  owner:   \(owner)") }
@@ -184,8 +197,9 @@ struct Models: AsyncParsableCommand {
                     if let (at, verdict) = verdicts[record.version] { print("  gate (\(at)): \(verdict)") }
                     if let quality = live?.first(where: { $0.version == record.version }), let metrics = quality.live {
                         let delay = quality.labelDelaySecondsMedian.map { String(format: ", median label delay %.0f s", $0) } ?? ""
-                        print("  live (\(quality.predictions) predictions with feedback\(delay)): "
-                            + Pack.summary(metrics).replacingOccurrences(of: "holdout", with: "feedback"))
+                        print(
+                            "  live (\(quality.predictions) predictions with feedback\(delay)): "
+                                + Pack.summary(metrics).replacingOccurrences(of: "holdout", with: "feedback"))
                     }
                 }
             }
@@ -207,14 +221,18 @@ extension Models {
                   tern models gate credit-risk --clear
                 """)
         @Argument(help: "The model.") var name: String
-        @Option(help: ArgumentHelp("Absolute bounds, METRIC=VALUE, comma-separated (accuracy, precision, recall, f1, roc_auc, log_loss, mae, rmse, r2).", valueName: "m=v,..."))
+        @Option(
+            help: ArgumentHelp(
+                "Absolute bounds, METRIC=VALUE, comma-separated (accuracy, precision, recall, f1, roc_auc, log_loss, mae, rmse, r2).",
+                valueName: "m=v,..."))
         var require: String?
         @Option(help: ArgumentHelp("How much worse than the current version each metric may be, METRIC=VALUE.", valueName: "m=v,..."))
         var maxRegression: String?
         @Option(help: ArgumentHelp("The candidate's p99 at most this fraction above the current version's (0.2 = 20%).", valueName: "fraction"))
         var maxLatencyIncrease: Double?
         @Option(help: ArgumentHelp("The aliases it guards, comma-separated (default production).", valueName: "a,...")) var aliases: String?
-        @Option(help: ArgumentHelp("A labelled CSV to score on, on the machine that runs the gate (default: the candidate's holdout).", valueName: "csv"))
+        @Option(
+            help: ArgumentHelp("A labelled CSV to score on, on the machine that runs the gate (default: the candidate's holdout).", valueName: "csv"))
         var labelledData: String?
         @Option(help: "The label column of --labelled-data (default: the bundle's).") var labelColumn: String?
         @Option(help: ArgumentHelp("Run the gate now for this version (as --alias), and record the verdict.", valueName: "version"))
@@ -295,7 +313,8 @@ extension Models.Show {
     static func liveQuality(_ model: ModelRecord, registry: RegistryOptions) async -> [VersionPerformance]? {
         if let server = registry.server {
             guard let text = try? await PredictionLogSource.get(server, "/api/v1/models/\(model.name)/performance").text,
-                  let answer = try? JSONDecoder().decode(PerformanceAnswer.self, from: Data(text.utf8)) else { return nil }
+                let answer = try? JSONDecoder().decode(PerformanceAnswer.self, from: Data(text.utf8))
+            else { return nil }
             return answer.versions
         }
         guard case .database(let location)? = try? registry.predictionLogLocation(nil) else { return nil }
@@ -381,7 +400,9 @@ extension Models {
         func validate() throws {
             let given = [weights != nil || shadow != nil || fallbackGiven, file != nil, clear].filter { $0 }.count
             guard given == 1 else { throw ValidationError("give --weights (and --shadow, --fallback-…), or --file, or --clear") }
-            if stickyHeader != nil || stickyInput != nil, weights == nil { throw ValidationError("--sticky-header and --sticky-input need --weights") }
+            if stickyHeader != nil || stickyInput != nil, weights == nil {
+                throw ValidationError("--sticky-header and --sticky-input need --weights")
+            }
         }
 
         static func policy(file: String) throws -> TrafficPolicy {
@@ -403,13 +424,20 @@ extension Models {
         /// One line: the shares, the sticky header, the shadows, the fallback.
         static func describe(_ policy: TrafficPolicy) -> String {
             let total = policy.weights.values.reduce(0, +)
-            var parts = policy.weights.isEmpty ? ["no weights (the default version answers)"] : [policy.weights.sorted { $0.key < $1.key }
-                .map { "v\($0.key) " + String(format: "%.1f%%", total > 0 ? $0.value / total * 100 : 0) }.joined(separator: ", ")]
+            var parts =
+                policy.weights.isEmpty
+                ? ["no weights (the default version answers)"]
+                : [
+                    policy.weights.sorted { $0.key < $1.key }
+                        .map { "v\($0.key) " + String(format: "%.1f%%", total > 0 ? $0.value / total * 100 : 0) }.joined(separator: ", ")
+                ]
             if let header = policy.stickyHeader { parts.append("sticky on \(header)") }
             if let input = policy.stickyInput { parts.append("sticky on input \(input)") }
             if !policy.shadows.isEmpty { parts.append("shadows " + policy.shadows.map { "v\($0)" }.joined(separator: ", ")) }
             if let fallback = policy.fallback {
-                var text = "fallback " + [fallback.version.map { "v\($0)" }, fallback.defaultOutputs.map { _ in "default answer" }]
+                var text =
+                    "fallback "
+                    + [fallback.version.map { "v\($0)" }, fallback.defaultOutputs.map { _ in "default answer" }]
                     .compactMap { $0 }.joined(separator: " then ")
                 if let timeout = fallback.timeoutMilliseconds { text += " after \(timeout) ms" }
                 text += ", circuit opens after \(fallback.failuresToOpen) failures for \(fallback.openSeconds) s"
@@ -426,7 +454,8 @@ extension Models {
                 for pair in (weights ?? "").split(separator: ",") {
                     let parts = pair.split(separator: "=")
                     guard parts.count == 2, let version = Int(parts[0].trimmingCharacters(in: .whitespaces)),
-                          let weight = Double(parts[1].trimmingCharacters(in: .whitespaces)) else {
+                        let weight = Double(parts[1].trimmingCharacters(in: .whitespaces))
+                    else {
                         throw ValidationError("--weights takes VERSION=WEIGHT pairs, such as 1=90,2=10; got '\(pair)'")
                     }
                     table[version] = weight
@@ -442,13 +471,15 @@ extension Models {
                     var defaults: [String: [FallbackValue]]?
                     if let fallbackDefault {
                         do {
-                            defaults = try JSONDecoder().decode(FallbackPolicy.self, from: Data(#"{"default":\#(fallbackDefault)}"#.utf8)).defaultOutputs
+                            defaults = try JSONDecoder().decode(FallbackPolicy.self, from: Data(#"{"default":\#(fallbackDefault)}"#.utf8))
+                                .defaultOutputs
                         } catch {
                             throw ValidationError("--fallback-default takes JSON by output name, such as '{\"label\": 0}'")
                         }
                     }
-                    fallback = FallbackPolicy(version: fallbackVersion, defaultOutputs: defaults, timeoutMilliseconds: fallbackTimeout,
-                                              failuresToOpen: circuitFailures ?? 5, openSeconds: circuitOpen ?? 30)
+                    fallback = FallbackPolicy(
+                        version: fallbackVersion, defaultOutputs: defaults, timeoutMilliseconds: fallbackTimeout,
+                        failuresToOpen: circuitFailures ?? 5, openSeconds: circuitOpen ?? 30)
                 }
                 policy = TrafficPolicy(weights: table, stickyHeader: stickyHeader, stickyInput: stickyInput, shadows: shadows, fallback: fallback)
             }
@@ -526,8 +557,10 @@ struct Audit: AsyncParsableCommand {
                 var rows = [["SEQ", "TIME", "ACTOR", "ACTION", "MODEL", "VERSION", "CHANGE"]]
                 for entry in entries {
                     let change = [entry.before.map { "from \($0)" }, entry.after.map { "to \($0)" }].compactMap { $0 }
-                    rows.append([String(entry.seq), entry.at, entry.actor, entry.action, entry.model,
-                                 entry.version.map { "v\($0)" } ?? "", change.joined(separator: " ")])
+                    rows.append([
+                        String(entry.seq), entry.at, entry.actor, entry.action, entry.model,
+                        entry.version.map { "v\($0)" } ?? "", change.joined(separator: " "),
+                    ])
                 }
                 printTable(rows)
             }

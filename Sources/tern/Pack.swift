@@ -1,12 +1,12 @@
 import ArgumentParser
 import Foundation
 import TernBundle
-import TernCore
-import TernONNX
-import TernServer
 import TernCodecs
+import TernCore
 import TernModels
+import TernONNX
 import TernRollouts
+import TernServer
 
 struct Pack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -47,10 +47,15 @@ struct Pack: AsyncParsableCommand {
     @Option(help: "The holdout's (and, if present, the reference data's) label column.")
     var labelColumn: String = "label"
 
-    @Option(help: ArgumentHelp("Column names of a [rows, features] input, comma-separated (default: the model's feature_names metadata).", valueName: "a,b,c"))
+    @Option(
+        help: ArgumentHelp(
+            "Column names of a [rows, features] input, comma-separated (default: the model's feature_names metadata).", valueName: "a,b,c"))
     var featureNames: String?
 
-    @Option(help: ArgumentHelp("The label values (as the data and the model write them) in the order of the model's probability columns, comma-separated (default: the labels seen, sorted).", valueName: "a,b"))
+    @Option(
+        help: ArgumentHelp(
+            "The label values (as the data and the model write them) in the order of the model's probability columns, comma-separated (default: the labels seen, sorted).",
+            valueName: "a,b"))
     var classLabels: String?
 
     @Option(help: ArgumentHelp("classification or regression (default: from the model's outputs).", valueName: "task"))
@@ -68,9 +73,10 @@ struct Pack: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A config.yaml to serve the model with (batching, instances).", valueName: "file"))
     var config: String?
 
-    @Option(help: ArgumentHelp(
-        "Sign the bundle with this Ed25519 private key (PEM, from tern keys create-signing or openssl genpkey -algorithm ed25519).",
-        valueName: "key"))
+    @Option(
+        help: ArgumentHelp(
+            "Sign the bundle with this Ed25519 private key (PEM, from tern keys create-signing or openssl genpkey -algorithm ed25519).",
+            valueName: "key"))
     var sign: String?
 
     @Option(help: "The signer's name recorded with the signature (default: the key file's name).")
@@ -121,7 +127,9 @@ struct Pack: AsyncParsableCommand {
             if let holdout {
                 let table = try CSVTable(text: String(decoding: try read(holdout), as: UTF8.self), source: holdout)
                 guard let labelIndex = table.index(of: labelColumn) else {
-                    throw TernError.invalidArgument("\(holdout) has no column '\(labelColumn)'; name the label column with --label-column (columns: \(table.columns.joined(separator: ", ")))")
+                    throw TernError.invalidArgument(
+                        "\(holdout) has no column '\(labelColumn)'; name the label column with --label-column (columns: \(table.columns.joined(separator: ", ")))"
+                    )
                 }
                 let truth = table.column(labelIndex)
                 if keepHoldout {
@@ -129,12 +137,16 @@ struct Pack: AsyncParsableCommand {
                     if bytes.count <= BundleLimits().profileBytes {
                         files[BundleFile.holdout] = bytes
                     } else {
-                        FileHandle.standardError.write(Data("\(holdout) is over \(BundleLimits().profileBytes >> 20) MiB: not kept in the bundle (the validation gate then needs its data configured)\n".utf8))
+                        FileHandle.standardError.write(
+                            Data(
+                                "\(holdout) is over \(BundleLimits().profileBytes >> 20) MiB: not kept in the bundle (the validation gate then needs its data configured)\n"
+                                    .utf8))
                     }
                 }
                 let outputs = try await runner.run(table.dropping([labelColumn]), source: holdout)
                 inferredTask = task ?? outputs.inferredTask
-                (metrics, classes) = try HoldoutScoring.score(task: inferredTask, truth: truth, outputs: outputs, classes: classes, labelColumn: labelColumn, source: holdout)
+                (metrics, classes) = try HoldoutScoring.score(
+                    task: inferredTask, truth: truth, outputs: outputs, classes: classes, labelColumn: labelColumn, source: holdout)
             } else if inferredTask == nil, onnx.signature.outputs.contains(where: { [.int64, .int32, .bytes].contains($0.datatype) }) {
                 inferredTask = "classification"
             }
@@ -176,9 +188,10 @@ struct Pack: AsyncParsableCommand {
             ("accuracy", metrics.accuracy), ("f1", metrics.f1), ("roc_auc", metrics.rocAuc), ("log_loss", metrics.logLoss),
             ("mae", metrics.mae), ("rmse", metrics.rmse), ("r2", metrics.r2),
         ]
-        return "holdout (\(metrics.rows) rows): " + values.compactMap { name, value in
-            value.map { "\(name) \(String(format: "%.4f", $0))" }
-        }.joined(separator: ", ")
+        return "holdout (\(metrics.rows) rows): "
+            + values.compactMap { name, value in
+                value.map { "\(name) \(String(format: "%.4f", $0))" }
+            }.joined(separator: ", ")
     }
 }
 

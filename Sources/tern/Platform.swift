@@ -38,8 +38,9 @@ enum Platform: String, ExpressibleByArgument, CaseIterable {
                 // Custom containers see Cloud Storage through the FUSE mount at /gcs/<bucket>/<path>.
                 let mounted = "/gcs/" + uri.dropFirst("gs://".count)
                 guard FileManager.default.fileExists(atPath: mounted) else {
-                    throw ValidationError("AIP_STORAGE_URI is \(uri), which is not mounted at \(mounted); copy the model "
-                        + "into the image, or pass --models with a local path")
+                    throw ValidationError(
+                        "AIP_STORAGE_URI is \(uri), which is not mounted at \(mounted); copy the model "
+                            + "into the image, or pass --models with a local path")
                 }
                 models = mounted
             }

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
+import TernCodecs
 import TernCore
 import TernONNX
-import TernCodecs
 
 struct Predict: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -34,8 +34,9 @@ struct Predict: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Input format: json or csv (default: from the file name or the text).", valueName: "format"))
     var format: String?
 
-    @Option(name: .customLong("outputs"), parsing: .upToNextOption,
-            help: ArgumentHelp("The model outputs to print (default: all).", valueName: "name"))
+    @Option(
+        name: .customLong("outputs"), parsing: .upToNextOption,
+        help: ArgumentHelp("The model outputs to print (default: all).", valueName: "name"))
     var outputs: [String] = []
 
     @Option(help: ArgumentHelp("CSV columns to drop before predicting, comma-separated (such as the label).", valueName: "names"))
@@ -125,8 +126,9 @@ enum CSVColumns {
             return text
         }
         if let missing = ignored.subtracting(header).sorted().first {
-            throw TernError.invalidArgument("--ignore-columns names '\(missing)', which the header does not have; columns: "
-                + header.joined(separator: ", "))
+            throw TernError.invalidArgument(
+                "--ignore-columns names '\(missing)', which the header does not have; columns: "
+                    + header.joined(separator: ", "))
         }
         let unused = Set(header).subtracting(ignored).subtracting(known)
         // Only when the header otherwise names the model's columns: a header of other names is the codec's to judge.
@@ -156,8 +158,15 @@ enum CSVColumns {
             if inQuotes {
                 if character == "\"" {
                     if let next = iterator.next() {
-                        if next == "\"" { field.append("\"") } else { inQuotes = false; pending = next }
-                    } else { inQuotes = false }
+                        if next == "\"" {
+                            field.append("\"")
+                        } else {
+                            inQuotes = false
+                            pending = next
+                        }
+                    } else {
+                        inQuotes = false
+                    }
                 } else {
                     field.append(character)
                 }

@@ -3,9 +3,9 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import TernCore
+import TernMonitoring
 import TernRegistry
 import TernServer
-import TernMonitoring
 
 struct Predictions: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,7 +28,8 @@ struct Predictions: AsyncParsableCommand {
         func run() async throws {
             do {
                 if let server = source.server {
-                    let escaped = requestID.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(.init(charactersIn: "/"))) ?? requestID
+                    let escaped =
+                        requestID.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(.init(charactersIn: "/"))) ?? requestID
                     print(try await PredictionLogSource.get(server, "/api/v1/predictions/\(escaped)").text)
                     return
                 }
@@ -123,8 +124,10 @@ struct PredictionLogSource: ParsableArguments {
     @Option(help: ArgumentHelp("Data folder whose predictions.sqlite to read (default: $TERN_DATA, else .tern/data).", valueName: "dir"))
     var data: String?
 
-    @Option(help: ArgumentHelp("The registry database tern serve used: a postgres:// URL holds the log too; "
-        + "for an SQLite file, predictions.sqlite beside it.", valueName: "url"))
+    @Option(
+        help: ArgumentHelp(
+            "The registry database tern serve used: a postgres:// URL holds the log too; "
+                + "for an SQLite file, predictions.sqlite beside it.", valueName: "url"))
     var database: String?
 
     @Option(help: ArgumentHelp("The prediction log itself, as tern serve --prediction-log named it.", valueName: "url"))

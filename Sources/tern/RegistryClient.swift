@@ -5,11 +5,11 @@ import NIOCore
 import NIOSSL
 import TernBundle
 import TernCore
+import TernModels
 import TernONNX
 import TernRegistry
-import TernServer
-import TernModels
 import TernRollouts
+import TernServer
 
 /// What the registry commands do, whether on a local data folder / database or through a server's API.
 protocol RegistryClient: Sendable {
@@ -57,8 +57,9 @@ extension RegistryClient {
             version = number
         } else {
             guard let aliased = record.aliases[parts[1]] else {
-                throw TernError.notFound("model '\(parts[0])' has no alias '\(parts[1])'; aliases: "
-                    + record.aliases.keys.sorted().joined(separator: ", "))
+                throw TernError.notFound(
+                    "model '\(parts[0])' has no alias '\(parts[1])'; aliases: "
+                        + record.aliases.keys.sorted().joined(separator: ", "))
             }
             version = aliased
         }
@@ -80,8 +81,10 @@ struct RegistryOptions: ParsableArguments {
     @Option(help: ArgumentHelp("With --server: the API key to send (default: $TERN_API_KEY).", valueName: "key"))
     var apiKey: String?
 
-    @Option(help: ArgumentHelp("With an https:// --server: trust this CA bundle (PEM) (default: $TERN_CA_CERT, else the system's).",
-                               valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "With an https:// --server: trust this CA bundle (PEM) (default: $TERN_CA_CERT, else the system's).",
+            valueName: "file"))
     var caCert: String?
 
     /// The HTTP client of the commands that call a server: its TLS trusts `--ca-cert` / `$TERN_CA_CERT` when given.
@@ -150,7 +153,6 @@ struct ChangeOptions: ParsableArguments {
     @Option(help: "Who is making the change, for the audit trail (default: the user name).")
     var actor: String?
 
-
     var actorName: String { actor ?? Self.defaultActor }
 
     static var defaultActor: String { ProcessInfo.processInfo.environment["USER"] ?? NSUserName() }
@@ -158,9 +160,10 @@ struct ChangeOptions: ParsableArguments {
 
 /// Which signed bundles a push takes (`tern push`; the server's pushes follow `tern serve --trusted-keys`).
 struct TrustOptions: ParsableArguments {
-    @Option(help: ArgumentHelp(
-        "Take only bundles signed by one of these public keys (a PEM file or a folder of *.pub; default: $TERN_TRUSTED_KEYS).",
-        valueName: "path"))
+    @Option(
+        help: ArgumentHelp(
+            "Take only bundles signed by one of these public keys (a PEM file or a folder of *.pub; default: $TERN_TRUSTED_KEYS).",
+            valueName: "path"))
     var trustedKeys: String?
 
     /// The keys `--trusted-keys` or `$TERN_TRUSTED_KEYS` names, read.
@@ -261,20 +264,24 @@ struct RemoteRegistry: RegistryClient {
         } catch let error as TernError where error.code == .unavailable {
             let sha = Digest.sha256(archive)
             guard let registered = try? await models() else {
-                throw TernError.unavailable("\(error.message)\nwhether the bundle was registered is unknown (the server "
-                    + "does not answer); once it does, push again: an archive already registered is not registered twice")
+                throw TernError.unavailable(
+                    "\(error.message)\nwhether the bundle was registered is unknown (the server "
+                        + "does not answer); once it does, push again: an archive already registered is not registered twice")
             }
             if let record = registered.flatMap(\.versions).first(where: { $0.sha256 == sha }) {
-                FileHandle.standardError.write(Data("the connection broke, but the registry holds this bundle as \(record.model) v\(record.version)\n".utf8))
+                FileHandle.standardError.write(
+                    Data("the connection broke, but the registry holds this bundle as \(record.model) v\(record.version)\n".utf8))
                 return record
             }
-            throw TernError.unavailable("\(error.message)\nthe registry holds no version with this bundle (sha256 \(sha)): "
-                + "nothing was registered; pushing again is safe")
+            throw TernError.unavailable(
+                "\(error.message)\nthe registry holds no version with this bundle (sha256 \(sha)): "
+                    + "nothing was registered; pushing again is safe")
         }
     }
     func setAlias(model: String, alias: String, version: Int, force: Bool) async throws {
-        let _: ModelRecord = try await call("PUT", "/api/v1/models/\(escape(model))/aliases/\(escape(alias))" + (force ? "?force=true" : ""),
-                                            body: Data(#"{"version":\#(version)}"#.utf8))
+        let _: ModelRecord = try await call(
+            "PUT", "/api/v1/models/\(escape(model))/aliases/\(escape(alias))" + (force ? "?force=true" : ""),
+            body: Data(#"{"version":\#(version)}"#.utf8))
     }
     func gate(model: String) async throws -> GatePolicy? {
         let (status, data) = try await send("GET", "/api/v1/models/\(escape(model))/gate", body: nil, accept: [200, 404])
@@ -288,8 +295,9 @@ struct RemoteRegistry: RegistryClient {
         }
     }
     func checkGate(model: String, version: Int, alias: String) async throws -> GateResult {
-        try await call("POST", "/api/v1/models/\(escape(model))/gate/check",
-                       body: try JSONSerialization.data(withJSONObject: ["version": version, "alias": alias]))
+        try await call(
+            "POST", "/api/v1/models/\(escape(model))/gate/check",
+            body: try JSONSerialization.data(withJSONObject: ["version": version, "alias": alias]))
     }
     func rollout(model: String) async throws -> (Rollout, RolloutStepNumbers?) {
         struct View: Decodable { var current_step: RolloutStepNumbers? }
@@ -324,7 +332,10 @@ struct RemoteRegistry: RegistryClient {
         var object: [String: Any] = ["name": name, "scopes": scopes.sorted().map(\.rawValue)]
         if let models { object["models"] = models }
         if let expires { object["expires"] = expires }
-        struct Created: Decodable { var key: String; var record: APIKeyRecord }
+        struct Created: Decodable {
+            var key: String
+            var record: APIKeyRecord
+        }
         let created: Created = try await call("POST", "/api/v1/keys", body: try JSONSerialization.data(withJSONObject: object))
         return (created.record, created.key)
     }
@@ -366,11 +377,13 @@ struct RemoteRegistry: RegistryClient {
         let data = Data(buffer: buffer)
         let status = Int(response.status.code)
         guard accept.contains(status) else {
-            let message = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["error"] as? String
+            let message =
+                (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["error"] as? String
                 ?? String(decoding: data, as: UTF8.self)
             if status == 404, message.hasPrefix("no route") {
-                throw TernError.invalidArgument("\(base) serves no registry (it was started with --models; "
-                    + "a registry needs tern serve --data or --database)")
+                throw TernError.invalidArgument(
+                    "\(base) serves no registry (it was started with --models; "
+                        + "a registry needs tern serve --data or --database)")
             }
             throw TernError.invalidArgument("\(base) answered \(status): \(message)")
         }

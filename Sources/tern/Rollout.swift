@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import TernCore
 import TernRegistry
-import TernServer
 import TernRollouts
+import TernServer
 
 /// `tern rollout`: progressive rollouts, driven by a running `tern serve` on the registry.
 struct RolloutCommand: AsyncParsableCommand {
@@ -26,7 +26,8 @@ struct RolloutCommand: AsyncParsableCommand {
         }
         var text = "v\(rollout.candidate) against v\(rollout.stable) (\(rollout.alias)): \(rollout.state)"
         if rollout.isActive {
-            text += ", step \(rollout.step + 1) of \(rollout.steps.count) at \(steps[rollout.step]) (steps \(steps.joined(separator: ", ")); "
+            text +=
+                ", step \(rollout.step + 1) of \(rollout.steps.count) at \(steps[rollout.step]) (steps \(steps.joined(separator: ", ")); "
                 + "each at least \(Int(rollout.intervalSeconds)) s and \(rollout.minRequests) requests)"
         }
         if let reason = rollout.reason, !reason.isEmpty { text += ": \(reason)" }
@@ -43,7 +44,10 @@ struct RolloutCommand: AsyncParsableCommand {
         @Option(help: "Requests the candidate must have in a step before it is judged (default 100).") var minRequests: Int?
         @Option(help: "How much higher the candidate's error rate may be, absolute (default 0.01).") var maxErrorRateIncrease: Double?
         @Option(help: "How many times the stable version's p99 latency the candidate's may be (default 1.5).") var maxLatencyRatio: Double?
-        @Option(help: "How much lower its accuracy on ground-truth feedback may be (default 0.05; judged once both versions have 20 rows of feedback in a step).") var maxAccuracyDrop: Double?
+        @Option(
+            help:
+                "How much lower its accuracy on ground-truth feedback may be (default 0.05; judged once both versions have 20 rows of feedback in a step)."
+        ) var maxAccuracyDrop: Double?
         @Flag(help: "Start without running the validation gate first (audited as a forced gate).") var skipGate = false
         @Option(help: "The alias that names the stable version, moved at the end (default production).") var alias: String?
         @Flag(inversion: .prefixedNo, help: "Move the alias (through the gate) when the last step passes.") var autoPromote = true
@@ -89,7 +93,10 @@ struct RolloutCommand: AsyncParsableCommand {
             try await withRegistry(registry) { client in
                 let (rollout, numbers) = try await client.rollout(model: name)
                 if json {
-                    struct View: Encodable { var rollout: Rollout; var current_step: RolloutStepNumbers? }
+                    struct View: Encodable {
+                        var rollout: Rollout
+                        var current_step: RolloutStepNumbers?
+                    }
                     return try printJSON(View(rollout: rollout, current_step: numbers))
                 }
                 print("\(name): rollout " + RolloutCommand.describe(rollout))

@@ -1,15 +1,15 @@
 import ArgumentParser
 import Foundation
 import Logging
-import TernBundle
-import TernCore
-import TernHTTP
-import TernRegistry
-import TernServer
-import TernMonitoring
 import TernAuth
 import TernBatch
+import TernBundle
+import TernCore
 import TernExplain
+import TernHTTP
+import TernMonitoring
+import TernRegistry
+import TernServer
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,14 +27,17 @@ struct Serve: AsyncParsableCommand {
             plus the platform's own routes with --platform. With a registry, also its management API (/api/v1/models, /api/v1/bundles, /api/v1/audit) and /v2/repository/index|load|unload; requests may name model@alias or model@version, and alias moves take effect without a restart. SIGINT or SIGTERM stops accepting requests, answers those in flight, then exits (docs/operations.md).
             """)
 
-    @Option(name: [.customLong("models"), .customLong("model-repository")], help: ArgumentHelp(
-        "The model repository folder, or a folder holding one model.onnx (--model-repository, as Triton names it, works too).",
-        valueName: "dir"))
+    @Option(
+        name: [.customLong("models"), .customLong("model-repository")],
+        help: ArgumentHelp(
+            "The model repository folder, or a folder holding one model.onnx (--model-repository, as Triton names it, works too).",
+            valueName: "dir"))
     var models: String?
 
-    @Option(help: ArgumentHelp(
-        "Serve the registry in this data folder (registry.sqlite, artifacts/, cache/) instead of --models.",
-        valueName: "dir"))
+    @Option(
+        help: ArgumentHelp(
+            "Serve the registry in this data folder (registry.sqlite, artifacts/, cache/) instead of --models.",
+            valueName: "dir"))
     var data: String?
 
     @Option(help: ArgumentHelp("Serve the registry in this database: a postgres:// URL or an SQLite file.", valueName: "url"))
@@ -49,43 +52,51 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Largest bundle a push may upload (K/M/G suffix).", valueName: "size"))
     var maxBundleSize: String = "2G"
 
-    @Option(help: ArgumentHelp(
-        "Container contract to follow: standalone, sagemaker (port 8080, /opt/ml/model), vertex (AIP_HTTP_PORT, "
-            + "AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE, AIP_STORAGE_URI), azureml (port 5001, /score, AZUREML_MODEL_DIR).",
-        valueName: "name"))
+    @Option(
+        help: ArgumentHelp(
+            "Container contract to follow: standalone, sagemaker (port 8080, /opt/ml/model), vertex (AIP_HTTP_PORT, "
+                + "AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE, AIP_STORAGE_URI), azureml (port 5001, /score, AZUREML_MODEL_DIR).",
+            valueName: "name"))
     var platform: Platform = .standalone
 
-    @Option(help: ArgumentHelp(
-        "Address to listen on (default: every address when the registry holds API keys, with --jwt-issuer/--jwt-jwks or with --platform; "
-            + "else 127.0.0.1, as a server without authentication must not be reachable from other machines).",
-        valueName: "address"))
+    @Option(
+        help: ArgumentHelp(
+            "Address to listen on (default: every address when the registry holds API keys, with --jwt-issuer/--jwt-jwks or with --platform; "
+                + "else 127.0.0.1, as a server without authentication must not be reachable from other machines).",
+            valueName: "address"))
     var host: String?
 
-    @Flag(help: "Listen on every address even though no API key exists: anyone who reaches the port may infer (management stays off until a key exists).")
+    @Flag(
+        help:
+            "Listen on every address even though no API key exists: anyone who reaches the port may infer (management stays off until a key exists).")
     var insecureOpen = false
 
-    @Option(help: ArgumentHelp(
-        "When the registry holds no API key: create an admin key at start and write it to this file (mode 0600), "
-            + "so the server starts with authentication on.", valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "When the registry holds no API key: create an admin key at start and write it to this file (mode 0600), "
+                + "so the server starts with authentication on.", valueName: "file"))
     var bootstrapKeyFile: String?
 
-    @Option(help: ArgumentHelp(
-        "A further name a server without keys answers for (its Host header; repeatable). Such a server answers only "
-            + "for localhost, its loopback addresses and --host, so that no web page reaches it through DNS rebinding.",
-        valueName: "name"))
+    @Option(
+        help: ArgumentHelp(
+            "A further name a server without keys answers for (its Host header; repeatable). Such a server answers only "
+                + "for localhost, its loopback addresses and --host, so that no web page reaches it through DNS rebinding.",
+            valueName: "name"))
     var allowedHost: [String] = []
 
-    @Option(help: ArgumentHelp(
-        "With a registry: the folder a validation gate's labelled data (tern models gate --labelled-data) must be in; "
-            + "without it, gates score the candidate bundle's holdout only.", valueName: "dir"))
+    @Option(
+        help: ArgumentHelp(
+            "With a registry: the folder a validation gate's labelled data (tern models gate --labelled-data) must be in; "
+                + "without it, gates score the candidate bundle's holdout only.", valueName: "dir"))
     var gateRoot: String?
 
     @Option(help: "The slowest a request body may arrive, in bytes a second (averaged, after 5 s); 0: no minimum.")
     var minBodyRate: Int = 240
 
-    @Option(help: ArgumentHelp(
-        "Model rows one explanation may cost (KernelSHAP: rows x coalitions x background rows; TreeSHAP: rows x background rows).",
-        valueName: "rows"))
+    @Option(
+        help: ArgumentHelp(
+            "Model rows one explanation may cost (KernelSHAP: rows x coalitions x background rows; TreeSHAP: rows x background rows).",
+            valueName: "rows"))
     var maxExplainWork: Int = 10_000_000
 
     @Option(help: "Seconds one explanation may run before it is stopped (a 503).")
@@ -94,15 +105,17 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "GET /metrics needs a key with the metrics scope (else it is open, as the health routes are).")
     var metricsAuth = false
 
-    @Option(help: ArgumentHelp(
-        "Requests a second each API key may send (bursts of a second's worth); past it 429 with Retry-After, gRPC RESOURCE_EXHAUSTED.",
-        valueName: "rate"))
+    @Option(
+        help: ArgumentHelp(
+            "Requests a second each API key may send (bursts of a second's worth); past it 429 with Retry-After, gRPC RESOURCE_EXHAUSTED.",
+            valueName: "rate"))
     var keyRateLimit: Double?
 
-    @Option(help: ArgumentHelp(
-        "Accept bearer tokens (JWTs) from this OpenID Connect issuer: its 'iss', and where its keys are found "
-            + "(ISSUER/.well-known/openid-configuration) unless --jwt-jwks names them. Needs --jwt-audience.",
-        valueName: "url"))
+    @Option(
+        help: ArgumentHelp(
+            "Accept bearer tokens (JWTs) from this OpenID Connect issuer: its 'iss', and where its keys are found "
+                + "(ISSUER/.well-known/openid-configuration) unless --jwt-jwks names them. Needs --jwt-audience.",
+            valueName: "url"))
     var jwtIssuer: String?
 
     @Option(help: ArgumentHelp("The issuer's token keys: a JWKS file or an http(s) URL (read again every --jwt-refresh).", valueName: "file-or-url"))
@@ -111,9 +124,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The audience ('aud') tokens must be for, such as tern or this server's URL.", valueName: "audience"))
     var jwtAudience: String?
 
-    @Option(help: ArgumentHelp(
-        "The token claim holding Tern scopes (a space-separated string or an array; 'infer' or 'tern:infer').",
-        valueName: "claim"))
+    @Option(
+        help: ArgumentHelp(
+            "The token claim holding Tern scopes (a space-separated string or an array; 'infer' or 'tern:infer').",
+            valueName: "claim"))
     var jwtScopesClaim = "scope"
 
     @Option(help: ArgumentHelp("The token claim limiting the models it may use (absent: every model).", valueName: "claim"))
@@ -125,9 +139,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Seconds between reads of the issuer's keys.", valueName: "seconds"))
     var jwtRefresh = 600
 
-    @Option(help: ArgumentHelp(
-        "With a registry: push and load only bundles signed by one of these Ed25519 public keys (a PEM file or a folder of *.pub).",
-        valueName: "path"))
+    @Option(
+        help: ArgumentHelp(
+            "With a registry: push and load only bundles signed by one of these Ed25519 public keys (a PEM file or a folder of *.pub).",
+            valueName: "path"))
     var trustedKeys: String?
 
     @Option(help: ArgumentHelp("Serve HTTP and gRPC over TLS (1.2 or later) with this certificate chain (PEM).", valueName: "file"))
@@ -139,18 +154,23 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Require client certificates signed by this CA bundle (PEM): mutual TLS.", valueName: "file"))
     var tlsClientCa: String?
 
-    @Option(help: ArgumentHelp(
-        "A web origin whose pages may call this server (CORS), such as https://app.example.com; '*' for any. "
-            + "Repeatable. Pages of other origins may only read (GET): their other requests get a 403.",
-        valueName: "origin"))
+    @Option(
+        help: ArgumentHelp(
+            "A web origin whose pages may call this server (CORS), such as https://app.example.com; '*' for any. "
+                + "Repeatable. Pages of other origins may only read (GET): their other requests get a 403.",
+            valueName: "origin"))
     var corsOrigin: [String] = []
 
-    @Option(help: ArgumentHelp("Requests each API key may have in flight at once; past it 429 (gRPC RESOURCE_EXHAUSTED).",
-                               valueName: "requests"))
+    @Option(
+        help: ArgumentHelp(
+            "Requests each API key may have in flight at once; past it 429 (gRPC RESOURCE_EXHAUSTED).",
+            valueName: "requests"))
     var keyConcurrency: Int?
 
-    @Option(help: ArgumentHelp("Requests a second each client address may send (health probes aside); past it 429 and the connection closes.",
-                               valueName: "rate"))
+    @Option(
+        help: ArgumentHelp(
+            "Requests a second each client address may send (health probes aside); past it 429 and the connection closes.",
+            valueName: "rate"))
     var ipRateLimit: Double?
 
     @Option(help: "HTTP port (default: $PORT when set, as Cloud Run, Knative and KServe set it; else 8000, or the platform's).")
@@ -183,10 +203,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Event loop threads for HTTP (default: one per core).")
     var httpThreads: Int?
 
-    @Option(help: ArgumentHelp(
-        "Microseconds an HTTP event loop may spend per read burst running light models itself rather than on "
-            + "a runner thread (the estimate comes from each model's measured cost per row); 0: always the runners.",
-        valueName: "us"))
+    @Option(
+        help: ArgumentHelp(
+            "Microseconds an HTTP event loop may spend per read burst running light models itself rather than on "
+                + "a runner thread (the estimate comes from each model's measured cost per row); 0: always the runners.",
+            valueName: "us"))
     var inlineRunBudget: Int = 200
 
     @Option(help: "Seconds a shutdown may spend draining in-flight requests.")
@@ -213,9 +234,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log format: text (for people) or json (one object per line, for log pipelines).")
     var logFormat: String = "text"
 
-    @Option(help: ArgumentHelp(
-        "Write one access-log line per inference request for this share of requests (0: off, 1: every one, 0.01: one in a hundred).",
-        valueName: "rate"))
+    @Option(
+        help: ArgumentHelp(
+            "Write one access-log line per inference request for this share of requests (0: off, 1: every one, 0.01: one in a hundred).",
+            valueName: "rate"))
     var accessLog: Double = 0
 
     @Flag(name: .customLong("no-metrics"), help: "Do not collect or serve Prometheus metrics (GET /metrics).")
@@ -224,48 +246,58 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Serve GET /metrics on this port instead of the HTTP port.")
     var metricsPort: Int?
 
-    @Option(help: ArgumentHelp(
-        "Seconds between drift gauges in /metrics (each served model's newest predictions against its bundle's reference); 0: off.",
-        valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "Seconds between drift gauges in /metrics (each served model's newest predictions against its bundle's reference); 0: off.",
+            valueName: "seconds"))
     var driftInterval: Double = 60
 
     @Option(help: ArgumentHelp("How many of a version's newest predictions the drift gauges compare.", valueName: "predictions"))
     var driftWindow: Int = 1000
 
-    @Option(help: ArgumentHelp(
-        "With a registry: how many of each served version's newest predictions are kept in memory for drift (0: none; "
-            + "drift then reads the prediction log).", valueName: "predictions"))
+    @Option(
+        help: ArgumentHelp(
+            "With a registry: how many of each served version's newest predictions are kept in memory for drift (0: none; "
+                + "drift then reads the prediction log).", valueName: "predictions"))
     var driftMemory: Int = 1_000
 
-    @Option(help: ArgumentHelp(
-        "Alert rules (YAML: interval, webhooks, rules on drift, feedback metrics, error rate, traffic; docs/drift.md).",
-        valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "Alert rules (YAML: interval, webhooks, rules on drift, feedback metrics, error rate, traffic; docs/drift.md).",
+            valueName: "file"))
     var alertRules: String?
 
-    @Option(help: ArgumentHelp(
-        "Run batch jobs inside the server (POST /api/v1/jobs, schedules): they read and write files under this folder only (docs/batch.md).",
-        valueName: "dir"))
+    @Option(
+        help: ArgumentHelp(
+            "Run batch jobs inside the server (POST /api/v1/jobs, schedules): they read and write files under this folder only (docs/batch.md).",
+            valueName: "dir"))
     var batchRoot: String?
 
     @Option(help: ArgumentHelp("Threads batch jobs share, at a lowered priority (online requests come first).", valueName: "n"))
     var batchThreads = 1
 
-    @Option(help: ArgumentHelp("Recurring batch jobs (YAML: schedules: [{name, cron, model, input, output, ...}]); needs --batch-root.",
-                               valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "Recurring batch jobs (YAML: schedules: [{name, cron, model, input, output, ...}]); needs --batch-root.",
+            valueName: "file"))
     var batchSchedules: String?
 
-    @Option(help: ArgumentHelp(
-        "Export traces (OTLP over HTTP) to this collector, such as http://localhost:4318; OTEL_EXPORTER_OTLP_ENDPOINT "
-            + "does the same. Off without either.", valueName: "url"))
+    @Option(
+        help: ArgumentHelp(
+            "Export traces (OTLP over HTTP) to this collector, such as http://localhost:4318; OTEL_EXPORTER_OTLP_ENDPOINT "
+                + "does the same. Off without either.", valueName: "url"))
     var otlpEndpoint: String?
 
-    @Option(help: ArgumentHelp(
-        "Where to record predictions: an SQLite file, a postgres:// URL, jsonl:DIR (rotated JSON Lines files), or off "
-            + "(default: the registry's PostgreSQL database, else predictions.sqlite in the data folder). Read it with tern predictions.",
-        valueName: "url"))
+    @Option(
+        help: ArgumentHelp(
+            "Where to record predictions: an SQLite file, a postgres:// URL, jsonl:DIR (rotated JSON Lines files), or off "
+                + "(default: the registry's PostgreSQL database, else predictions.sqlite in the data folder). Read it with tern predictions.",
+            valueName: "url"))
     var predictionLog: String?
 
-    @Option(help: ArgumentHelp("Delete prediction-log records older than this (such as 30d, 12h), or 'forever' to keep them all; default: 30d.", valueName: "age"))
+    @Option(
+        help: ArgumentHelp(
+            "Delete prediction-log records older than this (such as 30d, 12h), or 'forever' to keep them all; default: 30d.", valueName: "age"))
     var predictionLogRetention: String?
 
     @Option(help: ArgumentHelp("Keep at most this many prediction-log records (the oldest go first).", valueName: "rows"))
@@ -274,9 +306,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Predictions that may wait for the log's writer; past it they are dropped and counted.", valueName: "rows"))
     var predictionLogQueue: Int = 20_000
 
-    @Option(help: ArgumentHelp(
-        "Encrypt each prediction's inputs and outputs at rest (AES-256-GCM) with the first key of this file "
-            + "(lines '<id> <base64 of 32 bytes>'; every key decrypts; default: $TERN_PREDICTION_LOG_KEY).", valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "Encrypt each prediction's inputs and outputs at rest (AES-256-GCM) with the first key of this file "
+                + "(lines '<id> <base64 of 32 bytes>'; every key decrypts; default: $TERN_PREDICTION_LOG_KEY).", valueName: "file"))
     var predictionLogKey: String?
 
     @OptionGroup var runtimeOptions: RuntimeOptions
@@ -312,7 +345,8 @@ struct Serve: AsyncParsableCommand {
         if tlsClientCa != nil, tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
         if jwtIssuer != nil || jwtJwks != nil {
             guard let jwtAudience, !jwtAudience.isEmpty else {
-                throw ValidationError("--jwt-issuer/--jwt-jwks need --jwt-audience: without it a token the issuer made for any other service would be accepted")
+                throw ValidationError(
+                    "--jwt-issuer/--jwt-jwks need --jwt-audience: without it a token the issuer made for any other service would be accepted")
             }
             if let jwtIssuer, URL(string: jwtIssuer)?.scheme.map({ $0 == "http" || $0 == "https" }) != true {
                 throw ValidationError("--jwt-issuer must be an http:// or https:// URL, such as https://login.example.com/realms/ml")
@@ -359,8 +393,10 @@ struct Serve: AsyncParsableCommand {
         }
         let useRegistry = data != nil || database != nil
         guard let modelsDirectory = models ?? preset.models ?? (useRegistry ? "" : nil) else {
-            fail(TernError.invalidArgument("give --models (the folder that holds your models) or --data/--database (a registry)"
-                + (platform.modelsVariable.map { ", or set \($0) as \(platform.rawValue) does" } ?? "")))
+            fail(
+                TernError.invalidArgument(
+                    "give --models (the folder that holds your models) or --data/--database (a registry)"
+                        + (platform.modelsVariable.map { ", or set \($0) as \(platform.rawValue) does" } ?? "")))
         }
         let runtime = runtimeOptions.openRuntime()
         var configuration = ServerConfiguration(modelsDirectory: modelsDirectory)
@@ -428,8 +464,10 @@ struct Serve: AsyncParsableCommand {
         let open = keyCount == 0 && configuration.auth?.tokens == nil && tlsClientCa == nil
         let fronted = platform != .standalone
         if open, !insecureOpen, !fronted, let host, !Self.isLoopback(host) {
-            fail(TernError.invalidArgument("refusing to listen on \(host) without authentication: create a key "
-                + "(tern keys create NAME --scopes infer,read) or pass --insecure-open"))
+            fail(
+                TernError.invalidArgument(
+                    "refusing to listen on \(host) without authentication: create a key "
+                        + "(tern keys create NAME --scopes infer,read) or pass --insecure-open"))
         }
         configuration.host = host ?? (open && !insecureOpen && !fronted ? "127.0.0.1" : "0.0.0.0")
         if open {
@@ -440,8 +478,9 @@ struct Serve: AsyncParsableCommand {
             }
             if Self.isLoopback(configuration.host) {
                 // Only its own names: a page whose name a DNS rebinding points at 127.0.0.1 gets a 421.
-                configuration.http.allowedHosts = Set(["localhost", "127.0.0.1", "::1", "[::1]", configuration.host.lowercased()]
-                    + allowedHost.map { $0.lowercased() })
+                configuration.http.allowedHosts = Set(
+                    ["localhost", "127.0.0.1", "::1", "[::1]", configuration.host.lowercased()]
+                        + allowedHost.map { $0.lowercased() })
             }
         }
         let tokenSource = configuration.auth?.tokens?.keySource
@@ -451,17 +490,21 @@ struct Serve: AsyncParsableCommand {
                 if fronted {
                     logger.notice("no API keys: requests are not authenticated (the platform's endpoint is expected to)")
                 } else if insecureOpen {
-                    logger.warning("INSECURE: no API keys and --insecure-open; anyone who reaches this server may infer, change and delete models",
-                                   metadata: ["host": "\(host)"])
+                    logger.warning(
+                        "INSECURE: no API keys and --insecure-open; anyone who reaches this server may infer, change and delete models",
+                        metadata: ["host": "\(host)"])
                 } else {
-                    logger.warning("no API keys: listening on loopback only; create one with tern keys create, or pass --insecure-open",
-                                   metadata: ["host": "\(host)"])
+                    logger.warning(
+                        "no API keys: listening on loopback only; create one with tern keys create, or pass --insecure-open",
+                        metadata: ["host": "\(host)"])
                 }
             } else {
-                logger.info("authentication on", metadata: [
-                    "keys": "\(keyCount)", "registry": "\(keysLocation.map { "\($0)" } ?? "")",
-                    "tokens": "\(tokenSource ?? "off")",
-                ])
+                logger.info(
+                    "authentication on",
+                    metadata: [
+                        "keys": "\(keyCount)", "registry": "\(keysLocation.map { "\($0)" } ?? "")",
+                        "tokens": "\(tokenSource ?? "off")",
+                    ])
             }
         }
         let host = configuration.host
@@ -478,9 +521,12 @@ struct Serve: AsyncParsableCommand {
         let cores = ProcessInfo.processInfo.activeProcessorCount
         configuration.runnerThreads = max(1, runnerThreads ?? cores / configuration.sessionOptions.intraOpThreads)
         if configuration.runnerThreads * configuration.sessionOptions.intraOpThreads > cores {
-            logger.warning("runner threads x intra-op threads exceeds the cores; runs will compete for them",
-                           metadata: ["runner-threads": "\(configuration.runnerThreads)",
-                                      "intra-op-threads": "\(configuration.sessionOptions.intraOpThreads)", "cores": "\(cores)"])
+            logger.warning(
+                "runner threads x intra-op threads exceeds the cores; runs will compete for them",
+                metadata: [
+                    "runner-threads": "\(configuration.runnerThreads)",
+                    "intra-op-threads": "\(configuration.sessionOptions.intraOpThreads)", "cores": "\(cores)",
+                ])
         }
         if let httpThreads { configuration.httpThreads = max(1, httpThreads) }
         configuration.drainTimeout = .seconds(drainTimeout)
@@ -530,7 +576,8 @@ struct Serve: AsyncParsableCommand {
         }
         let environment = ProcessInfo.processInfo.environment
         if otlpEndpoint != nil || environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil
-            || environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil {
+            || environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil
+        {
             do {
                 configuration.tracing = try TracingSetup.otlp(endpoint: otlpEndpoint, logger: Logger(label: "tern.otel"))
             } catch {
@@ -633,7 +680,8 @@ func parseSize(_ text: String) throws -> Int {
 func parseAge(_ text: String) throws -> Duration {
     let trimmed = text.trimmingCharacters(in: .whitespaces)
     guard let unit = trimmed.last, let seconds = ["s": 1, "m": 60, "h": 3600, "d": 86400][String(unit)],
-          let count = Int(trimmed.dropLast()), count > 0, count < 100_000_000 / seconds else {
+        let count = Int(trimmed.dropLast()), count > 0, count < 100_000_000 / seconds
+    else {
         throw ValidationError("'\(text)' is not an age; use a number with s, m, h or d, such as 30d")
     }
     return .seconds(count * seconds)

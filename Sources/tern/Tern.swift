@@ -44,7 +44,10 @@ struct Tern: AsyncParsableCommand {
 
             TLS, signed bundles, rate limits: docs/security.md.
             """,
-        subcommands: [Serve.self, Predict.self, Inspect.self, Pack.self, Push.self, Models.self, Audit.self, Keys.self, RegistryCommand.self, Predictions.self, Drift.self, Alerts.self, Explain.self, Batch.self, RolloutCommand.self, Health.self]
+        subcommands: [
+            Serve.self, Predict.self, Inspect.self, Pack.self, Push.self, Models.self, Audit.self, Keys.self, RegistryCommand.self, Predictions.self,
+            Drift.self, Alerts.self, Explain.self, Batch.self, RolloutCommand.self, Health.self,
+        ]
     )
 
     // `tern --version` is answered here, before parsing: ArgumentParser's built-in flag (and any flag of the

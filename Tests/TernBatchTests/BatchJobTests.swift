@@ -34,7 +34,8 @@ struct BatchJobTests {
     static func model() throws -> any InferenceModel {
         try ServedModel.loadONNX(
             name: "logreg", version: 1, path: Fixtures.modelPath("logreg"), config: ModelConfig(), runtime: Fixtures.runtime,
-            pool: Fixtures.pool, sessionOptions: SessionOptions()).model
+            pool: Fixtures.pool, sessionOptions: SessionOptions()
+        ).model
     }
 
     @Test("every row's outputs equal onnxruntime's, in input order, with the id copied")
@@ -109,13 +110,13 @@ struct CronExpressionTests {
         ("*/15 * * * *", "2026-12-07T10:45:00Z", true),
         ("*/15 * * * *", "2026-12-07T10:46:00Z", false),
         ("*/15 * * * *", "2026-12-07T10:45:30Z", false),  // five fields: second 0 only
-        ("0 9 * * 1-5", "2026-12-07T09:00:00Z", true),     // a Monday
-        ("0 9 * * 1-5", "2026-12-06T09:00:00Z", false),    // a Sunday
-        ("0 9 * * 7", "2026-12-06T09:00:00Z", true),       // 7 is Sunday too
-        ("0 0 1 * 1", "2026-12-07T00:00:00Z", true),       // both days restricted: either matches (Monday)
-        ("0 0 1 * 1", "2026-12-01T00:00:00Z", true),       // ... (the 1st)
+        ("0 9 * * 1-5", "2026-12-07T09:00:00Z", true),  // a Monday
+        ("0 9 * * 1-5", "2026-12-06T09:00:00Z", false),  // a Sunday
+        ("0 9 * * 7", "2026-12-06T09:00:00Z", true),  // 7 is Sunday too
+        ("0 0 1 * 1", "2026-12-07T00:00:00Z", true),  // both days restricted: either matches (Monday)
+        ("0 0 1 * 1", "2026-12-01T00:00:00Z", true),  // ... (the 1st)
         ("0 0 1 * 1", "2026-12-02T00:00:00Z", false),
-        ("30 */10 * * * *", "2026-12-07T10:20:30Z", true), // six fields: seconds first
+        ("30 */10 * * * *", "2026-12-07T10:20:30Z", true),  // six fields: seconds first
         ("0 0 29 2 *", "2026-03-01T00:00:00Z", false),
     ])
     func matches(_ expression: String, _ time: String, _ expected: Bool) throws {

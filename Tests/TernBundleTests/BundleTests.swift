@@ -1,8 +1,9 @@
 import Foundation
+import TernCore
 import Testing
 import ZIPFoundation
+
 @testable import TernBundle
-import TernCore
 
 private let signature = ModelSignature(
     inputs: [TensorSpec(name: "features", datatype: .fp32, shape: [-1, 3])],
@@ -22,8 +23,9 @@ private func tampered(_ archive: Data, file: String, with data: Data) throws -> 
         var bytes = Data()
         _ = try source.extract(entry) { bytes.append($0) }
         if entry.path == file { bytes = data }
-        try target.addEntry(with: entry.path, type: .file, uncompressedSize: Int64(bytes.count),
-                            provider: { position, size in bytes.subdata(in: Int(position)..<Int(position) + size) })
+        try target.addEntry(
+            with: entry.path, type: .file, uncompressedSize: Int64(bytes.count),
+            provider: { position, size in bytes.subdata(in: Int(position)..<Int(position) + size) })
     }
     return target.data!
 }
@@ -63,15 +65,17 @@ private func tampered(_ archive: Data, file: String, with data: Data) throws -> 
     @Test func duplicateEntriesAreRefused() throws {
         let target = try Archive(data: try sampleBundle().archive(), accessMode: .update)
         let other = Data(#"{"name": "other"}"#.utf8)
-        try target.addEntry(with: BundleFile.manifest, type: .file, uncompressedSize: Int64(other.count),
-                            provider: { position, size in other.subdata(in: Int(position)..<Int(position) + size) })
+        try target.addEntry(
+            with: BundleFile.manifest, type: .file, uncompressedSize: Int64(other.count),
+            provider: { position, size in other.subdata(in: Int(position)..<Int(position) + size) })
         #expect { try ModelBundle(archive: target.data!) } throws: { "\($0)".contains("bundle holds tern.json twice") }
     }
 
     @Test func oversizedAndHighlyCompressedEntriesAreRefusedBeforeInflating() throws {
         let card = Data(repeating: UInt8(ascii: "a"), count: 4 << 20)  // 4 MiB of one byte: deflates ~1000 times
         let archive = try ModelBundle(
-            manifest: sampleBundle().manifest, files: [BundleFile.model: Data("m".utf8), BundleFile.card: card]).archive()
+            manifest: sampleBundle().manifest, files: [BundleFile.model: Data("m".utf8), BundleFile.card: card]
+        ).archive()
         #expect { try ModelBundle(archive: archive) } throws: { "\($0)".contains("'MODEL_CARD.md' inflates") }
         let small = BundleLimits(smallFileBytes: 1 << 20, maxCompressionRatio: 10_000)
         #expect { try ModelBundle(archive: archive, limits: small) } throws: {
@@ -167,7 +171,9 @@ private func tampered(_ archive: Data, file: String, with data: Data) throws -> 
         // log_loss = -mean(log([0.9, 0.8, 0.4, 0.3, 0.9]))
         let expected = -[0.9, 0.8, 0.4, 0.3, 0.9].map(log).reduce(0, +) / 5
         #expect(abs(metrics.logLoss! - expected) < 1e-12)
-        #expect { try ValidationMetrics.classification(truth: ["2"], predicted: ["0"], probabilities: nil, classes: ["0", "1"], labelColumn: "y") } throws: {
+        #expect {
+            try ValidationMetrics.classification(truth: ["2"], predicted: ["0"], probabilities: nil, classes: ["0", "1"], labelColumn: "y")
+        } throws: {
             "\($0)".contains("label '2' is not one of the model's classes")
         }
     }

@@ -1,5 +1,6 @@
-@testable import TernCore
 import Testing
+
+@testable import TernCore
 
 /// A verifier with fixed keys, to isolate the decision from the registry (the keyring is tested live).
 private struct FixedKeys: CredentialVerifier {
@@ -13,11 +14,12 @@ private struct FixedKeys: CredentialVerifier {
 
 @Suite("Access: scopes, grants and credentials")
 struct AccessTests {
-    let access = AccessControl(verifier: FixedKeys(keys: [
-        "i": Caller(name: "key:i", scopes: [.infer]),
-        "a": Caller(name: "key:a", scopes: [.admin]),
-        "c": Caller(name: "key:c", scopes: [.infer, .read], models: ["credit"]),
-    ]))
+    let access = AccessControl(
+        verifier: FixedKeys(keys: [
+            "i": Caller(name: "key:i", scopes: [.infer]),
+            "a": Caller(name: "key:a", scopes: [.admin]),
+            "c": Caller(name: "key:c", scopes: [.infer, .read], models: ["credit"]),
+        ]))
 
     @Test("credentials come from Bearer or x-api-key; other schemes are no credential")
     func credentials() {

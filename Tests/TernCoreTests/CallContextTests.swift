@@ -1,5 +1,6 @@
-@testable import TernCore
 import Testing
+
+@testable import TernCore
 
 @Suite("Request context: ids, trace context, outcomes")
 struct CallContextTests {
@@ -29,12 +30,14 @@ struct CallContextTests {
         #expect(parsed?.parentID == "00f067aa0ba902b7")
         #expect(parsed?.sampled == true)
         #expect(parsed?.header == valid)
-        for bad in ["", "garbage", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-                    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-                    "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-                    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-                    "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"] {
+        for bad in [
+            "", "garbage", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
             #expect(TraceParent(header: bad) == nil, "\(bad)")
         }
         // A later version may carry more fields.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TernCore
 
 @Suite struct CircuitBreakerTests {
@@ -35,9 +36,11 @@ import Testing
 }
 
 @Suite struct FallbackPolicyTests {
-    let outputs = [TensorSpec(name: "label", datatype: .int64, shape: [-1]),
-                   TensorSpec(name: "probabilities", datatype: .fp32, shape: [-1, 2]),
-                   TensorSpec(name: "class", datatype: .bytes, shape: [-1])]
+    let outputs = [
+        TensorSpec(name: "label", datatype: .int64, shape: [-1]),
+        TensorSpec(name: "probabilities", datatype: .fp32, shape: [-1, 2]),
+        TensorSpec(name: "class", datatype: .bytes, shape: [-1]),
+    ]
 
     @Test func theDefaultAnswerRepeatsEachRowsValuesInOutputOrder() throws {
         let json = #"{"default": {"probabilities": [0.9, 0.1], "label": 0, "class": "good"}}"#

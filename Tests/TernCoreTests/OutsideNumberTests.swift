@@ -4,9 +4,11 @@ import Testing
 /// Numbers from outside: every value that once trapped a conversion is a 400 naming its field.
 @Suite("Outside numbers: range-checked conversions")
 struct OutsideNumberTests {
-    @Test("durations as text", arguments: [
-        ("250ms", 0.25), ("30s", 30), ("5m", 300), ("1h", 3600), ("1d", 86_400), ("90", 90), ("0.5s", 0.5), ("1e3s", 1000),
-    ])
+    @Test(
+        "durations as text",
+        arguments: [
+            ("250ms", 0.25), ("30s", 30), ("5m", 300), ("1h", 3600), ("1d", 86_400), ("90", 90), ("0.5s", 0.5), ("1e3s", 1000),
+        ])
     func durations(text: String, seconds: Double) throws {
         #expect(OutsideNumber.seconds(try OutsideNumber.duration(text: text, "interval")) == seconds)
     }
@@ -31,10 +33,12 @@ struct OutsideNumberTests {
         #expect(throws: TernError.self) { try OutsideNumber.duration(true, "for") }
     }
 
-    @Test("integers within a range", arguments: [
-        (1e19, false), (-1e19, false), (Double.nan, false), (Double.infinity, false), (1.7e12, true), (0, true), (-1, false),
-        (32_503_680_000_000, true), (32_503_680_000_001, false), (1.5, true),
-    ])
+    @Test(
+        "integers within a range",
+        arguments: [
+            (1e19, false), (-1e19, false), (Double.nan, false), (Double.infinity, false), (1.7e12, true), (0, true), (-1, false),
+            (32_503_680_000_000, true), (32_503_680_000_001, false), (1.5, true),
+        ])
     func integers(value: Double, accepted: Bool) throws {
         let range = OutsideNumber.epochMilliseconds
         if accepted {

@@ -1,18 +1,22 @@
-@testable import TernCore
 import Testing
 
+@testable import TernCore
 
 /// YAML from others' files: what Yams's constructor traps on is an error here.
 @Suite("Safe YAML")
 struct SafeYAMLTests {
-    static let laughs = (["a: &a [x, x, x, x, x, x, x, x, x, x]"] + (1..<7).map { level in
-        let name = String(UnicodeScalar(UInt8(97 + level))), previous = String(UnicodeScalar(UInt8(96 + level)))
-        return "\(name): &\(name) [" + Array(repeating: "*\(previous)", count: 10).joined(separator: ", ") + "]"
-    }).joined(separator: "\n")
+    static let laughs =
+        (["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+        + (1..<7).map { level in
+            let name = String(UnicodeScalar(UInt8(97 + level))), previous = String(UnicodeScalar(UInt8(96 + level)))
+            return "\(name): &\(name) [" + Array(repeating: "*\(previous)", count: 10).joined(separator: ", ") + "]"
+        }).joined(separator: "\n")
 
-    @Test("keys that are not plain values, and billion laughs, are refused", arguments: [
-        #"{"weights":, {"0": 1e308, "2": 1e308}}"#, "{[a]: 1}", "{{a: 1}: 2}", laughs,
-    ])
+    @Test(
+        "keys that are not plain values, and billion laughs, are refused",
+        arguments: [
+            #"{"weights":, {"0": 1e308, "2": 1e308}}"#, "{[a]: 1}", "{{a: 1}: 2}", laughs,
+        ])
     func refused(text: String) {
         #expect(throws: TernError.self) { try SafeYAML.load(text, source: "test.yaml") }
     }

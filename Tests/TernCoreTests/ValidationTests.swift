@@ -31,16 +31,18 @@ struct ValidationTests {
         #expect(try RequestValidator.validate(subset, against: signature).outputs == ["probabilities"])
     }
 
-    @Test("each mismatch is refused with a message naming the input", arguments: [
-        ("unknown", "unknown input 'other'"),
-        ("missing", "missing input 'purpose'"),
-        ("duplicate", "input 'features' is given more than once"),
-        ("datatype", "input 'purpose' has datatype FP32 but the model expects BYTES"),
-        ("shape", "input 'features' has shape [2, 4] but the model expects [-1, 3]"),
-        ("rank", "input 'features' has shape [6]"),
-        ("batch", "batch size 5, above the model's max_batch_size 4"),
-        ("output", "unknown output 'nope'"),
-    ])
+    @Test(
+        "each mismatch is refused with a message naming the input",
+        arguments: [
+            ("unknown", "unknown input 'other'"),
+            ("missing", "missing input 'purpose'"),
+            ("duplicate", "input 'features' is given more than once"),
+            ("datatype", "input 'purpose' has datatype FP32 but the model expects BYTES"),
+            ("shape", "input 'features' has shape [2, 4] but the model expects [-1, 3]"),
+            ("rank", "input 'features' has shape [6]"),
+            ("batch", "batch size 5, above the model's max_batch_size 4"),
+            ("output", "unknown output 'nope'"),
+        ])
     func mismatches(kind: String, message: String) throws {
         var request = InferenceRequest(inputs: [try features(2), try purpose(2)])
         switch kind {
@@ -143,7 +145,8 @@ struct TensorTests {
         let catalog = ModelCatalog()
         catalog.update { state in
             for version in [1, 2, 3] {
-                state.models["m", default: [:]][version] = ServedModel(name: "m", version: version, model: Stub(), config: ModelConfig(), platform: "p")
+                state.models["m", default: [:]][version] = ServedModel(
+                    name: "m", version: version, model: Stub(), config: ModelConfig(), platform: "p")
             }
             state.aliases["m"] = ["production": 2, "canary": 3, "gone": 7]
             state.defaults["m"] = 2

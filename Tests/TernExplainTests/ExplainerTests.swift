@@ -1,7 +1,8 @@
 import Foundation
-import Testing
-@testable import TernExplain
 import TernTestSupport
+import Testing
+
+@testable import TernExplain
 
 /// Tern's attributions against shap's own, on models scikit-learn, XGBoost and LightGBM trained and their
 /// converters exported (tools/make-explain-fixtures.py wrote shap's values beside each model).
@@ -32,7 +33,11 @@ struct ExplainFixture: Sendable, CustomStringConvertible {
         }
         var outputs: [String: [[Double]]] = [:]
         for (output, value) in document["onnxruntime"] as? [String: Any] ?? [:] {
-            if let matrix = value as? [[Double]] { outputs[output] = matrix } else if let list = value as? [Double] { outputs[output] = list.map { [$0] } }
+            if let matrix = value as? [[Double]] {
+                outputs[output] = matrix
+            } else if let list = value as? [Double] {
+                outputs[output] = list.map { [$0] }
+            }
         }
         return ExplainFixture(
             name: name, structure: try ModelStructure.read(onnx: model), rows: document["rows"] as? [[Double]] ?? [],
@@ -44,13 +49,32 @@ struct ExplainFixture: Sendable, CustomStringConvertible {
 func marginsReproduceOnnxRuntime(name: String) throws {
     let fixture = try ExplainFixture.load(name)
     let attributions = try Explainer.explain(fixture.structure, rows: fixture.rows, background: fixture.background)
-    let (output, transform): (String, ([Double]) -> [Double]) = switch attributions.link {
-    case .identity: (fixture.onnxruntime["probabilities"] != nil ? "probabilities" : "variable", { m in
-        fixture.onnxruntime["probabilities"] != nil && m.count == 1 ? [1 - m[0], m[0]] : m
-    })
-    case .logistic: ("probabilities", { m in let p = 1 / (1 + exp(-m[0])); return [1 - p, p] })
-    case .softmax: ("probabilities", { m in let e = m.map { exp($0 - m.max()!) }; return e.map { $0 / e.reduce(0, +) } })
-    }
+    let (output, transform): (String, ([Double]) -> [Double]) =
+        switch attributions.link {
+        case .identity:
+            (
+                fixture.onnxruntime["probabilities"] != nil ? "probabilities" : "variable",
+                { m in
+                    fixture.onnxruntime["probabilities"] != nil && m.count == 1 ? [1 - m[0], m[0]] : m
+                }
+            )
+        case .logistic:
+            (
+                "probabilities",
+                { m in
+                    let p = 1 / (1 + exp(-m[0]))
+                    return [1 - p, p]
+                }
+            )
+        case .softmax:
+            (
+                "probabilities",
+                { m in
+                    let e = m.map { exp($0 - m.max()!) }
+                    return e.map { $0 / e.reduce(0, +) }
+                }
+            )
+        }
     let scores = try #require(fixture.onnxruntime[output], "onnxruntime's \(output)")
     for (row, margins) in attributions.margins.enumerated() {
         let mine = transform(margins)
@@ -72,7 +96,9 @@ func attributionsEqualShaps(name: String) throws {
         let scale = attributions.margins.flatMap { $0 }.map(abs).max() ?? 1
         let tolerance = max(1e-6, 1e-7 * scale)
         for o in 0..<attributions.outputs {
-            #expect(abs(attributions.base[o] - base[o + shift]) < tolerance, "\(name) \(method) base \(o): \(attributions.base[o]) vs shap \(base[o + shift])")
+            #expect(
+                abs(attributions.base[o] - base[o + shift]) < tolerance,
+                "\(name) \(method) base \(o): \(attributions.base[o]) vs shap \(base[o + shift])")
         }
         var worst = 0.0
         for row in fixture.rows.indices {

@@ -42,9 +42,11 @@ struct GRPCTranslationTests {
     func parameters() throws {
         var message = request("FP32", shape: [1]) { $0.fp32Contents = [1] }
         message.id = "abc"
-        for (key, choice) in [("b", Inference_InferParameter.OneOf_ParameterChoice.boolParam(true)),
-                              ("i", .int64Param(-3)), ("s", .stringParam("x")), ("d", .doubleParam(0.5)),
-                              ("u", .uint64Param(7))] {
+        for (key, choice) in [
+            ("b", Inference_InferParameter.OneOf_ParameterChoice.boolParam(true)),
+            ("i", .int64Param(-3)), ("s", .stringParam("x")), ("d", .doubleParam(0.5)),
+            ("u", .uint64Param(7)),
+        ] {
             var parameter = Inference_InferParameter()
             parameter.parameterChoice = choice
             message.parameters[key] = parameter
@@ -60,10 +62,12 @@ struct GRPCTranslationTests {
 
     @Test("responses carry every output raw, BYTES length-prefixed")
     func response() throws {
-        let response = InferenceResponse(modelName: "m", modelVersion: "2", id: "r", outputs: [
-            try Tensor(name: "p", shape: [2], values: [Float(0.25), 0.75]),
-            try Tensor(name: "s", shape: [1], strings: ["hi"]),
-        ])
+        let response = InferenceResponse(
+            modelName: "m", modelVersion: "2", id: "r",
+            outputs: [
+                try Tensor(name: "p", shape: [2], values: [Float(0.25), 0.75]),
+                try Tensor(name: "s", shape: [1], strings: ["hi"]),
+            ])
         let message = GRPCResponseEncoder.encode(response)
         #expect(message.modelVersion == "2" && message.id == "r")
         #expect(message.outputs.map(\.datatype) == ["FP32", "BYTES"])

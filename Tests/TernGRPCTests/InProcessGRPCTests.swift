@@ -18,19 +18,22 @@ struct InProcessGRPCTests {
         let service = InferenceService()
         var batched = ModelConfig()
         batched.batching = .enabled(DynamicBatching(preferredBatchSizes: [8, 4], maxQueueDelay: .microseconds(200)))
-        service.catalog.add(try ServedModel.loadONNX(
-            name: "credit-risk", version: 2, path: Fixtures.examplesDirectory + "/credit-risk/2/model.onnx", config: batched,
-            runtime: Fixtures.runtime, pool: Fixtures.pool, sessionOptions: SessionOptions()))
+        service.catalog.add(
+            try ServedModel.loadONNX(
+                name: "credit-risk", version: 2, path: Fixtures.examplesDirectory + "/credit-risk/2/model.onnx", config: batched,
+                runtime: Fixtures.runtime, pool: Fixtures.pool, sessionOptions: SessionOptions()))
         for name in Fixtures.modelNames {
-            service.catalog.add(try ServedModel.loadONNX(
-                name: name, version: 1, path: Fixtures.modelPath(name), config: ModelConfig(), runtime: Fixtures.runtime,
-                pool: Fixtures.pool, sessionOptions: SessionOptions()))
+            service.catalog.add(
+                try ServedModel.loadONNX(
+                    name: name, version: 1, path: Fixtures.modelPath(name), config: ModelConfig(), runtime: Fixtures.runtime,
+                    pool: Fixtures.pool, sessionOptions: SessionOptions()))
         }
         service.isReady = true
         return service
     }
 
-    func withClient(_ body: @Sendable @escaping (Inference_GRPCInferenceService.Client<InProcessTransport.Client>) async throws -> Void) async throws {
+    func withClient(_ body: @Sendable @escaping (Inference_GRPCInferenceService.Client<InProcessTransport.Client>) async throws -> Void) async throws
+    {
         let service = try Self.service()
         let transport = InProcessTransport()
         try await withGRPCServer(transport: transport.server, services: [InferenceGRPCService(service: service)]) { _ in
@@ -56,8 +59,11 @@ struct InProcessGRPCTests {
             #expect(config.dynamicBatching.preferredBatchSize == [4, 8] && config.dynamicBatching.maxQueueDelayMicroseconds == 200)
             var plain = Inference_ModelConfigRequest()
             plain.name = "logreg"
-            #expect(try await client.modelConfig(plain).config.hasDynamicBatching == (ModelDescription(
-                try Self.service().catalog.resolve(name: "logreg", version: nil)).dynamicBatching != nil))
+            #expect(
+                try await client.modelConfig(plain).config.hasDynamicBatching
+                    == (ModelDescription(
+                        try Self.service().catalog.resolve(name: "logreg", version: nil)
+                    ).dynamicBatching != nil))
             var unknown = Inference_ModelConfigRequest()
             unknown.name = "nope"
             await #expect(throws: RPCError.self) { _ = try await client.modelConfig(unknown) }

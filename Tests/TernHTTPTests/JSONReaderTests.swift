@@ -24,9 +24,11 @@ struct JSONReaderTests {
                 #expect(parse(text).bitPattern == strtod(text, nil).bitPattern, "\(text)")
             }
         }
-        for text in ["0", "-0", "1", "0.1", "1e22", "1e23", "9007199254740993", "123456789012345678901234",
-                     "0.0000000000000000000000001", "1.5e-300", "2.2250738585072014e-308", "1.7976931348623157e308",
-                     "4.9e-324", "1e400", "-1e-400", "0.30000000000000004", "100000000000000000000000e-3"] {
+        for text in [
+            "0", "-0", "1", "0.1", "1e22", "1e23", "9007199254740993", "123456789012345678901234",
+            "0.0000000000000000000000001", "1.5e-300", "2.2250738585072014e-308", "1.7976931348623157e308",
+            "4.9e-324", "1e400", "-1e-400", "0.30000000000000004", "100000000000000000000000e-3",
+        ] {
             #expect(parse(text).bitPattern == strtod(text, nil).bitPattern, "\(text)")
         }
         #expect(parse("NaN").isNaN)
@@ -55,15 +57,20 @@ struct JSONReaderTests {
             var failure: TernError?
             let result = bytes.withUnsafeBytes { raw -> String? in
                 var reader = JSONReader(raw)
-                do throws(TernError) { return try reader.readString() } catch { failure = error; return nil }
+                do throws(TernError) { return try reader.readString() } catch {
+                    failure = error
+                    return nil
+                }
             }
             if let failure { throw failure }
             return result!
         }
         #expect(try read(Array(#""a\"b\\c\/d\n\t\u00e9\ud83d\ude00""#.utf8)) == "a\"b\\c/d\n\té😀")
         #expect(try read(Array("\"héllo ✓\"".utf8)) == "héllo ✓")
-        for bad in [Array("\"\\ud83d\"".utf8), Array("\"\\x\"".utf8), [0x22, 0xFF, 0x22], [0x22, 0xC3, 0x22],
-                    Array("\"abc".utf8), [0x22, 0x01, 0x22]] {
+        for bad in [
+            Array("\"\\ud83d\"".utf8), Array("\"\\x\"".utf8), [0x22, 0xFF, 0x22], [0x22, 0xC3, 0x22],
+            Array("\"abc".utf8), [0x22, 0x01, 0x22],
+        ] {
             #expect(throws: TernError.self) { try read(bad) }
         }
     }
@@ -86,7 +93,8 @@ struct V2RequestDecoderTests {
     @Test("numbers the one-pass parser leaves to strtod (long mantissas, large exponents, NaN) decode as strtod reads them")
     func strtodFallback() throws {
         let texts = ["0.30000000000000004", "9007199254740993", "1e300", "-2.5e-310", "123456789012345678901234", "NaN"]
-        let json = "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP64\", \"shape\": [\(texts.count)], "
+        let json =
+            "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP64\", \"shape\": [\(texts.count)], "
             + "\"data\": [\(texts.joined(separator: ", "))]}]}"
         let values = try #require(try decode(json).inputs[0].values(as: Double.self))
         for (value, text) in zip(values, texts) {
@@ -101,17 +109,21 @@ struct V2RequestDecoderTests {
 
     @Test("data decodes the same whether it comes after name, datatype and shape (read in one pass) or before them")
     func keyOrder() throws {
-        let orders = [["name", "datatype", "shape", "data"], ["data", "name", "datatype", "shape"],
-                      ["name", "data", "shape", "datatype"], ["shape", "datatype", "name", "data"]]
+        let orders = [
+            ["name", "datatype", "shape", "data"], ["data", "name", "datatype", "shape"],
+            ["name", "data", "shape", "datatype"], ["shape", "datatype", "name", "data"],
+        ]
         for order in orders {
             let tensor = try decode(input(order)).inputs[0]
             #expect(tensor.shape == [2, 3])
             #expect(tensor.values(as: Float.self) == [1.5, -2, 0.003, 4, 5.25, 6], "\(order)")
         }
         // Bad data is refused with the same message on both paths.
-        for (data, shape, message) in [("[1, 2]", "[2, 3]", "needs 6 elements but 'data' holds 2"),
-                                       ("[1, 2, 3, 4, 5, 6, 7]", "[2, 3]", "more than the 6 elements"),
-                                       ("[1, \"a\", 3, 4, 5, 6]", "[2, 3]", "input 'x'")] {
+        for (data, shape, message) in [
+            ("[1, 2]", "[2, 3]", "needs 6 elements but 'data' holds 2"),
+            ("[1, 2, 3, 4, 5, 6, 7]", "[2, 3]", "more than the 6 elements"),
+            ("[1, \"a\", 3, 4, 5, 6]", "[2, 3]", "input 'x'"),
+        ] {
             for order in [orders[0], orders[1]] {
                 #expect {
                     try decode(input(order, data: data, shape: shape))

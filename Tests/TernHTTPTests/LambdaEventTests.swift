@@ -20,7 +20,8 @@ struct LambdaEventTests {
 
     @Test func restAPIEventsWithBase64BodiesAndQueryParameters() throws {
         let body = Data(#"{"instances": [[1, 2]]}"#.utf8).base64EncodedString()
-        let event = #"{"httpMethod": "POST", "path": "/v1/models/m:predict", "queryStringParameters": {"z": "1 2", "a": "x"},"#
+        let event =
+            #"{"httpMethod": "POST", "path": "/v1/models/m:predict", "queryStringParameters": {"z": "1 2", "a": "x"},"#
             + #" "headers": {"Content-Type": "application/json"}, "body": "\#(body)", "isBase64Encoded": true}"#
         let request = try LambdaRuntime.httpRequest(from: Data(event.utf8))
         #expect(request.method == "POST" && request.path == "/v1/models/m:predict?a=x&z=1%202")

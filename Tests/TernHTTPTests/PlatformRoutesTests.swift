@@ -12,8 +12,10 @@ import Testing
 /// platforms send, checked against onnxruntime's outputs.
 @Suite("Platform formats over live HTTP")
 struct PlatformRoutesTests {
-    static let features = ["age", "income", "debt_ratio", "credit_lines", "late_30d", "late_90d", "loan_amount",
-                           "employment_years", "open_accounts", "utilization"]
+    static let features = [
+        "age", "income", "debt_ratio", "credit_lines", "late_30d", "late_90d", "loan_amount",
+        "employment_years", "open_accounts", "utilization",
+    ]
 
     /// The golden batch-64 case of a fixture: rows of each input, and the expected outputs.
     func golden(_ name: String) throws -> (inputs: [[[Double]]], strings: [[String]]?, outputs: [Tensor]) {
@@ -67,8 +69,10 @@ struct PlatformRoutesTests {
             try await client.execute(uri: "/v1/models/gbc:predict", method: .post, body: json(["instances": rows])) {
                 try expectPredictions($0, outputs, rows: 0..<64, "instances")
             }
-            try await client.execute(uri: "/v1/models/gbc/versions/1:predict", method: .post,
-                                     body: json(["inputs": Array(rows[0..<5])])) {
+            try await client.execute(
+                uri: "/v1/models/gbc/versions/1:predict", method: .post,
+                body: json(["inputs": Array(rows[0..<5])])
+            ) {
                 try expectPredictions($0, outputs, rows: 0..<5, "columnar")
             }
             // Rows keyed by feature name (from the model's feature_names metadata), in a shuffled key order.
@@ -88,11 +92,15 @@ struct PlatformRoutesTests {
             try await client.execute(uri: "/ping", method: .get) { #expect($0.status == .ok) }
             // Columns in another order than the model's: matched by name.
             let order = Self.features.reversed() as [String]
-            let split: [String: Any] = ["dataframe_split": [
-                "columns": order, "data": rows[0..<8].map { row in order.map { row[Self.features.firstIndex(of: $0)!] } },
-            ]]
-            try await client.execute(uri: "/invocations", method: .post, headers: [.contentType: "application/json"],
-                                     body: json(split)) { try expectPredictions($0, outputs, rows: 0..<8, "dataframe_split") }
+            let split: [String: Any] = [
+                "dataframe_split": [
+                    "columns": order, "data": rows[0..<8].map { row in order.map { row[Self.features.firstIndex(of: $0)!] } },
+                ]
+            ]
+            try await client.execute(
+                uri: "/invocations", method: .post, headers: [.contentType: "application/json"],
+                body: json(split)
+            ) { try expectPredictions($0, outputs, rows: 0..<8, "dataframe_split") }
             let records = rows[0..<4].map { Dictionary(uniqueKeysWithValues: zip(Self.features, $0)) }
             try await client.execute(uri: "/invocations", method: .post, body: json(["dataframe_records": records])) {
                 try expectPredictions($0, outputs, rows: 0..<4, "dataframe_records")
@@ -104,11 +112,15 @@ struct PlatformRoutesTests {
                 try expectPredictions($0, outputs, rows: 0..<2, "inputs")
             }
             let csv = rows[0..<6].map { $0.map { "\($0)" }.joined(separator: ",") }.joined(separator: "\n")
-            try await client.execute(uri: "/invocations", method: .post, headers: [.contentType: "text/csv"],
-                                     body: ByteBuffer(string: csv)) { try expectPredictions($0, outputs, rows: 0..<6, "csv") }
-            try await client.execute(uri: "/invocations", method: .post,
-                                     headers: [.contentType: "text/csv", .accept: "text/csv"],
-                                     body: ByteBuffer(string: csv)) { response in
+            try await client.execute(
+                uri: "/invocations", method: .post, headers: [.contentType: "text/csv"],
+                body: ByteBuffer(string: csv)
+            ) { try expectPredictions($0, outputs, rows: 0..<6, "csv") }
+            try await client.execute(
+                uri: "/invocations", method: .post,
+                headers: [.contentType: "text/csv", .accept: "text/csv"],
+                body: ByteBuffer(string: csv)
+            ) { response in
                 #expect(response.headers[.contentType] == "text/csv")
                 let lines = String(buffer: response.body).split(separator: "\n")
                 #expect(lines.count == 6)
@@ -131,14 +143,20 @@ struct PlatformRoutesTests {
             try await client.execute(uri: "/invocations", method: .post, body: json(["dataframe_records": records])) {
                 try expectPredictions($0, outputs, rows: 0..<5, "records")
             }
-            let split: [String: Any] = ["dataframe_split": ["columns": ["purpose", "age", "income"],
-                                                            "data": (0..<5).map { [purpose[$0], age[$0], income[$0]] as [Any] }]]
+            let split: [String: Any] = [
+                "dataframe_split": [
+                    "columns": ["purpose", "age", "income"],
+                    "data": (0..<5).map { [purpose[$0], age[$0], income[$0]] as [Any] },
+                ]
+            ]
             try await client.execute(uri: "/invocations", method: .post, body: json(split)) {
                 try expectPredictions($0, outputs, rows: 0..<5, "split")
             }
             let csv = (0..<5).map { "\(income[$0]),\(age[$0]),\(purpose[$0])" }.joined(separator: "\n")
-            try await client.execute(uri: "/invocations", method: .post, headers: [.contentType: "text/csv"],
-                                     body: ByteBuffer(string: csv)) { try expectPredictions($0, outputs, rows: 0..<5, "csv") }
+            try await client.execute(
+                uri: "/invocations", method: .post, headers: [.contentType: "text/csv"],
+                body: ByteBuffer(string: csv)
+            ) { try expectPredictions($0, outputs, rows: 0..<5, "csv") }
         }
     }
 
@@ -162,21 +180,23 @@ struct PlatformRoutesTests {
         }
     }
 
-    @Test("bad payloads get a 400 naming the problem", arguments: [
-        ("/invocations", #"{"rows": []}"#, "expected one of: instances, inputs"),
-        ("/invocations", #"{"instances": []}"#, "'instances' is empty"),
-        ("/invocations", #"{"instances": [[1, 2, 3]]}"#, "[1, 3]"),
-        ("/invocations", #"{"instances": [[1,2,3,4,5,6,7,8,9,10], [1,2]]}"#, "rows have different lengths"),
-        ("/invocations", #"{"instances": [{"age": 1, "salary": 2}]}"#, "missing features: 'income'"),
-        ("/invocations", #"{"instances": [{"age": 1, "salary": 2}]}"#, "unexpected keys: 'salary'"),
-        ("/invocations", #"{"instances": [["a",2,3,4,5,6,7,8,9,10]]}"#, "is not a valid FP32"),
-        ("/invocations", #"{"dataframe_split": {"columns": ["age"]}}"#, "needs 'columns'"),
-        ("/invocations", #"{"dataframe_split": {"columns": ["age"], "data": [[1, 2]]}}"#, "list of 1 values"),
-        ("/invocations", #"[1, 2]"#, "JSON object"),
-        ("/invocations", #"{"instances": "#, "malformed JSON"),
-        ("/v1/models/nope:predict", #"{"instances": [[1]]}"#, "unknown model 'nope'"),
-        ("/v1/models/gbc:explain", #"{}"#, "no route"),
-    ])
+    @Test(
+        "bad payloads get a 400 naming the problem",
+        arguments: [
+            ("/invocations", #"{"rows": []}"#, "expected one of: instances, inputs"),
+            ("/invocations", #"{"instances": []}"#, "'instances' is empty"),
+            ("/invocations", #"{"instances": [[1, 2, 3]]}"#, "[1, 3]"),
+            ("/invocations", #"{"instances": [[1,2,3,4,5,6,7,8,9,10], [1,2]]}"#, "rows have different lengths"),
+            ("/invocations", #"{"instances": [{"age": 1, "salary": 2}]}"#, "missing features: 'income'"),
+            ("/invocations", #"{"instances": [{"age": 1, "salary": 2}]}"#, "unexpected keys: 'salary'"),
+            ("/invocations", #"{"instances": [["a",2,3,4,5,6,7,8,9,10]]}"#, "is not a valid FP32"),
+            ("/invocations", #"{"dataframe_split": {"columns": ["age"]}}"#, "needs 'columns'"),
+            ("/invocations", #"{"dataframe_split": {"columns": ["age"], "data": [[1, 2]]}}"#, "list of 1 values"),
+            ("/invocations", #"[1, 2]"#, "JSON object"),
+            ("/invocations", #"{"instances": "#, "malformed JSON"),
+            ("/v1/models/nope:predict", #"{"instances": [[1]]}"#, "unknown model 'nope'"),
+            ("/v1/models/gbc:explain", #"{}"#, "no route"),
+        ])
     func badPayloads(route: String, body: String, words: String) async throws {
         let service = try fixtureService(["gbc"])
         let (inputs, _, outputs) = try golden("gbc")
@@ -201,8 +221,10 @@ struct PlatformRoutesTests {
             }
         }
         try await withLiveServer(service, platform: .init(defaultModel: "logreg")) { client in
-            try await client.execute(uri: "/invocations", method: .post, headers: [.contentType: "text/csv"],
-                                     body: ByteBuffer(string: "1,2,3,4,5,6,7,8,9,10\n1,2,3")) {
+            try await client.execute(
+                uri: "/invocations", method: .post, headers: [.contentType: "text/csv"],
+                body: ByteBuffer(string: "1,2,3,4,5,6,7,8,9,10\n1,2,3")
+            ) {
                 #expect($0.status == .badRequest)
                 #expect(String(buffer: $0.body).contains("CSV line 2 has 3 values"))
             }

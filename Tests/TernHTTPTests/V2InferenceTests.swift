@@ -16,21 +16,21 @@ struct V2InferenceTests {
         let golden = try Fixtures.golden(name)
         let bodies = try rawGoldenInputs(name)
         for path in InferPath.allCases {
-        try await withLiveServer(service, path: path) { client in
-            // Each case twice: once a model's run has been timed, the event loop may run it (pipelineInline).
-            for (golden, inputs) in Array(zip(golden, bodies)) + Array(zip(golden, bodies)) {
-                let body = "{\"id\":\"req-\(golden.name)\",\"inputs\":\(inputs)}"
-                try await client.execute(uri: "/v2/models/\(name)/infer", method: .post, body: ByteBuffer(string: body)) { response in
-                    #expect(response.status == .ok, "\(String(buffer: response.body))")
-                    #expect(response.headers[.contentType] == "application/json")
-                    let decoded = try JSONDecoder().decode(V2Response.self, from: Data(buffer: response.body))
-                    #expect(decoded.model_name == name)
-                    #expect(decoded.model_version == "1")
-                    #expect(decoded.id == "req-\(golden.name)")
-                    expectMatches(decoded.outputs.map(\.tensor), golden, "\(name) \(golden.name) JSON \(path)")
+            try await withLiveServer(service, path: path) { client in
+                // Each case twice: once a model's run has been timed, the event loop may run it (pipelineInline).
+                for (golden, inputs) in Array(zip(golden, bodies)) + Array(zip(golden, bodies)) {
+                    let body = "{\"id\":\"req-\(golden.name)\",\"inputs\":\(inputs)}"
+                    try await client.execute(uri: "/v2/models/\(name)/infer", method: .post, body: ByteBuffer(string: body)) { response in
+                        #expect(response.status == .ok, "\(String(buffer: response.body))")
+                        #expect(response.headers[.contentType] == "application/json")
+                        let decoded = try JSONDecoder().decode(V2Response.self, from: Data(buffer: response.body))
+                        #expect(decoded.model_name == name)
+                        #expect(decoded.model_version == "1")
+                        #expect(decoded.id == "req-\(golden.name)")
+                        expectMatches(decoded.outputs.map(\.tensor), golden, "\(name) \(golden.name) JSON \(path)")
+                    }
                 }
             }
-        }
         }
         try expectRanInline(service, name)
     }
@@ -39,16 +39,16 @@ struct V2InferenceTests {
     func binary(name: String) async throws {
         let service = try fixtureService([name])
         for path in InferPath.allCases {
-        try await withLiveServer(service, path: path) { client in
-            for golden in try Fixtures.golden(name) + Fixtures.golden(name) {
-                let (body, headers) = binaryRequest(golden.inputs.map(\.tensor))
-                try await client.execute(uri: "/v2/models/\(name)/versions/1/infer", method: .post, headers: headers, body: body) { response in
-                    #expect(response.status == .ok, "\(String(buffer: response.body))")
-                    #expect(response.headers[.contentType] == "application/octet-stream")
-                    expectMatches(try decodeBinaryResponse(response), golden, "\(name) \(golden.name) binary \(path)")
+            try await withLiveServer(service, path: path) { client in
+                for golden in try Fixtures.golden(name) + Fixtures.golden(name) {
+                    let (body, headers) = binaryRequest(golden.inputs.map(\.tensor))
+                    try await client.execute(uri: "/v2/models/\(name)/versions/1/infer", method: .post, headers: headers, body: body) { response in
+                        #expect(response.status == .ok, "\(String(buffer: response.body))")
+                        #expect(response.headers[.contentType] == "application/octet-stream")
+                        expectMatches(try decodeBinaryResponse(response), golden, "\(name) \(golden.name) binary \(path)")
+                    }
                 }
             }
-        }
         }
         try expectRanInline(service, name)
     }

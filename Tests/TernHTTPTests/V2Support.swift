@@ -6,6 +6,7 @@ import NIOCore
 import TernCore
 import TernONNX
 import TernTestSupport
+import Testing
 
 @testable import TernCodecs
 @testable import TernHTTP
@@ -47,8 +48,9 @@ func withLiveServer(
     PlatformRoutes(service: service, configuration: platform, http: http).register(on: routes)
     let app = Application(
         router: router,
-        server: .http1(configuration: .init(
-            additionalChannelHandlers: [V2Routes.inferFastPath(service: service, configuration: http)])),
+        server: .http1(
+            configuration: .init(
+                additionalChannelHandlers: [V2Routes.inferFastPath(service: service, configuration: http)])),
         configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     try await app.test(.live) { client in try await body(client) }
 }
@@ -65,7 +67,10 @@ func rawGoldenInputs(_ name: String) throws -> [String] {
         var ranges: [Range<Int>] = []
         var reader = JSONReader(bytes)
         try reader.readObject { (reader: inout JSONReader, key: String) throws(TernError) in
-            guard key == "cases" else { try reader.skipValue(); return }
+            guard key == "cases" else {
+                try reader.skipValue()
+                return
+            }
             try reader.readArray { (reader: inout JSONReader) throws(TernError) in
                 try reader.readObject { (reader: inout JSONReader, key: String) throws(TernError) in
                     let range = try reader.skipValue()
@@ -143,8 +148,6 @@ func decodeBinaryResponse(_ response: TestResponse) throws -> [Tensor] {
     #expect(body.readableBytes == 0)
     return tensors
 }
-
-import Testing
 
 func expectMatches(_ outputs: [Tensor], _ golden: GoldenCase, _ label: String) {
     #expect(outputs.map(\.name) == golden.outputs.map(\.name), "\(label)")

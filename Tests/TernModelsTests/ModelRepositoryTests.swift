@@ -47,9 +47,12 @@ struct ModelRepositoryTests {
         let models = try ModelRepository(root: root).discover()
         #expect(models.map(\.name) == ["a", "b", "c", "d"])
         #expect(models[0].config.batching == .automatic)
-        #expect(models[2].config.batching == .enabled(DynamicBatching(
-            preferredBatchSizes: [8, 16], maxQueueDelay: .microseconds(250), maxQueueSize: 100,
-            defaultTimeout: .microseconds(5000))))
+        #expect(
+            models[2].config.batching
+                == .enabled(
+                    DynamicBatching(
+                        preferredBatchSizes: [8, 16], maxQueueDelay: .microseconds(250), maxQueueSize: 100,
+                        defaultTimeout: .microseconds(5000))))
         #expect(models[3].config.batching == .disabled)
         #expect(models[0].selectedVersions == [1, 3])
         #expect(models[0].config.maxBatchSize == 8 && models[0].config.instances == 2)
@@ -57,18 +60,20 @@ struct ModelRepositoryTests {
         #expect(models[2].selectedVersions == [1, 2])
     }
 
-    @Test("mistakes are reported with the file and what is expected", arguments: [
-        (["m/config.yaml": "instances: 1\n"], "has no version folders"),
-        (["m/1/readme.txt": "x"], "has no model.onnx"),
-        (["m/1/model.onnx": "logreg", "m/config.yaml": "max_batch: 4\n"], "unknown setting 'max_batch'"),
-        (["m/1/model.onnx": "logreg", "m/config.yaml": "instances: 0\n"], "instances must be an integer >= 1"),
-        (["m/1/model.onnx": "logreg", "m/config.yaml": "version_policy: newest\n"], "version_policy must be"),
-        (["m/1/model.onnx": "logreg", "m/config.yaml": "version_policy: {specific: [7]}\n"], "selects none"),
-        (["m/1/model.onnx": "logreg", "m/config.yaml": "a: [unclosed\n"], "not valid YAML"),
-        (["m/1/model.onnx": "logreg", "m/config.yaml": "dynamic_batching: {max_delay: 5}\n"], "unknown dynamic_batching setting 'max_delay'"),
-        (["m/1/model.onnx": "logreg", "m/config.yaml": "dynamic_batching: {preferred_batch_sizes: [0]}\n"], "preferred_batch_sizes"),
-        (["m/1/model.onnx": "logreg", "m/config.yaml": "dynamic_batching: yes please\n"], "dynamic_batching must be"),
-    ])
+    @Test(
+        "mistakes are reported with the file and what is expected",
+        arguments: [
+            (["m/config.yaml": "instances: 1\n"], "has no version folders"),
+            (["m/1/readme.txt": "x"], "has no model.onnx"),
+            (["m/1/model.onnx": "logreg", "m/config.yaml": "max_batch: 4\n"], "unknown setting 'max_batch'"),
+            (["m/1/model.onnx": "logreg", "m/config.yaml": "instances: 0\n"], "instances must be an integer >= 1"),
+            (["m/1/model.onnx": "logreg", "m/config.yaml": "version_policy: newest\n"], "version_policy must be"),
+            (["m/1/model.onnx": "logreg", "m/config.yaml": "version_policy: {specific: [7]}\n"], "selects none"),
+            (["m/1/model.onnx": "logreg", "m/config.yaml": "a: [unclosed\n"], "not valid YAML"),
+            (["m/1/model.onnx": "logreg", "m/config.yaml": "dynamic_batching: {max_delay: 5}\n"], "unknown dynamic_batching setting 'max_delay'"),
+            (["m/1/model.onnx": "logreg", "m/config.yaml": "dynamic_batching: {preferred_batch_sizes: [0]}\n"], "preferred_batch_sizes"),
+            (["m/1/model.onnx": "logreg", "m/config.yaml": "dynamic_batching: yes please\n"], "dynamic_batching must be"),
+        ])
     func mistakes(files: [String: String], message: String) throws {
         let root = try repository(files)
         defer { try? FileManager.default.removeItem(atPath: root) }

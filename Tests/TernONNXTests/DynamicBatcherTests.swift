@@ -15,18 +15,21 @@ struct DynamicBatcherTests {
             switch tensor.contents {
             case .raw(let bytes):
                 let perRow = bytes.count / total
-                return try Tensor(name: tensor.name, datatype: tensor.datatype, shape: shape,
-                                  contents: .raw(Array(bytes[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
+                return try Tensor(
+                    name: tensor.name, datatype: tensor.datatype, shape: shape,
+                    contents: .raw(Array(bytes[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
             case .strings(let elements):
                 let perRow = elements.count / total
-                return try Tensor(name: tensor.name, datatype: tensor.datatype, shape: shape,
-                                  contents: .strings(Array(elements[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
+                return try Tensor(
+                    name: tensor.name, datatype: tensor.datatype, shape: shape,
+                    contents: .strings(Array(elements[(rows.lowerBound * perRow)..<(rows.upperBound * perRow)])))
             }
         }
     }
 
-    @Test("64 concurrent clients with distinct inputs and mixed row counts each get the unbatched answer",
-          arguments: ["gbc", "mlp", "pipeline_categorical", "gbc_zipmap", "all_types"])
+    @Test(
+        "64 concurrent clients with distinct inputs and mixed row counts each get the unbatched answer",
+        arguments: ["gbc", "mlp", "pipeline_categorical", "gbc_zipmap", "all_types"])
     func concurrentClients(name: String) async throws {
         let pool = RunnerPool(threads: 2, name: "tern.test.batching")
         defer { pool.shutdown() }

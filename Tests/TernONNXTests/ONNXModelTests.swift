@@ -24,10 +24,11 @@ struct ONNXModelTests {
     func signatures() throws {
         let zipmap = try ONNXModel(path: Fixtures.modelPath("gbc_zipmap"), runtime: Fixtures.runtime, pool: Fixtures.pool)
         #expect(zipmap.signature.inputs == [TensorSpec(name: "features", datatype: .fp32, shape: [-1, 10])])
-        #expect(zipmap.signature.outputs == [
-            TensorSpec(name: "output_label", datatype: .int64, shape: [-1]),
-            TensorSpec(name: "output_probability", datatype: .fp32, shape: [-1, -1]),
-        ])
+        #expect(
+            zipmap.signature.outputs == [
+                TensorSpec(name: "output_label", datatype: .int64, shape: [-1]),
+                TensorSpec(name: "output_probability", datatype: .fp32, shape: [-1, -1]),
+            ])
         let types = try ONNXModel(path: Fixtures.modelPath("all_types"), runtime: Fixtures.runtime, pool: Fixtures.pool)
         #expect(Set(types.signature.inputs.map(\.datatype)) == Set(DataType.allCases))
         #expect(types.signature.inputs.allSatisfy { $0.shape == [-1, 3] })
@@ -126,8 +127,10 @@ struct ONNXMemoryTests {
     @Test("220,000 runs (numeric, string and ZipMap models) do not grow memory")
     func noLeak() throws {
         let models = try ["gbc", "gbc_zipmap", "pipeline_categorical"].map { name in
-            (try ONNXModel(path: Fixtures.modelPath(name), runtime: Fixtures.runtime, pool: Fixtures.pool),
-             try Fixtures.golden(name)[0])
+            (
+                try ONNXModel(path: Fixtures.modelPath(name), runtime: Fixtures.runtime, pool: Fixtures.pool),
+                try Fixtures.golden(name)[0]
+            )
         }
         func runs(_ count: Int) throws {
             for index in 0..<count {

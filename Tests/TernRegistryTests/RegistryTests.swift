@@ -2,10 +2,11 @@ import Foundation
 import Logging
 import PostgresKit
 import SQLKit
-import Testing
-@testable import TernRegistry
 import TernBundle
 import TernCore
+import Testing
+
+@testable import TernRegistry
 
 /// The registry's databases under test: SQLite always; PostgreSQL when `TERN_TEST_POSTGRES_URL` names a
 /// server (scripts/test.sh starts one), each test in a database of its own.

@@ -33,11 +33,13 @@ struct TernServerTests {
         #expect(server.service.isReady)
         #expect(server.service.catalog.versions(of: "credit-risk") == [1, 2])
         let request = InferenceRequest(inputs: [
-            try Tensor(name: "features", shape: [1, 10], values: [Float](repeating: 1, count: 10)),
+            try Tensor(name: "features", shape: [1, 10], values: [Float](repeating: 1, count: 10))
         ])
         let response = try await server.service.infer(CallContext(wire: .local)) {
             try server.service.resolve(model: "credit-risk", version: "1")
-        } decode: { _ in request }
+        } decode: { _ in
+            request
+        }
         #expect(response.outputs.map(\.name) == ["label", "probabilities"])
         task.cancel()
         _ = await task.result

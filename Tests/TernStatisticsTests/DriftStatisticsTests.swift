@@ -78,8 +78,9 @@ struct DriftStatisticsTests {
             let liveCounts = DriftStatistics.binCounts(live, edges: edges)
             #expect(referenceCounts == item.reference_counts && liveCounts == item.live_counts, "\(item.name): counts")
             #expect(close(DriftStatistics.psi(reference: referenceCounts, live: liveCounts), item.psi), "\(item.name): PSI")
-            #expect(close(DriftStatistics.jensenShannon(reference: referenceCounts, live: liveCounts), item.jensen_shannon)
-                || abs((DriftStatistics.jensenShannon(reference: referenceCounts, live: liveCounts) ?? -1) - item.jensen_shannon) < 1e-15,
+            #expect(
+                close(DriftStatistics.jensenShannon(reference: referenceCounts, live: liveCounts), item.jensen_shannon)
+                    || abs((DriftStatistics.jensenShannon(reference: referenceCounts, live: liveCounts) ?? -1) - item.jensen_shannon) < 1e-15,
                 "\(item.name): Jensen-Shannon")
         }
     }

@@ -1,21 +1,19 @@
 import Foundation
 import Synchronization
 
-/// The wire protocol a request came in on: a label of every metric, log line and prediction-log row.
-public enum WireProtocol: String, Sendable, CaseIterable {
-    /// Open Inference Protocol v2 over HTTP (JSON, or JSON with the binary tensor extension).
-    case v2REST = "v2_rest"
-    /// Open Inference Protocol v2 over gRPC.
-    case v2GRPC = "v2_grpc"
-    /// KServe v1 / TensorFlow Serving `:predict`.
-    case kserveV1 = "kserve_v1"
-    /// MLflow and SageMaker `/invocations`, and the configured Vertex AI and Azure ML predict routes.
-    case invocations
-    /// The CLI's own runs in its process (`tern predict`, `tern pack`'s validation): no wire at all.
-    case local
+/// The wire protocol a request came in on: a label of every metric, log line and prediction-log row. An
+/// open value: each front-end names its own (`v2_rest`, `kserve_v1` and `invocations` in TernHTTP, `v2_grpc`
+/// in TernGRPC); the core knows only `local`, the CLI's own runs in its process, which have no wire at all.
+/// Metric series exist for the protocols the catalog is told a server serves (``ModelCatalog/protocols``).
+public struct WireProtocol: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
 
-    /// The protocols a server serves (metric series exist for these).
-    public static let served: [WireProtocol] = [.v2REST, .v2GRPC, .kserveV1, .invocations]
+    public init(rawValue: String) { self.rawValue = rawValue }
+
+    public var description: String { rawValue }
+
+    /// The CLI's own runs in its process (`tern predict`, `tern pack`'s validation): not counted in metrics.
+    public static let local = WireProtocol(rawValue: "local")
 }
 
 /// What a front-end knows of a request besides its tensors: who sent it, on which protocol, under which id

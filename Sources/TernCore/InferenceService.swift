@@ -23,9 +23,12 @@ public final class ModelCatalog: Sendable {
     private let shadowsConfigured = Atomic<Bool>(false)
     /// Where each version's metric handles are made, once, as it joins the catalog.
     public let metricsFactory: any MetricsFactory
+    /// The protocols the server serves: each version's request counters are made for these.
+    public let protocols: [WireProtocol]
 
-    public init(metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance) {
+    public init(metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance, protocols: [WireProtocol] = []) {
         self.metricsFactory = metricsFactory
+        self.protocols = protocols
     }
 
     /// Adds (or replaces) a loaded version.
@@ -35,7 +38,7 @@ public final class ModelCatalog: Sendable {
     }
 
     private func attachMetrics(_ served: ServedModel) {
-        served.statistics.attach(VersionMetrics(model: served.name, version: served.version, factory: metricsFactory))
+        served.statistics.attach(VersionMetrics(model: served.name, version: served.version, factory: metricsFactory, protocols: protocols))
     }
 
     /// Removes a version; returns it if it was there.
@@ -204,7 +207,7 @@ public final class InferenceService: Sendable {
     public init(catalog: ModelCatalog = ModelCatalog(), timesRuns: Bool = false) {
         self.catalog = catalog
         self.timesRuns = timesRuns
-        self.unresolved = UnresolvedMetrics(factory: catalog.metricsFactory)
+        self.unresolved = UnresolvedMetrics(factory: catalog.metricsFactory, protocols: catalog.protocols)
     }
 
     /// Whether the server has finished loading its models and accepts inference.

@@ -156,7 +156,8 @@ public enum MetricNames {
 
 /// A model version's metric handles, made once when the version loads (never per request).
 public final class VersionMetrics: Sendable {
-    private let requests: [[CoreMetrics.Counter]]
+    /// Each served protocol's counters by outcome (a handful: found by comparing the protocols' short names).
+    private let requests: [(wire: WireProtocol, counters: [CoreMetrics.Counter])]
     private let inFlight: Meter
     private let duration: CoreMetrics.Timer
     let queue: CoreMetrics.Timer
@@ -164,14 +165,17 @@ public final class VersionMetrics: Sendable {
     let batchSize: Recorder
     let rows: CoreMetrics.Counter
 
-    public init(model: String, version: Int, factory: any MetricsFactory) {
+    public init(model: String, version: Int, factory: any MetricsFactory, protocols: [WireProtocol] = []) {
         let labels = [("model", model), ("version", String(version))]
-        requests = WireProtocol.served.map { wire in
-            RequestOutcome.allCases.map { outcome in
-                CoreMetrics.Counter(
-                    label: MetricNames.requests,
-                    dimensions: labels + [("protocol", wire.rawValue), ("outcome", outcome.rawValue)], factory: factory)
-            }
+        requests = protocols.map { wire in
+            (
+                wire,
+                RequestOutcome.allCases.map { outcome in
+                    CoreMetrics.Counter(
+                        label: MetricNames.requests,
+                        dimensions: labels + [("protocol", wire.rawValue), ("outcome", outcome.rawValue)], factory: factory)
+                }
+            )
         }
         inFlight = Meter(label: MetricNames.inFlight, dimensions: labels, factory: factory)
         duration = CoreMetrics.Timer(label: MetricNames.duration, dimensions: labels, factory: factory)
@@ -185,22 +189,18 @@ public final class VersionMetrics: Sendable {
 
     func ended(_ wire: WireProtocol, _ outcome: RequestOutcome, duration: Duration, rows: Int) {
         inFlight.decrement()
-        if wire != .local { requests[Self.index(wire)][Self.index(outcome)].increment() }
+        Self.counters(requests, wire)?[Self.index(outcome)].increment()
         self.duration.recordNanoseconds(Self.nanoseconds(duration))
         if outcome == .success { self.rows.increment(by: rows) }
     }
 
-    // The positions in `WireProtocol.served` and `allCases` (checked by a test), without building `allCases` per request.
-    static func index(_ wire: WireProtocol) -> Int {
-        switch wire {
-        case .v2REST: 0
-        case .v2GRPC: 1
-        case .kserveV1: 2
-        case .invocations: 3
-        case .local: 4
-        }
+    /// The counters of `wire` (nil for a protocol the server does not serve, such as `local`).
+    static func counters(_ requests: [(wire: WireProtocol, counters: [CoreMetrics.Counter])], _ wire: WireProtocol) -> [CoreMetrics.Counter]? {
+        for entry in requests where entry.wire == wire { return entry.counters }
+        return nil
     }
 
+    // The position in `allCases` (checked by a test), without building `allCases` per request.
     static func index(_ outcome: RequestOutcome) -> Int {
         switch outcome {
         case .success: 0
@@ -219,22 +219,24 @@ public final class VersionMetrics: Sendable {
 /// Requests that named no loaded model: counted with empty model and version labels, so that unknown
 /// names never create series.
 final class UnresolvedMetrics: Sendable {
-    private let requests: [[CoreMetrics.Counter]]
+    private let requests: [(wire: WireProtocol, counters: [CoreMetrics.Counter])]
 
-    init(factory: any MetricsFactory) {
-        requests = WireProtocol.served.map { wire in
-            RequestOutcome.allCases.map { outcome in
-                CoreMetrics.Counter(
-                    label: MetricNames.requests,
-                    dimensions: [
-                        ("model", ""), ("version", ""), ("protocol", wire.rawValue), ("outcome", outcome.rawValue),
-                    ], factory: factory)
-            }
+    init(factory: any MetricsFactory, protocols: [WireProtocol]) {
+        requests = protocols.map { wire in
+            (
+                wire,
+                RequestOutcome.allCases.map { outcome in
+                    CoreMetrics.Counter(
+                        label: MetricNames.requests,
+                        dimensions: [
+                            ("model", ""), ("version", ""), ("protocol", wire.rawValue), ("outcome", outcome.rawValue),
+                        ], factory: factory)
+                }
+            )
         }
     }
 
     func ended(_ wire: WireProtocol, _ outcome: RequestOutcome) {
-        guard wire != .local else { return }
-        requests[VersionMetrics.index(wire)][VersionMetrics.index(outcome)].increment()
+        VersionMetrics.counters(requests, wire)?[VersionMetrics.index(outcome)].increment()
     }
 }

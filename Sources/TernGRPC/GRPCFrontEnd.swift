@@ -85,6 +85,9 @@ public struct GRPCFrontEnd: Service {
         return .mTLS(certificateChain: chain, privateKey: key) { $0.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
     }
 
+    /// The protocols gRPC serves (metric series exist for each).
+    public static let protocols: [WireProtocol] = [.v2GRPC]
+
     /// Every RPC with the scope it needs.
     public static var routes: [RouteEntry] { AccessInterceptor.routes }
 
@@ -100,4 +103,9 @@ public struct GRPCFrontEnd: Service {
             server.beginGracefulShutdown()
         }
     }
+}
+
+extension WireProtocol {
+    /// Open Inference Protocol v2 over gRPC.
+    public static let v2GRPC = WireProtocol(rawValue: "v2_grpc")
 }

@@ -51,6 +51,9 @@ package struct HTTPAPI: Sendable {
         self.explanations = explanations
     }
 
+    /// The protocols HTTP serves (metric series exist for each).
+    package static let protocols: [WireProtocol] = [.v2REST, .kserveV1, .invocations]
+
     /// The router with every route of this server.
     package func router() -> Router<BasicRequestContext> {
         let base = Router(context: BasicRequestContext.self)

@@ -177,7 +177,10 @@ public struct TernServer: Sendable {
         let metrics = configuration.metricsEnabled ? TernMetricsFactory() : nil
         self.metrics = metrics
         let factory: any MetricsFactory = metrics ?? NOOPMetricsHandler.instance
-        self.service = InferenceService(catalog: ModelCatalog(metricsFactory: factory), timesRuns: configuration.tracing != nil)
+        // Request counters for every protocol Tern serves (gRPC's too when it is off: the series read zero).
+        let protocols = HTTPAPI.protocols + GRPCFrontEnd.protocols
+        self.service = InferenceService(
+            catalog: ModelCatalog(metricsFactory: factory, protocols: protocols), timesRuns: configuration.tracing != nil)
         let predictionLog = configuration.predictionLog.map {
             PredictionLog(configuration: $0, factory: factory, logger: Logger(label: "tern.predictions"))
         }

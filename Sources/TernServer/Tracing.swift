@@ -2,6 +2,7 @@ import Foundation
 import Instrumentation
 import ServiceContextModule
 import TernCore
+import TernGRPC
 import Tracing
 
 /// Spans for every inference request, made when it ends from the times the core recorded, joined to the

@@ -282,14 +282,20 @@ def test_explain_true_on_infer_adds_the_explanation_on_every_protocol_and_logs_i
     assert [f.decode() for f in result.as_numpy("explain_features")] == route["features"]
 
     # The prediction log holds the explanation with the prediction: `tern predictions show` answers why.
+    shown = logged(reg, "why-1")
+    assert "explain_attributions" in shown.stdout and f"{expected[0][0]:.6g}"[:6] in shown.stdout, shown.stdout
+
+
+def logged(reg, request_id):
+    """`tern predictions show REQUEST_ID` once the prediction log has written it (it writes in batches)."""
     deadline = time.time() + 10
     while True:
-        shown = tern("predictions", "show", "why-1", *reg.args, check=False)
+        shown = tern("predictions", "show", request_id, *reg.args, check=False)
         if shown.returncode == 0 or time.time() > deadline:
             break
         time.sleep(0.2)
     assert shown.returncode == 0, shown.stderr
-    assert "explain_attributions" in shown.stdout and f"{expected[0][0]:.6g}"[:6] in shown.stdout, shown.stdout
+    return shown
 
 
 def requests_counted(server, model, outcome):
@@ -318,13 +324,7 @@ def test_the_explain_route_is_counted_and_logged_like_a_prediction(served):
     assert refused.status_code == 400
     assert requests_counted(server, "credit", "success") == before[0] + 1
     assert requests_counted(server, "credit", "client_error") == before[1] + 1
-    deadline = time.time() + 10
-    while True:
-        shown = tern("predictions", "show", "explained-1", *reg.args, check=False)
-        if shown.returncode == 0 or time.time() > deadline:
-            break
-        time.sleep(0.2)
-    assert shown.returncode == 0, shown.stderr
+    shown = logged(reg, "explained-1")
     assert "v2_rest:explain" in shown.stdout and "explain_attributions" in shown.stdout, shown.stdout
     first = answer.json()["rows"][0]["attributions"]["class 1"][0]
     assert f"{first:.6g}"[:6] in shown.stdout, shown.stdout

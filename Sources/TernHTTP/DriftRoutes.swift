@@ -31,14 +31,7 @@ struct DriftRoutes {
             let served = try drift.service.catalog.resolve(name: name, version: query.get("version").map { String($0) })
             let since = try query.get("since").map { try PredictionTime.parse(String($0), name: "since") }
             let until = try query.get("until").map { try PredictionTime.parse(String($0), name: "until") }
-            let answer = try await drift.drift(of: served, window: window, since: since, until: until)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-            return Response(
-                status: .ok, headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(answer))))
+            return SnakeCaseJSON(try await drift.drift(of: served, window: window, since: since, until: until))
         }
     }
 }

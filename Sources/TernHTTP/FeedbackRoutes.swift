@@ -45,12 +45,7 @@ struct FeedbackRoutes {
             let name = try context.parameters.require("model")
             let since = try request.uri.queryParameters.get("since").map { try PredictionTime.parse(String($0), name: "since") }
             let answers = try await feedback.performance(of: name, since: since, newest: nil)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-            let body = try encoder.encode(PerformanceAnswer(model: name, versions: answers))
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+            return SnakeCaseJSON(PerformanceAnswer(model: name, versions: answers))
         }
     }
 

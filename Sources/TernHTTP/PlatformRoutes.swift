@@ -148,11 +148,7 @@ public struct PlatformRoutes: Sendable {
                     HTTPField.Name(name).flatMap { request.headers[$0] }
                 }
             } decode: { served in
-                let body = try await http.collectBody(request)
-                let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
-                let contentType = request.headers[.contentType]?.lowercased() ?? ""
-                return contentType.hasPrefix("text/csv")
-                    ? try PlatformForms.csvRequest(body, codec: codec) : try PlatformForms.jsonRequest(body, codec: codec)
+                try await decode(request, for: served)
             } work: { served, decoded in
                 try await explainer(served, decoded)
             }
@@ -162,17 +158,22 @@ public struct PlatformRoutes: Sendable {
         }
     }
 
+    /// A body in one of the platform forms (CSV by its content type, else JSON) as a request for `served`.
+    private func decode(_ request: Request, for served: ServedModel) async throws -> InferenceRequest {
+        let body = try await http.collectBody(request)
+        let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
+        let contentType = request.headers[.contentType]?.lowercased() ?? ""
+        return contentType.hasPrefix("text/csv")
+            ? try PlatformForms.csvRequest(body, codec: codec) : try PlatformForms.jsonRequest(body, codec: codec)
+    }
+
     private func answer(_ request: Request, _ call: CallContext, model: String?, version: String?) async throws -> Response {
         let response = try await service.infer(call) {
             try service.resolve(model: model ?? defaultModelName(), version: version, context: call) { name in
                 HTTPField.Name(name).flatMap { request.headers[$0] }
             }
         } decode: { served in
-            let body = try await http.collectBody(request)
-            let codec = TabularCodec(signature: served.model.signature, featureNames: served.featureNames)
-            let contentType = request.headers[.contentType]?.lowercased() ?? ""
-            return contentType.hasPrefix("text/csv")
-                ? try PlatformForms.csvRequest(body, codec: codec) : try PlatformForms.jsonRequest(body, codec: codec)
+            try await decode(request, for: served)
         }
         // The platform formats have no response parameters: a fallback's answer is marked in a header.
         var headers: HTTPFields = [:]

@@ -2,7 +2,6 @@ import Foundation
 import Hummingbird
 import NIOCore
 import TernCore
-import TernHTTP
 import TernMonitoring
 
 /// The drift API: translates between HTTP and ``LiveDrift``.

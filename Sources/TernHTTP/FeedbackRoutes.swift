@@ -3,7 +3,6 @@ import Hummingbird
 import NIOCore
 import TernBundle
 import TernCore
-import TernHTTP
 import TernMonitoring
 import TernRegistry
 

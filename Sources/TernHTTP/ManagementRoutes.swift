@@ -4,7 +4,6 @@ import Hummingbird
 import NIOCore
 import TernBundle
 import TernCore
-import TernHTTP
 import TernModels
 import TernRegistry
 import TernRollouts

@@ -4,7 +4,6 @@ import Hummingbird
 import NIOCore
 import Synchronization
 import TernCore
-import TernHTTP
 import TernMonitoring
 import TernRegistry
 

@@ -3,7 +3,6 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import TernCore
-import TernHTTP
 import TernModels
 import TernRegistry
 import TernRollouts

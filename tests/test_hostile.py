@@ -694,7 +694,7 @@ def test_grants_hold_for_feedback_and_unknown_models_name_only_what_the_key_may_
     holdout = os.path.join(os.path.dirname(EXAMPLES), "data", "credit-holdout.csv")
     reg.cli("push", pack(reg.tmp, "logreg", "other", 1, "--holdout", holdout, "--label-column", "default"))
     admin = reg.cli("keys", "create", "root", "--scopes", "admin,infer,read").stdout.strip()
-    limited = reg.cli("keys", "create", "limited", "--scopes", "infer,read", "--models", "credit").stdout.strip()
+    limited = reg.cli("keys", "create", "limited", "--scopes", "infer,read", "--grant", "credit").stdout.strip()
     server = reg.serve()
     try:
         def call(method, path, key, **kwargs):

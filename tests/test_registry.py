@@ -539,4 +539,5 @@ def test_cli_says_when_a_server_has_no_registry(server, tmp_path):
     result = tern("models", "list", "--server", f"http://{server.url}", check=False)
     assert result.returncode == 1 and "serves no registry" in result.stderr
     result = tern("models", "list", "--server", "http://127.0.0.1:1", check=False)
-    assert result.returncode == 1 and "cannot reach http://127.0.0.1:1" in result.stderr
+    assert result.returncode == 1 and "cannot reach http://127.0.0.1:1: connection refused" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

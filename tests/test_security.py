@@ -242,6 +242,23 @@ def test_keys_through_the_api_and_the_cli(secured):
     refused = subprocess.run([BINARY, "keys", "create", "ci", "--scopes", "infer", *remote, "--api-key", keys["read"]],
                              capture_output=True, text=True, cwd=ROOT)
     assert refused.returncode != 0 and "403" in refused.stderr and "lacks the 'admin' scope" in refused.stderr
+    # Without a key: the 401 names the flag and the variable that send one.
+    anonymous = subprocess.run([BINARY, "keys", "list", *remote], capture_output=True, text=True, cwd=ROOT,
+                               env={"PATH": "/usr/bin:/bin"})
+    assert anonymous.returncode != 0 and "401" in anonymous.stderr, anonymous.stderr
+    assert "pass --api-key KEY, or set TERN_API_KEY" in anonymous.stderr
+    # keys create's model grants are --grant; the old --models still works, saying so.
+    legacy = reg.cli("keys", "create", "legacy", "--scopes", "infer", "--models", "credit")
+    assert "--models is now --grant" in legacy.stderr and legacy.stdout.strip().startswith("tern_")
+    granted = json.loads(reg.cli("keys", "create", "granted", "--scopes", "infer", "--grant", "credit", "--json").stdout)
+    assert granted["record"]["models"] == ["credit"]
+    # The commands that read a server's prediction log and drift take --api-key too.
+    for command in (["predictions", "show", "no-such-request"], ["drift", "status", "credit"]):
+        without = subprocess.run([BINARY, *command, *remote], capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin"})
+        assert without.returncode != 0 and "401" in without.stderr and "--api-key" in without.stderr, without.stderr
+        keyed = subprocess.run([BINARY, *command, *remote, "--api-key", keys["read"]], capture_output=True, text=True, cwd=ROOT,
+                               env={"PATH": "/usr/bin:/bin"})
+        assert "401" not in keyed.stderr, keyed.stderr
     made = subprocess.run([BINARY, "keys", "create", "ci", "--scopes", "infer", "--expires", "90d", *remote],
                           capture_output=True, text=True, cwd=ROOT, env={"TERN_API_KEY": keys["admin"], "PATH": "/usr/bin:/bin"})
     assert made.returncode == 0, made.stderr

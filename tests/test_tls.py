@@ -127,6 +127,7 @@ def test_the_cli_speaks_https_with_a_ca_option(tmp_path, certs):
         assert listed.returncode == 0 and "credit" in listed.stdout, listed.stderr
         untrusted = subprocess.run([BINARY, "models", "list", "--server", url], capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert untrusted.returncode != 0 and "cannot reach" in untrusted.stderr, untrusted.stderr
+        assert "--ca-cert" in untrusted.stderr and len(untrusted.stderr.strip().splitlines()) == 1, untrusted.stderr
     finally:
         server.stop()
 

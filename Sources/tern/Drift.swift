@@ -26,6 +26,8 @@ struct Drift: AsyncParsableCommand {
         @Option(help: ArgumentHelp("A running server (http://host:8000) whose live drift to report.", valueName: "url"))
         var server: String?
 
+        @OptionGroup var access: ServerAccess
+
         @Option(help: "With --server: the model (model@alias works too).")
         var model: String?
 
@@ -56,7 +58,8 @@ struct Drift: AsyncParsableCommand {
                     let decoder = JSONDecoder()
                     decoder.keyDecodingStrategy = .convertFromSnakeCase
                     decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-                    let answer = try decoder.decode(DriftAnswer.self, from: Data(try await PredictionLogSource.get(server, path).text.utf8))
+                    let answer = try decoder.decode(
+                        DriftAnswer.self, from: Data(try await PredictionLogSource.get(server, path, access: access).text.utf8))
                     title = "Drift: \(answer.model) v\(answer.version)"
                     subtitle =
                         "\(answer.predictions) newest predictions (\(answer.rows) rows" + (answer.from.map { ", \($0) to \(answer.to ?? "")" } ?? "")
@@ -97,6 +100,8 @@ struct Drift: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The server (http://host:8000).", valueName: "url"))
         var server: String = "http://localhost:8000"
 
+        @OptionGroup var access: ServerAccess
+
         @Option(help: "A version number or alias (default: the one requests without a version get).")
         var version: String?
 
@@ -116,7 +121,7 @@ struct Drift: AsyncParsableCommand {
                     + (model.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(.init(charactersIn: "/"))) ?? model)
                     + "/drift?window=\(window)"
                 if let version { path += "&version=" + (version.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? version) }
-                let text = try await PredictionLogSource.get(server, path).text
+                let text = try await PredictionLogSource.get(server, path, access: access).text
                 let decoder = JSONDecoder()
                 decoder.keyDecodingStrategy = .convertFromSnakeCase
                 decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")

@@ -27,7 +27,11 @@ struct Keys: AsyncParsableCommand {
         var scopes: String
 
         @Option(help: ArgumentHelp("Limit the key to these models (comma-separated; default: all).", valueName: "names"))
-        var models: String?
+        var grant: String?
+
+        /// The old spelling of --grant (--models names the model folder everywhere else).
+        @Option(name: .customLong("models"), help: .hidden)
+        var oldGrant: String?
 
         @Option(help: ArgumentHelp("When the key stops working: an age (90d, 12h) or an RFC 3339 time; default: never.", valueName: "when"))
         var expires: String?
@@ -45,7 +49,12 @@ struct Keys: AsyncParsableCommand {
             } catch {
                 throw ValidationError(error.message)
             }
-            let models = self.models.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            if oldGrant != nil {
+                FileHandle.standardError.write(
+                    Data("tern keys create: --models is now --grant (--models will stop working in the next release)\n".utf8))
+            }
+            if grant != nil, oldGrant != nil { throw ValidationError("give --grant once (--models is its old spelling)") }
+            let models = (grant ?? oldGrant).map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
             try await withRegistry(registry, changes: changes) { client in
                 let (record, key) = try await client.createKey(name: name, scopes: scopes, models: models, expires: expires)
                 if json {

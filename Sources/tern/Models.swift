@@ -312,7 +312,11 @@ extension Models.Show {
     /// prediction log beside the registry (nil when there is none).
     static func liveQuality(_ model: ModelRecord, registry: RegistryOptions) async -> [VersionPerformance]? {
         if let server = registry.server {
-            guard let text = try? await PredictionLogSource.get(server, "/api/v1/models/\(model.name)/performance").text,
+            guard
+                let text = try? await PredictionLogSource.get(
+                    server, "/api/v1/models/\(model.name)/performance",
+                    access: ServerAccess(apiKey: registry.apiKey, caCert: registry.caCert)
+                ).text,
                 let answer = try? JSONDecoder().decode(PerformanceAnswer.self, from: Data(text.utf8))
             else { return nil }
             return answer.versions

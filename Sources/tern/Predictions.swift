@@ -30,7 +30,7 @@ struct Predictions: AsyncParsableCommand {
                 if let server = source.server {
                     let escaped =
                         requestID.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(.init(charactersIn: "/"))) ?? requestID
-                    print(try await PredictionLogSource.get(server, "/api/v1/predictions/\(escaped)").text)
+                    print(try await PredictionLogSource.get(server, "/api/v1/predictions/\(escaped)", access: source.access).text)
                     return
                 }
                 let store = try await source.open()
@@ -90,7 +90,7 @@ struct Predictions: AsyncParsableCommand {
                         if let model { query += "&model=" + (model.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? model) }
                         if let since { query += "&since=" + PredictionTime.format(since).replacingOccurrences(of: "+", with: "%2B") }
                         if let until { query += "&until=" + PredictionTime.format(until).replacingOccurrences(of: "+", with: "%2B") }
-                        let page = try await PredictionLogSource.get(server, "/api/v1/predictions?" + query)
+                        let page = try await PredictionLogSource.get(server, "/api/v1/predictions?" + query, access: source.access)
                         handle.write(Data(page.text.utf8))
                         guard let next = page.next else { break }
                         after = next
@@ -136,6 +136,8 @@ struct PredictionLogSource: ParsableArguments {
     @Option(help: ArgumentHelp("Read through a running server's API instead (http://host:8000).", valueName: "url"))
     var server: String?
 
+    @OptionGroup var access: ServerAccess
+
     @Option(help: ArgumentHelp("The key file of an encrypted log (default: $TERN_PREDICTION_LOG_KEY).", valueName: "file"))
     var predictionLogKey: String?
 
@@ -158,17 +160,17 @@ struct PredictionLogSource: ParsableArguments {
     }
 
     /// A GET on the server's API: its text and the next page's `after`, or its error as the error.
-    static func get(_ server: String, _ path: String) async throws -> (text: String, next: Int64?) {
+    static func get(_ server: String, _ path: String, access: ServerAccess = ServerAccess()) async throws -> (text: String, next: Int64?) {
         let base = server.hasSuffix("/") ? String(server.dropLast()) : server
-        let client = try RegistryOptions.httpClient(caCert: nil)
+        let client = try RegistryOptions.httpClient(caCert: access.caCert)
         defer { _ = client.shutdown() }
         let response: HTTPClientResponse
         do {
             var request = HTTPClientRequest(url: base + path)
-            if let key = RegistryOptions.apiKey(nil) { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
+            if let key = RegistryOptions.apiKey(access.apiKey) { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
             response = try await client.execute(request, timeout: .seconds(300))
         } catch {
-            throw TernError.unavailable("cannot reach \(base): \(error)")
+            throw ServerErrors.unreachable(base, error)
         }
         let text = String(buffer: try await response.body.collect(upTo: 1 << 30))
         guard response.status == .ok else {
@@ -176,7 +178,7 @@ struct PredictionLogSource: ParsableArguments {
             if response.status == .notFound, message.hasPrefix("no route") {
                 throw TernError.invalidArgument("\(base) keeps no prediction log (started with --prediction-log off)")
             }
-            throw TernError.invalidArgument("\(base) answered \(response.status.code): \(message)")
+            throw ServerErrors.answered(base, status: Int(response.status.code), message: message)
         }
         return (text, response.headers.first(name: "Tern-Next-After").flatMap { Int64($0) })
     }
@@ -205,5 +207,25 @@ extension RegistryOptions {
             }
         }
         return .database(.sqlite(path: dataFolder + "/predictions.sqlite"))
+    }
+}
+
+/// How a command that reads a server's API authenticates and trusts it (the registry commands' options
+/// of the same names).
+struct ServerAccess: ParsableArguments {
+    @Option(help: ArgumentHelp("With --server: the API key to send (default: $TERN_API_KEY).", valueName: "key"))
+    var apiKey: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "With an https:// --server: trust this CA bundle (PEM) (default: $TERN_CA_CERT, else the system's).",
+            valueName: "file"))
+    var caCert: String?
+
+    init() {}
+
+    init(apiKey: String?, caCert: String?) {
+        self.apiKey = apiKey
+        self.caCert = caCert
     }
 }

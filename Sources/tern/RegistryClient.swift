@@ -371,7 +371,7 @@ struct RemoteRegistry: RegistryClient {
         do {
             response = try await client.execute(request, timeout: .seconds(600))
         } catch {
-            throw TernError.unavailable("cannot reach \(base): \(error)")
+            throw ServerErrors.unreachable(base, error)
         }
         let buffer = try await response.body.collect(upTo: 1 << 30)
         let data = Data(buffer: buffer)
@@ -385,7 +385,7 @@ struct RemoteRegistry: RegistryClient {
                     "\(base) serves no registry (it was started with --models; "
                         + "a registry needs tern serve --data or --database)")
             }
-            throw TernError.invalidArgument("\(base) answered \(status): \(message)")
+            throw ServerErrors.answered(base, status: status, message: message)
         }
         return (status, data)
     }

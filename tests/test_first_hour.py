@@ -39,6 +39,8 @@ def assert_one_line(lines, *words):
 
 def test_a_mistyped_model_folder_is_one_line_and_nothing_starts():
     assert_one_line(serve_fails("--models", "exmples/models"), "'exmples/models' is not a folder")
+    # KServe's spelling of the flag names the same folder.
+    assert_one_line(serve_fails("--model_dir", "exmples/models"), "'exmples/models' is not a folder")
 
 
 def test_a_busy_port_names_the_port_the_protocol_and_the_flag():
@@ -62,6 +64,11 @@ def test_a_pickle_where_a_model_should_be_says_how_to_convert(tmp_path):
     with open(folder / "model.onnx", "wb") as f:
         pickle.dump({"weights": [1, 2, 3]}, f)  # a pickle named model.onnx
     assert_one_line(serve_fails("--models", str(tmp_path / "models")), "Python pickle", "skl2onnx", "never loads")
+    # A pickle beside where model.onnx should be (model.pkl, the usual name) gets the same recipe.
+    other = tmp_path / "elsewhere" / "churn" / "1"
+    other.mkdir(parents=True)
+    shutil.copy(folder / "model.onnx", other / "model.pkl")
+    assert_one_line(serve_fails("--models", str(tmp_path / "elsewhere")), "has no model.onnx", "Python pickle", "skl2onnx")
     shutil.copy(folder / "model.onnx", tmp_path / "model.pkl")
     result = tern("pack", str(tmp_path / "model.pkl"), "--name", "churn", check=False)
     assert result.returncode == 1 and "Python pickle" in result.stderr and "to_onnx" in result.stderr
@@ -86,7 +93,7 @@ def test_help_lists_only_the_flags_a_command_uses():
     assert "--data" in listing and "--actor" not in listing and "--artifacts-in-database" not in listing
     push = tern("push", "--help").stdout
     assert "--actor" in push and "--onnxruntime" in push and "--intra-op-threads" not in push
-    assert "--model-repository" in tern("serve", "--help").stdout
+    assert "--model-repository" in tern("serve", "--help").stdout and "--model_dir" in tern("serve", "--help").stdout
     for command in (["serve"], ["pack"], ["predict"], ["push"]):
         text = tern(*command, "--help").stdout
         long = [line for line in text.splitlines() if len(line) > 80 and not line.startswith("USAGE:")]

@@ -1,5 +1,6 @@
 import Foundation
 import TernCore
+import TernONNX
 
 /// A model found in a repository folder: its configuration and version folders.
 public struct RepositoryModel: Sendable, Equatable {
@@ -83,6 +84,11 @@ public struct ModelRepository: Sendable {
             guard let number = Int(entry), number > 0 else { continue }
             let path = "\(folder)/\(entry)/model.onnx"
             guard fileManager.fileExists(atPath: path) else {
+                // A pickle, checkpoint or other format where model.onnx should be: said with its conversion recipe.
+                let files = ((try? fileManager.contentsOfDirectory(atPath: "\(folder)/\(entry)")) ?? []).sorted()
+                if let explanation = files.lazy.compactMap({ ModelFileSniffer.notONNX("\(folder)/\(entry)/\($0)") }).first {
+                    throw .invalidArgument("version folder '\(folder)/\(entry)' has no model.onnx: \(explanation)")
+                }
                 throw .invalidArgument("version folder '\(folder)/\(entry)' has no model.onnx")
             }
             versions[number] = path

@@ -28,9 +28,9 @@ struct Serve: AsyncParsableCommand {
             """)
 
     @Option(
-        name: [.customLong("models"), .customLong("model-repository")],
+        name: [.customLong("models"), .customLong("model-repository"), .customLong("model_dir")],
         help: ArgumentHelp(
-            "The model repository folder, or a folder holding one model.onnx (--model-repository, as Triton names it, works too).",
+            "The model repository folder, or a folder holding one model.onnx (--model-repository, as Triton names it, and KServe's --model_dir work too).",
             valueName: "dir"))
     var models: String?
 

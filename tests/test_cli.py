@@ -1,6 +1,7 @@
 """The tern command line: predict, inspect, serve's failure modes and graceful shutdown."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -154,6 +155,10 @@ def test_sigterm_drains_a_request_in_flight(repository):
         assert response.startswith(b"HTTP/1.1 200"), response[:200]
         assert b"probabilities" in response
         assert server.process.wait(timeout=30) == 0
+        # The log says the stop began and what it drained, and nothing worse than that.
+        output = server.output()
+        assert re.search(r"stopping: draining [1-9]\d* HTTP connections? and the calls in flight", output), output
+        assert " warning " not in output.split("stopping:")[1] and " error " not in output.split("stopping:")[1], output
     finally:
         server.stop()
 

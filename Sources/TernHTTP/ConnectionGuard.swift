@@ -42,6 +42,9 @@ public struct ConnectionLimits: Sendable {
 public final class ConnectionCount: Sendable {
     let value = Atomic<Int>(0)
     public init() {}
+
+    /// Connections open now.
+    public var current: Int { value.load(ordering: .relaxed) }
 }
 
 /// One connection's limits: the header, body and idle timeouts, the connection cap, closing after a 413, and

@@ -344,6 +344,7 @@ public struct TernServer: Sendable {
         }
         // The certificate and key, read again on SIGHUP for every new handshake (HTTP and gRPC).
         let reloader = try configuration.tls.map { files throws(TernError) in try FileCertificateReloader(files: files) }
+        let connections = ConnectionCount()
         let app = try httpAPI(
             models: models, monitors: monitors, alerts: alerts, jobs: jobs, explanations: explanations, rollouts: rollouts
         ).server(
@@ -353,7 +354,7 @@ public struct TernServer: Sendable {
                 tls.setCertificateReloader(reloader)
                 return tls
             },
-            connections: ConnectionCount(),
+            connections: connections,
             onRunning: { port in
                 listening.opened()
                 await onHTTPReady(port)
@@ -406,6 +407,8 @@ public struct TernServer: Sendable {
                             await onMetricsReady(port)
                         }, logger: logger)))
         }
+        // Last in, so first told of a shutdown: says it has begun, before the listeners drain.
+        services.append(.init(service: ShutdownNotice(connections: connections, drainTimeout: configuration.drainTimeout, logger: logger)))
         var groupConfiguration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: signals, logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = configuration.drainTimeout
@@ -505,5 +508,20 @@ struct PortReporter: Service {
     func run() async throws {
         if let bound = await port() { await onReady(bound) }
         try? await gracefulShutdown()
+    }
+}
+
+/// Says once that a shutdown has begun (SIGTERM, Ctrl-C): how many HTTP connections are drained, within what.
+struct ShutdownNotice: Service {
+    let connections: ConnectionCount
+    let drainTimeout: Duration
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        guard !Task.isCancelled else { return }
+        logger.notice(
+            "stopping: draining \(connections.current) HTTP connection\(connections.current == 1 ? "" : "s") and the calls in flight",
+            metadata: ["drain_timeout": "\(drainTimeout)"])
     }
 }

@@ -11,7 +11,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from conftest import FIXTURES
-from registry_support import CREDIT_FEATURES, credit_csv, manifest, pack, tern, write_csv
+from registry_support import CREDIT_FEATURES, credit_csv, credit_table, manifest, pack, tern, write_csv
 
 
 def onnx_outputs(fixture, feeds):
@@ -161,6 +161,19 @@ def test_csv_that_does_not_fit_the_model_is_refused(tmp_path):
     assert result.returncode == 1 and "no column 'label'" in result.stderr
     result = tern("pack", os.path.join(FIXTURES, "gbc", "model.onnx"), "--name", "bad/name", "-o", out, check=False)
     assert result.returncode == 1 and "model name 'bad/name'" in result.stderr
+
+
+def test_pack_refuses_what_push_would_refuse_before_writing(tmp_path):
+    """A holdout of 40,000 copies of one row compresses far past push's 100x limit: pack says so and writes
+    nothing, rather than writing a bundle push then refuses."""
+    x, y = credit_table(1, 5)
+    row = [repr(float(v)) for v in x[0]] + [int(y[0])]
+    write_csv(str(tmp_path / "same.csv"), CREDIT_FEATURES + ["default"], [row] * 40_000)
+    out = str(tmp_path / "same.tern")
+    result = tern("pack", os.path.join(FIXTURES, "gbc", "model.onnx"), "--name", "m", "--holdout", str(tmp_path / "same.csv"),
+                  "--label-column", "default", "-o", out, check=False)
+    assert result.returncode == 1 and not os.path.exists(out), result.stderr
+    assert "would be refused by tern push" in result.stderr and "holdout.csv" in result.stderr, result.stderr
 
 
 def test_bundle_without_data_still_has_manifest_and_card(tmp_path):

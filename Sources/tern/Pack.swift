@@ -167,6 +167,14 @@ struct Pack: AsyncParsableCommand {
                 try bundle.sign(with: key, signer: signer ?? URL(fileURLWithPath: sign).deletingPathExtension().lastPathComponent)
             }
             let archive = try bundle.archive()
+            // What tern push checks of an archive (sizes, compression ratios) is checked before anything is written.
+            do {
+                _ = try ModelBundle(archive: archive)
+            } catch {
+                throw TernError.invalidArgument(
+                    "this bundle would be refused by tern push, so it was not written: \(error.message)"
+                        + (error.message.contains("inflates") ? " (a holdout of repeated rows compresses too well: give distinct rows)" : ""))
+            }
             let path = output ?? (version.map { "\(name)-\($0).tern" } ?? "\(name).tern")
             try write(archive, to: path)
             print("wrote \(path) (\(archive.count) bytes, sha256 \(Digest.sha256(archive)))")

@@ -1,5 +1,5 @@
-"""The deployment files (issue 15) checked against real parts: the Helm chart rendered (tools/render-chart.py,
-as no Helm binary installs here) with its default and example values, and the KServe runtime, pass
+"""The deployment files (issue 15) checked against real parts: the Helm chart linted and rendered by Helm's own
+engine (helm-python-sdk, through tools/render-chart.py) with its default and example values, and the KServe runtime, pass
 kubernetes-validate (strict, Kubernetes 1.33), and the arguments they give the container are run by the real
 binary; the compose stack's Tern, PostgreSQL and Prometheus parts run as processes with the compose file's
 own settings (Prometheus scrapes Tern with Tern's rules); Grafana's provisioning is checked as files; the
@@ -23,6 +23,7 @@ from registry_support import POSTGRES_URL, new_postgres_database
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 render_chart = __import__("render-chart").render_chart
+lint_chart = __import__("render-chart").lint_chart
 
 CHART = os.path.join(ROOT, "deploy", "helm", "tern")
 K8S = "1.33.0"
@@ -64,6 +65,8 @@ def test_the_helm_chart_renders_valid_kubernetes_manifests_whose_arguments_tern_
             files.append(str(path))
         else:
             files.append(os.path.join(CHART, name))
+    linted = lint_chart(CHART, files)
+    assert linted["errors"] == [] and all(m["severity"] <= 1 for m in linted["messages"]), linted  # info at most
     manifests = documents(render_chart(CHART, files, release="prod"))
     kinds = sorted(m["kind"] for m in manifests)
     for manifest in manifests:

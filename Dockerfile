@@ -1,5 +1,6 @@
 # Tern's container image: `docker build -t tern .` (or `podman build`), then
 #   docker run -p 8000:8000 -p 8001:8001 -v $PWD/examples/models:/models:ro tern
+# It starts with authentication on: the first admin key is made in /data (docker cp CONTAINER:/data/admin.key .).
 # Base images are build arguments (a mirror, a pinned digest, another distribution).
 ARG SWIFT_IMAGE=swift:6.3-bookworm
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -34,4 +35,4 @@ VOLUME ["/models", "/data"]
 EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD ["/usr/local/bin/tern", "health", "--url", "http://127.0.0.1:8000"]
 ENTRYPOINT ["/usr/local/bin/tern", "serve", "--host", "0.0.0.0"]
-CMD ["--models", "/models", "--insecure-open"]
+CMD ["--models", "/models", "--bootstrap-key-file", "/data/admin.key"]

@@ -1,7 +1,9 @@
 """The container image (issue 15), built and run with podman: the image is laid out from the built binary
 (`deploy/container/build-local.sh`, FROM scratch, as no image registry is reachable here), runs as a non-root
-user on a read-only root file system with the example models mounted, answers REST and gRPC (tritonclient)
-with onnxruntime's values, passes its health check, and on SIGTERM answers the request in flight and exits 0."""
+user on a read-only root file system with the example models mounted, starts with authentication on (its
+first admin key made on first start, in /data, and the log says how to read it), answers REST and gRPC
+(tritonclient) with onnxruntime's values, passes its health check, and on SIGTERM answers the request in
+flight and exits 0."""
 import json
 import os
 import shutil
@@ -61,13 +63,22 @@ def container(image, tmp_path):
         assert time.time() < deadline, podman("logs", name, check=False).stdout + podman("logs", name, check=False).stderr
         time.sleep(0.05)
     ready = time.monotonic() - started
-    yield name, http, grpc, ready
+    # The image starts safe: the first admin key was made in /data; the log says where to read it.
+    key = podman("exec", name, "/usr/local/bin/tern", "keys", "list", "--data", "/data", check=False)
+    assert "bootstrap" in key.stdout, key.stdout + key.stderr
+    logs = podman("logs", name).stdout + podman("logs", name).stderr
+    assert "cat /data/admin.key" in logs, logs
+    # The image has no shell: the key file is copied out, as an operator would read it.
+    podman("cp", f"{name}:/data/admin.key", str(tmp_path / "admin.key"))
+    key = (tmp_path / "admin.key").read_text().strip()
+    assert key.startswith("tern_")
+    yield name, http, grpc, ready, {"Authorization": f"Bearer {key}"}
     podman("rm", "-f", "-v", name, check=False)
 
 
 def test_the_image_serves_rest_and_grpc_as_non_root_on_a_read_only_root(image, container):
     import tritonclient.grpc as grpcclient
-    name, http, grpc, ready = container
+    name, http, grpc, ready, auth = container
     print(f"image {podman('image', 'inspect', '--format', '{{.Size}}', image).stdout.strip()} bytes; start to ready {ready * 1000:.0f} ms")
     inspected_image = json.loads(podman("image", "inspect", image).stdout)[0]
     config = inspected_image["Config"]
@@ -78,8 +89,13 @@ def test_the_image_serves_rest_and_grpc_as_non_root_on_a_read_only_root(image, c
     assert inspected["HostConfig"]["ReadonlyRootfs"] is True
     session = ort.InferenceSession(os.path.join(EXAMPLES, "credit-risk", "2", "model.onnx"))
     expected = session.run(None, {"features": np.array(ROW, dtype=np.float32)})
-    answer = requests.post(f"http://127.0.0.1:{http}/v2/models/credit-risk/infer", timeout=30, json={
-        "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10], "data": ROW}]})
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10], "data": ROW}]}
+    # Nothing answers without the key but health: not inference, not management.
+    refused = requests.post(f"http://127.0.0.1:{http}/v2/models/credit-risk/infer", timeout=30, json=body)
+    assert refused.status_code == 401, refused.text
+    unload = requests.post(f"http://127.0.0.1:{http}/v2/repository/models/credit-risk/unload", timeout=30)
+    assert unload.status_code == 401, unload.text
+    answer = requests.post(f"http://127.0.0.1:{http}/v2/models/credit-risk/infer", timeout=30, json=body, headers=auth)
     assert answer.status_code == 200, answer.text
     outputs = {o["name"]: o for o in answer.json()["outputs"]}
     assert outputs["label"]["data"] == expected[0].tolist()
@@ -87,17 +103,17 @@ def test_the_image_serves_rest_and_grpc_as_non_root_on_a_read_only_root(image, c
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
     features = grpcclient.InferInput("features", [1, 10], "FP32")
     features.set_data_from_numpy(np.array(ROW, dtype=np.float32))
-    result = client.infer("credit-risk", [features])
+    result = client.infer("credit-risk", [features], headers={"authorization": auth["Authorization"]})
     np.testing.assert_allclose(result.as_numpy("probabilities"), expected[1], rtol=1e-5)
     assert podman("healthcheck", "run", name, check=False).returncode == 0
 
 
 def test_sigterm_answers_the_request_in_flight_and_exits_cleanly(container):
-    name, http, _, _ = container
+    name, http, _, _, auth = container
     answers = []
 
     def slow_request():
-        answers.append(requests.post(f"http://127.0.0.1:{http}/v2/models/slow/infer", timeout=60, json={
+        answers.append(requests.post(f"http://127.0.0.1:{http}/v2/models/slow/infer", timeout=60, headers=auth, json={
             "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10], "data": [[2] * 10]}]}))
 
     thread = threading.Thread(target=slow_request)

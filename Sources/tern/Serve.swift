@@ -439,6 +439,8 @@ struct Serve: AsyncParsableCommand {
                 if keyCount == 0, let bootstrapKeyFile {
                     try await Self.bootstrapKey(registry, file: bootstrapKeyFile, logger: logger)
                     keyCount = 1
+                } else if let bootstrapKeyFile, FileManager.default.fileExists(atPath: bootstrapKeyFile) {
+                    logger.notice("authentication on: the first admin key is in the bootstrap key file", metadata: ["file": "\(bootstrapKeyFile)"])
                 }
                 await registry.close()
             } catch {
@@ -652,7 +654,10 @@ extension Serve {
         guard FileManager.default.createFile(atPath: file, contents: Data((key + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
             throw TernError.invalidArgument("cannot write the bootstrap key to \(file)")
         }
-        logger.notice("created the first API key 'bootstrap' (admin); it is in the bootstrap key file", metadata: ["file": "\(file)"])
+        let how = "read it with 'cat \(file)' (in a container: docker exec CONTAINER cat \(file), or docker cp)"
+        logger.notice(
+            "created the first API key 'bootstrap' (admin, infer, read, metrics): \(how); clients send it as 'Authorization: Bearer KEY'",
+            metadata: ["file": "\(file)"])
     }
 
     static func isLoopback(_ host: String) -> Bool {

@@ -150,6 +150,9 @@ def test_the_compose_stack_runs_tern_on_postgresql_scraped_by_prometheus(tmp_pat
     assert command[command.index("--database") + 1] == "postgres://tern:tern@postgres:5432/tern"
     command[command.index("--database") + 1] = database
     command[command.index("--data") + 1] = str(tmp_path / "data")
+    # Authentication on from the first start: the stack's first admin key is written beside the data.
+    assert command[command.index("--bootstrap-key-file") + 1] == "/data/admin.key" and "--insecure-open" not in command
+    command[command.index("--bootstrap-key-file") + 1] = str(tmp_path / "data" / "admin.key")
     port = free_port()
     tern = serve_until_ready(["serve", "--host", "127.0.0.1", "--http-port", str(port), "--no-grpc", *command], port)
     prometheus = None
@@ -183,7 +186,10 @@ def test_the_compose_stack_runs_tern_on_postgresql_scraped_by_prometheus(tmp_pat
         groups = requests.get(f"http://127.0.0.1:{web}/api/v1/rules", timeout=10).json()["data"]["groups"]
         assert groups and all(r["health"] in ("ok", "unknown") for g in groups for r in g["rules"])
         # The registry is PostgreSQL: a bundle pushed through this server is in that database.
-        assert requests.get(f"http://127.0.0.1:{port}/api/v1/models", timeout=10).json() == []
+        assert requests.get(f"http://127.0.0.1:{port}/api/v1/models", timeout=10).status_code == 401
+        key = (tmp_path / "data" / "admin.key").read_text().strip()
+        assert requests.get(f"http://127.0.0.1:{port}/api/v1/models", timeout=10,
+                            headers={"Authorization": f"Bearer {key}"}).json() == []
     finally:
         if prometheus:
             prometheus.terminate()

@@ -33,6 +33,6 @@ ENV TERN_ONNXRUNTIME_LIB=/usr/local/lib/tern/libonnxruntime.so TERN_DATA=/data
 USER 10001
 VOLUME ["/models", "/data"]
 EXPOSE 8000 8001
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD ["/usr/local/bin/tern", "health", "--url", "http://127.0.0.1:8000"]
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD ["/usr/local/bin/tern", "health", "--server", "http://127.0.0.1:8000"]
 ENTRYPOINT ["/usr/local/bin/tern", "serve", "--host", "0.0.0.0"]
 CMD ["--models", "/models", "--bootstrap-key-file", "/data/admin.key"]

@@ -71,9 +71,12 @@ def test_predict_csv_file_with_header_per_input(tmp_path):
 def test_predict_csv_without_header():
     case = golden("mlp")[1]
     text = "\n".join(",".join(repr(float(v)) for v in row) for row in case["inputs"][0][2])
-    result = tern("predict", os.path.join(FIXTURES, "mlp", "model.onnx"), f"--input={text}", "--format", "csv")
+    result = tern("predict", os.path.join(FIXTURES, "mlp", "model.onnx"), f"--input={text}", "--input-format", "csv")
     assert result.returncode == 0, result.stderr
     assert_matches(outputs(result.stdout)["probabilities"].astype(np.float32), case["outputs"][1][2], "predict CSV rows")
+    # The old spelling still works for a release, saying so.
+    old = tern("predict", os.path.join(FIXTURES, "mlp", "model.onnx"), f"--input={text}", "--format", "csv")
+    assert old.returncode == 0 and "--format is now --input-format" in old.stderr
 
 
 def test_predict_errors_are_one_clear_line():
@@ -241,3 +244,40 @@ def test_platform_without_models_says_what_to_do():
     assert "not mounted at /gcs/bucket/model" in result.stderr
     result = tern("serve")
     assert result.returncode != 0 and "give --models" in result.stderr
+
+
+def test_every_command_follows_the_grammar_tern_help_documents():
+    """`tern --help` documents one grammar; every subcommand's flags (from ArgumentParser's own dump of the
+    command tree) follow it."""
+    grammar = tern("--help").stdout
+    for flag in ("--models DIR", "--server URL", "--api-key KEY", "--ca-cert FILE", "-o, --output FILE", "--input-format", "--grant"):
+        assert flag in grammar, flag
+    tree = json.loads(subprocess.run([BINARY, "--experimental-dump-help"], capture_output=True, text=True, check=True).stdout)
+
+    def commands(command, path):
+        yield path, command
+        for sub in command.get("subcommands") or []:
+            if sub["commandName"] != "help":
+                yield from commands(sub, path + [sub["commandName"]])
+
+    checked = 0
+    for path, command in commands(tree["command"], ["tern"]):
+        shown, hidden = set(), set()
+        for argument in command.get("arguments") or []:
+            names = {("--" if n["kind"] == "long" else "-") + n["name"] for n in argument.get("names") or []}
+            (shown if argument.get("shouldDisplay", True) else hidden).update(names)
+        where = " ".join(path)
+        # --models is the model folder, and only serve has one.
+        assert "--models" not in shown or path == ["tern", "serve"], where
+        # A command that addresses a server can authenticate to it and trust its certificate (health probes
+        # an open route).
+        if "--server" in shown and path != ["tern", "health"]:
+            assert {"--api-key", "--ca-cert"} <= shown, where
+        # Whatever writes a file takes -o as well as --output.
+        if "--output" in shown:
+            assert "-o" in shown, where
+        # No command names its input format --format (that is an output's).
+        if "--input" in shown and "--format" in shown:
+            assert "--output" in shown, where
+        checked += 1
+    assert checked > 40

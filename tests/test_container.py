@@ -84,7 +84,7 @@ def test_the_image_serves_rest_and_grpc_as_non_root_on_a_read_only_root(image, c
     config = inspected_image["Config"]
     assert config["User"] == "10001" and set(config["Volumes"]) == {"/models", "/data"}
     assert config["Entrypoint"][:2] == ["/usr/local/bin/tern", "serve"]
-    assert inspected_image["Healthcheck"]["Test"][-3:] == ["health", "--url", "http://127.0.0.1:8000"]
+    assert inspected_image["Healthcheck"]["Test"][-3:] == ["health", "--server", "http://127.0.0.1:8000"]
     inspected = json.loads(podman("inspect", name).stdout)[0]
     assert inspected["HostConfig"]["ReadonlyRootfs"] is True
     session = ort.InferenceSession(os.path.join(EXAMPLES, "credit-risk", "2", "model.onnx"))

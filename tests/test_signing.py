@@ -17,7 +17,7 @@ from registry_support import Registry, api, pack, rewrite_bundle, state, tern
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     d = tmp_path_factory.mktemp("signing")
-    made = tern("keys", "create-signing", "alice", "--out", str(d)).stdout
+    made = tern("keys", "create-signing", "alice", "-o", str(d)).stdout
     assert "alice.key" in made and "alice.pub" in made
     assert oct(os.stat(d / "alice.key").st_mode & 0o777) == "0o600"
     tern("keys", "create-signing", "mallory", "--out", str(d))

@@ -43,7 +43,7 @@ struct BatchRun: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The CSV file to score (with a header).", valueName: "file"))
     var input: String
 
-    @Option(help: ArgumentHelp("Where to write the predictions.", valueName: "file"))
+    @Option(name: .shortAndLong, help: ArgumentHelp("Where to write the predictions.", valueName: "file"))
     var output: String
 
     @Option(help: ArgumentHelp("csv or jsonl (default: from the output's extension, else csv).", valueName: "format"))
@@ -285,7 +285,7 @@ struct BatchMerge: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("The shards' outputs, in shard order.", valueName: "part"))
     var parts: [String]
 
-    @Option(help: ArgumentHelp("The merged file.", valueName: "file"))
+    @Option(name: .shortAndLong, help: ArgumentHelp("The merged file.", valueName: "file"))
     var output: String
 
     @Flag(help: "Overwrite an existing output.")

@@ -6,9 +6,12 @@ import Foundation
 struct Health: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Exit 0 when a Tern server is ready (GET /v2/health/ready answers 200), 1 otherwise.",
-        discussion: "Used by the container image's HEALTHCHECK. Example: tern health --url http://127.0.0.1:8000")
+        discussion: "Used by the container image's HEALTHCHECK. Example: tern health --server http://127.0.0.1:8000")
 
-    @Option(help: "The server (default: http://127.0.0.1:$PORT, else port 8000).") var url: String?
+    @Option(
+        name: [.customLong("server"), .customLong("url")],
+        help: "The server (default: http://127.0.0.1:$PORT, else port 8000); --url is its old spelling.")
+    var url: String?
     @Option(help: "Seconds to wait for the answer.") var timeout: Double = 3
 
     func run() async throws {

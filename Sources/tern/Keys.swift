@@ -132,7 +132,9 @@ struct Keys: AsyncParsableCommand {
         @Argument(help: "The key's name: the signer recorded with each signature.")
         var name: String
 
-        @Option(help: ArgumentHelp("Where to write the two files.", valueName: "dir"))
+        @Option(
+            name: [.short, .customLong("output"), .customLong("out")],
+            help: ArgumentHelp("The folder to write the two files to (--out is its old spelling).", valueName: "dir"))
         var out: String = "."
 
         func run() async throws {

@@ -31,8 +31,14 @@ struct Predict: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Input: a file path, or JSON/CSV text.", valueName: "json|csv"))
     var input: String
 
-    @Option(help: ArgumentHelp("Input format: json or csv (default: from the file name or the text).", valueName: "format"))
-    var format: String?
+    @Option(help: ArgumentHelp("json or csv (default: from the file name or the text).", valueName: "format"))
+    var inputFormat: String?
+
+    /// The old spelling of --input-format (--format names an output's format everywhere else).
+    @Option(name: .customLong("format"), help: .hidden)
+    var oldFormat: String?
+
+    var format: String? { inputFormat ?? oldFormat }
 
     @Option(
         name: .customLong("outputs"), parsing: .upToNextOption,
@@ -45,6 +51,10 @@ struct Predict: AsyncParsableCommand {
     @OptionGroup var runtimeOptions: RuntimeOptions
 
     func run() async throws {
+        if oldFormat != nil {
+            FileHandle.standardError.write(
+                Data("tern predict: --format is now --input-format (--format will stop working in the next release)\n".utf8))
+        }
         let runtime = runtimeOptions.openRuntime()
         let pool = RunnerPool(threads: 1, name: "tern.predict")
         defer { pool.shutdown() }
@@ -103,7 +113,7 @@ struct Predict: AsyncParsableCommand {
     private func resolvedFormat(_ text: String) throws -> Format {
         if let format {
             guard let parsed = Format(rawValue: format) else {
-                throw ValidationError("--format must be json or csv")
+                throw ValidationError("--input-format must be json or csv")
             }
             return parsed
         }

@@ -43,6 +43,19 @@ struct Tern: AsyncParsableCommand {
               tern keys create ci --scopes read,admin --expires 90d
 
             TLS, signed bundles, rate limits: docs/security.md.
+
+            One grammar for every command (a flag means the same wherever it appears):
+              --models DIR            a model folder (serve); a key's model grants are --grant
+              --data DIR, --database URL
+                                      the registry (default: $TERN_DATA, else .tern/data)
+              --server URL            a running server instead, with --api-key KEY (or
+                                      $TERN_API_KEY) and --ca-cert FILE (or $TERN_CA_CERT)
+              --input FILE            what a command reads; --input-format, its format
+              -o, --output FILE       what a command writes; --format, the output's format
+              --actor NAME            who a change is recorded as in the audit trail
+              --json                  machine-readable output instead of a table
+            Old spellings (keys create --models, predict --format, health --url,
+            create-signing --out) still work for one release and say so.
             """,
         subcommands: [
             Serve.self, Predict.self, Inspect.self, Pack.self, Push.self, Models.self, Audit.self, Keys.self, RegistryCommand.self, Predictions.self,

@@ -17,6 +17,8 @@ let package = Package(
         .library(name: "TernServer", targets: ["TernServer"]),
         .library(name: "TernMonitoring", targets: ["TernMonitoring"]),
         .library(name: "TernStatistics", targets: ["TernStatistics"]),
+        // The serving core in an app, no server: models from a folder or bundles, requests run in process.
+        .library(name: "TernEmbedded", targets: ["TernEmbedded"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -160,11 +162,22 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Where served models come from: a repository folder or a registry; loading, checking, swapping.
+        // Models from files: a repository folder (its config.yaml), bundles checked before use, ONNX versions loaded.
+        .target(
+            name: "TernModelFiles",
+            dependencies: [
+                "TernCore", "TernONNX", "TernBundle",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // A registry's versions kept in step with what is served (hot swap, pins, unloads).
         .target(
             name: "TernModels",
             dependencies: [
-                "TernCore", "TernONNX", "TernBundle", "TernRegistry",
+                "TernCore", "TernONNX", "TernBundle", "TernRegistry", "TernModelFiles",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -189,12 +202,18 @@ let package = Package(
         .target(
             name: "TernRollouts",
             dependencies: [
-                "TernCore", "TernCodecs", "TernONNX", "TernBundle", "TernRegistry", "TernModels", "TernMonitoring",
+                "TernCore", "TernCodecs", "TernONNX", "TernBundle", "TernRegistry", "TernModels", "TernModelFiles", "TernMonitoring",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
+            swiftSettings: strict
+        ),
+        // The serving core embedded in an application: a model folder or bundles, requests run in process.
+        .target(
+            name: "TernEmbedded",
+            dependencies: ["TernCore", "TernONNX", "TernBundle", "TernModelFiles", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // Who is calling: API keys from a registry, bearer tokens (JWTs) from an identity provider.
@@ -213,7 +232,7 @@ let package = Package(
         .target(
             name: "TernServer",
             dependencies: [
-                "TernBatch", "TernCodecs", "TernModels", "TernRollouts", "TernAuth", "TernStatistics",
+                "TernBatch", "TernCodecs", "TernModels", "TernModelFiles", "TernRollouts", "TernAuth", "TernStatistics",
                 "TernCore", "TernONNX", "TernHTTP", "TernGRPC", "TernBundle", "TernRegistry", "TernMonitoring", "TernExplain",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCertificateReloading", package: "swift-nio-extras"),
@@ -235,7 +254,7 @@ let package = Package(
             name: "tern",
             dependencies: [
                 "TernServer", "TernONNX", "TernCore", "TernHTTP", "TernBundle", "TernRegistry", "TernMonitoring", "TernExplain",
-                "TernBatch", "TernCodecs", "TernModels", "TernRollouts", "TernAuth", "TernStatistics",
+                "TernBatch", "TernCodecs", "TernModels", "TernModelFiles", "TernRollouts", "TernAuth", "TernStatistics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -263,7 +282,7 @@ let package = Package(
         .testTarget(
             name: "TernGRPCTests",
             dependencies: [
-                "TernGRPC", "TernCore", "TernModels", "TernONNX", "TernTestSupport",
+                "TernGRPC", "TernCore", "TernModelFiles", "TernONNX", "TernTestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
             ],
@@ -276,12 +295,17 @@ let package = Package(
         ),
         .testTarget(
             name: "TernBatchTests",
-            dependencies: ["TernBatch", "TernModels", "TernONNX", "TernCore", "TernTestSupport"],
+            dependencies: ["TernBatch", "TernModelFiles", "TernONNX", "TernCore", "TernTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
-            name: "TernModelsTests",
-            dependencies: ["TernModels", "TernCore", "TernTestSupport"],
+            name: "TernEmbeddedTests",
+            dependencies: ["TernEmbedded", "TernBundle", "TernONNX", "TernCore", "TernTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TernModelFilesTests",
+            dependencies: ["TernModelFiles", "TernCore", "TernTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import TernBundle
 import TernCore
+import TernModelFiles
 import TernONNX
 import TernRegistry
 

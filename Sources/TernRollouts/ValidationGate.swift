@@ -2,7 +2,7 @@ import Foundation
 import TernBundle
 import TernCodecs
 import TernCore
-import TernModels
+import TernModelFiles
 import TernMonitoring
 import TernONNX
 import TernRegistry

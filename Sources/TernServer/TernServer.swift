@@ -13,6 +13,7 @@ import TernCore
 import TernExplain
 import TernGRPC
 import TernHTTP
+import TernModelFiles
 import TernModels
 import TernMonitoring
 import TernONNX

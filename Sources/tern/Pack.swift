@@ -3,7 +3,7 @@ import Foundation
 import TernBundle
 import TernCodecs
 import TernCore
-import TernModels
+import TernModelFiles
 import TernONNX
 import TernRollouts
 import TernServer

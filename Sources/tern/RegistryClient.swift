@@ -5,6 +5,7 @@ import NIOCore
 import NIOSSL
 import TernBundle
 import TernCore
+import TernModelFiles
 import TernModels
 import TernONNX
 import TernRegistry

@@ -1,6 +1,6 @@
 import Foundation
 import TernCore
-import TernModels
+import TernModelFiles
 import TernONNX
 import TernTestSupport
 import Testing

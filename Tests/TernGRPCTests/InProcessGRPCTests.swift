@@ -2,7 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCInProcessTransport
 import TernCore
-import TernModels
+import TernModelFiles
 import TernONNX
 import TernTestSupport
 import Testing

@@ -3,7 +3,7 @@ import TernCore
 import TernTestSupport
 import Testing
 
-@testable import TernModels
+@testable import TernModelFiles
 
 @Suite("Model repository folder")
 struct ModelRepositoryTests {

@@ -79,14 +79,10 @@ struct RegistryOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Act through a running server's API instead (http://host:8000).", valueName: "url"))
     var server: String?
 
-    @Option(help: ArgumentHelp("With --server: the API key to send (default: $TERN_API_KEY).", valueName: "key"))
-    var apiKey: String?
-
-    @Option(
-        help: ArgumentHelp(
-            "With an https:// --server: trust this CA bundle (PEM) (default: $TERN_CA_CERT, else the system's).",
-            valueName: "file"))
-    var caCert: String?
+    /// `--api-key` and `--ca-cert`, as every command that addresses a server takes them.
+    @OptionGroup var access: ServerAccess
+    var apiKey: String? { access.apiKey }
+    var caCert: String? { access.caCert }
 
     /// The HTTP client of the commands that call a server: its TLS trusts `--ca-cert` / `$TERN_CA_CERT` when given.
     static func httpClient(caCert: String?, connectTimeout: TimeAmount = .seconds(5), readTimeout: TimeAmount? = nil) throws -> HTTPClient {

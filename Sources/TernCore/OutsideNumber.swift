@@ -25,6 +25,15 @@ public enum OutsideNumber {
         return whole
     }
 
+    /// A whole number written as text (a query parameter) within `range`.
+    public static func integer(text: some StringProtocol, _ field: String, in range: ClosedRange<Int64>) throws(TernError) -> Int64 {
+        guard let value = Int64(text.trimmingCharacters(in: .whitespaces)), range.contains(value) else {
+            throw .invalidArgument(
+                "\(field) must be a whole number between \(range.lowerBound) and \(range.upperBound); got '\(Echo.clip(String(text)))'")
+        }
+        return value
+    }
+
     /// A finite number within `range`.
     public static func finite(_ value: Double, _ field: String, in range: ClosedRange<Double>) throws(TernError) -> Double {
         guard value.isFinite, range.contains(value) else {

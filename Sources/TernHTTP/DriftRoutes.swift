@@ -20,13 +20,7 @@ struct DriftRoutes {
         router.get("/api/v1/models/{model}/drift", .read) { request, context in
             let name = try context.parameters.require("model")
             let query = request.uri.queryParameters
-            let window =
-                try query.get("window").map { text throws(TernError) -> Int in
-                    guard let value = Int(text), (1...10_000).contains(value) else {
-                        throw .invalidArgument("window must be 1...10000 predictions, got '\(Echo.clip(text))'")
-                    }
-                    return value
-                } ?? 1_000
+            let window = try query.get("window").map { try Int(OutsideNumber.integer(text: $0, "window", in: 1...10_000)) } ?? 1_000
             let served = try drift.service.catalog.resolve(name: name, version: query.get("version").map { String($0) })
             let since = try query.get("since").map { try PredictionTime.parse(String($0), name: "since") }
             let until = try query.get("until").map { try PredictionTime.parse(String($0), name: "until") }

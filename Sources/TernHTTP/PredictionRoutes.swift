@@ -33,18 +33,8 @@ struct PredictionRoutes: Sendable {
         }
         api.get("/predictions", .read) { request, _ in
             let query = request.uri.queryParameters
-            let limit =
-                try query.get("limit").map { text throws(TernError) -> Int in
-                    guard let value = Int(text), (1...10_000).contains(value) else {
-                        throw .invalidArgument("limit must be 1...10000, got '\(Echo.clip(text))'")
-                    }
-                    return value
-                } ?? 1_000
-            let after =
-                try query.get("after").map { text throws(TernError) -> Int64 in
-                    guard let value = Int64(text), value >= 0 else { throw .invalidArgument("after must be a record id, got '\(Echo.clip(text))'") }
-                    return value
-                } ?? 0
+            let limit = try query.get("limit").map { try Int(OutsideNumber.integer(text: $0, "limit", in: 1...10_000)) } ?? 1_000
+            let after = try query.get("after").map { try OutsideNumber.integer(text: $0, "after (a record id)", in: 0...Int64.max) } ?? 0
             let since = try query.get("since").map { try PredictionTime.parse(String($0), name: "since") }
             let until = try query.get("until").map { try PredictionTime.parse(String($0), name: "until") }
             let format = try query.get("format").map { text throws(TernError) -> PredictionExport.Format in

@@ -61,4 +61,13 @@ struct OutsideNumberTests {
             #expect(throws: TernError.self) { try OutsideNumber.finite(bad, "weight", in: 0...1_000_000) }
         }
     }
+
+    @Test("whole numbers written as text (query parameters) within a range")
+    func integerText() throws {
+        #expect(try OutsideNumber.integer(text: "10000", "window", in: 1...10_000) == 10_000)
+        #expect(try OutsideNumber.integer(text: " 7 ", "limit", in: 1...10_000) == 7)
+        for bad in ["0", "10001", "1.5", "1e3", "", "abc", "99999999999999999999", "-1"] {
+            #expect(throws: TernError.self) { try OutsideNumber.integer(text: bad, "window", in: 1...10_000) }
+        }
+    }
 }

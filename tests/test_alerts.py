@@ -326,13 +326,13 @@ def test_a_failing_retraining_command_is_retried_and_gets_the_labels(tmp_path):
         wait_for(lambda: len(retrains()) == 2, "two retraining runs", timeout=30)
         outcomes = [e["after"] for e in retrains()]
         assert outcomes[0].endswith(": failed with status 1") and outcomes[1].endswith(": succeeded (attempt 2)"), outcomes
-        lines = copy.read_text().splitlines()
-        header = lines[0].split(",")
-        assert header[-1] == "label" and "income" in header
-        by_request = {}
-        for line in lines[1:]:
-            cells = line.split(",")
-            by_request.setdefault(cells[1], []).append(cells[-1])
-        assert by_request["r0"] == [str(v) for v in labels] and set(by_request["r19"]) == {""}
+        # Read as a retraining script would: the ground truth under the bundle's label column, the model's
+        # own outputs under prediction.<name>, never the same name twice.
+        import pandas
+        frame = pandas.read_csv(copy)
+        assert len(set(frame.columns)) == len(frame.columns) and "income" in frame.columns
+        assert frame.columns[-1] == "default" and "prediction.label" in frame.columns
+        assert frame[frame["request_id"] == "r0"]["default"].tolist() == labels
+        assert frame[frame["request_id"] == "r19"]["default"].isna().all()
     finally:
         server.stop()

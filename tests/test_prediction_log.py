@@ -105,7 +105,7 @@ def test_predictions_are_readable_by_request_id_on_every_protocol(tmp_path):
         assert through == shown
         csv = tern("predictions", "export", "--model", "credit-risk", "--since", "1h", "--prediction-log", log).splitlines()
         assert csv[0] == ",".join(["time", "request_id", "model", "version", "protocol", "latency_ms", "row"]
-                                  + FEATURES + ["label", "probabilities"])
+                                  + FEATURES + ["prediction.label", "prediction.probabilities"])
         assert [line.split(",")[1] for line in csv[1:]] == ["application-7"] * 2 + ["application-8"] * 2 + ["application-9"] * 2
         assert csv[1].split(",")[7:10] == ["41.0", "52000.0", "0.31"]
         assert tern("predictions", "export", "--format", "csv", "--server", f"http://{server.url}").splitlines() == csv

@@ -14,6 +14,9 @@ public struct ReferenceProfile: Codable, Sendable, Equatable {
     /// The model's outputs on the same sampled rows (`label`, `probabilities[1]`, ...), for the drift of the
     /// predictions themselves; nil in bundles made before it was kept.
     public var outputSample: Sample?
+    /// The ground truth's column in the reference data (`tern pack --label-column`), left out of the
+    /// features; nil when the data had none, and in bundles made before it was kept.
+    public var labelColumn: String?
 
     public struct Sample: Codable, Sendable, Equatable {
         public var columns: [String]

@@ -1,16 +1,25 @@
 import NIOCore
 import TernCore
 
-/// A prediction's inputs and outputs as the prediction log stores them: JSON, one object per row, keyed by
-/// feature name (a `[rows, features]` input with feature names) or by tensor name, so that a record reads
-/// as the applicant it was about: `[{"age": 41, "income": 52000, ...}]` and `[{"label": 1, "probabilities": [0.2, 0.8]}]`.
-/// Tensors that do not share the batch dimension are stored whole in one object. Named fields in `redact`
-/// are stored as `"[redacted]"`.
+/// A prediction's inputs and outputs as the prediction log stores them: JSON, one object per row, so that a
+/// record reads as the applicant it was about: `[{"age": 41, "housing": "own", ...}]` and
+/// `[{"label": 1, "probabilities": [0.2, 0.8]}]`.
+///
+/// - A `[rows, k]` tensor whose k columns have names (`featureNames`) is spread into them.
+/// - A `[rows, 1]` tensor (skl2onnx's one input per column; a regressor's value) is one plain value per row
+///   under its name, as the reference profile holds it: `"housing": "own"`, not `["own"]`.
+/// - Any other tensor sharing the batch dimension is its row's nested array.
+/// - An explanation's per-request tensors (`explain_base_values`, `explain_features`, `explain_outputs`) have
+///   no row; they are left out so the rows stay the model's rows (`explain_attributions` is per row and kept).
+/// - When another tensor does not share the batch dimension, the tensors are stored whole in one object.
+///
+/// Named fields in `redact` are stored as `"[redacted]"`.
 public enum PredictionRecordEncoder {
     public static func rows(_ tensors: [Tensor], featureNames: [String]? = nil, redact: Set<String> = []) -> String {
         var writer = JSONWriter(capacity: 256)
         let rows = tensors.first?.shape.first
-        guard let rows, tensors.allSatisfy({ $0.shape.first == rows }) else {
+        let perRow = tensors.filter { $0.shape.first == rows && !Self.explanationMetadata.contains($0.name) }
+        guard let rows, tensors.count - perRow.count == tensors.filter({ Self.explanationMetadata.contains($0.name) }).count else {
             writer.byte(UInt8(ascii: "{"))
             for (index, tensor) in tensors.enumerated() {
                 if index > 0 { writer.byte(UInt8(ascii: ",")) }
@@ -25,36 +34,41 @@ public enum PredictionRecordEncoder {
             writer.byte(UInt8(ascii: "}"))
             return String(buffer: writer.buffer)
         }
-        // A single [rows, k] input whose k columns have names is spread into them.
-        let columns: [String]? =
-            if tensors.count == 1, tensors[0].shape.count == 2, let featureNames,
-                featureNames.count == tensors[0].shape[1]
-            { featureNames } else { nil }
+        // The tensor spread into named columns: the one [rows, k] tensor whose width the names match.
+        let spread: Int? = featureNames.flatMap { names in
+            let wide = perRow.indices.filter { perRow[$0].shape.count == 2 && perRow[$0].shape[1] == names.count && names.count > 1 }
+            return wide.count == 1 ? wide[0] : nil
+        }
         writer.byte(UInt8(ascii: "["))
         for row in 0..<rows {
             if row > 0 { writer.byte(UInt8(ascii: ",")) }
             writer.byte(UInt8(ascii: "{"))
-            if let columns {
-                for (column, name) in columns.enumerated() {
-                    if column > 0 { writer.byte(UInt8(ascii: ",")) }
-                    writer.string(name)
-                    writer.byte(UInt8(ascii: ":"))
-                    if redact.contains(name) {
-                        writer.string("[redacted]")
-                    } else {
-                        writer.element(tensors[0], at: row * columns.count + column)
+            var first = true
+            func key(_ name: String) {
+                if !first { writer.byte(UInt8(ascii: ",")) }
+                first = false
+                writer.string(name)
+                writer.byte(UInt8(ascii: ":"))
+            }
+            for (index, tensor) in perRow.enumerated() {
+                if index == spread, let names = featureNames {
+                    for (column, name) in names.enumerated() {
+                        key(name)
+                        if redact.contains(name) {
+                            writer.string("[redacted]")
+                        } else {
+                            writer.element(tensor, at: row * names.count + column)
+                        }
                     }
+                    continue
                 }
-            } else {
-                for (index, tensor) in tensors.enumerated() {
-                    if index > 0 { writer.byte(UInt8(ascii: ",")) }
-                    writer.string(tensor.name)
-                    writer.byte(UInt8(ascii: ":"))
-                    if redact.contains(tensor.name) {
-                        writer.string("[redacted]")
-                    } else {
-                        TabularCodec.writeRow(tensor, row: row, into: &writer)
-                    }
+                key(tensor.name)
+                if redact.contains(tensor.name) {
+                    writer.string("[redacted]")
+                } else if tensor.shape.count == 2, tensor.shape[1] == 1 {
+                    writer.element(tensor, at: row)
+                } else {
+                    TabularCodec.writeRow(tensor, row: row, into: &writer)
                 }
             }
             writer.byte(UInt8(ascii: "}"))
@@ -62,4 +76,7 @@ public enum PredictionRecordEncoder {
         writer.byte(UInt8(ascii: "]"))
         return String(buffer: writer.buffer)
     }
+
+    /// The tensors of an explanation (`explain: true`) that describe the request, not a row.
+    public static let explanationMetadata: Set<String> = ["explain_base_values", "explain_features", "explain_outputs"]
 }

@@ -325,7 +325,9 @@ package final class AlertEvaluator: Service, Sendable {
             return answer.predictions == 0 ? nil : Double(answer.drifted.count)
         case .psi(let feature):
             guard let drift else { return nil }
-            return try await drift.drift(of: served, window: rule.window, since: since(rule)).features.first { $0.feature == feature }?.psi
+            // A window too small for a verdict is no data: the rule keeps its state.
+            let found = try await drift.drift(of: served, window: rule.window, since: since(rule)).features.first { $0.feature == feature }
+            return found?.insufficientData == nil ? found?.psi : nil
         case .latencyP99:
             guard let windows else { return nil }
             return windows.latencyP99(of: served, over: .seconds(rule.window)).map { Double($0 / .microseconds(1)) / 1000 }
@@ -459,7 +461,8 @@ package final class AlertEvaluator: Service, Sendable {
     }
 
     /// Runs the rule's retraining command with TERN_MODEL, TERN_VERSION, TERN_ALERT and TERN_DATA (a CSV of the
-    /// window's inputs, with a `label` column where feedback came); records the run in the audit trail.
+    /// window's inputs, the model's outputs as `prediction.<name>`, and the ground truth where feedback came
+    /// under the bundle's label column, else `label`); records the run in the audit trail.
     private func retrain(_ rule: AlertRule, command: String, version: String) async {
         let folder = FileManager.default.temporaryDirectory.path + "/tern-retrain"
         try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -468,8 +471,10 @@ package final class AlertEvaluator: Service, Sendable {
             let records = try? await drift.records(of: served, window: rule.window)
         {
             let labels = try? await feedback?.labels(of: served.name)
+            let labelColumn = await drift.labelColumn(of: served) ?? "label"
             FileManager.default.createFile(
-                atPath: dataPath, contents: Data(PredictionExport.text(records, format: .csv, labels: labels ?? [:]).utf8))
+                atPath: dataPath,
+                contents: Data(PredictionExport.text(records, format: .csv, labels: labels ?? [:], labelColumn: labelColumn).utf8))
         }
         var attempt = 1
         while true {

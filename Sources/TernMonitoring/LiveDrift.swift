@@ -115,6 +115,15 @@ package final class LiveDrift: Sendable {
         return profile
     }
 
+    /// The ground truth's column name in a version's training data (`tern pack --label-column`), if its
+    /// bundle says: from its holdout's validation, else its reference data.
+    package func labelColumn(of served: ServedModel) async -> String? {
+        guard let archive = try? await models.registry.archive(served.name, served.version), let bundle = try? ModelBundle(archive: archive)
+        else { return nil }
+        if let metrics = try? bundle.decoded(ValidationMetrics.self, file: BundleFile.metrics) { return metrics.labelColumn }
+        return (try? bundle.decoded(ReferenceProfile.self, file: BundleFile.profile))?.labelColumn
+    }
+
     /// A JSON value from the prediction log as a CSV cell would hold it.
     package static func cell(_ json: String) -> String {
         if json == "null" { return "" }

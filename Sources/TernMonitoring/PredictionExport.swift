@@ -5,16 +5,19 @@ import TernRegistry
 
 /// Prediction records as files: JSON Lines (one record per line, as the API writes records) or CSV (one
 /// line per predicted row: time, request_id, model, version, protocol, latency_ms, row, then each input
-/// field and each output field, in the order the record holds them).
+/// field under its own name and each output field as `prediction.<name>`, in the order the record holds
+/// them; plain values, as the reference data holds them).
 public enum PredictionExport {
     public enum Format: String, Sendable, CaseIterable {
         case csv, jsonl
     }
 
     /// The text of `records`; `header` for the first page of a CSV. With `labels` (a request id's ground truth,
-    /// one per row), a CSV ends each row with a `label` column (empty where no feedback came).
+    /// one per row), a CSV ends each row with a `labelColumn` column (empty where no feedback came): never
+    /// the same name as an output, which are all `prediction.<name>`.
     public static func text(
-        _ records: [PredictionRecord], format: Format, header: Bool = true, labels: [String: [String]]? = nil
+        _ records: [PredictionRecord], format: Format, header: Bool = true, labels: [String: [String]]? = nil,
+        labelColumn: String = "label"
     ) -> String {
         switch format {
         case .jsonl:
@@ -27,16 +30,13 @@ public enum PredictionExport {
                 let outputs = RowScanner.rows(record.outputs)
                 for row in 0..<max(inputs.count, outputs.count) {
                     let input = row < inputs.count ? inputs[row] : []
-                    let inputNames = Set(input.map(\.0))
-                    let output = (row < outputs.count ? outputs[row] : []).map { key, value in
-                        (inputNames.contains(key) ? "output." + key : key, value)
-                    }
+                    let output = (row < outputs.count ? outputs[row] : []).map { key, value in ("prediction." + key, value) }
                     if columns == nil {
                         columns = input.map(\.0) + output.map(\.0)
                         if header {
                             out +=
                                 (["time", "request_id", "model", "version", "protocol", "latency_ms", "row"] + columns!
-                                + (labels == nil ? [] : ["label"])).map(cell).joined(separator: ",") + "\n"
+                                + (labels == nil ? [] : [labelColumn])).map(cell).joined(separator: ",") + "\n"
                         }
                     }
                     let values = Dictionary(input + output, uniquingKeysWith: { first, _ in first })

@@ -121,6 +121,7 @@ struct Pack: AsyncParsableCommand {
                 profile = ReferenceProfile(
                     table: features, predictions: outputs.profiles(classLabels: classes), outputs: outputs.table(),
                     sampleLimit: referenceSample)
+                if table.index(of: labelColumn) != nil { profile?.labelColumn = labelColumn }
             }
             var metrics: ValidationMetrics?
             var inferredTask = task

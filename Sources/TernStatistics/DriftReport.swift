@@ -1,12 +1,19 @@
 import Foundation
 
 /// Drift thresholds: when a feature is reported as drifted. Defaults follow common practice: PSI above 0.2
-/// is a significant shift; a test's p-value under 0.01 counts only with at least 100 live values (below
-/// that, tests flag noise).
+/// is a significant shift; a test's p-value under 0.01. No verdict below a minimum of live values: at least
+/// `minimumSample` (100), and for PSI at least `minimumPerBin` (5) per bin it compares on average (a
+/// categorical feature with 30 categories needs 150): below that, every statistic flags noise (40 ordinary
+/// rows put PSI over 0.2 for a third of the German credit features). The statistics are still reported,
+/// with `drifted: false` and `insufficient_data` saying what was missing.
 public struct DriftThresholds: Sendable, Equatable {
     public var psi = 0.2
     public var pValue = 0.01
     public var minimumSample = 100
+    public var minimumPerBin = 5
+
+    /// The live values a feature compared over `bins` bins needs for a verdict.
+    public func minimum(bins: Int) -> Int { max(minimumSample, minimumPerBin * bins) }
 
     public init() {}
 }
@@ -42,6 +49,8 @@ public struct FeatureDrift: Sendable, Equatable, Codable {
     /// Whether the thresholds call it drift, and why.
     public var drifted: Bool
     public var reasons: [String]
+    /// Why no verdict was given (`insufficient data: 40 rows, need 100`); nil when there was one.
+    public var insufficientData: String? = nil
 
     /// How strongly it drifted, for sorting: the PSI (or, without one, the KS statistic).
     public var severity: Double { psi ?? ksStatistic ?? 0 }
@@ -115,16 +124,20 @@ public enum DriftReport {
     }
 
     static func judge(_ drift: inout FeatureDrift, _ thresholds: DriftThresholds) {
+        let needed = thresholds.minimum(bins: drift.bins?.count ?? 0)
+        guard drift.liveCount >= needed else {
+            drift.insufficientData = "insufficient data: \(drift.liveCount) rows, need \(needed)"
+            drift.drifted = false
+            return
+        }
         if let psi = drift.psi, psi > thresholds.psi {
             drift.reasons.append(String(format: "PSI %.3f > %.2f", psi, thresholds.psi))
         }
-        if drift.liveCount >= thresholds.minimumSample {
-            if let p = drift.ksPValue, p < thresholds.pValue {
-                drift.reasons.append(String(format: "KS p %.2g < %.2g", p, thresholds.pValue))
-            }
-            if let p = drift.chiSquaredPValue, p < thresholds.pValue {
-                drift.reasons.append(String(format: "chi-squared p %.2g < %.2g", p, thresholds.pValue))
-            }
+        if let p = drift.ksPValue, p < thresholds.pValue {
+            drift.reasons.append(String(format: "KS p %.2g < %.2g", p, thresholds.pValue))
+        }
+        if let p = drift.chiSquaredPValue, p < thresholds.pValue {
+            drift.reasons.append(String(format: "chi-squared p %.2g < %.2g", p, thresholds.pValue))
         }
         if let new = drift.newCategories, !new.isEmpty {
             drift.reasons.append("new categories: " + new.joined(separator: ", "))

@@ -22,6 +22,9 @@ public final class Explanations: Sendable, ResponseExplainer {
         package var width: Int
         /// KernelSHAP's view of the model, or why it cannot run it.
         package var kernel: Result<KernelTarget, TernError>?
+        /// A model read through its source columns (several inputs, strings, or preprocessing before the
+        /// ensemble); nil for one numeric matrix fed straight to the explained node.
+        package var columns: ColumnExplainer?
     }
 
     package let service: InferenceService
@@ -64,7 +67,8 @@ public final class Explanations: Sendable, ResponseExplainer {
         let width = structure?.featureCount ?? (input.map { $0.shape.count == 2 && $0.shape[1] > 0 ? $0.shape[1] : 0 } ?? 0)
         var names = served.featureNames ?? ModelStructure.featureNames(onnx: data)
         var background: [[Double]] = []
-        if let registry,
+        let oneMatrix = (try? SourceColumns(inputs: served.model.signature.inputs, featureNames: names))?.isOneMatrix ?? true
+        if oneMatrix, let registry,
             let profile = try? ModelBundle(archive: try await registry.archive(served.name, served.version))
                 .decoded(ReferenceProfile.self, file: BundleFile.profile)
         {
@@ -76,13 +80,16 @@ public final class Explanations: Sendable, ResponseExplainer {
         }
         // A model folder's version may keep its background beside the model: reference.csv (a header naming the features).
         let beside = URL(fileURLWithPath: onnx.path).deletingLastPathComponent().appendingPathComponent(Self.folderBackground).path
-        if background.isEmpty, registry == nil, let text = try? String(contentsOfFile: beside, encoding: .utf8) {
+        if oneMatrix, background.isEmpty, registry == nil, let text = try? String(contentsOfFile: beside, encoding: .utf8) {
             let table = try CSVTable(text: text, source: beside)
             // A model that names no features takes the names of the file's header.
             if names == nil, table.columns.count == width { names = table.columns }
             background = try FeatureRows.rows(
                 columns: table.columns, values: Array(table.rows.prefix(Self.defaultBackgroundRows)), featureNames: names,
                 width: width > 0 ? width : names?.count ?? table.columns.count, what: beside)
+        }
+        if structure == nil, let explainer = try await columnExplainer(served, onnx: onnx, data: data, names: names) {
+            return prepareColumns(served, key: key, explainer: explainer, unsupported: unsupported)
         }
         // The walks grouped and covers counted on the background once here, not on every request.
         let exact = try structure.map { structure throws(TernError) in try Explainer(structure, background: background) }
@@ -98,6 +105,39 @@ public final class Explanations: Sendable, ResponseExplainer {
         let ready = Prepared(
             exact: exact, unsupported: unsupported, featureNames: names, outputs: outputs, background: background,
             width: width > 0 ? width : background.first?.count ?? 0, kernel: kernel)
+        prepared.withLock { $0[key] = ready }
+        return ready
+    }
+
+    /// The column explainer of a model no exact explainer reads directly: its background from the
+    /// bundle's reference sample or the folder's reference.csv, and its preprocessing when the graph has
+    /// one. Nil for one numeric matrix that no preprocessing reads (KernelSHAP on the matrix, as before).
+    private func columnExplainer(_ served: ServedModel, onnx: ONNXModel, data: Data, names: [String]?) async throws -> ColumnExplainer? {
+        guard let columns = try? SourceColumns(inputs: served.model.signature.inputs, featureNames: names) else { return nil }
+        var background: [[Cell]] = []
+        if let registry,
+            let profile = try? ModelBundle(archive: try await registry.archive(served.name, served.version))
+                .decoded(ReferenceProfile.self, file: BundleFile.profile)
+        {
+            background = try columns.rows(
+                columns: profile.sample.columns, values: Array(profile.sample.rows.prefix(Self.defaultBackgroundRows)),
+                what: "\(served.name) v\(served.version)'s reference sample")
+        }
+        let beside = URL(fileURLWithPath: onnx.path).deletingLastPathComponent().appendingPathComponent(Self.folderBackground).path
+        if background.isEmpty, registry == nil, let text = try? String(contentsOfFile: beside, encoding: .utf8) {
+            let table = try CSVTable(text: text, source: beside)
+            background = try columns.rows(columns: table.columns, values: Array(table.rows.prefix(Self.defaultBackgroundRows)), what: beside)
+        }
+        let explainer = try await ColumnExplainer.prepare(model: served.model, onnx: onnx, data: data, columns: columns, background: background)
+        guard explainer.preprocessing != nil || !columns.isOneMatrix else { return nil }
+        return explainer
+    }
+
+    private func prepareColumns(_ served: ServedModel, key: String, explainer: ColumnExplainer, unsupported: String?) -> Prepared {
+        let ready = Prepared(
+            exact: explainer.exact, unsupported: explainer.exact == nil ? explainer.unsupported ?? unsupported : nil,
+            featureNames: explainer.columns.names, outputs: explainer.outputs, background: [], width: explainer.columns.count,
+            kernel: explainer.kernel, columns: explainer)
         prepared.withLock { $0[key] = ready }
         return ready
     }
@@ -173,10 +213,16 @@ public final class Explanations: Sendable, ResponseExplainer {
         try limits.check(
             work: Double(rows.count) * Double(coalitions) * Double(max(1, background.count)),
             what: "\(rows.count) rows x \(coalitions) coalitions x \(background.count) background rows")
-        // Stopped at its deadline, and when the task is cancelled, between the model's batches.
+        let attributions = try await options.kernel.explain(
+            rows, background: background, outputs: target.columns, predict: bounded(target.predict))
+        return (attributions, ready, background.count)
+    }
+
+    /// `predict`, stopped at the explanation's deadline and when the task is cancelled, between batches.
+    private func bounded(_ predict: @escaping KernelSHAP.Predict) -> KernelSHAP.Predict {
         let deadline = ContinuousClock.now + limits.timeout
-        let predict = target.predict, timeout = limits.timeout
-        let bounded: KernelSHAP.Predict = { rows, count in
+        let timeout = limits.timeout
+        return { rows, count in
             try Task.checkCancellation()
             guard ContinuousClock.now < deadline else {
                 throw TernError(
@@ -186,26 +232,43 @@ public final class Explanations: Sendable, ResponseExplainer {
             }
             return try await predict(rows, count)
         }
-        let attributions = try await options.kernel.explain(rows, background: background, outputs: target.columns, predict: bounded)
-        return (attributions, ready, background.count)
     }
 
     /// The explain routes' answer: the explanation's JSON, and the same explanation as tensors (what the
     /// prediction log records of it).
     package func explainRoute(_ served: ServedModel, _ request: InferenceRequest) async throws -> (answer: ByteBuffer, outputs: [Tensor]) {
         let ready = try await prepare(served)
-        guard request.inputs.count == 1, let input = request.inputs.first else {
-            throw TernError.invalidArgument("an explain request has one input of [rows, \(ready.width)] features")
-        }
-        let rows = try FeatureRows.rows(tensor: input, width: ready.width)
-        let (attributions, _, backgroundRows) = try await self.attributions(served, rows: rows, options: try Options(request.parameters, prefix: ""))
+        let options = try Options(request.parameters, prefix: "")
+        let (attributions, rows, backgroundRows) = try await explain(served, inputs: request.inputs, ready: ready, options: options)
         let outputs = attributions.method == .kernel ? (try? ready.kernel?.get().outputNames) ?? ready.outputs : ready.outputs
         var object = ExplanationJSON.object(attributions, featureNames: ready.featureNames, outputNames: outputs)
         object["model_name"] = served.name
         object["model_version"] = String(served.version)
         object["background_rows"] = backgroundRows
         if let id = request.id { object["id"] = id }
-        return (try Self.encode(object), try Self.tensors(attributions, rows: rows.count, ready: ready, outputs: outputs))
+        return (try Self.encode(object), try Self.tensors(attributions, rows: rows, ready: ready, outputs: outputs))
+    }
+
+    /// A request's inputs explained: through the columns for a column model, else as one feature matrix.
+    private func explain(_ served: ServedModel, inputs: [Tensor], ready: Prepared, options: Options) async throws -> (Attributions, Int, Int) {
+        if let explainer = ready.columns {
+            let rows = try explainer.columns.rows(tensors: inputs)
+            let (attributions, background) = try await explainer.explain(
+                rows, method: options.method, kernel: options.kernel, backgroundRows: options.backgroundRows ?? Self.kernelBackgroundRows,
+                what: "\(served.name) v\(served.version)",
+                noBackground: "\(served.name) v\(served.version) has no background data to explain against: "
+                    + (registry == nil
+                        ? "put a sample of the training data, a CSV file with a header naming the model's columns, beside its model.onnx as \(Self.folderBackground)"
+                        : "push a bundle packed with --reference TRAINING.csv (its reference sample is the background)"),
+                check: limits.check, bound: bounded)
+            return (attributions, rows.count, background)
+        }
+        guard inputs.count == 1, let input = inputs.first else {
+            throw TernError.invalidArgument("an explanation takes one input of [rows, \(ready.width)] features; this request has \(inputs.count)")
+        }
+        let rows = try FeatureRows.rows(tensor: input, width: ready.width)
+        let (attributions, _, background) = try await attributions(served, rows: rows, options: options)
+        return (attributions, rows.count, background)
     }
 
     /// `explain: true` on an infer request: the answer's outputs plus the explanation as tensors
@@ -214,13 +277,9 @@ public final class Explanations: Sendable, ResponseExplainer {
     public func explain(_ served: ServedModel, request: InferenceRequest, inputs: [Tensor]) async throws -> [Tensor] {
         let options = try Options(request.parameters, prefix: "explain_")
         let ready = try await prepare(served)
-        guard inputs.count == 1, let input = inputs.first else {
-            throw TernError.invalidArgument("explain: true needs a model with one [rows, features] input; this request has \(inputs.count)")
-        }
-        let rows = try FeatureRows.rows(tensor: input, width: ready.width)
-        let (attributions, _, _) = try await attributions(served, rows: rows, options: options)
+        let (attributions, rows, _) = try await explain(served, inputs: inputs, ready: ready, options: options)
         let outputs = attributions.method == .kernel ? (try? ready.kernel?.get().outputNames) ?? ready.outputs : ready.outputs
-        return try Self.tensors(attributions, rows: rows.count, ready: ready, outputs: outputs)
+        return try Self.tensors(attributions, rows: rows, ready: ready, outputs: outputs)
     }
 
     /// An explanation as tensors: `explain_attributions` ([rows, features], or [rows, features, outputs] as

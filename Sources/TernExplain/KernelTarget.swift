@@ -48,30 +48,59 @@ public struct KernelTarget: Sendable {
 
     /// The function KernelSHAP calls: rows in, every explained column of every row out.
     public var predict: KernelSHAP.Predict {
+        { [self] rows, count in try await run([try Self.tensor(input, rows, rows: count)], count: count) }
+    }
+
+    /// KernelSHAP over a model's source columns (strings included): rows of codes (`codes` turns them
+    /// back into cells) become the model's inputs.
+    package func predict(columns: SourceColumns, codes: CellCodes) -> KernelSHAP.Predict {
         { [self] rows, count in
-            let answers = try await model.run(inputs: [try Self.tensor(input, rows, rows: count)], outputs: outputs.map(\.name))
-            let columns = self.columns
-            var flat = [Double](repeating: 0, count: count * columns)
-            var offset = 0
-            for (tensor, output) in zip(answers, outputs) {
-                let values: [Double]
-                if let floats = tensor.values(as: Float.self) {
-                    values = floats.map(Double.init)
-                } else if let doubles = tensor.values(as: Double.self) {
-                    values = doubles
-                } else {
-                    throw TernError.internalError("output '\(output.name)' came back as \(tensor.datatype.rawValue)")
-                }
-                guard values.count == count * output.columns else {
-                    throw TernError.internalError("output '\(output.name)' has \(values.count) values for \(count) rows")
-                }
-                for r in 0..<count {
-                    for c in 0..<output.columns { flat[r * columns + offset + c] = values[r * output.columns + c] }
-                }
-                offset += output.columns
-            }
-            return flat
+            let width = columns.count
+            let cells = (0..<count).map { r in codes.decode(rows[(r * width)..<((r + 1) * width)], columns: columns) }
+            return try await run(try columns.tensors(cells), count: count)
         }
+    }
+
+    /// A model with several inputs (or strings), seen through its source columns: the widths of the explained
+    /// outputs learned by running `probe` (one row of cells).
+    package init(model: any InferenceModel, columns: SourceColumns, probe: [Cell]) async throws {
+        let signature = model.signature
+        let explained = signature.outputs.filter { [.fp32, .fp64].contains($0.datatype) }
+        guard !explained.isEmpty else {
+            throw TernError.invalidArgument(
+                "KernelSHAP explains floating-point outputs; this model's outputs are "
+                    + signature.outputs.map { "\($0.name) (\($0.datatype.rawValue))" }.joined(separator: ", "))
+        }
+        let answers = try await model.run(inputs: try columns.tensors([probe]), outputs: explained.map(\.name))
+        self.model = model
+        self.input = signature.inputs[0]
+        self.featureCount = columns.count
+        self.outputs = zip(explained, answers).map { spec, tensor in (spec.name, max(1, tensor.elementCount)) }
+    }
+
+    private func run(_ inputs: [Tensor], count: Int) async throws -> [Double] {
+        let answers = try await model.run(inputs: inputs, outputs: outputs.map(\.name))
+        let columns = self.columns
+        var flat = [Double](repeating: 0, count: count * columns)
+        var offset = 0
+        for (tensor, output) in zip(answers, outputs) {
+            let values: [Double]
+            if let floats = tensor.values(as: Float.self) {
+                values = floats.map(Double.init)
+            } else if let doubles = tensor.values(as: Double.self) {
+                values = doubles
+            } else {
+                throw TernError.internalError("output '\(output.name)' came back as \(tensor.datatype.rawValue)")
+            }
+            guard values.count == count * output.columns else {
+                throw TernError.internalError("output '\(output.name)' has \(values.count) values for \(count) rows")
+            }
+            for r in 0..<count {
+                for c in 0..<output.columns { flat[r * columns + offset + c] = values[r * output.columns + c] }
+            }
+            offset += output.columns
+        }
+        return flat
     }
 
     static func tensor(_ input: TensorSpec, _ values: [Double], rows: Int) throws(TernError) -> Tensor {

@@ -90,6 +90,12 @@ public final class ONNXModel: BlockingInferenceModel, @unchecked Sendable {
         for session in sessions { runtime.api.ReleaseSession(session) }
     }
 
+    /// Another model file loaded on this model's runtime and runner pool (one session): a part of this
+    /// model cut out for an explainer, say.
+    public func sibling(path: String) throws(TernError) -> ONNXModel {
+        try ONNXModel(path: path, runtime: runtime, pool: pool)
+    }
+
     public var executor: any BlockingExecutor { pool }
 
     public func run(inputs: [Tensor], outputs: [String]) async throws -> [Tensor] {

@@ -18,6 +18,8 @@ struct Explain: AsyncParsableCommand {
 
             kernel (KernelSHAP) explains any model with one [rows, features] input from its own answers (ONNX Runtime runs it), in the space of its floating-point outputs (probabilities, values): the default for a model that is neither trees nor linear. With 2^features - 2 <= --samples every coalition is valued and the values are exact; otherwise they are estimates, each with a standard error. It uses --kernel-background-rows background rows (each coalition costs that many model rows).
 
+            A pipeline with one input per column (skl2onnx's DataFrame recipe: strings and numbers) gets one attribution per source column, the sum over the features derived from it: exactly when its preprocessing (one-hot encoding, scaling, imputing ...) feeds trees or a linear model, explained against the background transformed by the model's own preprocessing; else by KernelSHAP over the columns (an absent column takes the background row's value). The headers of --input and --background name the columns.
+
             Example:
               tern explain credit.tern --input applicants.csv
               tern explain model.onnx --input rows.csv --background train.csv --json
@@ -85,12 +87,16 @@ struct Explain: AsyncParsableCommand {
             defer { pool.shutdown() }
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("tern-explain-\(UUID().uuidString).onnx").path
             defer { try? FileManager.default.removeItem(atPath: file) }
-            var kernelModel: ONNXModel?
-            if structure == nil || chosen == .kernel {
-                try onnx.write(to: URL(fileURLWithPath: file))
-                kernelModel = try ONNXModel(
-                    path: file, runtime: runtimeOptions.openRuntime(), pool: pool, options: try runtimeOptions.sessionOptions())
+            try onnx.write(to: URL(fileURLWithPath: file))
+            let loaded = try ONNXModel(path: file, runtime: runtimeOptions.openRuntime(), pool: pool, options: try runtimeOptions.sessionOptions())
+            // A model of source columns (one input per column, strings, or preprocessing before the trees):
+            // one attribution per column.
+            if structure == nil, let columns = try? SourceColumns(inputs: loaded.signature.inputs, featureNames: known),
+                try await explainColumns(loaded, data: onnx, columns: columns, reference: reference, method: chosen)
+            {
+                return
             }
+            let kernelModel = structure == nil || chosen == .kernel ? loaded : nil
             let spec = kernelModel?.signature.inputs.first
             let width = structure?.featureCount ?? (spec.map { $0.shape.count == 2 && $0.shape[1] > 0 ? $0.shape[1] : 0 } ?? 0)
             let table = try readTable(input, what: "--input")
@@ -124,17 +130,49 @@ struct Explain: AsyncParsableCommand {
             } else {
                 throw TernError.internalError("no explainer")
             }
-            if json {
-                let object = ExplanationJSON.object(attributions, featureNames: names, outputNames: outputs)
-                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-                print(String(decoding: data, as: UTF8.self))
-            } else {
-                printTable(attributions, names: names ?? (0..<width).map { "feature_\($0)" }, outputs: outputs)
-            }
+            try show(attributions, names: names ?? (0..<width).map { "feature_\($0)" }, outputs: outputs)
         } catch let error as ValidationError {
             throw error
         } catch {
             fail(error)
+        }
+    }
+
+    /// Explains a model of source columns, when its graph is read through them: exactly through its
+    /// preprocessing, else by KernelSHAP over the columns. False for one numeric matrix no preprocessing
+    /// reads (the matrix path explains it).
+    private func explainColumns(
+        _ model: ONNXModel, data: Data, columns: SourceColumns, reference: ReferenceProfile.Sample?, method: Attributions.Method?
+    ) async throws -> Bool {
+        let table = try readTable(input, what: "--input")
+        let rows = try columns.rows(columns: table.columns, values: table.rows, what: "--input")
+        var background: [[Cell]] = []
+        if let path = self.background {
+            let table = try readTable(path, what: "--background")
+            background = try columns.rows(columns: table.columns, values: table.rows, what: "--background")
+        } else if let reference {
+            background = try columns.rows(columns: reference.columns, values: reference.rows, what: "the bundle's reference sample")
+        }
+        let explainer = try await ColumnExplainer.prepare(
+            model: model, onnx: model, data: data, columns: columns, background: Array(background.prefix(backgroundRows)))
+        guard explainer.preprocessing != nil || !columns.isOneMatrix else { return false }
+        let (attributions, _) = try await explainer.explain(
+            rows, method: method, kernel: KernelSHAP(samples: samples, seed: seed), backgroundRows: kernelBackgroundRows,
+            what: self.model,
+            noBackground: "explaining \(self.model) needs background rows: give --background CSV (a sample of the training data, "
+                + "a header naming the model's columns), or a bundle packed with --reference")
+        let outputs = attributions.method == .kernel ? (try? explainer.kernel?.get().outputNames) ?? [] : explainer.outputs
+        try show(attributions, names: columns.names, outputs: outputs)
+        return true
+    }
+
+    private func show(_ attributions: Attributions, names: [String], outputs: [String]) throws {
+        if json {
+            let object = ExplanationJSON.object(attributions, featureNames: names, outputNames: outputs)
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            printTable(attributions, names: names, outputs: outputs)
         }
     }
 

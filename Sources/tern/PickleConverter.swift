@@ -115,113 +115,145 @@ struct PickleConverter {
 
     /// The conversion, run by the environment's Python: pickle, sample CSV, output path, label column.
     static let script = #"""
-import json
-import sys
-import warnings
+        import json
+        import sys
+        import warnings
 
-warnings.filterwarnings("ignore")
-pickle_path, sample_path, out_path, label = sys.argv[1:5]
-
-
-def fail(message):
-    print(message, file=sys.stderr)
-    sys.exit(2)
+        warnings.filterwarnings("ignore")
+        pickle_path, sample_path, out_path, label = sys.argv[1:5]
 
 
-import joblib
-import numpy as np
-import pandas as pd
+        def fail(message):
+            print(message, file=sys.stderr)
+            sys.exit(2)
 
-try:
-    model = joblib.load(pickle_path)
-except Exception as error:
-    fail(f"cannot load the pickle: {type(error).__name__}: {error}")
-frame = pd.read_csv(sample_path)
-if hasattr(model, "feature_names_in_"):
-    columns = [str(c) for c in model.feature_names_in_]
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        fail(f"the sample has no column {', '.join(missing)}: the model was fitted on {', '.join(columns)}")
-else:
-    columns = [c for c in frame.columns if c != label]
-frame = frame[columns]
 
-from skl2onnx import to_onnx, update_registered_converter
-from skl2onnx.common.data_types import BooleanTensorType, FloatTensorType, Int64TensorType, StringTensorType
-from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes, calculate_linear_regressor_output_shapes
+        import joblib
+        import numpy as np
+        import pandas as pd
 
-try:
-    import xgboost
-    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
-    update_registered_converter(xgboost.XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
-                                convert_xgboost, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
-    update_registered_converter(xgboost.XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost)
-except ImportError:
-    pass
-try:
-    import lightgbm
-    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
-    update_registered_converter(lightgbm.LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
-                                convert_lightgbm, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
-    update_registered_converter(lightgbm.LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes, convert_lightgbm)
-except ImportError:
-    pass
+        try:
+            model = joblib.load(pickle_path)
+        except Exception as error:
+            fail(f"cannot load the pickle: {type(error).__name__}: {error}")
+        frame = pd.read_csv(sample_path)
+        if hasattr(model, "feature_names_in_"):
+            columns = [str(c) for c in model.feature_names_in_]
+            missing = [c for c in columns if c not in frame.columns]
+            if missing:
+                fail(f"the sample has no column {', '.join(missing)}: the model was fitted on {', '.join(columns)}")
+        else:
+            columns = [c for c in frame.columns if c != label]
+        frame = frame[columns]
 
-# The DataFrame recipe: one [N,1] input per column; strings for text columns, int64 and float32 for numbers.
-types, feed = [], {}
-for column in columns:
-    values = frame[[column]]
-    dtype = frame[column].dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        types.append((column, BooleanTensorType([None, 1])))
-        feed[column] = values.to_numpy().astype(bool)
-    elif pd.api.types.is_integer_dtype(dtype):
-        types.append((column, Int64TensorType([None, 1])))
-        feed[column] = values.to_numpy().astype(np.int64)
-    elif pd.api.types.is_float_dtype(dtype):
-        types.append((column, FloatTensorType([None, 1])))
-        feed[column] = values.to_numpy().astype(np.float32)
-    else:
-        frame[column] = frame[column].astype(str)
-        types.append((column, StringTensorType([None, 1])))
-        feed[column] = frame[[column]].to_numpy().astype(object)
+        from skl2onnx import to_onnx, update_registered_converter
+        from skl2onnx.common.data_types import BooleanTensorType, FloatTensorType, Int64TensorType, StringTensorType
+        from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes, calculate_linear_regressor_output_shapes
 
-final = model.steps[-1][1] if hasattr(model, "steps") else model
-classifier = hasattr(final, "predict_proba")
-options = {id(final): {"zipmap": False}} if classifier else {}
+        try:
+            import xgboost
+            from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+            update_registered_converter(xgboost.XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
+                                        convert_xgboost, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+            update_registered_converter(xgboost.XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost)
+        except ImportError:
+            pass
+        try:
+            import lightgbm
+            from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+            update_registered_converter(lightgbm.LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
+                                        convert_lightgbm, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+            update_registered_converter(lightgbm.LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes, convert_lightgbm)
+        except ImportError:
+            pass
 
-options = options or None
-try:
-    onx = to_onnx(model, initial_types=types, target_opset={"": 15, "ai.onnx.ml": 3}, options=options)
-except Exception as error:
-    fail(f"skl2onnx cannot convert {type(final).__name__}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-data = onx.SerializeToString()
-with open(out_path, "wb") as f:
-    f.write(data)
+        # The DataFrame recipe: one [N,1] input per column; strings for text columns, int64 and float32 for numbers.
+        types, feed = [], {}
+        for column in columns:
+            values = frame[[column]]
+            dtype = frame[column].dtype
+            if pd.api.types.is_bool_dtype(dtype):
+                types.append((column, BooleanTensorType([None, 1])))
+                feed[column] = values.to_numpy().astype(bool)
+            elif pd.api.types.is_integer_dtype(dtype):
+                types.append((column, Int64TensorType([None, 1])))
+                feed[column] = values.to_numpy().astype(np.int64)
+            elif pd.api.types.is_float_dtype(dtype):
+                types.append((column, FloatTensorType([None, 1])))
+                feed[column] = values.to_numpy().astype(np.float32)
+            else:
+                frame[column] = frame[column].astype(str)
+                types.append((column, StringTensorType([None, 1])))
+                feed[column] = frame[[column]].to_numpy().astype(object)
 
-import onnxruntime
-session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-answers = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
-report = {"rows": len(frame), "inputs": [[c, t.__class__.__name__] for c, t in types], "outputs": list(answers)}
-if classifier:
-    expected = np.asarray(model.predict_proba(frame), dtype=np.float64)
-    [name] = [n for n, v in answers.items() if np.asarray(v).ndim == 2 and np.asarray(v).shape[1] == expected.shape[1]][:1] or [None]
-    if name is None:
-        fail(f"the converted model has no probabilities output to compare with predict_proba (outputs: {', '.join(answers)})")
-    got = np.asarray(answers[name], dtype=np.float64)
-    labels = [n for n in answers if n != name]
-    if labels:
-        predicted = np.asarray(model.predict(frame)).astype(str).reshape(-1)
-        report["label_mismatches"] = int((np.asarray(answers[labels[0]]).astype(str).reshape(-1) != predicted).sum())
-    report["compared"] = "predict_proba"
-else:
-    expected = np.asarray(model.predict(frame), dtype=np.float64).reshape(len(frame), -1)
-    got = np.asarray(list(answers.values())[0], dtype=np.float64).reshape(len(frame), -1)
-    report["compared"] = "predict"
-difference = np.abs(got - expected).max(axis=1) if len(frame) else np.zeros(0)
-report["max_abs_diff"] = float(difference.max()) if len(frame) else 0.0
-report["rows_over_1e-6"] = int((difference > 1e-6).sum())
-report["model"] = type(final).__name__
-print(json.dumps(report))
-"""#
+        final = model.steps[-1][1] if hasattr(model, "steps") else model
+        classifier = hasattr(final, "predict_proba")
+        options = {id(final): {"zipmap": False}} if classifier else {}
+
+
+        def steps(node):
+            yield node
+            for child in getattr(node, "steps", []):
+                yield from steps(child[1])
+            for child in getattr(node, "transformers_", []):
+                yield from steps(child[1])
+            for child in getattr(node, "transformer_list", []):
+                yield from steps(child[1])
+
+
+        # StandardScaler as scikit-learn computes it: in float64, rounded to float32 once at the end ("div_cast";
+        # skl2onnx's default Scaler computes in float32, and a scaled value 1 ulp off a tree's split threshold
+        # takes the other branch: XGBoost places thresholds at data values, so many rows sit on one).
+        from sklearn.preprocessing import StandardScaler
+        scalers = [step for step in steps(model) if isinstance(step, StandardScaler)]
+        for scaler in scalers:
+            options[id(scaler)] = {"div": "div_cast"}
+        options = options or None
+        try:
+            onx = to_onnx(model, initial_types=types, target_opset={"": 15, "ai.onnx.ml": 3}, options=options)
+        except Exception as error:
+            fail(f"skl2onnx cannot convert {type(final).__name__}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        # skl2onnx writes the float64 mean rounded to float32: the exact constants back.
+        from onnx import numpy_helper
+        constants = {i.name: i for i in onx.graph.initializer}
+        for node in onx.graph.node:
+            if node.op_type in ("Sub", "Div") and len(node.input) == 2 and node.input[1] in constants:
+                value = numpy_helper.to_array(constants[node.input[1]])
+                for scaler in scalers:
+                    exact = getattr(scaler, "mean_" if node.op_type == "Sub" else "scale_", None)
+                    if exact is None:
+                        continue
+                    exact = np.asarray(exact, dtype=np.float64)
+                    if value.dtype == np.float64 and value.shape == exact.shape and np.allclose(value, exact, rtol=1e-6, atol=0):
+                        constants[node.input[1]].CopyFrom(numpy_helper.from_array(exact, node.input[1]))
+                        break
+        data = onx.SerializeToString()
+        with open(out_path, "wb") as f:
+            f.write(data)
+
+        import onnxruntime
+        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+        answers = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+        report = {"rows": len(frame), "inputs": [[c, t.__class__.__name__] for c, t in types], "outputs": list(answers)}
+        if classifier:
+            expected = np.asarray(model.predict_proba(frame), dtype=np.float64)
+            [name] = [n for n, v in answers.items() if np.asarray(v).ndim == 2 and np.asarray(v).shape[1] == expected.shape[1]][:1] or [None]
+            if name is None:
+                fail(f"the converted model has no probabilities output to compare with predict_proba (outputs: {', '.join(answers)})")
+            got = np.asarray(answers[name], dtype=np.float64)
+            labels = [n for n in answers if n != name]
+            if labels:
+                predicted = np.asarray(model.predict(frame)).astype(str).reshape(-1)
+                report["label_mismatches"] = int((np.asarray(answers[labels[0]]).astype(str).reshape(-1) != predicted).sum())
+            report["compared"] = "predict_proba"
+        else:
+            expected = np.asarray(model.predict(frame), dtype=np.float64).reshape(len(frame), -1)
+            got = np.asarray(list(answers.values())[0], dtype=np.float64).reshape(len(frame), -1)
+            report["compared"] = "predict"
+        difference = np.abs(got - expected).max(axis=1) if len(frame) else np.zeros(0)
+        report["max_abs_diff"] = float(difference.max()) if len(frame) else 0.0
+        report["rows_over_1e-6"] = int((difference > 1e-6).sum())
+        report["model"] = type(final).__name__
+        print(json.dumps(report))
+        """#
 }

@@ -161,14 +161,17 @@ def main():
         return Pipeline([("pre", pre), ("model", model)]).fit(train[columns], train[LABEL])
 
     def tree_shap(fitted, onx):
-        """shap's TreeExplainer on the trees' own input. The preprocessing is the ONNX graph's (onnxruntime
-        runs it up to the ensemble), as Tern computes it: the float32 StandardScaler differs from
-        scikit-learn's float64 one in the last bit, and a tree threshold can sit in between. The float64
-        values (pre.transform) are kept beside them for comparison."""
+        """shap's TreeExplainer on the trees' own input, two ways. `interventional`: the preprocessing is the
+        exported ONNX graph's (onnxruntime runs it up to the ensemble), as Tern computes it for this file:
+        skl2onnx's default float32 StandardScaler differs from scikit-learn's float64 one in the last bit,
+        and a tree threshold can sit in between. `interventional_sklearn`: scikit-learn's own transform,
+        rounded to float32 as its trees read it: what a model `tern pack` converted from the pickle
+        (scaling as scikit-learn does) is explained to."""
         pre, model = fitted.named_steps["pre"], fitted.named_steps["model"]
         transform = ort_transform(onx, columns)
         out = {}
-        for method, data in (("interventional", transform), ("interventional_float64", pre.transform)):
+        for method, data in (("interventional", transform),
+                             ("interventional_sklearn", lambda frame: pre.transform(frame).astype(np.float32))):
             explainer = shap.TreeExplainer(model, data=np.asarray(data(background[columns]), dtype=np.float64),
                                            feature_perturbation="interventional", model_output="raw")
             values = explainer.shap_values(np.asarray(data(rows[columns]), dtype=np.float64), check_additivity=True)

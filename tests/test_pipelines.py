@@ -161,6 +161,40 @@ def test_tern_explain_gives_the_same_values_from_the_onnx_file_and_the_bundle(le
     assert "row 20" in shown and any(column in shown for column in doc["columns"])
 
 
+def test_batch_explain_gives_each_rows_top_columns_from_the_cli_and_a_server_job(tmp_path_factory):
+    """`tern batch --explain 3` on the pipeline's bundle and a server batch job with `explain: 3` write each
+    row's three largest per-column attributions: shap's grouped values, ranked by size, the same bytes."""
+    doc = fixture("german_gb")
+    tmp = tmp_path_factory.mktemp("batch")
+    root = tmp / "jobs"
+    root.mkdir()
+    pd.DataFrame(doc["rows"])[doc["columns"]].to_csv(root / "rows.csv", index=False)
+    registry = Registry("sqlite", tmp)
+    registry.cli("push", bundle(str(tmp), "gb", "german_gb", BACKGROUND), "--alias", "production")
+    cli = tmp / "cli.csv"
+    tern("batch", os.path.join(str(tmp), "gb.tern"), "--input", str(root / "rows.csv"), "-o", str(cli), "--explain", "3")
+    written = pd.read_csv(cli)
+    values = np.array(doc["methods"]["interventional"]["values"])
+    for r in range(len(values)):
+        order = np.argsort(-np.abs(values[r]), kind="stable")[:3]
+        assert [written[f"why_{j + 1}"][r] for j in range(3)] == [doc["columns"][i] for i in order]
+        np.testing.assert_allclose([written[f"why_{j + 1}_value"][r] for j in range(3)], values[r][order], atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(written["output_probability_1"], np.array(doc["onnxruntime"]["output_probability"])[:, 1], rtol=1e-6)
+    server = registry.serve("--batch-root", str(root))
+    try:
+        job = requests.post(f"http://{server.url}/api/v1/jobs", timeout=30,
+                            json={"model": "gb", "input": "rows.csv", "output": "out.csv", "explain": 3}).json()
+        deadline = time.time() + 120
+        while (state := requests.get(f"http://{server.url}/api/v1/jobs/{job['id']}", timeout=10).json())["state"] not in \
+                ("succeeded", "failed", "cancelled"):
+            assert time.time() < deadline, state
+            time.sleep(0.1)
+        assert state["state"] == "succeeded", state
+        assert (root / "out.csv").read_bytes() == cli.read_bytes()
+    finally:
+        server.stop()
+
+
 def test_kernel_shap_over_string_columns_equals_exact_shapley_values(tmp_path):
     doc = fixture("mixed_mlp")
     rows = tmp_path / "rows.csv"

@@ -170,15 +170,24 @@ package final class BatchJobs: Service, Sendable {
         options.modelFingerprint = "\(served.name)#\(served.version)"
         if let top = request.explain {
             guard (1...1000).contains(top) else { throw TernError.invalidArgument("explain must be 1...1000 features") }
-            guard let prepared = try await explanations?.prepare(served), let exact = prepared.exact,
-                !prepared.background.isEmpty || exact.structure.hasCovers
-            else {
-                throw TernError.invalidArgument(
-                    "explain on a job needs an exact explainer (trees or linear) and background data: "
-                        + "a bundle packed with --reference")
+            guard let prepared = try await explanations?.prepare(served) else {
+                throw TernError.invalidArgument("explain on a job needs the server's explanations (a registry server)")
             }
-            let (names, method): ([String]?, Attributions.Method?) = (prepared.featureNames, prepared.background.isEmpty ? .pathDependent : nil)
-            options.explainer = { rows throws(TernError) in try exact.top(rows, count: top, featureNames: names, method: method) }
+            if let columns = prepared.columns {
+                // A per-column model (a pipeline): exact attributions per source column through its preprocessing.
+                if let why = columns.batchRefusal {
+                    throw TernError.invalidArgument("explain on a job: \(served.name) v\(served.version) has \(why)")
+                }
+                options.explainer = { inputs, _ in try await columns.top(inputs, count: top) }
+            } else {
+                guard let exact = prepared.exact, !prepared.background.isEmpty || exact.structure.hasCovers else {
+                    throw TernError.invalidArgument(
+                        "explain on a job needs an exact explainer (trees or linear) and background data: "
+                            + "a bundle packed with --reference")
+                }
+                let (names, method): ([String]?, Attributions.Method?) = (prepared.featureNames, prepared.background.isEmpty ? .pathDependent : nil)
+                options.explainer = { _, rows in try exact.top(rows, count: top, featureNames: names, method: method) }
+            }
             options.explainTop = top
             options.modelFingerprint += ":explain\(top)"
         }

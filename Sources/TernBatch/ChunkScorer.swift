@@ -61,8 +61,9 @@ public struct ChunkScorer: Sendable {
         var features: [[Double]]
     }
 
-    /// Explains rows: for each, its top features by the size of their attribution (name, value).
-    public typealias RowExplainer = @Sendable (_ rows: [[Double]]) throws -> [[(feature: String, value: Double)]]
+    /// Explains rows: for each, its top features by the size of their attribution (name, value). Given the
+    /// rows' input tensors (a per-column model's) and, for a one-matrix model, their features.
+    public typealias RowExplainer = @Sendable (_ inputs: [Tensor], _ features: [[Double]]) async throws -> [[(feature: String, value: Double)]]
 
     /// Whether the input is JSON Lines (each line transcoded to CSV over the plan's header first).
     public var jsonLines = false
@@ -114,8 +115,7 @@ public struct ChunkScorer: Sendable {
         return Parsed(accepted: accepted, rejects: rejects, rejected: rejected, tensors: tensors, features: features)
     }
 
-    func format(_ chunk: LineChunk, _ accepted: [Int], _ answers: [Tensor], _ features: [[Double]]) throws -> [UInt8] {
-        let why = try explainer.map { try $0(features) }
+    func format(_ chunk: LineChunk, _ accepted: [Int], _ answers: [Tensor], _ why: [[(feature: String, value: Double)]]?) throws -> [UInt8] {
         let columnsPerRow = answers.map { max(1, $0.shape.count == 2 ? $0.shape[1] : 1) }
         let formatted = try answers.map { tensor throws(TernError) in try Self.texts(tensor) }
         var output: [UInt8] = []
@@ -169,7 +169,9 @@ public struct ChunkScorer: Sendable {
         if !parsed.accepted.isEmpty {
             let answers = try await model.run(inputs: parsed.tensors, outputs: plan.outputs.map(\.name))
             widths = answers.map { max(1, $0.shape.count == 2 ? $0.shape[1] : 1) }
-            output = try await onExecutor { try format(chunk, parsed.accepted, answers, parsed.features) }
+            let why: [[(feature: String, value: Double)]]? =
+                if let explainer { try await explainer(parsed.tensors, parsed.features) } else { nil }
+            output = try await onExecutor { try format(chunk, parsed.accepted, answers, why) }
         }
         return ScoredChunk(
             index: chunk.index, end: chunk.end, nextLine: chunk.firstLine + chunk.lineCount, output: output,

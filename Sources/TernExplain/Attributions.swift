@@ -98,17 +98,7 @@ public final class Explainer: Sendable {
     public func top(
         _ rows: [[Double]], count: Int, featureNames: [String]?, method: Attributions.Method? = nil
     ) throws(TernError) -> [[(feature: String, value: Double)]] {
-        let attributions = try explain(rows, method: method)
-        let width = structure.featureCount
-        let names = featureNames?.count == width ? featureNames! : (0..<width).map { "feature_\($0)" }
-        return rows.indices.map { r in
-            let margins = attributions.margins[r]
-            let output = margins.count == 1 ? 0 : margins.indices.max { margins[$0] < margins[$1] }!
-            let ranked = (0..<width).sorted {
-                abs(attributions.value(row: r, feature: $0, output: output)) > abs(attributions.value(row: r, feature: $1, output: output))
-            }
-            return ranked.prefix(count).map { (names[$0], attributions.value(row: r, feature: $0, output: output)) }
-        }
+        try explain(rows, method: method).top(count: count, featureNames: featureNames)
     }
 
     /// Prepares and explains in one call.
@@ -145,5 +135,20 @@ enum LinearAttributions {
         return Attributions(
             method: .linear, link: model.link, values: values, base: base,
             margins: rows.map(model.margins), outputs: k, featureCount: f)
+    }
+}
+
+extension Attributions {
+    /// Each row's `count` largest attributions by size, for its largest output (a binary model's one
+    /// margin; a multiclass model's predicted class), with the features' names.
+    public func top(count: Int, featureNames: [String]?) -> [[(feature: String, value: Double)]] {
+        let width = featureCount
+        let names = featureNames?.count == width ? featureNames! : (0..<width).map { "feature_\($0)" }
+        return values.indices.map { r in
+            let margins = self.margins[r]
+            let output = margins.count == 1 ? 0 : margins.indices.max { margins[$0] < margins[$1] }!
+            let ranked = (0..<width).sorted { abs(value(row: r, feature: $0, output: output)) > abs(value(row: r, feature: $1, output: output)) }
+            return ranked.prefix(count).map { (names[$0], value(row: r, feature: $0, output: output)) }
+        }
     }
 }

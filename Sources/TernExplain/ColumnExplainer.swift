@@ -87,4 +87,21 @@ package struct ColumnExplainer: Sendable {
             encoded, background: background, outputs: target.columns, predict: bound(target.predict(columns: columns, codes: codes)))
         return (attributions, background.count)
     }
+
+    /// Each row's `count` largest per-column attributions, exactly (for batch scoring: KernelSHAP would cost
+    /// thousands of model rows per row). The inputs are the model's tensors for the rows.
+    package func top(_ inputs: [Tensor], count: Int) async throws -> [[(feature: String, value: Double)]] {
+        let rows = try columns.rows(tensors: inputs)
+        let (attributions, _) = try await explain(
+            rows, method: nil, kernel: KernelSHAP(samples: 16), backgroundRows: 0, what: "the model", noBackground: "no background")
+        return attributions.top(count: count, featureNames: columns.names)
+    }
+
+    /// Why per-column batch explanations cannot run (nil when they can): exact only, with a background.
+    package var batchRefusal: String? {
+        if exact != nil, preprocessing != nil { return nil }
+        if background.isEmpty { return "no background rows to explain against" }
+        return "no tree ensemble or linear model is read through its preprocessing (\(unsupported ?? "")); "
+            + "KernelSHAP is too slow for batches: explain rows with the explain route or tern explain"
+    }
 }

@@ -82,7 +82,10 @@ struct BatchRun: AsyncParsableCommand {
     @Flag(help: "No progress on stderr (the summary line stays).")
     var quiet = false
 
-    @Option(help: ArgumentHelp("Add each row's N largest attributions (exact TreeSHAP or linear; tree and linear models).", valueName: "n"))
+    @Option(
+        help: ArgumentHelp(
+            "Add each row's N largest attributions (exact TreeSHAP or linear: tree and linear models, per source column for a pipeline).",
+            valueName: "n"))
     var explain: Int?
 
     @Option(help: ArgumentHelp("Background rows for --explain (a CSV file; default: the bundle's reference sample).", valueName: "csv"))
@@ -174,8 +177,8 @@ struct BatchRun: AsyncParsableCommand {
             options.force = force
             options.modelFingerprint = fingerprint
             if let explain {
-                options.explainer = try Self.rowExplainer(
-                    onnx: path, names: options.featureNames, reference: reference, background: background, top: explain)
+                options.explainer = try await Self.rowExplainer(
+                    onnx: path, model: onnx, names: options.featureNames, reference: reference, background: background, top: explain)
                 options.explainTop = explain
             }
             let display = ProgressDisplay(quiet: quiet)
@@ -195,30 +198,44 @@ struct BatchRun: AsyncParsableCommand {
     }
 
     /// Exact attributions for `--explain`: the model's trees or linear terms against the background (a CSV
-    /// file, else the bundle's reference sample); each row's top features for its largest output.
+    /// file, else the bundle's reference sample); each row's top features for its largest output. A
+    /// per-column model (a pipeline) is explained through its preprocessing, one attribution per column.
     static func rowExplainer(
-        onnx path: String, names: [String]?, reference: ReferenceProfile.Sample?, background: String?, top: Int
-    ) throws -> ChunkScorer.RowExplainer {
-        let structure = try ModelStructure.read(onnx: try Data(contentsOf: URL(fileURLWithPath: path)))
-        let width = structure.featureCount
-        var rows: [[Double]] = []
+        onnx path: String, model: ONNXModel, names: [String]?, reference: ReferenceProfile.Sample?, background: String?, top: Int
+    ) async throws -> ChunkScorer.RowExplainer {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        var table: CSVTable?
         if let background {
             guard let text = try? String(contentsOfFile: background, encoding: .utf8) else {
                 throw TernError.invalidArgument("--background: cannot read '\(background)'")
             }
-            let table = try CSVTable(text: text, source: background)
-            rows = try FeatureRows.rows(columns: table.columns, values: table.rows, featureNames: names, width: width, what: "--background")
+            table = try CSVTable(text: text, source: background)
         } else if let reference {
-            rows = try FeatureRows.rows(
-                columns: reference.columns, values: reference.rows, featureNames: names, width: width, what: "the bundle's reference sample")
+            table = CSVTable(columns: reference.columns, rows: reference.rows)
         }
+        let what = background == nil ? "the bundle's reference sample" : "--background"
+        let structure = try? ModelStructure.read(onnx: data)
+        if structure == nil, let columns = try? SourceColumns(inputs: model.signature.inputs, featureNames: names) {
+            let cells = try table.map { try columns.rows(columns: $0.columns, values: Array($0.rows.prefix(200)), what: what) } ?? []
+            let explainer = try await ColumnExplainer.prepare(model: model, onnx: model, data: data, columns: columns, background: cells)
+            if explainer.preprocessing != nil || !columns.isOneMatrix {
+                if let why = explainer.batchRefusal {
+                    throw TernError.invalidArgument(
+                        "--explain: \(why)" + (cells.isEmpty ? ": give --background TRAINING.csv, or a bundle packed with --reference" : ""))
+                }
+                return { inputs, _ in try await explainer.top(inputs, count: top) }
+            }
+        }
+        let read = try structure ?? ModelStructure.read(onnx: data)
+        let width = read.featureCount
+        var rows = try table.map { try FeatureRows.rows(columns: $0.columns, values: $0.rows, featureNames: names, width: width, what: what) } ?? []
         rows = Array(rows.prefix(200))
-        guard !rows.isEmpty || structure.hasCovers else {
+        guard !rows.isEmpty || read.hasCovers else {
             throw TernError.invalidArgument("--explain needs background rows: give --background TRAINING.csv, or a bundle packed with --reference")
         }
-        let explainer = try Explainer(structure, background: rows)
+        let explainer = try Explainer(read, background: rows)
         let method: Attributions.Method? = rows.isEmpty ? .pathDependent : nil
-        return { rows throws(TernError) in try explainer.top(rows, count: top, featureNames: names, method: method) }
+        return { _, rows in try explainer.top(rows, count: top, featureNames: names, method: method) }
     }
 
     /// `name`, `name@alias` or `name@version`: what a registry names (no path separators, no extension).

@@ -325,7 +325,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TernExplainTests",
-            dependencies: ["TernExplain", "TernCore", "TernTestSupport"],
+            dependencies: ["TernExplain", "TernCore", "TernONNX", "TernBundle", "TernTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -145,6 +145,27 @@ def test_the_explain_route_gives_shaps_values_per_source_column(lender, name):
     np.testing.assert_allclose(1 / (1 + np.exp(-margins)), p, atol=1e-6)
 
 
+def test_tritonclient_grpc_with_explain_true_gets_the_same_per_column_attributions(lender):
+    """The DataFrame recipe over gRPC as a Triton user sends it: one [N,1] BYTES or INT64 tensor per column."""
+    import tritonclient.grpc as grpcclient
+    _, server = lender
+    doc = fixture("german_xgb")
+    frame = pd.DataFrame(doc["rows"])[doc["columns"]]
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inputs = []
+    for column in doc["columns"]:
+        integer = pd.api.types.is_integer_dtype(frame[column])
+        tensor = grpcclient.InferInput(column, [len(frame), 1], "INT64" if integer else "BYTES")
+        tensor.set_data_from_numpy(frame[[column]].to_numpy().astype(np.int64 if integer else object))
+        inputs.append(tensor)
+    result = client.infer("xgb", inputs, parameters={"explain": True})
+    attributions = result.as_numpy("explain_attributions")
+    assert attributions.shape == (20, 20)
+    assert [n.decode() for n in result.as_numpy("explain_features")] == doc["columns"]
+    np.testing.assert_allclose(attributions, np.array(doc["methods"]["interventional"]["values"]), atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(result.as_numpy("explain_base_values"), doc["methods"]["interventional"]["base"], atol=TOLERANCE)
+
+
 def test_tern_explain_gives_the_same_values_from_the_onnx_file_and_the_bundle(lender, tmp_path):
     doc = fixture("german_gb")
     rows = tmp_path / "rows.csv"

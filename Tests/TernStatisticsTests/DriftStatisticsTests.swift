@@ -117,4 +117,21 @@ struct DriftStatisticsTests {
         #expect(DriftStatistics.decileEdges([]) == [])
         #expect(DriftStatistics.psi(reference: [0, 0], live: [1, 1]) == nil)
     }
+
+    @Test("below the minimum of live values a feature gets its statistics but no verdict, and a reason")
+    func minimumSample() {
+        // A shift PSI flags at once: the live values all in the reference's top decile.
+        let reference = (0..<1000).map { String($0) }
+        let shifted = (0..<40).map { String(950 + $0) }
+        let few = DriftReport.compare(reference: ["x": reference], live: ["x": shifted], columns: ["x"])[0]
+        #expect(few.psi! > 0.2 && few.ksPValue! < 0.01)
+        #expect(!few.drifted && few.reasons.isEmpty)
+        #expect(few.insufficientData == "insufficient data: 40 rows, need 100")
+        let enough = DriftReport.compare(reference: ["x": reference], live: ["x": (0..<100).map { String(900 + $0) }], columns: ["x"])[0]
+        #expect(enough.drifted && enough.insufficientData == nil)
+        // A categorical feature needs 5 rows per category on average: 30 categories, 150 rows.
+        let categories = (0..<3000).map { "c\($0 % 30)" }
+        let some = DriftReport.compare(reference: ["k": categories], live: ["k": Array(categories.prefix(120))], columns: ["k"])[0]
+        #expect(!some.drifted && some.insufficientData == "insufficient data: 120 rows, need 150")
+    }
 }

@@ -336,3 +336,41 @@ def test_tern_pack_converts_a_pickle_checks_it_and_the_bundle_serves_and_explain
         assert explained["base_values"][0] == pytest.approx(want["base"][0], abs=TOLERANCE)
     finally:
         server.stop()
+
+
+def test_a_bare_estimator_on_scikit_learns_bundled_data_becomes_one_named_matrix(converter_data, tmp_path):
+    """A pickle without a ColumnTransformer (a random forest fitted on scikit-learn's breast cancer data
+    frame, 30 numeric columns) becomes one [N,30] input named features, its columns named in the model's
+    metadata: requests name them, and the served probabilities equal the pickle's."""
+    import pickle as pickling
+    import subprocess
+
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+
+    from conftest import BINARY
+    data = load_breast_cancer(as_frame=True)
+    frame = data.frame.rename(columns=lambda c: c.replace(" ", "_"))
+    features = [c for c in frame.columns if c != "target"]
+    model = RandomForestClassifier(n_estimators=25, max_depth=6, random_state=0).fit(frame[features], frame["target"])
+    with open(tmp_path / "forest.pkl", "wb") as f:
+        pickling.dump(model, f)
+    frame.to_csv(tmp_path / "cancer.csv", index=False)
+    out = str(tmp_path / "forest.tern")
+    packed = subprocess.run([BINARY, "pack", str(tmp_path / "forest.pkl"), "--sample", str(tmp_path / "cancer.csv"), "--name", "forest",
+                             "--label-column", "target", "-o", out], capture_output=True, text=True,
+                            env=dict(os.environ, TERN_DATA=converter_data), timeout=600)
+    assert packed.returncode == 0, packed.stderr
+    assert "converted RandomForestClassifier: one [N, 30] input (features" in packed.stderr, packed.stderr
+    assert json.loads(tern("inspect", out, "--json").stdout)["manifest"]["feature_names"] == features
+    registry = Registry("sqlite", tmp_path)
+    registry.cli("push", out)
+    server = registry.serve()
+    try:
+        rows = frame[features].iloc[:50]
+        answer = requests.post(f"http://{server.url}/v1/models/forest:predict", timeout=30,
+                               json={"instances": rows.to_dict("records")}).json()
+        served = np.array([p["probabilities"][1] for p in answer["predictions"]])
+        np.testing.assert_allclose(served, model.predict_proba(rows)[:, 1], atol=1e-6)
+    finally:
+        server.stop()

@@ -244,11 +244,10 @@ extension Pack {
         FileHandle.standardError.write(Data("converting \(pickle) to ONNX (a pickle runs code when loaded: convert only pickles you trust)\n".utf8))
         let converter = PickleConverter(python: python, dataFolder: RegistryOptions.dataFolder(nil))
         let report = try converter.convert(pickle: pickle, sample: sample, labelColumn: labelColumn, output: output)
-        let strings = report.inputs.filter { $0[1].hasPrefix("String") }.count
         let mismatches = report.labelMismatches.map { ", \($0) different labels" } ?? ""
         FileHandle.standardError.write(
             Data(
-                ("converted \(report.model): \(report.inputs.count) inputs, one per column (\(strings) strings), outputs \(report.outputs.joined(separator: ", ")); "
+                ("converted \(report.model): \(report.shape), outputs \(report.outputs.joined(separator: ", ")); "
                     + "on \(report.rows) sample rows the largest difference from the pickle's \(report.compared) is "
                     + "\(String(format: "%.3g", report.maxAbsDiff)) (\(report.rowsDiffering) rows differ by more than 1e-6\(mismatches); tolerance \(tolerance))\n")
                     .utf8))

@@ -27,9 +27,19 @@ struct PickleConverter {
         var rowsDiffering: Int
         var inputs: [[String]]
         var outputs: [String]
+        /// The columns the model takes (one input each, or together in one matrix).
+        var columns: Int
+
+        /// How the ONNX model takes the columns, for the screen.
+        var shape: String {
+            if inputs.count == 1, inputs[0].first == "features", columns > 1 {
+                return "one [N, \(columns)] input (features; the columns' names in its metadata)"
+            }
+            return "\(inputs.count) inputs, one per column (\(inputs.filter { $0.last?.hasPrefix("String") == true }.count) strings)"
+        }
 
         enum CodingKeys: String, CodingKey {
-            case rows, model, compared, inputs, outputs
+            case rows, model, compared, inputs, outputs, columns
             case maxAbsDiff = "max_abs_diff"
             case labelMismatches = "label_mismatches"
             case rowsDiffering = "rows_over_1e-6"
@@ -168,8 +178,16 @@ struct PickleConverter {
             pass
 
         # The DataFrame recipe: one [N,1] input per column; strings for text columns, int64 and float32 for numbers.
+        # A model that does not start with a ColumnTransformer takes one matrix: numbers only, one [N,k] input
+        # named features, the columns' names kept in the model's feature_names metadata.
+        from sklearn.compose import ColumnTransformer
+        first = model.steps[0][1] if hasattr(model, "steps") else model
+        matrix = not isinstance(first, ColumnTransformer) and all(pd.api.types.is_numeric_dtype(frame[c]) for c in columns)
         types, feed = [], {}
-        for column in columns:
+        if matrix:
+            types.append(("features", FloatTensorType([None, len(columns)])))
+            feed["features"] = frame[columns].to_numpy().astype(np.float32)
+        for column in [] if matrix else columns:
             values = frame[[column]]
             dtype = frame[column].dtype
             if pd.api.types.is_bool_dtype(dtype):
@@ -212,8 +230,9 @@ struct PickleConverter {
         try:
             onx = to_onnx(model, initial_types=types, target_opset={"": 15, "ai.onnx.ml": 3}, options=options)
         except Exception as error:
-            fail(f"skl2onnx cannot convert {type(final).__name__}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            fail(f"skl2onnx cannot convert this {type(model).__name__}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         # skl2onnx writes the float64 mean rounded to float32: the exact constants back.
+        import onnx
         from onnx import numpy_helper
         constants = {i.name: i for i in onx.graph.initializer}
         for node in onx.graph.node:
@@ -227,6 +246,8 @@ struct PickleConverter {
                     if value.dtype == np.float64 and value.shape == exact.shape and np.allclose(value, exact, rtol=1e-6, atol=0):
                         constants[node.input[1]].CopyFrom(numpy_helper.from_array(exact, node.input[1]))
                         break
+        if matrix:
+            onnx.helper.set_model_props(onx, {"feature_names": ",".join(columns)})
         data = onx.SerializeToString()
         with open(out_path, "wb") as f:
             f.write(data)
@@ -234,7 +255,7 @@ struct PickleConverter {
         import onnxruntime
         session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
         answers = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
-        report = {"rows": len(frame), "inputs": [[c, t.__class__.__name__] for c, t in types], "outputs": list(answers)}
+        report = {"rows": len(frame), "columns": len(columns), "inputs": [[c, t.__class__.__name__] for c, t in types], "outputs": list(answers)}
         if classifier:
             expected = np.asarray(model.predict_proba(frame), dtype=np.float64)
             [name] = [n for n, v in answers.items() if np.asarray(v).ndim == 2 and np.asarray(v).shape[1] == expected.shape[1]][:1] or [None]

@@ -59,7 +59,8 @@ struct PipelineTests {
         #expect(abs(attributions.base[0] - expected.base) < 1e-6)
         for r in rows.indices {
             for c in expected.columns.indices {
-                #expect(abs(attributions.value(row: r, feature: c, output: 0) - expected.values[r][c]) < 1e-6, "\(name) row \(r) \(expected.columns[c])")
+                let value = attributions.value(row: r, feature: c, output: 0)
+                #expect(abs(value - expected.values[r][c]) < 1e-6, "\(name) row \(r) \(expected.columns[c])")
             }
             let sum = (0..<attributions.featureCount).reduce(attributions.base[0]) { $0 + attributions.value(row: r, feature: $1, output: 0) }
             #expect(abs(sum - attributions.margins[r][0]) < 1e-9)

@@ -94,7 +94,8 @@ class Registry:
         args = list(self.args) + self.change_args
         if data:
             args[1] = data
-        return Server(None, *args, "--poll-interval", "0.2", *extra, log_dir=self.tmp)
+        # A test's registry may start empty (models pushed to the running server): --create says so.
+        return Server(None, *args, "--create", "--poll-interval", "0.2", *extra, log_dir=self.tmp)
 
     def sql(self, statement):
         if self.backend == "sqlite":

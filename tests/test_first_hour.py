@@ -209,3 +209,21 @@ def test_an_installed_tern_finds_onnx_runtime_beside_itself(tmp_path):
                            env=env, cwd=str(tmp_path))
     assert found.returncode == 0, found.stderr
     assert "features" in found.stdout
+
+
+def test_a_typo_in_data_is_refused_and_creates_nothing(tmp_path):
+    """`serve --data` on a folder without a registry (a typo, most often) says so instead of serving an empty
+    registry; --create starts one on purpose; a folder tern push made is served as before."""
+    typo = tmp_path / ".tern" / "dta"
+    assert_one_line(serve_fails("--data", str(typo)), "holds no registry (no such folder)", "--create", "tern push")
+    assert not typo.exists()
+    typo.mkdir(parents=True)
+    assert_one_line(serve_fails("--data", str(typo)), "holds no registry (no registry.sqlite in it)")
+    assert os.listdir(typo) == []
+    from conftest import Server
+    server = Server(None, "--data", str(typo), "--create", log_dir=str(tmp_path))
+    try:
+        assert requests.get(f"http://{server.url}/api/v1/models", timeout=10).json() == []
+    finally:
+        server.stop()
+    assert (typo / "registry.sqlite").exists()

@@ -108,7 +108,7 @@ def test_a_bad_key_file_stops_the_start_in_one_line(tmp_path):
     bad = tmp_path / "bad.keys"
     bad.write_text("k1 not-base64\n")
     bad.chmod(0o600)
-    result = subprocess.run([BINARY, "serve", "--data", str(tmp_path / "data"), "--prediction-log-key", str(bad)],
+    result = subprocess.run([BINARY, "serve", "--data", str(tmp_path / "data"), "--create", "--prediction-log-key", str(bad)],
                             capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert result.returncode != 0 and "line 1: expected '<key id> <base64 of 32 random bytes>'" in result.stderr, result.stderr
 
@@ -116,7 +116,7 @@ def test_a_bad_key_file_stops_the_start_in_one_line(tmp_path):
 def test_a_key_file_other_users_may_read_is_refused_and_the_log_is_private(tmp_path):
     keys = key_file(tmp_path / "open.keys", "k1")
     keys.chmod(0o644)
-    result = subprocess.run([BINARY, "serve", "--data", str(tmp_path / "data"), "--prediction-log-key", str(keys)],
+    result = subprocess.run([BINARY, "serve", "--data", str(tmp_path / "data"), "--create", "--prediction-log-key", str(keys)],
                             capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert result.returncode != 0 and "may be read by other users (mode 644): chmod 600" in result.stderr, result.stderr
     # The log's own files are the owner's alone.

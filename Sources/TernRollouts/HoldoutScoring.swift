@@ -64,6 +64,8 @@ public enum HoldoutScoring {
 /// Runs a model over a table's rows, in blocks (at most the config's max_batch_size rows), collecting its outputs.
 public struct TableRunner: Sendable {
     public let served: ServedModel
+    /// Told the rows done and the rows in all after each block (for progress lines).
+    public var progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
 
     public init(served: ServedModel) { self.served = served }
     private let service = InferenceService()
@@ -86,6 +88,7 @@ public struct TableRunner: Sendable {
                 columns: table.columns, rows: rows, signature: served.model.signature, featureNames: served.featureNames)
             try outputs.append(try await service.infer(served, request: request).outputs, rows: rows.count)
             start += rows.count
+            progress?(start, table.rows.count)
         }
         return outputs
     }

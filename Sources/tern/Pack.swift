@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import TernBundle
 import TernCodecs
 import TernCore
@@ -117,6 +118,18 @@ struct Pack: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // A long pack (a million reference rows) says what it is doing every few seconds, on a terminal or in a log.
+        let status = PackStatus()
+        let reporter = Task {
+            let start = ContinuousClock.now
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                if Task.isCancelled { break }
+                let seconds = (ContinuousClock.now - start).components.seconds
+                FileHandle.standardError.write(Data("pack: \(status.line) (\(seconds) s)\n".utf8))
+            }
+        }
+        defer { reporter.cancel() }
         let runtime = runtimeOptions.openRuntime()
         let pool = RunnerPool(threads: 1, name: "tern.pack")
         defer { pool.shutdown() }
@@ -126,6 +139,7 @@ struct Pack: AsyncParsableCommand {
             let converted = FileManager.default.temporaryDirectory.appendingPathComponent("tern-pack-\(UUID().uuidString).onnx").path
             defer { try? FileManager.default.removeItem(atPath: converted) }
             if PickleConverter.isPickle(model) {
+                status.begin("converting \(model)", "converting \(model) to ONNX")
                 try convert(pickle: model, to: converted)
                 model = converted
             }
@@ -140,13 +154,17 @@ struct Pack: AsyncParsableCommand {
             let served = ServedModel(name: name, version: 1, model: onnx, config: serveConfig, platform: "onnxruntime_onnx")
             let names = served.featureNames
             var classes = classLabels.map(Self.list)
-            let runner = TableRunner(served: served)
+            var runner = TableRunner(served: served)
+            runner.progress = { done, total in status.set("\(status.phase): \(done) of \(total) rows scored") }
 
             var profile: ReferenceProfile?
             if let reference {
+                status.begin("profiling \(reference)", "reading \(reference)")
                 let table = try CSVTable(text: String(decoding: try read(reference), as: UTF8.self), source: reference)
+                status.set("profiling \(reference): scoring \(table.rows.count) rows")
                 let features = table.dropping([labelColumn])
                 let outputs = try await runner.run(features, source: reference)
+                status.set("profiling \(reference): the columns' distributions")
                 profile = ReferenceProfile(
                     table: features, predictions: outputs.profiles(classLabels: classes), outputs: outputs.table(),
                     sampleLimit: referenceSample)
@@ -155,6 +173,7 @@ struct Pack: AsyncParsableCommand {
             var metrics: ValidationMetrics?
             var inferredTask = task
             if let holdout {
+                status.begin("scoring the holdout \(holdout)", "reading \(holdout)")
                 let table = try CSVTable(text: String(decoding: try read(holdout), as: UTF8.self), source: holdout)
                 guard let labelIndex = table.index(of: labelColumn) else {
                     throw TernError.invalidArgument(
@@ -196,6 +215,7 @@ struct Pack: AsyncParsableCommand {
                 let key = try SigningKeys.privateKey(file: sign)
                 try bundle.sign(with: key, signer: signer ?? URL(fileURLWithPath: sign).deletingPathExtension().lastPathComponent)
             }
+            status.begin("writing the bundle", "compressing and checking the bundle")
             let archive = try bundle.archive()
             // What tern push checks of an archive (sizes, compression ratios) is checked before anything is written.
             do {
@@ -231,6 +251,17 @@ struct Pack: AsyncParsableCommand {
                 value.map { "\(name) \(String(format: "%.4f", $0))" }
             }.joined(separator: ", ")
     }
+}
+
+/// What `tern pack` is doing, for its progress lines.
+final class PackStatus: Sendable {
+    private let state = Mutex<(phase: String, line: String)>(("starting", "starting"))
+
+    var phase: String { state.withLock { $0.phase } }
+    var line: String { state.withLock { $0.line } }
+
+    func begin(_ phase: String, _ line: String) { state.withLock { $0 = (phase, line) } }
+    func set(_ line: String) { state.withLock { $0.line = line } }
 }
 
 extension Pack {

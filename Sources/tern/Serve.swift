@@ -43,6 +43,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Serve the registry in this database: a postgres:// URL or an SQLite file.", valueName: "url"))
     var database: String?
 
+    @Flag(help: "With --data: start an empty registry there when the folder has none (else a typo in --data is refused).")
+    var create = false
+
     @Flag(help: "With --database: bundle archives live in the database, not in DATA/artifacts.")
     var artifactsInDatabase = false
 
@@ -416,6 +419,14 @@ struct Serve: AsyncParsableCommand {
                 }
             }
             configuration.registry = serving
+            // A --data folder without a registry is most often a typo: refused, unless asked to start one.
+            if let data, database == nil, !create, !FileManager.default.fileExists(atPath: data + "/registry.sqlite") {
+                let exists = FileManager.default.fileExists(atPath: data)
+                fail(
+                    TernError.invalidArgument(
+                        "--data \(data) holds no registry (\(exists ? "no registry.sqlite in it" : "no such folder")): "
+                            + "tern push BUNDLE --data \(data) makes one, or pass --create to serve an empty registry there"))
+            }
         }
         // Authentication: the registry's API keys (the served registry's, else the default data folder's).
         var keysLocation: RegistryLocation?

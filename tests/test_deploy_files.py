@@ -4,6 +4,7 @@ kubernetes-validate (strict, Kubernetes 1.33), and the arguments they give the c
 binary; the compose stack's Tern, PostgreSQL and Prometheus parts run as processes with the compose file's
 own settings (Prometheus scrapes Tern with Tern's rules); Grafana's provisioning is checked as files; the
 Dockerfile and the podman build describe the same image."""
+import base64
 import json
 import os
 import re
@@ -81,7 +82,12 @@ def test_the_helm_chart_renders_valid_kubernetes_manifests_whose_arguments_tern_
     assert {p["name"] for p in service["spec"]["ports"]} == {"http", "grpc"}
     assert "PodDisruptionBudget" in kinds
     assert ("HorizontalPodAutoscaler" in kinds) == (not values)
-    assert ("Secret" in kinds) == (values == ["values-registry-example.yaml"])
+    secrets = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "Secret"}
+    assert ("prod-tern" in secrets) == (values == ["values-registry-example.yaml"])  # the database URL
+    # Authentication on by default: the first admin key, generated into a Secret, mounted for --bootstrap-key-file.
+    key = base64.b64decode(secrets["prod-tern-admin-key"]["data"]["api-key"]).decode()
+    assert re.fullmatch(r"tern_[0-9a-f]{12}_[0-9a-f]{64}", key), key
+    (tmp_path / "api-key").write_text(key)
     # The container's arguments, as the image's entrypoint (tern serve --host 0.0.0.0) gets them, run by the
     # real binary: the cluster's paths and the database become local ones.
     http, grpc = free_port(), free_port()
@@ -89,6 +95,7 @@ def test_the_helm_chart_renders_valid_kubernetes_manifests_whose_arguments_tern_
     args = []
     for arg in container["args"]:
         arg = arg.replace("$(TERN_DATABASE_URL)", database).replace("/etc/tern/alert-rules.yaml", str(tmp_path / "rules.yaml"))
+        arg = arg.replace("/etc/tern-admin/api-key", str(tmp_path / "api-key"))
         args.append({"/data": str(tmp_path / "data"), "/models": EXAMPLES}.get(arg, arg))
     args = [{container["ports"][0]["containerPort"]: http, container["ports"][1]["containerPort"]: grpc}.get(
         int(a) if a.isdigit() else a, a) for a in args]
@@ -96,10 +103,15 @@ def test_the_helm_chart_renders_valid_kubernetes_manifests_whose_arguments_tern_
     if "--alert-rules" in args:
         config = next(m for m in manifests if m["kind"] == "ConfigMap")
         (tmp_path / "rules.yaml").write_text(config["data"]["alert-rules.yaml"])
-    if "--insecure-open" not in args:
-        args.append("--insecure-open")  # the chart expects API keys in the registry; this registry is new
-    process = serve_until_ready(["serve", "--host", "127.0.0.1", *args], http)
-    stop(process)
+    assert "--insecure-open" not in args and "--bootstrap-key-file" in args
+    process = serve_until_ready(["serve", "--host", "127.0.0.1", *args], http, env={"TERN_DATA": str(tmp_path / "data")})
+    try:
+        # The Secret's key is the server's first key: nothing without it, everything with it.
+        path = "/api/v1/models" if "--database" in args else "/v2/models/credit-risk"
+        assert requests.get(f"http://127.0.0.1:{http}{path}", timeout=10).status_code == 401
+        assert requests.get(f"http://127.0.0.1:{http}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 200
+    finally:
+        stop(process)
 
 
 def test_the_kserve_runtime_validates_and_serves_a_storage_initializer_layout(tmp_path):

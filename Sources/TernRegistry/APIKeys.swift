@@ -100,8 +100,10 @@ public enum APIKeySecret {
 extension Registry {
     /// Creates a key and returns it with its secret, which is stored nowhere: the caller shows it once.
     /// Audited as `key-create` (model "*") with the key's name, scopes, models and expiry.
+    /// - Parameter given: a key made elsewhere, of Tern's form (`tern_<12 hex>_<64 hex>`), to store instead of
+    ///   a new one: a deployment's Secret (Helm generates it) becomes the first admin key of every replica.
     public func createKey(
-        name: String, scopes: Set<Scope>, models: [String]?, expiresAt: Date?, actor: String
+        name: String, scopes: Set<Scope>, models: [String]?, expiresAt: Date?, actor: String, given: String? = nil
     ) async throws(TernError) -> (record: APIKeyRecord, key: String) {
         try APIKeySecret.checkName(name)
         guard !scopes.isEmpty else { throw .invalidArgument("a key needs at least one scope") }
@@ -110,7 +112,14 @@ extension Registry {
             for model in models { try BundleManifest.checkName(model) }
         }
         if let expiresAt, expiresAt <= Date() { throw .invalidArgument("the key's expiry is in the past") }
-        let id = APIKeySecret.randomHex(bytes: 6), secret = APIKeySecret.randomHex(bytes: 32)
+        var parts = (id: APIKeySecret.randomHex(bytes: 6), secret: APIKeySecret.randomHex(bytes: 32))
+        if let given {
+            guard let parsed = APIKeySecret.parse(given.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                throw .invalidArgument("the given key is not of Tern's form tern_<12 hex digits>_<64 hex digits>")
+            }
+            parts = (String(parsed.id), String(parsed.secret))
+        }
+        let (id, secret) = parts
         let salt = (0..<16).map { _ in UInt8.random(in: 0...255) }
         let hash = APIKeySecret.hex(HMAC<SHA256>.authenticationCode(for: Array(secret.utf8), using: SymmetricKey(data: salt)))
         let record = APIKeyRecord(

@@ -658,6 +658,23 @@ extension Serve {
     /// Creates the first admin key and writes it to `file` (0600), for a server that must start with
     /// authentication on and nobody at a terminal (a container's first start).
     static func bootstrapKey(_ registry: Registry, file: String, logger: Logger) async throws {
+        // A key already in the file (a Kubernetes Secret mounted there, or the key of an earlier start whose
+        // registry was wiped) becomes the first key; else a new one is made and written there.
+        if let text = try? String(contentsOfFile: file, encoding: .utf8), !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            do {
+                _ = try await registry.createKey(
+                    name: "bootstrap", scopes: [.admin, .infer, .read, .metrics], models: nil, expiresAt: nil,
+                    actor: "tern serve --bootstrap-key-file", given: text)
+            } catch  where error.code == .conflict {
+                // Another replica on the same registry stored it first.
+            } catch {
+                throw TernError.invalidArgument("--bootstrap-key-file \(file): \(error.message)")
+            }
+            logger.notice(
+                "the first API key 'bootstrap' (admin, infer, read, metrics) is the one in \(file); clients send it as 'Authorization: Bearer KEY'",
+                metadata: ["file": "\(file)"])
+            return
+        }
         let (_, key) = try await registry.createKey(
             name: "bootstrap", scopes: [.admin, .infer, .read, .metrics], models: nil, expiresAt: nil, actor: "tern serve --bootstrap-key-file")
         let url = URL(fileURLWithPath: file)

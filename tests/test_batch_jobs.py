@@ -143,7 +143,7 @@ def test_bad_jobs_are_refused_saying_why(tmp_path):
             ({"model": "nothing", "input": "in.csv", "output": "o.csv"}, 404, "nothing"),
             ({"model": "credit", "input": "missing.csv", "output": "o.csv"}, 400, "cannot read the input"),
             ({"model": "credit", "input": "in.csv", "output": "o.csv", "format": "xml"}, 400, "format must be"),
-            ({"input": "in.csv"}, 400, "a job is"),
+            ({"input": "in.csv"}, 400, "'model' is missing"),
         ]:
             answer = api(server, "POST", "/api/v1/jobs", json=body)
             if answer.status_code == 201:

@@ -27,7 +27,10 @@ public struct JobRequest: Codable, Sendable, Equatable {
     /// Adds each row's N largest attributions (exact methods; the version's reference sample is the background).
     public var explain: Int?
 
-    package enum CodingKeys: String, CodingKey {
+    /// The JSON fields it reads: any other in a request is refused.
+    public static var fieldNames: Set<String> { Set(CodingKeys.allCases.map(\.stringValue)) }
+
+    package enum CodingKeys: String, CodingKey, CaseIterable {
         case model, input, output, format, passthrough, outputs, resume, force, explain
         case idColumn = "id_column"
         case maxRejects = "max_rejects"

@@ -222,6 +222,26 @@ public final class RouteTable: Sendable {
     public func add(_ entry: RouteEntry) { entries.withLock { $0.append(entry) } }
 
     public var all: [RouteEntry] { entries.withLock { $0 } }
+
+    /// The methods of the HTTP routes whose path matches `path`, a `{name}` segment matching any one segment
+    /// (`{model}:predict` any one ending in `:predict`): what a 405's `Allow` header lists.
+    public func methods(for path: String) -> [String] {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        // KServe v1's `NAME:predict` and `NAME:explain` are one path segment, which its POST routes take whole:
+        // such a segment is theirs alone, and they take no other.
+        let verb = path.hasPrefix("/v1/") && (path.hasSuffix(":predict") || path.hasSuffix(":explain"))
+        let found = all.filter { entry in
+            let pattern = entry.path.split(separator: "/", omittingEmptySubsequences: false)
+            guard entry.transport == "http", pattern.count == segments.count else { return false }
+            if entry.path.hasPrefix("/v1/"), pattern.last?.hasPrefix("{") == true, verb != (entry.method == "POST") { return false }
+            return zip(pattern, segments).allSatisfy { pattern, segment in
+                guard let open = pattern.firstIndex(of: "{"), let close = pattern.lastIndex(of: "}") else { return pattern == segment }
+                let prefix = pattern[..<open], suffix = pattern[pattern.index(after: close)...]
+                return segment.count > prefix.count + suffix.count && segment.hasPrefix(prefix) && segment.hasSuffix(suffix)
+            }
+        }
+        return Array(Set(found.map(\.method))).sorted()
+    }
 }
 
 /// The files of a server's TLS: its certificate chain and key (PEM), and for mutual TLS the CA bundle client

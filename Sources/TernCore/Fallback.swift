@@ -30,7 +30,10 @@ public struct FallbackPolicy: Codable, Sendable, Equatable {
         self.openSeconds = openSeconds
     }
 
-    enum CodingKeys: String, CodingKey {
+    /// The JSON fields it reads: any other in a request is refused.
+    public static var fieldNames: Set<String> { Set(CodingKeys.allCases.map(\.stringValue)) }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case version
         case defaultOutputs = "default"
         case timeoutMilliseconds = "timeout_ms"

@@ -29,7 +29,10 @@ public struct TrafficPolicy: Codable, Sendable, Equatable {
         self.fallback = fallback
     }
 
-    enum CodingKeys: String, CodingKey {
+    /// The JSON fields it reads: any other in a request is refused.
+    public static var fieldNames: Set<String> { Set(CodingKeys.allCases.map(\.stringValue)) }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case weights, shadows, fallback
         case stickyHeader = "sticky_header"
         case stickyInput = "sticky_input"

@@ -13,12 +13,9 @@ struct BatchJobRoutes {
         let api = router.group("/api/v1")
         api.post("/jobs", .admin) { request, context in
             let body = try await HTTPFrontEndConfiguration.collectBody(request, upTo: 1 << 20, flag: "the job's")
-            let job: JobRequest
-            do {
-                job = try JSONDecoder().decode(JobRequest.self, from: Data(buffer: body))
-            } catch {
-                throw TernError.invalidArgument("a job is {\"model\", \"input\", \"output\", ...}: \(error)")
-            }
+            let job = try StrictJSON.decode(
+                JobRequest.self, from: Data(buffer: body), shape: #"{"model": "credit", "input": "in.csv", "output": "out.csv"}"#,
+                known: JobRequest.fieldNames)
             return try json(BatchJobs.object(try await jobs.submit(job, actor: request.ternActor), nil), status: .created)
         }
         api.get("/jobs", .read) { _, _ in try json(["jobs": try await jobs.list()]) }

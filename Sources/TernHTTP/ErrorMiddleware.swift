@@ -74,11 +74,24 @@ struct IdentifiedError: Error {
 /// Turns every error into a JSON body `{"error": "..."}` with the right status, as the Open Inference
 /// Protocol asks. Core errors keep their message; framework errors (unknown route, wrong method) keep theirs.
 struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// The server's routes: a path served under other methods answers 405 with `Allow`, not 404.
+    var routes: RouteTable?
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
     {
         do {
             return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound && error.body == nil {
+            let allowed = routes?.methods(for: request.uri.path) ?? []
+            guard !allowed.isEmpty, !allowed.contains(request.method.rawValue) else {
+                return ErrorAnswer(status: .notFound, message: "no route for \(request.method) \(request.uri.path)").response
+            }
+            var answer = ErrorAnswer(
+                status: .methodNotAllowed,
+                message: "\(request.method) is not served on \(request.uri.path); it answers \(allowed.joined(separator: ", "))")
+            answer.headers[.allow] = allowed.joined(separator: ", ")
+            return answer.response
         } catch let error as HTTPError {
             let message =
                 error.body

@@ -65,14 +65,11 @@ struct ManagementRoutes: Sendable {
         }
         api.put("/models/{model}/traffic", .admin) { request, context in
             let body = try await request.body.collect(upTo: 1 << 16)
-            let policy: TrafficPolicy
-            do {
-                policy = try JSONDecoder().decode(TrafficPolicy.self, from: Data(buffer: body))
-            } catch {
-                throw TernError.invalidArgument(
-                    "a traffic policy is {\"weights\": {\"1\": 90, \"2\": 10}, \"sticky_header\": \"x-customer-id\", \"shadows\": [3], \"fallback\": {\"version\": 1, \"timeout_ms\": 250}}: \(error)"
-                )
-            }
+            let policy = try StrictJSON.decode(
+                TrafficPolicy.self, from: Data(buffer: body),
+                shape:
+                    #"{"weights": {"1": 90, "2": 10}, "sticky_header": "x-customer-id", "shadows": [3], "fallback": {"version": 1, "timeout_ms": 250}}"#,
+                known: TrafficPolicy.fieldNames, nested: ["fallback": FallbackPolicy.fieldNames])
             let model = try context.parameters.require("model")
             try await models.setTraffic(model: model, policy: policy, actor: request.ternActor)
             return try encode(try await registry.model(model))
@@ -96,12 +93,13 @@ struct ManagementRoutes: Sendable {
         api.put("/models/{model}/aliases/{alias}", .admin) { request, context in
             let body = try await body(request)
             guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any],
+                object.keys.allSatisfy({ $0 == "version" }),
                 let number = (object["version"] as? Int) ?? (object["version"] as? String).flatMap({ Int($0) })
             else {
                 throw TernError.invalidArgument("the body must be {\"version\": N}")
             }
             let model = try context.parameters.require("model")
-            let force = request.uri.queryParameters.get("force") == "true"
+            let force = try StrictJSON.flag(request.uri.queryParameters.get("force").map { String($0) }, name: "force")
             try await models.setAlias(
                 model: model, alias: try context.parameters.require("alias"), version: number, actor: request.ternActor,
                 force: force)
@@ -151,7 +149,7 @@ struct ManagementRoutes: Sendable {
             return try encode(created, status: .created)
         }
         api.delete("/keys/{name}", .admin) { request, context in
-            let force = request.uri.queryParameters.get("force").map { $0 == "true" || $0 == "1" } ?? false
+            let force = try StrictJSON.flag(request.uri.queryParameters.get("force").map { String($0) }, name: "force")
             let revoked = try await registry.revokeKey(name: try context.parameters.require("name"), actor: request.ternActor, force: force)
             await keysChanged()
             return try encode(revoked)
@@ -169,14 +167,9 @@ struct ManagementRoutes: Sendable {
             var models: [String]?
             var expires: String?
         }
-        let given: Body
-        do {
-            given = try JSONDecoder().decode(Body.self, from: Data(buffer: body))
-        } catch {
-            throw TernError.invalidArgument(
-                "the body must be {\"name\": ..., \"scopes\": [\"infer\", \"read\", \"admin\", \"metrics\"], "
-                    + "\"models\": [...]?, \"expires\": \"90d\"?}")
-        }
+        let given = try StrictJSON.decode(
+            Body.self, from: Data(buffer: body), shape: #"{"name": "ci", "scopes": ["infer", "read"], "models": ["credit"], "expires": "90d"}"#,
+            known: ["name", "scopes", "models", "expires"])
         let scopes = try Scope.parseList(given.scopes.joined(separator: ","))
         let expiry = try given.expires.map { text throws(TernError) in try APIKeySecret.expiry(text) }
         let (record, key) = try await registry.createKey(

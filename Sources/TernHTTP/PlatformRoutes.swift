@@ -50,7 +50,12 @@ public struct PlatformRoutes: Sendable {
     }
 
     public func register(on router: ScopedRouter) {
-        router.get("/v1/models/{model}", .read) { _, context in try v1Status(context.parameters.require("model")) }
+        router.get("/v1/models/{model}", .read) { _, context in
+            let model = try context.parameters.require("model")
+            // `name:predict` and `name:explain` are POST routes: a GET there is a wrong method (405), not a model.
+            if ["predict", "explain"].contains(Self.splitVerb(model).1 ?? "") { throw HTTPError(.notFound) }
+            return try v1Status(model)
+        }
         // One path node, one parameter name: "{model}" holds "name:predict" here.
         router.post("/v1/models/{model}", .infer) { request, context in
             let (model, verb) = Self.splitVerb(try context.parameters.require("model"))

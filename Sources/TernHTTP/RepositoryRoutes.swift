@@ -17,7 +17,7 @@ struct RepositoryRoutes: Sendable {
 
     func register(on router: ScopedRouter) {
         router.post("/v2/repository/index", .read) { request, _ in
-            let body = try await object(request)
+            let body = try await object(request, allowed: "ready")
             var readyOnly = false
             if let ready = body?["ready"] {
                 guard case .bool(let flag) = ready else { throw TernError.invalidArgument("'ready' must be true or false") }
@@ -54,12 +54,20 @@ struct RepositoryRoutes: Sendable {
         }
     }
 
-    /// The body as a JSON object; nil when empty.
-    private func object(_ request: Request) async throws -> JSONValue? {
+    /// The body as a JSON object of the `allowed` object-or-value fields; nil when empty.
+    private func object(_ request: Request, allowed: String = "parameters") async throws -> JSONValue? {
         let body = try await configuration.collectBody(request)
         guard body.readableBytes > 0 else { return nil }
         let value = try JSONValue.parse(Array(body.readableBytesView))
-        guard case .object = value else { throw TernError.invalidArgument("the request body must be a JSON object") }
+        guard case .object(let fields) = value else { throw TernError.invalidArgument("the request body must be a JSON object") }
+        for (key, field) in fields {
+            guard key == allowed else {
+                throw TernError.invalidArgument("unknown field '\(Echo.clip(key))'; the body's one field is \(allowed)")
+            }
+            if key == "parameters" {
+                guard case .object = field else { throw TernError.invalidArgument("parameters must be a JSON object") }
+            }
+        }
         return value
     }
 

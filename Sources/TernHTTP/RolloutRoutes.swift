@@ -35,7 +35,8 @@ struct RolloutRoutes: Sendable {
         }
         api.put("/models/{model}/gate", .admin) { request, context in
             let policy: GatePolicy = try await Self.decode(
-                request, example: #"{"require": {"roc_auc": 0.75}, "max_regression": {"roc_auc": 0.01}, "max_latency_increase": 0.2}"#)
+                request, example: #"{"require": {"roc_auc": 0.75}, "max_regression": {"roc_auc": 0.01}, "max_latency_increase": 0.2}"#,
+                known: GatePolicy.fieldNames)
             let model = try context.parameters.require("model")
             try await models.registry.setGate(model: model, policy: policy, actor: request.ternActor)
             return try Self.json(try Self.object(policy))
@@ -49,7 +50,10 @@ struct RolloutRoutes: Sendable {
                 var version: Int
                 var alias: String?
             }
-            let body: Body = try await Self.decode(request, example: #"{"version": 2, "alias": "production"}"#)
+            let body: Body = try await Self.decode(request, example: #"{"version": 2, "alias": "production"}"#, known: ["version", "alias"])
+            guard (1...ModelVersionNumber.maximum).contains(body.version) else {
+                throw TernError.invalidArgument("version must be 1...\(ModelVersionNumber.maximum)")
+            }
             let result = try await models.gate.check(
                 model: try context.parameters.require("model"), candidate: body.version, alias: body.alias ?? Registry.defaultAlias,
                 actor: request.ternActor)
@@ -68,7 +72,8 @@ struct RolloutRoutes: Sendable {
         }
         api.post("/models/{model}/rollout", .admin) { request, context in
             let start: RolloutStart = try await Self.decode(
-                request, example: #"{"to": 2, "steps": [5, 25, 50, 100], "interval": "10m", "min_requests": 100}"#)
+                request, example: #"{"to": 2, "steps": [5, 25, 50, 100], "interval": "10m", "min_requests": 100}"#,
+                known: RolloutStart.fieldNames)
             let model = try context.parameters.require("model")
             let proposed = try start.rollout(model: model)
             let watch = driver?.watch
@@ -85,7 +90,7 @@ struct RolloutRoutes: Sendable {
             }
             let rollout = try await models.updateRollout(
                 model: model, action, actor: request.ternActor,
-                force: request.uri.queryParameters.get("force") == "true")
+                force: try StrictJSON.flag(request.uri.queryParameters.get("force").map { String($0) }, name: "force"))
             return try Self.json(try Self.object(rollout))
         }
     }
@@ -102,13 +107,9 @@ struct RolloutRoutes: Sendable {
         return verdicts
     }
 
-    static func decode<T: Decodable>(_ request: Request, example: String) async throws -> T {
+    static func decode<T: Decodable>(_ request: Request, example: String, known: Set<String>) async throws -> T {
         let body = try await HTTPFrontEndConfiguration.collectBody(request, upTo: 64 << 10, flag: "(the body is small)")
-        do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer: body))
-        } catch {
-            throw TernError.invalidArgument("the body must be JSON such as \(example): \(error)")
-        }
+        return try StrictJSON.decode(T.self, from: Data(buffer: body), shape: example, known: known)
     }
 
     static func object(_ value: some Encodable) throws -> [String: Any] {

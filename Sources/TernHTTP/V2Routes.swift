@@ -105,7 +105,7 @@ public struct V2Routes: Sendable {
     /// Adds the routes, and the error middleware that gives every error a JSON body, to `router`. The context
     /// type is concrete so that the handlers are specialised (no generic metadata lookups per request).
     public func register(on router: ScopedRouter) {
-        router.router.middlewares.add(ErrorMiddleware<BasicRequestContext>())
+        router.router.middlewares.add(ErrorMiddleware<BasicRequestContext>(routes: router.table))
         // Served by the channel's fast path (``V2InferFastPath``), which checks the same scope.
         for path in ["/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer"] {
             router.table.add(RouteEntry(method: "POST", path: path, scope: .infer))

@@ -40,7 +40,10 @@ public struct GatePolicy: Codable, Sendable, Equatable {
         self.latencyRows = latencyRows
     }
 
-    enum CodingKeys: String, CodingKey {
+    /// The JSON fields it reads: any other in a request is refused.
+    public static var fieldNames: Set<String> { Set(CodingKeys.allCases.map(\.stringValue)) }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case aliases, require, data
         case maxRegression = "max_regression"
         case maxLatencyIncrease = "max_latency_increase"

@@ -35,7 +35,10 @@ public struct RolloutStart: Codable, Sendable {
         }
     }
 
-    enum CodingKeys: String, CodingKey {
+    /// The JSON fields it reads: any other in a request is refused.
+    public static var fieldNames: Set<String> { Set(CodingKeys.allCases.map(\.stringValue)) }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case to, alias, steps, interval
         case minRequests = "min_requests"
         case maxErrorRateIncrease = "max_error_rate_increase"

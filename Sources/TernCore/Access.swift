@@ -227,9 +227,9 @@ public final class RouteTable: Sendable {
     /// (`{model}:predict` any one ending in `:predict`): what a 405's `Allow` header lists.
     public func methods(for path: String) -> [String] {
         let segments = path.split(separator: "/", omittingEmptySubsequences: false)
-        // KServe v1's `NAME:predict` and `NAME:explain` are one path segment, which its POST routes take whole:
+        // KServe v1's `NAME:VERB` (`:predict`, `:explain`) is one path segment, which its POST routes take whole:
         // such a segment is theirs alone, and they take no other.
-        let verb = path.hasPrefix("/v1/") && (path.hasSuffix(":predict") || path.hasSuffix(":explain"))
+        let verb = path.hasPrefix("/v1/") && segments.last?.contains(":") == true
         let found = all.filter { entry in
             let pattern = entry.path.split(separator: "/", omittingEmptySubsequences: false)
             guard entry.transport == "http", pattern.count == segments.count else { return false }

@@ -120,3 +120,32 @@ def test_pipelined_infer_requests_chain(server):
             assert json.loads(answer[2]) == {"live": True}
             continue
         np.testing.assert_allclose(probabilities(answer[2]), session.run(["probabilities"], {"features": r})[0], rtol=1e-5)
+
+
+def test_an_answer_before_its_body_leaves_the_connection_idle_and_a_stop_drains_it(repository, tmp_path):
+    """A route that answers without reading the body (a 404 here) may answer before the body arrives; the
+    connection is idle once the body has come, so it keeps serving, and a stop closes it after the drain
+    linger instead of waiting for an answer that already went (the drain then took its whole timeout)."""
+    import time
+
+    from conftest import Server
+    server = Server(repository, "--drain-timeout", "20")
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        body = b'{"x": 1}'
+        sock.sendall(f"POST /no/such/route HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        assert read_responses(sock, 1)[0][0] == 404  # answered with the body still to come
+        sock.sendall(body)
+        time.sleep(0.3)
+        sock.sendall(request("POST", "/v2/models/logreg/infer", infer_body()))  # the same connection serves on
+        assert read_responses(sock, 1)[0][0] == 200
+        sock.sendall(f"POST /no/such/route HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        assert read_responses(sock, 1)[0][0] == 404
+        sock.sendall(body)
+        time.sleep(0.3)
+        started = time.monotonic()
+        server.process.terminate()
+        sock.settimeout(15)
+        assert sock.recv(1) == b""  # closed by the drain, the client still holding it
+        assert server.process.wait(timeout=15) == 0
+        assert time.monotonic() - started < 15, "the stop waited for the drain timeout"
+    server.log.close()

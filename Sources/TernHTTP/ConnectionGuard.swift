@@ -234,7 +234,16 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case .body:
             break
         case .end:
-            phase = .answering
+            if unanswered == 0 {
+                // Answered before its body was read (a refusal, a 404): the connection is idle again, and its
+                // idle timeout (or, in a drain, the linger) applies; waiting for an answer that already went
+                // would hold it open for good.
+                phase = .idle
+                since = .now()
+                if let deadline = deadline(), deadline < checkAt { schedule(context: context, at: deadline) }
+            } else {
+                phase = .answering
+            }
         }
         context.fireChannelRead(data)
     }

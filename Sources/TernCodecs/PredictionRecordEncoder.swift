@@ -18,8 +18,8 @@ public enum PredictionRecordEncoder {
     public static func rows(_ tensors: [Tensor], featureNames: [String]? = nil, redact: Set<String> = []) -> String {
         var writer = JSONWriter(capacity: 256)
         let rows = tensors.first?.shape.first
-        let perRow = tensors.filter { $0.shape.first == rows && !Self.explanationMetadata.contains($0.name) }
-        guard let rows, tensors.count - perRow.count == tensors.filter({ Self.explanationMetadata.contains($0.name) }).count else {
+        let perRow = tensors.filter { !Self.explanationMetadata.contains($0.name) }
+        guard let rows, perRow.allSatisfy({ $0.shape.first == rows }) else {
             writer.byte(UInt8(ascii: "{"))
             for (index, tensor) in tensors.enumerated() {
                 if index > 0 { writer.byte(UInt8(ascii: ",")) }

@@ -98,6 +98,24 @@ def test_feedback_gives_each_version_its_live_quality(served, tmp_path):
         assert json.loads(shown.stdout)["live"][0]["live"]["accuracy"] == pytest.approx(live["accuracy"], rel=1e-12)
 
 
+def test_a_prediction_is_readable_and_takes_feedback_as_soon_as_it_is_answered(served):
+    """The log's writer flushes every 250 ms, but the server writes what it has answered before it reads the
+    log: feedback posted right after its prediction is accepted, and the record is there, every time."""
+    x, _ = credit_table(30, seed=4)
+    for index in range(30):
+        answer = requests.post(f"http://{served.url}/v2/models/credit/infer", timeout=10,
+                               headers={"X-Request-ID": f"now-{index}"},
+                               json={"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10],
+                                                 "data": x[index].astype(np.float32).tolist()}]})
+        assert answer.status_code == 200
+        label = answer.json()["outputs"][0]["data"]
+        if index % 2:
+            record = requests.get(f"http://{served.url}/api/v1/predictions/now-{index}", timeout=10)
+            assert record.status_code == 200 and record.json()["predictions"][0]["request_id"] == f"now-{index}", record.text
+        accepted = post(served, [{"request_id": f"now-{index}", "label": label}])
+        assert accepted.json() == {"accepted": 1, "unknown": 0, "unknown_request_ids": []}, (index, accepted.text)
+
+
 @pytest.mark.parametrize("payload, message", [
     ({"request_id": "x", "label": 1}, "JSON list"),
     ([{"label": 1}], "request_id"),

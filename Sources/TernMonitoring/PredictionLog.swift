@@ -44,6 +44,9 @@ public final class PredictionLog: InferenceObserver, Service {
         var events = Deque<InferenceEvent>()
         var seen = 0
         var models: Set<String> = []
+        /// Events ever queued, and those the writer has finished with (written, or lost to a failed write).
+        var queuedTotal = 0
+        var settledTotal = 0
     }
 
     public let configuration: PredictionLogConfiguration
@@ -83,6 +86,7 @@ public final class PredictionLog: InferenceObserver, Service {
             if rate < 1, Int(Double(queue.seen) * rate) == Int(Double(queue.seen - 1) * rate) { return (true, newModel) }
             guard queue.events.count < configuration.queueCapacity else { return (false, newModel) }
             queue.events.append(event)
+            queue.queuedTotal &+= 1
             return (true, newModel)
         }
         if newModel { modelSeen(served.name) }
@@ -168,8 +172,24 @@ public final class PredictionLog: InferenceObserver, Service {
                 // The database is away: these are lost (and counted), the next batch tries again.
                 logger.error("prediction log write failed", metadata: ["error": "\(error)", "records": "\(records.count)"])
                 for record in records { counter(droppedCounters, MetricNames.predictionLogDropped, record.model).increment() }
+                queue.withLock { $0.settledTotal &+= batch.count }
                 try? await Task.sleep(for: .seconds(1))
+                continue
             }
+            queue.withLock { $0.settledTotal &+= batch.count }
+        }
+    }
+
+    /// Returns once every prediction queued before the call is in the store (or lost to a failed write), so
+    /// that a reader sees what was answered before it asked (a client posting feedback, or asking for drift,
+    /// right after its predictions). Waits at most two seconds.
+    package func caughtUp() async {
+        let target = queue.withLock { $0.queuedTotal }
+        await flush()
+        let deadline = ContinuousClock.now + .seconds(2)
+        // The writer task may hold a batch it took before this call: wait for it to settle.
+        while queue.withLock({ $0.settledTotal &- target }) < 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(2))
         }
     }
 

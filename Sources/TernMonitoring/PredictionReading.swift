@@ -8,12 +8,16 @@ public final class PredictionReader: Sendable {
     private let opened = AtomicLazyReference<SinkBox>()
     /// The prediction log's key file, when its records are encrypted.
     public let cipher: PayloadCipher?
+    /// Run before each read: a server's own log writes what it has queued (read-your-writes).
+    private let beforeReading: (@Sendable () async -> Void)?
 
-    public init(cipher: PayloadCipher? = nil) {
+    public init(cipher: PayloadCipher? = nil, beforeReading: (@Sendable () async -> Void)? = nil) {
         self.cipher = cipher
+        self.beforeReading = beforeReading
     }
 
     public func store(_ location: PredictionLogLocation) async throws(TernError) -> any PredictionSink {
+        await beforeReading?()
         if let box = opened.load() { return box.sink }
         let box = SinkBox(try await location.open(cipher: cipher))
         if opened.storeIfNil(box) !== box { await box.sink.close() }

@@ -172,7 +172,6 @@ public struct TernServer: Sendable {
             keyConcurrency: configuration.keyConcurrency.map { ConcurrencyLimiter(limit: $0) })
         if !configuration.openManagement { configuration.http.access.openManagementRefusal = AccessControl.managementNeedsKeys }
         self.configuration = configuration
-        self.predictionReader = PredictionReader(cipher: configuration.predictionLog?.cipher)
         self.runtime = runtime
         self.logger = logger
         let metrics = configuration.metricsEnabled ? TernMetricsFactory() : nil
@@ -186,6 +185,10 @@ public struct TernServer: Sendable {
             PredictionLog(configuration: $0, factory: factory, logger: Logger(label: "tern.predictions"))
         }
         self.predictionLog = predictionLog
+        // Readers of this server's log (the API, drift, feedback) see every prediction answered before they ask.
+        var beforeReading: (@Sendable () async -> Void)?
+        if let predictionLog { beforeReading = { await predictionLog.caughtUp() } }
+        self.predictionReader = PredictionReader(cipher: configuration.predictionLog?.cipher, beforeReading: beforeReading)
         var observers: [any InferenceObserver] = []
         if configuration.accessLogSampleRate > 0 {
             observers.append(RequestLogger(accessSampleRate: configuration.accessLogSampleRate))

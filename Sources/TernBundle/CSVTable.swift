@@ -14,54 +14,7 @@ public struct CSVTable: Sendable, Equatable {
     /// - Throws: ``TernError`` `invalidArgument` naming the line: no header, a row of the wrong width, an
     ///   unclosed quote, duplicate column names.
     public init(text: String, source: String = "CSV") throws(TernError) {
-        var records: [[String]] = []
-        var field = ""
-        var record: [String] = []
-        var inQuotes = false
-        var line = 1
-        var iterator = text.unicodeScalars.makeIterator()
-        var pending: Unicode.Scalar? = nil
-        func endRecord() {
-            record.append(field)
-            field = ""
-            if !(record.count == 1 && record[0].isEmpty) { records.append(record) }
-            record = []
-        }
-        while let scalar = pending ?? iterator.next() {
-            pending = nil
-            if inQuotes {
-                if scalar == "\"" {
-                    let next = iterator.next()
-                    if next == "\"" {
-                        field.unicodeScalars.append("\"")
-                    } else {
-                        inQuotes = false
-                        pending = next
-                    }
-                } else {
-                    if scalar == "\n" { line += 1 }
-                    field.unicodeScalars.append(scalar)
-                }
-                continue
-            }
-            switch scalar {
-            case "\"" where field.isEmpty: inQuotes = true
-            case ",":
-                record.append(field)
-                field = ""
-            case "\r":
-                let next = iterator.next()
-                if next != "\n" { pending = next }
-                endRecord()
-                line += 1
-            case "\n":
-                endRecord()
-                line += 1
-            default: field.unicodeScalars.append(scalar)
-            }
-        }
-        if inQuotes { throw .invalidArgument("\(source): a quoted field opened before line \(line) is never closed") }
-        if !field.isEmpty || !record.isEmpty { endRecord() }
+        let records = try CSVRecords.parse(text, source: source)
         guard let header = records.first else { throw .invalidArgument("\(source) is empty; expected a header row") }
         let columns = header.map { $0.trimmingCharacters(in: .whitespaces) }
         var seen = Set<String>()

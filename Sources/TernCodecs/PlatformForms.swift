@@ -55,11 +55,10 @@ public enum PlatformForms {
     }
 
     public static func csvRequest(_ text: String, codec: TabularCodec) throws(TernError) -> InferenceRequest {
-        var lines = text.split(whereSeparator: \.isNewline).map { line in
-            line.split(separator: ",", omittingEmptySubsequences: false).map {
-                $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: .init(charactersIn: "\""))
-            }
-        }.filter { !($0.count == 1 && $0[0].isEmpty) }
+        // Quoted fields may hold commas ("car or other, not in attribute ..."), as pandas' to_csv writes them.
+        var lines = try CSVRecords.parse(text, source: "the CSV body").map { line in
+            line.map { $0.trimmingCharacters(in: .whitespaces) }
+        }
         guard !lines.isEmpty else { throw .invalidArgument("the CSV body has no rows") }
         func cell(_ text: String) -> JSONValue {
             if let exact = Int64(text) { return .number(Double(exact), exact) }

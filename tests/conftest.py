@@ -152,3 +152,16 @@ def server(repository):
     server = Server(repository)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def converter_data(tmp_path_factory):
+    """One data folder whose Python environment converts pickles (`tern pack model.joblib` sets it up on first
+    use, about half a minute): the pickle tests and the docs that convert one share it."""
+    folder = tmp_path_factory.mktemp("converter")
+    pipelines = os.path.join(ROOT, "Tests", "Fixtures", "pipelines")
+    result = subprocess.run([BINARY, "pack", os.path.join(pipelines, "german_gb", "model.joblib"), "--sample",
+                             os.path.join(pipelines, "german-test.csv"), "--name", "setup", "-o", str(folder / "setup.tern")],
+                            capture_output=True, text=True, env=dict(os.environ, TERN_DATA=str(folder)), timeout=900)
+    assert result.returncode == 0, f"setting up the pickle converter failed:\n{result.stderr}"
+    return str(folder)

@@ -98,6 +98,26 @@ def test_served_predictions_equal_onnxruntime(lender):
         assert labels == doc["onnxruntime"]["output_label"]
 
 
+def test_a_csv_body_with_quoted_commas_is_read_as_pandas_writes_it(lender):
+    """KServe v1 :predict with Content-Type text/csv: the German data's values hold commas ("car or other, not
+    in attribute Savings account/bonds"), quoted as RFC 4180 and pandas' to_csv write them."""
+    _, server = lender
+    doc = fixture("german_gb")
+    frame = pd.DataFrame(doc["rows"])[doc["columns"]]
+    text = frame.to_csv(index=False)
+    assert '"car or other, not in attribute Savings account/bonds"' in text  # quoted: it holds a comma
+    answer = requests.post(f"http://{server.url}/v1/models/gb:predict", data=text.encode(),
+                           headers={"Content-Type": "text/csv"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    served = np.array([p["output_probability"]["1"] if isinstance(p["output_probability"], dict)
+                       else p["output_probability"][1] for p in answer.json()["predictions"]])
+    expected = np.array(doc["onnxruntime"]["output_probability"])[:, 1]
+    np.testing.assert_allclose(served, expected, rtol=1e-6)
+    unclosed = requests.post(f"http://{server.url}/v1/models/gb:predict", data=text.split("\n", 1)[0] + '\n"0 <= ...,1\n',
+                             headers={"Content-Type": "text/csv"}, timeout=30)
+    assert unclosed.status_code == 400 and "never closed" in unclosed.json()["error"], unclosed.text
+
+
 def test_its_own_training_rows_report_no_drift_and_a_small_window_gives_no_verdict(lender):
     _, server = lender
     train = table(TRAIN)
@@ -270,12 +290,6 @@ def test_explain_true_keeps_records_whole_and_its_feedback_counts(lender, tmp_pa
     mine = frame[frame["request_id"] == "explained-1"]
     assert mine["purpose"].tolist() == explained["purpose"].tolist()
     assert mine["age_in_years"].tolist() == explained["age_in_years"].tolist()
-
-
-@pytest.fixture(scope="module")
-def converter_data(tmp_path_factory):
-    """One data folder for the pickle tests: the first `tern pack` of a pickle sets up its Python environment."""
-    return str(tmp_path_factory.mktemp("converter"))
 
 
 @pytest.mark.parametrize("name", ["gb", "xgb", "lgbm"])

@@ -1,7 +1,8 @@
 # Tern's container image: `docker build -t tern .` (or `podman build`), then
 #   docker run -p 8000:8000 -p 8001:8001 -v $PWD/examples/models:/models:ro tern
 # It starts with authentication on: the first admin key is made in /data (docker cp CONTAINER:/data/admin.key .).
-# Base images are build arguments (a mirror, a pinned digest, another distribution).
+# Base images are build arguments (a mirror, a pinned digest, another distribution). No stage names an
+# architecture: on arm64 it builds an arm64 image, or docker buildx build --platform linux/arm64 (docs/deploy.md).
 ARG SWIFT_IMAGE=swift:6.3-bookworm
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim

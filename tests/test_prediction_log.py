@@ -191,6 +191,52 @@ def test_a_flood_past_the_queue_drops_rows_counts_them_and_fails_no_request(tmp_
         server.stop()
 
 
+def test_the_queue_counts_rows_so_large_requests_cannot_fill_memory(tmp_path):
+    """--prediction-log-queue counts predicted rows: with 64, at most one 45-row request waits (two would be 90
+    rows), however many clients send them; the queue gauge, sampled all along, never shows more than 64 rows.
+    A 100-row request, larger than the whole queue, is still taken when nothing waits."""
+    server = Server(credit_folder(tmp_path), "--prediction-log", str(tmp_path / "p.sqlite"),
+                    "--prediction-log-queue", "64", log_dir=str(tmp_path))
+    rows = np.tile(ROWS, (23, 1))[:45]
+    done, seen = threading.Event(), []
+    try:
+        def client():
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            payload = json.dumps(body(rows))
+            for _ in range(150):
+                connection.request("POST", "/v2/models/credit-risk/infer", payload, {"Content-Type": "application/json"})
+                answer = connection.getresponse()
+                answer.read()
+                assert answer.status == 200
+
+        def watch():
+            while not done.is_set():
+                seen.append(metric(server.url, "tern_prediction_log_queue_rows"))
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        done.set()
+        watcher.join()
+        import time
+        time.sleep(1)  # the writer's last pass
+        written = metric(server.url, "tern_prediction_log_rows_total")
+        dropped = metric(server.url, "tern_prediction_log_dropped_total")
+        assert written + dropped == 8 * 150 and written >= 1
+        assert len(seen) > 10 and max(seen) in (0, 45), sorted(set(seen))
+        big = requests.post(f"http://{server.url}/v2/models/credit-risk/infer", json=body(np.tile(ROWS, (50, 1)), "big-1"),
+                            timeout=10)
+        assert big.status_code == 200
+        record = requests.get(f"http://{server.url}/api/v1/predictions/big-1", timeout=10).json()["predictions"]
+        assert len(record) == 1 and len(record[0]["inputs"]) == 100
+    finally:
+        server.stop()
+
+
 def test_a_graceful_stop_writes_everything_and_a_kill_loses_at_most_the_queue(tmp_path):
     log = str(tmp_path / "p.sqlite")
     folder = credit_folder(tmp_path)

@@ -142,7 +142,7 @@ public enum MetricNames {
         registrySyncs: "Registry polls that brought the loaded models in line with the registry, by outcome.",
         predictionLogRows: "Predictions written to the prediction log.",
         predictionLogDropped: "Predictions the prediction log dropped because its queue was full.",
-        predictionLogQueue: "Predictions waiting for the prediction log's writer.",
+        predictionLogQueue: "Predicted rows waiting for the prediction log's writer (what --prediction-log-queue bounds).",
         driftFeatures: "Features of the version whose newest predictions drifted from its reference data.",
         driftPSI: "Population stability index of a feature, newest predictions against the reference data.",
         driftPValue: "The drift test's p-value of a feature (Kolmogorov-Smirnov, or chi-squared for categories).",

@@ -12,7 +12,9 @@ import TernRegistry
 /// Where the prediction log goes and what it keeps.
 public struct PredictionLogConfiguration: Sendable {
     public var location: PredictionLogLocation
-    /// Predictions waiting for the writer; past it new ones are dropped (and counted), never waited for.
+    /// Predicted rows waiting for the writer (a request of 32 rows counts 32); past it new predictions are
+    /// dropped (and counted), never waited for. Counting rows, not requests, bounds the memory the queue
+    /// holds whatever the batch size. A request larger than this is still taken when nothing waits.
     public var queueCapacity = 20_000
     /// How often the writer wakes to write what has queued.
     public var flushInterval: Duration = .milliseconds(250)
@@ -42,6 +44,8 @@ public struct PredictionLogConfiguration: Sendable {
 public final class PredictionLog: InferenceObserver, Service {
     private struct Queue {
         var events = Deque<InferenceEvent>()
+        /// The rows of the events queued.
+        var rows = 0
         var seen = 0
         var models: Set<String> = []
         /// Events ever queued, and those the writer has finished with (written, or lost to a failed write).
@@ -67,10 +71,13 @@ public final class PredictionLog: InferenceObserver, Service {
     /// Predictions waiting for the writer.
     public var queued: Int { queue.withLock { $0.events.count } }
 
+    /// Their rows (what the queue's capacity bounds).
+    public var queuedRows: Int { queue.withLock { $0.rows } }
+
     /// The queue's gauge, in Prometheus's text format, read at each scrape.
     package var exposition: String {
         let name = MetricNames.predictionLogQueue
-        return "# HELP \(name) \(MetricNames.help[name] ?? "")\n# TYPE \(name) gauge\n\(name) \(queued)\n"
+        return "# HELP \(name) \(MetricNames.help[name] ?? "")\n# TYPE \(name) gauge\n\(name) \(queuedRows)\n"
     }
 
     /// Predictions written since start.
@@ -84,8 +91,10 @@ public final class PredictionLog: InferenceObserver, Service {
             let newModel = queue.models.insert(served.name).inserted
             queue.seen &+= 1
             if rate < 1, Int(Double(queue.seen) * rate) == Int(Double(queue.seen - 1) * rate) { return (true, newModel) }
-            guard queue.events.count < configuration.queueCapacity else { return (false, newModel) }
+            let rows = Self.rows(event)
+            guard queue.rows + rows <= configuration.queueCapacity || queue.events.isEmpty else { return (false, newModel) }
             queue.events.append(event)
+            queue.rows += rows
             queue.queuedTotal &+= 1
             return (true, newModel)
         }
@@ -155,9 +164,19 @@ public final class PredictionLog: InferenceObserver, Service {
     /// Writes everything queued now.
     package func flush() async {
         while true {
+            // At most 5,000 predictions or 20,000 rows at a time: the records made from a batch are held
+            // until it is written.
             let batch = queue.withLock { queue -> [InferenceEvent] in
-                let count = min(queue.events.count, 5_000)
-                defer { queue.events.removeFirst(count) }
+                var count = 0, rows = 0
+                for event in queue.events {
+                    if count == 5_000 || (count > 0 && rows + Self.rows(event) > 20_000) { break }
+                    count += 1
+                    rows += Self.rows(event)
+                }
+                defer {
+                    queue.events.removeFirst(count)
+                    queue.rows -= rows
+                }
                 return Array(queue.events.prefix(count))
             }
             guard !batch.isEmpty else { return }
@@ -206,6 +225,9 @@ public final class PredictionLog: InferenceObserver, Service {
             logger.warning("prediction log retention failed", metadata: ["error": "\(error)"])
         }
     }
+
+    /// The rows a prediction records: its inputs' first dimension (1 for a scalar or a request without inputs).
+    static func rows(_ event: InferenceEvent) -> Int { max(1, event.inputs.first?.shape.first ?? 1) }
 
     package static func record(_ event: InferenceEvent) -> PredictionRecord {
         let served = event.served!

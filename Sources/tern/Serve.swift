@@ -306,7 +306,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Keep at most this many prediction-log records (the oldest go first).", valueName: "rows"))
     var predictionLogMaxRows: Int?
 
-    @Option(help: ArgumentHelp("Predictions that may wait for the log's writer; past it they are dropped and counted.", valueName: "rows"))
+    @Option(
+        help: ArgumentHelp(
+            "Predicted rows that may wait for the log's writer (a 32-row request counts 32); past it predictions are dropped and counted.",
+            valueName: "rows"))
     var predictionLogQueue: Int = 20_000
 
     @Option(

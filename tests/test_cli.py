@@ -281,3 +281,18 @@ def test_every_command_follows_the_grammar_tern_help_documents():
             assert "--output" in shown, where
         checked += 1
     assert checked > 40
+
+
+def test_onnx_runtime_keeps_no_device_id_and_sends_no_telemetry_unless_the_operator_allows_it(tmp_path):
+    """ONNX Runtime's official builds write a device id under ~/.cache/Microsoft/DeveloperTools and upload usage
+    events unless ORT_DISABLE_TELEMETRY=1 is set before the environment is made: Tern sets it unless it is set
+    (without that, this HOME gets .cache/Microsoft/DeveloperTools/.onnxruntime/deviceid; the positive case is
+    not run here, so that the tests never try to upload anything)."""
+    model = os.path.join(ROOT, "examples", "models", "credit-risk", "2", "model.onnx")
+    home = tmp_path / "home"
+    home.mkdir()
+    environment = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    result = subprocess.run([BINARY, "predict", model, "--input", "[[41, 52000, 0.3, 4, 0, 0, 12000, 6, 8, 0.4]]"],
+                            capture_output=True, text=True, env={**environment, "HOME": str(home)}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert list(home.rglob("*")) == []

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
+# The tests' own onnxruntime (Python) stays quiet too: no usage telemetry, no device id in ~/.cache (docs/security.md).
+export ORT_DISABLE_TELEMETRY="${ORT_DISABLE_TELEMETRY:-1}"
 
 scripts/install-onnxruntime.sh
 

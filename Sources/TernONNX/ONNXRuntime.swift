@@ -57,17 +57,21 @@ public final class ONNXRuntime: @unchecked Sendable {
         return result
     }
 
+    /// ONNX Runtime's official Linux and macOS builds (the PyPI wheel's library among them) send usage
+    /// telemetry to Microsoft and keep a device id under ~/.cache/Microsoft/DeveloperTools unless
+    /// `ORT_DISABLE_TELEMETRY=1` is set before the environment is created. A server scoring applicants' data
+    /// calls out only when its operator says so: this sets it unless it is set (`ORT_DISABLE_TELEMETRY=0`
+    /// leaves it to ONNX Runtime). Child processes inherit it (the pickle converter's onnxruntime).
+    public static func keepTelemetryOff() {
+        setenv("ORT_DISABLE_TELEMETRY", "1", 0)
+    }
+
     /// Opens the first candidate that loads.
     ///
     /// - Throws: ``TernError`` with code `runtimeNotFound` and ``installHint`` when none loads; when an
     ///   explicitly named file exists but fails to load, the loader's reason is included.
     public static func open(candidates: [String]) throws(TernError) -> ONNXRuntime {
-        // ONNX Runtime's official Linux and macOS builds (the PyPI wheel's library among them) send usage
-        // telemetry to Microsoft and keep a device id under ~/.cache/Microsoft/DeveloperTools unless
-        // ORT_DISABLE_TELEMETRY=1 is set before the environment is created. A server scoring applicants'
-        // data calls out only when its operator says so: off unless the variable is already set
-        // (ORT_DISABLE_TELEMETRY=0 leaves it to ONNX Runtime).
-        setenv("ORT_DISABLE_TELEMETRY", "1", 0)
+        keepTelemetryOff()
         var reasons: [String] = []
         for path in candidates {
             let isBareName = !path.contains("/")

@@ -67,6 +67,8 @@ struct Tern: AsyncParsableCommand {
     // root command) would also be matched after a subcommand, where `--version N` is a model's version
     // (pack, push).
     static func main() async {
+        // Before anything loads ONNX Runtime, here or in a child process (the pickle converter's Python).
+        ONNXRuntime.keepTelemetryOff()
         let arguments = Array(CommandLine.arguments.dropFirst())
         if arguments == ["--version"] {
             print(TernVersion.version)

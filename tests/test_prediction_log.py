@@ -156,36 +156,40 @@ def test_100000_requests_are_all_read_back_in_order(tmp_path):
     assert all(last == per_client - 1 for last in order.values()) and len(order) == clients
 
 
+def flood(server, rows, clients, per_client):
+    """`clients` keep-alive connections each posting `rows` `per_client` times at once; the statuses answered."""
+    statuses, lock = [], threading.Lock()
+
+    def client():
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        payload = json.dumps(body(rows))
+        for _ in range(per_client):
+            connection.request("POST", "/v2/models/credit-risk/infer", payload, {"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            answer.read()
+            with lock:
+                statuses.append(answer.status)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
 def test_a_flood_past_the_queue_drops_rows_counts_them_and_fails_no_request(tmp_path):
     server = Server(credit_folder(tmp_path), "--prediction-log", str(tmp_path / "p.sqlite"),
                     "--prediction-log-queue", "20", log_dir=str(tmp_path))
-    sent, failures = [0], []
-    lock = threading.Lock()
     try:
-        def client():
-            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-            payload = json.dumps(body(ROWS))
-            for _ in range(1500):
-                connection.request("POST", "/v2/models/credit-risk/infer", payload, {"Content-Type": "application/json"})
-                answer = connection.getresponse()
-                answer.read()
-                with lock:
-                    sent[0] += 1
-                    if answer.status != 200:
-                        failures.append(answer.status)
-
-        threads = [threading.Thread(target=client) for _ in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not failures
+        statuses = flood(server, ROWS, 16, 1500)
+        assert set(statuses) == {200}
         import time
         time.sleep(1.5)  # the writer's last batch
         written = metric(server.url, "tern_prediction_log_rows_total")
         dropped = metric(server.url, "tern_prediction_log_dropped_total")
         assert dropped > 0, "a 20-row queue under 16 clients dropped nothing"
-        assert written + dropped == sent[0]
+        assert written + dropped == len(statuses)
         assert metric(server.url, "tern_prediction_log_queue_rows") == 0
     finally:
         server.stop()
@@ -200,28 +204,16 @@ def test_the_queue_counts_rows_so_large_requests_cannot_fill_memory(tmp_path):
     rows = np.tile(ROWS, (23, 1))[:45]
     done, seen = threading.Event(), []
     try:
-        def client():
-            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-            payload = json.dumps(body(rows))
-            for _ in range(150):
-                connection.request("POST", "/v2/models/credit-risk/infer", payload, {"Content-Type": "application/json"})
-                answer = connection.getresponse()
-                answer.read()
-                assert answer.status == 200
-
         def watch():
             while not done.is_set():
                 seen.append(metric(server.url, "tern_prediction_log_queue_rows"))
 
         watcher = threading.Thread(target=watch)
         watcher.start()
-        threads = [threading.Thread(target=client) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        statuses = flood(server, rows, 8, 150)
         done.set()
         watcher.join()
+        assert set(statuses) == {200}
         import time
         time.sleep(1)  # the writer's last pass
         written = metric(server.url, "tern_prediction_log_rows_total")

@@ -164,12 +164,12 @@ public final class PredictionLog: InferenceObserver, Service {
     /// Writes everything queued now.
     package func flush() async {
         while true {
-            // At most 5,000 predictions or 20,000 rows at a time: the records made from a batch are held
+            // At most 5,000 predictions or 5,000 rows at a time: the records made from a batch are held
             // until it is written.
             let batch = queue.withLock { queue -> [InferenceEvent] in
                 var count = 0, rows = 0
                 for event in queue.events {
-                    if count == 5_000 || (count > 0 && rows + Self.rows(event) > 20_000) { break }
+                    if count == 5_000 || (count > 0 && rows + Self.rows(event) > 5_000) { break }
                     count += 1
                     rows += Self.rows(event)
                 }

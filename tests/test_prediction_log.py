@@ -195,6 +195,38 @@ def test_a_flood_past_the_queue_drops_rows_counts_them_and_fails_no_request(tmp_
         server.stop()
 
 
+def test_readers_catching_up_under_load_and_the_writer_take_turns(tmp_path):
+    """Every read of the log makes the server write what it has queued first (read-your-writes). Readers
+    asking all through a flood must not write beside the writer task (one transaction at a time on the
+    store): every prediction is written, none dropped or lost to a failed write, and each read finds its
+    own prediction."""
+    server = Server(credit_folder(tmp_path), "--prediction-log", str(tmp_path / "p.sqlite"), log_dir=str(tmp_path))
+    done, found = threading.Event(), []
+    try:
+        def reader(index):
+            number = 0
+            while not done.is_set():
+                number += 1
+                request_id = f"reader-{index}-{number}"
+                requests.post(f"http://{server.url}/v2/models/credit-risk/infer", json=body(ROWS, request_id), timeout=10)
+                answer = requests.get(f"http://{server.url}/api/v1/predictions/{request_id}", timeout=10)
+                found.append(answer.status_code == 200 and len(answer.json()["predictions"]) == 1)
+
+        readers = [threading.Thread(target=reader, args=(index,)) for index in range(2)]
+        for thread in readers:
+            thread.start()
+        statuses = flood(server, ROWS, 8, 1000)
+        done.set()
+        for thread in readers:
+            thread.join()
+        assert set(statuses) == {200} and len(found) >= 3 and all(found), (len(found), found.count(False))
+        wait_written(server, len(statuses) + len(found))
+        assert metric(server.url, "tern_prediction_log_dropped_total") == 0
+        assert "prediction log write failed" not in server.output()
+    finally:
+        server.stop()
+
+
 def test_the_queue_counts_rows_so_large_requests_cannot_fill_memory(tmp_path):
     """--prediction-log-queue counts predicted rows: with 64, at most one 45-row request waits (two would be 90
     rows), however many clients send them; the queue gauge, sampled all along, never shows more than 64 rows.

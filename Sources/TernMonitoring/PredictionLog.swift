@@ -56,6 +56,9 @@ public final class PredictionLog: InferenceObserver, Service {
     public let configuration: PredictionLogConfiguration
     private let opened = AtomicLazyReference<SinkBox>()
     private let queue = Mutex(Queue())
+    /// Held while the store is written (a batch, or retention): the writer task and readers catching up
+    /// (``caughtUp()``) take turns.
+    private let writing = AsyncLock()
     private let factory: any MetricsFactory
     private let droppedCounters = Mutex<[String: CoreMetrics.Counter]>([:])
     private let writtenCounters = Mutex<[String: CoreMetrics.Counter]>([:])
@@ -68,10 +71,7 @@ public final class PredictionLog: InferenceObserver, Service {
         self.logger = logger
     }
 
-    /// Predictions waiting for the writer.
-    public var queued: Int { queue.withLock { $0.events.count } }
-
-    /// Their rows (what the queue's capacity bounds).
+    /// Predicted rows waiting for the writer (what the queue's capacity bounds).
     public var queuedRows: Int { queue.withLock { $0.rows } }
 
     /// The queue's gauge, in Prometheus's text format, read at each scrape.
@@ -95,7 +95,7 @@ public final class PredictionLog: InferenceObserver, Service {
             guard queue.rows + rows <= configuration.queueCapacity || queue.events.isEmpty else { return (false, newModel) }
             queue.events.append(event)
             queue.rows += rows
-            queue.queuedTotal &+= 1
+            queue.queuedTotal += 1
             return (true, newModel)
         }
         if newModel { modelSeen(served.name) }
@@ -161,17 +161,22 @@ public final class PredictionLog: InferenceObserver, Service {
         await store.close()
     }
 
-    /// Writes everything queued now.
-    package func flush() async {
-        while true {
+    /// Writes everything queued now; with `target`, only until the first `target` predictions ever queued
+    /// are settled (written, or lost to a failed write). One writer at a time, whoever calls: the store takes
+    /// one transaction at a time.
+    package func flush(upTo target: Int? = nil) async {
+        await writing.lock()
+        defer { writing.unlock() }
+        while target.map({ target in queue.withLock { $0.settledTotal < target } }) ?? true {
             // At most 5,000 predictions or 5,000 rows at a time: the records made from a batch are held
             // until it is written.
             let batch = queue.withLock { queue -> [InferenceEvent] in
                 var count = 0, rows = 0
                 for event in queue.events {
-                    if count == 5_000 || (count > 0 && rows + Self.rows(event) > 5_000) { break }
+                    let eventRows = Self.rows(event)
+                    if count == 5_000 || (count > 0 && rows + eventRows > 5_000) { break }
                     count += 1
-                    rows += Self.rows(event)
+                    rows += eventRows
                 }
                 defer {
                     queue.events.removeFirst(count)
@@ -181,6 +186,7 @@ public final class PredictionLog: InferenceObserver, Service {
             }
             guard !batch.isEmpty else { return }
             let records = batch.map(Self.record)
+            var failed = false
             do {
                 try await store.append(records)
                 written.add(records.count, ordering: .relaxed)
@@ -191,29 +197,24 @@ public final class PredictionLog: InferenceObserver, Service {
                 // The database is away: these are lost (and counted), the next batch tries again.
                 logger.error("prediction log write failed", metadata: ["error": "\(error)", "records": "\(records.count)"])
                 for record in records { counter(droppedCounters, MetricNames.predictionLogDropped, record.model).increment() }
-                queue.withLock { $0.settledTotal &+= batch.count }
-                try? await Task.sleep(for: .seconds(1))
-                continue
+                failed = true
             }
-            queue.withLock { $0.settledTotal &+= batch.count }
+            queue.withLock { $0.settledTotal += batch.count }
+            if failed { try? await Task.sleep(for: .seconds(1)) }
         }
     }
 
     /// Returns once every prediction queued before the call is in the store (or lost to a failed write), so
     /// that a reader sees what was answered before it asked (a client posting feedback, or asking for drift,
-    /// right after its predictions). Waits at most two seconds.
+    /// right after its predictions): at most the write of one full queue.
     package func caughtUp() async {
-        let target = queue.withLock { $0.queuedTotal }
-        await flush()
-        let deadline = ContinuousClock.now + .seconds(2)
-        // The writer task may hold a batch it took before this call: wait for it to settle.
-        while queue.withLock({ $0.settledTotal &- target }) < 0, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(2))
-        }
+        await flush(upTo: queue.withLock { $0.queuedTotal })
     }
 
     private func prune() async {
         guard configuration.maxAge != nil || configuration.maxRows != nil else { return }
+        await writing.lock()
+        defer { writing.unlock() }
         let cutoff = configuration.maxAge.map { age -> Int64 in
             let (seconds, _) = age.components
             return Int64(Date().timeIntervalSince1970 * 1000) - seconds * 1000

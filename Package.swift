@@ -46,6 +46,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        .package(url: "https://github.com/GraphQLSwift/Graphiti.git", from: "3.1.0"),
+        .package(url: "https://github.com/GraphQLSwift/GraphQL.git", from: "4.3.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
     ],
     targets: [
         // Our own declarations of the ONNX Runtime C ABI subset Tern calls. No ONNX Runtime header
@@ -229,11 +232,34 @@ let package = Package(
             swiftSettings: strict
         ),
         // Composition: configuration, wiring of the services above, lifecycle.
+        // GraphQL at /graphql: the same owners, scopes and grants as the REST API, in one typed schema.
+        .target(
+            name: "TernGraphQL",
+            dependencies: [
+                "TernHTTP", "TernCore", "TernCodecs", "TernModels", "TernMonitoring", "TernRegistry", "TernBatch", "TernRollouts",
+                .product(name: "Graphiti", package: "Graphiti"),
+                .product(name: "GraphQL", package: "GraphQL"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
+        // The console at /ui: server-rendered pages over the same owners the API reads, assets in the binary.
+        .target(
+            name: "TernConsole",
+            dependencies: [
+                "TernHTTP", "TernCore", "TernModels", "TernMonitoring", "TernRegistry", "TernBatch", "TernRollouts", "TernBundle",
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "TernServer",
             dependencies: [
                 "TernBatch", "TernCodecs", "TernModels", "TernModelFiles", "TernRollouts", "TernAuth", "TernStatistics",
                 "TernCore", "TernONNX", "TernHTTP", "TernGRPC", "TernBundle", "TernRegistry", "TernMonitoring", "TernExplain",
+                "TernGraphQL", "TernConsole",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCertificateReloading", package: "swift-nio-extras"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

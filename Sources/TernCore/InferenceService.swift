@@ -125,6 +125,20 @@ public final class ModelCatalog: Sendable {
         try pick(name: name, version: version, header: header).served
     }
 
+    /// As ``resolve(name:version:header:)``, but without a version it is the model's stable version (its
+    /// default, else its newest), never a traffic policy's pick: what monitoring reads (alert rules, drift),
+    /// so that a canary taking a share of the requests does not make each evaluation read another version.
+    public func resolveStable(name: String, version: String?) throws(TernError) -> ServedModel {
+        if let version, !version.isEmpty { return try resolve(name: name, version: version) }
+        let found: ServedModel? = state.withLock { state in
+            guard let versions = state.models[name], !versions.isEmpty, !name.contains("@") else { return nil }
+            if let preferred = state.defaults[name], let served = versions[preferred] { return served }
+            return versions[versions.keys.max()!]
+        }
+        if let found { return found }
+        return try resolve(name: name, version: nil)
+    }
+
     /// As ``resolve(name:version:header:)``, with the input whose values pick the version again once the
     /// request is read (when a traffic policy sticky on an input picked it).
     func pick(

@@ -7,7 +7,7 @@ import TernCore
 
 extension TernError.Code {
     /// The HTTP status for an error of this code.
-    var httpStatus: HTTPResponse.Status {
+    package var httpStatus: HTTPResponse.Status {
         switch self {
         case .invalidArgument: .badRequest
         case .notFound: .notFound

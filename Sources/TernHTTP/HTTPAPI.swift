@@ -41,6 +41,8 @@ package struct HTTPAPI: Sendable {
     package var keysChanged: @Sendable () async -> Void = {}
     /// Routes of the other front-ends (gRPC's), listed beside HTTP's by `GET /api/v1/routes`.
     package var otherRoutes: [RouteEntry] = []
+    /// Front-ends in modules of their own (GraphQL, the console), added to the router after the API's routes.
+    package var moreRoutes: [@Sendable (ScopedRouter) -> Void] = []
     /// Every HTTP route with its scope, filled as the router is built.
     package let routes = RouteTable()
 
@@ -79,6 +81,7 @@ package struct HTTPAPI: Sendable {
             ).register(on: router)
             RolloutRoutes(models: models, driver: rollouts).register(on: router)
         }
+        for add in moreRoutes { add(router) }
         let table = routes, others = otherRoutes
         router.get("/api/v1/routes", .read) { _, _ in
             let encoder = JSONEncoder()

@@ -317,7 +317,7 @@ package final class AlertEvaluator: Service, Sendable {
     }
 
     private func measure(_ rule: AlertRule) async throws -> Double? {
-        guard let served = try? service.catalog.resolve(name: rule.model, version: nil) else { return nil }
+        guard let served = try? service.catalog.resolveStable(name: rule.model, version: nil) else { return nil }
         switch rule.metric {
         case .driftedFeatures:
             guard let drift else { return nil }
@@ -391,7 +391,7 @@ package final class AlertEvaluator: Service, Sendable {
             metadata: [
                 "alert": "\(rule.name)", "model": "\(rule.model)", "value": "\(value ?? .nan)", "threshold": "\(rule.threshold)",
             ])
-        let version = (try? service.catalog.resolve(name: rule.model, version: nil).version).map(String.init) ?? ""
+        let version = (try? service.catalog.resolveStable(name: rule.model, version: nil).version).map(String.init) ?? ""
         let payload = Self.webhookJSON(
             rule: rule, status: transition.rawValue, value: value, version: version, startsAt: snapshot.since ?? wall,
             endsAt: transition == .resolved ? wall : nil)
@@ -467,7 +467,7 @@ package final class AlertEvaluator: Service, Sendable {
         let folder = FileManager.default.temporaryDirectory.path + "/tern-retrain"
         try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let dataPath = folder + "/\(rule.name)-\(Int(Date().timeIntervalSince1970 * 1000)).csv"
-        if let drift, let served = try? service.catalog.resolve(name: rule.model, version: nil),
+        if let drift, let served = try? service.catalog.resolveStable(name: rule.model, version: nil),
             let records = try? await drift.records(of: served, window: rule.window)
         {
             let labels = try? await feedback?.labels(of: served.name)

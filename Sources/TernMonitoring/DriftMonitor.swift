@@ -62,7 +62,7 @@ package struct DriftMonitor: Service {
                     }
                 }
             }
-            guard let served = try? service.catalog.resolve(name: name, version: nil),
+            guard let served = try? service.catalog.resolveStable(name: name, version: nil),
                 let answer = try? await drift.drift(of: served, window: window), answer.predictions > 0
             else { continue }
             let labels = [("model", served.name), ("version", String(served.version))]

@@ -11,6 +11,7 @@ import TernAuth
 import TernBatch
 import TernCore
 import TernExplain
+import TernGraphQL
 import TernGRPC
 import TernHTTP
 import TernModelFiles
@@ -84,6 +85,8 @@ public struct ServerConfiguration: Sendable {
     public var addressRateLimit: RateLimit?
     /// Requests each API key may have in flight at once; nil: unlimited.
     public var keyConcurrency: Int?
+    /// GraphQL at `/graphql` (`--graphql off` turns it off).
+    public var graphql = true
 
     public init(modelsDirectory: String) {
         self.modelsDirectory = modelsDirectory
@@ -178,7 +181,7 @@ public struct TernServer: Sendable {
         self.metrics = metrics
         let factory: any MetricsFactory = metrics ?? NOOPMetricsHandler.instance
         // Request counters for every protocol Tern serves (gRPC's too when it is off: the series read zero).
-        let protocols = HTTPAPI.protocols + GRPCFrontEnd.protocols
+        let protocols = HTTPAPI.protocols + GRPCFrontEnd.protocols + [.graphql]
         self.service = InferenceService(
             catalog: ModelCatalog(metricsFactory: factory, protocols: protocols), timesRuns: configuration.tracing != nil)
         let predictionLog = configuration.predictionLog.map {
@@ -262,6 +265,15 @@ public struct TernServer: Sendable {
         api.uploadFolder = configuration.registry?.uploadFolder ?? NSTemporaryDirectory()
         api.keysChanged = { [keyring] in await keyring?.reload() }
         api.otherRoutes = configuration.grpcPort == nil ? [] : GRPCFrontEnd.routes
+        if configuration.graphql {
+            let owners = GraphQLOwners(
+                service: service, models: models, drift: monitors.drift, feedback: monitors.feedback, alerts: alerts, jobs: jobs)
+            if let graphql = try? GraphQLRoutes(owners: owners, http: configuration.http) {
+                api.moreRoutes.append { graphql.register(on: $0) }
+            } else {
+                logger.error("the GraphQL schema could not be built: /graphql is not served")
+            }
+        }
         return api
     }
 

@@ -1,0 +1,2 @@
+/// The console at /ui.
+enum ConsoleNamespace {}

@@ -1,0 +1,243 @@
+import Foundation
+import TernBundle
+import TernCore
+import TernRegistry
+import TernStatistics
+
+/// What GraphQL's types show: plain values made from the owners' records when a field asks for them.
+
+struct TensorSpecView: Sendable {
+    var name: String
+    var datatype: String
+    var shape: [Int]
+}
+
+struct AliasView: Sendable {
+    var name: String
+    var version: Int
+}
+
+struct MetricView: Sendable {
+    var name: String
+    var value: Double
+
+    /// Every measured value a bundle's or the live metrics hold, by its snake_case name, sorted.
+    static func all(_ metrics: ValidationMetrics?) -> [MetricView] {
+        guard let metrics else { return [] }
+        return Mirror(reflecting: metrics).children.compactMap { child -> MetricView? in
+            guard let label = child.label, let value = child.value as? Double else { return nil }
+            return MetricView(name: snakeCase(label), value: value)
+        }.sorted { $0.name < $1.name }
+    }
+
+    static func snakeCase(_ name: String) -> String {
+        var text = ""
+        for character in name {
+            if character.isUppercase {
+                text += "_" + character.lowercased()
+            } else {
+                text.append(character)
+            }
+        }
+        return text
+    }
+}
+
+struct TrafficWeightView: Sendable {
+    var version: Int
+    var weight: Double
+}
+
+struct VersionView: Sendable {
+    var number: Int
+    /// The registry's state (`active`, `archived`), or `served` for a model folder's version.
+    var state: String
+    var loaded: Bool
+    var platform: String?
+    var inputs: [TensorSpecView]
+    var outputs: [TensorSpecView]
+    var aliases: [String]
+    var sha256: String?
+    var bytes: Int?
+    var createdAt: String?
+    var createdBy: String?
+    var description: String?
+    var task: String?
+    var featureNames: [String]?
+    var classLabels: [String]?
+    var validation: [MetricView]
+}
+
+struct FeatureDriftView: Sendable {
+    var feature: String
+    var kind: String
+    var referenceCount: Int
+    var liveCount: Int
+    var referenceMissingRate: Double
+    var liveMissingRate: Double
+    var psi: Double?
+    var jensenShannon: Double?
+    var ksStatistic: Double?
+    var ksPValue: Double?
+    var wasserstein: Double?
+    var chiSquared: Double?
+    var chiSquaredPValue: Double?
+    var newCategories: [String]?
+    var drifted: Bool
+    var reasons: [String]
+    var insufficientData: String?
+
+    init(_ drift: FeatureDrift) {
+        feature = drift.feature
+        kind = drift.kind.rawValue
+        referenceCount = drift.referenceCount
+        liveCount = drift.liveCount
+        referenceMissingRate = drift.referenceMissingRate
+        liveMissingRate = drift.liveMissingRate
+        psi = drift.psi
+        jensenShannon = drift.jensenShannon
+        ksStatistic = drift.ksStatistic
+        ksPValue = drift.ksPValue
+        wasserstein = drift.wasserstein
+        chiSquared = drift.chiSquared
+        chiSquaredPValue = drift.chiSquaredPValue
+        newCategories = drift.newCategories
+        drifted = drift.drifted
+        reasons = drift.reasons
+        insufficientData = drift.insufficientData
+    }
+}
+
+struct DriftView: Sendable {
+    var version: Int
+    var referenceRows: Int
+    var predictions: Int
+    var rows: Int
+    var from: String?
+    var to: String?
+    var drifted: [String]
+    var features: [FeatureDriftView]
+}
+
+struct QualityView: Sendable {
+    var version: Int
+    var predictions: Int
+    var rows: Int
+    var mismatched: Int
+    var labelDelaySecondsMedian: Double?
+    var live: [MetricView]
+    var validation: [MetricView]
+}
+
+struct AlertView: Sendable {
+    var rule: String
+    var model: String
+    var metric: String
+    var severity: String
+    var state: String
+    var value: Double?
+    var threshold: Double
+    var since: String?
+    var lastResolved: String?
+}
+
+struct AuditView: Sendable {
+    var seq: Int
+    var at: String
+    var actor: String
+    var action: String
+    var model: String
+    var version: Int?
+    var before: String?
+    var after: String?
+    var hash: String
+
+    init(_ entry: AuditEntry) {
+        seq = entry.seq
+        at = entry.at
+        actor = entry.actor
+        action = entry.action
+        model = entry.model
+        version = entry.version
+        before = entry.before
+        after = entry.after
+        hash = entry.hash
+    }
+}
+
+struct JobView: Sendable {
+    var id: String
+    var model: String
+    var version: Int?
+    var state: String
+    var rows: Int
+    var rejected: Int
+    var error: String?
+    var createdBy: String?
+    var startedAt: String?
+    var endedAt: String?
+}
+
+struct ServerView: Sendable {
+    var name: String
+    var version: String
+    var ready: Bool
+}
+
+/// One tensor of a prediction: numbers in `data` (booleans as 1 and 0; NaN and infinities as null), text in
+/// `strings` (BYTES).
+struct TensorView: Sendable {
+    var name: String
+    var datatype: String
+    var shape: [Int]
+    var data: [Double?]?
+    var strings: [String]?
+
+    init(_ tensor: Tensor) {
+        name = tensor.name
+        datatype = tensor.datatype.rawValue
+        shape = tensor.shape
+        if let text = tensor.strings {
+            strings = text
+            return
+        }
+        data = Self.numbers(tensor)
+    }
+
+    /// The elements as doubles whose shortest form is the one v2 JSON writes: a 32-bit float goes through its
+    /// own shortest decimal, so `0.8170732` stays `0.8170732`, not the double `0.81707322597503662`.
+    static func numbers(_ tensor: Tensor) -> [Double?] {
+        func finite(_ value: Double) -> Double? { value.isFinite ? value : nil }
+        switch tensor.datatype {
+        case .fp32: return (tensor.values(as: Float.self) ?? []).map { finite(Double($0.description) ?? .nan) }
+        case .fp16: return (tensor.values(as: Float16.self) ?? []).map { finite(Double($0.description) ?? .nan) }
+        case .fp64: return (tensor.values(as: Double.self) ?? []).map(finite)
+        case .bool: return (tensor.values(as: Bool.self) ?? []).map { $0 ? 1 : 0 }
+        case .int8: return (tensor.values(as: Int8.self) ?? []).map { Double($0) }
+        case .int16: return (tensor.values(as: Int16.self) ?? []).map { Double($0) }
+        case .int32: return (tensor.values(as: Int32.self) ?? []).map { Double($0) }
+        case .int64: return (tensor.values(as: Int64.self) ?? []).map { Double($0) }
+        case .uint8: return (tensor.values(as: UInt8.self) ?? []).map { Double($0) }
+        case .uint16: return (tensor.values(as: UInt16.self) ?? []).map { Double($0) }
+        case .uint32: return (tensor.values(as: UInt32.self) ?? []).map { Double($0) }
+        case .uint64: return (tensor.values(as: UInt64.self) ?? []).map { Double($0) }
+        case .bytes: return []
+        }
+    }
+}
+
+struct PredictionView: Sendable {
+    var modelName: String
+    var modelVersion: String
+    var id: String?
+    var outputs: [TensorView]
+}
+
+/// A tensor of the predict mutation: numbers in `data`, or text in `strings` for BYTES inputs.
+struct TensorInput: Codable, Sendable {
+    var name: String
+    var datatype: String
+    var shape: [Int]
+    var data: [Double]?
+    var strings: [String]?
+}

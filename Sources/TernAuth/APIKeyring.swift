@@ -17,6 +17,8 @@ public final class APIKeyring: CredentialVerifier, Service {
         var keys: [Substring: StoredAPIKey] = [:]
         /// Keys verified since the keys last changed, by the whole presented key.
         var verified: [String: (caller: Caller, expiry: Date?)] = [:]
+        /// When each key (by caller name) was last verified here: the console's keys page.
+        var lastUse: [String: Date] = [:]
     }
     private let state = Mutex(State())
     private let holdsKeys = Atomic<Bool>(false)
@@ -60,7 +62,12 @@ public final class APIKeyring: CredentialVerifier, Service {
 
     public func verify(_ credential: String) throws(TernError) -> Caller {
         let now = Date()
-        if let hit = state.withLock({ $0.verified[credential] }) {
+        let cached = state.withLock { state in
+            let hit = state.verified[credential]
+            if let hit { state.lastUse[hit.caller.name] = now }
+            return hit
+        }
+        if let hit = cached {
             if let expiry = hit.expiry, expiry <= now { throw Self.expired(hit.caller.name, expiry) }
             return hit.caller
         }
@@ -78,8 +85,14 @@ public final class APIKeyring: CredentialVerifier, Service {
         state.withLock { state in
             if state.verified.count >= cacheLimit { state.verified.removeAll(keepingCapacity: true) }
             state.verified[credential] = (caller, expiry)
+            state.lastUse[caller.name] = now
         }
         return caller
+    }
+
+    /// When the key named `name` was last used on this server, if it was since the server started.
+    public func lastUse(of name: String) -> Date? {
+        state.withLock { $0.lastUse["key:" + name] }
     }
 
     private static func expired(_ name: String, _ expiry: Date) -> TernError {

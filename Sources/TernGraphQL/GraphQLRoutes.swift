@@ -61,7 +61,7 @@ package struct GraphQLRoutes: Sendable {
         }
         router.router.get("/graphql") { request, _ in
             try Self.authenticate(request, access: access)
-            let query = Self.formFields(request.uri.query ?? "")
+            let query = FormFields.parse(request.uri.query ?? "")
             guard let text = query["query"] else {
                 return Self.refusal("give the document in ?query= (queries only; mutations are POSTed)")
             }
@@ -76,20 +76,6 @@ package struct GraphQLRoutes: Sendable {
                 query: text, operationName: query["operationName"], variables: variables)
             return try await run(graphRequest, request, access: access, allowMutation: false)
         }
-    }
-
-    /// A query string's fields as HTML forms and GraphQL clients write them: `+` is a space, `%XX` a byte.
-    static func formFields(_ query: String) -> [String: String] {
-        var fields: [String: String] = [:]
-        for pair in query.split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decode(_ text: Substring) -> String {
-                let spaced = text.replacingOccurrences(of: "+", with: " ")
-                return spaced.removingPercentEncoding ?? spaced
-            }
-            fields[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
-        }
-        return fields
     }
 
     /// Who is asking, checked before the document is read (an anonymous or forged request learns nothing of

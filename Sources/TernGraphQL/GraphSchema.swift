@@ -101,55 +101,13 @@ struct ModelView: Sendable {
 
 enum GraphResolver {
     static func models(_ context: GraphContext) async throws -> [ModelView] {
-        let catalog = context.owners.service.catalog.current
-        if let models = context.owners.models {
-            let records = try await GraphErrors.translate { try await models.registry.models() }
-            return records.filter { context.visible($0.name) }.map { record in
-                let served = catalog.models[record.name] ?? [:]
-                return ModelView(
-                    name: record.name, defaultVersion: record.defaultVersion,
-                    aliases: record.aliases.sorted { $0.key < $1.key }.map { AliasView(name: $0.key, version: $0.value) },
-                    versions: record.versions.sorted { $0.version < $1.version }.map { version in
-                        view(served[version.version], record: version)
-                    },
-                    traffic: weights(record.traffic), shadows: record.traffic?.shadows ?? [])
-            }
+        try await GraphErrors.translate {
+            try await ModelOverview.all(service: context.owners.service, models: context.owners.models, visible: context.visible)
+        }.map { overview in
+            ModelView(
+                name: overview.name, defaultVersion: overview.defaultVersion, aliases: overview.aliases, versions: overview.versions,
+                traffic: overview.traffic, shadows: overview.shadows)
         }
-        return catalog.models.keys.sorted().filter(context.visible).map { name in
-            let versions = catalog.models[name] ?? [:]
-            let aliases = catalog.aliases[name] ?? [:]
-            return ModelView(
-                name: name, defaultVersion: catalog.defaults[name] ?? versions.keys.max(),
-                aliases: aliases.sorted { $0.key < $1.key }.map { AliasView(name: $0.key, version: $0.value) },
-                versions: versions.keys.sorted().map { number in
-                    var version = view(versions[number], record: nil)
-                    version.aliases = aliases.filter { $0.value == number }.map(\.key).sorted()
-                    return version
-                },
-                traffic: weights(catalog.traffic[name]), shadows: catalog.traffic[name]?.shadows ?? [])
-        }
-    }
-
-    private static func weights(_ policy: TrafficPolicy?) -> [TrafficWeightView] {
-        (policy?.weights ?? [:]).sorted { $0.key < $1.key }.map { TrafficWeightView(version: $0.key, weight: $0.value) }
-    }
-
-    private static func view(_ served: ServedModel?, record: VersionRecord?) -> VersionView {
-        func specs(_ specs: [TensorSpec]) -> [TensorSpecView] {
-            specs.map { TensorSpecView(name: $0.name, datatype: $0.datatype.rawValue, shape: $0.shape) }
-        }
-        let manifest = record?.manifest
-        return VersionView(
-            number: record?.version ?? served?.version ?? 0, state: record?.state ?? "served", loaded: served != nil,
-            platform: served?.platform,
-            inputs: served.map { specs($0.model.signature.inputs) }
-                ?? (manifest?.signature.inputs ?? []).map { TensorSpecView(name: $0.name, datatype: $0.datatype, shape: $0.shape) },
-            outputs: served.map { specs($0.model.signature.outputs) }
-                ?? (manifest?.signature.outputs ?? []).map { TensorSpecView(name: $0.name, datatype: $0.datatype, shape: $0.shape) },
-            aliases: record?.aliases.sorted() ?? [], sha256: record?.sha256, bytes: record?.bytes, createdAt: record?.createdAt,
-            createdBy: record?.createdBy, description: manifest?.description, task: manifest?.task,
-            featureNames: manifest?.featureNames ?? served?.featureNames, classLabels: manifest?.classLabels,
-            validation: MetricView.all(record?.metrics))
     }
 
     static func alertViews(_ context: GraphContext) -> [AlertView] {

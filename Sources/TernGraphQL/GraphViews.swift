@@ -1,72 +1,11 @@
 import Foundation
 import TernBundle
 import TernCore
+import TernModels
 import TernRegistry
 import TernStatistics
 
 /// What GraphQL's types show: plain values made from the owners' records when a field asks for them.
-
-struct TensorSpecView: Sendable {
-    var name: String
-    var datatype: String
-    var shape: [Int]
-}
-
-struct AliasView: Sendable {
-    var name: String
-    var version: Int
-}
-
-struct MetricView: Sendable {
-    var name: String
-    var value: Double
-
-    /// Every measured value a bundle's or the live metrics hold, by its snake_case name, sorted.
-    static func all(_ metrics: ValidationMetrics?) -> [MetricView] {
-        guard let metrics else { return [] }
-        return Mirror(reflecting: metrics).children.compactMap { child -> MetricView? in
-            guard let label = child.label, let value = child.value as? Double else { return nil }
-            return MetricView(name: snakeCase(label), value: value)
-        }.sorted { $0.name < $1.name }
-    }
-
-    static func snakeCase(_ name: String) -> String {
-        var text = ""
-        for character in name {
-            if character.isUppercase {
-                text += "_" + character.lowercased()
-            } else {
-                text.append(character)
-            }
-        }
-        return text
-    }
-}
-
-struct TrafficWeightView: Sendable {
-    var version: Int
-    var weight: Double
-}
-
-struct VersionView: Sendable {
-    var number: Int
-    /// The registry's state (`active`, `archived`), or `served` for a model folder's version.
-    var state: String
-    var loaded: Bool
-    var platform: String?
-    var inputs: [TensorSpecView]
-    var outputs: [TensorSpecView]
-    var aliases: [String]
-    var sha256: String?
-    var bytes: Int?
-    var createdAt: String?
-    var createdBy: String?
-    var description: String?
-    var task: String?
-    var featureNames: [String]?
-    var classLabels: [String]?
-    var validation: [MetricView]
-}
 
 struct FeatureDriftView: Sendable {
     var feature: String

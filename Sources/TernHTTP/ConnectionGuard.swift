@@ -211,7 +211,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                     preflight(context: context, origin: origin)
                     return
                 }
-                if !allowed, head.method != .get, head.method != .head {
+                // The server's own pages (the console's forms) send their own origin.
+                if !allowed, head.method != .get, head.method != .head, !Self.sameOrigin(origin, authority: head.authority) {
                     // A page on another site can send this (a form, a text/plain fetch) without asking first.
                     refuse(
                         context: context,
@@ -280,6 +281,16 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The answer to a request refused before it is read (a connection over the cap: 503; a client over its
     /// rate: 429), then close: its body, if any, is not read.
+    /// Whether `origin` (`http://host:port`) names the server the request was sent to (its `Host`).
+    static func sameOrigin(_ origin: String, authority: String?) -> Bool {
+        guard let authority, !authority.isEmpty else { return false }
+        let lowered = origin.lowercased()
+        for scheme in ["http://", "https://"] where lowered.hasPrefix(scheme) {
+            return lowered.dropFirst(scheme.count) == authority.lowercased()
+        }
+        return false
+    }
+
     private func refuse(context: ChannelHandlerContext, _ answer: ErrorAnswer, retryAfter: String?) {
         closed = true
         var response = HTTPResponse(status: answer.status, headerFields: answer.headers)

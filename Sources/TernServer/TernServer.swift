@@ -9,6 +9,7 @@ import ServiceLifecycle
 import Synchronization
 import TernAuth
 import TernBatch
+import TernConsole
 import TernCore
 import TernExplain
 import TernGraphQL
@@ -87,6 +88,8 @@ public struct ServerConfiguration: Sendable {
     public var keyConcurrency: Int?
     /// GraphQL at `/graphql` (`--graphql off` turns it off).
     public var graphql = true
+    /// The console at `/ui` (`--ui off` turns it off).
+    public var console = true
 
     public init(modelsDirectory: String) {
         self.modelsDirectory = modelsDirectory
@@ -161,6 +164,8 @@ public struct TernServer: Sendable {
     /// Each served version's newest predictions in memory, for drift (with a registry, whose bundles hold
     /// the reference data).
     let driftWindows: DriftWindows?
+    /// The last hour of requests per version, second by second, for the console.
+    let trafficHistory: TrafficHistory?
 
     public init(configuration: ServerConfiguration, runtime: ONNXRuntime, logger: Logger) {
         var configuration = configuration
@@ -212,6 +217,8 @@ public struct TernServer: Sendable {
             : ShadowTraffic(catalog: catalog, factory: factory, logger: Logger(label: "tern.shadow"))
         self.shadows = shadows
         if let shadows { observers.append(shadows) }
+        trafficHistory = configuration.console ? TrafficHistory() : nil
+        if let trafficHistory { observers.append(trafficHistory) }
         let rolloutWatch = configuration.registry == nil ? nil : RolloutWatch()
         self.rolloutWatch = rolloutWatch
         if let rolloutWatch { observers.append(rolloutWatch) }
@@ -272,6 +279,17 @@ public struct TernServer: Sendable {
                 api.moreRoutes.append { graphql.register(on: $0) }
             } else {
                 logger.error("the GraphQL schema could not be built: /graphql is not served")
+            }
+        }
+        if let trafficHistory {
+            let owners = ConsoleOwners(
+                service: service, history: trafficHistory, models: models, drift: monitors.drift, feedback: monitors.feedback,
+                alerts: alerts, jobs: jobs, rollouts: rollouts, explanations: explanations,
+                keyLastUse: { [keyring] name in keyring?.lastUse(of: name) })
+            if let console = try? ConsoleRoutes(owners: owners, access: configuration.http.access, secure: configuration.tls != nil) {
+                api.moreRoutes.append { console.register(on: $0) }
+            } else {
+                logger.error("the console's templates could not be built: /ui is not served")
             }
         }
         return api

@@ -96,7 +96,7 @@ package struct ConsoleRoutes: Sendable {
         base.get("/ui/assets/console.css") { _, _ in Self.asset(ConsoleAssets.css, type: "text/css; charset=utf-8") }
         base.get("/ui/assets/console.js") { _, _ in Self.asset(ConsoleAssets.script, type: "text/javascript; charset=utf-8") }
         base.get("/ui/login") { request, _ in
-            try page(request, needs: nil) { session in
+            try openPage(request) { session in
                 pages.login(next: Self.safeNext(FormFields.parse(request.uri.query ?? "")["next"]), message: nil, session: session)
             }
         }
@@ -260,10 +260,8 @@ package struct ConsoleRoutes: Sendable {
         }
     }
 
-    private func page(
-        _ request: Request, needs scope: Scope?, model: String? = nil, fragment: Bool = false, _ body: (Session) throws -> String
-    ) throws -> Response {
-        // The synchronous pages (login) have no owner to wait for.
+    /// A page anyone may see (the login page): the session when there is one, else an anonymous one.
+    private func openPage(_ request: Request, _ body: (Session) throws -> String) throws -> Response {
         do {
             let session = try sessionFor(request)
             return Self.html(try body(session))

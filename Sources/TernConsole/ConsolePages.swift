@@ -42,7 +42,7 @@ struct ConsolePages: Sendable {
     // MARK: - Sign-in and errors
 
     func login(next: String, message: String?, session: ConsoleRoutes.Session) -> String {
-        layout("Sign in", render("login", ["next": next, "message": message ?? ""]), session: session)
+        layout("Sign in", render("login", ["next": next].merging(message.map { ["message": $0] } ?? [:]) { a, _ in a }), session: session)
     }
 
     func error(status: HTTPResponse.Status, message: String) -> String {
@@ -130,14 +130,16 @@ struct ConsolePages: Sendable {
         values["versionNumbers"] = model.versions.map { ["number": $0.number] }
         values["aliasNames"] = model.aliases.map { ["name": $0.name] }
         if let models = owners.models {
-            values["rollout"] = try await rollout(name, models, owners.rollouts, session: session)
+            if let rollout = try await rollout(name, models, owners.rollouts, session: session) { values["rollout"] = rollout }
             values["audit"] = try await audit(name, models.registry, query: query)
             if let stable = try? owners.service.catalog.resolveStable(name: name, version: nil) {
-                values["card"] = try await card(name, version: stable.version, registry: models.registry)
-                values["cardVersion"] = stable.version
+                if let card = try await card(name, version: stable.version, registry: models.registry) {
+                    values["card"] = card
+                    values["cardVersion"] = stable.version
+                }
             }
         }
-        values["drift"] = await drift(name, owners)
+        if let drift = await drift(name, owners) { values["drift"] = drift }
         let quality = await quality(name, owners)
         values["quality"] = quality ?? []
         values["hasQuality"] = !(quality ?? []).isEmpty
@@ -206,9 +208,10 @@ struct ConsolePages: Sendable {
             "steps": rollout.steps.enumerated().map { index, share in
                 ["share": Charts.number(share) + "%", "current": index == rollout.step, "done": index < rollout.step]
             },
-            "startedAt": rollout.startedAt, "startedBy": rollout.startedBy, "reason": rollout.reason ?? "",
+            "startedAt": rollout.startedAt, "startedBy": rollout.startedBy,
             "live": rollout.state == "running" || rollout.state == "paused",
         ]
+        if let reason = rollout.reason, !reason.isEmpty { values["reason"] = reason }
         if rollout.state == "running" || rollout.state == "paused", let driver {
             let numbers = await driver.judge(rollout).numbers
             let encoder = JSONEncoder()
@@ -281,8 +284,8 @@ struct ConsolePages: Sendable {
                     "psi": Charts.number(feature.psi), "p": Self.pValue(feature.ksPValue ?? feature.chiSquaredPValue),
                     "test": feature.ksPValue != nil ? "KS" : (feature.chiSquaredPValue != nil ? "χ²" : ""),
                     "drifted": feature.drifted, "reasons": feature.reasons.joined(separator: "; "),
-                    "insufficient": feature.insufficientData ?? "",
                 ]
+                if let insufficient = feature.insufficientData { values["insufficient"] = insufficient }
                 if let bins = feature.bins, let reference = feature.referenceCounts, let live = feature.liveCounts, !bins.isEmpty {
                     values["histogram"] = Charts.histogram(
                         bins: bins, reference: reference, live: live,
@@ -418,14 +421,16 @@ struct ConsolePages: Sendable {
         guard let jobs = owners.jobs else { return "" }
         let rows: [[String: Any]] = try await jobs.list().filter { session.caller?.mayUse(model: $0["model"] as? String ?? "") ?? true }.map { job in
             let fraction = job["fraction_done"] as? Double
-            return [
+            var row: [String: Any] = [
                 "id": job["id"] as? String ?? "", "model": job["model"] as? String ?? "", "version": (job["version"] as? Int).map { "v\($0)" } ?? "",
                 "state": job["state"] as? String ?? "", "rows": Charts.grouped(job["rows"] as? Int ?? 0),
                 "rejected": Charts.grouped(job["rejected"] as? Int ?? 0), "started": job["started_at"] as? String ?? "",
-                "ended": job["ended_at"] as? String ?? "", "error": job["error"] as? String ?? "",
-                "progress": fraction.map { String(Int(($0 * 100).rounded())) } ?? "", "input": job["input"] as? String ?? "",
-                "output": job["output"] as? String ?? "",
+                "ended": job["ended_at"] as? String ?? "", "input": job["input"] as? String ?? "", "output": job["output"] as? String ?? "",
             ]
+            // Mustache shows a section for any value, an empty text too: only what is there is given.
+            if let error = job["error"] as? String { row["error"] = error }
+            if let fraction { row["progress"] = String(Int((fraction * 100).rounded())) }
+            return row
         }
         return render("jobsTable", ["jobs": rows, "none": rows.isEmpty])
     }

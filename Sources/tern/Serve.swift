@@ -185,6 +185,12 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("no-grpc"), help: "Serve HTTP only.")
     var noGRPC = false
 
+    @Option(help: "The console at /ui (docs/console.md): on or off.")
+    var ui: OnOff = .on
+
+    @Option(help: "GraphQL at /graphql (docs/graphql.md): on or off.")
+    var graphql: OnOff = .on
+
     @Option(help: "The model that /invocations and the platform predict routes use (default: the only one loaded).")
     var defaultModel: String?
 
@@ -558,6 +564,8 @@ struct Serve: AsyncParsableCommand {
         configuration.keyConcurrency = keyConcurrency
         configuration.addressRateLimit = ipRateLimit.map { RateLimit(perSecond: $0) }
         configuration.metricsEnabled = !noMetrics
+        configuration.console = ui == .on
+        configuration.graphql = graphql == .on
         configuration.metricsPort = metricsPort
         configuration.accessLogSampleRate = accessLog
         configuration.driftInterval = try OutsideNumber.duration(seconds: driftInterval, "--drift-interval")
@@ -746,4 +754,9 @@ extension Serve {
         }
         return port
     }
+}
+
+/// A part of the server that is on unless turned off (`--ui off`).
+enum OnOff: String, ExpressibleByArgument, CaseIterable {
+    case on, off
 }

@@ -15,6 +15,7 @@ from lender_scenario import Lender
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium (Debian's package) is not installed")
 # TERN_UPDATE_SCREENSHOTS=1 writes the docs' screenshots (docs/console-*.png) from this run.
 SCREENSHOTS = os.environ.get("TERN_UPDATE_SCREENSHOTS") == "1"
@@ -151,9 +152,8 @@ def test_the_live_parts_refresh_by_themselves(browser, lender):
             answer = requests.post(f"{lender.url}/v2/models/credit/versions/1/infer", headers=lender.headers("inferrer"), timeout=10,
                                    json={"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10], "data": rows.ravel().tolist()}]})
             assert answer.status_code == 200
-        visit.page.wait_for_function(
-            "n => Number(document.querySelector('table.live tbody tr td').innerText.replace(/,/g, '')) === n", arg=before + 5,
-            timeout=10_000)
+        # The page's script polls: the table shows the new count without a reload (no eval: the page's CSP forbids it).
+        expect(visit.page.locator("table.live tbody tr td").first).to_have_text(f"{before + 5:,}", timeout=10_000)
         assert visit.errors == []
     finally:
         visit.close()
@@ -300,5 +300,30 @@ def test_an_explanation_is_charted_with_the_explain_routes_numbers(browser, lend
             assert shown[name] == pytest.approx(value, rel=1e-4, abs=1e-9), name
         assert page.locator("main figure svg.bars rect").count() == len(values)
         assert visit.errors == []
+    finally:
+        visit.close()
+
+
+def test_the_graphql_playground_runs_a_query_with_a_key(browser, lender):
+    visit = Visit(browser, lender, key=None)
+    page = visit.page
+    try:
+        visit.go("/graphql")
+        assert page.title() == "GraphQL · Tern"
+        page.fill("#credential", lender.keys["reader"])
+        page.click("#run button")
+        expect(page.locator("#answer pre")).to_contain_text("defaultVersion")
+        answer = page.locator("#answer pre").inner_text()
+        import json
+        expected = requests.post(f"{lender.url}/graphql", headers=lender.headers("reader"), timeout=10,
+                                 json={"query": page.locator("#query").input_value()}).json()
+        assert json.loads(answer) == expected and [m["name"] for m in expected["data"]["models"]] == ["credit", "other"]
+        expect(page.locator("#types li").nth(5)).to_be_attached()
+        assert "Model (object)" in page.locator("#types").text_content()
+        # Without a key the page shows the server's refusal.
+        page.fill("#credential", "")
+        page.click("#run button")
+        expect(page.locator("#answer pre")).to_contain_text("authentication required")
+        assert visit.errors == [] or all("401" in e for e in visit.errors), visit.errors
     finally:
         visit.close()

@@ -23,15 +23,18 @@ package struct GraphQLRoutes: Sendable {
     let owners: GraphQLOwners
     let http: HTTPFrontEndConfiguration
     let api: TernGraphAPI
+    /// `GET /graphql` from a browser answers a page to write queries in (`--graphql-playground`).
+    let playground: Bool
 
     /// The deepest selection a document may make (`models { versions { inputs { name } } }` is 4 deep).
     package static let maxDepth = 8
     /// The most fields a document may select, fragments expanded.
     package static let maxFields = 500
 
-    package init(owners: GraphQLOwners, http: HTTPFrontEndConfiguration) throws {
+    package init(owners: GraphQLOwners, http: HTTPFrontEndConfiguration, playground: Bool = false) throws {
         self.owners = owners
         self.http = http
+        self.playground = playground
         self.api = try TernGraphAPI()
     }
 
@@ -59,9 +62,30 @@ package struct GraphQLRoutes: Sendable {
             }
             return try await run(graphRequest, request, access: access, allowMutation: true)
         }
+        if playground {
+            for (path, type, text) in [
+                ("/graphql/playground.js", "text/javascript; charset=utf-8", GraphQLPlayground.script),
+                ("/graphql/playground.css", "text/css; charset=utf-8", GraphQLPlayground.css),
+            ] {
+                router.table.add(RouteEntry(method: "GET", path: path, scope: nil, transport: "console"))
+                router.router.get(RouterPath(path)) { _, _ in
+                    Response(status: .ok, headers: [.contentType: type], body: .init(byteBuffer: ByteBuffer(string: text)))
+                }
+            }
+        }
         router.router.get("/graphql") { request, _ in
-            try Self.authenticate(request, access: access)
             let query = FormFields.parse(request.uri.query ?? "")
+            // A browser opening /graphql gets the playground page (a static page: the queries it sends carry the credential).
+            if playground, query["query"] == nil, request.headers[.accept]?.contains("text/html") == true {
+                return Response(
+                    status: .ok,
+                    headers: [
+                        .contentType: "text/html; charset=utf-8",
+                        HTTPField.Name("Content-Security-Policy")!:
+                            "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+                    ], body: .init(byteBuffer: ByteBuffer(string: GraphQLPlayground.page)))
+            }
+            try Self.authenticate(request, access: access)
             guard let text = query["query"] else {
                 return Self.refusal("give the document in ?query= (queries only; mutations are POSTed)")
             }
@@ -151,7 +175,9 @@ package struct GraphQLRoutes: Sendable {
         }
         guard operations.count == 1 else {
             return .failure(
-                Refusal(operations.isEmpty ? "the document has no operation" : "the document has \(operations.count) operations: name one in operationName"))
+                Refusal(
+                    operations.isEmpty
+                        ? "the document has no operation" : "the document has \(operations.count) operations: name one in operationName"))
         }
         return .success(operations[0])
     }

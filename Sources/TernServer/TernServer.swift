@@ -12,8 +12,8 @@ import TernBatch
 import TernConsole
 import TernCore
 import TernExplain
-import TernGraphQL
 import TernGRPC
+import TernGraphQL
 import TernHTTP
 import TernModelFiles
 import TernModels
@@ -88,6 +88,8 @@ public struct ServerConfiguration: Sendable {
     public var keyConcurrency: Int?
     /// GraphQL at `/graphql` (`--graphql off` turns it off).
     public var graphql = true
+    /// A page to write GraphQL queries in, at `GET /graphql` from a browser (`--graphql-playground`).
+    public var graphqlPlayground = false
     /// The console at `/ui` (`--ui off` turns it off).
     public var console = true
 
@@ -275,7 +277,7 @@ public struct TernServer: Sendable {
         if configuration.graphql {
             let owners = GraphQLOwners(
                 service: service, models: models, drift: monitors.drift, feedback: monitors.feedback, alerts: alerts, jobs: jobs)
-            if let graphql = try? GraphQLRoutes(owners: owners, http: configuration.http) {
+            if let graphql = try? GraphQLRoutes(owners: owners, http: configuration.http, playground: configuration.graphqlPlayground) {
                 api.moreRoutes.append { graphql.register(on: $0) }
             } else {
                 logger.error("the GraphQL schema could not be built: /graphql is not served")

@@ -191,6 +191,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "GraphQL at /graphql (docs/graphql.md): on or off.")
     var graphql: OnOff = .on
 
+    @Flag(help: "GET /graphql from a browser answers a page to write and run queries in.")
+    var graphqlPlayground = false
+
     @Option(help: "The model that /invocations and the platform predict routes use (default: the only one loaded).")
     var defaultModel: String?
 
@@ -566,6 +569,7 @@ struct Serve: AsyncParsableCommand {
         configuration.metricsEnabled = !noMetrics
         configuration.console = ui == .on
         configuration.graphql = graphql == .on
+        configuration.graphqlPlayground = graphqlPlayground
         configuration.metricsPort = metricsPort
         configuration.accessLogSampleRate = accessLog
         configuration.driftInterval = try OutsideNumber.duration(seconds: driftInterval, "--drift-interval")

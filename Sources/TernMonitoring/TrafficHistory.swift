@@ -52,12 +52,15 @@ package final class TrafficHistory: InferenceObserver, Sendable {
 
     package func requestEnded(_ event: InferenceEvent) {
         guard event.context.operation == .infer, let served = event.served else { return }
-        let now = clock()
         let micros = Double(event.duration.components.seconds) * 1e6 + Double(event.duration.components.attoseconds) / 1e12
-        let bucket = Self.bucket(microseconds: micros)
-        let outcome = event.outcome
+        record(model: served.name, version: served.version, outcome: event.outcome, microseconds: micros)
+    }
+
+    func record(model: String, version: Int, outcome: RequestOutcome, microseconds: Double) {
+        let now = clock()
+        let bucket = Self.bucket(microseconds: microseconds)
         rings.withLock { rings in
-            let key = Key(model: served.name, version: served.version)
+            let key = Key(model: model, version: version)
             if rings[key] == nil { rings[key] = Ring(now: now) }
             rings[key]!.advance(to: now)
             let slot = Int(now % Int64(Self.seconds))

@@ -237,6 +237,7 @@ let package = Package(
             name: "TernGraphQL",
             dependencies: [
                 "TernHTTP", "TernCore", "TernCodecs", "TernModels", "TernMonitoring", "TernRegistry", "TernBatch", "TernRollouts",
+                "TernStatistics",
                 .product(name: "Graphiti", package: "Graphiti"),
                 .product(name: "GraphQL", package: "GraphQL"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -248,6 +249,7 @@ let package = Package(
             name: "TernConsole",
             dependencies: [
                 "TernHTTP", "TernCore", "TernModels", "TernMonitoring", "TernRegistry", "TernBatch", "TernRollouts", "TernBundle",
+                "TernStatistics", "TernExplain", "TernCodecs",
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),

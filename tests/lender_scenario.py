@@ -35,8 +35,16 @@ class Lender:
         os.makedirs(os.path.join(batch, "in"))
         os.makedirs(os.path.join(batch, "out"))
         credit_csv(os.path.join(batch, "in", "applicants.csv"), 200, seed=7, label=False)
-        self.server = self.registry.serve("--alert-rules", rules, "--batch-root", batch, "--batch-threads", "1")
+        self.server = self.registry.serve(
+            "--alert-rules", rules, "--batch-root", batch, "--batch-threads", "1", "--graphql-playground")
         self.url = f"http://{self.server.url}"
+        try:
+            self.play(batch)
+        except BaseException:
+            self.server.stop()  # a scenario that fails half-way leaves no server behind
+            raise
+
+    def play(self, batch):
         self.truth = {}
         like, labels = credit_table(400, seed=5)
         self.send(like, labels, "calm")

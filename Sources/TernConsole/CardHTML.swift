@@ -22,9 +22,11 @@ enum CardHTML {
             }
             html += "<tbody>"
             for row in rows {
-                html += "<tr>" + row.enumerated().map { index, cell in
-                    index == 0 ? "<th scope=\"row\">\(inline(cell))</th>" : "<td>\(inline(cell))</td>"
-                }.joined() + "</tr>"
+                html +=
+                    "<tr>"
+                    + row.enumerated().map { index, cell in
+                        index == 0 ? "<th scope=\"row\">\(inline(cell))</th>" : "<td>\(inline(cell))</td>"
+                    }.joined() + "</tr>"
             }
             html += "</tbody></table></div>\n"
             table = []

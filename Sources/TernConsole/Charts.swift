@@ -1,4 +1,5 @@
 import Foundation
+import TernStatistics
 
 /// Small inline SVG charts, drawn on the server: no script, no style sheet of their own (presentation
 /// attributes only, which the console's content security policy allows). Each has a text table beside it in
@@ -62,7 +63,8 @@ enum Charts {
                     svg += "<circle cx=\"\(xy[0])\" cy=\"\(xy[1])\" r=\"2\" fill=\"\(color)\"/>"
                     continue
                 }
-                svg += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.5\"\(line.dashed ? " stroke-dasharray=\"4 3\"" : "") points=\"\(segment.joined(separator: " "))\"/>"
+                svg +=
+                    "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.5\"\(line.dashed ? " stroke-dasharray=\"4 3\"" : "") points=\"\(segment.joined(separator: " "))\"/>"
             }
             let legendX = left + 8 + Double(index) * 110
             svg += "<rect x=\"\(fmt(legendX))\" y=\"\(fmt(top))\" width=\"10\" height=\"3\" fill=\"\(color)\"/>"
@@ -79,16 +81,19 @@ enum Charts {
         let shares = zip(reference, live).map { (Double($0) / Double(referenceTotal), Double($1) / Double(liveTotal)) }
         let highest = max(shares.map { max($0.0, $0.1) }.max() ?? 0, 1e-9)
         let slot = (Double(width) - left * 2) / Double(max(bins.count, 1))
-        var svg = "<svg class=\"histogram\" role=\"img\" aria-label=\"\(HTML.escape(label))\" width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\">"
+        var svg =
+            "<svg class=\"histogram\" role=\"img\" aria-label=\"\(HTML.escape(label))\" width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\">"
         for (index, (ref, now)) in shares.enumerated() {
             let x = left + slot * Double(index)
             let barWidth = max(slot / 2 - 1, 1)
             for (offset, share, color) in [(0.0, ref, "#9ca3af"), (barWidth, now, palette[0])] {
                 let barHeight = share / highest * plotHeight
-                svg += "<rect x=\"\(fmt(x + offset))\" y=\"\(fmt(top + plotHeight - barHeight))\" width=\"\(fmt(barWidth))\" height=\"\(fmt(barHeight))\" fill=\"\(color)\"/>"
+                svg +=
+                    "<rect x=\"\(fmt(x + offset))\" y=\"\(fmt(top + plotHeight - barHeight))\" width=\"\(fmt(barWidth))\" height=\"\(fmt(barHeight))\" fill=\"\(color)\"/>"
             }
         }
-        svg += "<text x=\"\(fmt(left))\" y=\"\(height - 4)\" font-size=\"10\" fill=\"#4b5563\">grey: reference · blue: live (share of rows per bin)</text>"
+        svg +=
+            "<text x=\"\(fmt(left))\" y=\"\(height - 4)\" font-size=\"10\" fill=\"#4b5563\">grey: reference · blue: live (share of rows per bin)</text>"
         return svg + "</svg>"
     }
 
@@ -105,8 +110,10 @@ enum Charts {
             let y = 4 + rowHeight * Double(index)
             let length = abs(item.value) / largest * (half - 4)
             let x = item.value >= 0 ? zero : zero - length
-            svg += "<text x=\"\(fmt(nameWidth - 6))\" y=\"\(fmt(y + 13))\" font-size=\"11\" text-anchor=\"end\" fill=\"#111827\">\(HTML.escape(item.name))</text>"
-            svg += "<rect x=\"\(fmt(x))\" y=\"\(fmt(y + 3))\" width=\"\(fmt(max(length, 0.5)))\" height=\"12\" fill=\"\(item.value >= 0 ? "#dc2626" : "#2563eb")\"/>"
+            svg +=
+                "<text x=\"\(fmt(nameWidth - 6))\" y=\"\(fmt(y + 13))\" font-size=\"11\" text-anchor=\"end\" fill=\"#111827\">\(HTML.escape(item.name))</text>"
+            svg +=
+                "<rect x=\"\(fmt(x))\" y=\"\(fmt(y + 3))\" width=\"\(fmt(max(length, 0.5)))\" height=\"12\" fill=\"\(item.value >= 0 ? "#dc2626" : "#2563eb")\"/>"
         }
         return svg + "</svg>"
     }
@@ -140,19 +147,5 @@ enum Charts {
 }
 
 enum HTML {
-    static func escape(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.utf8.count)
-        for character in text {
-            switch character {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(character)
-            }
-        }
-        return out
-    }
+    static func escape(_ text: String) -> String { DriftHTML.escape(text) }
 }

@@ -204,7 +204,12 @@ package struct ConsoleRoutes: Sendable {
         let message: String
         do {
             guard !credential.isEmpty else { throw TernError.invalidArgument("give an API key or a bearer token") }
-            guard credential.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: ";") && $0 != UInt8(ascii: ",") && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) else {
+            guard
+                credential.utf8.allSatisfy({
+                    $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: ";") && $0 != UInt8(ascii: ",") && $0 != UInt8(ascii: "\"")
+                        && $0 != UInt8(ascii: "\\")
+                })
+            else {
                 throw TernError.invalidArgument("that is not an API key or a token")
             }
             let caller = try verifier.verify(credential)
@@ -242,7 +247,8 @@ package struct ConsoleRoutes: Sendable {
                 guard caller.has(scope) else {
                     throw TernError(
                         .permissionDenied,
-                        "\(caller.name) lacks the '\(scope.rawValue)' scope this needs (it has \(caller.scopes.sorted().map(\.rawValue).joined(separator: ", ")))")
+                        "\(caller.name) lacks the '\(scope.rawValue)' scope this needs (it has \(caller.scopes.sorted().map(\.rawValue).joined(separator: ", ")))"
+                    )
                 }
                 if let model, !caller.mayUse(model: model) { throw caller.refusal(model: model) }
             }
@@ -317,7 +323,9 @@ package struct ConsoleRoutes: Sendable {
 extension TernError {
     static func from(_ error: any Error) -> TernError {
         if let error = error as? TernError { return error }
-        if let error = error as? HTTPError { return TernError(error.status == .notFound ? .notFound : .invalidArgument, error.body ?? "\(error.status)") }
+        if let error = error as? HTTPError {
+            return TernError(error.status == .notFound ? .notFound : .invalidArgument, error.body ?? "\(error.status)")
+        }
         return TernError(.internalError, "\(error)")
     }
 }

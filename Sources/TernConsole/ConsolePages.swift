@@ -47,7 +47,9 @@ struct ConsolePages: Sendable {
 
     func error(status: HTTPResponse.Status, message: String) -> String {
         let session = ConsoleRoutes.Session(caller: nil, csrf: "", signedIn: false)
-        return layout("\(status.code) \(status.reasonPhrase)", render("error", ["status": "\(status.code) \(status.reasonPhrase)", "message": message]), session: session)
+        return layout(
+            "\(status.code) \(status.reasonPhrase)", render("error", ["status": "\(status.code) \(status.reasonPhrase)", "message": message]),
+            session: session)
     }
 
     // MARK: - Models
@@ -200,7 +202,9 @@ struct ConsolePages: Sendable {
         return "≤ " + (value < 1 ? String(format: "%.2f", value) : Charts.number(value)) + " ms"
     }
 
-    private func rollout(_ name: String, _ models: RegistryModels, _ driver: RolloutDriver?, session: ConsoleRoutes.Session) async throws -> [String: Any]? {
+    private func rollout(_ name: String, _ models: RegistryModels, _ driver: RolloutDriver?, session: ConsoleRoutes.Session) async throws -> [String:
+        Any]?
+    {
         guard let rollout = try await models.registry.rollout(model: name) else { return nil }
         var values: [String: Any] = [
             "state": rollout.state, "stable": rollout.stable, "candidate": rollout.candidate, "alias": rollout.alias,
@@ -218,7 +222,9 @@ struct ConsolePages: Sendable {
             encoder.keyEncodingStrategy = .convertToSnakeCase
             if let data = try? encoder.encode(numbers), let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
                 values["hasNumbers"] = !object.isEmpty
-                values["numbers"] = object.keys.sorted().map { key in ["name": key.replacingOccurrences(of: "_", with: " "), "value": Self.text(object[key])] }
+                values["numbers"] = object.keys.sorted().map { key in
+                    ["name": key.replacingOccurrences(of: "_", with: " "), "value": Self.text(object[key])]
+                }
             }
         }
         if session.may(.admin) {
@@ -254,7 +260,8 @@ struct ConsolePages: Sendable {
         let entries = kept.suffix(100).reversed().map { entry -> [String: Any] in
             [
                 "seq": entry.seq, "at": entry.at, "actor": entry.actor, "action": entry.action,
-                "version": entry.version.map { "v\($0)" } ?? "", "change": Self.clipped([entry.before, entry.after].compactMap { $0 }.joined(separator: " → ")),
+                "version": entry.version.map { "v\($0)" } ?? "",
+                "change": Self.clipped([entry.before, entry.after].compactMap { $0 }.joined(separator: " → ")),
             ]
         }
         return [
@@ -414,7 +421,8 @@ struct ConsolePages: Sendable {
     // MARK: - Jobs and keys
 
     func jobs(_ owners: ConsoleOwners, session: ConsoleRoutes.Session) async throws -> String {
-        layout("Batch jobs", render("jobs", ["table": try await jobsTable(owners, session: session), "served": owners.jobs != nil]), session: session)
+        layout(
+            "Batch jobs", render("jobs", ["table": try await jobsTable(owners, session: session), "served": owners.jobs != nil]), session: session)
     }
 
     func jobsTable(_ owners: ConsoleOwners, session: ConsoleRoutes.Session) async throws -> String {

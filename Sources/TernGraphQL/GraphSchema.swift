@@ -1,6 +1,6 @@
 import Foundation
-import Graphiti
 import GraphQL
+import Graphiti
 import NIOCore
 import TernBatch
 import TernCodecs
@@ -8,6 +8,7 @@ import TernCore
 import TernModels
 import TernMonitoring
 import TernRegistry
+import TernStatistics
 
 /// The owners GraphQL reads and runs: the same ones the REST routes call (nil: that part is absent on this
 /// server, and its fields answer empty lists or null).
@@ -70,7 +71,7 @@ struct ModelView: Sendable {
             let answer = try await drift.drift(of: served, window: window)
             return DriftView(
                 version: answer.version, referenceRows: answer.referenceRows, predictions: answer.predictions, rows: answer.rows,
-                from: answer.from, to: answer.to, drifted: answer.drifted, features: answer.features.map(FeatureDriftView.init))
+                from: answer.from, to: answer.to, drifted: answer.drifted, features: answer.features)
         }
     }
 
@@ -90,7 +91,7 @@ struct ModelView: Sendable {
         var limit: Int?
     }
 
-    func audit(context: GraphContext, arguments: LimitArguments) async throws -> [AuditView] {
+    func audit(context: GraphContext, arguments: LimitArguments) async throws -> [AuditEntry] {
         try await GraphResolver.audit(context: context, model: name, limit: arguments.limit)
     }
 
@@ -118,14 +119,14 @@ enum GraphResolver {
         }
     }
 
-    static func audit(context: GraphContext, model: String?, limit: Int?) async throws -> [AuditView] {
+    static func audit(context: GraphContext, model: String?, limit: Int?) async throws -> [AuditEntry] {
         guard let models = context.owners.models else { return [] }
         let limit = limit ?? 100
         guard (1...10_000).contains(limit) else {
             throw GraphErrors.wrap(TernError.invalidArgument("limit must be from 1 to 10000, not \(limit)"))
         }
         let entries = try await GraphErrors.translate { try await models.registry.auditLog(model: model) }
-        return entries.filter { context.visible($0.model) }.suffix(limit).reversed().map(AuditView.init)
+        return entries.filter { context.visible($0.model) }.suffix(limit).reversed()
     }
 
     static func jobs(_ context: GraphContext) async throws -> [JobView] {
@@ -312,9 +313,9 @@ struct TernGraphAPI: API {
                 Field("classLabels", at: \.classLabels)
                 Field("validation", at: \.validation).description("What the bundle measured on its holdout when it was packed")
             }
-            Type(FeatureDriftView.self, as: "FeatureDrift") {
+            Type(FeatureDrift.self, as: "FeatureDrift") {
                 Field("feature", at: \.feature)
-                Field("kind", at: \.kind)
+                Field("kind", at: \.kind.rawValue)
                 Field("referenceCount", at: \.referenceCount)
                 Field("liveCount", at: \.liveCount)
                 Field("referenceMissingRate", at: \.referenceMissingRate)
@@ -361,7 +362,7 @@ struct TernGraphAPI: API {
                 Field("since", at: \.since)
                 Field("lastResolved", at: \.lastResolved)
             }
-            Type(AuditView.self, as: "AuditEntry") {
+            Type(AuditEntry.self, as: "AuditEntry") {
                 Field("seq", at: \.seq)
                 Field("at", at: \.at)
                 Field("actor", at: \.actor)
@@ -475,7 +476,7 @@ extension TernGraphAPI.Root {
         GraphResolver.alertViews(context)
     }
 
-    func audit(context: GraphContext, arguments: AuditArguments) async throws -> [AuditView] {
+    func audit(context: GraphContext, arguments: AuditArguments) async throws -> [AuditEntry] {
         if let model = arguments.model { try context.requireVisible(model) }
         return try await GraphResolver.audit(context: context, model: arguments.model, limit: arguments.limit)
     }

@@ -7,46 +7,6 @@ import TernStatistics
 
 /// What GraphQL's types show: plain values made from the owners' records when a field asks for them.
 
-struct FeatureDriftView: Sendable {
-    var feature: String
-    var kind: String
-    var referenceCount: Int
-    var liveCount: Int
-    var referenceMissingRate: Double
-    var liveMissingRate: Double
-    var psi: Double?
-    var jensenShannon: Double?
-    var ksStatistic: Double?
-    var ksPValue: Double?
-    var wasserstein: Double?
-    var chiSquared: Double?
-    var chiSquaredPValue: Double?
-    var newCategories: [String]?
-    var drifted: Bool
-    var reasons: [String]
-    var insufficientData: String?
-
-    init(_ drift: FeatureDrift) {
-        feature = drift.feature
-        kind = drift.kind.rawValue
-        referenceCount = drift.referenceCount
-        liveCount = drift.liveCount
-        referenceMissingRate = drift.referenceMissingRate
-        liveMissingRate = drift.liveMissingRate
-        psi = drift.psi
-        jensenShannon = drift.jensenShannon
-        ksStatistic = drift.ksStatistic
-        ksPValue = drift.ksPValue
-        wasserstein = drift.wasserstein
-        chiSquared = drift.chiSquared
-        chiSquaredPValue = drift.chiSquaredPValue
-        newCategories = drift.newCategories
-        drifted = drift.drifted
-        reasons = drift.reasons
-        insufficientData = drift.insufficientData
-    }
-}
-
 struct DriftView: Sendable {
     var version: Int
     var referenceRows: Int
@@ -55,7 +15,7 @@ struct DriftView: Sendable {
     var from: String?
     var to: String?
     var drifted: [String]
-    var features: [FeatureDriftView]
+    var features: [FeatureDrift]
 }
 
 struct QualityView: Sendable {
@@ -78,30 +38,6 @@ struct AlertView: Sendable {
     var threshold: Double
     var since: String?
     var lastResolved: String?
-}
-
-struct AuditView: Sendable {
-    var seq: Int
-    var at: String
-    var actor: String
-    var action: String
-    var model: String
-    var version: Int?
-    var before: String?
-    var after: String?
-    var hash: String
-
-    init(_ entry: AuditEntry) {
-        seq = entry.seq
-        at = entry.at
-        actor = entry.actor
-        action = entry.action
-        model = entry.model
-        version = entry.version
-        before = entry.before
-        after = entry.after
-        hash = entry.hash
-    }
 }
 
 struct JobView: Sendable {

@@ -130,4 +130,3 @@ package struct VersionView: Sendable {
     package var classLabels: [String]?
     package var validation: [MetricView]
 }
-

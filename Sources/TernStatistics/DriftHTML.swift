@@ -115,7 +115,8 @@ public enum DriftHTML {
         "f-" + name.unicodeScalars.map { CharacterSet.alphanumerics.contains($0) ? String($0) : "-" }.joined()
     }
 
-    static func escape(_ text: String) -> String {
+    /// Text for HTML: the five characters that could open markup or end an attribute, as entities (the console's pages too).
+    package static func escape(_ text: String) -> String {
         var out = ""
         for character in text {
             switch character {

@@ -1,6 +1,6 @@
 import Synchronization
-import Testing
 import TernCore
+import Testing
 
 @testable import TernMonitoring
 

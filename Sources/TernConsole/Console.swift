@@ -55,17 +55,17 @@ package struct ConsoleRoutes: Sendable {
     let owners: ConsoleOwners
     let access: AccessControl
     let secure: Bool
-    let pages: ConsolePages
+    /// The templates, compiled on the first page asked for (not at the server's start).
+    let compiled = OnFirstUse { try ConsolePages() }
     /// Signs the forms' CSRF tokens; made when the server starts.
     let formKey: SymmetricKey
 
     static let cookie = "tern_console"
 
-    package init(owners: ConsoleOwners, access: AccessControl, secure: Bool) throws {
+    package init(owners: ConsoleOwners, access: AccessControl, secure: Bool) {
         self.owners = owners
         self.access = access
         self.secure = secure
-        self.pages = try ConsolePages()
         self.formKey = SymmetricKey(size: .bits256)
     }
 
@@ -80,6 +80,10 @@ package struct ConsoleRoutes: Sendable {
 
     enum Outcome: Error {
         case redirect(String)
+    }
+
+    var pages: ConsolePages {
+        get throws { try compiled.get() }
     }
 
     package func register(on router: ScopedRouter) {
@@ -97,7 +101,7 @@ package struct ConsoleRoutes: Sendable {
         base.get("/ui/assets/console.js") { _, _ in Self.asset(ConsoleAssets.script, type: "text/javascript; charset=utf-8") }
         base.get("/ui/login") { request, _ in
             try openPage(request) { session in
-                pages.login(next: Self.safeNext(FormFields.parse(request.uri.query ?? "")["next"]), message: nil, session: session)
+                try pages.login(next: Self.safeNext(FormFields.parse(request.uri.query ?? "")["next"]), message: nil, session: session)
             }
         }
         base.post("/ui/login") { request, _ in try await signIn(request) }
@@ -126,7 +130,7 @@ package struct ConsoleRoutes: Sendable {
             let model = try context.parameters.require("model")
             let span = Int(FormFields.parse(request.uri.query ?? "")["span"] ?? "") ?? 300
             return try await page(request, needs: .read, model: model, fragment: true) { _ in
-                pages.live(model, owners, span: span)
+                try pages.live(model, owners, span: span)
             }
         }
         base.get("/ui/models/{model}/confirm") { request, context in
@@ -222,7 +226,7 @@ package struct ConsoleRoutes: Sendable {
         } catch let error as TernError {
             message = error.message
         }
-        let html = pages.login(next: next, message: message, session: Session(caller: nil, csrf: "", signedIn: false))
+        let html = try pages.login(next: next, message: message, session: Session(caller: nil, csrf: "", signedIn: false))
         return Self.html(html, status: .unauthorized)
     }
 
@@ -262,7 +266,7 @@ package struct ConsoleRoutes: Sendable {
             let status = failure.code.httpStatus
             let message = status == .internalServerError ? TernError.faultMessageForClients : failure.message
             if fragment { return Self.html("<p class=\"error\">\(HTML.escape(message))</p>", status: status) }
-            return Self.html(pages.error(status: status, message: message), status: status)
+            return Self.html((try? pages.error(status: status, message: message)) ?? HTML.escape(message), status: status)
         }
     }
 

@@ -22,7 +22,8 @@ extension WireProtocol {
 package struct GraphQLRoutes: Sendable {
     let owners: GraphQLOwners
     let http: HTTPFrontEndConfiguration
-    let api: TernGraphAPI
+    /// The schema, built on the first request (about 20 ms a server that is never asked would pay at start).
+    let api = OnFirstUse { try TernGraphAPI() }
     /// `GET /graphql` from a browser answers a page to write queries in (`--graphql-playground`).
     let playground: Bool
 
@@ -31,11 +32,10 @@ package struct GraphQLRoutes: Sendable {
     /// The most fields a document may select, fragments expanded.
     package static let maxFields = 500
 
-    package init(owners: GraphQLOwners, http: HTTPFrontEndConfiguration, playground: Bool = false) throws {
+    package init(owners: GraphQLOwners, http: HTTPFrontEndConfiguration, playground: Bool = false) {
         self.owners = owners
         self.http = http
         self.playground = playground
-        self.api = try TernGraphAPI()
     }
 
     package func register(on router: ScopedRouter) {
@@ -151,7 +151,7 @@ package struct GraphQLRoutes: Sendable {
         call.caller = caller
         let context = GraphContext(owners: owners, caller: caller, call: call)
         let result = try await CurrentCaller.$value.withValue(caller) {
-            try await api.execute(request: graphRequest, context: context)
+            try await api.get().execute(request: graphRequest, context: context)
         }
         return Self.answer(GraphErrors.clientFacing(result), status: Self.status(result))
     }

@@ -277,22 +277,16 @@ public struct TernServer: Sendable {
         if configuration.graphql {
             let owners = GraphQLOwners(
                 service: service, models: models, drift: monitors.drift, feedback: monitors.feedback, alerts: alerts, jobs: jobs)
-            if let graphql = try? GraphQLRoutes(owners: owners, http: configuration.http, playground: configuration.graphqlPlayground) {
-                api.moreRoutes.append { graphql.register(on: $0) }
-            } else {
-                logger.error("the GraphQL schema could not be built: /graphql is not served")
-            }
+            let graphql = GraphQLRoutes(owners: owners, http: configuration.http, playground: configuration.graphqlPlayground)
+            api.moreRoutes.append { graphql.register(on: $0) }
         }
         if let trafficHistory {
             let owners = ConsoleOwners(
                 service: service, history: trafficHistory, models: models, drift: monitors.drift, feedback: monitors.feedback,
                 alerts: alerts, jobs: jobs, rollouts: rollouts, explanations: explanations,
                 keyLastUse: { [keyring] name in keyring?.lastUse(of: name) })
-            if let console = try? ConsoleRoutes(owners: owners, access: configuration.http.access, secure: configuration.tls != nil) {
-                api.moreRoutes.append { console.register(on: $0) }
-            } else {
-                logger.error("the console's templates could not be built: /ui is not served")
-            }
+            let console = ConsoleRoutes(owners: owners, access: configuration.http.access, secure: configuration.tls != nil)
+            api.moreRoutes.append { console.register(on: $0) }
         }
         return api
     }

@@ -161,7 +161,8 @@ package struct GraphQLRoutes: Sendable {
     /// argument type), else the status REST gives the first error (a refused prediction: 400, an unknown model: 404).
     static func status(_ result: GraphQLResult) -> HTTPResponse.Status {
         guard result.data == nil || result.data == .null, let first = result.errors.first else { return .ok }
-        return (first.originalError as? TernError)?.code.httpStatus ?? .badRequest
+        guard let original = first.originalError else { return .badRequest }
+        return (original as? TernError)?.code.httpStatus ?? .internalServerError
     }
 
     /// The operation a request runs: the one named, or the document's only one.

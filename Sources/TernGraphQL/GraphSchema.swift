@@ -42,49 +42,27 @@ struct GraphContext: Sendable {
     func visible(_ model: String) -> Bool { caller?.mayUse(model: model) ?? true }
 
     func requireVisible(_ model: String) throws {
-        if let caller, !caller.mayUse(model: model) { throw GraphErrors.wrap(caller.refusal(model: model)) }
+        if let caller, !caller.mayUse(model: model) { throw caller.refusal(model: model) }
     }
 }
 
-/// A model as GraphQL shows it: its record in the registry (when there is one) and its served versions.
-struct ModelView: Sendable {
-    var name: String
-    var defaultVersion: Int?
-    var aliases: [AliasView]
-    var versions: [VersionView]
-    var traffic: [TrafficWeightView]
-    var shadows: [Int]
-
+/// A model's fields that read an owner when asked: drift, quality, audit, alerts.
+extension ModelOverview {
     struct WindowArguments: Codable, Sendable {
         var version: String?
         var window: Int?
     }
 
-    func drift(context: GraphContext, arguments: WindowArguments) async throws -> DriftView? {
+    func drift(context: GraphContext, arguments: WindowArguments) async throws -> DriftAnswer? {
         guard let drift = context.owners.drift else { return nil }
         let window = arguments.window ?? 1_000
-        guard (1...10_000).contains(window) else {
-            throw GraphErrors.wrap(TernError.invalidArgument("window must be from 1 to 10000, not \(window)"))
-        }
-        return try await GraphErrors.translate {
-            let served = try context.owners.service.catalog.resolveStable(name: name, version: arguments.version)
-            let answer = try await drift.drift(of: served, window: window)
-            return DriftView(
-                version: answer.version, referenceRows: answer.referenceRows, predictions: answer.predictions, rows: answer.rows,
-                from: answer.from, to: answer.to, drifted: answer.drifted, features: answer.features)
-        }
+        guard (1...10_000).contains(window) else { throw TernError.invalidArgument("window must be from 1 to 10000, not \(window)") }
+        let served = try context.owners.service.catalog.resolveStable(name: name, version: arguments.version)
+        return try await drift.drift(of: served, window: window)
     }
 
-    func quality(context: GraphContext, arguments: NoArguments) async throws -> [QualityView] {
-        guard let feedback = context.owners.feedback else { return [] }
-        return try await GraphErrors.translate {
-            try await feedback.performance(of: name, since: nil, newest: nil).map { version in
-                QualityView(
-                    version: version.version, predictions: version.predictions, rows: version.rows, mismatched: version.mismatched,
-                    labelDelaySecondsMedian: version.labelDelaySecondsMedian, live: MetricView.all(version.live),
-                    validation: MetricView.all(version.validation))
-            }
-        }
+    func quality(context: GraphContext, arguments: NoArguments) async throws -> [VersionPerformance] {
+        try await context.owners.feedback?.performance(of: name, since: nil, newest: nil) ?? []
     }
 
     struct LimitArguments: Codable, Sendable {
@@ -95,43 +73,33 @@ struct ModelView: Sendable {
         try await GraphResolver.audit(context: context, model: name, limit: arguments.limit)
     }
 
-    func alerts(context: GraphContext, arguments: NoArguments) -> [AlertView] {
-        GraphResolver.alertViews(context).filter { $0.model == name }
+    func alerts(context: GraphContext, arguments: NoArguments) -> [AlertState] {
+        GraphResolver.alerts(context).filter { $0.model == name }
     }
 }
 
 enum GraphResolver {
-    static func models(_ context: GraphContext) async throws -> [ModelView] {
-        try await GraphErrors.translate {
-            try await ModelOverview.all(service: context.owners.service, models: context.owners.models, visible: context.visible)
-        }.map { overview in
-            ModelView(
-                name: overview.name, defaultVersion: overview.defaultVersion, aliases: overview.aliases, versions: overview.versions,
-                traffic: overview.traffic, shadows: overview.shadows)
-        }
+    static func models(_ context: GraphContext) async throws -> [ModelOverview] {
+        try await ModelOverview.all(service: context.owners.service, models: context.owners.models, visible: context.visible)
     }
 
-    static func alertViews(_ context: GraphContext) -> [AlertView] {
-        (context.owners.alerts?.snapshot ?? []).filter { context.visible($0.model) }.map {
-            AlertView(
-                rule: $0.rule, model: $0.model, metric: $0.metric, severity: $0.severity, state: $0.state, value: $0.value,
-                threshold: $0.threshold, since: $0.since, lastResolved: $0.lastResolved)
-        }
+    static func alerts(_ context: GraphContext) -> [AlertState] {
+        (context.owners.alerts?.snapshot ?? []).filter { context.visible($0.model) }
     }
 
     static func audit(context: GraphContext, model: String?, limit: Int?) async throws -> [AuditEntry] {
         guard let models = context.owners.models else { return [] }
         let limit = limit ?? 100
         guard (1...10_000).contains(limit) else {
-            throw GraphErrors.wrap(TernError.invalidArgument("limit must be from 1 to 10000, not \(limit)"))
+            throw TernError.invalidArgument("limit must be from 1 to 10000, not \(limit)")
         }
-        let entries = try await GraphErrors.translate { try await models.registry.auditLog(model: model) }
+        let entries = try await models.registry.auditLog(model: model)
         return entries.filter { context.visible($0.model) }.suffix(limit).reversed()
     }
 
     static func jobs(_ context: GraphContext) async throws -> [JobView] {
         guard let jobs = context.owners.jobs else { return [] }
-        return try await GraphErrors.translate { try await jobs.list() }.compactMap { object in
+        return try await jobs.list().compactMap { object in
             guard let id = object["id"] as? String, let model = object["model"] as? String, context.visible(model) else { return nil }
             return JobView(
                 id: id, model: model, version: object["version"] as? Int, state: object["state"] as? String ?? "",
@@ -155,10 +123,10 @@ enum GraphResolver {
         for (index, input) in arguments.inputs.enumerated() {
             if index > 0 { writer.byte(UInt8(ascii: ",")) }
             guard let datatype = DataType(rawValue: input.datatype.uppercased()) else {
-                throw GraphErrors.wrap(TernError.invalidArgument("input '\(Echo.clip(input.name))': unknown datatype '\(Echo.clip(input.datatype))'"))
+                throw TernError.invalidArgument("input '\(Echo.clip(input.name))': unknown datatype '\(Echo.clip(input.datatype))'")
             }
             guard input.shape.allSatisfy({ $0 >= 0 }) else {
-                throw GraphErrors.wrap(TernError.invalidArgument("input '\(Echo.clip(input.name))': a shape's dimensions are not negative"))
+                throw TernError.invalidArgument("input '\(Echo.clip(input.name))': a shape's dimensions are not negative")
             }
             writer.tensorHeader(name: input.name, datatype: datatype, shape: input.shape)
             writer.raw(",\"data\":[")
@@ -169,7 +137,7 @@ enum GraphResolver {
                     writer.string(text)
                 }
             case (.bytes, _, nil):
-                throw GraphErrors.wrap(TernError.invalidArgument("input '\(Echo.clip(input.name))' is BYTES: give its values in strings"))
+                throw TernError.invalidArgument("input '\(Echo.clip(input.name))' is BYTES: give its values in strings")
             case (_, let numbers?, nil):
                 for (at, number) in numbers.enumerated() {
                     if at > 0 { writer.byte(UInt8(ascii: ",")) }
@@ -182,8 +150,7 @@ enum GraphResolver {
                     }
                 }
             default:
-                throw GraphErrors.wrap(
-                    TernError.invalidArgument("input '\(Echo.clip(input.name))': give its values in data (numbers), not strings"))
+                throw TernError.invalidArgument("input '\(Echo.clip(input.name))': give its values in data (numbers), not strings")
             }
             writer.raw("]}")
         }
@@ -202,12 +169,10 @@ enum GraphResolver {
         let body = writer.buffer
         let service = context.owners.service
         let call = context.call
-        let response = try await GraphErrors.translate {
-            try await service.infer(call) {
-                try service.resolve(model: arguments.model, version: arguments.version, context: call)
-            } decode: { _ in
-                try V2RequestDecoder.decode(body: body, headerLength: nil).0
-            }
+        let response = try await service.infer(call) {
+            try service.resolve(model: arguments.model, version: arguments.version, context: call)
+        } decode: { _ in
+            try V2RequestDecoder.decode(body: body, headerLength: nil).0
         }
         return PredictionView(
             modelName: response.modelName, modelVersion: response.modelVersion, id: response.id,
@@ -232,35 +197,24 @@ extension DataType {
     }
 }
 
-/// Errors of the resolvers: thrown as TernError (GraphQL then adds the field's path and location), and
-/// answered with TernError's message and its code in `extensions.code` (`INVALID_ARGUMENT`, `NOT_FOUND`, ...).
+/// The resolvers' errors as a client reads them: TernError's message and its code in `extensions.code`
+/// (`INVALID_ARGUMENT`, `NOT_FOUND`, ...); any other error of a resolver is a fault, whose details stay in
+/// the server's log. GraphQL's own errors (syntax, schema) are left as they are.
 enum GraphErrors {
-    static func wrap(_ error: any Error) -> TernError {
-        error as? TernError ?? TernError(.internalError, "\(error)")
-    }
-
     static func code(_ code: TernError.Code) -> String {
         code.description.uppercased().replacingOccurrences(of: " ", with: "_")
     }
 
-    /// A result's errors with TernError's message and code (a fault's details stay in the server's log).
     static func clientFacing(_ result: GraphQLResult) -> GraphQLResult {
         var result = result
         result.errors = result.errors.map { error in
-            guard let tern = error.originalError as? TernError else { return error }
+            guard let original = error.originalError else { return error }
+            let tern = original as? TernError ?? TernError(.internalError, "\(original)")
             let message = tern.code == .internalError ? TernError.faultMessageForClients : tern.message
             return GraphQLError(
                 message: message, locations: error.locations, path: error.path, extensions: ["code": .string(code(tern.code))])
         }
         return result
-    }
-
-    static func translate<T>(_ body: () async throws -> T) async throws -> T {
-        do {
-            return try await body()
-        } catch {
-            throw wrap(error)
-        }
     }
 }
 
@@ -332,7 +286,7 @@ struct TernGraphAPI: API {
                 Field("reasons", at: \.reasons)
                 Field("insufficientData", at: \.insufficientData)
             }
-            Type(DriftView.self, as: "Drift") {
+            Type(DriftAnswer.self, as: "Drift") {
                 Field("version", at: \.version)
                 Field("referenceRows", at: \.referenceRows)
                 Field("predictions", at: \.predictions)
@@ -342,16 +296,16 @@ struct TernGraphAPI: API {
                 Field("drifted", at: \.drifted)
                 Field("features", at: \.features)
             }
-            Type(QualityView.self, as: "Quality") {
+            Type(VersionPerformance.self, as: "Quality") {
                 Field("version", at: \.version)
                 Field("predictions", at: \.predictions)
                 Field("rows", at: \.rows)
                 Field("mismatched", at: \.mismatched)
                 Field("labelDelaySecondsMedian", at: \.labelDelaySecondsMedian)
-                Field("live", at: \.live)
-                Field("validation", at: \.validation)
+                Field("live", at: \.liveMetrics)
+                Field("validation", at: \.validationMetrics)
             }
-            Type(AlertView.self, as: "Alert") {
+            Type(AlertState.self, as: "Alert") {
                 Field("rule", at: \.rule)
                 Field("model", at: \.model)
                 Field("metric", at: \.metric)
@@ -385,22 +339,22 @@ struct TernGraphAPI: API {
                 Field("startedAt", at: \.startedAt)
                 Field("endedAt", at: \.endedAt)
             }
-            Type(ModelView.self, as: "Model") {
+            Type(ModelOverview.self, as: "Model") {
                 Field("name", at: \.name)
                 Field("defaultVersion", at: \.defaultVersion)
                 Field("aliases", at: \.aliases)
                 Field("versions", at: \.versions)
                 Field("traffic", at: \.traffic)
                 Field("shadows", at: \.shadows)
-                Field("drift", at: ModelView.drift) {
+                Field("drift", at: ModelOverview.drift) {
                     Argument("version", at: \.version).description("A number or alias (default: the stable version, not a canary)")
                     Argument("window", at: \.window).description("How many of the newest predictions to compare (1-10000, default 1000)")
                 }
-                Field("quality", at: ModelView.quality).description("Live quality from feedback, per version, beside the bundle's")
-                Field("audit", at: ModelView.audit) {
+                Field("quality", at: ModelOverview.quality).description("Live quality from feedback, per version, beside the bundle's")
+                Field("audit", at: ModelOverview.audit) {
                     Argument("limit", at: \.limit)
                 }
-                Field("alerts", at: ModelView.alerts)
+                Field("alerts", at: ModelOverview.alerts)
             }
             Type(TensorView.self, as: "Tensor") {
                 Field("name", at: \.name)
@@ -463,17 +417,17 @@ extension TernGraphAPI.Root {
         ServerView(name: TernVersion.name, version: TernVersion.version, ready: context.owners.service.isReady)
     }
 
-    func models(context: GraphContext, arguments: NoArguments) async throws -> [ModelView] {
+    func models(context: GraphContext, arguments: NoArguments) async throws -> [ModelOverview] {
         try await GraphResolver.models(context)
     }
 
-    func model(context: GraphContext, arguments: NameArguments) async throws -> ModelView? {
+    func model(context: GraphContext, arguments: NameArguments) async throws -> ModelOverview? {
         try context.requireVisible(arguments.name)
         return try await GraphResolver.models(context).first { $0.name == arguments.name }
     }
 
-    func alerts(context: GraphContext, arguments: NoArguments) -> [AlertView] {
-        GraphResolver.alertViews(context)
+    func alerts(context: GraphContext, arguments: NoArguments) -> [AlertState] {
+        GraphResolver.alerts(context)
     }
 
     func audit(context: GraphContext, arguments: AuditArguments) async throws -> [AuditEntry] {

@@ -2,42 +2,16 @@ import Foundation
 import TernBundle
 import TernCore
 import TernModels
+import TernMonitoring
 import TernRegistry
 import TernStatistics
 
 /// What GraphQL's types show: plain values made from the owners' records when a field asks for them.
 
-struct DriftView: Sendable {
-    var version: Int
-    var referenceRows: Int
-    var predictions: Int
-    var rows: Int
-    var from: String?
-    var to: String?
-    var drifted: [String]
-    var features: [FeatureDrift]
-}
-
-struct QualityView: Sendable {
-    var version: Int
-    var predictions: Int
-    var rows: Int
-    var mismatched: Int
-    var labelDelaySecondsMedian: Double?
-    var live: [MetricView]
-    var validation: [MetricView]
-}
-
-struct AlertView: Sendable {
-    var rule: String
-    var model: String
-    var metric: String
-    var severity: String
-    var state: String
-    var value: Double?
-    var threshold: Double
-    var since: String?
-    var lastResolved: String?
+extension VersionPerformance {
+    /// The live and the holdout metrics as name/value pairs (GraphQL has no open-ended objects).
+    var liveMetrics: [MetricView] { MetricView.all(live) }
+    var validationMetrics: [MetricView] { MetricView.all(validation) }
 }
 
 struct JobView: Sendable {

@@ -72,6 +72,8 @@ package struct ConsoleRoutes: Sendable {
     /// Who is looking, and the token their forms carry.
     struct Session: Sendable {
         var caller: Caller?
+        /// The key or token signed in with (nil on an open server).
+        var credential: String? = nil
         var csrf: String
         var signedIn: Bool
 
@@ -183,7 +185,7 @@ package struct ConsoleRoutes: Sendable {
         guard let caller = try? verifier.verify(credential) else {
             throw Outcome.redirect("/ui/login?next=" + Self.pathSegment(request.uri.path))
         }
-        return Session(caller: caller, csrf: csrf(for: credential), signedIn: true)
+        return Session(caller: caller, credential: credential, csrf: csrf(for: credential), signedIn: true)
     }
 
     func csrf(for credential: String) -> String {
@@ -246,25 +248,19 @@ package struct ConsoleRoutes: Sendable {
         _ body: (Session) async throws -> String
     ) async throws -> Response {
         do {
-            let session = try sessionFor(request)
-            if let scope, let caller = session.caller {
-                guard caller.has(scope) else {
-                    throw TernError(
-                        .permissionDenied,
-                        "\(caller.name) lacks the '\(scope.rawValue)' scope this needs (it has \(caller.scopes.sorted().map(\.rawValue).joined(separator: ", ")))"
-                    )
-                }
-                if let model, !caller.mayUse(model: model) { throw caller.refusal(model: model) }
+            var session = try sessionFor(request)
+            // The API's own check: the scope, the model grant, the key's rate and requests in flight.
+            if let credential = session.credential {
+                session.caller = try access.authorize(credential: credential, scope: scope, model: model) ?? session.caller
             }
+            defer { session.caller?.slot?.release() }
             return try await CurrentCaller.$value.withValue(session.caller) {
                 Self.html(try await body(session))
             }
         } catch Outcome.redirect(let location) {
             return fragment ? Self.html("", status: .unauthorized) : Self.redirect(location)
         } catch {
-            let failure = TernError.from(error)
-            let status = failure.code.httpStatus
-            let message = status == .internalServerError ? TernError.faultMessageForClients : failure.message
+            let (status, message) = ErrorAnswer.clientFacing(error)
             if fragment { return Self.html("<p class=\"error\">\(HTML.escape(message))</p>", status: status) }
             return Self.html((try? pages.error(status: status, message: message)) ?? HTML.escape(message), status: status)
         }
@@ -321,15 +317,5 @@ package struct ConsoleRoutes: Sendable {
 
     static func pathSegment(_ text: String) -> String {
         text.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~/"))) ?? ""
-    }
-}
-
-extension TernError {
-    static func from(_ error: any Error) -> TernError {
-        if let error = error as? TernError { return error }
-        if let error = error as? HTTPError {
-            return TernError(error.status == .notFound ? .notFound : .invalidArgument, error.body ?? "\(error.status)")
-        }
-        return TernError(.internalError, "\(error)")
     }
 }

@@ -6,6 +6,7 @@ import Synchronization
 import TernBundle
 import TernCodecs
 import TernCore
+import TernHTTP
 import TernModels
 import TernMonitoring
 import TernRegistry
@@ -242,7 +243,7 @@ struct ConsolePages: Sendable {
 
     static func text(_ value: Any?) -> String {
         switch value {
-        case let number as NSNumber where CFGetTypeIDIsBool(number): return number.boolValue ? "yes" : "no"
+        case let flag as NSNumber where flag is Bool: return flag.boolValue ? "yes" : "no"
         case let number as NSNumber: return Charts.number(number.doubleValue)
         case let text as String: return text
         case nil, is NSNull: return "-"
@@ -313,7 +314,7 @@ struct ConsolePages: Sendable {
                 "anyDrift": !answer.drifted.isEmpty, "features": features, "empty": answer.features.isEmpty,
             ]
         } catch {
-            return ["unavailable": TernError.from(error).message]
+            return ["unavailable": ErrorAnswer.clientFacing(error).message]
         }
     }
 
@@ -459,8 +460,4 @@ struct ConsolePages: Sendable {
 
 final class CardCache: Sendable {
     let cards = Mutex<[String: String]>([:])
-}
-
-private func CFGetTypeIDIsBool(_ number: NSNumber) -> Bool {
-    String(cString: number.objCType) == "c" && (number == NSNumber(value: true) || number == NSNumber(value: false))
 }

@@ -26,7 +26,7 @@ extension TernError.Code {
 
 /// An error as every HTTP answer of Tern carries it, whichever path served the request: the status for its
 /// code, `Retry-After` when a queue is full, and the body `{"error": "..."}`.
-struct ErrorAnswer {
+package struct ErrorAnswer {
     var status: HTTPResponse.Status
     var headers: HTTPFields
     var body: ByteBuffer
@@ -34,20 +34,31 @@ struct ErrorAnswer {
     var isFault: Bool
 
     init(_ error: any Error) {
-        switch error {
-        case let error as TernError:
-            let status = error.code.httpStatus
-            // A fault's message may name files and internals: the client gets a pointer to the log, which has it.
-            self.init(status: status, message: status == .internalServerError ? TernError.faultMessageForClients : error.message)
+        let (status, message) = Self.clientFacing(error)
+        self.init(status: status, message: message)
+        if let error = error as? TernError {
             if error.code == .resourceExhausted { headers[.retryAfter] = "1" }
             if error.code == .unauthenticated { headers[.wwwAuthenticate] = #"Bearer realm="tern""# }
             if let wait = error.retryAfter {
                 headers[.retryAfter] = String(max(1, wait.components.seconds + (wait.components.attoseconds > 0 ? 1 : 0)))
             }
+        }
+    }
+
+    /// What a client is told of an error, whatever answers it (JSON here, the console's pages): the status for
+    /// its code and its message; a fault's message may name files and internals, so the client gets a pointer
+    /// to the log, which has it.
+    package static func clientFacing(_ error: any Error) -> (status: HTTPResponse.Status, message: String) {
+        switch error {
+        case let error as TernError:
+            let status = error.code.httpStatus
+            return (status, status == .internalServerError ? TernError.faultMessageForClients : error.message)
+        case let error as HTTPError where error.status != .internalServerError:
+            return (error.status, error.body ?? error.status.reasonPhrase)
         case is NIOTooManyBytesError:
-            self.init(status: .contentTooLarge, message: "the request body is larger than the server's limit")
+            return (.contentTooLarge, "the request body is larger than the server's limit")
         default:
-            self.init(status: .internalServerError, message: TernError.faultMessageForClients)
+            return (.internalServerError, TernError.faultMessageForClients)
         }
     }
 

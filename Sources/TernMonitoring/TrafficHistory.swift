@@ -6,7 +6,8 @@ import TernCore
 /// failures (5xx and timeouts) and a latency histogram per second. What the console charts; no query to
 /// Prometheus, no database.
 ///
-/// Fed as each request ends (an observer, beside the metrics), one short lock per request; a version's ring
+/// Fed as each request ends (an observer, beside the metrics), one short lock and one lookup per request (the
+/// console's reads copy a window out and work on it after the lock); a version's ring
 /// (about 160 kB) is made when its first request arrives.
 package final class TrafficHistory: InferenceObserver, Sendable {
     package static let seconds = 3_600
@@ -41,6 +42,35 @@ package final class TrafficHistory: InferenceObserver, Sendable {
             }
             last = now
         }
+
+        mutating func add(_ outcome: RequestOutcome, bucket: Int, at now: Int64) {
+            advance(to: now)
+            let slot = Int(now % Int64(TrafficHistory.seconds))
+            requests[slot] &+= 1
+            switch outcome {
+            case .success:
+                let at = slot * TrafficHistory.buckets + bucket
+                if latency[at] < UInt16.max { latency[at] += 1 }
+            case .clientError: refused[slot] &+= 1
+            case .serverError, .timeout: failed[slot] &+= 1
+            }
+        }
+
+        /// The last `span` seconds' counts, oldest first: copied out, so that their statistics are worked out
+        /// without holding the lock requests take.
+        mutating func window(_ span: Int, endingAt now: Int64) -> (requests: [UInt32], refused: [UInt32], failed: [UInt32], latency: [UInt16]) {
+            advance(to: now)
+            var window: (requests: [UInt32], refused: [UInt32], failed: [UInt32], latency: [UInt16]) = ([], [], [], [])
+            window.latency.reserveCapacity(span * TrafficHistory.buckets)
+            for second in (now - Int64(span) + 1)...now {
+                let slot = Int(((second % Int64(TrafficHistory.seconds)) + Int64(TrafficHistory.seconds)) % Int64(TrafficHistory.seconds))
+                window.requests.append(requests[slot])
+                window.refused.append(refused[slot])
+                window.failed.append(failed[slot])
+                window.latency += latency[(slot * TrafficHistory.buckets)..<((slot + 1) * TrafficHistory.buckets)]
+            }
+            return window
+        }
     }
 
     private let rings = Mutex<[Key: Ring]>([:])
@@ -60,22 +90,8 @@ package final class TrafficHistory: InferenceObserver, Sendable {
         let now = clock()
         let bucket = Self.bucket(microseconds: microseconds)
         rings.withLock { rings in
-            let key = Key(model: model, version: version)
-            if rings[key] == nil { rings[key] = Ring(now: now) }
-            rings[key]!.advance(to: now)
-            let slot = Int(now % Int64(Self.seconds))
-            switch outcome {
-            case .success:
-                rings[key]!.requests[slot] &+= 1
-                let at = slot * Self.buckets + bucket
-                if rings[key]!.latency[at] < UInt16.max { rings[key]!.latency[at] += 1 }
-            case .clientError:
-                rings[key]!.requests[slot] &+= 1
-                rings[key]!.refused[slot] &+= 1
-            case .serverError, .timeout:
-                rings[key]!.requests[slot] &+= 1
-                rings[key]!.failed[slot] &+= 1
-            }
+            // One lookup; a version's ring is made on its first request.
+            rings[Key(model: model, version: version), default: Ring(now: now)].add(outcome, bucket: bucket, at: now)
         }
     }
 
@@ -115,31 +131,28 @@ package final class TrafficHistory: InferenceObserver, Sendable {
     package func series(model: String, span: Int) -> [Series] {
         let span = max(1, min(span, Self.seconds))
         let now = clock()
-        return rings.withLock { rings in
+        let windows = rings.withLock { rings in
             rings.keys.filter { $0.model == model }.sorted { $0.version < $1.version }.map { key in
-                rings[key]!.advance(to: now)
-                let ring = rings[key]!
-                var series = Series(
-                    version: key.version, end: now, requests: [], refused: [], failed: [], p50: [], p95: [], p99: [],
-                    total: Totals(requests: 0, refused: 0, failed: 0))
-                var whole = [Int](repeating: 0, count: Self.buckets)
-                for second in (now - Int64(span) + 1)...now {
-                    let slot = Int(((second % Int64(Self.seconds)) + Int64(Self.seconds)) % Int64(Self.seconds))
-                    series.requests.append(ring.requests[slot])
-                    series.refused.append(ring.refused[slot])
-                    series.failed.append(ring.failed[slot])
-                    let histogram = (0..<Self.buckets).map { Int(ring.latency[slot * Self.buckets + $0]) }
-                    for (bucket, count) in histogram.enumerated() { whole[bucket] += count }
-                    series.p50.append(Self.percentile(histogram, 0.50))
-                    series.p95.append(Self.percentile(histogram, 0.95))
-                    series.p99.append(Self.percentile(histogram, 0.99))
-                }
-                series.total = Totals(
-                    requests: series.requests.reduce(0) { $0 + Int($1) }, refused: series.refused.reduce(0) { $0 + Int($1) },
-                    failed: series.failed.reduce(0) { $0 + Int($1) }, p50: Self.percentile(whole, 0.50),
-                    p95: Self.percentile(whole, 0.95), p99: Self.percentile(whole, 0.99))
-                return series
+                (version: key.version, counts: rings[key]!.window(span, endingAt: now))
             }
+        }
+        return windows.map { version, counts in
+            var series = Series(
+                version: version, end: now, requests: counts.requests, refused: counts.refused, failed: counts.failed, p50: [],
+                p95: [], p99: [], total: Totals(requests: 0, refused: 0, failed: 0))
+            var whole = [Int](repeating: 0, count: Self.buckets)
+            for second in 0..<span {
+                let histogram = (0..<Self.buckets).map { Int(counts.latency[second * Self.buckets + $0]) }
+                for (bucket, count) in histogram.enumerated() { whole[bucket] += count }
+                series.p50.append(Self.percentile(histogram, 0.50))
+                series.p95.append(Self.percentile(histogram, 0.95))
+                series.p99.append(Self.percentile(histogram, 0.99))
+            }
+            series.total = Totals(
+                requests: counts.requests.reduce(0) { $0 + Int($1) }, refused: counts.refused.reduce(0) { $0 + Int($1) },
+                failed: counts.failed.reduce(0) { $0 + Int($1) }, p50: Self.percentile(whole, 0.50),
+                p95: Self.percentile(whole, 0.95), p99: Self.percentile(whole, 0.99))
+            return series
         }
     }
 

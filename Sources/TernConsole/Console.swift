@@ -89,25 +89,38 @@ package struct ConsoleRoutes: Sendable {
     }
 
     package func register(on router: ScopedRouter) {
-        let routes: [(HTTPRequest.Method, String, Scope?)] = [
-            (.get, "/ui", .read), (.get, "/ui/live", .read), (.get, "/ui/models/{model}", .read), (.get, "/ui/models/{model}/live", .read),
-            (.get, "/ui/models/{model}/confirm", .admin), (.post, "/ui/models/{model}/act", .admin),
-            (.post, "/ui/models/{model}/explain", .infer), (.get, "/ui/jobs", .read), (.get, "/ui/jobs/live", .read),
-            (.get, "/ui/keys", .admin), (.get, "/ui/login", nil), (.post, "/ui/login", nil), (.post, "/ui/logout", nil),
-            (.get, "/ui/assets/console.css", nil), (.get, "/ui/assets/console.js", nil),
-        ]
-        // Listed beside the API's routes; their own transport, since they answer pages, not JSON.
-        for (method, path, scope) in routes { router.table.add(RouteEntry(method: method.rawValue, path: path, scope: scope, transport: "console")) }
-        let base = router.router
-        base.get("/ui/assets/console.css") { _, _ in Self.asset(ConsoleAssets.css, type: "text/css; charset=utf-8") }
-        base.get("/ui/assets/console.js") { _, _ in Self.asset(ConsoleAssets.script, type: "text/javascript; charset=utf-8") }
-        base.get("/ui/login") { request, _ in
+        // Listed beside the API's routes with their scopes; their own transport, since they answer pages, not JSON.
+        func open(
+            _ method: HTTPRequest.Method, _ path: String,
+            _ handler: @escaping @Sendable (Request) async throws -> Response
+        ) {
+            router.table.add(RouteEntry(method: method.rawValue, path: path, scope: nil, transport: "console"))
+            router.router.on(RouterPath(path), method: method) { request, _ in try await handler(request) }
+        }
+        /// A page (or a fragment the script polls), run by ``page`` for a session with `scope` (and the grant
+        /// for the model its path names).
+        func page(
+            _ method: HTTPRequest.Method, _ path: String, _ scope: Scope, fragment: Bool = false,
+            _ body: @escaping @Sendable (Request, String?, Session) async throws -> String
+        ) {
+            router.table.add(RouteEntry(method: method.rawValue, path: path, scope: scope, transport: "console"))
+            router.router.on(RouterPath(path), method: method) { request, context in
+                let model = context.parameters.get("model")
+                return try await self.page(request, needs: scope, model: model, fragment: fragment) { session in
+                    try await body(request, model, session)
+                }
+            }
+        }
+
+        open(.get, "/ui/assets/console.css") { _ in Self.asset(ConsoleAssets.css, type: "text/css; charset=utf-8") }
+        open(.get, "/ui/assets/console.js") { _ in Self.asset(ConsoleAssets.script, type: "text/javascript; charset=utf-8") }
+        open(.get, "/ui/login") { request in
             try openPage(request) { session in
                 try pages.login(next: Self.safeNext(FormFields.parse(request.uri.query ?? "")["next"]), message: nil, session: session)
             }
         }
-        base.post("/ui/login") { request, _ in try await signIn(request) }
-        base.post("/ui/logout") { request, _ in
+        open(.post, "/ui/login") { request in try await signIn(request) }
+        open(.post, "/ui/logout") { request in
             let fields = try await form(request)
             let session = try sessionFor(request)
             try checkCSRF(fields, session)
@@ -115,60 +128,34 @@ package struct ConsoleRoutes: Sendable {
             response.headers[values: .setCookie] = [cookie(value: "", maxAge: 0)]
             return response
         }
-        base.get("/ui") { request, _ in
-            try await page(request, needs: .read) { session in try await pages.models(owners, session: session) }
+        page(.get, "/ui", .read) { _, _, session in try await pages.models(owners, session: session) }
+        page(.get, "/ui/live", .read, fragment: true) { _, _, session in try await pages.modelsTable(owners, session: session) }
+        page(.get, "/ui/models/{model}", .read) { request, model, session in
+            try await pages.model(model ?? "", owners, session: session, query: FormFields.parse(request.uri.query ?? ""))
         }
-        base.get("/ui/live") { request, _ in
-            try await page(request, needs: .read, fragment: true) { session in try await pages.modelsTable(owners, session: session) }
-        }
-        base.get("/ui/models/{model}") { request, context in
-            let model = try context.parameters.require("model")
-            let query = FormFields.parse(request.uri.query ?? "")
-            return try await page(request, needs: .read, model: model) { session in
-                try await pages.model(model, owners, session: session, query: query)
-            }
-        }
-        base.get("/ui/models/{model}/live") { request, context in
-            let model = try context.parameters.require("model")
+        page(.get, "/ui/models/{model}/live", .read, fragment: true) { request, model, _ in
             let span = Int(FormFields.parse(request.uri.query ?? "")["span"] ?? "") ?? 300
-            return try await page(request, needs: .read, model: model, fragment: true) { _ in
-                try pages.live(model, owners, span: span)
-            }
+            return try pages.live(model ?? "", owners, span: span)
         }
-        base.get("/ui/models/{model}/confirm") { request, context in
-            let model = try context.parameters.require("model")
-            let action = try ConsoleAction(fields: FormFields.parse(request.uri.query ?? ""))
-            return try await page(request, needs: .admin, model: model) { session in
-                try pages.confirm(model, action, session: session)
-            }
+        page(.get, "/ui/models/{model}/confirm", .admin) { request, model, session in
+            try pages.confirm(model ?? "", try ConsoleAction(fields: FormFields.parse(request.uri.query ?? "")), session: session)
         }
-        base.post("/ui/models/{model}/act") { request, context in
-            let model = try context.parameters.require("model")
+        page(.post, "/ui/models/{model}/act", .admin) { request, model, session in
+            let model = model ?? ""
             let fields = try await form(request)
-            return try await page(request, needs: .admin, model: model) { session in
-                try checkCSRF(fields, session)
-                let action = try ConsoleAction(fields: fields)
-                try await action.perform(on: model, owners, actor: session.caller?.name ?? request.ternActor)
-                throw Outcome.redirect("/ui/models/\(Self.pathSegment(model))?done=\(Self.pathSegment(action.summary(model)))")
-            }
+            try checkCSRF(fields, session)
+            let action = try ConsoleAction(fields: fields)
+            try await action.perform(on: model, owners, actor: session.caller?.name ?? request.ternActor)
+            throw Outcome.redirect("/ui/models/\(Self.pathSegment(model))?done=\(Self.pathSegment(action.summary(model)))")
         }
-        base.post("/ui/models/{model}/explain") { request, context in
-            let model = try context.parameters.require("model")
+        page(.post, "/ui/models/{model}/explain", .infer) { request, model, session in
             let fields = try await form(request)
-            return try await page(request, needs: .infer, model: model) { session in
-                try checkCSRF(fields, session)
-                return try await pages.explanation(model, owners, request: fields["request"] ?? "", session: session)
-            }
+            try checkCSRF(fields, session)
+            return try await pages.explanation(model ?? "", owners, request: fields["request"] ?? "", session: session)
         }
-        base.get("/ui/jobs") { request, _ in
-            try await page(request, needs: .read) { session in try await pages.jobs(owners, session: session) }
-        }
-        base.get("/ui/jobs/live") { request, _ in
-            try await page(request, needs: .read, fragment: true) { session in try await pages.jobsTable(owners, session: session) }
-        }
-        base.get("/ui/keys") { request, _ in
-            try await page(request, needs: .admin) { session in try await pages.keys(owners, session: session) }
-        }
+        page(.get, "/ui/jobs", .read) { _, _, session in try await pages.jobs(owners, session: session) }
+        page(.get, "/ui/jobs/live", .read, fragment: true) { _, _, session in try await pages.jobsTable(owners, session: session) }
+        page(.get, "/ui/keys", .admin) { _, _, session in try await pages.keys(owners, session: session) }
     }
 
     // MARK: - Sessions

@@ -26,10 +26,7 @@ struct ConsoleAction: Sendable {
         switch fields["action"] ?? "" {
         case "alias":
             let name = (fields["alias"] ?? "").trimmingCharacters(in: .whitespaces)
-            guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || "._-".contains($0) }), Int(name) == nil
-            else {
-                throw TernError.invalidArgument("an alias is 1-64 letters, digits, '-', '_' or '.', not all digits")
-            }
+            try Registry.checkAlias(name)  // the registry's own rule, before the confirmation shows it
             kind = .alias(name: name, version: try version())
         case "archive":
             kind = .archive(version: try version())

@@ -535,7 +535,7 @@ public actor Registry {
 
     // MARK: Helpers
 
-    static func checkAlias(_ alias: String) throws(TernError) {
+    public static func checkAlias(_ alias: String) throws(TernError) {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
         guard !alias.isEmpty, alias.count <= 64, alias.allSatisfy(allowed.contains), Int(alias) == nil else {
             throw .invalidArgument("alias '\(alias)' must be 1-64 letters, digits, '-', '_' or '.', and not a number (numbers name versions)")

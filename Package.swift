@@ -156,7 +156,7 @@ let package = Package(
         .target(
             name: "TernRegistry",
             dependencies: [
-                "TernCore", "TernBundle",
+                "TernCore", "TernBundle", "TernCodecs", "CGzip",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "SQLiteKit", package: "sqlite-kit"),

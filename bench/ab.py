@@ -69,6 +69,11 @@ def main():
                     results[server.name].append(result)
                     print(f"round {round_number + 1} {server.name:14} {result['rps']:>9.0f} req/s "
                           f"cpu {result['cpu_us_per_request']:.1f} us/req p99 {result['p99_us']} us", flush=True)
+            # Each server's resident memory after the whole run (what the last load left it holding).
+            rss = {}
+            for server in servers:
+                with open(f"/proc/{server.process.pid}/status") as status:
+                    rss[server.name] = next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
             # What each server's prediction log kept up with (when it has one).
             logged = {}
             for server in servers:
@@ -85,13 +90,15 @@ def main():
                 server.stop()
     base = None
     print(f"\n{args.model}, {args.rows} row(s), c={args.concurrency}, {args.rounds} interleaved rounds of {args.duration} s\n")
-    print("| variant | requests/s (median) | ratio | CPU µs/request (median) | ratio |")
-    print("|---|---:|---:|---:|---:|")
+    print("| variant | requests/s (median) | ratio | CPU µs/request (median) | ratio | p99 µs (median) | ratio | RSS after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, runs in results.items():
         rps = statistics.median(r["rps"] for r in runs)
         cpu = statistics.median(r["cpu_us_per_request"] for r in runs)
-        base = base or (rps, cpu)
-        print(f"| {name} | {rps:.0f} | {rps / base[0]:.3f} | {cpu:.1f} | {cpu / base[1]:.3f} |")
+        p99 = statistics.median(r["p99_us"] for r in runs)
+        base = base or (rps, cpu, p99)
+        print(f"| {name} | {rps:.0f} | {rps / base[0]:.3f} | {cpu:.1f} | {cpu / base[1]:.3f} | {p99:.0f} | {p99 / base[2]:.2f} "
+              f"| {rss[name]} MB |")
     if logged:
         print("\n| variant | predictions logged | dropped | logged per second of load |")
         print("|---|---:|---:|---:|")

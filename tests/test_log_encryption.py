@@ -5,10 +5,13 @@ import base64
 import json
 import os
 import sqlite3
+import struct
 import subprocess
 import time
+import zlib
 
 import numpy as np
+import pytest
 import requests
 
 from conftest import BINARY, ROOT
@@ -40,6 +43,37 @@ def logged(server, request_id):
         time.sleep(0.1)
 
 
+def sealed_with(database):
+    """The key id each block of the log is sealed with, oldest first: a sealed block is its format (2), the
+    key id (its length, then the id), then AES-GCM's nonce, ciphertext and tag, which zlib cannot read."""
+    ids = []
+    with sqlite3.connect(database) as db:
+        for (block,) in db.execute("SELECT data FROM tern_prediction_blocks ORDER BY id"):
+            assert block[0] == 2, "a block is not sealed"
+            ids.append(block[2:2 + block[1]].decode())
+            with pytest.raises(zlib.error):
+                zlib.decompress(block[2 + block[1]:])
+    return ids
+
+
+def test_a_log_without_a_key_holds_the_values_deflated(tmp_path):
+    """The control for the test below: without a key a block inflates, and the income is in it."""
+    reg = Registry("sqlite", tmp_path)
+    reg.cli("push", pack(reg.tmp, "gbc", "credit", 1), "--alias", "production")
+    server = reg.serve()
+    try:
+        infer(server, "loan-0")
+        logged(server, "loan-0")
+    finally:
+        server.stop()
+    with sqlite3.connect(os.path.join(reg.data, "predictions.sqlite")) as db:
+        (block,) = db.execute("SELECT data FROM tern_prediction_blocks").fetchone()
+    end = 1
+    while block[end] & 0x80:
+        end += 1
+    assert block[0] == 1 and struct.pack("<f", INCOME) in zlib.decompress(block[end + 1:])
+
+
 def test_records_are_sealed_at_rest_and_open_with_the_key(tmp_path):
     reg = Registry("sqlite", tmp_path)
     reg.cli("push", pack(reg.tmp, "gbc", "credit", 1), "--alias", "production")
@@ -55,12 +89,10 @@ def test_records_are_sealed_at_rest_and_open_with_the_key(tmp_path):
     finally:
         server.stop()
     database = os.path.join(reg.data, "predictions.sqlite")
-    with sqlite3.connect(database) as db:
-        inputs, outputs = db.execute("SELECT inputs, outputs FROM tern_predictions").fetchone()
-    assert inputs.startswith("enc:v1:k1:") and outputs.startswith("enc:v1:k1:")
+    assert sealed_with(database) == ["k1"]
     for name in os.listdir(reg.data):
         if name.startswith("predictions.sqlite"):
-            assert str(INCOME).encode() not in open(os.path.join(reg.data, name), "rb").read(), name
+            assert struct.pack("<f", INCOME) not in open(os.path.join(reg.data, name), "rb").read(), name
     # The CLI reads it with the key, and says what is missing without it.
     shown = subprocess.run([BINARY, "predictions", "show", "loan-1", "--data", reg.data, "--prediction-log-key", str(keys)],
                            capture_output=True, text=True, cwd=ROOT)
@@ -79,9 +111,7 @@ def test_records_are_sealed_at_rest_and_open_with_the_key(tmp_path):
         assert INCOME in logged(server, "loan-1")["inputs"][0].values()
     finally:
         server.stop()
-    with sqlite3.connect(database) as db:
-        sealed = [row[0].split(":")[2] for row in db.execute("SELECT inputs FROM tern_predictions ORDER BY id")]
-    assert sealed == ["k1", "k2"]
+    assert sealed_with(database) == ["k1", "k2"]
     # A key file without k1 names the key it lacks.
     only_new = subprocess.run([BINARY, "predictions", "show", "loan-1", "--data", reg.data, "--prediction-log-key",
                                str(tmp_path / "k2.keys")], capture_output=True, text=True, cwd=ROOT)

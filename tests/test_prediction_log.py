@@ -7,8 +7,10 @@ import os
 import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import threading
+import zlib
 
 import numpy as np
 import onnxruntime as ort
@@ -23,6 +25,15 @@ FEATURES = ["age", "income", "debt_ratio", "credit_lines", "late_30d", "late_90d
             "employment_years", "open_accounts", "utilization"]
 ROWS = np.array([[41, 52000, 0.31, 4, 0, 0, 12000, 6.5, 8, 0.42],
                  [23, 18000, 0.72, 2, 3, 1, 25000, 0.5, 3, 0.97]], dtype=np.float32)
+
+
+def varint_end(block):
+    """An unsealed block's deflated bytes: after its format byte (1) and the varint of its inflated length."""
+    assert block[0] == 1
+    end = 1
+    while block[end] & 0x80:
+        end += 1
+    return block[end + 1:]
 
 
 def credit_folder(tmp_path, config=None):
@@ -44,6 +55,12 @@ def tern(*args):
     result = subprocess.run([BINARY, *args], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def logged(log):
+    """The log's records in the order written, as `tern predictions export` reads them (JSON Lines)."""
+    return [json.loads(line) for line in tern("predictions", "export", "--prediction-log", log, "--format", "jsonl").splitlines()
+            if line]
 
 
 def metric(url, name):
@@ -143,8 +160,7 @@ def test_100000_requests_are_all_read_back_in_order(tmp_path):
         assert metric(server.url, "tern_prediction_log_dropped_total") == 0
     finally:
         server.stop()
-    database = sqlite3.connect(log)
-    rows = database.execute("SELECT request_id, inputs FROM tern_predictions ORDER BY id").fetchall()
+    rows = [(record["request_id"], record["inputs"]) for record in logged(log)]
     assert len(rows) == clients * per_client
     order = {}
     for request_id, inputs in rows:
@@ -152,7 +168,7 @@ def test_100000_requests_are_all_read_back_in_order(tmp_path):
         # Each client's requests were sequential: the log holds them in the order they were answered.
         assert int(number) == order.get(client, -1) + 1, (request_id, order.get(client))
         order[client] = int(number)
-        assert json.loads(inputs)[0]["age"] == int(number)
+        assert inputs[0]["age"] == int(number)
     assert all(last == per_client - 1 for last in order.values()) and len(order) == clients
 
 
@@ -271,8 +287,7 @@ def test_a_graceful_stop_writes_everything_and_a_kill_loses_at_most_the_queue(tm
     server.process.send_signal(signal.SIGTERM)  # at once: much of it is still queued
     assert server.process.wait(timeout=30) == 0
     server.log.close()
-    count = sqlite3.connect(log).execute("SELECT COUNT(*) FROM tern_predictions").fetchone()[0]
-    assert count == 300, "a graceful stop lost queued predictions"
+    assert len(logged(log)) == 300, "a graceful stop lost queued predictions"
 
     server = Server(folder, "--prediction-log", log, log_dir=str(tmp_path))
     for number in range(300):
@@ -281,7 +296,7 @@ def test_a_graceful_stop_writes_everything_and_a_kill_loses_at_most_the_queue(tm
     server.process.kill()
     server.process.wait(timeout=30)
     server.log.close()
-    ids = [row[0] for row in sqlite3.connect(log).execute("SELECT request_id FROM tern_predictions ORDER BY id")]
+    ids = [record["request_id"] for record in logged(log)]
     # What was written survives whole, in order; the rest (the queue at the kill) is lost.
     killed = [i for i in ids if i.startswith("killed-")]
     assert killed == [f"killed-{n}" for n in range(len(killed))]
@@ -311,20 +326,25 @@ def test_sampling_redaction_and_retention(tmp_path):
         assert metric(server.url, "tern_prediction_log_rows_total") == 10  # exactly a quarter, spread evenly
     finally:
         server.stop()
-    rows = sqlite3.connect(log).execute("SELECT inputs, outputs FROM tern_predictions").fetchall()
+    rows = logged(log)
     assert len(rows) == 10
-    for inputs, outputs in rows:
-        first = json.loads(inputs)[0]
+    for record in rows:
+        first = record["inputs"][0]
         assert first["income"] == "[redacted]" and first["age"] == "[redacted]" and first["debt_ratio"] == pytest.approx(0.31)
-        assert json.loads(outputs)[0]["label"] in (0, 1)
+        assert record["outputs"][0]["label"] in (0, 1)
+    # Redacted values never reach the file: the blocks, inflated, hold the other features' FP32 bytes only.
+    plain = b"".join(zlib.decompress(varint_end(data)) for (data,) in
+                     sqlite3.connect(log).execute("SELECT data FROM tern_prediction_blocks").fetchall())
+    assert struct.pack("<f", 0.31) in plain and struct.pack("<f", 52000) not in plain and struct.pack("<f", 41) not in plain
+    kept = [record["request_id"] for record in rows]
     # Retention at start: at most 4 rows kept, the newest.
     for flag, value, remaining in [("--prediction-log-max-rows", "4", 4), ("--prediction-log-retention", "1s", 0)]:
         server = Server(folder, "--prediction-log", log, flag, value, log_dir=str(tmp_path))
         try:
             import time
             deadline = time.time() + 10
-            while sqlite3.connect(log).execute("SELECT COUNT(*) FROM tern_predictions").fetchone()[0] != remaining:
-                assert time.time() < deadline, f"{flag} {value} did not leave {remaining} rows"
+            while [record["request_id"] for record in logged(log)] != kept[len(kept) - remaining:]:
+                assert time.time() < deadline, f"{flag} {value} did not leave the newest {remaining} records"
                 time.sleep(0.1)
         finally:
             server.stop()

@@ -17,9 +17,7 @@ import TernCore
 public enum PredictionRecordEncoder {
     public static func rows(_ tensors: [Tensor], featureNames: [String]? = nil, redact: Set<String> = []) -> String {
         var writer = JSONWriter(capacity: 256)
-        let rows = tensors.first?.shape.first
-        let perRow = tensors.filter { !Self.explanationMetadata.contains($0.name) }
-        guard let rows, perRow.allSatisfy({ $0.shape.first == rows }) else {
+        guard let rows = Self.rowCount(tensors) else {
             writer.byte(UInt8(ascii: "{"))
             for (index, tensor) in tensors.enumerated() {
                 if index > 0 { writer.byte(UInt8(ascii: ",")) }
@@ -34,11 +32,7 @@ public enum PredictionRecordEncoder {
             writer.byte(UInt8(ascii: "}"))
             return String(buffer: writer.buffer)
         }
-        // The tensor spread into named columns: the one [rows, k] tensor whose width the names match.
-        let spread: Int? = featureNames.flatMap { names in
-            let wide = perRow.indices.filter { perRow[$0].shape.count == 2 && perRow[$0].shape[1] == names.count && names.count > 1 }
-            return wide.count == 1 ? wide[0] : nil
-        }
+        let spread = Self.spreadTensor(tensors, featureNames: featureNames)
         writer.byte(UInt8(ascii: "["))
         for row in 0..<rows {
             if row > 0 { writer.byte(UInt8(ascii: ",")) }
@@ -50,7 +44,7 @@ public enum PredictionRecordEncoder {
                 writer.string(name)
                 writer.byte(UInt8(ascii: ":"))
             }
-            for (index, tensor) in perRow.enumerated() {
+            for (index, tensor) in tensors.enumerated() where !Self.explanationMetadata.contains(tensor.name) {
                 if index == spread, let names = featureNames {
                     for (column, name) in names.enumerated() {
                         key(name)
@@ -75,6 +69,27 @@ public enum PredictionRecordEncoder {
         }
         writer.byte(UInt8(ascii: "]"))
         return String(buffer: writer.buffer)
+    }
+
+    /// The rows the tensors share (their first dimension), or nil when one of them (other than an
+    /// explanation's per-request tensors) does not share it: then the tensors are stored whole.
+    public static func rowCount(_ tensors: [Tensor]) -> Int? {
+        guard let rows = tensors.first?.shape.first else { return nil }
+        for tensor in tensors where tensor.shape.first != rows && !explanationMetadata.contains(tensor.name) { return nil }
+        return rows
+    }
+
+    /// Which of `tensors` is spread into the named columns `featureNames`: the one `[rows, k]` tensor whose
+    /// width the names match, when the tensors share their rows.
+    public static func spreadTensor(_ tensors: [Tensor], featureNames: [String]?) -> Int? {
+        guard let names = featureNames, names.count > 1, rowCount(tensors) != nil else { return nil }
+        var found: Int?
+        for (index, tensor) in tensors.enumerated()
+        where !explanationMetadata.contains(tensor.name) && tensor.shape.count == 2 && tensor.shape[1] == names.count {
+            if found != nil { return nil }
+            found = index
+        }
+        return found
     }
 
     /// The tensors of an explanation (`explain: true`) that describe the request, not a row.

@@ -36,8 +36,9 @@ public struct PredictionLogConfiguration: Sendable {
 /// request path.
 ///
 /// ``requestEnded(_:)`` only appends the event to a bounded queue (a lock, an append); a writer task wakes
-/// every ``PredictionLogConfiguration/flushInterval``, turns what queued into records (JSON inputs keyed by
-/// feature name, redacted fields replaced) and appends them in one transaction. A full queue drops the new
+/// every ``PredictionLogConfiguration/flushInterval``, swaps out everything queued and hands the store the
+/// requests' tensors in one append (a database packs them into compact blocks, ``PredictionBlock``; JSON Lines
+/// files get the JSON records); nothing is encoded on the request's thread. A full queue drops the new
 /// prediction and counts it (`tern_prediction_log_dropped_total`). A graceful stop writes everything queued
 /// before the process exits (the front-ends have stopped by then); a crash loses what was queued, at most
 /// one flush interval's predictions.
@@ -47,7 +48,6 @@ public final class PredictionLog: InferenceObserver, Service {
         /// The rows of the events queued.
         var rows = 0
         var seen = 0
-        var models: Set<String> = []
         /// Events ever queued, and those the writer has finished with (written, or lost to a failed write).
         var queuedTotal = 0
         var settledTotal = 0
@@ -83,22 +83,22 @@ public final class PredictionLog: InferenceObserver, Service {
     /// Predictions written since start.
     public var writtenCount: Int { written.load(ordering: .relaxed) }
 
+    /// On the request's thread: a short lock and an append (the event keeps the request's tensors by
+    /// reference; nothing is encoded here).
     public func requestEnded(_ event: InferenceEvent) {
         guard event.outcome == .success, let served = event.served else { return }
         let rate = served.config.predictionLog.sampleRate
         guard rate > 0 else { return }
-        let (kept, newModel) = queue.withLock { queue -> (Bool, Bool) in
-            let newModel = queue.models.insert(served.name).inserted
+        let rows = Self.rows(event)
+        let kept = queue.withLock { queue -> Bool in
             queue.seen &+= 1
-            if rate < 1, Int(Double(queue.seen) * rate) == Int(Double(queue.seen - 1) * rate) { return (true, newModel) }
-            let rows = Self.rows(event)
-            guard queue.rows + rows <= configuration.queueCapacity || queue.events.isEmpty else { return (false, newModel) }
+            if rate < 1, Int(Double(queue.seen) * rate) == Int(Double(queue.seen - 1) * rate) { return true }
+            guard queue.rows + rows <= configuration.queueCapacity || queue.events.isEmpty else { return false }
             queue.events.append(event)
             queue.rows += rows
             queue.queuedTotal += 1
-            return (true, newModel)
+            return true
         }
-        if newModel { modelSeen(served.name) }
         if !kept { counter(droppedCounters, MetricNames.predictionLogDropped, served.name).increment() }
     }
 
@@ -109,12 +109,6 @@ public final class PredictionLog: InferenceObserver, Service {
             counters[model] = counter
             return counter
         }
-    }
-
-    /// Makes a model's counters at 0, so that dashboards and alerts see the series before anything is dropped.
-    private func modelSeen(_ name: String) {
-        _ = counter(droppedCounters, MetricNames.predictionLogDropped, name)
-        _ = counter(writtenCounters, MetricNames.predictionLogRows, name)
     }
 
     /// Opens the store (before the server starts, so that a bad location stops it with one line).
@@ -161,47 +155,47 @@ public final class PredictionLog: InferenceObserver, Service {
         await store.close()
     }
 
-    /// Writes everything queued now; with `target`, only until the first `target` predictions ever queued
+    /// Writes everything queued now (returns how many predictions it took); with `target`, only until the first `target` predictions ever queued
     /// are settled (written, or lost to a failed write). One writer at a time, whoever calls: the store takes
     /// one transaction at a time.
-    package func flush(upTo target: Int? = nil) async {
+    @discardableResult
+    package func flush(upTo target: Int? = nil) async -> Int {
+        var taken = 0
         await writing.lock()
         defer { writing.unlock() }
         while target.map({ target in queue.withLock { $0.settledTotal < target } }) ?? true {
-            // At most 5,000 predictions or 5,000 rows at a time: the records made from a batch are held
-            // until it is written.
-            let batch = queue.withLock { queue -> [InferenceEvent] in
-                var count = 0, rows = 0
-                for event in queue.events {
-                    let eventRows = Self.rows(event)
-                    if count == 5_000 || (count > 0 && rows + eventRows > 5_000) { break }
-                    count += 1
-                    rows += eventRows
-                }
-                defer {
-                    queue.events.removeFirst(count)
-                    queue.rows -= rows
-                }
-                return Array(queue.events.prefix(count))
+            // Everything queued, swapped out of the queue in one step: requests never wait for the writer's
+            // work under the lock.
+            let batch = queue.withLock { queue -> Deque<InferenceEvent> in
+                var events = Deque<InferenceEvent>()
+                swap(&events, &queue.events)
+                queue.rows = 0
+                return events
             }
-            guard !batch.isEmpty else { return }
-            let records = batch.map(Self.record)
+            guard !batch.isEmpty else { return taken }
+            taken += batch.count
+            let entries = batch.map(Self.entry)
             var failed = false
             do {
-                try await store.append(records)
-                written.add(records.count, ordering: .relaxed)
+                try await store.append(entries)
+                written.add(entries.count, ordering: .relaxed)
                 var perModel: [String: Int] = [:]
-                for record in records { perModel[record.model, default: 0] += 1 }
-                for (model, count) in perModel { counter(writtenCounters, MetricNames.predictionLogRows, model).increment(by: count) }
+                for index in entries.indices { perModel[entries[index].model, default: 0] += 1 }
+                for (model, count) in perModel {
+                    counter(writtenCounters, MetricNames.predictionLogRows, model).increment(by: count)
+                    // The dropped series exists, at 0, from a model's first write: dashboards and alerts see it.
+                    _ = counter(droppedCounters, MetricNames.predictionLogDropped, model)
+                }
             } catch {
                 // The database is away: these are lost (and counted), the next batch tries again.
-                logger.error("prediction log write failed", metadata: ["error": "\(error)", "records": "\(records.count)"])
-                for record in records { counter(droppedCounters, MetricNames.predictionLogDropped, record.model).increment() }
+                logger.error("prediction log write failed", metadata: ["error": "\(error)", "records": "\(entries.count)"])
+                for index in entries.indices { counter(droppedCounters, MetricNames.predictionLogDropped, entries[index].model).increment() }
                 failed = true
             }
             queue.withLock { $0.settledTotal += batch.count }
             if failed { try? await Task.sleep(for: .seconds(1)) }
         }
+        return taken
     }
 
     /// Returns once every prediction queued before the call is in the store (or lost to a failed write), so
@@ -230,17 +224,16 @@ public final class PredictionLog: InferenceObserver, Service {
     /// The rows a prediction records: its inputs' first dimension (1 for a scalar or a request without inputs).
     static func rows(_ event: InferenceEvent) -> Int { max(1, event.inputs.first?.shape.first ?? 1) }
 
-    package static func record(_ event: InferenceEvent) -> PredictionRecord {
+    /// What the store is given: the event's tensors as they are (the store packs them, or makes JSON).
+    package static func entry(_ event: InferenceEvent) -> PredictionEntry {
         let served = event.served!
-        let settings = served.config.predictionLog
-        return PredictionRecord(
+        return PredictionEntry(
             time: Int64(event.context.receivedAt.timeIntervalSince1970 * 1000),
             requestID: event.context.requestID, model: served.name, version: served.version,
             protocol: event.context.wire.rawValue + (event.context.operation == .explain ? PredictionRecord.explanationSuffix : ""),
             latencyMicroseconds: VersionMetrics.nanoseconds(event.duration) / 1000,
             caller: event.context.caller?.name, traceID: event.context.trace?.traceID,
-            inputs: PredictionRecordEncoder.rows(event.inputs, featureNames: served.featureNames, redact: settings.redact),
-            outputs: PredictionRecordEncoder.rows(event.outputs, redact: settings.redact))
+            inputs: event.inputs, outputs: event.outputs, featureNames: served.featureNames, redact: served.config.predictionLog.redact)
     }
 }
 

@@ -87,6 +87,36 @@ public struct PayloadCipher: Sendable {
         }
     }
 
+    /// `bytes` sealed with the current key (AES-GCM's nonce, ciphertext and tag); the key id is the caller's
+    /// to keep beside them.
+    public func seal(bytes: [UInt8]) throws(TernError) -> [UInt8] {
+        do {
+            let box = try AES.GCM.seal(bytes, using: SymmetricKey(data: keys[currentID]!))
+            guard let combined = box.combined else { throw TernError.internalError("AES-GCM gave no combined form") }
+            return Array(combined)
+        } catch let error as TernError {
+            throw error
+        } catch {
+            throw .internalError("cannot encrypt a prediction log block: \(error)")
+        }
+    }
+
+    /// What ``seal(bytes:)`` sealed with the key `keyID`.
+    public func open(bytes: [UInt8], keyID id: String) throws(TernError) -> [UInt8] {
+        guard let key = keys[id] else {
+            throw TernError(
+                .unavailable,
+                "prediction log records are encrypted with key '\(Echo.clip(id))', which the key file does not hold (--prediction-log-key)")
+        }
+        do {
+            return Array(try AES.GCM.open(try AES.GCM.SealedBox(combined: bytes), using: SymmetricKey(data: key)))
+        } catch {
+            throw TernError(
+                .internalError,
+                "a prediction log block encrypted with key '\(Echo.clip(id))' does not decrypt (altered, or another key under that id)")
+        }
+    }
+
     /// Whether `stored` was sealed (by any key).
     public static func isSealed(_ stored: String) -> Bool {
         stored.hasPrefix(prefix) || stored.hasPrefix("\"" + prefix)

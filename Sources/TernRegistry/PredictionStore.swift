@@ -60,9 +60,20 @@ public struct FeedbackRecord: Sendable, Equatable {
     }
 }
 
-/// The prediction log's table, `tern_predictions`: in the registry's PostgreSQL database, or in an SQLite
-/// file of its own (`predictions.sqlite` in the data folder: SQLite has one writer at a time, and the log's
-/// steady writes must not queue the registry's changes behind them).
+/// The prediction log in a database: in the registry's PostgreSQL database, or in an SQLite file of its own
+/// (`predictions.sqlite` in the data folder: SQLite has one writer at a time, and the log's steady writes
+/// must not queue the registry's changes behind them).
+///
+/// - `tern_prediction_blocks`: what one writer pass took of one model version, packed (``PredictionBlock``):
+///   the model, version, first and last time, how many records, and how many of its first ones retention
+///   removed (`pruned`).
+/// - `tern_prediction_keys`: one row per record, its id (the block's id times ``PredictionBlock/capacity``
+///   plus its place in the block) and its request id's key (``key(_:)``), so that a request is found without
+///   reading blocks that do not hold it.
+/// - `tern_feedback`: ground truth by request id (with the same key).
+///
+/// Records written by versions before blocks (`tern_predictions`, JSON text) are moved into blocks when the
+/// store opens.
 ///
 /// Not thread-safe on its own: one writer (``append(_:)`` and ``prune(olderThan:keepingAtMost:)``) at a
 /// time; readers open their own store.
@@ -70,8 +81,10 @@ public final class PredictionStore: Sendable {
     private let connection: Mutex<RegistryDatabase>
     public let location: RegistryLocation
     private let logger: Logger
-    /// Seals each record's inputs and outputs as they are written and opens them as they are read.
+    /// Seals each block as it is written and opens it as it is read.
     private let cipher: PayloadCipher?
+
+    private static let capacity = Int64(PredictionBlock.capacity)
 
     private init(database: RegistryDatabase, location: RegistryLocation, logger: Logger, cipher: PayloadCipher?) {
         self.connection = Mutex(database)
@@ -97,30 +110,36 @@ public final class PredictionStore: Sendable {
     ) async throws(TernError) -> PredictionStore {
         let database = try await RegistryDatabase.open(location, logger: logger)
         let sql = database.sql
-        let id = database.kind == .sqlite ? "id INTEGER PRIMARY KEY AUTOINCREMENT" : "id BIGSERIAL PRIMARY KEY"
+        let sqlite = database.kind == .sqlite
+        let id = sqlite ? "id INTEGER PRIMARY KEY AUTOINCREMENT" : "id BIGSERIAL PRIMARY KEY"
         do {
-            if database.kind == .sqlite {
+            if sqlite {
                 // Rows are appended in batches; a power cut may lose the last ones, never corrupt the file (WAL).
                 try await sql.raw("PRAGMA synchronous = NORMAL").run()
             }
             try await sql.raw(
                 """
-                CREATE TABLE IF NOT EXISTS tern_predictions (
+                CREATE TABLE IF NOT EXISTS tern_prediction_blocks (
                     \(unsafeRaw: id),
-                    time_ms BIGINT NOT NULL,
-                    request_id TEXT NOT NULL,
                     model TEXT NOT NULL,
                     version INTEGER NOT NULL,
-                    protocol TEXT NOT NULL,
-                    latency_us BIGINT NOT NULL,
-                    caller TEXT,
-                    trace_id TEXT,
-                    inputs TEXT NOT NULL,
-                    outputs TEXT NOT NULL)
+                    first_ms BIGINT NOT NULL,
+                    last_ms BIGINT NOT NULL,
+                    records INTEGER NOT NULL,
+                    pruned INTEGER NOT NULL DEFAULT 0,
+                    data \(unsafeRaw: database.blobType) NOT NULL)
                 """
             ).run()
-            try await sql.raw("CREATE INDEX IF NOT EXISTS tern_predictions_request ON tern_predictions (request_id)").run()
-            try await sql.raw("CREATE INDEX IF NOT EXISTS tern_predictions_model_time ON tern_predictions (model, time_ms)").run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS tern_prediction_blocks_model ON tern_prediction_blocks (model, version, id)").run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS tern_prediction_blocks_time ON tern_prediction_blocks (last_ms)").run()
+            try await sql.raw(
+                """
+                CREATE TABLE IF NOT EXISTS tern_prediction_keys (
+                    id \(unsafeRaw: sqlite ? "INTEGER" : "BIGINT") PRIMARY KEY,
+                    key BIGINT NOT NULL)
+                """
+            ).run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS tern_prediction_keys_key ON tern_prediction_keys (key)").run()
             // Ground truth, one row per request id (the last sent wins): a label or a value, or one per row.
             try await sql.raw(
                 """
@@ -128,45 +147,140 @@ public final class PredictionStore: Sendable {
                     request_id TEXT PRIMARY KEY,
                     truth TEXT NOT NULL,
                     time_ms BIGINT NOT NULL,
-                    received_ms BIGINT NOT NULL)
+                    received_ms BIGINT NOT NULL,
+                    key BIGINT)
                 """
             ).run()
         } catch {
             await database.close()
             throw .unavailable("cannot prepare the prediction log in \(location): \(String(reflecting: error))")
         }
-        return PredictionStore(database: database, location: location, logger: logger, cipher: cipher)
+        let store = PredictionStore(database: database, location: location, logger: logger, cipher: cipher)
+        do {
+            try await store.upgrade()
+        } catch {
+            await database.close()
+            throw error
+        }
+        return store
     }
 
     public func close() async {
         await connection.withLock { $0 }.close()
     }
 
-    private static let columns = [
-        "time_ms", "request_id", "model", "version", "protocol", "latency_us", "caller", "trace_id", "inputs", "outputs",
-    ]
-
-    /// Appends records in one transaction (in statements of at most 500 rows).
-    public func append(_ records: [PredictionRecord]) async throws(TernError) {
-        guard !records.isEmpty else { return }
-        let records = try PayloadCipher.seal(records, with: cipher)
-        let database = try await self.database
-        if let sqlite = database.sqlite {
-            try await run { try await self.appendSQLite(records, sqlite) }
-            return
-        }
-        try await run {
-            try await database.sql.raw("BEGIN").run()
-            do {
-                for start in stride(from: 0, to: records.count, by: 500) {
-                    let rows = records[start..<min(records.count, start + 500)].map { record -> [any SQLExpression] in
-                        [
-                            SQLBind(record.time), SQLBind(record.requestID), SQLBind(record.model), SQLBind(record.version),
-                            SQLBind(record.protocol), SQLBind(record.latencyMicroseconds), SQLBind(record.caller),
-                            SQLBind(record.traceID), SQLBind(record.inputs), SQLBind(record.outputs),
-                        ]
+    /// The key a request id is found by. Tern's own ids (`<16 hex digits>-<hex counter>`, ``RequestID/make()``)
+    /// keep their order: a hash of the prefix above the counter's 40 bits, so one server's keys are appended
+    /// at the end of the index (a hash of every id scattered each write over most of the index's pages, and
+    /// SQLite wrote them all again at each commit). Any other id: 62 bits of its FNV-1a hash, above all of
+    /// those. Different ids may share a key; readers compare the ids.
+    static func key(_ requestID: String) -> Int64 {
+        var id = requestID
+        return id.withUTF8 { bytes -> Int64 in
+            if bytes.count >= 18, bytes.count <= 27, bytes[16] == UInt8(ascii: "-") {
+                var prefix: UInt64 = 0
+                var counter: UInt64 = 0
+                var valid = true
+                for (index, byte) in bytes.enumerated() where index != 16 {
+                    let digit: UInt64
+                    switch byte {
+                    case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = UInt64(byte - UInt8(ascii: "0"))
+                    case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = UInt64(byte - UInt8(ascii: "a") + 10)
+                    default:
+                        valid = false
+                        digit = 0
                     }
-                    try await database.sql.insert(into: "tern_predictions").columns(Self.columns).rows(rows).run()
+                    if !valid { break }
+                    if index < 16 { prefix = prefix << 4 | digit } else { counter = counter << 4 | digit }
+                }
+                if valid, counter < 1 << 40 {
+                    return Int64(bitPattern: ((prefix &* 0x9E37_79B9_7F4A_7C15) >> 43) << 40 | counter)
+                }
+            }
+            var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+            for byte in bytes {
+                hash ^= UInt64(byte)
+                hash = hash &* 0x0000_0100_0000_01B3
+            }
+            return Int64(bitPattern: 1 << 62 | hash & (1 << 62 - 1))
+        }
+    }
+
+    // MARK: Writing
+
+    /// Appends entries in one transaction: a block for each model version among them.
+    public func append(_ entries: [PredictionEntry]) async throws(TernError) {
+        guard !entries.isEmpty else { return }
+        // The entries of each model version, by index (most often all of them are of one).
+        var groups: [[Int]] = []
+        if entries.allSatisfy({ $0.version == entries[0].version && $0.model == entries[0].model }) {
+            groups = [Array(entries.indices)]
+        } else {
+            var byVersion: [String: Int] = [:]
+            for index in entries.indices {
+                let name = "\(entries[index].version) \(entries[index].model)"
+                if let group = byVersion[name] {
+                    groups[group].append(index)
+                } else {
+                    byVersion[name] = groups.count
+                    groups.append([index])
+                }
+            }
+        }
+        var blocks: [Block] = []
+        for group in groups {
+            for start in stride(from: 0, to: group.count, by: PredictionBlock.capacity) {
+                let indices = group[start..<min(group.count, start + PredictionBlock.capacity)]
+                var first = Int64.max
+                var last = Int64.min
+                var keys: [Int64] = []
+                keys.reserveCapacity(indices.count)
+                for index in indices {
+                    first = min(first, entries[index].time)
+                    last = max(last, entries[index].time)
+                    keys.append(Self.key(entries[index].requestID))
+                }
+                let head = indices.first!
+                blocks.append(
+                    Block(
+                        model: entries[head].model, version: entries[head].version, first: first, last: last, keys: keys,
+                        data: try PredictionBlock.pack(entries, indices, cipher: cipher)))
+            }
+        }
+        try await write(blocks)
+    }
+
+    /// A packed block ready to insert.
+    private struct Block {
+        var model: String
+        var version: Int
+        var first: Int64
+        var last: Int64
+        var keys: [Int64]
+        var data: [UInt8]
+    }
+
+    private func write(_ blocks: [Block], removingOld: Int64? = nil) async throws(TernError) {
+        let database = try await self.database
+        try await run {
+            try await database.sql.raw(database.kind == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN").run()
+            do {
+                if let removingOld {
+                    // Records from before blocks, moved: one replica at a time, each row once.
+                    if database.kind == .postgres { try await database.sql.raw("LOCK TABLE tern_predictions IN EXCLUSIVE MODE").run() }
+                    try await database.sql.raw("DELETE FROM tern_predictions WHERE id <= \(bind: removingOld)").run()
+                }
+                for block in blocks {
+                    let row = try await database.sql.raw(
+                        """
+                        INSERT INTO tern_prediction_blocks (model, version, first_ms, last_ms, records, data)
+                        VALUES (\(bind: block.model), \(bind: block.version), \(bind: block.first), \(bind: block.last),
+                            \(bind: block.keys.count), \(bind: Data(block.data)))
+                        RETURNING id
+                        """
+                    ).first()
+                    guard let id = try row?.decode(column: "id", as: Int64.self) else { throw TernError.internalError("no block id") }
+                    try await insertKeys(block.keys, block: id, database)
                 }
                 try await database.sql.raw("COMMIT").run()
             } catch {
@@ -176,111 +290,258 @@ public final class PredictionStore: Sendable {
         }
     }
 
-    /// SQLite's bulk append: one multi-row statement text per size (built once), values bound directly.
-    /// SQLKit's builder spent more time serializing 5,000 binds than SQLite spent inserting them.
-    private func appendSQLite(_ records: [PredictionRecord], _ connection: SQLiteConnection) async throws {
-        try await connection.query("BEGIN", []) { _ in }
-        do {
-            for start in stride(from: 0, to: records.count, by: 500) {
-                let chunk = records[start..<min(records.count, start + 500)]
+    /// The keys of a block's records: on SQLite in statements of up to 16,000 rows (32,000 values, within
+    /// SQLite's limit), as each statement is a hop to SQLite's thread and back, which costs the event loops
+    /// more than the insert; on PostgreSQL in statements of 500.
+    private func insertKeys(_ keys: [Int64], block: Int64, _ database: RegistryDatabase) async throws {
+        let size = database.sqlite == nil ? 500 : 16_000
+        for start in stride(from: 0, to: keys.count, by: size) {
+            let chunk = keys[start..<min(keys.count, start + size)]
+            if let sqlite = database.sqlite {
                 var binds: [SQLiteData] = []
-                binds.reserveCapacity(chunk.count * 10)
-                for record in chunk {
-                    binds += [
-                        .integer(Int(record.time)), .text(record.requestID), .text(record.model), .integer(record.version),
-                        .text(record.protocol), .integer(Int(record.latencyMicroseconds)),
-                        record.caller.map(SQLiteData.text) ?? .null, record.traceID.map(SQLiteData.text) ?? .null,
-                        .text(record.inputs), .text(record.outputs),
-                    ]
+                binds.reserveCapacity(chunk.count * 2)
+                for (offset, key) in chunk.enumerated() {
+                    binds.append(.integer(Int(block * Self.capacity) + start + offset))
+                    binds.append(.integer(Int(key)))
                 }
-                try await connection.query(Self.insertStatement(rows: chunk.count), binds) { _ in }
+                try await sqlite.query(Self.keysText(rows: chunk.count), binds) { _ in }
+            } else {
+                let rows = chunk.enumerated().map { offset, key -> [any SQLExpression] in
+                    [SQLBind(block * Self.capacity + Int64(start + offset)), SQLBind(key)]
+                }
+                try await database.sql.insert(into: "tern_prediction_keys").columns(["id", "key"]).rows(rows).run()
             }
-            try await connection.query("COMMIT", []) { _ in }
-        } catch {
-            try? await connection.query("ROLLBACK", []) { _ in }
-            throw error
         }
     }
 
-    private static let fullInsert = insertText(rows: 500)
+    private static func keysText(rows: Int) -> String {
+        var text = "INSERT INTO tern_prediction_keys (id, key) VALUES (?, ?)"
+        text.reserveCapacity(text.utf8.count + rows * 8)
+        for _ in 1..<rows { text += ", (?, ?)" }
+        return text
+    }
 
-    private static func insertStatement(rows: Int) -> String { rows == 500 ? fullInsert : insertText(rows: rows) }
+    /// Moves records written before blocks (the `tern_predictions` table) into blocks, 5,000 at a time, then
+    /// drops that table; gives feedback from before blocks its key.
+    private func upgrade() async throws(TernError) {
+        let database = try await self.database
+        let old: Bool = try await run {
+            if database.kind == .sqlite {
+                return try await database.sql.raw("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'tern_predictions'")
+                    .first() != nil
+            }
+            return try await database.sql.raw("SELECT to_regclass('tern_predictions')::text AS name").first()?
+                .decode(column: "name", as: String?.self) != nil
+        }
+        if old {
+            var moved = 0
+            while true {
+                let rows = try await run {
+                    try await database.sql.raw(
+                        """
+                        SELECT id, time_ms, request_id, model, version, protocol, latency_us, caller, trace_id, inputs, outputs
+                        FROM tern_predictions ORDER BY id LIMIT 5000
+                        """
+                    ).all()
+                }
+                guard !rows.isEmpty else { break }
+                var records: [(id: Int64, record: PredictionRecord)] = []
+                try decoding {
+                    for row in rows {
+                        records.append(
+                            (
+                                try row.decode(column: "id", as: Int64.self),
+                                PredictionRecord(
+                                    time: try row.decode(column: "time_ms", as: Int64.self),
+                                    requestID: try row.decode(column: "request_id", as: String.self),
+                                    model: try row.decode(column: "model", as: String.self),
+                                    version: try row.decode(column: "version", as: Int.self),
+                                    protocol: try row.decode(column: "protocol", as: String.self),
+                                    latencyMicroseconds: try row.decode(column: "latency_us", as: Int64.self),
+                                    caller: try row.decode(column: "caller", as: String?.self),
+                                    traceID: try row.decode(column: "trace_id", as: String?.self),
+                                    inputs: try row.decode(column: "inputs", as: String.self),
+                                    outputs: try row.decode(column: "outputs", as: String.self))
+                            ))
+                    }
+                }
+                // Consecutive records of one model version make a block, so the order written is kept.
+                var blocks: [Block] = []
+                var start = 0
+                while start < records.count {
+                    var end = start + 1
+                    while end < records.count, records[end].record.model == records[start].record.model,
+                        records[end].record.version == records[start].record.version
+                    {
+                        end += 1
+                    }
+                    let slice = records[start..<end].map(\.record)
+                    blocks.append(
+                        Block(
+                            model: slice[0].model, version: slice[0].version, first: slice.map(\.time).min()!,
+                            last: slice.map(\.time).max()!, keys: slice.map { Self.key($0.requestID) },
+                            data: try PredictionBlock.pack(records: slice[...], cipher: cipher)))
+                    start = end
+                }
+                try await write(blocks, removingOld: records.last!.id)
+                moved += records.count
+            }
+            try await run { try await database.sql.raw("DROP TABLE IF EXISTS tern_predictions").run() }
+            if moved > 0 { logger.info("prediction log moved into blocks", metadata: ["records": "\(moved)"]) }
+        }
+        try await run {
+            if database.kind == .postgres {
+                try await database.sql.raw("ALTER TABLE tern_feedback ADD COLUMN IF NOT EXISTS key BIGINT").run()
+            } else {
+                let columns = try await database.sql.raw("PRAGMA table_info(tern_feedback)").all()
+                if try !columns.contains(where: { try $0.decode(column: "name", as: String.self) == "key" }) {
+                    try await database.sql.raw("ALTER TABLE tern_feedback ADD COLUMN key BIGINT").run()
+                }
+            }
+            let unkeyed = try await database.sql.raw("SELECT request_id FROM tern_feedback WHERE key IS NULL").all()
+            for row in unkeyed {
+                let id = try row.decode(column: "request_id", as: String.self)
+                try await database.sql.raw("UPDATE tern_feedback SET key = \(bind: Self.key(id)) WHERE request_id = \(bind: id)").run()
+            }
+            try await database.sql.raw("CREATE INDEX IF NOT EXISTS tern_feedback_key ON tern_feedback (key)").run()
+        }
+    }
 
-    private static func insertText(rows: Int) -> String {
-        "INSERT INTO tern_predictions (" + columns.joined(separator: ", ") + ") VALUES "
-            + Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", count: rows).joined(separator: ", ")
+    // MARK: Reading
+
+    /// A block as read: its id and its records, those retention removed from its start left out (nil).
+    private struct ReadBlock {
+        var id: Int64
+        var records: [PredictionRecord?]
+    }
+
+    private func blocks(_ filter: SQLQueryString, limit: Int, _ database: RegistryDatabase) async throws(TernError) -> [ReadBlock] {
+        let rows = try await run {
+            try await database.sql.raw("SELECT id, model, version, pruned, data FROM tern_prediction_blocks \(filter) LIMIT \(bind: limit)")
+                .all()
+        }
+        var blocks: [ReadBlock] = []
+        for row in rows {
+            let (id, model, version, pruned, data) = try decoding {
+                (
+                    try row.decode(column: "id", as: Int64.self), try row.decode(column: "model", as: String.self),
+                    try row.decode(column: "version", as: Int.self), try row.decode(column: "pruned", as: Int.self),
+                    try row.decode(column: "data", as: Data.self)
+                )
+            }
+            var records: [PredictionRecord?] = try PredictionBlock.unpack(Array(data), model: model, version: version, cipher: cipher)
+            for index in 0..<min(pruned, records.count) { records[index] = nil }
+            blocks.append(ReadBlock(id: id, records: records))
+        }
+        return blocks
+    }
+
+    /// The records whose request ids hash to any of `keys`, by record id (the caller compares the ids).
+    private func records(keyedBy keys: [Int64], _ database: RegistryDatabase) async throws(TernError) -> [(id: Int64, record: PredictionRecord)] {
+        var ids: [Int64] = []
+        for start in stride(from: 0, to: keys.count, by: 500) {
+            var list = SQLQueryString("")
+            for (index, key) in keys[start..<min(keys.count, start + 500)].enumerated() {
+                list = list + (index == 0 ? "" : ", ") + "\(bind: key)"
+            }
+            let rows = try await run { try await database.sql.raw("SELECT id FROM tern_prediction_keys WHERE key IN (\(list))").all() }
+            for row in rows { ids.append(try decoding { try row.decode(column: "id", as: Int64.self) }) }
+        }
+        ids.sort()
+        var found: [(id: Int64, record: PredictionRecord)] = []
+        var start = 0
+        while start < ids.count {
+            let block = ids[start] / Self.capacity
+            var end = start
+            while end < ids.count, ids[end] / Self.capacity == block { end += 1 }
+            if let read = try await blocks("WHERE id = \(bind: block)", limit: 1, database).first {
+                for id in ids[start..<end] {
+                    let slot = Int(id % Self.capacity)
+                    if slot < read.records.count, let record = read.records[slot] { found.append((id, record)) }
+                }
+            }
+            start = end
+        }
+        return found
     }
 
     /// The records of a request id, oldest first.
     public func records(requestID: String) async throws(TernError) -> [PredictionRecord] {
-        try await select("WHERE request_id = \(bind: requestID) ORDER BY id", limit: 100)
+        let database = try await self.database
+        return Array(try await records(keyedBy: [Self.key(requestID)], database).lazy.map(\.record).filter { $0.requestID == requestID }.prefix(100))
     }
 
     /// Records in the order they were written: of one model (all when nil), at or after `since` (ms since
-    /// the epoch), after row `afterID` (for paging), at most `limit`. Returns each with its row id.
+    /// the epoch), before `until`, after record `afterID` (for paging), at most `limit`. Returns each with its id.
     public func records(model: String?, since: Int64?, until: Int64? = nil, afterID: Int64 = 0, limit: Int)
         async throws(TernError) -> [(id: Int64, record: PredictionRecord)]
     {
-        var filter: SQLQueryString = "WHERE id > \(bind: afterID)"
-        if let model { filter = filter + " AND model = \(bind: model)" }
-        if let since { filter = filter + " AND time_ms >= \(bind: since)" }
-        if let until { filter = filter + " AND time_ms < \(bind: until)" }
-        return try await selectWithIDs(filter + " ORDER BY id", limit: limit)
+        let database = try await self.database
+        var found: [(id: Int64, record: PredictionRecord)] = []
+        var from = afterID / Self.capacity
+        while found.count < limit {
+            var filter: SQLQueryString = "WHERE id >= \(bind: from)"
+            if let model { filter = filter + " AND model = \(bind: model)" }
+            if let since { filter = filter + " AND last_ms >= \(bind: since)" }
+            if let until { filter = filter + " AND first_ms < \(bind: until)" }
+            let page = try await blocks(filter + " ORDER BY id", limit: 8, database)
+            for block in page {
+                for (slot, record) in block.records.enumerated() {
+                    guard let record, found.count < limit else { continue }
+                    let id = block.id * Self.capacity + Int64(slot)
+                    guard id > afterID, since.map({ record.time >= $0 }) ?? true, until.map({ record.time < $0 }) ?? true else { continue }
+                    found.append((id, record))
+                }
+            }
+            guard page.count == 8, let last = page.last else { break }
+            from = last.id + 1
+        }
+        return found
     }
 
     /// The newest `limit` records of a model's version, oldest first.
     public func recent(model: String, version: Int, limit: Int) async throws(TernError) -> [PredictionRecord] {
-        let newest = try await selectWithIDs(
-            "WHERE model = \(bind: model) AND version = \(bind: version) ORDER BY id DESC", limit: limit)
-        return newest.reversed().map(\.record)
+        let database = try await self.database
+        var newest: [PredictionRecord] = []
+        var below = Int64.max
+        while newest.count < limit {
+            let page = try await blocks(
+                "WHERE model = \(bind: model) AND version = \(bind: version) AND id < \(bind: below) ORDER BY id DESC", limit: 8, database)
+            for block in page { newest += block.records.reversed().compactMap { $0 } }
+            guard page.count == 8, let last = page.last else { break }
+            below = last.id
+        }
+        return Array(newest.prefix(limit).reversed())
     }
 
     // MARK: Ground truth
 
-    /// Stores feedback (replacing earlier feedback of the same request ids); returns the request ids the log
-    /// does not know (their feedback is not stored).
     /// The model and version each of these request ids was answered by (ids the log does not know are absent).
     public func answeredBy(_ requestIDs: [String]) async throws(TernError) -> [String: (model: String, version: Int)] {
         let database = try await self.database
-        return try await run {
-            var found: [String: (model: String, version: Int)] = [:]
-            let ids = Array(Set(requestIDs))
-            for start in stride(from: 0, to: ids.count, by: 500) {
-                let chunk = ids[start..<min(ids.count, start + 500)]
-                var list = SQLQueryString("")
-                for (index, id) in chunk.enumerated() { list = list + (index == 0 ? "" : ", ") + "\(bind: id)" }
-                let rows = try await database.sql.raw(
-                    "SELECT DISTINCT request_id, model, version FROM tern_predictions WHERE request_id IN (\(list))"
-                ).all()
-                for row in rows {
-                    found[try row.decode(column: "request_id", as: String.self)] =
-                        (try row.decode(column: "model", as: String.self), try row.decode(column: "version", as: Int.self))
-                }
-            }
-            return found
+        let wanted = Set(requestIDs)
+        var found: [String: (model: String, version: Int)] = [:]
+        for (_, record) in try await records(keyedBy: Array(Set(wanted.map(Self.key))), database) where wanted.contains(record.requestID) {
+            found[record.requestID] = (record.model, record.version)
         }
+        return found
     }
 
+    /// Stores feedback (replacing earlier feedback of the same request ids); returns the request ids the log
+    /// does not know (their feedback is not stored).
     public func addFeedback(_ items: [FeedbackRecord]) async throws(TernError) -> [String] {
         guard !items.isEmpty else { return [] }
+        let known = Set(try await answeredBy(items.map(\.requestID)).keys)
         let database = try await self.database
-        return try await run {
-            var known = Set<String>()
-            let ids = Array(Set(items.map(\.requestID)))
-            for start in stride(from: 0, to: ids.count, by: 500) {
-                let chunk = ids[start..<min(ids.count, start + 500)]
-                var list = SQLQueryString("")
-                for (index, id) in chunk.enumerated() { list = list + (index == 0 ? "" : ", ") + "\(bind: id)" }
-                let rows = try await database.sql.raw("SELECT DISTINCT request_id FROM tern_predictions WHERE request_id IN (\(list))").all()
-                for row in rows { known.insert(try row.decode(column: "request_id", as: String.self)) }
-            }
+        try await run {
             try await database.sql.raw(database.kind == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN").run()
             do {
                 for item in items where known.contains(item.requestID) {
                     try await database.sql.raw(
                         """
-                        INSERT INTO tern_feedback (request_id, truth, time_ms, received_ms)
-                        VALUES (\(bind: item.requestID), \(bind: item.truth), \(bind: item.time), \(bind: item.received))
+                        INSERT INTO tern_feedback (request_id, truth, time_ms, received_ms, key)
+                        VALUES (\(bind: item.requestID), \(bind: item.truth), \(bind: item.time), \(bind: item.received),
+                            \(bind: Self.key(item.requestID)))
                         ON CONFLICT (request_id) DO UPDATE SET truth = excluded.truth, time_ms = excluded.time_ms,
                             received_ms = excluded.received_ms
                         """
@@ -291,13 +552,13 @@ public final class PredictionStore: Sendable {
                 try? await database.sql.raw("ROLLBACK").run()
                 throw error
             }
-            var unknown: [String] = []
-            var seen = Set<String>()
-            for item in items where !known.contains(item.requestID) && seen.insert(item.requestID).inserted {
-                unknown.append(item.requestID)
-            }
-            return unknown
         }
+        var unknown: [String] = []
+        var seen = Set<String>()
+        for item in items where !known.contains(item.requestID) && seen.insert(item.requestID).inserted {
+            unknown.append(item.requestID)
+        }
+        return unknown
     }
 
     /// A model's predictions that have feedback, oldest first: each with its truth and when it came.
@@ -305,104 +566,106 @@ public final class PredictionStore: Sendable {
         async throws(TernError) -> [(record: PredictionRecord, feedback: FeedbackRecord)]
     {
         let database = try await self.database
-        var filter: SQLQueryString = "WHERE p.model = \(bind: model)"
-        if let since { filter = filter + " AND p.time_ms >= \(bind: since)" }
-        return try await run {
-            let rows = try await database.sql.raw(
+        var filter: SQLQueryString = "WHERE b.model = \(bind: model)"
+        if let since { filter = filter + " AND b.last_ms >= \(bind: since)" }
+        let rows = try await run {
+            try await database.sql.raw(
                 """
-                SELECT p.time_ms, p.request_id, p.model, p.version, p.protocol, p.latency_us, p.caller, p.trace_id,
-                       p.inputs, p.outputs, f.truth, f.time_ms AS feedback_time, f.received_ms
-                FROM tern_predictions p JOIN tern_feedback f ON f.request_id = p.request_id
-                \(filter) ORDER BY p.id LIMIT \(bind: limit)
+                SELECT k.id AS record, f.request_id, f.truth, f.time_ms, f.received_ms
+                FROM tern_feedback f
+                JOIN tern_prediction_keys k ON k.key = f.key
+                JOIN tern_prediction_blocks b ON b.id = k.id / \(unsafeRaw: String(Self.capacity))
+                \(filter) ORDER BY k.id LIMIT \(bind: limit)
                 """
             ).all()
-            return try rows.map { row in
-                let record = try self.record(row)
-                let feedback = FeedbackRecord(
-                    requestID: record.requestID, truth: try row.decode(column: "truth", as: String.self),
-                    time: try row.decode(column: "feedback_time", as: Int64.self),
-                    received: try row.decode(column: "received_ms", as: Int64.self))
-                return (record, feedback)
-            }
         }
+        var joined: [(record: PredictionRecord, feedback: FeedbackRecord)] = []
+        var current: ReadBlock?
+        for row in rows {
+            let (id, feedback) = try decoding {
+                (
+                    try row.decode(column: "record", as: Int64.self),
+                    FeedbackRecord(
+                        requestID: try row.decode(column: "request_id", as: String.self), truth: try row.decode(column: "truth", as: String.self),
+                        time: try row.decode(column: "time_ms", as: Int64.self), received: try row.decode(column: "received_ms", as: Int64.self))
+                )
+            }
+            let block = id / Self.capacity
+            // Rows come in record order: one block read at a time.
+            if current?.id != block { current = try await blocks("WHERE id = \(bind: block)", limit: 1, database).first }
+            let slot = Int(id % Self.capacity)
+            guard let records = current?.records, slot < records.count, let record = records[slot], record.requestID == feedback.requestID,
+                since.map({ record.time >= $0 }) ?? true
+            else { continue }
+            joined.append((record, feedback))
+        }
+        return joined
     }
 
-    /// Rows in the log.
+    // MARK: Retention
+
+    /// Records in the log.
     public func count() async throws(TernError) -> Int {
         let database = try await self.database
         return try await run {
-            try await database.sql.raw("SELECT COUNT(*) AS n FROM tern_predictions").first()?.decode(column: "n", as: Int.self) ?? 0
+            try await database.sql.raw("SELECT COALESCE(SUM(records - pruned), 0) AS n FROM tern_prediction_blocks").first()?
+                .decode(column: "n", as: Int.self) ?? 0
         }
     }
 
-    /// Retention: deletes records older than `olderThan` (ms since the epoch), then the oldest past
-    /// `keepingAtMost` rows. Returns how many went.
+    /// Retention: deletes records older than `olderThan` (ms since the epoch; whole blocks, a block when its
+    /// newest record is), then the oldest past `keepingAtMost` records (exactly: in the block at the edge,
+    /// the oldest records are marked removed and their keys deleted). Returns how many went.
     @discardableResult
     public func prune(olderThan: Int64?, keepingAtMost: Int?) async throws(TernError) -> Int {
         let database = try await self.database
         return try await run {
-            var removed = 0
+            let before = try await self.count()
             if let olderThan {
-                let before = try await self.countRows(database)
-                try await database.sql.raw("DELETE FROM tern_predictions WHERE time_ms < \(bind: olderThan)").run()
-                removed += before - (try await self.countRows(database))
+                try await database.sql.raw("DELETE FROM tern_prediction_blocks WHERE last_ms < \(bind: olderThan)").run()
             }
-            if let keepingAtMost {
-                let total = try await self.countRows(database)
-                if total > keepingAtMost {
-                    // The id of the oldest row kept: everything before it goes.
-                    let cutoff = try await database.sql.raw(
-                        """
-                        SELECT id FROM tern_predictions ORDER BY id DESC LIMIT 1 OFFSET \(bind: keepingAtMost - 1)
-                        """
-                    ).first()?.decode(column: "id", as: Int64.self)
-                    if let cutoff {
-                        try await database.sql.raw("DELETE FROM tern_predictions WHERE id < \(bind: cutoff)").run()
-                        removed += total - keepingAtMost
+            if let keepingAtMost, before > keepingAtMost {
+                // The newest blocks, newest first, until they hold what is kept.
+                var kept = 0
+                var below = Int64.max
+                search: while true {
+                    let rows = try await database.sql.raw(
+                        "SELECT id, records, pruned FROM tern_prediction_blocks WHERE id < \(bind: below) ORDER BY id DESC LIMIT 1000"
+                    ).all()
+                    for row in rows {
+                        let id = try row.decode(column: "id", as: Int64.self)
+                        let live = try row.decode(column: "records", as: Int.self) - (try row.decode(column: "pruned", as: Int.self))
+                        if kept + live >= keepingAtMost {
+                            let records = try row.decode(column: "records", as: Int.self)
+                            let pruned = records - (keepingAtMost - kept)
+                            try await database.sql.raw("UPDATE tern_prediction_blocks SET pruned = \(bind: pruned) WHERE id = \(bind: id)").run()
+                            try await database.sql.raw(
+                                "DELETE FROM tern_prediction_keys WHERE id >= \(bind: id * Self.capacity) AND id < \(bind: id * Self.capacity + Int64(pruned))"
+                            ).run()
+                            try await database.sql.raw("DELETE FROM tern_prediction_blocks WHERE id < \(bind: id)").run()
+                            break search
+                        }
+                        kept += live
+                        below = id
                     }
+                    if rows.count < 1000 { break }
                 }
             }
-            return removed
+            // Keys of deleted blocks: those below the oldest block left (all when none is).
+            let oldest = try await database.sql.raw("SELECT MIN(id) AS id FROM tern_prediction_blocks").first()?.decode(column: "id", as: Int64?.self)
+            try await database.sql.raw("DELETE FROM tern_prediction_keys WHERE id < \(bind: (oldest ?? Int64.max / Self.capacity) * Self.capacity)")
+                .run()
+            return before - (try await self.count())
         }
     }
 
-    private func countRows(_ database: RegistryDatabase) async throws -> Int {
-        try await database.sql.raw("SELECT COUNT(*) AS n FROM tern_predictions").first()?.decode(column: "n", as: Int.self) ?? 0
-    }
-
-    private func select(_ filter: SQLQueryString, limit: Int) async throws(TernError) -> [PredictionRecord] {
-        try await selectWithIDs(filter, limit: limit).map(\.record)
-    }
-
-    private func selectWithIDs(_ filter: SQLQueryString, limit: Int) async throws(TernError) -> [(id: Int64, record: PredictionRecord)] {
-        let database = try await self.database
-        return try await run {
-            let rows = try await database.sql.raw(
-                """
-                SELECT id, time_ms, request_id, model, version, protocol, latency_us, caller, trace_id, inputs, outputs
-                FROM tern_predictions \(filter) LIMIT \(bind: limit)
-                """
-            ).all()
-            return try rows.map { row in
-                (id: try row.decode(column: "id", as: Int64.self), record: try self.record(row))
-            }
+    /// Columns read from a row (a column of another type is a database error).
+    private func decoding<T>(_ body: () throws -> T) throws(TernError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw .unavailable("prediction log database error: \(String(reflecting: error))")
         }
-    }
-
-    /// A record from a row holding the table's columns.
-    private func record(_ row: any SQLRow) throws -> PredictionRecord {
-        let record = PredictionRecord(
-            time: try row.decode(column: "time_ms", as: Int64.self),
-            requestID: try row.decode(column: "request_id", as: String.self),
-            model: try row.decode(column: "model", as: String.self),
-            version: try row.decode(column: "version", as: Int.self),
-            protocol: try row.decode(column: "protocol", as: String.self),
-            latencyMicroseconds: try row.decode(column: "latency_us", as: Int64.self),
-            caller: try row.decode(column: "caller", as: String?.self),
-            traceID: try row.decode(column: "trace_id", as: String?.self),
-            inputs: try row.decode(column: "inputs", as: String.self),
-            outputs: try row.decode(column: "outputs", as: String.self))
-        return try PayloadCipher.open(record, with: cipher)
     }
 
     private func run<T>(_ body: () async throws -> T) async throws(TernError) -> T {

@@ -49,17 +49,9 @@ public struct PayloadCipher: Sendable {
         self.keys = keys
     }
 
-    /// `text` sealed with the current key.
+    /// `text` sealed with the current key, as `enc:v1:<key id>:<base64>` (a JSON Lines file's values).
     public func seal(_ text: String) throws(TernError) -> String {
-        do {
-            let box = try AES.GCM.seal(Data(text.utf8), using: SymmetricKey(data: keys[currentID]!))
-            guard let combined = box.combined else { throw TernError.internalError("AES-GCM gave no combined form") }
-            return Self.prefix + currentID + ":" + combined.base64EncodedString()
-        } catch let error as TernError {
-            throw error
-        } catch {
-            throw .internalError("cannot encrypt a prediction log record: \(error)")
-        }
+        Self.prefix + currentID + ":" + Data(try seal(bytes: Array(text.utf8))).base64EncodedString()
     }
 
     /// The plaintext of a sealed value (a value not sealed is returned as it is; one stored as a JSON string,
@@ -71,24 +63,14 @@ public struct PayloadCipher: Sendable {
         let rest = text.dropFirst(Self.prefix.count)
         guard let colon = rest.firstIndex(of: ":") else { throw .internalError("a prediction log record is sealed in an unknown form") }
         let id = String(rest[..<colon])
-        guard let key = keys[id] else {
-            throw TernError(
-                .unavailable,
-                "prediction log records are encrypted with key '\(Echo.clip(id))', which the "
-                    + "key file does not hold (--prediction-log-key)")
+        guard let combined = Data(base64Encoded: String(rest[rest.index(after: colon)...])) else {
+            throw .internalError("a prediction log record encrypted with key '\(Echo.clip(id))' is not base64 (altered)")
         }
-        do {
-            guard let combined = Data(base64Encoded: String(rest[rest.index(after: colon)...])) else { throw TernError.internalError("") }
-            let plain = try AES.GCM.open(try AES.GCM.SealedBox(combined: combined), using: SymmetricKey(data: key))
-            return String(decoding: plain, as: UTF8.self)
-        } catch {
-            throw TernError(
-                .internalError, "a prediction log record encrypted with key '\(id)' does not decrypt (altered, or another key under that id)")
-        }
+        return String(decoding: try open(bytes: Array(combined), keyID: id), as: UTF8.self)
     }
 
-    /// `bytes` sealed with the current key (AES-GCM's nonce, ciphertext and tag); the key id is the caller's
-    /// to keep beside them.
+    /// `bytes` sealed with the current key (AES-GCM with a random nonce: the nonce, ciphertext and tag); the
+    /// key id is the caller's to keep beside them.
     public func seal(bytes: [UInt8]) throws(TernError) -> [UInt8] {
         do {
             let box = try AES.GCM.seal(bytes, using: SymmetricKey(data: keys[currentID]!))
@@ -97,7 +79,7 @@ public struct PayloadCipher: Sendable {
         } catch let error as TernError {
             throw error
         } catch {
-            throw .internalError("cannot encrypt a prediction log block: \(error)")
+            throw .internalError("cannot encrypt the prediction log: \(error)")
         }
     }
 
@@ -113,7 +95,7 @@ public struct PayloadCipher: Sendable {
         } catch {
             throw TernError(
                 .internalError,
-                "a prediction log block encrypted with key '\(Echo.clip(id))' does not decrypt (altered, or another key under that id)")
+                "prediction log data encrypted with key '\(Echo.clip(id))' does not decrypt (altered, or another key under that id)")
         }
     }
 

@@ -148,9 +148,9 @@ public final class PredictionLog: InferenceObserver, Service {
                 // A queue filling faster than a quarter of its rows per interval (large requests) is written
                 // sooner, before it fills and drops; lighter traffic keeps the interval (each pass costs the
                 // event loops a few wakeups, which at 8 connections cost more than the writing).
-                let quarter = Double(max(1, configuration.queueCapacity / 4))
-                let pause = taken.rows > Int(quarter) ? configuration.flushInterval * (quarter / Double(taken.rows)) : configuration.flushInterval
-                try? await Task.sleep(for: max(.milliseconds(10), pause))
+                let quarter = max(1, configuration.queueCapacity / 4)
+                let share = min(1, Double(quarter) / Double(max(1, taken)))
+                try? await Task.sleep(for: max(.milliseconds(10), configuration.flushInterval * share))
                 if Task.isCancelled { stopping.store(true, ordering: .relaxed) }
             }
         } onGracefulShutdown: {
@@ -160,12 +160,12 @@ public final class PredictionLog: InferenceObserver, Service {
         await store.close()
     }
 
-    /// Writes everything queued now (returns how many predictions and rows it took); with `target`, only until the first `target` predictions ever queued
-    /// are settled (written, or lost to a failed write). One writer at a time, whoever calls: the store takes
-    /// one transaction at a time.
+    /// Writes everything queued now and returns how many rows it took; with `target`, only until the first
+    /// `target` predictions ever queued are settled (written, or lost to a failed write). One writer at a
+    /// time, whoever calls: the store takes one transaction at a time.
     @discardableResult
-    package func flush(upTo target: Int? = nil) async -> (predictions: Int, rows: Int) {
-        var taken = (predictions: 0, rows: 0)
+    package func flush(upTo target: Int? = nil) async -> Int {
+        var taken = 0
         await writing.lock()
         defer { writing.unlock() }
         while target.map({ target in queue.withLock { $0.settledTotal < target } }) ?? true {
@@ -178,8 +178,7 @@ public final class PredictionLog: InferenceObserver, Service {
                 return (events, queue.rows)
             }
             guard !batch.isEmpty else { return taken }
-            taken.predictions += batch.count
-            taken.rows += rows
+            taken += rows
             let entries = batch.map(Self.entry)
             var failed = false
             do {

@@ -13,8 +13,21 @@ import TernCore
 /// Redacted fields are never stored: a redacted tensor keeps only its shape, a redacted feature of a
 /// spread input is stored as zero (or an empty string), and both read back as `"[redacted]"`.
 ///
-/// Records written before blocks (JSON text) are moved into blocks whose layout says so (``pack(records:)``).
+/// Records written before blocks (JSON text) are moved into blocks whose layout says so (``pack(records:_:cipher:)``).
 package enum PredictionBlock {
+    /// What a block keeps of every prediction beside its inputs and outputs, packed column by column (what a
+    /// ``PredictionEntry`` and a ``PredictionRecord`` both have).
+    package protocol Header {
+        var time: Int64 { get }
+        var requestID: String { get }
+        var model: String { get }
+        var version: Int { get }
+        var `protocol`: String { get }
+        var latencyMicroseconds: Int64 { get }
+        var caller: String? { get }
+        var traceID: String? { get }
+    }
+
     /// The first byte of a block: deflated, or sealed (``PayloadCipher``) then deflated inside.
     static let deflated: UInt8 = 1
     static let sealed: UInt8 = 2
@@ -72,13 +85,12 @@ package enum PredictionBlock {
 
     // MARK: Packing
 
-    /// The entries at `indices` (all of one model and version, at most ``capacity``) as a block. (Entries are
-    /// read in place, field by field: a copy of an entry retains each of its strings and arrays.)
+    /// The entries at `indices` (all of one model and version, at most ``capacity``) as a block; entries are
+    /// read in place (see ``block(_:_:layouts:chosen:data:cipher:)``).
     package static func pack(_ entries: [PredictionEntry], _ indices: some Collection<Int>, cipher: PayloadCipher?) throws(TernError)
         -> [UInt8]
     {
         var layouts: [Layout] = []
-        var meta = ByteWriter(capacity: indices.count * 48)
         var data = ByteWriter(capacity: indices.count * 96)
         var chosen: [Int] = []
         chosen.reserveCapacity(indices.count)
@@ -102,48 +114,44 @@ package enum PredictionBlock {
                 writeTensor(entries[index].outputs[position], redact: redact, spreadNames: nil, into: &data)
             }
         }
-        meta.varint(UInt64(indices.count))
-        writeLayouts(layouts, into: &meta)
-        var previous: Int64 = 0
-        for index in indices {
-            meta.signed(entries[index].time - previous)
-            previous = entries[index].time
-        }
-        for index in indices { meta.signed(entries[index].latencyMicroseconds) }
-        for index in indices { meta.string(entries[index].requestID) }
-        for index in indices { meta.string(entries[index].protocol) }
-        for index in indices { meta.optional(entries[index].caller) }
-        for index in indices { meta.optional(entries[index].traceID) }
-        if layouts.count > 1 { for index in chosen { meta.varint(UInt64(index)) } }
-        return try seal(meta, data, cipher: cipher)
+        return try block(entries, indices, layouts: layouts, chosen: chosen, data: data, cipher: cipher)
     }
 
     /// Records written before blocks (their inputs and outputs JSON text, kept as they are, sealed or not).
-    package static func pack(records: ArraySlice<PredictionRecord>, cipher: PayloadCipher?) throws(TernError) -> [UInt8] {
-        var meta = ByteWriter(capacity: records.count * 64)
-        var data = ByteWriter(capacity: records.count * 256)
-        for record in records {
-            data.string(record.inputs)
-            data.string(record.outputs)
+    package static func pack(records: [PredictionRecord], _ indices: some Collection<Int>, cipher: PayloadCipher?) throws(TernError)
+        -> [UInt8]
+    {
+        var data = ByteWriter(capacity: indices.count * 256)
+        for index in indices {
+            data.string(records[index].inputs)
+            data.string(records[index].outputs)
         }
-        meta.varint(UInt64(records.count))
-        writeLayouts([Layout(json: true)], into: &meta)
-        var previous: Int64 = 0
-        for record in records {
-            meta.signed(record.time - previous)
-            previous = record.time
-        }
-        for record in records { meta.signed(record.latencyMicroseconds) }
-        for record in records { meta.string(record.requestID) }
-        for record in records { meta.string(record.protocol) }
-        for record in records { meta.optional(record.caller) }
-        for record in records { meta.optional(record.traceID) }
-        return try seal(meta, data, cipher: cipher)
+        return try block(
+            records, indices, layouts: [Layout(json: true)], chosen: Array(repeating: 0, count: indices.count), data: data, cipher: cipher)
     }
 
-    private static func writeLayouts(_ layouts: [Layout], into meta: inout ByteWriter) {
+    /// The block: its count, layouts, the header columns of `rows` at `indices` (read in place, field by
+    /// field: a copy of a row retains each of its strings and arrays), which layout each row has (when there
+    /// are several), then `data`; deflated, and sealed with a cipher.
+    private static func block<Row: Header>(
+        _ rows: [Row], _ indices: some Collection<Int>, layouts: [Layout], chosen: [Int], data: ByteWriter, cipher: PayloadCipher?
+    ) throws(TernError) -> [UInt8] {
+        var meta = ByteWriter(capacity: indices.count * 48)
+        meta.varint(UInt64(indices.count))
         meta.varint(UInt64(layouts.count))
         for layout in layouts { write(layout, into: &meta) }
+        var previous: Int64 = 0
+        for index in indices {
+            meta.signed(rows[index].time - previous)
+            previous = rows[index].time
+        }
+        for index in indices { meta.signed(rows[index].latencyMicroseconds) }
+        for index in indices { meta.string(rows[index].requestID) }
+        for index in indices { meta.string(rows[index].protocol) }
+        for index in indices { meta.optional(rows[index].caller) }
+        for index in indices { meta.optional(rows[index].traceID) }
+        if layouts.count > 1 { for index in chosen { meta.varint(UInt64(index)) } }
+        return try seal(meta, data, cipher: cipher)
     }
 
     private static func write(_ layout: Layout, into writer: inout ByteWriter) {
@@ -228,8 +236,11 @@ package enum PredictionBlock {
 
     // MARK: Unpacking
 
-    /// A block's records, in the order written.
-    package static func unpack(_ block: [UInt8], model: String, version: Int, cipher: PayloadCipher?) throws(TernError) -> [PredictionRecord] {
+    /// A block's records, in the order written; those `keeping` refuses (by their place in the block) are nil,
+    /// and their JSON is not made.
+    package static func unpack(
+        _ block: [UInt8], model: String, version: Int, cipher: PayloadCipher?, keeping: (Int) -> Bool = { _ in true }
+    ) throws(TernError) -> [PredictionRecord?] {
         var plain = ByteReader(try plainBytes(block, cipher: cipher))
         let count = Int(try plain.varint())
         let layoutCount = Int(try plain.varint())
@@ -259,10 +270,21 @@ package enum PredictionBlock {
                 guard chosen[index] < layoutCount else { throw .internalError("a prediction log block is damaged") }
             }
         }
-        var records: [PredictionRecord] = []
+        var records: [PredictionRecord?] = []
         records.reserveCapacity(count)
         for index in 0..<count {
             let layout = layouts[chosen[index]]
+            guard keeping(index) else {
+                // Read past its data.
+                if layout.json {
+                    _ = try plain.string()
+                    _ = try plain.string()
+                } else {
+                    for spec in layout.inputs + layout.outputs { _ = try readTensor(spec, &plain) }
+                }
+                records.append(nil)
+                continue
+            }
             var record = PredictionRecord(
                 time: times[index], requestID: ids[index], model: model, version: version, protocol: protocols[index],
                 latencyMicroseconds: latencies[index], caller: callers[index], traceID: traces[index], inputs: "", outputs: "")
@@ -333,8 +355,9 @@ package enum PredictionBlock {
         shape += spec.inner
         var count = 1
         for dimension in shape {
-            guard dimension >= 0 else { throw .internalError("a prediction log block is damaged") }
-            count = count.multipliedReportingOverflow(by: dimension).partialValue
+            let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+            guard dimension >= 0, !overflow else { throw .internalError("a prediction log block is damaged") }
+            count = product
         }
         guard count <= reader.remaining * 8 + 1 << 20 else { throw .internalError("a prediction log block is damaged") }
         let contents: TensorContents
@@ -452,3 +475,6 @@ private struct ByteReader {
         return String(decoding: try bytes(Int(clamping: length - 1)), as: UTF8.self)
     }
 }
+
+extension PredictionEntry: PredictionBlock.Header {}
+extension PredictionRecord: PredictionBlock.Header {}

@@ -212,14 +212,22 @@ public final class PredictionStore: Sendable {
     /// Appends entries in one transaction: a block for each model version among them.
     public func append(_ entries: [PredictionEntry]) async throws(TernError) {
         guard !entries.isEmpty else { return }
-        // The entries of each model version, by index (most often all of them are of one).
+        try await write(try packed(entries) { indices throws(TernError) in try PredictionBlock.pack(entries, indices, cipher: cipher) })
+    }
+
+    /// `rows` as blocks, one per model version among them (in statements of at most
+    /// ``PredictionBlock/capacity``), each packed by `pack` from the rows' indices.
+    private func packed<Row: PredictionBlock.Header>(
+        _ rows: [Row], pack: (ArraySlice<Int>) throws(TernError) -> [UInt8]
+    ) throws(TernError) -> [Block] {
+        // The rows of each model version, by index (most often all of them are of one).
         var groups: [[Int]] = []
-        if entries.allSatisfy({ $0.version == entries[0].version && $0.model == entries[0].model }) {
-            groups = [Array(entries.indices)]
+        if rows.allSatisfy({ $0.version == rows[0].version && $0.model == rows[0].model }) {
+            groups = [Array(rows.indices)]
         } else {
             var byVersion: [String: Int] = [:]
-            for index in entries.indices {
-                let name = "\(entries[index].version) \(entries[index].model)"
+            for index in rows.indices {
+                let name = "\(rows[index].version) \(rows[index].model)"
                 if let group = byVersion[name] {
                     groups[group].append(index)
                 } else {
@@ -237,18 +245,16 @@ public final class PredictionStore: Sendable {
                 var keys: [Int64] = []
                 keys.reserveCapacity(indices.count)
                 for index in indices {
-                    first = min(first, entries[index].time)
-                    last = max(last, entries[index].time)
-                    keys.append(Self.key(entries[index].requestID))
+                    first = min(first, rows[index].time)
+                    last = max(last, rows[index].time)
+                    keys.append(Self.key(rows[index].requestID))
                 }
                 let head = indices.first!
                 blocks.append(
-                    Block(
-                        model: entries[head].model, version: entries[head].version, first: first, last: last, keys: keys,
-                        data: try PredictionBlock.pack(entries, indices, cipher: cipher)))
+                    Block(model: rows[head].model, version: rows[head].version, first: first, last: last, keys: keys, data: try pack(indices)))
             }
         }
-        try await write(blocks)
+        return blocks
     }
 
     /// A packed block ready to insert.
@@ -366,24 +372,8 @@ public final class PredictionStore: Sendable {
                             ))
                     }
                 }
-                // Consecutive records of one model version make a block, so the order written is kept.
-                var blocks: [Block] = []
-                var start = 0
-                while start < records.count {
-                    var end = start + 1
-                    while end < records.count, records[end].record.model == records[start].record.model,
-                        records[end].record.version == records[start].record.version
-                    {
-                        end += 1
-                    }
-                    let slice = records[start..<end].map(\.record)
-                    blocks.append(
-                        Block(
-                            model: slice[0].model, version: slice[0].version, first: slice.map(\.time).min()!,
-                            last: slice.map(\.time).max()!, keys: slice.map { Self.key($0.requestID) },
-                            data: try PredictionBlock.pack(records: slice[...], cipher: cipher)))
-                    start = end
-                }
+                let old = records.map(\.record)
+                let blocks = try packed(old) { indices throws(TernError) in try PredictionBlock.pack(records: old, indices, cipher: cipher) }
                 try await write(blocks, removingOld: records.last!.id)
                 moved += records.count
             }
@@ -416,7 +406,11 @@ public final class PredictionStore: Sendable {
         var records: [PredictionRecord?]
     }
 
-    private func blocks(_ filter: SQLQueryString, limit: Int, _ database: RegistryDatabase) async throws(TernError) -> [ReadBlock] {
+    /// The blocks `filter` selects, with the records `keeping` wants (by block id and place in the block) and
+    /// retention left; the others nil.
+    private func blocks(
+        _ filter: SQLQueryString, limit: Int, _ database: RegistryDatabase, keeping: (Int64, Int) -> Bool = { _, _ in true }
+    ) async throws(TernError) -> [ReadBlock] {
         let rows = try await run {
             try await database.sql.raw("SELECT id, model, version, pruned, data FROM tern_prediction_blocks \(filter) LIMIT \(bind: limit)")
                 .all()
@@ -430,8 +424,9 @@ public final class PredictionStore: Sendable {
                     try row.decode(column: "data", as: Data.self)
                 )
             }
-            var records: [PredictionRecord?] = try PredictionBlock.unpack(Array(data), model: model, version: version, cipher: cipher)
-            for index in 0..<min(pruned, records.count) { records[index] = nil }
+            let records = try PredictionBlock.unpack(Array(data), model: model, version: version, cipher: cipher) { slot in
+                slot >= pruned && keeping(id, slot)
+            }
             blocks.append(ReadBlock(id: id, records: records))
         }
         return blocks
@@ -448,17 +443,22 @@ public final class PredictionStore: Sendable {
             let rows = try await run { try await database.sql.raw("SELECT id FROM tern_prediction_keys WHERE key IN (\(list))").all() }
             for row in rows { ids.append(try decoding { try row.decode(column: "id", as: Int64.self) }) }
         }
-        ids.sort()
+        return try await records(at: ids.sorted(), database)
+    }
+
+    /// The records with these ids (sorted; ids retention removed are absent): each block read once, and only
+    /// these records' JSON made.
+    private func records(at ids: [Int64], _ database: RegistryDatabase) async throws(TernError) -> [(id: Int64, record: PredictionRecord)] {
         var found: [(id: Int64, record: PredictionRecord)] = []
         var start = 0
         while start < ids.count {
             let block = ids[start] / Self.capacity
             var end = start
             while end < ids.count, ids[end] / Self.capacity == block { end += 1 }
-            if let read = try await blocks("WHERE id = \(bind: block)", limit: 1, database).first {
-                for id in ids[start..<end] {
-                    let slot = Int(id % Self.capacity)
-                    if slot < read.records.count, let record = read.records[slot] { found.append((id, record)) }
+            let slots = Set(ids[start..<end].map { Int($0 % Self.capacity) })
+            if let read = try await blocks("WHERE id = \(bind: block)", limit: 1, database, keeping: { slots.contains($1) }).first {
+                for slot in slots.sorted() where slot < read.records.count {
+                    if let record = read.records[slot] { found.append((block * Self.capacity + Int64(slot), record)) }
                 }
             }
             start = end
@@ -485,7 +485,7 @@ public final class PredictionStore: Sendable {
             if let model { filter = filter + " AND model = \(bind: model)" }
             if let since { filter = filter + " AND last_ms >= \(bind: since)" }
             if let until { filter = filter + " AND first_ms < \(bind: until)" }
-            let page = try await blocks(filter + " ORDER BY id", limit: 8, database)
+            let page = try await blocks(filter + " ORDER BY id", limit: 8, database) { block, slot in block * Self.capacity + Int64(slot) > afterID }
             for block in page {
                 for (slot, record) in block.records.enumerated() {
                     guard let record, found.count < limit else { continue }
@@ -580,25 +580,23 @@ public final class PredictionStore: Sendable {
                 """
             ).all()
         }
-        var joined: [(record: PredictionRecord, feedback: FeedbackRecord)] = []
-        var current: ReadBlock?
-        for row in rows {
-            let (id, feedback) = try decoding {
+        let matches = try decoding {
+            try rows.map { row in
                 (
-                    try row.decode(column: "record", as: Int64.self),
-                    FeedbackRecord(
+                    id: try row.decode(column: "record", as: Int64.self),
+                    feedback: FeedbackRecord(
                         requestID: try row.decode(column: "request_id", as: String.self), truth: try row.decode(column: "truth", as: String.self),
                         time: try row.decode(column: "time_ms", as: Int64.self), received: try row.decode(column: "received_ms", as: Int64.self))
                 )
             }
-            let block = id / Self.capacity
-            // Rows come in record order: one block read at a time.
-            if current?.id != block { current = try await blocks("WHERE id = \(bind: block)", limit: 1, database).first }
-            let slot = Int(id % Self.capacity)
-            guard let records = current?.records, slot < records.count, let record = records[slot], record.requestID == feedback.requestID,
-                since.map({ record.time >= $0 }) ?? true
+        }
+        var found: [Int64: PredictionRecord] = [:]
+        for (id, record) in try await records(at: matches.map(\.id), database) { found[id] = record }
+        var joined: [(record: PredictionRecord, feedback: FeedbackRecord)] = []
+        for match in matches {
+            guard let record = found[match.id], record.requestID == match.feedback.requestID, since.map({ record.time >= $0 }) ?? true
             else { continue }
-            joined.append((record, feedback))
+            joined.append((record, match.feedback))
         }
         return joined
     }

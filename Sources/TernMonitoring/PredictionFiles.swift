@@ -39,7 +39,8 @@ public enum PredictionLogLocation: Sendable, Equatable, CustomStringConvertible 
 
 /// What the prediction log is written to and read from.
 public protocol PredictionSink: Sendable {
-    func append(_ entries: [PredictionEntry]) async throws(TernError)
+    /// Writes the predictions of the drafts (a database: each draft one block).
+    func append(_ drafts: [PredictionDraft]) async throws(TernError)
     func records(requestID: String) async throws(TernError) -> [PredictionRecord]
     func records(model: String?, since: Int64?, until: Int64?, afterID: Int64, limit: Int)
         async throws(TernError) -> [(id: Int64, record: PredictionRecord)]
@@ -89,9 +90,11 @@ package final class PredictionFiles: PredictionSink {
         }
     }
 
-    package func append(_ entries: [PredictionEntry]) async throws(TernError) {
-        guard !entries.isEmpty else { return }
-        let records = try PayloadCipher.seal(entries.map(\.record), with: cipher, quoted: true)
+    package func append(_ drafts: [PredictionDraft]) async throws(TernError) {
+        var plain: [PredictionRecord] = []
+        for draft in drafts { plain += try draft.records() }
+        guard !plain.isEmpty else { return }
+        let records = try PayloadCipher.seal(plain, with: cipher, quoted: true)
         let text = records.map { PredictionJSON.line($0) + "\n" }.joined()
         let bytes = Data(text.utf8)
         let now = Int64(Date().timeIntervalSince1970 * 1000)

@@ -1,5 +1,4 @@
 import CoreMetrics
-import DequeModule
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -35,20 +34,30 @@ public struct PredictionLogConfiguration: Sendable {
 /// config.yaml) with its request id, model, version, protocol, latency, inputs and outputs, recorded off the
 /// request path.
 ///
-/// ``requestEnded(_:)`` only appends the event to a bounded queue (a lock, an append); a writer task wakes
-/// every ``PredictionLogConfiguration/flushInterval``, swaps out everything queued and hands the store the
-/// requests' tensors in one append (a database packs them into compact blocks, ``PredictionBlock``; JSON Lines
-/// files get the JSON records); nothing is encoded on the request's thread. A full queue drops the new
+/// ``requestEnded(_:)`` copies the prediction into its version's ``PredictionDraft`` under a short lock (the
+/// header fields and the tensors' bytes appended to two buffers; nothing of the request is kept, so the writer
+/// frees nothing an event loop allocated); a writer task wakes every ``PredictionLogConfiguration/flushInterval``,
+/// swaps out every draft and hands them to the store in one append (a database deflates each into a block,
+/// ``PredictionBlock``; JSON Lines files get the JSON records); no JSON is made on the request's thread. A full queue drops the new
 /// prediction and counts it (`tern_prediction_log_dropped_total`). A graceful stop writes everything queued
 /// before the process exits (the front-ends have stopped by then); a crash loses what was queued, at most
 /// one flush interval's predictions.
 public final class PredictionLog: InferenceObserver, Service {
     private struct Queue {
-        var events = Deque<InferenceEvent>()
-        /// The rows of the events queued.
+        /// What was queued since the writer's last pass: a draft per served version (another once one fills).
+        var drafts: [PredictionDraft] = []
+        /// The open draft of each served version, by the version's identity.
+        var open: [ObjectIdentifier: Int] = [:]
+        /// The versions of the drafts, held until the writer's pass so that an identity is not reused meanwhile.
+        var held: [ServedModel] = []
+        /// The rows of the predictions queued.
         var rows = 0
+        /// The predictions queued.
+        var count = 0
+        /// The predictions the last pass took (a new draft's first capacity).
+        var lastPass = 0
         var seen = 0
-        /// Events ever queued, and those the writer has finished with (written, or lost to a failed write).
+        /// Predictions ever queued, and those the writer has finished with (written, or lost to a failed write).
         var queuedTotal = 0
         var settledTotal = 0
     }
@@ -83,19 +92,40 @@ public final class PredictionLog: InferenceObserver, Service {
     /// Predictions written since start.
     public var writtenCount: Int { written.load(ordering: .relaxed) }
 
-    /// On the request's thread: a short lock and an append (the event keeps the request's tensors by
-    /// reference; nothing is encoded here).
+    /// On the request's thread: a short lock, and the prediction's header and tensors' bytes appended to its
+    /// version's draft (nothing of the request is kept: the writer frees nothing the event loops allocated).
     public func requestEnded(_ event: InferenceEvent) {
         guard event.outcome == .success, let served = event.served else { return }
         let rate = served.config.predictionLog.sampleRate
         guard rate > 0 else { return }
         let rows = Self.rows(event)
+        let context = event.context
+        let time = Int64(context.receivedAt.timeIntervalSince1970 * 1000)
+        let wire = context.operation == .explain ? context.wire.rawValue + PredictionRecord.explanationSuffix : context.wire.rawValue
+        let latency = VersionMetrics.nanoseconds(event.duration) / 1000
         let kept = queue.withLock { queue -> Bool in
             queue.seen &+= 1
             if rate < 1, Int(Double(queue.seen) * rate) == Int(Double(queue.seen - 1) * rate) { return true }
-            guard queue.rows + rows <= configuration.queueCapacity || queue.events.isEmpty else { return false }
-            queue.events.append(event)
+            guard queue.rows + rows <= configuration.queueCapacity || queue.count == 0 else { return false }
+            let id = ObjectIdentifier(served)
+            var index: Int
+            if let open = queue.open[id], !queue.drafts[open].isFull {
+                index = open
+            } else {
+                // The model's feature names and redacted fields are kept by the draft, once for all its predictions.
+                index = queue.drafts.count
+                queue.drafts.append(
+                    PredictionDraft(
+                        model: served.name, version: served.version, featureNames: served.featureNames,
+                        redact: served.config.predictionLog.redact, expected: queue.lastPass))
+                queue.open[id] = index
+                queue.held.append(served)
+            }
+            queue.drafts[index].append(
+                time: time, requestID: context.requestID, protocol: wire, latencyMicroseconds: latency, caller: context.caller?.name,
+                traceID: context.trace?.traceID, inputs: event.inputs, outputs: event.outputs)
             queue.rows += rows
+            queue.count += 1
             queue.queuedTotal += 1
             return true
         }
@@ -171,21 +201,26 @@ public final class PredictionLog: InferenceObserver, Service {
         while target.map({ target in queue.withLock { $0.settledTotal < target } }) ?? true {
             // Everything queued, swapped out of the queue in one step: requests never wait for the writer's
             // work under the lock.
-            let (batch, rows) = queue.withLock { queue -> (Deque<InferenceEvent>, Int) in
-                var events = Deque<InferenceEvent>()
-                swap(&events, &queue.events)
-                defer { queue.rows = 0 }
-                return (events, queue.rows)
+            let (drafts, rows, count, held) = queue.withLock { queue -> ([PredictionDraft], Int, Int, [ServedModel]) in
+                var drafts: [PredictionDraft] = []
+                var held: [ServedModel] = []
+                swap(&drafts, &queue.drafts)
+                swap(&held, &queue.held)
+                queue.open.removeAll(keepingCapacity: true)
+                let taken = (drafts, queue.rows, queue.count, held)
+                if queue.count > 0 { queue.lastPass = queue.count }
+                (queue.rows, queue.count) = (0, 0)
+                return taken
             }
-            guard !batch.isEmpty else { return taken }
+            _ = held  // the versions are let go here, on the writer's thread
+            guard count > 0 else { return taken }
             taken += rows
-            let entries = batch.map(Self.entry)
             var failed = false
             do {
-                try await store.append(entries)
-                written.add(entries.count, ordering: .relaxed)
+                try await store.append(drafts)
+                written.add(count, ordering: .relaxed)
                 var perModel: [String: Int] = [:]
-                for index in entries.indices { perModel[entries[index].model, default: 0] += 1 }
+                for draft in drafts { perModel[draft.model, default: 0] += draft.count }
                 for (model, count) in perModel {
                     counter(writtenCounters, MetricNames.predictionLogRows, model).increment(by: count)
                     // The dropped series exists, at 0, from a model's first write: dashboards and alerts see it.
@@ -193,11 +228,13 @@ public final class PredictionLog: InferenceObserver, Service {
                 }
             } catch {
                 // The database is away: these are lost (and counted), the next batch tries again.
-                logger.error("prediction log write failed", metadata: ["error": "\(error)", "records": "\(entries.count)"])
-                for index in entries.indices { counter(droppedCounters, MetricNames.predictionLogDropped, entries[index].model).increment() }
+                logger.error("prediction log write failed", metadata: ["error": "\(error)", "records": "\(count)"])
+                for draft in drafts {
+                    counter(droppedCounters, MetricNames.predictionLogDropped, draft.model).increment(by: draft.count)
+                }
                 failed = true
             }
-            queue.withLock { $0.settledTotal += batch.count }
+            queue.withLock { $0.settledTotal += count }
             if failed { try? await Task.sleep(for: .seconds(1)) }
         }
         return taken
@@ -228,18 +265,6 @@ public final class PredictionLog: InferenceObserver, Service {
 
     /// The rows a prediction records: its inputs' first dimension (1 for a scalar or a request without inputs).
     static func rows(_ event: InferenceEvent) -> Int { max(1, event.inputs.first?.shape.first ?? 1) }
-
-    /// What the store is given: the event's tensors as they are (the store packs them, or makes JSON).
-    package static func entry(_ event: InferenceEvent) -> PredictionEntry {
-        let served = event.served!
-        return PredictionEntry(
-            time: Int64(event.context.receivedAt.timeIntervalSince1970 * 1000),
-            requestID: event.context.requestID, model: served.name, version: served.version,
-            protocol: event.context.wire.rawValue + (event.context.operation == .explain ? PredictionRecord.explanationSuffix : ""),
-            latencyMicroseconds: VersionMetrics.nanoseconds(event.duration) / 1000,
-            caller: event.context.caller?.name, traceID: event.context.trace?.traceID,
-            inputs: event.inputs, outputs: event.outputs, featureNames: served.featureNames, redact: served.config.predictionLog.redact)
-    }
 }
 
 /// A sink behind a class reference (what `AtomicLazyReference` holds).

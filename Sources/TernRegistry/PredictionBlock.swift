@@ -15,19 +15,6 @@ import TernCore
 ///
 /// Records written before blocks (JSON text) are moved into blocks whose layout says so (``pack(records:_:cipher:)``).
 package enum PredictionBlock {
-    /// What a block keeps of every prediction beside its inputs and outputs, packed column by column (what a
-    /// ``PredictionEntry`` and a ``PredictionRecord`` both have).
-    package protocol Header {
-        var time: Int64 { get }
-        var requestID: String { get }
-        var model: String { get }
-        var version: Int { get }
-        var `protocol`: String { get }
-        var latencyMicroseconds: Int64 { get }
-        var caller: String? { get }
-        var traceID: String? { get }
-    }
-
     /// The first byte of a block: deflated, or sealed (``PayloadCipher``) then deflated inside.
     static let deflated: UInt8 = 1
     static let sealed: UInt8 = 2
@@ -35,7 +22,7 @@ package enum PredictionBlock {
     /// The most predictions a block holds (a record's id is its block's id times this, plus its slot).
     package static let capacity = 1 << 16
 
-    private struct TensorLayout: Equatable {
+    struct TensorLayout: Equatable {
         var name: String
         var datatype: DataType
         var rank: Int
@@ -44,7 +31,7 @@ package enum PredictionBlock {
     }
 
     /// What the predictions of a block that share it mean.
-    private struct Layout: Equatable {
+    struct Layout: Equatable {
         /// Inputs and outputs as JSON text (records from before blocks).
         var json = false
         var featureNames: [String]?
@@ -54,11 +41,11 @@ package enum PredictionBlock {
 
         init(json: Bool) { self.json = json }
 
-        init(_ entry: PredictionEntry) {
-            featureNames = entry.featureNames
-            redact = entry.redact
-            inputs = entry.inputs.map { Self.tensor($0, entry.redact) }
-            outputs = entry.outputs.map { Self.tensor($0, entry.redact) }
+        init(inputs: [Tensor], outputs: [Tensor], featureNames: [String]?, redact: Set<String>) {
+            self.featureNames = featureNames
+            self.redact = redact
+            self.inputs = inputs.map { Self.tensor($0, redact) }
+            self.outputs = outputs.map { Self.tensor($0, redact) }
         }
 
         static func tensor(_ tensor: Tensor, _ redact: Set<String>) -> TensorLayout {
@@ -67,13 +54,13 @@ package enum PredictionBlock {
                 redacted: redact.contains(tensor.name))
         }
 
-        /// Whether `entry` has this layout (what a block's next prediction almost always has).
-        func fits(_ entry: PredictionEntry) -> Bool {
-            guard !json, entry.inputs.count == inputs.count, entry.outputs.count == outputs.count,
-                entry.featureNames == featureNames, entry.redact == redact
+        /// Whether a prediction has this layout (what a block's next prediction almost always has).
+        func fits(_ inputs: [Tensor], _ outputs: [Tensor], featureNames: [String]?, redact: Set<String>) -> Bool {
+            guard !json, inputs.count == self.inputs.count, outputs.count == self.outputs.count,
+                featureNames == self.featureNames, redact == self.redact
             else { return false }
-            for (tensor, layout) in zip(entry.inputs, inputs) where !Self.same(tensor, layout) { return false }
-            for (tensor, layout) in zip(entry.outputs, outputs) where !Self.same(tensor, layout) { return false }
+            for (tensor, layout) in zip(inputs, self.inputs) where !Self.same(tensor, layout) { return false }
+            for (tensor, layout) in zip(outputs, self.outputs) where !Self.same(tensor, layout) { return false }
             return true
         }
 
@@ -83,78 +70,9 @@ package enum PredictionBlock {
         }
     }
 
-    // MARK: Packing
+    // MARK: Packing (what a ``PredictionDraft`` finishes with)
 
-    /// The entries at `indices` (all of one model and version, at most ``capacity``) as a block; entries are
-    /// read in place (see ``block(_:_:layouts:chosen:data:cipher:)``).
-    package static func pack(_ entries: [PredictionEntry], _ indices: some Collection<Int>, cipher: PayloadCipher?) throws(TernError)
-        -> [UInt8]
-    {
-        var layouts: [Layout] = []
-        var data = ByteWriter(capacity: indices.count * 96)
-        var chosen: [Int] = []
-        chosen.reserveCapacity(indices.count)
-        for index in indices {
-            if let last = chosen.last, layouts[last].fits(entries[index]) {
-                chosen.append(last)
-            } else if let found = layouts.firstIndex(where: { $0.fits(entries[index]) }) {
-                chosen.append(found)
-            } else {
-                layouts.append(Layout(entries[index]))
-                chosen.append(layouts.count - 1)
-            }
-            let redact = entries[index].redact
-            let spread = redact.isEmpty ? nil : PredictionRecordEncoder.spreadTensor(entries[index].inputs, featureNames: entries[index].featureNames)
-            for position in entries[index].inputs.indices {
-                writeTensor(
-                    entries[index].inputs[position], redact: redact, spreadNames: position == spread ? entries[index].featureNames : nil,
-                    into: &data)
-            }
-            for position in entries[index].outputs.indices {
-                writeTensor(entries[index].outputs[position], redact: redact, spreadNames: nil, into: &data)
-            }
-        }
-        return try block(entries, indices, layouts: layouts, chosen: chosen, data: data, cipher: cipher)
-    }
-
-    /// Records written before blocks (their inputs and outputs JSON text, kept as they are, sealed or not).
-    package static func pack(records: [PredictionRecord], _ indices: some Collection<Int>, cipher: PayloadCipher?) throws(TernError)
-        -> [UInt8]
-    {
-        var data = ByteWriter(capacity: indices.count * 256)
-        for index in indices {
-            data.string(records[index].inputs)
-            data.string(records[index].outputs)
-        }
-        return try block(
-            records, indices, layouts: [Layout(json: true)], chosen: Array(repeating: 0, count: indices.count), data: data, cipher: cipher)
-    }
-
-    /// The block: its count, layouts, the header columns of `rows` at `indices` (read in place, field by
-    /// field: a copy of a row retains each of its strings and arrays), which layout each row has (when there
-    /// are several), then `data`; deflated, and sealed with a cipher.
-    private static func block<Row: Header>(
-        _ rows: [Row], _ indices: some Collection<Int>, layouts: [Layout], chosen: [Int], data: ByteWriter, cipher: PayloadCipher?
-    ) throws(TernError) -> [UInt8] {
-        var meta = ByteWriter(capacity: indices.count * 48)
-        meta.varint(UInt64(indices.count))
-        meta.varint(UInt64(layouts.count))
-        for layout in layouts { write(layout, into: &meta) }
-        var previous: Int64 = 0
-        for index in indices {
-            meta.signed(rows[index].time - previous)
-            previous = rows[index].time
-        }
-        for index in indices { meta.signed(rows[index].latencyMicroseconds) }
-        for index in indices { meta.string(rows[index].requestID) }
-        for index in indices { meta.string(rows[index].protocol) }
-        for index in indices { meta.optional(rows[index].caller) }
-        for index in indices { meta.optional(rows[index].traceID) }
-        if layouts.count > 1 { for index in chosen { meta.varint(UInt64(index)) } }
-        return try seal(meta, data, cipher: cipher)
-    }
-
-    private static func write(_ layout: Layout, into writer: inout ByteWriter) {
+    static func write(_ layout: Layout, into writer: inout ByteWriter) {
         writer.byte(layout.json ? 1 : 0)
         guard !layout.json else { return }
         if let names = layout.featureNames {
@@ -177,7 +95,7 @@ package enum PredictionBlock {
         }
     }
 
-    private static func writeTensor(_ tensor: Tensor, redact: Set<String>, spreadNames: [String]?, into data: inout ByteWriter) {
+    static func writeTensor(_ tensor: Tensor, redact: Set<String>, spreadNames: [String]?, into data: inout ByteWriter) {
         if let rows = tensor.shape.first { data.signed(Int64(rows)) }
         guard !redact.contains(tensor.name) else { return }
         let hidden = spreadNames.map { names in names.indices.filter { redact.contains(names[$0]) } } ?? []
@@ -208,9 +126,8 @@ package enum PredictionBlock {
         }
     }
 
-    private static func seal(_ meta: ByteWriter, _ data: ByteWriter, cipher: PayloadCipher?) throws(TernError) -> [UInt8] {
-        var plain = meta.buffer
-        plain.append(contentsOf: data.buffer)
+    /// A block's plain bytes deflated, and sealed with a cipher.
+    static func seal(_ plain: [UInt8], cipher: PayloadCipher?) throws(TernError) -> [UInt8] {
         var block = ByteWriter(capacity: plain.count / 2 + 16)
         block.byte(deflated)
         block.varint(UInt64(plain.count))
@@ -241,7 +158,15 @@ package enum PredictionBlock {
     package static func unpack(
         _ block: [UInt8], model: String, version: Int, cipher: PayloadCipher?, keeping: (Int) -> Bool = { _ in true }
     ) throws(TernError) -> [PredictionRecord?] {
-        var plain = ByteReader(try plainBytes(block, cipher: cipher))
+        try records(plain: try plainBytes(block, cipher: cipher), model: model, version: version, cipher: cipher, keeping: keeping)
+    }
+
+    /// The records of a block's plain bytes (``unpack(_:model:version:cipher:keeping:)``); `cipher` opens
+    /// records moved in from before blocks that were sealed then.
+    static func records(
+        plain bytes: [UInt8], model: String, version: Int, cipher: PayloadCipher?, keeping: (Int) -> Bool = { _ in true }
+    ) throws(TernError) -> [PredictionRecord?] {
+        var plain = ByteReader(bytes)
         let count = Int(try plain.varint())
         let layoutCount = Int(try plain.varint())
         guard count <= capacity, layoutCount >= 1, layoutCount <= count + 1 else { throw .internalError("a prediction log block is damaged") }
@@ -385,50 +310,53 @@ package enum PredictionBlock {
     }
 }
 
-/// Bytes appended: varints (LEB128; signed ones zigzagged), strings as their length and UTF-8.
-private struct ByteWriter {
-    var buffer: [UInt8]
+extension PredictionBlock {
+    /// Bytes appended: varints (LEB128; signed ones zigzagged), strings as their length and UTF-8.
+    struct ByteWriter {
+        var buffer: [UInt8]
 
-    init(capacity: Int) {
-        buffer = []
-        buffer.reserveCapacity(capacity)
-    }
-
-    mutating func byte(_ value: UInt8) { buffer.append(value) }
-
-    mutating func bytes(_ value: [UInt8]) { buffer.append(contentsOf: value) }
-
-    mutating func varint(_ value: UInt64) {
-        var value = value
-        while value >= 0x80 {
-            buffer.append(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
+        init(capacity: Int) {
+            buffer = []
+            buffer.reserveCapacity(capacity)
         }
-        buffer.append(UInt8(value))
-    }
 
-    mutating func signed(_ value: Int64) { varint(UInt64(bitPattern: (value << 1) ^ (value >> 63))) }
+        mutating func byte(_ value: UInt8) { buffer.append(value) }
 
-    mutating func string(_ value: String) {
-        var value = value
-        value.withUTF8 { utf8 in
-            varint(UInt64(utf8.count))
-            buffer.append(contentsOf: utf8)
+        mutating func bytes(_ value: [UInt8]) { buffer.append(contentsOf: value) }
+
+        mutating func varint(_ value: UInt64) {
+            var value = value
+            while value >= 0x80 {
+                buffer.append(UInt8(truncatingIfNeeded: value) | 0x80)
+                value >>= 7
+            }
+            buffer.append(UInt8(value))
+        }
+
+        mutating func signed(_ value: Int64) { varint(UInt64(bitPattern: (value << 1) ^ (value >> 63))) }
+
+        mutating func string(_ value: String) {
+            var value = value
+            value.withUTF8 { utf8 in
+                varint(UInt64(utf8.count))
+                buffer.append(contentsOf: utf8)
+            }
+        }
+
+        /// nil as 0, else the length plus one and the bytes.
+        mutating func optional(_ value: String?) {
+            guard var value else { return varint(0) }
+            value.withUTF8 { utf8 in
+                varint(UInt64(utf8.count) + 1)
+                buffer.append(contentsOf: utf8)
+            }
         }
     }
 
-    /// nil as 0, else the length plus one and the bytes.
-    mutating func optional(_ value: String?) {
-        guard var value else { return varint(0) }
-        value.withUTF8 { utf8 in
-            varint(UInt64(utf8.count) + 1)
-            buffer.append(contentsOf: utf8)
-        }
-    }
 }
 
-/// Reads what ``ByteWriter`` wrote; running past the end is a damaged block.
-private struct ByteReader {
+/// Reads what ``PredictionBlock/ByteWriter`` wrote; running past the end is a damaged block.
+struct ByteReader {
     let buffer: [UInt8]
     var position = 0
 
@@ -469,12 +397,21 @@ private struct ByteReader {
         String(decoding: try bytes(Int(clamping: try varint())), as: UTF8.self)
     }
 
+    /// Copies a string (or an optional one, ``PredictionBlock/ByteWriter/optional(_:)``) as it is, and returns
+    /// where its bytes are.
+    mutating func copyString(into writer: inout PredictionBlock.ByteWriter, optional: Bool = false) throws(TernError) -> Range<Int> {
+        let stored = try varint()
+        writer.varint(stored)
+        let length = Int(clamping: optional && stored > 0 ? stored - 1 : stored)
+        guard length <= remaining else { throw .internalError("a prediction log block is damaged (short)") }
+        writer.buffer.append(contentsOf: buffer[position..<(position + length)])
+        position += length
+        return (position - length)..<position
+    }
+
     mutating func optional() throws(TernError) -> String? {
         let length = try varint()
         guard length > 0 else { return nil }
         return String(decoding: try bytes(Int(clamping: length - 1)), as: UTF8.self)
     }
 }
-
-extension PredictionEntry: PredictionBlock.Header {}
-extension PredictionRecord: PredictionBlock.Header {}

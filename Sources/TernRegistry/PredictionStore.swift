@@ -177,84 +177,46 @@ public final class PredictionStore: Sendable {
     /// compare the ids.
     static func key(_ requestID: String) -> Int64 {
         var id = requestID
-        return id.withUTF8 { bytes -> Int64 in
-            if bytes.count >= 18, bytes.count <= 27, bytes[16] == UInt8(ascii: "-") {
-                var prefix: UInt64 = 0
-                var counter: UInt64 = 0
-                var valid = true
-                for (index, byte) in bytes.enumerated() where index != 16 {
-                    let digit: UInt64
-                    switch byte {
-                    case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = UInt64(byte - UInt8(ascii: "0"))
-                    case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = UInt64(byte - UInt8(ascii: "a") + 10)
-                    default:
-                        valid = false
-                        digit = 0
-                    }
-                    if !valid { break }
-                    if index < 16 { prefix = prefix << 4 | digit } else { counter = counter << 4 | digit }
+        return id.withUTF8 { key(utf8: $0) }
+    }
+
+    /// The key of a request id given as its UTF-8 bytes.
+    static func key(utf8 bytes: UnsafeBufferPointer<UInt8>) -> Int64 {
+        if bytes.count >= 18, bytes.count <= 27, bytes[16] == UInt8(ascii: "-") {
+            var prefix: UInt64 = 0
+            var counter: UInt64 = 0
+            var valid = true
+            for (index, byte) in bytes.enumerated() where index != 16 {
+                let digit: UInt64
+                switch byte {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = UInt64(byte - UInt8(ascii: "0"))
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = UInt64(byte - UInt8(ascii: "a") + 10)
+                default:
+                    valid = false
+                    digit = 0
                 }
-                if valid, counter < 1 << 40 {
-                    return Int64(bitPattern: ((prefix &* 0x9E37_79B9_7F4A_7C15) >> 43) << 40 | counter)
-                }
+                if !valid { break }
+                if index < 16 { prefix = prefix << 4 | digit } else { counter = counter << 4 | digit }
             }
-            var hash: UInt32 = 2_166_136_261
-            for byte in bytes {
-                hash ^= UInt32(byte)
-                hash = hash &* 16_777_619
+            if valid, counter < 1 << 40 {
+                return Int64(bitPattern: ((prefix &* 0x9E37_79B9_7F4A_7C15) >> 43) << 40 | counter)
             }
-            return Int64(hash & 0x7FFF_FFFF)
         }
+        var hash: UInt32 = 2_166_136_261
+        for byte in bytes {
+            hash ^= UInt32(byte)
+            hash = hash &* 16_777_619
+        }
+        return Int64(hash & 0x7FFF_FFFF)
     }
 
     // MARK: Writing
 
-    /// Appends entries in one transaction: a block for each model version among them.
-    public func append(_ entries: [PredictionEntry]) async throws(TernError) {
-        guard !entries.isEmpty else { return }
-        try await write(try packed(entries) { indices throws(TernError) in try PredictionBlock.pack(entries, indices, cipher: cipher) })
-    }
-
-    /// `rows` as blocks, one per model version among them (in statements of at most
-    /// ``PredictionBlock/capacity``), each packed by `pack` from the rows' indices.
-    private func packed<Row: PredictionBlock.Header>(
-        _ rows: [Row], pack: (ArraySlice<Int>) throws(TernError) -> [UInt8]
-    ) throws(TernError) -> [Block] {
-        // The rows of each model version, by index (most often all of them are of one).
-        var groups: [[Int]] = []
-        if rows.allSatisfy({ $0.version == rows[0].version && $0.model == rows[0].model }) {
-            groups = [Array(rows.indices)]
-        } else {
-            var byVersion: [String: Int] = [:]
-            for index in rows.indices {
-                let name = "\(rows[index].version) \(rows[index].model)"
-                if let group = byVersion[name] {
-                    groups[group].append(index)
-                } else {
-                    byVersion[name] = groups.count
-                    groups.append([index])
-                }
-            }
-        }
-        var blocks: [Block] = []
-        for group in groups {
-            for start in stride(from: 0, to: group.count, by: PredictionBlock.capacity) {
-                let indices = group[start..<min(group.count, start + PredictionBlock.capacity)]
-                var first = Int64.max
-                var last = Int64.min
-                var keys: [Int64] = []
-                keys.reserveCapacity(indices.count)
-                for index in indices {
-                    first = min(first, rows[index].time)
-                    last = max(last, rows[index].time)
-                    keys.append(Self.key(rows[index].requestID))
-                }
-                let head = indices.first!
-                blocks.append(
-                    Block(model: rows[head].model, version: rows[head].version, first: first, last: last, keys: keys, data: try pack(indices)))
-            }
-        }
-        return blocks
+    /// Appends drafts in one transaction: each one block.
+    public func append(_ drafts: [PredictionDraft]) async throws(TernError) {
+        let blocks = try drafts.filter { !$0.isEmpty }.map { draft throws(TernError) in try Block(draft, cipher: cipher) }
+        guard !blocks.isEmpty else { return }
+        try await write(blocks)
     }
 
     /// A packed block ready to insert.
@@ -265,6 +227,11 @@ public final class PredictionStore: Sendable {
         var last: Int64
         var keys: [Int64]
         var data: [UInt8]
+
+        init(_ draft: PredictionDraft, cipher: PayloadCipher?) throws(TernError) {
+            (model, version, first, last) = (draft.model, draft.version, draft.first, draft.last)
+            (data, keys) = try draft.block(cipher: cipher)
+        }
     }
 
     private func write(_ blocks: [Block], removingOld: Int64? = nil) async throws(TernError) {
@@ -297,35 +264,30 @@ public final class PredictionStore: Sendable {
         }
     }
 
-    /// The keys of a block's records: on SQLite in statements of up to 16,000 rows (32,000 values, within
-    /// SQLite's limit), as each statement is a hop to SQLite's thread and back, which costs the event loops
-    /// more than the insert; on PostgreSQL in statements of 500.
+    /// The keys of a block's records. SQLite: one statement whatever their number, the keys a JSON array that
+    /// SQLite reads itself (`json_each`): a statement with a placeholder per value cost more to parse than the
+    /// inserts, and each statement is a hop to SQLite's thread and back. PostgreSQL: statements of 500 rows.
     private func insertKeys(_ keys: [Int64], block: Int64, _ database: RegistryDatabase) async throws {
-        let size = database.sqlite == nil ? 500 : 16_000
-        for start in stride(from: 0, to: keys.count, by: size) {
-            let chunk = keys[start..<min(keys.count, start + size)]
-            if let sqlite = database.sqlite {
-                var binds: [SQLiteData] = []
-                binds.reserveCapacity(chunk.count * 2)
-                for (offset, key) in chunk.enumerated() {
-                    binds.append(.integer(Int(block * Self.capacity) + start + offset))
-                    binds.append(.integer(Int(key)))
-                }
-                try await sqlite.query(Self.keysText(rows: chunk.count), binds) { _ in }
-            } else {
-                let rows = chunk.enumerated().map { offset, key -> [any SQLExpression] in
-                    [SQLBind(block * Self.capacity + Int64(start + offset)), SQLBind(key)]
-                }
-                try await database.sql.insert(into: "tern_prediction_keys").columns(["id", "key"]).rows(rows).run()
+        if let sqlite = database.sqlite {
+            var list = "["
+            list.reserveCapacity(keys.count * 14 + 2)
+            for (index, key) in keys.enumerated() {
+                if index > 0 { list += "," }
+                list += String(key)
             }
+            list += "]"
+            try await sqlite.query(
+                "INSERT INTO tern_prediction_keys (id, key) SELECT ? + key, value FROM json_each(?)",
+                [.integer(Int(block * Self.capacity)), .text(list)]
+            ) { _ in }
+            return
         }
-    }
-
-    private static func keysText(rows: Int) -> String {
-        var text = "INSERT INTO tern_prediction_keys (id, key) VALUES (?, ?)"
-        text.reserveCapacity(text.utf8.count + rows * 8)
-        for _ in 1..<rows { text += ", (?, ?)" }
-        return text
+        for start in stride(from: 0, to: keys.count, by: 500) {
+            let rows = keys[start..<min(keys.count, start + 500)].enumerated().map { offset, key -> [any SQLExpression] in
+                [SQLBind(block * Self.capacity + Int64(start + offset)), SQLBind(key)]
+            }
+            try await database.sql.insert(into: "tern_prediction_keys").columns(["id", "key"]).rows(rows).run()
+        }
     }
 
     /// Moves records written before blocks (the `tern_predictions` table) into blocks, 5,000 at a time, then
@@ -372,8 +334,9 @@ public final class PredictionStore: Sendable {
                             ))
                     }
                 }
-                let old = records.map(\.record)
-                let blocks = try packed(old) { indices throws(TernError) in try PredictionBlock.pack(records: old, indices, cipher: cipher) }
+                let blocks = try PredictionDraft.drafts(records: records.map(\.record)).map { draft throws(TernError) in
+                    try Block(draft, cipher: cipher)
+                }
                 try await write(blocks, removingOld: records.last!.id)
                 moved += records.count
             }

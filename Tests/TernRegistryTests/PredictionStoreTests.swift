@@ -45,8 +45,8 @@ import Testing
     @Test(arguments: TestDatabases.kinds) func recordsReadBackAsTheirJSON(kind: String) async throws {
         let (store, _) = try await Self.store(kind)
         let entries = try (0..<1200).map { try Self.entry($0, version: $0 < 700 ? 1 : 2) }
-        try await store.append(Array(entries[..<1000]))
-        try await store.append(Array(entries[1000...]))
+        try await store.append(PredictionDraft.drafts(Array(entries[..<1000])))
+        try await store.append(PredictionDraft.drafts(Array(entries[1000...])))
         #expect(try await store.count() == 1200)
 
         let one = try await store.records(requestID: "r-42")
@@ -94,7 +94,7 @@ import Testing
     @Test func redactedValuesNeverReachTheStore() async throws {
         let (store, location) = try await Self.store("sqlite")
         let entry = try Self.entry(7, redact: ["income", "purpose", "probabilities"])
-        try await store.append([entry, try Self.entry(8)])
+        try await store.append(PredictionDraft.drafts([entry, try Self.entry(8)]))
         let record = try #require(try await store.records(requestID: "r-7").first)
         #expect(record == entry.record)
         #expect(record.inputs == #"[{"age":27.0,"income":"[redacted]","housing":3.0,"purpose":"[redacted]"}]"#)
@@ -120,7 +120,7 @@ import Testing
         let cipher = try PayloadCipher(file: keyFile)
         let (store, location) = try await Self.store(kind, cipher: cipher)
         let entry = try Self.entry(1)
-        try await store.append([entry])
+        try await store.append(PredictionDraft.drafts([entry]))
         #expect(try await store.records(requestID: "r-1") == [entry.record])
         await store.close()
         let plain = try await PredictionStore.open(location)
@@ -160,7 +160,7 @@ import Testing
         #expect(try await reopened.records(requestID: "r-6") == [old[6]])
         #expect(try await reopened.predictionsWithFeedback(model: "credit", since: nil, limit: 10).map(\.record) == [old[6]])
         let next = try Self.entry(12)
-        try await reopened.append([next])
+        try await reopened.append(PredictionDraft.drafts([next]))
         #expect(try await reopened.recent(model: "credit", version: 1, limit: 100) == old[..<5] + [next.record])
         await reopened.close()
     }

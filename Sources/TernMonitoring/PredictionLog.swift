@@ -165,6 +165,7 @@ public final class PredictionLog: InferenceObserver, Service {
         try await open()
         logger.info("prediction log", metadata: ["store": "\(configuration.location)"])
         var lastPrune = ContinuousClock.now - .seconds(3600)
+        var lastPass = ContinuousClock.now
         let stopping = Atomic<Bool>(false)
         await withGracefulShutdownHandler {
             while true {
@@ -175,12 +176,19 @@ public final class PredictionLog: InferenceObserver, Service {
                     lastPrune = .now
                     await prune()
                 }
-                // A queue filling faster than a quarter of its rows per interval (large requests) is written
-                // sooner, before it fills and drops; lighter traffic keeps the interval (each pass costs the
-                // event loops a few wakeups, which at 8 connections cost more than the writing).
+                // The next pass comes after the interval, or sooner when, at the rate the last one saw, a
+                // quarter of the queue's rows fills first (large requests), so that it never fills and drops;
+                // a burst after a quiet spell is caught by a look at the queue every 10 ms. Each pass is a
+                // transaction and wakeups: lighter traffic waits the whole interval.
+                let elapsed = lastPass.duration(to: .now)
+                lastPass = .now
                 let quarter = max(1, configuration.queueCapacity / 4)
-                let share = min(1, Double(quarter) / Double(max(1, taken)))
-                try? await Task.sleep(for: max(.milliseconds(10), configuration.flushInterval * share))
+                let fill = taken > 0 ? elapsed * (Double(quarter) / Double(taken)) : configuration.flushInterval
+                let next = ContinuousClock.now + max(.milliseconds(10), min(configuration.flushInterval, fill))
+                repeat {
+                    try? await Task.sleep(for: min(.milliseconds(10), ContinuousClock.now.duration(to: next)))
+                } while ContinuousClock.now < next && !Task.isCancelled && !stopping.load(ordering: .relaxed)
+                    && queuedRows < quarter
                 if Task.isCancelled { stopping.store(true, ordering: .relaxed) }
             }
         } onGracefulShutdown: {
@@ -190,15 +198,16 @@ public final class PredictionLog: InferenceObserver, Service {
         await store.close()
     }
 
-    /// Writes everything queued now and returns how many rows it took; with `target`, only until the first
-    /// `target` predictions ever queued are settled (written, or lost to a failed write). One writer at a
-    /// time, whoever calls: the store takes one transaction at a time.
+    /// Writes everything queued now (one pass: what arrives meanwhile waits for the next) and returns how many
+    /// rows it took; with `target`, passes until the first `target` predictions ever queued are settled
+    /// (written, or lost to a failed write). One writer at a time, whoever calls: the store takes one
+    /// transaction at a time.
     @discardableResult
     package func flush(upTo target: Int? = nil) async -> Int {
         var taken = 0
         await writing.lock()
         defer { writing.unlock() }
-        while target.map({ target in queue.withLock { $0.settledTotal < target } }) ?? true {
+        while target.map({ target in queue.withLock { $0.settledTotal < target } }) ?? (taken == 0) {
             // Everything queued, swapped out of the queue in one step: requests never wait for the writer's
             // work under the lock.
             let (drafts, rows, count, held) = queue.withLock { queue -> ([PredictionDraft], Int, Int, [ServedModel]) in

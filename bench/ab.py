@@ -5,8 +5,8 @@
 
 Each variant is `NAME=[VAR=VALUE ...] BINARY [FLAGS...]` (variables set for that server, such as TERN_DATA).
 `--api-key KEY` sends `Authorization: Bearer KEY` to every variant (a server without keys ignores it). All variants run side by side (bench/models, as bench/run.py
-serves them); every round loads each in turn (wrk, gbc, 1 row, c=64 unless told otherwise), so the machine's
-drift falls on all alike. Reports the median requests/s and server CPU per request of each, and the ratio to
+serves them); every round loads each in turn, starting one variant later than the round before (wrk, gbc, 1 row,
+c=64 unless told otherwise), so the machine's drift falls on all alike. Reports the median requests/s and server CPU per request of each, and the ratio to
 the first variant. Every answer is checked as bench/run.py checks it.
 """
 import os
@@ -63,7 +63,10 @@ def main():
                 results[name] = []
             expected = {s.name: run.check_answer(s, args.model, sample, body, session, args.api_key) for s in servers}
             for round_number in range(args.rounds):
-                for server in servers:
+                # Each round starts with the next variant: a variant loaded right after another (whose
+                # writer may still be busy) would otherwise always pay for the same neighbour.
+                shift = round_number % len(servers)
+                for server in servers[shift:] + servers[:shift]:
                     result = run.load(server, args.model, args.rows, args.concurrency, args.duration, body,
                                       expected[server.name], workdir, args.api_key)
                     results[server.name].append(result)

@@ -112,16 +112,29 @@ public enum RequestID {
 
     /// A new id: this process's random prefix and a counter (`5f0c2a9e71d3b604-1a`).
     public static func make() -> String {
-        let number = counter.add(1, ordering: .relaxed).newValue
-        return prefix + String(number, radix: 16)
+        let number = UInt64(counter.add(1, ordering: .relaxed).newValue)
+        let digits = max(1, (UInt64.bitWidth - number.leadingZeroBitCount + 3) / 4)
+        // Written in place: one allocation for the id (String(_:radix:) and a concatenation made three).
+        return String(unsafeUninitializedCapacity: prefix.count + digits) { buffer in
+            for (index, byte) in prefix.enumerated() { buffer[index] = byte }
+            var value = number
+            for index in (prefix.count..<(prefix.count + digits)).reversed() {
+                buffer[index] = hexDigits[Int(value & 0xF)]
+                value >>= 4
+            }
+            return prefix.count + digits
+        }
     }
 
-    private static let prefix: String = {
+    /// This process's random prefix, `<16 hex digits>-`, as bytes.
+    private static let prefix: [UInt8] = {
         var generator = SystemRandomNumberGenerator()
         let value = generator.next() as UInt64
         let hex = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex + "-"
+        return Array((String(repeating: "0", count: 16 - hex.count) + hex + "-").utf8)
     }()
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
     private static let counter = Atomic<Int>(0)
 }

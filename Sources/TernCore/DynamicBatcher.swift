@@ -54,14 +54,29 @@ public final class DynamicBatcher: CallbackInferenceModel, @unchecked Sendable {
         return counts
     }
 
-    private struct Pending {
-        var inputs: [Tensor]
-        var outputs: [String]
-        var rows: Int
-        var enqueued: ContinuousClock.Instant
-        var deadline: ContinuousClock.Instant?
-        var timing: RunTiming?
-        var completion: @Sendable (Result<[Tensor], any Error>) -> Void
+    /// A queued request. A class: the queue, a batch and the run pass it around, and a copy of a struct
+    /// retained each of its arrays and its completion every time.
+    private final class Pending: Sendable {
+        let inputs: [Tensor]
+        let outputs: [String]
+        let rows: Int
+        let enqueued: ContinuousClock.Instant
+        let deadline: ContinuousClock.Instant?
+        let timing: RunTiming?
+        let completion: @Sendable (Result<[Tensor], any Error>) -> Void
+
+        init(
+            inputs: [Tensor], outputs: [String], rows: Int, enqueued: ContinuousClock.Instant, deadline: ContinuousClock.Instant?,
+            timing: RunTiming?, completion: @escaping @Sendable (Result<[Tensor], any Error>) -> Void
+        ) {
+            self.inputs = inputs
+            self.outputs = outputs
+            self.rows = rows
+            self.enqueued = enqueued
+            self.deadline = deadline
+            self.timing = timing
+            self.completion = completion
+        }
     }
 
     /// - Parameters:

@@ -8,21 +8,27 @@ public enum RequestValidator {
     public static func validate(
         _ request: InferenceRequest, against signature: ModelSignature, maxBatchSize: Int = 0, allowNonFinite: Bool = false
     ) throws(TernError) -> (inputs: [Tensor], outputs: [String]) {
+        // Inputs given in the signature's order (what clients almost always send) need no lookup by name.
+        let inOrder =
+            request.inputs.count == signature.inputs.count
+            && zip(request.inputs, signature.inputs).allSatisfy { tensor, spec in tensor.name == spec.name }
         var byName: [String: Tensor] = [:]
-        byName.reserveCapacity(request.inputs.count)
-        for tensor in request.inputs {
-            guard signature.input(named: tensor.name) != nil else {
-                let expected = signature.inputs.map(\.name).joined(separator: ", ")
-                throw .invalidArgument("unknown input '\(tensor.name)'; the model's inputs are: \(expected)")
-            }
-            guard byName.updateValue(tensor, forKey: tensor.name) == nil else {
-                throw .invalidArgument("input '\(tensor.name)' is given more than once")
+        if !inOrder {
+            byName.reserveCapacity(request.inputs.count)
+            for tensor in request.inputs {
+                guard signature.input(named: tensor.name) != nil else {
+                    let expected = signature.inputs.map(\.name).joined(separator: ", ")
+                    throw .invalidArgument("unknown input '\(tensor.name)'; the model's inputs are: \(expected)")
+                }
+                guard byName.updateValue(tensor, forKey: tensor.name) == nil else {
+                    throw .invalidArgument("input '\(tensor.name)' is given more than once")
+                }
             }
         }
         var ordered: [Tensor] = []
         ordered.reserveCapacity(signature.inputs.count)
-        for spec in signature.inputs {
-            guard let tensor = byName[spec.name] else {
+        for (position, spec) in signature.inputs.enumerated() {
+            guard let tensor = inOrder ? request.inputs[position] : byName[spec.name] else {
                 throw .invalidArgument(
                     "missing input '\(spec.name)' (\(spec.datatype) \(spec.shape)); the model needs: "
                         + signature.inputs.map(\.name).joined(separator: ", "))

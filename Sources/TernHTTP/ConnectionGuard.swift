@@ -205,7 +205,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             corsOrigin = nil
-            if let origin = head.headerFields[.origin] {
+            if let origin = head.headerFields.value(.origin) {
                 let allowed = allowedOrigins.contains(origin) || allowedOrigins.contains("*")
                 if allowed, head.method == .options, head.headerFields[.accessControlRequestMethod] != nil {
                     preflight(context: context, origin: origin)
@@ -269,7 +269,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Whether a request asks that its connection close after the answer.
     private static func asksClose(_ head: HTTPRequest) -> Bool {
-        guard let value = head.headerFields[.connection] else { return false }
+        guard let value = head.headerFields.value(.connection) else { return false }
         return value.lowercased().contains("close")
     }
 
@@ -411,7 +411,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Whether an answer carries `Connection: close` (without allocating for the common answer that does not).
     private static func saysClose(_ head: HTTPResponse) -> Bool {
-        guard let value = head.headerFields[.connection], value.utf8.count == 5 else { return false }
+        guard let value = head.headerFields.value(.connection), value.utf8.count == 5 else { return false }
         return value.lowercased() == "close"
     }
 

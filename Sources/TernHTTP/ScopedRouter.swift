@@ -91,7 +91,7 @@ public struct ScopedRouter {
 
     /// The credential a request presents: `Authorization: Bearer KEY`, else `x-api-key: KEY`.
     public static func credential(_ headers: HTTPFields) -> String? {
-        AccessControl.credential(authorization: headers[.authorization], apiKey: headers[Self.apiKeyField])
+        AccessControl.credential(authorization: headers.value(.authorization), apiKey: headers.value(Self.apiKeyField))
     }
 
     static let apiKeyField = HTTPField.Name("x-api-key")!

@@ -143,20 +143,22 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The model and version of an infer request this handler takes; nil for anything else.
     private static func route(_ head: HTTPRequest) -> (String, String?)? {
-        guard head.method == .post, var path = head.path?.utf8[...], path.starts(with: "/v2/models/".utf8) else { return nil }
+        let prefix = "/v2/models/".utf8
+        guard head.method == .post, var path = head.path?.utf8[...], path.starts(with: prefix) else { return nil }
         if let query = path.firstIndex(of: UInt8(ascii: "?")) { path = path[..<query] }
-        let parts = path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
-        // "", "v2", "models", m, "infer"  or  "", "v2", "models", m, "versions", v, "infer"
-        guard parts.last?.elementsEqual("infer".utf8) == true, !parts[3].isEmpty,
-            let model = segment(parts[3])
+        // "<m>/infer" or "<m>/versions/<v>/infer", read in place (a split made an array per request)
+        var rest = path.dropFirst(prefix.count)
+        let slash = UInt8(ascii: "/")
+        guard let end = rest.firstIndex(of: slash), end > rest.startIndex, let model = segment(rest[..<end]) else { return nil }
+        rest = rest[rest.index(after: end)...]
+        if rest.elementsEqual("infer".utf8) { return (model, nil) }
+        let versions = "versions/".utf8
+        guard rest.starts(with: versions) else { return nil }
+        rest = rest.dropFirst(versions.count)
+        guard let close = rest.firstIndex(of: slash), close > rest.startIndex,
+            rest[rest.index(after: close)...].elementsEqual("infer".utf8), let version = segment(rest[..<close])
         else { return nil }
-        switch parts.count {
-        case 5: return (model, nil)
-        case 7 where parts[4].elementsEqual("versions".utf8) && !parts[5].isEmpty:
-            guard let version = segment(parts[5]) else { return nil }
-            return (model, version)
-        default: return nil
-        }
+        return (model, version)
     }
 
     /// A path segment, percent-decoded (`credit%20risk`); nil when its escapes are malformed (the router
@@ -168,7 +170,7 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func start(_ head: HTTPRequest, model: String, version: String?) -> Pending {
-        let close = head.headerFields[.connection]?.lowercased().contains("close") ?? false
+        let close = head.headerFields.value(.connection)?.lowercased().contains("close") ?? false
         let requestContext = V2Routes.callContext(.v2REST, head.headerFields, peer: peer)
         do {
             if configuration.access.verifier != nil {
@@ -244,9 +246,15 @@ final class V2InferFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     ) {
         var head = answer.0
         let body = answer.1
-        head.headerFields[.contentLength] = String(body.readableBytes)
-        head.headerFields[.requestID] = requestID
-        head.headerFields[.server] = "tern"
+        // Appended, not set (a set looks for the name first): an answer never has these two; an error's may
+        // have its request id.
+        head.headerFields.append(HTTPField(name: .contentLength, value: String(body.readableBytes)))
+        if head.headerFields.contains(.requestID) {
+            head.headerFields[.requestID] = requestID
+        } else {
+            head.headerFields.append(HTTPField(name: .requestID, value: requestID))
+        }
+        head.headerFields.append(HTTPField(name: .server, value: "tern"))
         if close { head.headerFields[.connection] = "close" }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(body)), promise: nil)

@@ -54,7 +54,7 @@ extension HTTPFrontEndConfiguration {
     /// Refuses a body by its declared `Content-Length` before any of it is read (the connection then closes:
     /// ``ConnectionGuard`` closes after every 413).
     public static func refuseByLength(_ headers: HTTPFields, upTo limit: Int, flag: String) throws(TernError) {
-        guard let text = headers[.contentLength] else { return }
+        guard let text = headers.value(.contentLength) else { return }
         guard let length = Int(text), length >= 0 else {
             throw .invalidArgument("Content-Length is not a byte count: '\(Echo.clip(text))'")
         }
@@ -66,6 +66,21 @@ extension HTTPFrontEndConfiguration {
             .payloadTooLarge,
             "the request body"
                 + (length.map { " (\($0) bytes)" } ?? "") + " is larger than the limit of \(limit) bytes (raise it with \(flag))")
+    }
+}
+
+extension HTTPFields {
+    /// A field's value, as the subscript reads it (several fields of the name joined), without the joining
+    /// when there is one (what a request's fields almost always have): the subscript builds a joined string
+    /// through a lazy sequence for every lookup that finds its field, which cost more than the rest of the
+    /// lookups of a request together.
+    func value(_ name: HTTPField.Name) -> String? {
+        var found: String?
+        for index in indices where self[index].name == name {
+            if found != nil { return self[name] }
+            found = self[index].value
+        }
+        return found
     }
 }
 
@@ -81,7 +96,7 @@ extension HTTPField.Name {
 extension V2Routes {
     /// A request's context from its HTTP head: `X-Request-ID` and `traceparent` honoured.
     static func callContext(_ wire: WireProtocol, _ headers: HTTPFields, peer: String?) -> CallContext {
-        CallContext(wire: wire, requestID: headers[.requestID], traceparent: headers[.traceparent], peer: peer)
+        CallContext(wire: wire, requestID: headers.value(.requestID), traceparent: headers.value(.traceparent), peer: peer)
     }
 }
 
@@ -280,16 +295,16 @@ public struct V2Routes: Sendable {
         throws(TernError) -> (ServedModel, Int?)
     {
         let served = try service.resolve(model: model, version: version, context: context) { name in
-            HTTPField.Name(name).flatMap { headers[$0] }
+            HTTPField.Name(name).flatMap { headers.value($0) }
         }
         var headerLength: Int?
-        if let value = headers[.inferenceHeaderContentLength] {
+        if let value = headers.value(.inferenceHeaderContentLength) {
             guard let length = Int(value.trimmingCharacters(in: .whitespaces)), length >= 0 else {
                 throw .invalidArgument("Inference-Header-Content-Length must be a non-negative integer, got '\(value)'")
             }
             headerLength = length
         }
-        if let encoding = headers[.contentEncoding], encoding.lowercased() != "identity" {
+        if let encoding = headers.value(.contentEncoding), encoding.lowercased() != "identity" {
             throw .invalidArgument("Content-Encoding '\(encoding)' is not supported; send the body uncompressed")
         }
         return (served, headerLength)
@@ -298,12 +313,12 @@ public struct V2Routes: Sendable {
     /// The answer's headers and body: JSON, or JSON followed by binary outputs.
     static func inferAnswer(_ response: InferenceResponse, encoding: V2RequestDecoder.OutputEncoding) -> (HTTPFields, ByteBuffer) {
         let (buffer, jsonLength) = V2ResponseEncoder.encode(response, encoding: encoding)
-        var headers: HTTPFields = [:]
+        var headers = HTTPFields()
         if let jsonLength {
-            headers[.contentType] = "application/octet-stream"
-            headers[.inferenceHeaderContentLength] = String(jsonLength)
+            headers.append(HTTPField(name: .contentType, value: "application/octet-stream"))
+            headers.append(HTTPField(name: .inferenceHeaderContentLength, value: String(jsonLength)))
         } else {
-            headers[.contentType] = "application/json"
+            headers.append(HTTPField(name: .contentType, value: "application/json"))
         }
         return (headers, buffer)
     }

@@ -54,7 +54,8 @@ public final class PredictionLog: InferenceObserver, Service {
         var rows = 0
         /// The predictions queued.
         var count = 0
-        /// The predictions the last pass took (a new draft's first capacity).
+        /// The predictions the last pass took (a new draft's first capacity, up to 8,192: past it the buffers
+        /// grow, rather than every version's draft reserving what all of them took).
         var lastPass = 0
         var seen = 0
         /// Predictions ever queued, and those the writer has finished with (written, or lost to a failed write).
@@ -117,7 +118,7 @@ public final class PredictionLog: InferenceObserver, Service {
                 queue.drafts.append(
                     PredictionDraft(
                         model: served.name, version: served.version, featureNames: served.featureNames,
-                        redact: served.config.predictionLog.redact, expected: queue.lastPass))
+                        redact: served.config.predictionLog.redact, expected: min(queue.lastPass, 8192)))
                 queue.open[id] = index
                 queue.held.append(served)
             }

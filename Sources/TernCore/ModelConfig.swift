@@ -120,12 +120,8 @@ public final class ServedModel: Sendable {
     /// Whether the service counts executions itself (a batcher counts its own), decided once at load.
     let countsOwnExecutions: Bool
 
-    /// Column names for row formats: the config's, else the model's `feature_names` metadata.
-    public var featureNames: [String]? {
-        if let names = config.featureNames { return names }
-        guard let text = model.metadata.custom["feature_names"], !text.isEmpty else { return nil }
-        return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-    }
+    /// Column names for row formats: the config's, else the model's `feature_names` metadata (read once, at load).
+    public let featureNames: [String]?
 
     public init(name: String, version: Int, model: any InferenceModel, config: ModelConfig, platform: String) {
         self.name = name
@@ -138,5 +134,12 @@ public final class ServedModel: Sendable {
         self.statistics = (model as? DynamicBatcher)?.timings ?? ModelStatistics()
         self.rowsInFirstDimension = model.signature.hasBatchDimension
         self.countsOwnExecutions = !(model is DynamicBatcher)
+        if let names = config.featureNames {
+            self.featureNames = names
+        } else if let text = model.metadata.custom["feature_names"], !text.isEmpty {
+            self.featureNames = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        } else {
+            self.featureNames = nil
+        }
     }
 }

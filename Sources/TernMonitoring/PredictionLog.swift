@@ -52,8 +52,6 @@ public final class PredictionLog: InferenceObserver, Service {
         var held: [ServedModel] = []
         /// The rows of the predictions queued.
         var rows = 0
-        /// The predictions queued.
-        var count = 0
         /// The predictions the last pass took (a new draft's first capacity, up to 8,192: past it the buffers
         /// grow, rather than every version's draft reserving what all of them took).
         var lastPass = 0
@@ -107,7 +105,7 @@ public final class PredictionLog: InferenceObserver, Service {
         let kept = queue.withLock { queue -> Bool in
             queue.seen &+= 1
             if rate < 1, Int(Double(queue.seen) * rate) == Int(Double(queue.seen - 1) * rate) { return true }
-            guard queue.rows + rows <= configuration.queueCapacity || queue.count == 0 else { return false }
+            guard queue.rows + rows <= configuration.queueCapacity || queue.drafts.isEmpty else { return false }
             let id = ObjectIdentifier(served)
             var index: Int
             if let open = queue.open[id], !queue.drafts[open].isFull {
@@ -126,7 +124,6 @@ public final class PredictionLog: InferenceObserver, Service {
                 time: time, requestID: context.requestID, protocol: wire, latencyMicroseconds: latency, caller: context.caller?.name,
                 traceID: context.trace?.traceID, inputs: event.inputs, outputs: event.outputs)
             queue.rows += rows
-            queue.count += 1
             queue.queuedTotal += 1
             return true
         }
@@ -217,10 +214,10 @@ public final class PredictionLog: InferenceObserver, Service {
                 swap(&drafts, &queue.drafts)
                 swap(&held, &queue.held)
                 queue.open.removeAll(keepingCapacity: true)
-                let taken = (drafts, queue.rows, queue.count, held)
-                if queue.count > 0 { queue.lastPass = queue.count }
-                (queue.rows, queue.count) = (0, 0)
-                return taken
+                let count = drafts.reduce(0) { $0 + $1.count }
+                if count > 0 { queue.lastPass = count }
+                defer { queue.rows = 0 }
+                return (drafts, queue.rows, count, held)
             }
             _ = held  // the versions are let go here, on the writer's thread
             guard count > 0 else { return taken }

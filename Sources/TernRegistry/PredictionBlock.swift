@@ -13,7 +13,8 @@ import TernCore
 /// Redacted fields are never stored: a redacted tensor keeps only its shape, a redacted feature of a
 /// spread input is stored as zero (or an empty string), and both read back as `"[redacted]"`.
 ///
-/// Records written before blocks (JSON text) are moved into blocks whose layout says so (``pack(records:_:cipher:)``).
+/// Predictions reach a block through a ``PredictionDraft``; records written before blocks (JSON text) are moved
+/// into blocks whose layout says so.
 package enum PredictionBlock {
     /// The first byte of a block: deflated, or sealed (``PayloadCipher``) then deflated inside.
     static let deflated: UInt8 = 1

@@ -54,9 +54,12 @@ let package = Package(
         // Our own declarations of the ONNX Runtime C ABI subset Tern calls. No ONNX Runtime header
         // or library is needed at build time: the library is opened with dlopen at run time.
         .target(name: "CONNXRuntime"),
+        // The processor a thread runs on (sched_getcpu), for state kept per core (PerProcessor.swift).
+        .target(name: "CProcessor"),
         .target(
             name: "TernCore",
             dependencies: [
+                "CProcessor",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -318,7 +321,10 @@ let package = Package(
         ),
         .testTarget(
             name: "TernServerTests",
-            dependencies: ["TernServer", "TernCore", "TernONNX", "TernTestSupport"],
+            dependencies: [
+                "TernServer", "TernCore", "TernONNX", "TernTestSupport",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

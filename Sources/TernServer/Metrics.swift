@@ -6,9 +6,12 @@ import TernCore
 
 /// Tern's metrics as Prometheus scrapes them: swift-metrics handles made by this factory land in a
 /// swift-prometheus registry, with each metric's help text (``MetricNames/help``) and buckets fit for
-/// inference latencies (50 µs to 10 s) and batch sizes (1 to 1024 rows).
+/// inference latencies (50 µs to 10 s) and batch sizes (1 to 1024 rows). Timers, which every request
+/// records three of, are Tern's own histograms kept per processor (``LatencyHistograms``); ``emit(into:)``
+/// writes both.
 public struct TernMetricsFactory: MetricsFactory {
     public let registry: PrometheusCollectorRegistry
+    let latencies: LatencyHistograms
 
     public static let latencyBuckets: [Duration] = [
         .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
@@ -24,6 +27,13 @@ public struct TernMetricsFactory: MetricsFactory {
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
+        latencies = LatencyHistograms(buckets: Self.latencyBuckets) { MetricNames.help[$0] ?? "" }
+    }
+
+    /// The Prometheus text of every metric made by this factory.
+    public func emit(into buffer: inout [UInt8]) {
+        registry.emit(into: &buffer)
+        latencies.emit(into: &buffer)
     }
 
     private func help(_ label: String) -> String { MetricNames.help[label] ?? "" }
@@ -47,7 +57,7 @@ public struct TernMetricsFactory: MetricsFactory {
     }
 
     public func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
-        registry.makeDurationHistogram(name: label, labels: dimensions, buckets: Self.latencyBuckets, help: help(label))
+        latencies.make(name: label, labels: dimensions)
     }
 
     public func destroyCounter(_ handler: any CounterHandler) {
@@ -68,7 +78,7 @@ public struct TernMetricsFactory: MetricsFactory {
     }
 
     public func destroyTimer(_ handler: any TimerHandler) {
-        if let histogram = handler as? DurationHistogram { registry.unregisterDurationHistogram(histogram) }
+        if let histogram = handler as? LatencyHistogram { latencies.destroy(histogram) }
     }
 }
 

@@ -235,7 +235,7 @@ public struct TernServer: Sendable {
             MetricsRoute { buffer in
                 var bytes: [UInt8] = []
                 bytes.reserveCapacity(16 << 10)
-                metrics.registry.emit(into: &bytes)
+                metrics.emit(into: &bytes)
                 buffer.writeBytes(bytes)
                 buffer.writeString(predictionLog?.exposition ?? "")
                 buffer.writeString(ProcessMetrics.exposition())

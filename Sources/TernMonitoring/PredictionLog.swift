@@ -43,27 +43,33 @@ public struct PredictionLogConfiguration: Sendable {
 /// before the process exits (the front-ends have stopped by then); a crash loses what was queued, at most
 /// one flush interval's predictions.
 public final class PredictionLog: InferenceObserver, Service {
+    /// What one core's requests queued since the writer's last pass (``PerProcessor``: the event loops on
+    /// different cores never wait for one lock or pass a draft's buffers between them).
     private struct Queue {
-        /// What was queued since the writer's last pass: a draft per served version (another once one fills).
+        /// A draft per served version (another once one fills).
         var drafts: [PredictionDraft] = []
         /// The open draft of each served version, by the version's identity.
         var open: [ObjectIdentifier: Int] = [:]
         /// The versions of the drafts, held until the writer's pass so that an identity is not reused meanwhile.
         var held: [ServedModel] = []
-        /// The rows of the predictions queued.
+        /// The rows of the predictions queued here.
         var rows = 0
-        /// The predictions the last pass took (a new draft's first capacity, up to 8,192: past it the buffers
-        /// grow, rather than every version's draft reserving what all of them took).
+        /// The predictions the last pass took from here (a new draft's first capacity, up to 8,192: past it
+        /// the buffers grow, rather than every version's draft reserving what all of them took).
         var lastPass = 0
-        var seen = 0
-        /// Predictions ever queued, and those the writer has finished with (written, or lost to a failed write).
+        /// Predictions ever queued here, and those the writer has finished with (written, or lost to a failed write).
         var queuedTotal = 0
         var settledTotal = 0
     }
 
     public let configuration: PredictionLogConfiguration
     private let opened = AtomicLazyReference<SinkBox>()
-    private let queue = Mutex(Queue())
+    private let queues = PerProcessor { Queue() }
+    /// The rows queued on all cores (what ``PredictionLogConfiguration/queueCapacity`` bounds), reserved
+    /// before a prediction is queued.
+    private let rows = Atomic<Int>(0)
+    /// Predictions of sampled models seen (``ModelConfig`` `prediction_log.sample_rate` below 1).
+    private let seen = Atomic<Int>(0)
     /// Held while the store is written (a batch, or retention): the writer task and readers catching up
     /// (``caughtUp()``) take turns.
     private let writing = AsyncLock()
@@ -80,7 +86,7 @@ public final class PredictionLog: InferenceObserver, Service {
     }
 
     /// Predicted rows waiting for the writer (what the queue's capacity bounds).
-    public var queuedRows: Int { queue.withLock { $0.rows } }
+    public var queuedRows: Int { rows.load(ordering: .relaxed) }
 
     /// The queue's gauge, in Prometheus's text format, read at each scrape.
     package var exposition: String {
@@ -99,13 +105,17 @@ public final class PredictionLog: InferenceObserver, Service {
         guard rate > 0 else { return }
         let rows = Self.rows(event)
         let context = event.context
-        let time = Int64(context.receivedAt.timeIntervalSince1970 * 1000)
+        let time = Int64(context.receivedAt.timeIntervalSince1970 * 1_000_000)
         let wire = context.operation == .explain ? context.wire.rawValue + PredictionRecord.explanationSuffix : context.wire.rawValue
         let latency = VersionMetrics.nanoseconds(event.duration) / 1000
-        let kept = queue.withLock { queue -> Bool in
-            queue.seen &+= 1
-            if rate < 1, Int(Double(queue.seen) * rate) == Int(Double(queue.seen - 1) * rate) { return true }
-            guard queue.rows + rows <= configuration.queueCapacity || queue.drafts.isEmpty else { return false }
+        let capacity = configuration.queueCapacity
+        if rate < 1 {
+            // A model's share, spread evenly over all requests whichever core answers them.
+            let seen = self.seen.wrappingAdd(1, ordering: .relaxed).newValue
+            if Int(Double(seen) * rate) == Int(Double(seen - 1) * rate) { return }
+        }
+        let kept = queues.withLocal { queue -> Bool in
+            guard reserve(rows, capacity: capacity) else { return false }
             let id = ObjectIdentifier(served)
             var index: Int
             if let open = queue.open[id], !queue.drafts[open].isFull {
@@ -121,13 +131,25 @@ public final class PredictionLog: InferenceObserver, Service {
                 queue.held.append(served)
             }
             queue.drafts[index].append(
-                time: time, requestID: context.requestID, protocol: wire, latencyMicroseconds: latency, caller: context.caller?.name,
-                traceID: context.trace?.traceID, inputs: event.inputs, outputs: event.outputs)
+                microseconds: time, requestID: context.requestID, protocol: wire, latencyMicroseconds: latency,
+                caller: context.caller?.name, traceID: context.trace?.traceID, inputs: event.inputs, outputs: event.outputs)
             queue.rows += rows
             queue.queuedTotal += 1
             return true
         }
         if !kept { counter(droppedCounters, MetricNames.predictionLogDropped, served.name).increment() }
+    }
+
+    /// Takes room for `count` rows in the queue: false when it would pass `capacity`, unless nothing waits (a
+    /// request larger than the whole queue is still taken when it is empty).
+    private func reserve(_ count: Int, capacity: Int) -> Bool {
+        var current = rows.load(ordering: .relaxed)
+        while true {
+            guard current == 0 || current + count <= capacity else { return false }
+            let (exchanged, found) = rows.compareExchange(expected: current, desired: current + count, ordering: .relaxed)
+            if exchanged { return true }
+            current = found
+        }
     }
 
     private func counter(_ counters: borrowing Mutex<[String: CoreMetrics.Counter]>, _ label: String, _ model: String) -> CoreMetrics.Counter {
@@ -201,27 +223,41 @@ public final class PredictionLog: InferenceObserver, Service {
     /// (written, or lost to a failed write). One writer at a time, whoever calls: the store takes one
     /// transaction at a time.
     @discardableResult
-    package func flush(upTo target: Int? = nil) async -> Int {
+    package func flush(upTo targets: [Int]? = nil) async -> Int {
         var taken = 0
         await writing.lock()
         defer { writing.unlock() }
-        while target.map({ target in queue.withLock { $0.settledTotal < target } }) ?? (taken == 0) {
-            // Everything queued, swapped out of the queue in one step: requests never wait for the writer's
-            // work under the lock.
-            let (drafts, rows, count, held) = queue.withLock { queue -> ([PredictionDraft], Int, Int, [ServedModel]) in
-                var drafts: [PredictionDraft] = []
-                var held: [ServedModel] = []
-                swap(&drafts, &queue.drafts)
-                swap(&held, &queue.held)
-                queue.open.removeAll(keepingCapacity: true)
-                let count = drafts.reduce(0) { $0 + $1.count }
-                if count > 0 { queue.lastPass = count }
-                defer { queue.rows = 0 }
-                return (drafts, queue.rows, count, held)
+        while targets.map(isSettled) == false || (targets == nil && taken == 0) {
+            // Everything queued on every core, swapped out in one step per core: requests never wait for the
+            // writer's work under a lock.
+            var drafts: [PredictionDraft] = []
+            var held: [ServedModel] = []
+            var counts: [Int] = []
+            var rows = 0
+            for index in 0..<queues.count {
+                let (part, partRows, count, partHeld) = queues.with(index) { queue -> ([PredictionDraft], Int, Int, [ServedModel]) in
+                    var drafts: [PredictionDraft] = []
+                    var held: [ServedModel] = []
+                    swap(&drafts, &queue.drafts)
+                    swap(&held, &queue.held)
+                    queue.open.removeAll(keepingCapacity: true)
+                    let count = drafts.reduce(0) { $0 + $1.count }
+                    if count > 0 { queue.lastPass = count }
+                    defer { queue.rows = 0 }
+                    return (drafts, queue.rows, count, held)
+                }
+                drafts += part
+                held += partHeld
+                counts.append(count)
+                rows += partRows
             }
+            self.rows.subtract(rows, ordering: .relaxed)
             _ = held  // the versions are let go here, on the writer's thread
+            let count = counts.reduce(0, +)
             guard count > 0 else { return taken }
             taken += rows
+            // A version's predictions from every core in one block, in the order they arrived.
+            drafts = PredictionDraft.merged(drafts)
             var failed = false
             do {
                 try await store.append(drafts)
@@ -241,17 +277,24 @@ public final class PredictionLog: InferenceObserver, Service {
                 }
                 failed = true
             }
-            queue.withLock { $0.settledTotal += count }
+            for (index, count) in counts.enumerated() where count > 0 {
+                queues.with(index) { $0.settledTotal += count }
+            }
             if failed { try? await Task.sleep(for: .seconds(1)) }
         }
         return taken
+    }
+
+    /// Whether each core's first `targets[core]` predictions ever queued are settled.
+    private func isSettled(_ targets: [Int]) -> Bool {
+        targets.indices.allSatisfy { index in queues.with(index) { $0.settledTotal >= targets[index] } }
     }
 
     /// Returns once every prediction queued before the call is in the store (or lost to a failed write), so
     /// that a reader sees what was answered before it asked (a client posting feedback, or asking for drift,
     /// right after its predictions): at most the write of one full queue.
     package func caughtUp() async {
-        await flush(upTo: queue.withLock { $0.queuedTotal })
+        await flush(upTo: (0..<queues.count).map { index in queues.with(index) { $0.queuedTotal } })
     }
 
     private func prune() async {

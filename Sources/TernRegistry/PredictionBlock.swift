@@ -60,14 +60,24 @@ package enum PredictionBlock {
             guard !json, inputs.count == self.inputs.count, outputs.count == self.outputs.count,
                 featureNames == self.featureNames, redact == self.redact
             else { return false }
-            for (tensor, layout) in zip(inputs, self.inputs) where !Self.same(tensor, layout) { return false }
-            for (tensor, layout) in zip(outputs, self.outputs) where !Self.same(tensor, layout) { return false }
+            // By position, the layouts read in place (a loop over pairs copied each layout, retaining its strings).
+            for index in inputs.indices where !Self.same(inputs[index], self.inputs, index) { return false }
+            for index in outputs.indices where !Self.same(outputs[index], self.outputs, index) { return false }
             return true
         }
 
-        static func same(_ tensor: Tensor, _ layout: TensorLayout) -> Bool {
-            tensor.datatype == layout.datatype && tensor.shape.count == layout.rank && tensor.name == layout.name
-                && tensor.shape.dropFirst() == layout.inner
+        @inline(__always)
+        static func same(_ tensor: Tensor, _ layouts: [TensorLayout], _ index: Int) -> Bool {
+            guard tensor.datatype == layouts[index].datatype, tensor.shape.count == layouts[index].rank,
+                tensor.name == layouts[index].name
+            else { return false }
+            let inner = layouts[index].inner
+            var dimension = 1
+            for expected in inner {
+                if tensor.shape[dimension] != expected { return false }
+                dimension += 1
+            }
+            return true
         }
     }
 
@@ -408,6 +418,13 @@ struct ByteReader {
         writer.buffer.append(contentsOf: buffer[position..<(position + length)])
         position += length
         return (position - length)..<position
+    }
+
+    /// Moves past a string (or an optional one); at the end of the buffer when it runs past it.
+    mutating func skipString(optional: Bool = false) {
+        guard let stored = try? varint() else { return }
+        let length = Int(clamping: optional && stored > 0 ? stored - 1 : stored)
+        position += min(length, remaining)
     }
 
     mutating func optional() throws(TernError) -> String? {

@@ -21,15 +21,18 @@ public struct PredictionDraft: Sendable {
     public private(set) var first = Int64.max
     public private(set) var last = Int64.min
 
-    /// The model's feature names and redacted fields (what ``append(time:requestID:protocol:latencyMicroseconds:caller:traceID:inputs:outputs:)`` uses).
+    /// The model's feature names and redacted fields (what ``append(microseconds:requestID:protocol:latencyMicroseconds:caller:traceID:inputs:outputs:)`` uses).
     private let featureNames: [String]?
     private let redact: Set<String>
     private var layouts: [PredictionBlock.Layout] = []
     private var lastLayout = 0
-    /// Each prediction's time, latency, request id, protocol, caller, trace id and layout, one after another.
+    /// Each prediction's time (in microseconds, the order ``merged(_:)`` keeps; the block keeps milliseconds),
+    /// latency, request id, protocol, caller, trace id and layout, one after another.
     private var heads: PredictionBlock.ByteWriter
     /// Each prediction's tensors.
     private var data: PredictionBlock.ByteWriter
+    /// Where each prediction's tensors end in `data`.
+    private var ends: [Int] = []
 
     /// `featureNames` and `redact`: the model's (the names a `[rows, k]` input spreads into, and the fields
     /// never stored). `expected`: about how many predictions will be appended (the buffers' first capacity).
@@ -41,6 +44,7 @@ public struct PredictionDraft: Sendable {
         let expected = min(max(expected, 1), PredictionBlock.capacity)
         heads = .init(capacity: expected * 40)
         data = .init(capacity: expected * 64)
+        ends.reserveCapacity(expected)
     }
 
     public var isFull: Bool { count >= PredictionBlock.capacity }
@@ -50,9 +54,12 @@ public struct PredictionDraft: Sendable {
     /// columns, its tensors' bytes to the data (a redacted tensor keeps only its shape; a redacted feature of
     /// a spread input is stored as zero or an empty string).
     ///
+    /// `microseconds`: when the request arrived, since the Unix epoch (the block keeps milliseconds; the
+    /// microseconds order the predictions when drafts made on several cores are merged).
+    ///
     /// - Precondition: `!isFull`.
     public mutating func append(
-        time: Int64, requestID: String, protocol: String, latencyMicroseconds: Int64, caller: String?, traceID: String?,
+        microseconds time: Int64, requestID: String, protocol: String, latencyMicroseconds: Int64, caller: String?, traceID: String?,
         inputs: [Tensor], outputs: [Tensor]
     ) {
         append(
@@ -82,12 +89,13 @@ public struct PredictionDraft: Sendable {
         for position in outputs.indices {
             PredictionBlock.writeTensor(outputs[position], redact: redact, spreadNames: nil, into: &data)
         }
+        ends.append(data.buffer.count)
     }
 
     /// Appends an entry, with its own feature names and redacted fields.
     public mutating func append(_ entry: PredictionEntry) {
         append(
-            time: entry.time, requestID: entry.requestID, protocol: entry.protocol, latencyMicroseconds: entry.latencyMicroseconds,
+            time: entry.time * 1000, requestID: entry.requestID, protocol: entry.protocol, latencyMicroseconds: entry.latencyMicroseconds,
             caller: entry.caller, traceID: entry.traceID, inputs: entry.inputs, outputs: entry.outputs,
             featureNames: entry.featureNames, redact: entry.redact)
     }
@@ -103,19 +111,20 @@ public struct PredictionDraft: Sendable {
             }
         }
         header(
-            time: record.time, requestID: record.requestID, protocol: record.protocol,
+            time: record.time * 1000, requestID: record.requestID, protocol: record.protocol,
             latencyMicroseconds: record.latencyMicroseconds, caller: record.caller, traceID: record.traceID)
         rows += 1
         data.string(record.inputs)
         data.string(record.outputs)
+        ends.append(data.buffer.count)
     }
 
     private mutating func header(
         time: Int64, requestID: String, protocol: String, latencyMicroseconds: Int64, caller: String?, traceID: String?
     ) {
         count += 1
-        first = min(first, time)
-        last = max(last, time)
+        first = min(first, Self.milliseconds(time))
+        last = max(last, Self.milliseconds(time))
         heads.signed(time)
         heads.signed(latencyMicroseconds)
         heads.string(requestID)
@@ -123,6 +132,110 @@ public struct PredictionDraft: Sendable {
         heads.optional(caller)
         heads.optional(traceID)
         heads.varint(UInt64(lastLayout))
+    }
+
+    /// Microseconds since the epoch as the block's milliseconds (rounded down, before the epoch too).
+    static func milliseconds(_ microseconds: Int64) -> Int64 {
+        microseconds >= 0 ? microseconds / 1000 : -((-microseconds + 999) / 1000)
+    }
+
+    /// Drafts of the same model versions made on different cores, as one draft per version (more when one
+    /// passes ``PredictionBlock/capacity``), in the order first seen: each version's predictions interleaved
+    /// by the time their requests arrived, each draft's own order kept. So a client's requests one after
+    /// another stay in order, whichever core answered each. A version's drafts merge when their feature
+    /// names and redacted fields are the same (the same loaded model); a draft alone is returned as it is.
+    public static func merged(_ drafts: [PredictionDraft]) -> [PredictionDraft] {
+        var groups: [[PredictionDraft]] = []
+        for draft in drafts where !draft.isEmpty {
+            if let index = groups.firstIndex(where: { $0[0].mergesWith(draft) }) {
+                groups[index].append(draft)
+            } else {
+                groups.append([draft])
+            }
+        }
+        return groups.flatMap { $0.count == 1 ? $0 : merge($0) }
+    }
+
+    private func mergesWith(_ other: PredictionDraft) -> Bool {
+        model == other.model && version == other.version && featureNames == other.featureNames && redact == other.redact
+    }
+
+    /// Where a prediction's header is in `heads`: its arrival time, its start, where its layout starts, its layout.
+    private struct Mark {
+        var time: Int64
+        var start: Int
+        var layoutAt: Int
+        var layout: Int
+    }
+
+    /// Each prediction's ``Mark``, read in one pass over the headers.
+    private func marks() -> [Mark] {
+        var marks: [Mark] = []
+        marks.reserveCapacity(count)
+        var reader = ByteReader(heads.buffer)
+        for _ in 0..<count {
+            let start = reader.position
+            let time = (try? reader.signed()) ?? 0
+            _ = try? reader.signed()
+            for optional in [false, false, true, true] { reader.skipString(optional: optional) }
+            let layoutAt = reader.position
+            marks.append(Mark(time: time, start: start, layoutAt: layoutAt, layout: Int((try? reader.varint()) ?? 0)))
+        }
+        return marks
+    }
+
+    private static func merge(_ group: [PredictionDraft]) -> [PredictionDraft] {
+        let total = group.reduce(0) { $0 + $1.count }
+        func fresh() -> PredictionDraft {
+            PredictionDraft(
+                model: group[0].model, version: group[0].version, featureNames: group[0].featureNames, redact: group[0].redact,
+                expected: total)
+        }
+        var merged = [fresh()]
+        merged[0].rows = group.reduce(0) { $0 + $1.rows }
+        let marks = group.map { $0.marks() }
+        var taken = [Int](repeating: 0, count: group.count)
+        // Each draft's layouts' places in the merged draft's (found when first used).
+        var places = group.map { [Int](repeating: -1, count: $0.layouts.count) }
+        while true {
+            var pick = -1
+            var earliest = Int64.max
+            for index in group.indices where taken[index] < marks[index].count {
+                let time = marks[index][taken[index]].time
+                if pick < 0 || time < earliest {
+                    pick = index
+                    earliest = time
+                }
+            }
+            guard pick >= 0 else { break }
+            if merged[merged.count - 1].isFull {
+                merged.append(fresh())
+                places = group.map { [Int](repeating: -1, count: $0.layouts.count) }
+            }
+            let last = merged.count - 1
+            let record = taken[pick]
+            let mark = marks[pick][record]
+            if places[pick][mark.layout] < 0 {
+                let wanted = group[pick].layouts[mark.layout]
+                if let found = merged[last].layouts.firstIndex(of: wanted) {
+                    places[pick][mark.layout] = found
+                } else {
+                    merged[last].layouts.append(wanted)
+                    places[pick][mark.layout] = merged[last].layouts.count - 1
+                }
+            }
+            // The header copied as it is up to its layout, which becomes the merged draft's; then the tensors.
+            merged[last].count += 1
+            merged[last].first = min(merged[last].first, milliseconds(mark.time))
+            merged[last].last = max(merged[last].last, milliseconds(mark.time))
+            merged[last].heads.buffer.append(contentsOf: group[pick].heads.buffer[mark.start..<mark.layoutAt])
+            merged[last].heads.varint(UInt64(places[pick][mark.layout]))
+            let dataStart = record == 0 ? 0 : group[pick].ends[record - 1]
+            merged[last].data.buffer.append(contentsOf: group[pick].data.buffer[dataStart..<group[pick].ends[record]])
+            merged[last].ends.append(merged[last].data.buffer.count)
+            taken[pick] += 1
+        }
+        return merged
     }
 
     /// The block's bytes before deflating (its count, layouts, the header columns: times as differences,
@@ -135,7 +248,7 @@ public struct PredictionDraft: Sendable {
         var reader = ByteReader(heads.buffer)
         var previous: Int64 = 0
         for _ in 0..<count {
-            let time = try reader.signed()
+            let time = Self.milliseconds(try reader.signed())
             columns[0].signed(time - previous)
             previous = time
             columns[1].signed(try reader.signed())

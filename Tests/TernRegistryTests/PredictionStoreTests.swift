@@ -91,6 +91,38 @@ import Testing
         await store.close()
     }
 
+    /// The log keeps a draft per core; the writer merges a version's drafts into one block with the predictions
+    /// in the order their requests arrived (a client's requests one after another stay in order whichever core
+    /// answered each), each draft's own order kept, layouts shared, other versions left as they are.
+    @Test func draftsOfSeveralCoresMergeInTheOrderTheirRequestsArrived() throws {
+        var entries = try (0..<300).map { try Self.entry($0) }
+        // A second layout (three classes' probabilities, two rows), in both drafts.
+        for number in [7, 9] {
+            entries[number].inputs[0] = try Tensor(name: "x", shape: [2, 3], values: [Float](repeating: Float(number), count: 6))
+            entries[number].inputs[1] = try Tensor(name: "purpose", shape: [2, 1], strings: ["a", "b"])
+            entries[number].outputs = [
+                try Tensor(name: "label", shape: [2], values: [Int64(0), 2]),
+                try Tensor(name: "probabilities", shape: [2, 3], values: [Float(0.5), 0.25, 0.25, 0.125, 0.125, 0.75]),
+            ]
+        }
+        var first = PredictionDraft(model: "credit", version: 1)
+        var second = PredictionDraft(model: "credit", version: 1)
+        var other = PredictionDraft(model: "other", version: 1)
+        for entry in entries { entry.time % 3 == 0 ? second.append(entry) : first.append(entry) }
+        other.append(try Self.entry(1000, model: "other"))
+        let merged = PredictionDraft.merged([first, other, second])
+        #expect(merged.map(\.model) == ["credit", "other"])
+        #expect(merged[0].count == 300 && merged[0].first == entries[0].time && merged[0].last == entries[299].time)
+        #expect(try merged[0].records() == entries.map(\.record))
+        #expect(try merged[1].records() == [try Self.entry(1000, model: "other").record])
+        // One layout table for the merged block: two layouts, not one per draft's.
+        var reader = ByteReader(try merged[0].finish().plain)
+        let (count, layouts) = (try reader.varint(), try reader.varint())
+        #expect(count == 300 && layouts == 2)
+        let alone = PredictionDraft.merged([first])
+        #expect(try alone.map { try $0.records() } == [try first.records()])
+    }
+
     @Test func redactedValuesNeverReachTheStore() async throws {
         let (store, location) = try await Self.store("sqlite")
         let entry = try Self.entry(7, redact: ["income", "purpose", "probabilities"])

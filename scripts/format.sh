@@ -4,7 +4,7 @@
 # them and fails on any difference (the test command runs it first).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-mapfile -t files < <(git ls-files 'Sources/*.swift' 'Tests/*.swift' 'Fuzz/*.swift' 'Package.swift' | grep -v '/Generated/' | grep -v 'OpenAPIDocument.swift')
+mapfile -t files < <(git ls-files --cached --others --exclude-standard 'Sources/*.swift' 'Tests/*.swift' 'Fuzz/*.swift' 'Package.swift' | grep -v '/Generated/' | grep -v 'OpenAPIDocument.swift')
 if [ "${1:-}" = "--lint" ]; then
   swift format lint --strict --configuration .swift-format "${files[@]}"
 else

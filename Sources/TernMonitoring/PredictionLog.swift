@@ -34,10 +34,11 @@ public struct PredictionLogConfiguration: Sendable {
 /// config.yaml) with its request id, model, version, protocol, latency, inputs and outputs, recorded off the
 /// request path.
 ///
-/// ``requestEnded(_:)`` copies the prediction into its version's ``PredictionDraft`` under a short lock (the
-/// header fields and the tensors' bytes appended to two buffers; nothing of the request is kept, so the writer
-/// frees nothing an event loop allocated); a writer task wakes every ``PredictionLogConfiguration/flushInterval``,
-/// swaps out every draft and hands them to the store in one append (a database deflates each into a block,
+/// ``requestEnded(_:)`` copies the prediction into its version's ``PredictionDraft`` in the queue of the core it
+/// runs on, under that queue's lock (the header fields and the tensors' bytes appended to two buffers; nothing
+/// of the request is kept, so the writer frees nothing an event loop allocated); a writer task wakes every
+/// ``PredictionLogConfiguration/flushInterval``, swaps out every core's drafts, merges each version's by the
+/// time their requests arrived and hands them to the store in one append (a database deflates each into a block,
 /// ``PredictionBlock``; JSON Lines files get the JSON records); no JSON is made on the request's thread. A full queue drops the new
 /// prediction and counts it (`tern_prediction_log_dropped_total`). A graceful stop writes everything queued
 /// before the process exits (the front-ends have stopped by then); a crash loses what was queued, at most
@@ -97,8 +98,8 @@ public final class PredictionLog: InferenceObserver, Service {
     /// Predictions written since start.
     public var writtenCount: Int { written.load(ordering: .relaxed) }
 
-    /// On the request's thread: a short lock, and the prediction's header and tensors' bytes appended to its
-    /// version's draft (nothing of the request is kept: the writer frees nothing the event loops allocated).
+    /// On the request's thread: room reserved in the queue, then under the lock of this core's queue the
+    /// prediction's header and tensors' bytes appended to its version's draft (nothing of the request is kept: the writer frees nothing the event loops allocated).
     public func requestEnded(_ event: InferenceEvent) {
         guard event.outcome == .success, let served = event.served else { return }
         let rate = served.config.predictionLog.sampleRate

@@ -69,21 +69,6 @@ extension HTTPFrontEndConfiguration {
     }
 }
 
-extension HTTPFields {
-    /// A field's value, as the subscript reads it (several fields of the name joined), without the joining
-    /// when there is one (what a request's fields almost always have): the subscript builds a joined string
-    /// through a lazy sequence for every lookup that finds its field, which cost more than the rest of the
-    /// lookups of a request together.
-    func value(_ name: HTTPField.Name) -> String? {
-        var found: String?
-        for index in indices where self[index].name == name {
-            if found != nil { return self[name] }
-            found = self[index].value
-        }
-        return found
-    }
-}
-
 extension HTTPField.Name {
     /// Triton's binary tensor data extension: the length of the JSON part of a body.
     static let inferenceHeaderContentLength = Self("Inference-Header-Content-Length")!

@@ -98,8 +98,9 @@ public final class PredictionLog: InferenceObserver, Service {
     /// Predictions written since start.
     public var writtenCount: Int { written.load(ordering: .relaxed) }
 
-    /// On the request's thread: room reserved in the queue, then under the lock of this core's queue the
-    /// prediction's header and tensors' bytes appended to its version's draft (nothing of the request is kept: the writer frees nothing the event loops allocated).
+    /// On the request's thread: room reserved in the queue, then, under the lock of this core's queue, the
+    /// prediction's header and tensors' bytes appended to its version's draft (nothing of the request is kept:
+    /// the writer frees nothing the event loops allocated).
     public func requestEnded(_ event: InferenceEvent) {
         guard event.outcome == .success, let served = event.served else { return }
         let rate = served.config.predictionLog.sampleRate
@@ -228,7 +229,8 @@ public final class PredictionLog: InferenceObserver, Service {
         var taken = 0
         await writing.lock()
         defer { writing.unlock() }
-        while targets.map(isSettled) == false || (targets == nil && taken == 0) {
+        // With targets: until they are settled; without: one pass that takes something (or finds nothing).
+        while targets.map({ !isSettled($0) }) ?? (taken == 0) {
             // Everything queued on every core, swapped out in one step per core: requests never wait for the
             // writer's work under a lock.
             var drafts: [PredictionDraft] = []

@@ -15,8 +15,6 @@ public struct PredictionDraft: Sendable {
     public let version: Int
     /// Predictions appended.
     public private(set) var count = 0
-    /// The first dimension of the first input of each prediction, summed (what the log's queue bounds).
-    public private(set) var rows = 0
     /// The earliest and latest request times, in milliseconds since the Unix epoch.
     public private(set) var first = Int64.max
     public private(set) var last = Int64.min
@@ -63,12 +61,12 @@ public struct PredictionDraft: Sendable {
         inputs: [Tensor], outputs: [Tensor]
     ) {
         append(
-            time: time, requestID: requestID, protocol: `protocol`, latencyMicroseconds: latencyMicroseconds, caller: caller,
+            microseconds: time, requestID: requestID, protocol: `protocol`, latencyMicroseconds: latencyMicroseconds, caller: caller,
             traceID: traceID, inputs: inputs, outputs: outputs, featureNames: featureNames, redact: redact)
     }
 
     private mutating func append(
-        time: Int64, requestID: String, protocol: String, latencyMicroseconds: Int64, caller: String?, traceID: String?,
+        microseconds time: Int64, requestID: String, protocol: String, latencyMicroseconds: Int64, caller: String?, traceID: String?,
         inputs: [Tensor], outputs: [Tensor], featureNames: [String]?, redact: Set<String>
     ) {
         if !(lastLayout < layouts.count && layouts[lastLayout].fits(inputs, outputs, featureNames: featureNames, redact: redact)) {
@@ -79,8 +77,9 @@ public struct PredictionDraft: Sendable {
                 lastLayout = layouts.count - 1
             }
         }
-        header(time: time, requestID: requestID, protocol: `protocol`, latencyMicroseconds: latencyMicroseconds, caller: caller, traceID: traceID)
-        rows += max(1, inputs.first?.shape.first ?? 1)
+        header(
+            microseconds: time, requestID: requestID, protocol: `protocol`, latencyMicroseconds: latencyMicroseconds, caller: caller, traceID: traceID
+        )
         let spread = redact.isEmpty ? nil : PredictionRecordEncoder.spreadTensor(inputs, featureNames: featureNames)
         for position in inputs.indices {
             PredictionBlock.writeTensor(
@@ -95,7 +94,7 @@ public struct PredictionDraft: Sendable {
     /// Appends an entry, with its own feature names and redacted fields.
     public mutating func append(_ entry: PredictionEntry) {
         append(
-            time: entry.time * 1000, requestID: entry.requestID, protocol: entry.protocol, latencyMicroseconds: entry.latencyMicroseconds,
+            microseconds: entry.time * 1000, requestID: entry.requestID, protocol: entry.protocol, latencyMicroseconds: entry.latencyMicroseconds,
             caller: entry.caller, traceID: entry.traceID, inputs: entry.inputs, outputs: entry.outputs,
             featureNames: entry.featureNames, redact: entry.redact)
     }
@@ -111,16 +110,15 @@ public struct PredictionDraft: Sendable {
             }
         }
         header(
-            time: record.time * 1000, requestID: record.requestID, protocol: record.protocol,
+            microseconds: record.time * 1000, requestID: record.requestID, protocol: record.protocol,
             latencyMicroseconds: record.latencyMicroseconds, caller: record.caller, traceID: record.traceID)
-        rows += 1
         data.string(record.inputs)
         data.string(record.outputs)
         ends.append(data.buffer.count)
     }
 
     private mutating func header(
-        time: Int64, requestID: String, protocol: String, latencyMicroseconds: Int64, caller: String?, traceID: String?
+        microseconds time: Int64, requestID: String, protocol: String, latencyMicroseconds: Int64, caller: String?, traceID: String?
     ) {
         count += 1
         first = min(first, Self.milliseconds(time))
@@ -177,7 +175,10 @@ public struct PredictionDraft: Sendable {
             let start = reader.position
             let time = (try? reader.signed()) ?? 0
             _ = try? reader.signed()
-            for optional in [false, false, true, true] { reader.skipString(optional: optional) }
+            reader.skipString()  // request id
+            reader.skipString()  // protocol
+            reader.skipString(optional: true)  // caller
+            reader.skipString(optional: true)  // trace id
             let layoutAt = reader.position
             marks.append(Mark(time: time, start: start, layoutAt: layoutAt, layout: Int((try? reader.varint()) ?? 0)))
         }
@@ -192,7 +193,6 @@ public struct PredictionDraft: Sendable {
                 expected: total)
         }
         var merged = [fresh()]
-        merged[0].rows = group.reduce(0) { $0 + $1.rows }
         let marks = group.map { $0.marks() }
         var taken = [Int](repeating: 0, count: group.count)
         // Each draft's layouts' places in the merged draft's (found when first used).

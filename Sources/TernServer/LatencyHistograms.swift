@@ -26,8 +26,8 @@ final class LatencyHistograms: Sendable {
     /// The histogram of `name` with `labels`: the one made before for the same name and labels, if any.
     func make(name: String, labels: [(String, String)]) -> LatencyHistogram {
         families.withLock { families in
-            if !families.contains(where: { $0.name == name }) { families.append((name, [])) }
-            let family = families.firstIndex { $0.name == name }!
+            let family = families.firstIndex { $0.name == name } ?? families.count
+            if family == families.count { families.append((name, [])) }
             if let made = families[family].series.first(where: { Self.same($0.labels, labels) }) { return made }
             let histogram = LatencyHistogram(name: name, labels: labels, bounds: bounds)
             families[family].series.append(histogram)

@@ -1,5 +1,7 @@
+import Dispatch
 import Logging
 import ServiceLifecycle
+import Synchronization
 import TernCore
 import TernONNX
 
@@ -37,30 +39,41 @@ public struct ModelLoader: Service {
         self.logger = logger
     }
 
-    /// Loads every selected version; throws (stopping the server) if any fails, naming the file.
+    /// Loads every selected version; throws (stopping the server) if any fails, naming the file (the first
+    /// in the folder's order). The versions load at once, one per core (making a version's ONNX Runtime
+    /// sessions is most of a start, and each is independent of the others), and join the catalog in the
+    /// folder's order.
     public func loadAll() throws(TernError) {
-        for model in try repository.discover() {
-            for version in model.selectedVersions {
-                let path = model.versions[version]!
-                let started = ContinuousClock.now
-                let loads = LoadMetrics(factory: service.catalog.metricsFactory)
-                let served: ServedModel
-                do {
-                    served = try ServedModel.loadONNX(
-                        name: model.name, version: version, path: path, config: model.config, runtime: runtime, pool: pool,
-                        sessionOptions: sessionOptions)
-                } catch {
-                    loads.failed(model.name, version)
-                    throw error
-                }
+        let versions = try repository.discover().flatMap { model in model.selectedVersions.map { (model, $0) } }
+        let loaded = Mutex([Result<(served: ServedModel, seconds: Double), TernError>?](repeating: nil, count: versions.count))
+        DispatchQueue.concurrentPerform(iterations: versions.count) { index in
+            let (model, version) = versions[index]
+            let started = ContinuousClock.now
+            let result = Result { () throws(TernError) -> (served: ServedModel, seconds: Double) in
+                let served = try ServedModel.loadONNX(
+                    name: model.name, version: version, path: model.versions[version]!, config: model.config, runtime: runtime,
+                    pool: pool, sessionOptions: sessionOptions)
+                return (served, LoadMetrics.seconds(since: started))
+            }
+            loaded.withLock { $0[index] = result }
+        }
+        let loads = LoadMetrics(factory: service.catalog.metricsFactory)
+        for ((model, version), result) in zip(versions, loaded.withLock { $0 }) {
+            switch result {
+            case .failure(let error)?:
+                loads.failed(model.name, version)
+                throw error
+            case .success(let (served, seconds))?:
                 service.catalog.add(served)
-                loads.loaded(model.name, version, seconds: LoadMetrics.seconds(since: started))
+                loads.loaded(model.name, version, seconds: seconds)
                 logger.info(
                     "model loaded",
                     metadata: [
-                        "model": "\(model.name)", "version": "\(version)", "path": "\(path)",
+                        "model": "\(model.name)", "version": "\(version)", "path": "\(model.versions[version]!)",
                         "batching": "\(served.model is DynamicBatcher ? "dynamic" : "off")",
                     ])
+            case nil:
+                throw TernError.internalError("model \(model.name) version \(version) was not loaded")
             }
         }
     }

@@ -6,11 +6,13 @@ import TernServer
 
 struct Alerts: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "alerts",
         abstract: "Alert rules: check a rules file, or export it for Prometheus and Alertmanager.",
         subcommands: [Check.self, Export.self])
 
     struct Check: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Check an alert rules file (as tern serve --alert-rules reads it).")
+        static let configuration = CommandConfiguration(
+            commandName: "check", abstract: "Check an alert rules file (as tern serve --alert-rules reads it).")
 
         @Argument(help: "The rules file (YAML).")
         var rules: String
@@ -29,6 +31,7 @@ struct Alerts: AsyncParsableCommand {
 
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "export",
             abstract: "Write the rules as a Prometheus rules file (each over the tern_alert_value gauge Tern exports).")
 
         @Argument(help: "The rules file (YAML).")

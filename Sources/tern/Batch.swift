@@ -9,6 +9,7 @@ import TernONNX
 
 struct Batch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "batch",
         abstract: "Score a file with a model: CSV in, CSV or JSON Lines out, on all cores, resumable.",
         subcommands: [BatchRun.self, BatchMerge.self],
         defaultSubcommand: BatchRun.self)

@@ -9,11 +9,13 @@ import TernStatistics
 
 struct Drift: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "drift",
         abstract: "Check data drift between a reference data set and current data.",
         subcommands: [Status.self, Compare.self, Report.self])
 
     struct Report: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "report",
             abstract: "Write a drift report as one self-contained HTML page (histograms and statistics per feature).",
             discussion: "From two CSV files (--reference and --current), or from a running server's live drift (--server and --model).")
 
@@ -91,6 +93,7 @@ struct Drift: AsyncParsableCommand {
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "status",
             abstract: "Drift of a served model: its newest predictions (the prediction log) against its bundle's reference data.",
             discussion: "Asks a running server (GET /api/v1/models/MODEL/drift); the server must serve a registry and keep the prediction log.")
 
@@ -145,6 +148,7 @@ struct Drift: AsyncParsableCommand {
 
     struct Compare: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "compare",
             abstract:
                 "Compare two CSV files column by column: PSI, Jensen-Shannon, Kolmogorov-Smirnov and Wasserstein (numeric columns), chi-squared and new or vanished categories (the others).",
             discussion: """

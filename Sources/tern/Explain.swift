@@ -8,6 +8,7 @@ import TernONNX
 
 struct Explain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "explain",
         abstract: "Explain a model's predictions: each feature's contribution (exact TreeSHAP and linear, KernelSHAP for any model).",
         discussion: """
             MODEL is an ONNX file or a bundle (.tern). Rows come from --input, a CSV file with a header naming the model's features (other columns, such as a label, are left out) or without one (columns in the model's order).

@@ -5,6 +5,7 @@ import Foundation
 /// `tern health`: whether a server is ready, for container health checks (the image has no curl).
 struct Health: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "health",
         abstract: "Exit 0 when a Tern server is ready (GET /v2/health/ready answers 200), 1 otherwise.",
         discussion: "Used by the container image's HEALTHCHECK. Example: tern health --server http://127.0.0.1:8000")
 

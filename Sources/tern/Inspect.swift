@@ -6,6 +6,7 @@ import TernONNX
 
 struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "inspect",
         abstract: "Show an ONNX model's inputs, outputs and metadata, or everything a bundle holds.",
         discussion: """
             Examples:

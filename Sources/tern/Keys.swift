@@ -7,6 +7,7 @@ import TernRegistry
 /// `tern keys create|list|revoke`: the API keys a server accepts, kept in the registry (only a salted hash).
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "keys",
         abstract: "Create, list and revoke the API keys servers accept.",
         discussion: """
             Keys live in the registry (--data, --database, or a server's API with --server and an admin key). A server \
@@ -18,7 +19,7 @@ struct Keys: AsyncParsableCommand {
         subcommands: [Create.self, List.self, Revoke.self, CreateSigning.self])
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a key and print it (the only time it is shown).")
+        static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a key and print it (the only time it is shown).")
 
         @Argument(help: "The key's name, as the audit trail and logs show it (key:NAME).")
         var name: String
@@ -76,7 +77,7 @@ struct Keys: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the keys (never their secrets).")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List the keys (never their secrets).")
 
         @Flag(help: "Print JSON.")
         var json = false
@@ -102,7 +103,8 @@ struct Keys: AsyncParsableCommand {
     }
 
     struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revoke a key: servers refuse it within their poll interval.")
+        static let configuration = CommandConfiguration(
+            commandName: "revoke", abstract: "Revoke a key: servers refuse it within their poll interval.")
 
         @Argument(help: "The key's name.")
         var name: String

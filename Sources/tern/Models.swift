@@ -80,6 +80,7 @@ func printJSON<T: Encodable>(_ value: T) throws {
 
 struct Push: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "push",
         abstract: "Register a bundle (from tern pack) as a new, immutable version.",
         discussion: """
             The bundle's checksums, manifest and model are checked first (the model must load and match the manifest's signature); nothing is registered if any check fails. The same archive pushed again is not registered twice: the registry answers with the version that holds it.
@@ -124,11 +125,12 @@ struct Push: AsyncParsableCommand {
 
 struct Models: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "models",
         abstract: "List and change the registry's models: versions, aliases, traffic, validation gates, archive, delete.",
         subcommands: [List.self, Show.self, Alias.self, Unalias.self, Traffic.self, Gate.self, Archive.self, Delete.self])
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List models with their versions and aliases.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List models with their versions and aliases.")
         @Flag(help: "Print JSON.") var json = false
         @OptionGroup var registry: RegistryOptions
 
@@ -149,7 +151,7 @@ struct Models: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show a model's versions: manifest, metrics, who pushed them.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Show a model's versions: manifest, metrics, who pushed them.")
         @Argument(help: "The model.") var name: String
         @Option(help: "Only this version.") var version: Int?
         @Flag(help: "Print JSON.") var json = false
@@ -211,6 +213,7 @@ struct Models: AsyncParsableCommand {
 extension Models {
     struct Gate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "gate",
             abstract: "Set a model's validation gate: what a version must do on labelled data before an alias names it.",
             discussion: """
                 Before an alias the gate guards moves (tern models alias, the API, a rollout's promotion), the candidate and the version the alias names now are run on the same labelled rows (--labelled-data, a CSV on the machine that runs the gate, else the candidate bundle's holdout from tern pack --holdout) and scored as tern pack scores. Every bound must hold: --require (a minimum; a maximum for log_loss, mae, rmse), --max-regression (how much worse than the current version), --max-latency-increase (p99 over single-row runs, interleaved). The verdict, with every number, goes into the audit trail and tern models show. A failing gate leaves the alias where it was; --force on the alias moves it anyway, audited as forced.
@@ -336,6 +339,7 @@ extension Models.Show {
 extension Models {
     struct Alias: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "alias",
             abstract: "Point an alias at a version (creating or moving it).",
             discussion: """
                 Example: tern models alias credit-risk production 3   (roll back: the same with the old version)
@@ -360,6 +364,7 @@ extension Models {
 
     struct Traffic: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "traffic",
             abstract: "Share a model's requests among its versions: weights (canary, A/B), a sticky header, shadow versions.",
             discussion: """
                 Requests that name no version (not name@alias, not a version route) are shared by weight; with --sticky-header, requests carrying that header (or gRPC metadata) always reach the version its value picks. Shadow versions get a copy of every request off the request path; their outputs are compared with the answering version's (GET /api/v1/models/NAME/traffic). Every answer names the version that answered (model_version).
@@ -499,7 +504,7 @@ extension Models {
     }
 
     struct Unalias: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete an alias.")
+        static let configuration = CommandConfiguration(commandName: "unalias", abstract: "Delete an alias.")
         @Argument(help: "The model.") var name: String
         @Argument(help: "The alias.") var alias: String
         @OptionGroup var registry: RegistryOptions
@@ -514,7 +519,7 @@ extension Models {
     }
 
     struct Archive: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Retire a version: kept for the record, no longer served.")
+        static let configuration = CommandConfiguration(commandName: "archive", abstract: "Retire a version: kept for the record, no longer served.")
         @Argument(help: "The model.") var name: String
         @Argument(help: "The version.") var version: Int
         @OptionGroup var registry: RegistryOptions
@@ -529,7 +534,8 @@ extension Models {
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a version and its bundle (refused while an alias names it).")
+        static let configuration = CommandConfiguration(
+            commandName: "delete", abstract: "Delete a version and its bundle (refused while an alias names it).")
         @Argument(help: "The model.") var name: String
         @Argument(help: "The version.") var version: Int
         @OptionGroup var registry: RegistryOptions
@@ -546,10 +552,11 @@ extension Models {
 
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "audit",
         abstract: "Read and check the registry's hash-chained audit trail.", subcommands: [Log.self, Verify.self])
 
     struct Log: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print every change: time, actor, action, before and after.")
+        static let configuration = CommandConfiguration(commandName: "log", abstract: "Print every change: time, actor, action, before and after.")
         @Option(help: "Only this model's changes.") var model: String?
         @Flag(help: "Print JSON.") var json = false
         @OptionGroup var registry: RegistryOptions
@@ -573,6 +580,7 @@ struct Audit: AsyncParsableCommand {
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "verify",
             abstract: "Check the chain: exits 1 naming the first edited or missing entry.")
         @OptionGroup var registry: RegistryOptions
 

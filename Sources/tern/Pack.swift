@@ -11,6 +11,7 @@ import TernServer
 
 struct Pack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "pack",
         abstract: "Package an ONNX model as a versioned bundle: model, manifest, reference profile, metrics, model card.",
         discussion: """
             With --reference, the training data's distribution (and the model's outputs on it) is profiled for drift detection. With --holdout, the model is run on labelled rows and scored (classification: accuracy, precision, recall, F1, ROC AUC, log loss, confusion matrix; regression: MAE, RMSE, R2), and kept in the bundle (holdout.csv) for the validation gate (tern models gate) unless --no-keep-holdout. CSV files need a header row naming the columns.

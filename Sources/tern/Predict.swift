@@ -6,6 +6,7 @@ import TernONNX
 
 struct Predict: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "predict",
         abstract: "Run a model in-process on JSON or CSV input and print the outputs (V2 JSON).",
         discussion: """
             --input takes a file path or the text itself, in one of these forms:

@@ -9,6 +9,7 @@ import TernServer
 
 struct Predictions: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "predictions",
         abstract: "Read the prediction log: what a model was asked and answered, by request id or as a file.",
         discussion: """
             tern serve records every prediction (unless turned off) in the prediction log: by default \
@@ -18,7 +19,7 @@ struct Predictions: AsyncParsableCommand {
         subcommands: [Show.self, Export.self])
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show the prediction(s) of a request id, as JSON.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Show the prediction(s) of a request id, as JSON.")
 
         @Argument(help: "The request id (the X-Request-ID the answer carried, or the request's own id).")
         var requestID: String
@@ -52,6 +53,7 @@ struct Predictions: AsyncParsableCommand {
 
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "export",
             abstract: "Write the prediction log's records as CSV (one line per predicted row) or JSON Lines.")
 
         @Option(help: "Only this model's predictions (CSV columns follow the first record: export one model at a time).")

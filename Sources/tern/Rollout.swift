@@ -35,7 +35,7 @@ struct RolloutCommand: AsyncParsableCommand {
     }
 
     struct Start: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Start rolling a version out.")
+        static let configuration = CommandConfiguration(commandName: "start", abstract: "Start rolling a version out.")
         @Argument(help: "The model.") var name: String
         @Option(help: "The candidate version.") var to: Int
         @Option(help: ArgumentHelp("The candidate's share at each step, in percent (default 5,25,50,100).", valueName: "s,...")) var steps: String?
@@ -84,7 +84,8 @@ struct RolloutCommand: AsyncParsableCommand {
     }
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show a model's rollout, with its step's numbers (from a server).")
+        static let configuration = CommandConfiguration(
+            commandName: "status", abstract: "Show a model's rollout, with its step's numbers (from a server).")
         @Argument(help: "The model.") var name: String
         @Flag(help: "Print JSON.") var json = false
         @OptionGroup var registry: RegistryOptions
@@ -117,25 +118,27 @@ struct RolloutCommand: AsyncParsableCommand {
     }
 
     struct Pause: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Hold the rollout at its step (traffic shares stay).")
+        static let configuration = CommandConfiguration(commandName: "pause", abstract: "Hold the rollout at its step (traffic shares stay).")
         @OptionGroup var action: ActionOptions
         func run() async throws { try await action.perform("pause") }
     }
 
     struct Resume: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Go on from the step it was paused at (judged afresh).")
+        static let configuration = CommandConfiguration(commandName: "resume", abstract: "Go on from the step it was paused at (judged afresh).")
         @OptionGroup var action: ActionOptions
         func run() async throws { try await action.perform("resume") }
     }
 
     struct Abort: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "End it: the traffic policy it replaced comes back, the alias stays.")
+        static let configuration = CommandConfiguration(
+            commandName: "abort", abstract: "End it: the traffic policy it replaced comes back, the alias stays.")
         @OptionGroup var action: ActionOptions
         func run() async throws { try await action.perform("abort") }
     }
 
     struct Promote: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "End it now by moving the alias to the candidate, through the validation gate.")
+        static let configuration = CommandConfiguration(
+            commandName: "promote", abstract: "End it now by moving the alias to the candidate, through the validation gate.")
         @OptionGroup var action: ActionOptions
         @Flag(help: "Move the alias even if the gate fails (audited as forced).") var force = false
         @OptionGroup var runtimeOptions: RuntimeLibraryOption

@@ -13,6 +13,7 @@ import TernServer
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "serve",
         abstract: "Serve a model folder or a registry over the Open Inference Protocol v2 (REST and gRPC).",
         discussion: """
             Loads every model under --models at start (models/<name>/<version>/model.onnx), or with --data/--database the registry's models (each alias's version and each model's default: its production alias, else its newest version). Without either, the registry in $TERN_DATA, else in .tern/data (where tern push puts it), when there is one. Then serves:

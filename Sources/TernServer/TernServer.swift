@@ -392,19 +392,19 @@ public struct TernServer: Sendable {
             logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // First in, last out: the prediction log writes what the drained requests queued before it stops.
-        if let tracing = configuration.tracing { services.append(.init(service: tracing.service)) }
-        if let predictionLog { services.append(.init(service: predictionLog)) }
-        if let keyring { services.append(.init(service: keyring)) }
-        if let tokens { services.append(.init(service: tokens)) }
-        if let reloader { services.append(.init(service: CertificateReloadService(reloader: reloader, logger: logger))) }
-        services.append(.init(service: loader))
-        if let alerts { services.append(.init(service: alerts)) }
-        if let jobs { services.append(.init(service: jobs)) }
-        if let rollouts { services.append(.init(service: rollouts)) }
+        if let tracing = configuration.tracing { services.append(.named(tracing.service)) }
+        if let predictionLog { services.append(.named(predictionLog)) }
+        if let keyring { services.append(.named(keyring)) }
+        if let tokens { services.append(.named(tokens)) }
+        if let reloader { services.append(.named(CertificateReloadService(reloader: reloader, logger: logger))) }
+        services.append(.named(loader))
+        if let alerts { services.append(.named(alerts)) }
+        if let jobs { services.append(.named(jobs)) }
+        if let rollouts { services.append(.named(rollouts)) }
         if metrics != nil, configuration.driftInterval > .zero, let drift {
             services.append(
-                .init(
-                    service: DriftMonitor(
+                .named(
+                    DriftMonitor(
                         drift: drift, feedback: feedback, service: service, interval: configuration.driftInterval, window: configuration.driftWindow,
                         factory: service.catalog.metricsFactory, logger: Logger(label: "tern.drift"))))
         }
@@ -416,21 +416,21 @@ public struct TernServer: Sendable {
                     maxConcurrentStreams: configuration.grpcMaxConcurrentStreams,
                     maxIdleTime: configuration.http.connections.idleTimeout * 5, access: configuration.http.access,
                     tls: configuration.tls, certificateReloader: reloader))
-            services.append(.init(service: grpc))
+            services.append(.named(grpc))
             services.append(
-                .init(
-                    service: PortReporter(
+                .named(
+                    PortReporter(
                         { await grpc.port },
                         onReady: { port in
                             listening.opened()
                             await onGRPCReady(port)
                         })))
         }
-        services.append(.init(service: app))
+        services.append(.named(app))
         if let metricsPort = configuration.metricsPort, let route = metricsRoute() {
             services.append(
-                .init(
-                    service: HTTPAPI.metricsServer(
+                .named(
+                    HTTPAPI.metricsServer(
                         route, access: configuration.http.access, host: configuration.host, port: metricsPort,
                         onRunning: { port in
                             listening.opened()
@@ -438,7 +438,7 @@ public struct TernServer: Sendable {
                         }, logger: logger)))
         }
         // Last in, so first told of a shutdown: says it has begun, before the listeners drain.
-        services.append(.init(service: ShutdownNotice(connections: connections, drainTimeout: configuration.drainTimeout, logger: logger)))
+        services.append(.named(ShutdownNotice(connections: connections, drainTimeout: configuration.drainTimeout, logger: logger)))
         var groupConfiguration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: signals, logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = configuration.drainTimeout
@@ -553,5 +553,14 @@ struct ShutdownNotice: Service {
         logger.notice(
             "stopping: draining \(connections.current) HTTP connection\(connections.current == 1 ? "" : "s") and the calls in flight",
             metadata: ["drain_timeout": "\(drainTimeout)"])
+    }
+}
+
+extension ServiceGroupConfiguration.ServiceConfiguration {
+    /// A service named by its type in ServiceLifecycle's logs. Its default name is the service described
+    /// (`"\(service)"`), which walks every field of a struct by reflection: the HTTP application's took a few
+    /// milliseconds of every start.
+    static func named(_ service: any Service) -> Self {
+        .init(service: service, serviceName: _typeName(type(of: service), qualified: false))
     }
 }
